@@ -1,0 +1,81 @@
+/**
+ * The base of every pgscale command: the shared flags, the error-to-exit-code mapping, and the
+ * rule that nothing prompts without a TTY or under --json/--yes.
+ */
+import { Command, Flags, type Interfaces } from '@oclif/core';
+import { FileAuditLog, redact, type AuditEvent, type AuditSink } from './audit.js';
+import { resolveConnection, type ConnectionSettings } from './connection.js';
+import { ExitCode, PgscaleError, exitCodeName } from './errors.js';
+import { HostRoot } from './host/hostRoot.js';
+import { ZxRunner, type Runner } from './runner.js';
+
+export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof PgscaleCommand)['baseFlags'] & T['flags']>;
+
+/** Echoes what runs to stderr under --verbose, and forwards to the run's audit log if any. */
+class AuditFanout implements AuditSink {
+  readonly sinks: AuditSink[] = [];
+  constructor(private readonly verbose: (line: string) => void) {}
+  record(event: AuditEvent): void {
+    if (event.kind === 'run') this.verbose(`$ ${[event.runAs ? `[as ${event.runAs}]` : '', event.program, ...event.args].filter(Boolean).join(' ')}  → ${event.exitCode ?? event.signal} (${event.durationMs} ms)`);
+    else if (event.kind === 'sql') this.verbose(`sql ${event.target}: ${event.sql.replace(/\s+/g, ' ').slice(0, 160)}${event.error ? `  → ${event.error}` : ''} (${event.durationMs} ms)`);
+    for (const s of this.sinks) s.record(event);
+  }
+}
+
+export abstract class PgscaleCommand<T extends typeof Command> extends Command {
+  static override enableJsonFlag = true;
+
+  static override baseFlags = {
+    pgdata: Flags.string({ char: 'D', summary: 'Data directory of the cluster (default: PGDATA, or detected).', helpGroup: 'CLUSTER' }),
+    bindir: Flags.string({ summary: 'Directory holding postgres, pg_ctl, initdb… for that cluster.', helpGroup: 'CLUSTER' }),
+    dsn: Flags.string({ summary: 'libpq connection string or URI; PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE and PGSERVICE are honoured too. Never put a password here: use PGPASSFILE.', helpGroup: 'CLUSTER' }),
+    'host-root': Flags.directory({ summary: 'Read host facts (/proc, /sys, cgroups) under this root instead of /.', default: '/', helpGroup: 'GLOBAL', hidden: false }),
+    yes: Flags.boolean({ char: 'y', summary: 'Answer yes to every confirmation; never prompt.', default: false, helpGroup: 'GLOBAL' }),
+    'dry-run': Flags.boolean({ summary: 'Show what would be done and change nothing.', default: false, helpGroup: 'GLOBAL' }),
+    verbose: Flags.boolean({ char: 'v', summary: 'Print every program run and SQL statement to stderr.', default: false, helpGroup: 'GLOBAL' }),
+  };
+
+  protected flags!: BaseFlags<T>;
+  protected audit!: AuditFanout;
+  protected runner!: Runner;
+
+  public override async init(): Promise<void> {
+    await super.init();
+    const ctor = this.ctor as typeof PgscaleCommand;
+    const { flags } = await this.parse({ flags: ctor.flags, baseFlags: ctor.baseFlags, args: ctor.args, strict: ctor.strict, enableJsonFlag: ctor.enableJsonFlag });
+    this.flags = flags as BaseFlags<T>;
+    this.audit = new AuditFanout((line) => {
+      if (this.flags.verbose) process.stderr.write(redact(line) + '\n');
+    });
+    this.runner = new ZxRunner(this.audit);
+  }
+
+  /** Starts writing the audit log of a run to a file (0600), in addition to --verbose. */
+  protected auditTo(path: string): void {
+    this.audit.sinks.push(new FileAuditLog(path));
+  }
+
+  protected get hostRoot(): HostRoot {
+    return new HostRoot(this.flags['host-root']);
+  }
+
+  protected connection(): ConnectionSettings {
+    return resolveConnection(this.flags.dsn);
+  }
+
+  /** Prompts are allowed only for a person at a terminal who did not ask for --yes or --json. */
+  protected get canPrompt(): boolean {
+    return Boolean(process.stdin.isTTY && process.stdout.isTTY) && !this.flags.yes && !this.jsonEnabled();
+  }
+
+  protected override async catch(err: Error & { exitCode?: number }): Promise<unknown> {
+    if (!(err instanceof PgscaleError)) return super.catch(err);
+    process.exitCode = err.exitCode;
+    if (this.jsonEnabled()) {
+      this.logJson({ error: { message: err.message, hint: err.hint, exitCode: err.exitCode, kind: exitCodeName[err.exitCode] } });
+      return undefined;
+    }
+    process.stderr.write(`pgscale: error: ${err.message}\n${err.hint ? `hint: ${err.hint}\n` : ''}`);
+    return this.exit(err.exitCode === ExitCode.Ok ? ExitCode.InternalError : err.exitCode);
+  }
+}

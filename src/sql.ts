@@ -1,0 +1,180 @@
+/**
+ * The one module that holds SQL. Statements are named values; a Db runs them over `pg` (network or
+ * socket with credentials) or, when pgscale is root on the database host, through psql run as the
+ * data directory's owner so peer authentication works as it does for the DBA.
+ */
+import pg from 'pg';
+import type { AuditSink } from './audit.js';
+import { redact } from './audit.js';
+import { describeConnection, libpqEnvironment, type ConnectionSettings } from './connection.js';
+import { PgscaleError, ExitCode } from './errors.js';
+import type { OsUser, Runner } from './runner.js';
+
+/** A statement and the row type it returns (`void` for commands). */
+export interface Statement<Row> {
+  readonly name: string;
+  readonly text: string;
+  readonly params: readonly (string | number | boolean | null)[];
+  readonly returnsRows: boolean;
+  /** Phantom field carrying the row type. */
+  readonly _row?: Row;
+}
+
+const rows = <Row>(name: string, text: string, params: Statement<Row>['params'] = []): Statement<Row> => ({ name, text, params, returnsRows: true });
+const command = (name: string, text: string): Statement<void> => ({ name, text, params: [], returnsRows: false });
+
+export interface ServerFacts {
+  server_version: string;
+  server_version_num: number;
+  in_recovery: boolean;
+  data_checksums: string;
+  server_encoding: string;
+  lc_collate: string;
+  lc_ctype: string;
+  locale_provider: string;
+  data_directory: string;
+  port: number;
+  total_bytes: string;
+}
+
+export const statements = {
+  serverFacts: () =>
+    rows<ServerFacts>(
+      'server facts',
+      `select current_setting('server_version') as server_version,
+              current_setting('server_version_num')::int as server_version_num,
+              pg_is_in_recovery() as in_recovery,
+              current_setting('data_checksums') as data_checksums,
+              current_setting('server_encoding') as server_encoding,
+              d.datcollate as lc_collate, d.datctype as lc_ctype,
+              -- datlocprovider exists from 15 on; before that every database used libc ('c')
+              coalesce(to_jsonb(d)->>'datlocprovider', 'c') as locale_provider,
+              current_setting('data_directory') as data_directory,
+              current_setting('port')::int as port,
+              (select sum(pg_database_size(oid)) from pg_database where datallowconn)::text as total_bytes
+         from pg_database d where d.datname = 'template1'`,
+    ),
+  tablespaces: () =>
+    rows<{ name: string; location: string; bytes: string | null }>(
+      'tablespaces',
+      `select spcname as name, pg_tablespace_location(oid) as location,
+              pg_tablespace_size(oid)::text as bytes
+         from pg_tablespace where spcname not in ('pg_default', 'pg_global') order by spcname`,
+    ),
+  databases: () =>
+    rows<{ name: string; bytes: string; encoding: string }>(
+      'databases',
+      `select datname as name, pg_database_size(oid)::text as bytes, pg_encoding_to_char(encoding) as encoding
+         from pg_database where datallowconn order by datname`,
+    ),
+  checkpoint: () => command('checkpoint', 'checkpoint'),
+};
+
+export interface Db {
+  /** Where it is connected, for messages and the audit log. */
+  readonly target: string;
+  query<Row>(statement: Statement<Row>): Promise<Row[]>;
+  close(): Promise<void>;
+}
+
+function connectionError(target: string, err: unknown): PgscaleError {
+  const msg = redact(err instanceof Error ? err.message : String(err));
+  return new PgscaleError(`cannot connect to PostgreSQL at ${target}: ${msg}`, ExitCode.FailedNoChange, 'check the port, the user and PGPASSFILE / ~/.pgpass');
+}
+
+async function audited<T>(audit: AuditSink | undefined, target: string, st: Statement<unknown>, run: () => Promise<T[]>): Promise<T[]> {
+  const started = performance.now();
+  try {
+    const result = await run();
+    audit?.record({ kind: 'sql', target, sql: st.text, params: st.params.length, rows: result.length, durationMs: Math.round(performance.now() - started) });
+    return result;
+  } catch (e) {
+    audit?.record({ kind: 'sql', target, sql: st.text, params: st.params.length, error: redact(String(e)), durationMs: Math.round(performance.now() - started) });
+    throw e;
+  }
+}
+
+/** A `pg` client connection. */
+export class PgDb implements Db {
+  private constructor(
+    private readonly client: pg.Client,
+    readonly target: string,
+    private readonly audit?: AuditSink,
+  ) {}
+
+  static async connect(settings: ConnectionSettings, audit?: AuditSink): Promise<PgDb> {
+    const target = describeConnection(settings);
+    const client = new pg.Client({
+      host: settings.host,
+      port: settings.port,
+      user: settings.user,
+      database: settings.database ?? 'postgres',
+      password: settings.password,
+      application_name: 'pgscale',
+      connectionTimeoutMillis: 10_000,
+    });
+    if (settings.passfile) process.env.PGPASSFILE = settings.passfile;
+    try {
+      await client.connect();
+    } catch (e) {
+      await client.end().catch(() => undefined);
+      throw connectionError(target, e);
+    }
+    return new PgDb(client, target, audit);
+  }
+
+  async query<Row>(st: Statement<Row>): Promise<Row[]> {
+    return audited(this.audit, this.target, st, async () => (await this.client.query(st.text, [...st.params])).rows as Row[]);
+  }
+
+  async close(): Promise<void> {
+    await this.client.end();
+  }
+}
+
+/** psql run as the cluster owner over the local socket: the root-on-the-host path (peer auth). */
+export class PsqlDb implements Db {
+  readonly target: string;
+  private readonly literal = new pg.Client();
+
+  constructor(
+    private readonly runner: Runner,
+    private readonly psql: string,
+    private readonly settings: ConnectionSettings,
+    private readonly owner: OsUser,
+    private readonly audit?: AuditSink,
+  ) {
+    this.target = describeConnection(settings) + ` (psql as ${owner.name})`;
+  }
+
+  /** Our statements use $n only as parameters, never inside literals. */
+  private inline(st: Statement<unknown>): string {
+    return st.text.replace(/\$(\d+)/g, (_, n: string) => {
+      const v = st.params[Number(n) - 1];
+      if (v === null || v === undefined) return 'null';
+      return typeof v === 'string' ? this.literal.escapeLiteral(v) : String(v);
+    });
+  }
+
+  async query<Row>(st: Statement<Row>): Promise<Row[]> {
+    const body = this.inline(st);
+    const text = st.returnsRows ? `select coalesce(json_agg(q), '[]'::json) from (${body}) q` : body;
+    return audited(this.audit, this.target, st, async () => {
+      const res = await this.runner.run({
+        program: this.psql,
+        args: ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-f', '-'],
+        env: { ...libpqEnvironment(this.settings), PGDATABASE: this.settings.database ?? 'postgres', PGAPPNAME: 'pgscale' },
+        runAs: this.owner,
+        input: text,
+      });
+      if (res.exitCode !== 0) {
+        const msg = res.stderr.trim();
+        if (/could not connect|connection to server/.test(msg)) throw connectionError(this.target, msg);
+        throw new Error(`${st.name} failed: ${redact(msg)}`);
+      }
+      return st.returnsRows ? (JSON.parse(res.stdout.trim() || '[]') as Row[]) : [];
+    });
+  }
+
+  async close(): Promise<void> {}
+}

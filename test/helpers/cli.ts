@@ -1,0 +1,47 @@
+/** Runs the built CLI (bin/run.js) as a subprocess, as a user would. */
+import { spawn } from 'node:child_process';
+import { cliEntry, repoRoot } from './paths.js';
+import type { OsUser } from '../../src/runner.js';
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CliOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Run as another OS user (root only), e.g. to test an unreadable data directory. */
+  asUser?: OsUser;
+  input?: string;
+  timeoutMs?: number;
+}
+
+export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cliEntry, ...args], {
+      cwd: repoRoot,
+      env: { ...process.env, NO_COLOR: '1', ...opts.env },
+      uid: opts.asUser?.uid,
+      gid: opts.asUser?.gid,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      timeout: opts.timeoutMs ?? 120_000,
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Parses --json output, failing the test with the raw text when it is not JSON. */
+export function parseJson<T>(res: CliResult): T {
+  try {
+    return JSON.parse(res.stdout) as T;
+  } catch {
+    throw new Error(`stdout is not JSON (exit ${res.code}):\n${res.stdout}\nstderr:\n${res.stderr}`);
+  }
+}

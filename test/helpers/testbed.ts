@@ -1,0 +1,189 @@
+/**
+ * The real-PostgreSQL test bed: bindirs provisioned by test/testbed/provision.sh (cached), clusters
+ * on free ports with sockets in temp dirs, loop-mounted volumes, and teardown that always runs.
+ * Servers run as the unprivileged `postgres` account when the tests run as root.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isRoot, ZxRunner, describeFailure, type Invocation, type OsUser, type RunResult } from '../../src/runner.js';
+import { currentUser, userByName } from '../../src/osUser.js';
+import { repoRoot } from './paths.js';
+
+export const runner = new ZxRunner();
+
+/** The account servers run as: `postgres` when root (PostgreSQL refuses root), else ourselves. */
+export const serverUser: OsUser = isRoot()
+  ? (userByName('postgres') ?? (() => { throw new Error('tests as root need a "postgres" OS account'); })())
+  : currentUser();
+
+const bindirs = new Map<number, string>();
+
+/** A real bindir of that major version (provisioned on first use, then cached). */
+export function bindir(version: number): string {
+  let dir = bindirs.get(version);
+  if (!dir) {
+    const out = execFileSync('bash', [join(repoRoot, 'test/testbed/provision.sh'), String(version)], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    dir = out.trim().split(' ')[1]!;
+    bindirs.set(version, dir);
+  }
+  return dir;
+}
+
+type Teardown = { label: string; run: () => void };
+const teardowns: Teardown[] = [];
+
+/** Registers an undo, newest first; also run on process exit so a crashed test leaves nothing running. */
+function onTeardown(label: string, run: () => void): Teardown {
+  const t = { label, run };
+  teardowns.push(t);
+  return t;
+}
+
+function runTeardown(t: Teardown): void {
+  const i = teardowns.indexOf(t);
+  if (i < 0) return;
+  teardowns.splice(i, 1);
+  try {
+    t.run();
+  } catch (e) {
+    process.stderr.write(`teardown ${t.label} failed: ${String(e)}\n`);
+  }
+}
+
+/** Stops every server, unmounts every volume and removes every temp dir this process made. */
+export function teardownAll(): void {
+  while (teardowns.length) runTeardown(teardowns[teardowns.length - 1]!);
+}
+process.on('exit', teardownAll);
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { teardownAll(); process.exit(130); });
+
+/** A temp dir owned by the server account (so a cluster or a pgscale state dir can live in it). */
+export function scratchDir(prefix = 'pgscale-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  if (isRoot()) chownSync(dir, serverUser.uid, serverUser.gid);
+  onTeardown(`rm ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export function mkdirOwned(path: string): string {
+  mkdirSync(path, { recursive: true, mode: 0o700 });
+  if (isRoot()) chownSync(path, serverUser.uid, serverUser.gid);
+  return path;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+async function must(inv: Invocation): Promise<RunResult> {
+  const res = await runner.run(inv);
+  if (res.exitCode !== 0) throw new Error(describeFailure(inv, res) + '\n' + res.stdout.slice(-2000));
+  return res;
+}
+
+export interface ClusterOptions {
+  version: number;
+  checksums?: boolean;
+  /** initdb --waldir: WAL on another directory (e.g. a loop volume). */
+  waldir?: string;
+  /** Lines appended to postgresql.conf. */
+  conf?: string[];
+  start?: boolean;
+  /** Parent directory (default: a new scratch dir). */
+  parent?: string;
+}
+
+export class TestCluster {
+  constructor(
+    readonly version: number,
+    readonly bindir: string,
+    readonly pgdata: string,
+    readonly port: number,
+    readonly socketDir: string,
+    readonly logFile: string,
+  ) {}
+
+  get superuser(): string {
+    return serverUser.name;
+  }
+
+  private inv(program: string, args: string[], input?: string): Invocation {
+    return { program: join(this.bindir, program), args, runAs: serverUser, input };
+  }
+
+  async start(): Promise<void> {
+    await must(this.inv('pg_ctl', ['-D', this.pgdata, '-l', this.logFile, '-w', '-t', '60', 'start']));
+  }
+
+  async stop(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    await must(this.inv('pg_ctl', ['-D', this.pgdata, '-m', mode, '-w', 'stop']));
+  }
+
+  /** Runs SQL through psql as the server account (peer auth); returns unaligned tuples-only output. */
+  async sql(sql: string, db = 'postgres'): Promise<string> {
+    const res = await must(
+      this.inv('psql', ['-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-h', this.socketDir, '-p', String(this.port), '-U', this.superuser, '-d', db, '-f', '-'], sql),
+    );
+    return res.stdout.trim();
+  }
+}
+
+export async function createCluster(opts: ClusterOptions): Promise<TestCluster> {
+  const parent = opts.parent ?? scratchDir(`pgscale-pg${opts.version}-`);
+  const bin = bindir(opts.version);
+  const pgdata = join(parent, 'data');
+  const socketDir = mkdirOwned(join(parent, 'sock'));
+  const port = await freePort();
+  const cluster = new TestCluster(opts.version, bin, pgdata, port, socketDir, join(parent, 'server.log'));
+  const initdb = ['-D', pgdata, '-U', serverUser.name, '--no-locale', '-E', 'UTF8', '--auth-local=peer', '--auth-host=scram-sha-256'];
+  if (opts.checksums) initdb.push('--data-checksums');
+  else if (opts.version >= 18) initdb.push('--no-data-checksums');
+  if (opts.waldir) initdb.push('--waldir', opts.waldir);
+  await must({ program: join(bin, 'initdb'), args: initdb, runAs: serverUser });
+  const conf = [`port = ${port}`, `unix_socket_directories = '${socketDir}'`, `listen_addresses = ''`, ...(opts.conf ?? [])];
+  appendFileSync(join(pgdata, 'postgresql.conf'), '\n# test bed\n' + conf.join('\n') + '\n');
+  onTeardown(`stop ${pgdata}`, () => {
+    if (existsSync(join(pgdata, 'postmaster.pid'))) {
+      spawnSync('setpriv', ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', join(bin, 'pg_ctl'), '-D', pgdata, '-m', 'immediate', '-w', 'stop'], { stdio: 'ignore', cwd: '/' });
+    }
+  });
+  if (opts.start !== false) await cluster.start();
+  return cluster;
+}
+
+export interface LoopVolume {
+  mountPoint: string;
+  image: string;
+  unmount(): void;
+}
+
+/** A real separate filesystem: an image file formatted and loop-mounted (root only). */
+export function createLoopVolume(sizeMiB = 64, fsType: 'ext4' | 'xfs' = 'ext4'): LoopVolume {
+  if (!isRoot()) throw new Error('loop volumes need root');
+  const base = mkdtempSync(join(tmpdir(), 'pgscale-vol-'));
+  onTeardown(`rm ${base}`, () => rmSync(base, { recursive: true, force: true }));
+  const image = join(base, 'volume.img');
+  const mountPoint = join(base, 'mnt');
+  mkdirSync(mountPoint);
+  execFileSync('truncate', ['-s', `${sizeMiB}M`, image]);
+  execFileSync(fsType === 'xfs' ? 'mkfs.xfs' : 'mkfs.ext4', fsType === 'xfs' ? ['-q', image] : ['-q', '-F', image]);
+  execFileSync('mount', ['-o', 'loop', image, mountPoint]);
+  const t = onTeardown(`umount ${mountPoint}`, () => {
+    spawnSync('umount', ['-d', mountPoint], { stdio: 'ignore' });
+  });
+  chownSync(mountPoint, serverUser.uid, serverUser.gid);
+  return { mountPoint, image, unmount: () => runTeardown(t) };
+}
