@@ -5,12 +5,14 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, ZxRunner, describeFailure, type Invocation, type OsUser, type RunResult } from '../../src/runner.js';
 import { currentUser, userByName } from '../../src/osUser.js';
 import { repoRoot } from './paths.js';
+import { freePort } from '../../src/net.js';
+
+export { freePort };
 
 export const runner = new ZxRunner();
 
@@ -75,17 +77,6 @@ export function mkdirOwned(path: string): string {
   mkdirSync(path, { recursive: true, mode: 0o700 });
   if (isRoot()) chownSync(path, serverUser.uid, serverUser.gid);
   return path;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 async function must(inv: Invocation): Promise<RunResult> {

@@ -1,0 +1,90 @@
+/** `pgscale detect`: compute, storage and clusters as pgscale sees them. */
+import { inspectCluster, type ClusterInfo } from './cluster/inspect.js';
+import { discoverClusters, defaultDiscoveryRoots, type DiscoveryRoots } from './cluster/discover.js';
+import { findInstallations, defaultInstallationRoots, type Installation, type InstallationRoots } from './cluster/installations.js';
+import type { AuditSink } from './audit.js';
+import type { ConnectionSettings } from './connection.js';
+import { PgscaleError } from './errors.js';
+import { detectCompute } from './host/compute.js';
+import type { HostRoot } from './host/hostRoot.js';
+import { detectStorage } from './host/storage.js';
+import type { ComputeProfile, StorageInfo } from './host/types.js';
+import type { Runner } from './runner.js';
+
+export type StorageRole = 'data' | 'wal' | 'tablespace';
+
+export interface ClusterStorage {
+  role: StorageRole;
+  path: string;
+  storage: StorageInfo | undefined;
+  error?: string;
+}
+
+export interface DetectedCluster extends ClusterInfo {
+  storage: ClusterStorage[];
+}
+
+export interface DetectReport {
+  hostRoot: string;
+  compute: ComputeProfile;
+  installations: Installation[];
+  clusters: DetectedCluster[];
+  /** Candidates that were found but could not be inspected. */
+  skipped: { dataDir: string; reason: string }[];
+}
+
+export interface DetectOptions {
+  runner: Runner;
+  hostRoot: HostRoot;
+  audit?: AuditSink;
+  pgdata?: string;
+  bindir?: string;
+  connection?: ConnectionSettings;
+  env?: NodeJS.ProcessEnv;
+  installationRoots?: InstallationRoots;
+  discoveryRoots?: DiscoveryRoots;
+}
+
+async function storageOf(root: HostRoot, info: ClusterInfo): Promise<ClusterStorage[]> {
+  const paths: { role: StorageRole; path: string }[] = [
+    { role: 'data', path: info.dataDir },
+    ...(info.wal.symlink ? [{ role: 'wal' as const, path: info.wal.path }] : []),
+    ...info.tablespaces.map((t) => ({ role: 'tablespace' as const, path: t.location })),
+  ];
+  return Promise.all(
+    paths.map(async (p) => {
+      try {
+        return { ...p, storage: await detectStorage(root, p.path) };
+      } catch (e) {
+        if (e instanceof PgscaleError) throw e;
+        return { ...p, storage: undefined, error: (e as Error).message };
+      }
+    }),
+  );
+}
+
+export async function detect(opts: DetectOptions): Promise<DetectReport> {
+  const compute = await detectCompute(opts.hostRoot);
+  const installations = await findInstallations(opts.runner, opts.bindir ? [opts.bindir] : [], opts.installationRoots ?? defaultInstallationRoots);
+  const ctxBase = { runner: opts.runner, installations, audit: opts.audit, connection: opts.connection };
+  const clusters: DetectedCluster[] = [];
+  const skipped: DetectReport['skipped'] = [];
+
+  if (opts.pgdata) {
+    // an explicit data directory must be valid: its errors are the user's to see, not skipped
+    const info = await inspectCluster(opts.pgdata, { ...ctxBase, foundBy: ['flag'] });
+    clusters.push({ ...info, storage: await storageOf(opts.hostRoot, info) });
+  } else {
+    const found = await discoverClusters([], opts.env ?? process.env, opts.discoveryRoots ?? defaultDiscoveryRoots);
+    for (const { candidate, foundBy } of found) {
+      try {
+        const info = await inspectCluster(candidate.dataDir, { ...ctxBase, layout: candidate.layout, foundBy });
+        if (clusters.some((c) => c.dataDir === info.dataDir)) continue;
+        clusters.push({ ...info, storage: await storageOf(opts.hostRoot, info) });
+      } catch (e) {
+        skipped.push({ dataDir: candidate.dataDir, reason: (e as Error).message });
+      }
+    }
+  }
+  return { hostRoot: opts.hostRoot.root, compute, installations, clusters, skipped };
+}
