@@ -68,6 +68,18 @@ export const statements = {
          from pg_database where datallowconn order by datname`,
     ),
   checkpoint: () => command('checkpoint', 'checkpoint'),
+  /** Exact row counts of every user table of the connected database. */
+  tableRowCounts: () =>
+    rows<{ table_name: string; row_count: string }>(
+      'table row counts',
+      `select format('%I.%I', table_schema, table_name) as table_name,
+              (xpath('/row/c/text()', query_to_xml(format('select count(*) as c from %I.%I', table_schema, table_name), false, true, '')))[1]::text as row_count
+         from information_schema.tables
+        where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')
+        order by 1`,
+    ),
+  systemIdentifier: () => rows<{ system_identifier: string }>('system identifier', 'select system_identifier::text as system_identifier from pg_control_system()'),
+  serverVersionNum: () => rows<{ server_version_num: number; server_version: string }>('server version', `select current_setting('server_version_num')::int as server_version_num, current_setting('server_version') as server_version`),
 };
 
 export interface Db {

@@ -1,0 +1,2 @@
+/** Registers every operation and its steps: a plan file may name any of them. */
+import './backup/steps.js';

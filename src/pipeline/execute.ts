@@ -1,0 +1,267 @@
+/**
+ * Runs a plan's steps with a journal: start, resume and rollback. Progress is a listr2 task list
+ * (live on a TTY, timestamped lines without one, nothing under --json). Ctrl-C stops at the next
+ * safe point with the journal consistent.
+ */
+import { Listr, PRESET_TIMER, PRESET_TIMESTAMP, type ListrRendererValue } from 'listr2';
+import type { AuditSink } from '../audit.js';
+import { ExitCode, PgscaleError, refused } from '../errors.js';
+import { formatBytes, formatDuration } from '../format.js';
+import type { Runner } from '../runner.js';
+import { acquireLock, appendEvent, newRun, processAlive, readRun, releaseLock, type RunState, type RunStatus, type StepState } from './journal.js';
+import type { Plan, PlannedStep } from './plan.js';
+import { stepDefinition, type JsonObject, type Progress, type StepContext } from './step.js';
+
+export type ProgressMode = 'tty' | 'plain' | 'silent';
+
+export interface ExecuteOptions {
+  stateDir: string;
+  runner: Runner;
+  audit: AuditSink;
+  progress: ProgressMode;
+  signal: AbortSignal;
+  /** Asks a person; absent when nobody can be asked (no TTY, --json, --yes). */
+  confirm?: (question: string) => Promise<boolean>;
+  /** --yes: confirmations count as given. */
+  assumeYes: boolean;
+  /** Called once the run directory exists (the command attaches the run's audit log there). */
+  onRunDir?: (dir: string) => void;
+}
+
+export interface RunReport {
+  runId: string;
+  runDir: string;
+  operation: string;
+  status: RunStatus;
+  steps: { id: string; title: string; state: StepState }[];
+  outputs: Record<string, JsonObject>;
+  durationSeconds: number;
+}
+
+function report(state: RunState, started: number): RunReport {
+  return {
+    runId: state.id,
+    runDir: state.dir,
+    operation: state.plan.operation,
+    status: state.status,
+    steps: state.plan.steps.map((s) => ({ id: s.id, title: s.title, state: state.steps.get(s.id) ?? 'pending' })),
+    outputs: Object.fromEntries(state.outputs),
+    durationSeconds: Math.round((performance.now() - started) / 100) / 10,
+  };
+}
+
+/** The part of a listr2 task wrapper that steps see. */
+type OutputTarget = { output: string };
+type TaskView = OutputTarget & { title: string; skip(message?: string): void };
+
+/** Runs tasks in order under the renderer the output mode calls for. */
+async function runTaskList(tasks: { title: string; run: (task: TaskView) => Promise<void> }[], mode: ProgressMode): Promise<void> {
+  const list = new Listr<unknown, ListrRendererValue, ListrRendererValue>(
+    tasks.map((t) => ({ title: t.title, task: (_ctx: unknown, wrapper: TaskView) => t.run(wrapper) })),
+    {
+      concurrent: false,
+      exitOnError: true,
+      renderer: mode === 'tty' ? 'default' : mode === 'plain' ? 'simple' : 'silent',
+      fallbackRenderer: 'simple',
+      rendererOptions: { timer: PRESET_TIMER, timestamp: mode === 'plain' ? PRESET_TIMESTAMP : undefined, outputBar: 1, persistentOutput: false },
+      fallbackRendererOptions: { timer: PRESET_TIMER, timestamp: PRESET_TIMESTAMP },
+    },
+  );
+  await list.run();
+}
+
+/** Throttled progress: a live bar on a TTY, a line every few seconds in a log. */
+function progressFor(task: OutputTarget, mode: ProgressMode): Progress {
+  let last = 0;
+  const started = performance.now();
+  const every = mode === 'tty' ? 200 : 5000;
+  const show = (text: string) => {
+    const now = performance.now();
+    if (now - last < every) return;
+    last = now;
+    task.output = text;
+  };
+  return {
+    message: show,
+    bytes(done, total) {
+      const secs = (performance.now() - started) / 1000;
+      const rate = secs > 0 ? done / secs : 0;
+      const eta = total && rate > 0 && total > done ? `, ETA ${formatDuration((total - done) / rate)}` : '';
+      const pct = total ? ` (${Math.min(100, Math.round((100 * done) / total))} %)` : '';
+      const bar = mode === 'tty' && total ? `[${'#'.repeat(Math.min(20, Math.round((20 * done) / total))).padEnd(20, '.')}] ` : '';
+      show(`${bar}${formatBytes(done)}${total ? ` of ~${formatBytes(total)}` : ''}${pct}, ${formatBytes(rate)}/s${eta}`);
+    },
+  };
+}
+
+const needsConfirmation = (s: PlannedStep) => s.downtime || s.pointOfNoReturn;
+
+function killOrphans(pgids: readonly number[]): void {
+  for (const pgid of pgids) {
+    if (!processAlive(pgid)) continue;
+    try {
+      process.kill(-pgid, 'SIGTERM');
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+}
+
+/** Steps in segments that each start at a step needing confirmation: prompts never overlap the live list. */
+function segments(steps: readonly PlannedStep[]): PlannedStep[][] {
+  const out: PlannedStep[][] = [];
+  for (const s of steps) {
+    if (out.length === 0 || needsConfirmation(s)) out.push([]);
+    out[out.length - 1]!.push(s);
+  }
+  return out;
+}
+
+async function confirmStep(step: PlannedStep, opts: ExecuteOptions): Promise<void> {
+  if (opts.assumeYes) return;
+  const why = step.pointOfNoReturn ? 'it is the point of no return' : 'the cluster will be unavailable';
+  if (!opts.confirm) throw refused(`"${step.title}" needs confirmation (${why})`, 'run it at a terminal, or pass --yes');
+  if (!(await opts.confirm(`Next: ${step.title} — ${why}. Continue?`))) throw refused('not confirmed: stopped before this step; nothing more was changed');
+}
+
+async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean): Promise<void> {
+  const finished = (id: string) => ['done', 'skipped'].includes(state.steps.get(id) ?? 'pending');
+  const context = (step: PlannedStep, progress: Progress): StepContext => ({
+    runner: opts.runner,
+    audit: opts.audit,
+    signal: opts.signal,
+    progress,
+    outputs: state.outputs,
+    runDir: state.dir,
+    trackProcess: (pgid) => appendEvent(state.dir, { type: 'process', step: step.id, pgid }),
+  });
+  const runOne = async (step: PlannedStep, task: TaskView) => {
+    if (opts.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
+    const def = stepDefinition(step.kind);
+    const ctx = context(step, progressFor(task, opts.progress));
+    if (resuming) {
+      const held = await def.verify(ctx, step.params);
+      if (held.ok) {
+        appendEvent(state.dir, { type: 'step-skipped', step: step.id, reason: held.detail });
+        state.steps.set(step.id, 'skipped');
+        task.skip(`${step.title} — already done: ${held.detail}`);
+        return;
+      }
+    }
+    appendEvent(state.dir, { type: 'step-started', step: step.id });
+    state.steps.set(step.id, 'running');
+    try {
+      const outputs = (await def.apply(ctx, step.params)) ?? {};
+      const verified = await def.verify(ctx, step.params);
+      if (!verified.ok) throw new PgscaleError(`verification failed after "${step.title}": ${verified.detail}`, ExitCode.FailedAfterChange);
+      appendEvent(state.dir, { type: 'step-done', step: step.id, outputs, verified: verified.detail });
+      state.steps.set(step.id, 'done');
+      state.outputs.set(step.id, outputs);
+      task.title = `${step.title} — ${verified.detail}`;
+    } catch (e) {
+      const interrupted = opts.signal.aborted;
+      appendEvent(state.dir, { type: 'step-failed', step: step.id, error: interrupted ? 'interrupted' : (e as Error).message });
+      state.steps.set(step.id, 'failed');
+      if (interrupted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
+      throw e;
+    }
+  };
+  for (const segment of segments(state.plan.steps)) {
+    const pending = segment.filter((s) => !finished(s.id));
+    if (pending.length === 0) continue;
+    if (needsConfirmation(segment[0]!) && !finished(segment[0]!.id)) await confirmStep(segment[0]!, opts);
+    await runTaskList(pending.map((step) => ({ title: step.title, run: (task) => runOne(step, task) })), opts.progress);
+  }
+}
+
+function changedAnything(state: RunState): boolean {
+  return [...state.steps.values()].some((s) => s !== 'pending');
+}
+
+async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): Promise<RunReport> {
+  const started = performance.now();
+  const key = state.plan.target.lockKey;
+  appendEvent(state.dir, { type: 'run-started', pid: process.pid, resumed: resuming || undefined });
+  try {
+    await runSteps(state, opts, resuming);
+  } catch (e) {
+    const err = e instanceof PgscaleError ? e : new PgscaleError((e as Error).message, ExitCode.FailedAfterChange);
+    if (err.exitCode === ExitCode.Interrupted || opts.signal.aborted) {
+      appendEvent(state.dir, { type: 'run-interrupted', step: [...state.steps].find(([, s]) => s === 'failed')?.[0] });
+      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, `continue with \`pgscale resume ${state.id}\` or undo with \`pgscale rollback ${state.id}\``);
+    }
+    appendEvent(state.dir, { type: 'run-failed', error: err.message });
+    if (!changedAnything(state)) {
+      releaseLock(opts.stateDir, key, state.id);
+      throw new PgscaleError(err.message, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
+    }
+    // the lock stays: nothing else may touch this cluster until the run is resumed or rolled back
+    throw new PgscaleError(err.message, ExitCode.FailedAfterChange, `fix the cause, then \`pgscale resume ${state.id}\` (or \`pgscale rollback ${state.id}\`)`);
+  }
+  appendEvent(state.dir, { type: 'run-done' });
+  releaseLock(opts.stateDir, key, state.id);
+  return report(readRun(opts.stateDir, state.id), started);
+}
+
+/** Starts a new run of a plan whose checks passed. */
+export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunReport> {
+  const id = newRun(opts.stateDir, plan);
+  try {
+    acquireLock(opts.stateDir, plan.target.lockKey, id);
+  } catch (e) {
+    appendEvent(readRun(opts.stateDir, id).dir, { type: 'run-failed', error: (e as Error).message });
+    throw e;
+  }
+  const state = readRun(opts.stateDir, id);
+  opts.onRunDir?.(state.dir);
+  return drive(state, opts, false);
+}
+
+/** Continues a failed, interrupted or killed run: done steps stay done, the rest verify-then-apply. */
+export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<RunReport> {
+  const state = readRun(opts.stateDir, runId);
+  if (state.status === 'completed') throw refused(`run ${runId} already completed`);
+  if (state.status === 'rolled-back' || state.status === 'rolling-back' || state.status === 'rollback-failed') throw refused(`run ${runId} was rolled back (${state.status}); make a new plan`);
+  if (state.status === 'running') throw refused(`run ${runId} is still running`);
+  acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
+  killOrphans(state.orphans);
+  opts.onRunDir?.(state.dir);
+  return drive(state, opts, true);
+}
+
+/** Undoes what a run did, newest step first; refuses past a point of no return. */
+export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<RunReport> {
+  const started = performance.now();
+  const state = readRun(opts.stateDir, runId);
+  if (state.status === 'running') throw refused(`run ${runId} is still running`);
+  if (state.status === 'rolled-back') throw refused(`run ${runId} was already rolled back`);
+  const touched = state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending'));
+  const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
+  if (pastNoReturn) {
+    throw refused(`run ${runId} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, pastNoReturn.rollback);
+  }
+  acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
+  killOrphans(state.orphans);
+  opts.onRunDir?.(state.dir);
+  appendEvent(state.dir, { type: 'rollback-started', pid: process.pid });
+  const undo = [...touched].reverse();
+  await runTaskList(undo.map((step) => ({
+    title: `undo: ${step.title}`,
+    run: async (task) => {
+      const def = stepDefinition(step.kind);
+      try {
+        await def.rollback?.(
+          { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: progressFor(task, opts.progress), outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined },
+          step.params,
+        );
+      } catch (e) {
+        appendEvent(state.dir, { type: 'rollback-failed', step: step.id, error: (e as Error).message });
+        throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
+      }
+      appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
+    },
+  })), opts.progress);
+  appendEvent(state.dir, { type: 'rollback-done' });
+  releaseLock(opts.stateDir, state.plan.target.lockKey, runId);
+  return report(readRun(opts.stateDir, runId), started);
+}

@@ -1,0 +1,114 @@
+/**
+ * A plan: the ordered steps of an operation, each with its checks and exact actions, plus a
+ * fingerprint of the state it was made from. `--plan-out` writes it; `pgscale apply` re-checks
+ * the fingerprint and re-plans every step, refusing if anything differs from what was reviewed.
+ */
+import { flag, stepDefinition, type CheckResult, type Json, type JsonObject, type PlannedAction, type StepContext, type StepData } from './step.js';
+
+export const planFormat = 'pgscale-plan/1';
+
+export type Fingerprint = Record<string, Json>;
+
+export interface PlannedStep extends StepData {
+  title: string;
+  downtime: boolean;
+  pointOfNoReturn: boolean;
+  actions: PlannedAction[];
+  checks: CheckResult[];
+  rollback: string;
+  estimateSeconds: number;
+}
+
+export interface Plan {
+  format: typeof planFormat;
+  operation: string;
+  /** The operation's own parameters: what `apply` needs to fingerprint the target again. */
+  params: JsonObject;
+  target: { description: string; lockKey: string };
+  createdAt: string;
+  fingerprint: Fingerprint;
+  summary: string;
+  steps: PlannedStep[];
+  /** Seconds the cluster is unavailable, summed over downtime steps. */
+  downtimeSeconds: number;
+  /** Id of the step after which rollback cannot restore the old state, if any. */
+  pointOfNoReturn: string | null;
+  risks: string[];
+}
+
+/** An operation (backup, upgrade…): how to turn its parameters into steps and a fingerprint. */
+export interface Operation<P extends JsonObject = JsonObject> {
+  name: string;
+  describeTarget(params: P): { description: string; lockKey: string };
+  summary(params: P): string;
+  steps(params: P): StepData[];
+  fingerprint(ctx: StepContext, params: P): Promise<Fingerprint>;
+}
+
+const operations = new Map<string, Operation>();
+
+export function defineOperation<P extends JsonObject>(op: Operation<P>): Operation<P> {
+  operations.set(op.name, op as unknown as Operation);
+  return op;
+}
+
+export function operation(name: string): Operation {
+  const op = operations.get(name);
+  if (!op) throw new Error(`unknown operation "${name}"`);
+  return op;
+}
+
+/** Runs every check and plan function: no side effects, so --dry-run is this and nothing more. */
+export async function buildPlan(op: Operation, params: JsonObject, ctx: StepContext): Promise<Plan> {
+  const steps: PlannedStep[] = [];
+  for (const data of op.steps(params)) {
+    const def = stepDefinition(data.kind);
+    steps.push({
+      ...data,
+      title: def.title(data.params),
+      downtime: flag(def.downtime, data.params),
+      pointOfNoReturn: flag(def.pointOfNoReturn, data.params),
+      checks: await def.check(ctx, data.params),
+      actions: await def.plan(ctx, data.params),
+      rollback: def.rollbackNote(data.params),
+      estimateSeconds: Math.round(def.estimateSeconds?.(data.params) ?? 0),
+    });
+  }
+  const checks = steps.flatMap((s) => s.checks);
+  return {
+    format: planFormat,
+    operation: op.name,
+    params,
+    target: op.describeTarget(params),
+    createdAt: new Date().toISOString(),
+    fingerprint: await op.fingerprint(ctx, params),
+    summary: op.summary(params),
+    steps,
+    downtimeSeconds: steps.filter((s) => s.downtime).reduce((a, s) => a + s.estimateSeconds, 0),
+    pointOfNoReturn: steps.find((s) => s.pointOfNoReturn)?.id ?? null,
+    risks: checks.filter((c) => !c.passed && c.severity !== 'info').map((c) => `${c.severity === 'error' ? 'BLOCKER' : 'warning'}: ${c.name}: ${c.detail}`),
+  };
+}
+
+export const failedChecks = (plan: Plan): CheckResult[] => plan.steps.flatMap((s) => s.checks).filter((c) => !c.passed && c.severity === 'error');
+
+/** Human-readable differences between two fingerprints (or two plans' actions). */
+export function fingerprintDrift(reviewed: Fingerprint, now: Fingerprint): string[] {
+  const keys = [...new Set([...Object.keys(reviewed), ...Object.keys(now)])].sort();
+  return keys
+    .filter((k) => JSON.stringify(reviewed[k]) !== JSON.stringify(now[k]))
+    .map((k) => `${k}: planned ${JSON.stringify(reviewed[k]) ?? '(absent)'}, now ${JSON.stringify(now[k]) ?? '(absent)'}`);
+}
+
+/** Steps whose exact actions would differ from the reviewed plan's. */
+export function actionDrift(reviewed: Plan, now: Plan): string[] {
+  const out: string[] = [];
+  const nowById = new Map(now.steps.map((s) => [s.id, s]));
+  for (const s of reviewed.steps) {
+    const n = nowById.get(s.id);
+    if (!n) out.push(`step ${s.id}: no longer part of the plan`);
+    else if (JSON.stringify(n.actions) !== JSON.stringify(s.actions)) out.push(`step ${s.id} (${s.title}): its commands or file changes differ from the reviewed plan`);
+  }
+  for (const n of now.steps) if (!reviewed.steps.some((s) => s.id === n.id)) out.push(`step ${n.id}: new since the plan was reviewed`);
+  return out;
+}

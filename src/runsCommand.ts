@@ -1,0 +1,13 @@
+import { Args } from '@oclif/core';
+import { listRuns } from './pipeline/journal.js';
+import { refused } from './errors.js';
+
+export const runArg = { run: Args.string({ description: 'Run id (see `pgscale runs`); default: the newest unfinished run.' }) };
+
+/** The newest run that did not finish, for `resume` / `rollback` without an id. */
+export function newestUnfinishedRun(stateDir: string): string {
+  const open = listRuns(stateDir).filter((r) => !['completed', 'rolled-back'].includes(r.status));
+  const last = open[open.length - 1];
+  if (!last) throw refused(`no unfinished run in ${stateDir}`, 'see `pgscale runs`');
+  return last.id;
+}
