@@ -94,6 +94,14 @@ function progressFor(task: OutputTarget, mode: ProgressMode): Progress {
   };
 }
 
+/**
+ * Crash-safety failpoints for tests: PGSCALE_FAILPOINT=STEP:started|applied|done kills pgscale
+ * with SIGKILL at that boundary, exactly as a power cut or an OOM kill would.
+ */
+function failpoint(stepId: string, where: 'started' | 'applied' | 'done'): void {
+  if (process.env.PGSCALE_FAILPOINT === `${stepId}:${where}`) process.kill(process.pid, 'SIGKILL');
+}
+
 const needsConfirmation = (s: PlannedStep) => s.downtime || s.pointOfNoReturn;
 
 function killOrphans(pgids: readonly number[]): void {
@@ -150,18 +158,23 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
     }
     appendEvent(state.dir, { type: 'step-started', step: step.id });
     state.steps.set(step.id, 'running');
+    failpoint(step.id, 'started');
     try {
       const outputs = (await def.apply(ctx, step.params)) ?? {};
+      failpoint(step.id, 'applied');
       const verified = await def.verify(ctx, step.params);
       if (!verified.ok) throw new PgscaleError(`verification failed after "${step.title}": ${verified.detail}`, ExitCode.FailedAfterChange);
       appendEvent(state.dir, { type: 'step-done', step: step.id, outputs, verified: verified.detail });
       state.steps.set(step.id, 'done');
       state.outputs.set(step.id, outputs);
+      failpoint(step.id, 'done');
       task.title = `${step.title} — ${verified.detail}`;
     } catch (e) {
       const interrupted = opts.signal.aborted;
-      appendEvent(state.dir, { type: 'step-failed', step: step.id, error: interrupted ? 'interrupted' : (e as Error).message });
-      state.steps.set(step.id, 'failed');
+      // a step that failed with "no change" has cleaned up after itself: nothing of it remains
+      const clean = e instanceof PgscaleError && e.exitCode === ExitCode.FailedNoChange;
+      appendEvent(state.dir, { type: 'step-failed', step: step.id, error: interrupted ? 'interrupted' : (e as Error).message, clean });
+      state.steps.set(step.id, clean ? 'pending' : 'failed');
       if (interrupted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
       throw e;
     }

@@ -16,7 +16,7 @@ export type JournalEvent =
   | { type: 'process'; step: string; pgid: number }
   | { type: 'step-done'; step: string; outputs: JsonObject; verified: string }
   | { type: 'step-skipped'; step: string; reason: string }
-  | { type: 'step-failed'; step: string; error: string }
+  | { type: 'step-failed'; step: string; error: string; clean: boolean }
   | { type: 'run-interrupted'; step?: string }
   | { type: 'run-failed'; error: string }
   | { type: 'run-done' }
@@ -116,7 +116,7 @@ export function readRun(stateDir: string, id: string): RunState {
       case 'process': processes.set(e.step, [...(processes.get(e.step) ?? []), e.pgid]); break;
       case 'step-done': steps.set(e.step, 'done'); outputs.set(e.step, e.outputs); processes.delete(e.step); break;
       case 'step-skipped': steps.set(e.step, 'skipped'); processes.delete(e.step); break;
-      case 'step-failed': steps.set(e.step, 'failed'); break;
+      case 'step-failed': steps.set(e.step, e.clean ? 'pending' : 'failed'); break;
       case 'run-interrupted': status = 'interrupted'; break;
       case 'run-failed': status = 'failed'; break;
       case 'run-done': status = 'completed'; break;

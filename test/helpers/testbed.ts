@@ -4,7 +4,7 @@
  * Servers run as the unprivileged `postgres` account when the tests run as root.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, ZxRunner, describeFailure, type Invocation, type OsUser, type RunResult } from '../../src/runner.js';
@@ -165,6 +165,7 @@ export interface LoopVolume {
 export function createLoopVolume(sizeMiB = 64, fsType: 'ext4' | 'xfs' = 'ext4'): LoopVolume {
   if (!isRoot()) throw new Error('loop volumes need root');
   const base = mkdtempSync(join(tmpdir(), 'pgscale-vol-'));
+  chmodSync(base, 0o755); // the server account must reach the mount point
   onTeardown(`rm ${base}`, () => rmSync(base, { recursive: true, force: true }));
   const image = join(base, 'volume.img');
   const mountPoint = join(base, 'mnt');
