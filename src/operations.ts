@@ -1,2 +1,3 @@
 /** Registers every operation and its steps: a plan file may name any of them. */
 import './backup/steps.js';
+import './upgrade/steps.js';

@@ -78,6 +78,67 @@ export const statements = {
         where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')
         order by 1`,
     ),
+  extensions: () => rows<{ name: string; version: string }>('extensions', `select extname as name, extversion as version from pg_extension order by 1`),
+  preparedTransactions: () => rows<{ count: number }>('prepared transactions', 'select count(*)::int as count from pg_prepared_xacts'),
+  oldestTransactionSeconds: () =>
+    rows<{ seconds: number }>(
+      'oldest transaction',
+      `select coalesce(max(extract(epoch from now() - xact_start)), 0)::float8 as seconds
+         from pg_stat_activity where xact_start is not null and pid <> pg_backend_pid() and backend_type = 'client backend'`,
+    ),
+  replicationSlots: () =>
+    rows<{ slot_name: string; slot_type: string; plugin: string | null; database: string | null; active: boolean }>(
+      'replication slots',
+      'select slot_name, slot_type, plugin, database, active from pg_replication_slots order by slot_name',
+    ),
+  subscriptions: () =>
+    rows<{ name: string; database: string; enabled: boolean }>(
+      'subscriptions',
+      'select s.subname as name, d.datname as database, s.subenabled as enabled from pg_subscription s join pg_database d on d.oid = s.subdbid order by 1',
+    ),
+  standbys: () =>
+    rows<{ application_name: string; client_addr: string | null; state: string; sync_state: string }>(
+      'physical standbys',
+      'select application_name, client_addr::text as client_addr, state, sync_state from pg_stat_replication order by 1',
+    ),
+  settings: (names: readonly string[]) =>
+    rows<{ name: string; setting: string; unit: string | null }>('settings', 'select name, setting, unit from pg_settings where name = any($1::text[]) order by name', [`{${names.join(',')}}`]),
+  bootstrapSuperuser: () => rows<{ rolname: string }>('bootstrap superuser', 'select rolname from pg_authid where oid = 10'),
+  /** template0 carries the locale initdb was run with; datlocale is 17+, daticulocale 15–16. */
+  clusterLocale: () =>
+    rows<{ encoding: string; collate: string; ctype: string; provider: string; icu_locale: string | null }>(
+      'cluster locale',
+      `select pg_encoding_to_char(encoding) as encoding, datcollate as collate, datctype as ctype,
+              coalesce(to_jsonb(d)->>'datlocprovider', 'c') as provider,
+              coalesce(to_jsonb(d)->>'datlocale', to_jsonb(d)->>'daticulocale') as icu_locale
+         from pg_database d where datname = 'template0'`,
+    ),
+  /** Up to $1 of the largest user tables with their exact row counts (verification sample). */
+  sampleRowCounts: (limit: number) =>
+    rows<{ table_name: string; row_count: string }>(
+      'sample row counts',
+      `select format('%I.%I', n.nspname, c.relname) as table_name,
+              (xpath('/row/c/text()', query_to_xml(format('select count(*) as c from %I.%I', n.nspname, c.relname), false, true, '')))[1]::text as row_count
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'
+        order by c.relpages desc, 1 limit $1`,
+      [limit],
+    ),
+  terminateOtherSessions: () =>
+    rows<{ terminated: number }>(
+      'terminate other sessions',
+      `select count(pg_terminate_backend(pid))::int as terminated from pg_stat_activity
+        where pid <> pg_backend_pid() and backend_type = 'client backend'`,
+    ),
+  /** A write that must reach disk: proves the upgraded cluster accepts writes. */
+  writeProbe: () =>
+    command('write probe', `create table if not exists pgscale_write_probe (at timestamptz); insert into pgscale_write_probe values (now()); drop table pgscale_write_probe`),
+  outdatedExtensions: () =>
+    rows<{ name: string; installed: string; available: string }>(
+      'outdated extensions',
+      `select name, installed_version as installed, default_version as available from pg_available_extensions
+        where installed_version is not null and installed_version <> default_version order by 1`,
+    ),
   systemIdentifier: () => rows<{ system_identifier: string }>('system identifier', 'select system_identifier::text as system_identifier from pg_control_system()'),
   serverVersionNum: () => rows<{ server_version_num: number; server_version: string }>('server version', `select current_setting('server_version_num')::int as server_version_num, current_setting('server_version') as server_version`),
 };

@@ -1,0 +1,66 @@
+import { Flags } from '@oclif/core';
+import { findInstallations } from '../src/cluster/installations.js';
+import { detect } from '../src/detect.js';
+import { OperationCommand, type OperationResult } from '../src/operationCommand.js';
+import '../src/operations.js';
+import { decideUpgrade, type UpgradeChoices } from '../src/upgrade/decide.js';
+import { upgradeReport, type UpgradeReport } from '../src/upgrade/report.js';
+import { askUpgradeChoices } from '../src/upgrade/wizard.js';
+
+export default class Upgrade extends OperationCommand<typeof Upgrade> {
+  static override summary = 'Major upgrade with pg_upgrade, checked, journaled and reversible until the new cluster starts.';
+  static override description = `Detects the cluster and installed versions (at a terminal it asks what it does not know), checks everything before downtime, backs up with pg_dumpall, creates the new cluster like the old one (encoding, locale, checksums), carries the configuration over (removed settings commented out with the reason, renamed ones renamed), runs pg_upgrade --check against the live cluster, then stops it, upgrades, starts the new cluster on the old port, updates extensions, verifies and analyzes.`;
+  static override examples = [
+    '<%= config.bin %> upgrade',
+    '<%= config.bin %> upgrade --pgdata /var/lib/postgresql/16/main --to-version 17 --dry-run',
+    '<%= config.bin %> upgrade --pgdata /srv/pg16 --to-version 17 --mode link --waldir /wal/pg17 --backup-to /backups/pre17 --yes',
+  ];
+
+  static override flags = {
+    'to-version': Flags.integer({ summary: 'Target major version (default: the next installed one, 17 for a 16 cluster).', min: 10 }),
+    'old-bindir': Flags.string({ summary: 'Bindir of the old version (default: detected).' }),
+    'new-bindir': Flags.string({ summary: 'Bindir of the new version (default: detected).' }),
+    'new-pgdata': Flags.string({ summary: 'Data directory of the new cluster (default: the version swapped in the old path, or DATA-N beside it).' }),
+    mode: Flags.option({ options: ['link', 'clone', 'copy', 'copy-file-range'] as const, summary: 'pg_upgrade transfer mode (default: link when old and new are on one filesystem, else copy).' })(),
+    jobs: Flags.integer({ summary: 'pg_upgrade --jobs (default: the vCPUs PostgreSQL gets).', min: 1 }),
+    waldir: Flags.string({ summary: 'Put the new cluster\'s WAL here (a dedicated volume: empty or absent, on another device).' }),
+    'backup-to': Flags.string({ summary: 'Directory for the pg_dumpall backup taken first (default: under the state directory).', exclusive: ['no-backup'] }),
+    'no-backup': Flags.boolean({ summary: 'Skip the backup (not advised: past the point of no return only a backup restores the old data).', default: false }),
+    force: Flags.boolean({ summary: 'Accept WAL on the data device.', default: false }),
+    'max-transaction-age': Flags.integer({ summary: 'Refuse to stop the old cluster while a transaction is older than this (seconds).', default: 300 }),
+    'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
+  };
+
+  async run(): Promise<OperationResult & { report?: UpgradeReport }> {
+    const f = this.flags;
+    let choices: UpgradeChoices = {
+      pgdata: f.pgdata,
+      dsn: f.dsn,
+      oldBindir: f['old-bindir'] ?? f.bindir,
+      newBindir: f['new-bindir'],
+      toVersion: f['to-version'],
+      newPgdata: f['new-pgdata'],
+      mode: f.mode,
+      jobs: f.jobs,
+      waldir: f.waldir,
+      backupTo: f['backup-to'],
+      noBackup: f['no-backup'],
+      force: f.force,
+      maxTransactionSeconds: f['max-transaction-age'],
+      stateDir: this.stateDir,
+    };
+    if (this.canPrompt) {
+      const found = await detect({ runner: this.runner, hostRoot: this.hostRoot, audit: this.audit, pgdata: f.pgdata, bindir: choices.oldBindir });
+      const installations = await findInstallations(this.runner, [choices.oldBindir, choices.newBindir].filter((b): b is string => Boolean(b)));
+      choices = await askUpgradeChoices(choices, { clusters: found.clusters, installations });
+    }
+    if (choices.noBackup && !this.jsonEnabled()) this.logToStderr('warning: --no-backup: past the point of no return only your own backup can restore the old data');
+    const params = await decideUpgrade(choices, { runner: this.runner, audit: this.audit, hostRoot: this.hostRoot });
+    const plan = await this.planOperation('upgrade', params);
+    const result = await this.runPlan(plan, f['plan-out']);
+    if (!result.run) return result;
+    const report = upgradeReport(result.run, params);
+    if (!this.jsonEnabled()) this.log(report.text);
+    return { ...result, report };
+  }
+}

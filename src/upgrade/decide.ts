@@ -1,0 +1,132 @@
+/**
+ * From the DBA's answers (flags or the wizard) and what detection found, the upgrade's exact
+ * parameters. Decides; never prompts, never changes anything.
+ */
+import { statSync, existsSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { AuditSink } from '../audit.js';
+import { estimateBackupBytes, newBackupToken } from '../backup/steps.js';
+import { openDb, resolveTarget } from '../cluster/access.js';
+import { findInstallations, type Installation } from '../cluster/installations.js';
+import { badInput, refused } from '../errors.js';
+import { detectCompute } from '../host/compute.js';
+import type { HostRoot } from '../host/hostRoot.js';
+import type { Runner } from '../runner.js';
+import { statements } from '../sql.js';
+import type { UpgradeMode, UpgradeParams } from './params.js';
+
+export interface UpgradeChoices {
+  pgdata?: string;
+  dsn?: string;
+  oldBindir?: string;
+  newBindir?: string;
+  toVersion?: number;
+  newPgdata?: string;
+  mode?: UpgradeMode;
+  jobs?: number;
+  waldir?: string;
+  backupTo?: string;
+  noBackup: boolean;
+  force: boolean;
+  maxTransactionSeconds: number;
+  stateDir: string;
+}
+
+/** The default target: the next installed major after the source (17 for a 16 cluster). */
+export function defaultTargetVersion(sourceMajor: number, installations: readonly Installation[]): number | undefined {
+  return installations.map((i) => i.major).filter((m) => m > sourceMajor).sort((a, b) => a - b)[0];
+}
+
+/** /var/lib/postgresql/16/main → /var/lib/postgresql/17/main; otherwise DATA-17 beside it. */
+export function defaultNewDataDir(oldDataDir: string, oldMajor: number, newMajor: number): string {
+  const parts = oldDataDir.split('/');
+  const i = parts.lastIndexOf(String(oldMajor));
+  if (i > 0) return [...parts.slice(0, i), String(newMajor), ...parts.slice(i + 1)].join('/');
+  return join(dirname(oldDataDir), `${basename(oldDataDir)}-${newMajor}`);
+}
+
+function nearestExisting(path: string): string {
+  let p = path;
+  while (!existsSync(p)) p = dirname(p);
+  return p;
+}
+
+/** initdb options reproducing the old cluster's encoding, locale, provider and checksum setting. */
+export function initdbArguments(o: { dataDir: string; superuser: string; encoding: string; collate: string; ctype: string; provider: string; icuLocale: string | null; checksums: boolean; newMajor: number; waldir: string | null }): string[] {
+  const args = ['-D', o.dataDir, '-U', o.superuser, '-E', o.encoding, `--lc-collate=${o.collate}`, `--lc-ctype=${o.ctype}`];
+  if (o.provider === 'i') args.push('--locale-provider=icu', `--icu-locale=${o.icuLocale}`);
+  else if (o.provider === 'b') args.push('--locale-provider=builtin', `--builtin-locale=${o.icuLocale}`);
+  if (o.checksums) args.push('--data-checksums');
+  else if (o.newMajor >= 18) args.push('--no-data-checksums'); // 18 enables them by default: pg_upgrade needs both sides alike
+  if (o.waldir) args.push('--waldir', o.waldir);
+  return args;
+}
+
+export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; audit?: AuditSink; hostRoot: HostRoot }): Promise<UpgradeParams> {
+  const target = await resolveTarget({ pgdata: c.pgdata, bindir: c.oldBindir, dsn: c.dsn, runner: ctx.runner, audit: ctx.audit, requireRunning: true });
+  const old = target.cluster;
+  if (!old) throw badInput('pgscale upgrade needs the old cluster\'s data directory: pass --pgdata');
+  if (old.role === 'standby') throw refused(`${old.dataDir} is a standby: upgrade the primary, then rebuild the standbys from it`);
+  const installations = await findInstallations(ctx.runner, [c.oldBindir, c.newBindir].filter((b): b is string => Boolean(b)));
+  const oldBindir = c.oldBindir ?? old.bindir;
+  if (!oldBindir) throw badInput(`no PostgreSQL ${old.major} installation found for ${old.dataDir}`, 'pass --old-bindir');
+  const newMajor = c.toVersion ?? (c.newBindir ? installations.find((i) => i.bindir === c.newBindir)?.major : defaultTargetVersion(old.major, installations));
+  if (!newMajor) throw badInput(`no PostgreSQL newer than ${old.major} is installed`, 'install the target version, or pass --new-bindir');
+  if (newMajor <= old.major) throw badInput(`--to-version ${newMajor} is not newer than the cluster's version ${old.major}`);
+  const newBindir = c.newBindir ?? installations.find((i) => i.major === newMajor)?.bindir;
+  if (!newBindir) throw badInput(`PostgreSQL ${newMajor} is not installed`, 'install it, or pass --new-bindir');
+  const newInstall = installations.find((i) => i.bindir === newBindir);
+  if (newInstall && newInstall.major !== newMajor) throw badInput(`--new-bindir ${newBindir} holds PostgreSQL ${newInstall.major}, not ${newMajor}`);
+
+  const newDataDir = resolve(c.newPgdata ?? defaultNewDataDir(old.dataDir, old.major, newMajor));
+  const sameFs = statSync(old.dataDir).dev === statSync(nearestExisting(dirname(newDataDir))).dev;
+  const mode: UpgradeMode = c.mode ?? (sameFs ? 'link' : 'copy');
+  const compute = await detectCompute(ctx.hostRoot);
+
+  const db = await openDb(target.access, ctx.runner, ctx.audit);
+  let locale, superuser, walSegment;
+  try {
+    [locale] = await db.query(statements.clusterLocale());
+    [superuser] = await db.query(statements.bootstrapSuperuser());
+    [walSegment] = await db.query(statements.settings(['wal_segment_size']));
+  } finally {
+    await db.close();
+  }
+  if (!locale || !superuser) throw refused('could not read the old cluster\'s locale and bootstrap superuser');
+  const waldir = c.waldir ? resolve(c.waldir) : null;
+  const backupDest = c.noBackup ? null : resolve(c.backupTo ?? join(c.stateDir, 'backups', `${basename(old.dataDir)}-${old.major}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`));
+  const access = target.access;
+  return {
+    old: {
+      dataDir: old.dataDir,
+      configDir: old.layout.kind === 'debian' ? old.layout.confDir : old.dataDir,
+      bindir: oldBindir,
+      major: old.major,
+      port: old.port,
+      owner: old.owner,
+      walSegmentBytes: Number(walSegment?.setting ?? 16 * 1024 * 1024), // pg_settings reports it in bytes (11+)
+      tablespaces: old.tablespaces.map((t) => t.location),
+    },
+    new: { dataDir: newDataDir, configDir: newDataDir, bindir: newBindir, major: newMajor, waldir },
+    access,
+    mode,
+    jobs: c.jobs ?? Math.max(1, compute.effective.cpus),
+    initdbArgs: initdbArguments({ dataDir: newDataDir, superuser: superuser.rolname, encoding: locale.encoding, collate: locale.collate, ctype: locale.ctype, provider: locale.provider, icuLocale: locale.icu_locale, checksums: old.checksums === true, newMajor, waldir }),
+    superuser: superuser.rolname,
+    maxTransactionSeconds: c.maxTransactionSeconds,
+    sampleTables: 20,
+    force: c.force,
+    workDir: join(dirname(newDataDir), `.${basename(newDataDir)}.pgscale-upgrade`),
+    backup: backupDest
+      ? {
+          access: { ...access, bindir: newBindir },
+          dest: backupDest,
+          protectedPaths: [old.dataDir, ...old.tablespaces.map((t) => t.location), ...(old.wal.symlink ? [old.wal.path] : [])],
+          compression: { compressor: 'zstd', level: 3 },
+          estimateBytes: await estimateBackupBytes(ctx.runner, access),
+          restoreBindir: null,
+          token: newBackupToken(),
+        }
+      : null,
+  };
+}

@@ -1,0 +1,48 @@
+/** The upgrade's parameters: plain data, so a reviewed plan file rebuilds exactly the same steps. */
+import type { BackupParams } from '../backup/steps.js';
+import type { ClusterAccess } from '../cluster/access.js';
+import type { JsonObject } from '../pipeline/step.js';
+
+export type UpgradeMode = 'link' | 'clone' | 'copy' | 'copy-file-range';
+
+export interface OldCluster extends JsonObject {
+  dataDir: string;
+  /** Where postgresql.conf lives: the data directory, or /etc/postgresql/N/NAME on Debian. */
+  configDir: string;
+  bindir: string;
+  major: number;
+  port: number;
+  owner: string;
+  walSegmentBytes: number;
+  tablespaces: string[];
+}
+
+export interface NewCluster extends JsonObject {
+  dataDir: string;
+  configDir: string;
+  bindir: string;
+  major: number;
+  /** initdb --waldir: WAL on a dedicated volume; null keeps it in the data directory. */
+  waldir: string | null;
+}
+
+export interface UpgradeParams extends JsonObject {
+  old: OldCluster;
+  new: NewCluster;
+  /** How to reach the old cluster now, and the new one later (same socket and port). */
+  access: ClusterAccess;
+  mode: UpgradeMode;
+  jobs: number;
+  /** initdb options that reproduce the old cluster: encoding, locale, provider, checksums, superuser. */
+  initdbArgs: string[];
+  superuser: string;
+  /** Refuse to stop the old cluster while a transaction older than this is open. */
+  maxTransactionSeconds: number;
+  /** Tables per database whose row counts are compared before and after. */
+  sampleTables: number;
+  /** Accept WAL on the data device for --waldir (otherwise refused). */
+  force: boolean;
+  /** pg_upgrade's working directory (update_extensions.sql is written there). */
+  workDir: string;
+  backup: BackupParams | null;
+}

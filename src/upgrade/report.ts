@@ -1,0 +1,28 @@
+/** What a DBA reads at the end of an upgrade: measured downtime and what to do next. */
+import { formatDuration } from '../format.js';
+import type { RunReport } from '../pipeline/execute.js';
+import type { UpgradeParams } from './params.js';
+
+export interface UpgradeReport {
+  downtimeSeconds: number | null;
+  nextSteps: string[];
+  text: string;
+}
+
+export function upgradeReport(run: RunReport, p: UpgradeParams): UpgradeReport {
+  const stopped = run.outputs['stop-old']?.stoppedAt;
+  const back = run.outputs['start-new']?.acceptingWritesAt;
+  const downtimeSeconds = typeof stopped === 'string' && typeof back === 'string' ? (Date.parse(back) - Date.parse(stopped)) / 1000 : null;
+  const nextSteps = [
+    `point your service manager at PostgreSQL ${p.new.major}: data directory ${p.new.dataDir}, binaries ${p.new.bindir}`,
+    p.mode === 'link' ? `the old data directory ${p.old.dataDir} now shares files with the new cluster: never start it; remove it once you are confident (pg_upgrade's delete_old_cluster.sh is in ${p.workDir})` : `the old cluster in ${p.old.dataDir} is intact and stopped: remove it once you are confident`,
+    'rebuild every physical standby from the new primary (pg_basebackup); recreate logical slots the checks listed',
+    ...(p.backup ? [`the pre-upgrade backup is in ${p.backup.dest} (pgscale backup verify checks it)`] : []),
+  ];
+  const text = [
+    `PostgreSQL ${p.old.major} → ${p.new.major}: ${run.status} in ${formatDuration(run.durationSeconds)}${downtimeSeconds !== null ? `, downtime ${formatDuration(downtimeSeconds)} (old stopped → new accepting writes)` : ''}`,
+    'next:',
+    ...nextSteps.map((s) => `  - ${s}`),
+  ].join('\n');
+  return { downtimeSeconds, nextSteps, text };
+}
