@@ -67,6 +67,22 @@ export function readServiceEntries(service: string, env: NodeJS.ProcessEnv = pro
   throw badInput(`definition of service "${service}" not found`, 'check PGSERVICEFILE or ~/.pg_service.conf');
 }
 
+/** libpq's keyword = value connection string: values bare or single-quoted, backslash escapes. */
+function parseKeywordValue(dsn: string): ReturnType<typeof parseDsn> {
+  const out: Record<string, string> = {};
+  const re = /\s*([A-Za-z_][\w]*)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|((?:[^\s'\\]|\\.)*))/y;
+  let pos = 0;
+  while (dsn.slice(pos).trim() !== '') {
+    re.lastIndex = pos;
+    const m = re.exec(dsn);
+    if (!m) throw new Error(`syntax error at "${dsn.slice(pos, pos + 20)}"`);
+    out[m[1]!] = (m[2] ?? m[3] ?? '').replace(/\\(.)/g, '$1');
+    pos = re.lastIndex;
+  }
+  const { dbname, ...rest } = out;
+  return { ...rest, ...(dbname !== undefined ? { database: dbname } : {}) } as ReturnType<typeof parseDsn>;
+}
+
 export function resolveConnection(dsn: string | undefined, env: NodeJS.ProcessEnv = process.env): ConnectionSettings {
   const fromEnv: ConnectionSettings = {};
   for (const [name, key] of Object.entries(libpqEnv)) {
@@ -79,7 +95,8 @@ export function resolveConnection(dsn: string | undefined, env: NodeJS.ProcessEn
   if (dsn) {
     let parsed: ReturnType<typeof parseDsn>;
     try {
-      parsed = parseDsn(dsn);
+      // pg-connection-string reads URIs only; libpq's keyword/value form ("host=/run/postgresql port=5433") is read here
+      parsed = /^postgres(ql)?:\/\//i.test(dsn.trim()) ? parseDsn(dsn) : parseKeywordValue(dsn);
     } catch {
       throw badInput('--dsn is not a valid connection string or URI');
     }

@@ -28,7 +28,12 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
   };
 
   protected get stateDir(): string {
-    return ensurePrivateDir((this.flags as { 'state-dir'?: string })['state-dir'] ?? defaultStateDir());
+    return ensurePrivateDir(this.stateDirPath);
+  }
+
+  /** The state directory's path, not created: planning and --dry-run leave no trace. */
+  protected get stateDirPath(): string {
+    return (this.flags as { 'state-dir'?: string })['state-dir'] ?? defaultStateDir();
   }
 
   /** A context for check() and plan(): they have no side effects, so nothing here can change anything. */
@@ -39,7 +44,7 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       signal: new AbortController().signal,
       progress: { message: () => undefined, bytes: () => undefined },
       outputs: new Map(),
-      runDir: this.stateDir,
+      runDir: this.stateDirPath,
       trackProcess: () => undefined,
     };
   }

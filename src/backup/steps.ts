@@ -177,6 +177,9 @@ export const dumpStep = defineStep<BackupParams>({
     const c = compressArgv(p.compression);
     const compress = ctx.runner.stream({ program: c.program, args: c.args, signal: ctx.signal, onStart: ctx.trackProcess });
     const out = createWriteStream(file, { mode: 0o600 });
+    // a failed write (ENOSPC…) is the cause when it happens: the programs then only die of broken pipes
+    let writeError: Error | undefined;
+    out.on('error', (e) => (writeError ??= e));
     const digest = new Digest();
     const estimate = databases.reduce((a, d) => a + Number(d.bytes), 0);
     const ticker = setInterval(() => ctx.progress.bytes(digest.bytes, estimate), 500);
@@ -189,7 +192,7 @@ export const dumpStep = defineStep<BackupParams>({
       clearInterval(ticker);
     }
     const [dres, cres] = await Promise.all([dump.result, compress.result]);
-    const failure = dres.exitCode !== 0 ? `pg_dumpall failed: ${dres.stderr.trim() || dres.signal}` : cres.exitCode !== 0 ? `${c.program} failed: ${cres.stderr.trim() || cres.signal}` : !digest.complete() ? 'pg_dumpall output has no completion trailer' : undefined;
+    const failure = writeError ? `cannot write ${file}: ${writeError.message}` : dres.exitCode !== 0 ? `pg_dumpall failed: ${dres.stderr.trim() || dres.signal}` : cres.exitCode !== 0 ? `${c.program} failed: ${cres.stderr.trim() || cres.signal}` : !digest.complete() ? 'pg_dumpall output has no completion trailer' : undefined;
     if (failure) {
       // nothing half-written is kept: the staging directory goes, and the failure is "no change"
       rmSync(dir, { recursive: true, force: true });

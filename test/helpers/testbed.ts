@@ -4,7 +4,7 @@
  * Servers run as the unprivileged `postgres` account when the tests run as root.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, ZxRunner, describeFailure, type Invocation, type OsUser, type RunResult } from '../../src/runner.js';
@@ -65,11 +65,76 @@ export function teardownAll(): void {
 process.on('exit', teardownAll);
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { teardownAll(); process.exit(130); });
 
+/** Running postmasters (a postgres process whose parent is not postgres) and their data directories. */
+function postmasters(): { pid: number; dataDir: string }[] {
+  const out: { pid: number; dataDir: string }[] = [];
+  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const m = /^\d+ \((.*)\) \S+ (\d+)/.exec(stat);
+      if (m?.[1] !== 'postgres') continue;
+      if (readFileSync(`/proc/${m[2]}/comm`, 'utf8').trim() === 'postgres') continue;
+      out.push({ pid: Number(pid), dataDir: readlinkSync(`/proc/${pid}/cwd`) });
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+/** A zombie (exited, not yet reaped by its parent) counts as gone. */
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a data directory lives under `dir` or keeps WAL or a tablespace there. */
+function dataDirUses(dataDir: string, dir: string): boolean {
+  const under = (p: string) => p === dir || p.startsWith(dir + '/');
+  if (under(dataDir)) return true;
+  const links = [join(dataDir, 'pg_wal'), ...readdirSync(join(dataDir, 'pg_tblspc'), { withFileTypes: true }).map((e) => join(dataDir, 'pg_tblspc', e.name))];
+  return links.some((l) => {
+    try {
+      return under(readlinkSync(l));
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Stops (SIGQUIT: immediate shutdown) every server that uses a directory about to go: servers
+ * pgscale itself started (an upgraded cluster, a moved one) are not registered anywhere else.
+ */
+function stopServersUsing(dir: string): void {
+  for (const pm of postmasters()) {
+    let uses = false;
+    try {
+      uses = dataDirUses(pm.dataDir, dir);
+    } catch {
+      uses = pm.dataDir.startsWith(dir + '/');
+    }
+    if (!uses) continue;
+    try {
+      process.kill(pm.pid, 'SIGQUIT');
+    } catch {
+      continue;
+    }
+    for (let i = 0; i < 100 && alive(pm.pid); i++) spawnSync('sleep', ['0.1']);
+  }
+}
+
 /** A temp dir owned by the server account (so a cluster or a pgscale state dir can live in it). */
 export function scratchDir(prefix = 'pgscale-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   if (isRoot()) chownSync(dir, serverUser.uid, serverUser.gid);
-  onTeardown(`rm ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+  onTeardown(`rm ${dir}`, () => {
+    stopServersUsing(dir);
+    rmSync(dir, { recursive: true, force: true });
+  });
   return dir;
 }
 
@@ -174,7 +239,10 @@ export function createLoopVolume(sizeMiB = 64, fsType: 'ext4' | 'xfs' = 'ext4'):
   execFileSync(fsType === 'xfs' ? 'mkfs.xfs' : 'mkfs.ext4', fsType === 'xfs' ? ['-q', image] : ['-q', '-F', image]);
   execFileSync('mount', ['-o', 'loop', image, mountPoint]);
   const t = onTeardown(`umount ${mountPoint}`, () => {
-    spawnSync('umount', ['-d', mountPoint], { stdio: 'ignore' });
+    // a server with WAL or a tablespace here keeps the mount busy: stop it first
+    stopServersUsing(mountPoint);
+    const res = spawnSync('umount', ['-d', mountPoint], { encoding: 'utf8' });
+    if (res.status !== 0) throw new Error(`umount ${mountPoint}: ${res.stderr.trim()}`);
   });
   chownSync(mountPoint, serverUser.uid, serverUser.gid);
   return { mountPoint, image, unmount: () => runTeardown(t) };
