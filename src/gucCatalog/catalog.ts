@@ -1,5 +1,5 @@
 /**
- * Per-major catalogs of server settings, read from the JSON that scripts/gen-guc-catalog.sh
+ * Per-major catalogs of server settings, read from the JSON that test/testbed/gen-guc-catalog.sh
  * generated from each version's pg_settings (src/gucCatalog/data/pgV.json).
  */
 import { readFileSync } from 'node:fs';

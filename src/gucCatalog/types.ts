@@ -1,4 +1,4 @@
-/** What the server knows about its settings, per major version (see scripts/gen-guc-catalog.sh). */
+/** What the server knows about its settings, per major version (see test/testbed/gen-guc-catalog.sh). */
 import type { Unit } from './units.js';
 
 /** pg_settings.vartype */

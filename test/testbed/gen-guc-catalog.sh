@@ -24,7 +24,7 @@
 # Output: one JSON file per major, one setting per line (diff-friendly), sorted by name.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+repo=$(cd "$here/../.." && pwd)
 out=$repo/src/gucCatalog/data
 versions=("$@"); ((${#versions[@]})) || versions=(13 14 15 16 17 18)
 declare -A NPM_BUILD=([13]=13.23.0-beta.16 [14]=14.23.0-beta.17)
