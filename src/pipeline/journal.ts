@@ -127,8 +127,10 @@ export function readRun(stateDir: string, id: string): RunState {
     }
   }
   const lock = readLock(stateDir, plan.target.lockKey);
-  if ((status === 'running' || status === 'rolling-back') && !(lock?.runId === id && processAlive(lock.pid, lock.start))) status = status === 'running' ? 'killed' : 'rollback-failed';
-  if (events.length === 0) status = 'killed';
+  // "running" needs a live process holding the lock; a run that has just taken it has no events yet
+  const live = lock?.runId === id && processAlive(lock.pid, lock.start);
+  if (events.length === 0) status = live ? 'running' : 'killed';
+  else if ((status === 'running' || status === 'rolling-back') && !live) status = status === 'running' ? 'killed' : 'rollback-failed';
   return { id, dir, plan, events, status, steps, outputs, orphans: [...processes.values()].flat() };
 }
 
@@ -181,19 +183,20 @@ export function acquireLock(stateDir: string, key: string, runId: string, takeOv
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     const held = readLock(stateDir, key);
-    if (held && processAlive(held.pid, held.start)) {
-      throw refused(`another pgscale run (${held.runId}, pid ${held.pid}) is working on ${key}`, 'wait for it to finish; two runs on one cluster are never allowed');
-    }
-    if (held && held.runId !== takeOverFrom) {
-      const state = (() => {
-        try {
-          return readRun(stateDir, held.runId).status;
-        } catch {
-          return undefined;
-        }
-      })();
-      if (state && state !== 'completed' && state !== 'rolled-back') {
-        throw refused(`run ${held.runId} on ${key} did not finish (${state})`, `finish it with \`pgscale resume ${held.runId}\` or undo it with \`pgscale rollback ${held.runId}\``);
+    if (held) {
+      // a run holds the lock while it is executing, and after it failed or was interrupted, until
+      // it is resumed, rolled back or completed
+      let status: RunStatus | undefined;
+      try {
+        status = readRun(stateDir, held.runId).status;
+      } catch {
+        status = undefined;
+      }
+      if (status === 'running' || status === 'rolling-back') {
+        throw refused(`another pgscale run (${held.runId}, pid ${held.pid}) is working on ${key}`, 'wait for it to finish; two runs on one cluster are never allowed');
+      }
+      if (held.runId !== takeOverFrom && status && status !== 'completed' && status !== 'rolled-back') {
+        throw refused(`run ${held.runId} on ${key} did not finish (${status})`, `finish it with \`pgscale resume ${held.runId}\` or undo it with \`pgscale rollback ${held.runId}\``);
       }
     }
     rmSync(path, { force: true });
