@@ -1,3 +1,4 @@
 /** Registers every operation and its steps: a plan file may name any of them. */
 import './backup/steps.js';
 import './upgrade/steps.js';
+import './wal/steps.js';

@@ -103,6 +103,42 @@ export const statements = {
     ),
   settings: (names: readonly string[]) =>
     rows<{ name: string; setting: string; unit: string | null }>('settings', 'select name, setting, unit from pg_settings where name = any($1::text[]) order by name', [`{${names.join(',')}}`]),
+  /** Every server setting as the server runs it, with where its value came from (tune's effective configuration). */
+  allSettings: () =>
+    rows<{ name: string; setting: string | null; unit: string | null; source: string; sourcefile: string | null; sourceline: number | null; pending_restart: boolean; context: string; boot_val: string | null }>(
+      'all settings',
+      'select name, setting, unit, source, sourcefile, sourceline, pending_restart, context, boot_val from pg_settings order by name',
+    ),
+  /** Lines of the configuration files the server could not apply at the last reload (bad values, unknown names). */
+  configFileErrors: () =>
+    rows<{ sourcefile: string | null; sourceline: number | null; name: string | null; error: string }>(
+      'configuration file errors',
+      'select sourcefile, sourceline, name, error from pg_file_settings where error is not null order by seqno',
+    ),
+  /** Settings made with ALTER DATABASE / ALTER ROLE … SET: they win over the files for those sessions. */
+  dbRoleSettings: () =>
+    rows<{ database: string | null; role: string | null; settings: string[] }>(
+      'database and role settings',
+      `select d.datname as database, r.rolname as role, s.setconfig as settings
+         from pg_db_role_setting s left join pg_database d on d.oid = s.setdatabase left join pg_roles r on r.oid = s.setrole
+        order by 1, 2`,
+    ),
+  /** Whether this session may run ALTER SYSTEM (superuser, and from 17 allow_alter_system). */
+  alterSystemAllowed: () =>
+    rows<{ superuser: boolean; allowed: boolean }>(
+      'alter system allowed',
+      `select current_setting('is_superuser') = 'on' as superuser, coalesce(current_setting('allow_alter_system', true), 'on') = 'on' as allowed`,
+    ),
+  /**
+   * ALTER SYSTEM takes no bind parameters: the name must be a plain setting name and the value is
+   * written as a literal; both are checked here so nothing else reaches the statement text.
+   */
+  alterSystemSet: (name: string, value: string) => {
+    if (!/^[a-z_][a-z0-9_.]*$/.test(name)) throw new Error(`not a setting name: ${JSON.stringify(name)}`);
+    if (!/^[A-Za-z0-9_.\-:/ ,]*$/.test(value)) throw new Error(`value for ${name} has characters pgscale does not write through ALTER SYSTEM: ${JSON.stringify(value)}`);
+    return command('alter system', `ALTER SYSTEM SET ${name} = '${value}'`);
+  },
+  reloadConf: () => rows<{ reloaded: boolean }>('reload configuration', 'select pg_reload_conf() as reloaded'),
   bootstrapSuperuser: () => rows<{ rolname: string }>('bootstrap superuser', 'select rolname from pg_authid where oid = 10'),
   /** template0 carries the locale initdb was run with; datlocale is 17+, daticulocale 15–16. */
   clusterLocale: () =>
@@ -141,6 +177,23 @@ export const statements = {
     ),
   systemIdentifier: () => rows<{ system_identifier: string }>('system identifier', 'select system_identifier::text as system_identifier from pg_control_system()'),
   serverVersionNum: () => rows<{ server_version_num: number; server_version: string }>('server version', `select current_setting('server_version_num')::int as server_version_num, current_setting('server_version') as server_version`),
+  /** max_wal_size in bytes, and whether the server is a standby: what a WAL volume must hold. */
+  walSizing: () =>
+    rows<{ max_wal_size_bytes: string; in_recovery: boolean }>(
+      'wal sizing',
+      `select pg_size_bytes(current_setting('max_wal_size'))::text as max_wal_size_bytes, pg_is_in_recovery() as in_recovery`,
+    ),
+  /** The WAL file being written; null on a standby, which has no insert position. */
+  currentWalFile: () =>
+    rows<{ in_recovery: boolean; wal_file: string | null }>(
+      'current wal file',
+      `select pg_is_in_recovery() as in_recovery,
+              case when pg_is_in_recovery() then null else pg_walfile_name(pg_current_wal_lsn()) end as wal_file`,
+    ),
+  /** A WAL record that touches no table, so that the next switch is not a no-op. */
+  walMarker: () => rows<{ lsn: string }>('wal marker', `select pg_logical_emit_message(false, 'pgscale', 'wal location check')::text as lsn`),
+  /** Switches to a new WAL file; returns the name of the file just completed. */
+  walSwitch: () => rows<{ wal_file: string }>('wal switch', 'select pg_walfile_name(pg_switch_wal()) as wal_file'),
 };
 
 export interface Db {
