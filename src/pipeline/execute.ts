@@ -61,6 +61,8 @@ async function runTaskList(tasks: { title: string; run: (task: TaskView) => Prom
     {
       concurrent: false,
       exitOnError: true,
+      // Ctrl-C is ours (session.ts): listr2's own handler would exit 127 before the journal records the interruption
+      registerSignalListeners: false,
       renderer: mode === 'tty' ? 'default' : mode === 'plain' ? 'simple' : 'silent',
       fallbackRenderer: 'simple',
       rendererOptions: { timer: PRESET_TIMER, timestamp: mode === 'plain' ? PRESET_TIMESTAMP : undefined, outputBar: 1, persistentOutput: false },
@@ -102,8 +104,6 @@ function failpoint(stepId: string, where: 'started' | 'applied' | 'done'): void 
   if (process.env.PGSCALE_FAILPOINT === `${stepId}:${where}`) process.kill(process.pid, 'SIGKILL');
 }
 
-const needsConfirmation = (s: PlannedStep) => s.downtime || s.pointOfNoReturn;
-
 function killOrphans(pgids: readonly number[]): void {
   for (const pgid of pgids) {
     if (!processAlive(pgid)) continue;
@@ -115,11 +115,20 @@ function killOrphans(pgids: readonly number[]): void {
   }
 }
 
-/** Steps in segments that each start at a step needing confirmation: prompts never overlap the live list. */
-function segments(steps: readonly PlannedStep[]): PlannedStep[][] {
+/**
+ * The steps a person is asked about: the first one that takes the cluster down, and the point of no
+ * return if that is a later step. Segments start there, so a prompt never overlaps the live list.
+ */
+function confirmationSteps(steps: readonly PlannedStep[]): Set<string> {
+  const firstDowntime = steps.find((s) => s.downtime);
+  const pnr = steps.find((s) => s.pointOfNoReturn);
+  return new Set([firstDowntime?.id, pnr?.id].filter((id): id is string => Boolean(id)));
+}
+
+function segments(steps: readonly PlannedStep[], askAt: ReadonlySet<string>): PlannedStep[][] {
   const out: PlannedStep[][] = [];
   for (const s of steps) {
-    if (out.length === 0 || needsConfirmation(s)) out.push([]);
+    if (out.length === 0 || askAt.has(s.id)) out.push([]);
     out[out.length - 1]!.push(s);
   }
   return out;
@@ -179,10 +188,11 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
       throw e;
     }
   };
-  for (const segment of segments(state.plan.steps)) {
+  const askAt = confirmationSteps(state.plan.steps);
+  for (const segment of segments(state.plan.steps, askAt)) {
     const pending = segment.filter((s) => !finished(s.id));
     if (pending.length === 0) continue;
-    if (needsConfirmation(segment[0]!) && !finished(segment[0]!.id)) await confirmStep(segment[0]!, opts);
+    if (askAt.has(segment[0]!.id) && !finished(segment[0]!.id)) await confirmStep(segment[0]!, opts);
     await runTaskList(pending.map((step) => ({ title: step.title, run: (task) => runOne(step, task) })), opts.progress);
   }
 }
