@@ -162,6 +162,7 @@ export class ZxRunner implements Runner {
     const pgid = child.pid ?? 0;
     if (pgid) inv.onStart?.(pgid);
     const kill = () => {
+      if (!pgid) return; // never started; and kill(-0) would signal pgscale's own process group
       try {
         process.kill(-pgid, 'SIGTERM');
       } catch {
@@ -169,6 +170,8 @@ export class ZxRunner implements Runner {
       }
     };
     inv.signal?.addEventListener('abort', kill, { once: true });
+    // aborted before it started (Ctrl-C during a step's preparations): the listener above never fires
+    if (inv.signal?.aborted) kill();
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {
       stderr = (stderr + d.toString()).slice(-64 * 1024);

@@ -6,7 +6,8 @@ export const runArg = { run: Args.string({ description: 'Run id (see `pgscale ru
 
 /** The newest run that did not finish, for `resume` / `rollback` without an id. */
 export function newestUnfinishedRun(stateDir: string): string {
-  const open = listRuns(stateDir).filter((r) => !['completed', 'rolled-back'].includes(r.status));
+  // a run refused before it started (another run held the lock) left nothing to continue or undo
+  const open = listRuns(stateDir).filter((r) => !['completed', 'rolled-back'].includes(r.status) && r.events.some((e) => e.type === 'run-started'));
   const last = open[open.length - 1];
   if (!last) throw refused(`no unfinished run in ${stateDir}`, 'see `pgscale runs`');
   return last.id;

@@ -3,12 +3,13 @@
  * (live on a TTY, timestamped lines without one, nothing under --json). Ctrl-C stops at the next
  * safe point with the journal consistent.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { Listr, PRESET_TIMER, PRESET_TIMESTAMP, type ListrRendererValue } from 'listr2';
 import type { AuditSink } from '../audit.js';
 import { ExitCode, PgscaleError, refused } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { Runner } from '../runner.js';
-import { acquireLock, appendEvent, newRun, processAlive, readRun, releaseLock, type RunState, type RunStatus, type StepState } from './journal.js';
+import { acquireLock, appendEvent, newRun, readRun, releaseLock, type RunState, type RunStatus, type StepState } from './journal.js';
 import type { Plan, PlannedStep } from './plan.js';
 import { stepDefinition, type JsonObject, type Progress, type StepContext } from './step.js';
 
@@ -74,7 +75,7 @@ async function runTaskList(tasks: { title: string; run: (task: TaskView) => Prom
 
 /** Throttled progress: a live bar on a TTY, a line every few seconds in a log. */
 function progressFor(task: OutputTarget, mode: ProgressMode): Progress {
-  let last = 0;
+  let last = Number.NEGATIVE_INFINITY; // the first message always shows, however young the process
   const started = performance.now();
   const every = mode === 'tty' ? 200 : 5000;
   const show = (text: string) => {
@@ -104,11 +105,40 @@ function failpoint(stepId: string, where: 'started' | 'applied' | 'done'): void 
   if (process.env.PGSCALE_FAILPOINT === `${stepId}:${where}`) process.kill(process.pid, 'SIGKILL');
 }
 
-function killOrphans(pgids: readonly number[]): void {
+/** Whether any live (not zombie) process is in the group; exited children linger as zombies until reaped. */
+function groupAlive(pgid: number): boolean {
+  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(pgrp) === pgid && state !== 'Z') return true;
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return false;
+}
+
+/**
+ * Stops the programs a killed run left behind and waits until their process groups are gone: what
+ * follows (a retry, a rollback) must not race a dying pg_upgrade. SIGKILL after 10 s.
+ */
+async function killOrphans(pgids: readonly number[]): Promise<void> {
+  const signalled: number[] = [];
   for (const pgid of pgids) {
-    if (!processAlive(pgid)) continue;
+    if (!groupAlive(pgid)) continue;
     try {
       process.kill(-pgid, 'SIGTERM');
+      signalled.push(pgid);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  const deadline = Date.now() + 10_000;
+  while (signalled.some(groupAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  for (const pgid of signalled.filter(groupAlive)) {
+    try {
+      process.kill(-pgid, 'SIGKILL');
     } catch {
       /* gone meanwhile */
     }
@@ -219,6 +249,10 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
       throw new PgscaleError(err.message, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
     }
     // the lock stays: nothing else may touch this cluster until the run is resumed or rolled back
+    if (err.exitCode === ExitCode.Refused) {
+      // a confirmation declined after the steps that need none: refused (README: "not confirmed"), and what ran is kept
+      throw new PgscaleError(err.message, ExitCode.Refused, `the steps before it are done and kept: \`pgscale resume ${state.id}\` asks again, \`pgscale rollback ${state.id}\` undoes them`);
+    }
     throw new PgscaleError(err.message, ExitCode.FailedAfterChange, `fix the cause, then \`pgscale resume ${state.id}\` (or \`pgscale rollback ${state.id}\`)`);
   }
   appendEvent(state.dir, { type: 'run-done' });
@@ -247,7 +281,7 @@ export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<Ru
   if (state.status === 'rolled-back' || state.status === 'rolling-back' || state.status === 'rollback-failed') throw refused(`run ${runId} was rolled back (${state.status}); make a new plan`);
   if (state.status === 'running') throw refused(`run ${runId} is still running`);
   acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
-  killOrphans(state.orphans);
+  await killOrphans(state.orphans);
   opts.onRunDir?.(state.dir);
   return drive(state, opts, true);
 }
@@ -264,7 +298,7 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
     throw refused(`run ${runId} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, pastNoReturn.rollback);
   }
   acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
-  killOrphans(state.orphans);
+  await killOrphans(state.orphans);
   opts.onRunDir?.(state.dir);
   appendEvent(state.dir, { type: 'rollback-started', pid: process.pid });
   const undo = [...touched].reverse();

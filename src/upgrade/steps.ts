@@ -216,8 +216,12 @@ const initdbStep = defineStep<UpgradeParams>({
     rmSync(p.new.dataDir, { recursive: true, force: true });
     if (p.new.waldir) rmSync(p.new.waldir, { recursive: true, force: true });
     for (const dir of [dirname(p.new.dataDir), ...(p.new.waldir ? [p.new.waldir] : [])]) {
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-      if (isRoot() && dir === p.new.waldir) chownSync(dir, owner(p).uid, owner(p).gid);
+      const first = mkdirSync(dir, { recursive: true, mode: 0o700 });
+      if (!isRoot()) continue;
+      // initdb runs as the owner: every directory made here (parents too) is the owner's, or initdb cannot reach it
+      const made: string[] = first ? [] : dir === p.new.waldir ? [dir] : [];
+      if (first) for (let d = dir; d.startsWith(first); d = dirname(d)) made.push(d);
+      for (const d of made) chownSync(d, owner(p).uid, owner(p).gid);
     }
     await must(ctx, asOwner(p, bin(p.new.bindir, 'initdb'), p.initdbArgs), 'initdb');
   },
@@ -380,6 +384,21 @@ const stopOldStep = defineStep<UpgradeParams>({
   estimateSeconds: () => 5,
 });
 
+/**
+ * pg_upgrade starts the old cluster (binary-upgrade mode, its own socket and port) and the new one
+ * while it works; pg_ctl detaches them, so they outlive a pg_upgrade that was killed. A retry or a
+ * rollback stops them first.
+ */
+async function stopServersLeftByPgUpgrade(ctx: StepContext, p: UpgradeParams): Promise<void> {
+  for (const side of ['new', 'old'] as const) {
+    if (!running(p[side].dataDir)) continue;
+    const inv = asOwner(p, bin(p[side].bindir, 'pg_ctl'), ['-D', p[side].dataDir, '-m', 'fast', '-w', '-t', '300', 'stop']);
+    const res = await ctx.runner.run(inv);
+    // a stale postmaster.pid (no such process) is not a running server
+    if (res.exitCode !== 0 && !/No such process/.test(res.stderr)) throw new PgscaleError(`stopping the ${side} cluster pg_upgrade left running: ${describeFailure(inv, res)}`, ExitCode.FailedAfterChange);
+  }
+}
+
 /** Link mode disables the old cluster by renaming global/pg_control: undoing that is the rollback. */
 function restoreOldControlFile(p: UpgradeParams): boolean {
   const control = join(p.old.dataDir, 'global', 'pg_control');
@@ -404,6 +423,7 @@ const pgUpgradeStep = defineStep<UpgradeParams>({
     if (existsSync(marker)) {
       // an earlier attempt was cut off: pg_upgrade cannot continue into a half-upgraded cluster,
       // so the new cluster is made again from scratch (the old one is untouched until start)
+      await stopServersLeftByPgUpgrade(ctx, p);
       restoreOldControlFile(p);
       await initdbStep.apply(ctx, p);
       await configStep.apply(ctx, p);
@@ -420,7 +440,8 @@ const pgUpgradeStep = defineStep<UpgradeParams>({
     const state = await controlState(ctx, p, 'new');
     return existsSync(join(p.workDir, 'pg_upgrade-done')) && state ? { ok: true, detail: `upgraded (${p.mode} mode)` } : { ok: false, detail: 'pg_upgrade has not completed' };
   },
-  async rollback(_ctx, p) {
+  async rollback(ctx, p) {
+    if (existsSync(join(p.workDir, 'pg_upgrade-started'))) await stopServersLeftByPgUpgrade(ctx, p);
     restoreOldControlFile(p);
     rmSync(join(p.workDir, 'pg_upgrade-started'), { force: true });
     rmSync(join(p.workDir, 'pg_upgrade-done'), { force: true });

@@ -1,0 +1,263 @@
+/**
+ * Crash safety of `pgscale backup`: SIGKILL at every step boundary (PGSCALE_FAILPOINT), SIGKILL
+ * and SIGINT in the middle of a dump. After each, no incomplete backup carries the final name,
+ * and `pgscale resume` finishes a backup that verifies (or `rollback` leaves nothing behind).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createCluster, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
+import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
+import { cliEntry, repoRoot } from '../helpers/paths.js';
+import { holdTableLock, lockWaiters, sizeOf, waitFor } from '../helpers/snapshot.js';
+import { isRoot } from '../../src/runner.js';
+import type { RunReport } from '../../src/pipeline/execute.js';
+import type { StampedEvent } from '../../src/pipeline/journal.js';
+
+after(teardownAll);
+
+interface Started {
+  pid: number;
+  kill(signal: NodeJS.Signals): void;
+  /** Settles when the process has exited and its output is closed. */
+  done: Promise<CliResult & { signal: NodeJS.Signals | null }>;
+}
+
+/** Like runCli, but the process is ours to signal while it runs. */
+function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Started {
+  const child = spawn(process.execPath, [cliEntry, ...args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<CliResult & { signal: NodeJS.Signals | null }>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return { pid: child.pid!, kill: (s) => child.kill(s), done };
+}
+
+/**
+ * Whether any process of a process group still runs. Zombies do not count: orphans are reparented
+ * to PID 1, which in a container may be slow (or never) to reap them.
+ */
+function groupAlive(pgid: number): boolean {
+  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(pgrp) === pgid && state !== 'Z') return true;
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return false;
+}
+
+interface RunSummary {
+  id: string;
+  status: string;
+}
+
+async function runs(stateDir: string): Promise<RunSummary[]> {
+  const res = await runCli(['runs', '--state-dir', stateDir, '--json']);
+  assert.equal(res.code, 0, res.stderr);
+  return parseJson<RunSummary[]>(res);
+}
+
+function journal(stateDir: string, runId: string): StampedEvent[] {
+  const text = readFileSync(join(stateDir, 'runs', runId, 'journal.jsonl'), 'utf8');
+  // every line parses: the journal is never torn by a kill between events
+  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as StampedEvent);
+}
+
+describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs servers as postgres: needs root' }, () => {
+  let pg: TestCluster;
+  let work: string;
+
+  const backupArgs = (dest: string, stateDir: string) => ['backup', '--bindir', pg.bindir, '--pgdata', pg.pgdata, '--to', dest, '--state-dir', stateDir];
+
+  /** The backup at dest is complete: `backup verify` passes and no staging directory remains. */
+  async function assertVerifies(dest: string): Promise<void> {
+    const v = await runCli(['backup', 'verify', dest]);
+    assert.equal(v.code, 0, `backup verify ${dest}: ${v.stderr}`);
+    assert.equal(existsSync(`${dest}.partial`), false, `${dest}.partial is gone`);
+  }
+
+  before(async () => {
+    work = scratchDir('pgscale-backup-faults-');
+    pg = await createCluster({ version: 17, conf: ['fsync = off'] });
+    await pg.sql('create database app');
+    await pg.sql('create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g;', 'app');
+  });
+
+  const steps = ['dump', 'manifest', 'verify', 'publish'] as const;
+  const boundaries = ['started', 'applied', 'done'] as const;
+
+  describe('SIGKILL at every step boundary, then resume', { concurrency: 3 }, () => {
+    for (const step of steps) {
+      for (const where of boundaries) {
+        test(`${step}:${where}`, async () => {
+          const dest = join(work, `fp-${step}-${where}`);
+          const stateDir = join(work, `state-${step}-${where}`);
+          const killed = await startCli(backupArgs(dest, stateDir), { PGSCALE_FAILPOINT: `${step}:${where}` }).done;
+          assert.equal(killed.signal, 'SIGKILL', `killed at ${step}:${where}: ${killed.stderr}`);
+          assert.equal(killed.code, null);
+
+          const published = step === 'publish' && where !== 'started';
+          if (published) {
+            // the rename happened: what carries the final name is complete
+            await assertVerifies(dest);
+          } else {
+            assert.equal(existsSync(dest), false, `no ${dest} before publish`);
+            assert.equal(existsSync(`${dest}.partial`), !(step === 'dump' && where === 'started'), 'staging exists once the dump step has made it');
+          }
+          const [run] = await runs(stateDir);
+          assert.ok(run);
+          assert.equal(run.status, 'killed');
+
+          const resumed = await runCli(['resume', '--state-dir', stateDir, '--json']);
+          assert.equal(resumed.code, 0, resumed.stderr);
+          const report = parseJson<RunReport>(resumed);
+          assert.equal(report.runId, run.id);
+          assert.equal(report.status, 'completed');
+          assert.ok(report.steps.every((s) => s.state === 'done' || s.state === 'skipped'), JSON.stringify(report.steps));
+          await assertVerifies(dest);
+        });
+      }
+    }
+
+    for (const at of ['verify:done', 'publish:applied'] as const) {
+      test(`rollback after SIGKILL at ${at} leaves neither DEST nor DEST.partial`, async () => {
+        const dest = join(work, `rb-${at.replace(':', '-')}`);
+        const stateDir = join(work, `state-rb-${at.replace(':', '-')}`);
+        const killed = await startCli(backupArgs(dest, stateDir), { PGSCALE_FAILPOINT: at }).done;
+        assert.equal(killed.signal, 'SIGKILL');
+        assert.ok(existsSync(dest) || existsSync(`${dest}.partial`), 'something to roll back');
+        const rolled = await runCli(['rollback', '--state-dir', stateDir, '--json']);
+        assert.equal(rolled.code, 0, rolled.stderr);
+        assert.equal(parseJson<RunReport>(rolled).status, 'rolled-back');
+        assert.equal(existsSync(dest), false);
+        assert.equal(existsSync(`${dest}.partial`), false);
+        assert.equal((await runs(stateDir))[0]?.status, 'rolled-back');
+        // the cluster is free again: a new backup to the same place works
+        const again = await runCli(backupArgs(dest, stateDir));
+        assert.equal(again.code, 0, again.stderr);
+        await assertVerifies(dest);
+      });
+    }
+  });
+
+  describe('signals in the middle of a dump', () => {
+    before(async () => {
+      // 12 MiB of incompressible bytes (24 MiB of hex, more than one zstd -T0 job, so compressed
+      // output reaches the file) dumped before "app" (pg_dumpall goes by name): the dump file
+      // grows, then pg_dump waits at the lock the tests hold on app.t
+      await pg.sql('create database aaa');
+      await pg.sql(
+        `create table r (id int, b bytea); alter table r alter b set storage external;
+         insert into r select g / 32768, string_agg(sha256(int4send(g)), ''::bytea) from generate_series(0, 12 * 32768 - 1) g group by g / 32768;`,
+        'aaa',
+      );
+    });
+
+    /** Starts a backup and returns once its dump file has grown and pg_dump waits at the lock. */
+    async function backupStuckMidDump(dest: string, stateDir: string): Promise<Started> {
+      const run = startCli(backupArgs(dest, stateDir));
+      const file = join(`${dest}.partial`, 'dumpall.sql.zst');
+      await waitFor('the dump file to grow while pg_dump waits at the lock', async () => sizeOf(file) > 0 && (await lockWaiters(pg)) > 0, 60_000);
+      return run;
+    }
+
+    test('SIGKILL mid-dump: nothing is presented as a backup, a new backup is refused, resume reaps the orphans and completes', async () => {
+      const dest = join(work, 'kill-mid-dump');
+      const stateDir = join(work, 'state-kill-mid-dump');
+      const lock = await holdTableLock(pg, 'app', 't');
+      try {
+        const run = await backupStuckMidDump(dest, stateDir);
+        run.kill('SIGKILL');
+        const killed = await run.done;
+        assert.equal(killed.signal, 'SIGKILL');
+        assert.equal(existsSync(dest), false, 'no complete backup is presented');
+        assert.ok(existsSync(`${dest}.partial`), 'the partial dump stays under its staging name');
+        assert.equal(existsSync(join(`${dest}.partial`, 'manifest.json')), false);
+
+        const [killedRun] = await runs(stateDir);
+        assert.ok(killedRun);
+        assert.equal(killedRun.status, 'killed');
+        const orphans = journal(stateDir, killedRun.id).flatMap((e) => (e.type === 'process' ? [e.pgid] : []));
+        assert.equal(orphans.length, 2, 'pg_dumpall and the compressor were journaled');
+        assert.ok(orphans.some(groupAlive), 'pg_dumpall outlived pgscale (it waits at the lock)');
+
+        const sameDest = await runCli(backupArgs(dest, stateDir));
+        assert.equal(sameDest.code, 3, sameDest.stderr);
+        assert.match(sameDest.stderr, /no leftover staging directory: .*\.partial exists \(an interrupted backup\?\)/);
+        const otherDest = await runCli(backupArgs(join(work, 'kill-mid-dump-other'), stateDir));
+        assert.equal(otherDest.code, 3, otherDest.stderr);
+        assert.match(otherDest.stderr, new RegExp(`run ${killedRun.id} on cluster:.* did not finish \\(killed\\)`));
+        assert.match(otherDest.stderr, /hint: finish it with `pgscale resume/);
+        assert.equal(existsSync(join(work, 'kill-mid-dump-other.partial')), false);
+
+        // resume while the lock is still held: it must stop the orphans first (they cannot end on their own)
+        const resume = startCli(['resume', '--state-dir', stateDir, '--json']);
+        try {
+          await waitFor('resume to stop the killed run\'s pg_dumpall', () => !orphans.some(groupAlive), 30_000);
+        } finally {
+          await lock.release();
+        }
+        const resumed = await resume.done;
+        assert.equal(resumed.code, 0, resumed.stderr);
+        assert.equal(parseJson<RunReport>(resumed).status, 'completed');
+        await assertVerifies(dest);
+      } finally {
+        await lock.release();
+      }
+    });
+
+    test('SIGINT mid-dump: exit 130, a consistent journal, no orphans; resume completes', async () => {
+      const dest = join(work, 'int-mid-dump');
+      const stateDir = join(work, 'state-int-mid-dump');
+      const lock = await holdTableLock(pg, 'app', 't');
+      try {
+        const run = await backupStuckMidDump(dest, stateDir);
+        run.kill('SIGINT');
+        const stopped = await run.done;
+        assert.equal(stopped.code, 130, stopped.stderr);
+        assert.match(stopped.stderr, /interrupted; the journal of run \S+ is consistent/);
+        assert.match(stopped.stderr, /hint: continue with `pgscale resume \S+` or undo with `pgscale rollback \S+`/);
+        assert.equal(existsSync(dest), false);
+
+        const [interrupted] = await runs(stateDir);
+        assert.ok(interrupted);
+        assert.equal(interrupted.status, 'interrupted');
+        const events = journal(stateDir, interrupted.id);
+        assert.deepEqual(
+          events.filter((e) => e.type !== 'process').map((e) => e.type),
+          ['run-started', 'step-started', 'step-failed', 'run-interrupted'],
+        );
+        const failed = events.find((e) => e.type === 'step-failed');
+        assert.ok(failed?.type === 'step-failed');
+        assert.equal(failed.step, 'dump');
+        assert.equal(failed.error, 'interrupted');
+        // the journal matches the disk: a step that cleaned up after itself left no staging directory
+        assert.equal(existsSync(`${dest}.partial`), !failed.clean, `clean: ${failed.clean}`);
+        const pgids = events.flatMap((e) => (e.type === 'process' ? [e.pgid] : []));
+        assert.equal(pgids.length, 2);
+        await waitFor('pgscale to have stopped pg_dumpall and the compressor', () => !pgids.some(groupAlive), 10_000);
+
+        await lock.release();
+        const resumed = await runCli(['resume', '--state-dir', stateDir, '--json']);
+        assert.equal(resumed.code, 0, resumed.stderr);
+        const report = parseJson<RunReport>(resumed);
+        assert.equal(report.runId, interrupted.id);
+        assert.equal(report.status, 'completed');
+        await assertVerifies(dest);
+        assert.deepEqual(readdirSync(dest).sort(), ['dump.done.json', 'dumpall.sql.zst', 'manifest.json', 'verified.json']);
+      } finally {
+        await lock.release();
+      }
+    });
+  });
+});
