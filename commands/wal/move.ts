@@ -5,7 +5,8 @@ import { badInput } from '../../src/errors.js';
 import { OperationCommand, type OperationResult } from '../../src/operationCommand.js';
 import { userByName } from '../../src/osUser.js';
 import '../../src/operations.js';
-import { directoryBytes, insidePath, lexists, realish } from '../../src/wal/files.js';
+import { directoryBytes, lexists } from '../../src/wal/files.js';
+import { isInside, realish } from '../../src/files.js';
 import { chooseServerLog, startOptionsFrom, type WalMoveParams } from '../../src/wal/steps.js';
 
 export default class WalMove extends OperationCommand<typeof WalMove> {
@@ -45,7 +46,7 @@ A stopped cluster is moved the same way and stays stopped. Exit codes: 2 bad inp
     if (f['to-data-dir']) target = join(cluster.dataDir, 'pg_wal');
     else {
       target = realish(resolve(f.to!));
-      if (insidePath(target, cluster.dataDir)) throw badInput(`--to ${f.to} is inside the data directory ${cluster.dataDir}`, 'to move the WAL back into the data directory, use --to-data-dir');
+      if (isInside(target, cluster.dataDir)) throw badInput(`--to ${f.to} is inside the data directory ${cluster.dataDir}`, 'to move the WAL back into the data directory, use --to-data-dir');
     }
     let walBytes = 0;
     try {

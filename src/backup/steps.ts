@@ -4,20 +4,20 @@
  * only then an atomic rename to DEST. An incomplete backup never carries the final name.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, statfsSync, accessSync, constants, openSync, fsyncSync, closeSync } from 'node:fs';
-import { createWriteStream } from 'node:fs';
-import { dirname, join, resolve, sep } from 'node:path';
+import { accessSync, constants, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, statfsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { clientInvocation, openDb, type ClusterAccess } from '../cluster/access.js';
+import { clientInvocation, openDb, type ClusterAccess, withDb } from '../cluster/access.js';
 import { withScratchCluster } from '../cluster/scratch.js';
 import { PgscaleError, ExitCode } from '../errors.js';
 import { formatBytes } from '../format.js';
 import { currentUser, userByName } from '../osUser.js';
 import { writeFileAtomic } from '../pipeline/journal.js';
 import { defineOperation } from '../pipeline/plan.js';
-import { defineStep, type CheckResult, type JsonObject, type StepContext } from '../pipeline/step.js';
+import { check, defineStep, type CheckResult, type JsonObject, type StepContext } from '../pipeline/step.js';
+import { fsyncPath, isInside, realish } from '../files.js';
 import { isRoot, type Runner } from '../runner.js';
-import { statements, type Db } from '../sql.js';
+import { statements } from '../sql.js';
 import { Digest, checkArchive, dumpFileName, manifestName, readManifest, sha256File, type BackupManifest } from './archive.js';
 import { compressArgv, decompressArgv, type CompressionSpec } from './compression.js';
 
@@ -54,39 +54,11 @@ interface DumpDone extends JsonObject {
   rowCounts: Record<string, Record<string, number>> | null;
 }
 
-const pass = (name: string, detail: string): CheckResult => ({ name, severity: 'error', passed: true, detail });
-const fail = (name: string, detail: string, severity: CheckResult['severity'] = 'error'): CheckResult => ({ name, severity, passed: false, detail });
-
-function insidePath(child: string, parent: string): boolean {
-  const c = resolve(child) + sep;
-  const p = resolve(parent) + sep;
-  return c.startsWith(p);
-}
-
-/** Resolves symlinks of the deepest existing ancestor, so /data/../x and symlinked parents compare right. */
-function realish(path: string): string {
-  let p = resolve(path);
-  const rest: string[] = [];
-  while (!existsSync(p) && dirname(p) !== p) {
-    rest.unshift(p.slice(dirname(p).length + 1));
-    p = dirname(p);
-  }
-  return join(realpathSync(p), ...rest);
-}
 
 async function dumpallVersion(ctx: StepContext, access: ClusterAccess): Promise<{ version: string; major: number } | undefined> {
   const res = await ctx.runner.run(clientInvocation(access, 'pg_dumpall', ['--version']));
   const m = /(\d+)(?:\.(\d+))?/.exec(res.stdout);
   return res.exitCode === 0 && m ? { version: res.stdout.trim().replace(/^pg_dumpall \(PostgreSQL\) /, ''), major: Number(m[1]) } : undefined;
-}
-
-async function withDb<T>(ctx: StepContext, access: ClusterAccess, use: (db: Db) => Promise<T>, database?: string): Promise<T> {
-  const db = await openDb(access, ctx.runner, ctx.audit, database);
-  try {
-    return await use(db);
-  } finally {
-    await db.close();
-  }
 }
 
 async function rowCounts(ctx: StepContext, access: ClusterAccess, databases: readonly string[]): Promise<Record<string, Record<string, number>>> {
@@ -98,26 +70,16 @@ async function rowCounts(ctx: StepContext, access: ClusterAccess, databases: rea
   return out;
 }
 
-/** fsync a directory so a rename in it survives a crash. */
-function syncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 export const dumpStep = defineStep<BackupParams>({
   kind: 'backup.dump',
   title: (p) => `Dump the cluster with pg_dumpall into ${staging(p)}`,
   async check(ctx, p) {
     const out: CheckResult[] = [];
     const dest = realish(p.dest);
-    out.push(existsSync(p.dest) ? fail('destination absent', `${p.dest} already exists; pgscale never overwrites a backup`) : pass('destination absent', `${p.dest} does not exist yet`));
-    out.push(existsSync(staging(p)) ? fail('no leftover staging directory', `${staging(p)} exists (an interrupted backup?): resume that run, or remove it`) : pass('no leftover staging directory', `${staging(p)} does not exist`));
-    const inside = p.protectedPaths.find((d) => insidePath(dest, realish(d)));
-    out.push(inside ? fail('not inside the cluster', `${p.dest} is inside ${inside}: a backup there would be copied into itself and lost with the cluster`) : pass('not inside the cluster', 'outside the data directory and tablespaces'));
+    out.push(existsSync(p.dest) ? check.fail('destination absent', `${p.dest} already exists; pgscale never overwrites a backup`) : check.pass('destination absent', `${p.dest} does not exist yet`));
+    out.push(existsSync(staging(p)) ? check.fail('no leftover staging directory', `${staging(p)} exists (an interrupted backup?): resume that run, or remove it`) : check.pass('no leftover staging directory', `${staging(p)} does not exist`));
+    const inside = p.protectedPaths.find((d) => isInside(dest, realish(d)));
+    out.push(inside ? check.fail('not inside the cluster', `${p.dest} is inside ${inside}: a backup there would be copied into itself and lost with the cluster`) : check.pass('not inside the cluster', 'outside the data directory and tablespaces'));
     const parent = dirname(dest);
     let writable = true;
     try {
@@ -125,31 +87,31 @@ export const dumpStep = defineStep<BackupParams>({
       if (!statSync(parent).isDirectory()) throw new Error('not a directory');
     } catch (e) {
       writable = false;
-      out.push(fail('destination writable', `cannot create ${p.dest}: ${parent} is ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'not writable'}`));
+      out.push(check.fail('destination writable', `cannot create ${p.dest}: ${parent} is ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'not writable'}`));
     }
     if (writable) {
-      out.push(pass('destination writable', `${parent} is writable`));
+      out.push(check.pass('destination writable', `${parent} is writable`));
       const fs = statfsSync(parent);
       const free = fs.bavail * fs.bsize;
       out.push(
         free >= p.estimateBytes
-          ? pass('free space', `${formatBytes(free)} free at ${parent}; the dump needs about ${formatBytes(p.estimateBytes)}`)
-          : fail('free space', `only ${formatBytes(free)} free at ${parent}; the dump needs about ${formatBytes(p.estimateBytes)}`),
+          ? check.pass('free space', `${formatBytes(free)} free at ${parent}; the dump needs about ${formatBytes(p.estimateBytes)}`)
+          : check.fail('free space', `only ${formatBytes(free)} free at ${parent}; the dump needs about ${formatBytes(p.estimateBytes)}`),
       );
     }
     const compressor = compressArgv(p.compression);
     const cres = await ctx.runner.run({ program: compressor.program, args: ['--version'] });
-    out.push(cres.exitCode === 0 ? pass('compressor installed', `${compressor.program} found`) : fail('compressor installed', `${compressor.program} is not installed`));
+    out.push(cres.exitCode === 0 ? check.pass('compressor installed', `${compressor.program} found`) : check.fail('compressor installed', `${compressor.program} is not installed`));
     try {
       const facts = await withDb(ctx, p.access, (db) => db.query(statements.serverVersionNum()));
       const serverMajor = Math.floor(facts[0]!.server_version_num / 10000);
-      out.push(pass('server reachable', `PostgreSQL ${facts[0]!.server_version} answers`));
+      out.push(check.pass('server reachable', `PostgreSQL ${facts[0]!.server_version} answers`));
       const dv = await dumpallVersion(ctx, p.access);
-      if (!dv) out.push(fail('pg_dumpall version', `no working pg_dumpall in ${p.access.bindir}`));
-      else if (dv.major < serverMajor) out.push(fail('pg_dumpall version', `pg_dumpall ${dv.version} is older than the server (${serverMajor}); pg_dumpall must be at least the server's version`));
-      else out.push(pass('pg_dumpall version', `pg_dumpall ${dv.version} ≥ server ${serverMajor}`));
+      if (!dv) out.push(check.fail('pg_dumpall version', `no working pg_dumpall in ${p.access.bindir}`));
+      else if (dv.major < serverMajor) out.push(check.fail('pg_dumpall version', `pg_dumpall ${dv.version} is older than the server (${serverMajor}); pg_dumpall must be at least the server's version`));
+      else out.push(check.pass('pg_dumpall version', `pg_dumpall ${dv.version} ≥ server ${serverMajor}`));
     } catch (e) {
-      out.push(fail('server reachable', (e as Error).message));
+      out.push(check.fail('server reachable', (e as Error).message));
     }
     return out;
   },
@@ -199,7 +161,7 @@ export const dumpStep = defineStep<BackupParams>({
       const full = /No space left|ENOSPC/i.test(failure);
       throw new PgscaleError(full ? `the destination filled up during the dump: ${failure}` : failure, ExitCode.FailedNoChange);
     }
-    syncFile(file);
+    fsyncPath(file);
     const done: DumpDone = {
       startedAt,
       finishedAt: new Date().toISOString(),
@@ -232,15 +194,6 @@ export const dumpStep = defineStep<BackupParams>({
   rollbackNote: (p) => `remove ${staging(p)}`,
   estimateSeconds: (p) => p.estimateBytes / assumedDumpBytesPerSecond,
 });
-
-function syncFile(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 export const manifestStep = defineStep<BackupParams>({
   kind: 'backup.manifest',
@@ -377,7 +330,7 @@ export const publishStep = defineStep<BackupParams>({
   },
   async apply(_ctx, p) {
     renameSync(staging(p), p.dest);
-    syncDir(dirname(resolve(p.dest)));
+    fsyncPath(dirname(resolve(p.dest)));
     return { path: p.dest };
   },
   async verify(_ctx, p) {

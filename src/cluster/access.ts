@@ -63,6 +63,16 @@ export async function openDb(access: ClusterAccess, runner: Runner, audit?: Audi
   return PgDb.connect(settings, audit);
 }
 
+/** Runs `use` on a connection that is always closed afterwards. */
+export async function withDb<T>(ctx: { runner: Runner; audit?: AuditSink }, access: ClusterAccess, use: (db: Db) => Promise<T>, database?: string): Promise<T> {
+  const db = await openDb(access, ctx.runner, ctx.audit, database);
+  try {
+    return await use(db);
+  } finally {
+    await db.close();
+  }
+}
+
 export interface ResolvedTarget {
   access: ClusterAccess;
   /** Present when the cluster's data directory is on this host and known. */

@@ -3,13 +3,12 @@
  * (live on a TTY, timestamped lines without one, nothing under --json). Ctrl-C stops at the next
  * safe point with the journal consistent.
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import { Listr, PRESET_TIMER, PRESET_TIMESTAMP, type ListrRendererValue } from 'listr2';
 import type { AuditSink } from '../audit.js';
 import { ExitCode, PgscaleError, refused } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { Runner } from '../runner.js';
-import { acquireLock, appendEvent, newRun, readRun, releaseLock, type RunState, type RunStatus, type StepState } from './journal.js';
+import { acquireLock, appendEvent, newRun, processGroupAlive, readRun, releaseLock, type RunState, type RunStatus, type StepState } from './journal.js';
 import type { Plan, PlannedStep } from './plan.js';
 import { stepDefinition, type JsonObject, type Progress, type StepContext } from './step.js';
 
@@ -105,20 +104,6 @@ function failpoint(stepId: string, where: 'started' | 'applied' | 'done'): void 
   if (process.env.PGSCALE_FAILPOINT === `${stepId}:${where}`) process.kill(process.pid, 'SIGKILL');
 }
 
-/** Whether any live (not zombie) process is in the group; exited children linger as zombies until reaped. */
-function groupAlive(pgid: number): boolean {
-  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(pgrp) === pgid && state !== 'Z') return true;
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  return false;
-}
-
 /**
  * Stops the programs a killed run left behind and waits until their process groups are gone: what
  * follows (a retry, a rollback) must not race a dying pg_upgrade. SIGKILL after 10 s.
@@ -126,7 +111,7 @@ function groupAlive(pgid: number): boolean {
 async function killOrphans(pgids: readonly number[]): Promise<void> {
   const signalled: number[] = [];
   for (const pgid of pgids) {
-    if (!groupAlive(pgid)) continue;
+    if (!processGroupAlive(pgid)) continue;
     try {
       process.kill(-pgid, 'SIGTERM');
       signalled.push(pgid);
@@ -135,8 +120,8 @@ async function killOrphans(pgids: readonly number[]): Promise<void> {
     }
   }
   const deadline = Date.now() + 10_000;
-  while (signalled.some(groupAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  for (const pgid of signalled.filter(groupAlive)) {
+  while (signalled.some(processGroupAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  for (const pgid of signalled.filter(processGroupAlive)) {
     try {
       process.kill(-pgid, 'SIGKILL');
     } catch {

@@ -2,7 +2,7 @@
  * A run's journal: runs/<id>/plan.json (0600), journal.jsonl (fsynced events) and audit.jsonl, in
  * a 0700 state directory; and the per-cluster lock that keeps two runs off one cluster.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, rmSync, writeSync, writeFileSync, renameSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, rmSync, writeSync, renameSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { refused } from '../errors.js';
@@ -87,6 +87,20 @@ function processStart(pid: number): string | undefined {
 export function processAlive(pid: number, start?: string): boolean {
   const now = processStart(pid);
   return now !== undefined && (start === undefined || now === start);
+}
+
+/** Whether any live (not zombie) process is in the group; exited children linger as zombies until reaped. */
+export function processGroupAlive(pgid: number): boolean {
+  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(pgrp) === pgid && state !== 'Z') return true;
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return false;
 }
 
 export function readRun(stateDir: string, id: string): RunState {

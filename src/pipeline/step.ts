@@ -25,6 +25,14 @@ export interface CheckResult {
   detail: string;
 }
 
+/** Check results by outcome: a blocking failure, a warning, a pass, or information. */
+export const check = {
+  pass: (name: string, detail: string): CheckResult => ({ name, severity: 'error', passed: true, detail }),
+  fail: (name: string, detail: string): CheckResult => ({ name, severity: 'error', passed: false, detail }),
+  warn: (name: string, detail: string): CheckResult => ({ name, severity: 'warning', passed: false, detail }),
+  info: (name: string, detail: string): CheckResult => ({ name, severity: 'info', passed: true, detail }),
+};
+
 export interface VerifyResult {
   ok: boolean;
   detail: string;

@@ -6,7 +6,7 @@
 import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import { clientInvocation, openDb, osUserOf } from '../cluster/access.js';
+import { clientInvocation, osUserOf, withDb } from '../cluster/access.js';
 import { parseControlData } from '../cluster/controlData.js';
 import { ExitCode, PgscaleError } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
@@ -14,17 +14,13 @@ import { loadCatalog } from '../gucCatalog/index.js';
 import { freePort } from '../net.js';
 import { writeFileAtomic } from '../pipeline/journal.js';
 import { defineOperation } from '../pipeline/plan.js';
-import { defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext, type StepData } from '../pipeline/step.js';
+import { check, defineStep, type CheckResult, type PlannedAction, type StepContext, type StepData } from '../pipeline/step.js';
 import { describeFailure, isRoot, type Invocation } from '../runner.js';
-import { statements, type Db } from '../sql.js';
+import { statements } from '../sql.js';
 import { backupOperation } from '../backup/steps.js';
 import { migrateConfig } from './configMigration.js';
 import type { UpgradeParams } from './params.js';
 
-const pass = (name: string, detail: string): CheckResult => ({ name, severity: 'error', passed: true, detail });
-const fail = (name: string, detail: string): CheckResult => ({ name, severity: 'error', passed: false, detail });
-const warn = (name: string, detail: string): CheckResult => ({ name, severity: 'warning', passed: false, detail });
-const info = (name: string, detail: string): CheckResult => ({ name, severity: 'info', passed: true, detail });
 
 const owner = (p: UpgradeParams) => osUserOf({ ...p.access, runAs: p.old.owner })!;
 const bin = (dir: string, program: string) => join(dir, program);
@@ -43,17 +39,8 @@ async function must(ctx: StepContext, inv: Invocation, what: string): Promise<st
   return res.stdout;
 }
 
-async function withDb<T>(ctx: StepContext, p: UpgradeParams, use: (db: Db) => Promise<T>, database = 'postgres'): Promise<T> {
-  const db = await openDb(p.access, ctx.runner, ctx.audit, database);
-  try {
-    return await use(db);
-  } finally {
-    await db.close();
-  }
-}
-
 async function databases(ctx: StepContext, p: UpgradeParams): Promise<string[]> {
-  return (await withDb(ctx, p, (db) => db.query(statements.databases()))).map((d) => d.name).filter((n) => n !== 'template1');
+  return (await withDb(ctx, p.access, (db) => db.query(statements.databases()))).map((d) => d.name).filter((n) => n !== 'template1');
 }
 
 async function controlState(ctx: StepContext, p: UpgradeParams, side: 'old' | 'new'): Promise<string | undefined> {
@@ -127,24 +114,24 @@ async function libraryDirs(ctx: StepContext, p: UpgradeParams): Promise<{ share:
 export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
   for (const [side, program] of [['old', 'postgres'], ['old', 'pg_controldata'], ['new', 'postgres'], ['new', 'initdb'], ['new', 'pg_upgrade'], ['new', 'pg_ctl']] as const) {
-    if (!existsSync(bin(p[side].bindir, program))) out.push(fail(`${side} binaries`, `${bin(p[side].bindir, program)} is missing`));
+    if (!existsSync(bin(p[side].bindir, program))) out.push(check.fail(`${side} binaries`, `${bin(p[side].bindir, program)} is missing`));
   }
-  if (p.new.major <= p.old.major) out.push(fail('target version', `target ${p.new.major} is not newer than the cluster's ${p.old.major}`));
-  else out.push(pass('target version', `${p.old.major} → ${p.new.major}`));
+  if (p.new.major <= p.old.major) out.push(check.fail('target version', `target ${p.new.major} is not newer than the cluster's ${p.old.major}`));
+  else out.push(check.pass('target version', `${p.old.major} → ${p.new.major}`));
   const oldVersion = readFileSync(join(p.old.dataDir, 'PG_VERSION'), 'utf8').trim();
-  out.push(oldVersion === String(p.old.major) ? pass('old data directory version', `PG_VERSION ${oldVersion}`) : fail('old data directory version', `PG_VERSION says ${oldVersion}, expected ${p.old.major}`));
+  out.push(oldVersion === String(p.old.major) ? check.pass('old data directory version', `PG_VERSION ${oldVersion}`) : check.fail('old data directory version', `PG_VERSION says ${oldVersion}, expected ${p.old.major}`));
 
-  if (running(p.new.dataDir)) out.push(fail('new data directory', `${p.new.dataDir} belongs to a running cluster`));
-  else out.push(dirEmptyOrAbsent(p.new.dataDir) ? pass('new data directory', `${p.new.dataDir} is empty or absent`) : fail('new data directory', `${p.new.dataDir} is not empty`));
+  if (running(p.new.dataDir)) out.push(check.fail('new data directory', `${p.new.dataDir} belongs to a running cluster`));
+  else out.push(dirEmptyOrAbsent(p.new.dataDir) ? check.pass('new data directory', `${p.new.dataDir} is empty or absent`) : check.fail('new data directory', `${p.new.dataDir} is not empty`));
   if (p.new.waldir) {
     const mountRoot = existsSync(join(p.new.waldir, 'lost+found'));
-    out.push(dirEmptyOrAbsent(p.new.waldir) ? pass('WAL directory', `${p.new.waldir} is empty or absent`) : fail('WAL directory', `${p.new.waldir} is not empty${mountRoot ? ' (a filesystem root: use a subdirectory such as ' + join(p.new.waldir, 'pg_wal') + ')' : ''}`));
+    out.push(dirEmptyOrAbsent(p.new.waldir) ? check.pass('WAL directory', `${p.new.waldir} is empty or absent`) : check.fail('WAL directory', `${p.new.waldir} is not empty${mountRoot ? ' (a filesystem root: use a subdirectory such as ' + join(p.new.waldir, 'pg_wal') + ')' : ''}`));
     const sameDevice = statSync(existingAncestor(p.new.waldir)).dev === statSync(existingAncestor(p.new.dataDir)).dev;
-    if (sameDevice) out.push(p.force ? warn('WAL on its own device', `${p.new.waldir} is on the data directory's device (accepted with --force)`) : fail('WAL on its own device', `${p.new.waldir} is on the same device as ${p.new.dataDir}: a dedicated WAL volume must be another device (--force to accept)`));
-    else out.push(pass('WAL on its own device', `${p.new.waldir} is on another device than the data`));
+    if (sameDevice) out.push(p.force ? check.warn('WAL on its own device', `${p.new.waldir} is on the data directory's device (accepted with --force)`) : check.fail('WAL on its own device', `${p.new.waldir} is on the same device as ${p.new.dataDir}: a dedicated WAL volume must be another device (--force to accept)`));
+    else out.push(check.pass('WAL on its own device', `${p.new.waldir} is on another device than the data`));
   }
   const stale = newVersionTablespaceDirs(p);
-  out.push(stale.length ? fail('tablespace directories', `already present for ${p.new.major}: ${stale.join(', ')}`) : pass('tablespace directories', `no PG_${p.new.major}_* directories in ${p.old.tablespaces.length} tablespaces`));
+  out.push(stale.length ? check.fail('tablespace directories', `already present for ${p.new.major}: ${stale.join(', ')}`) : check.pass('tablespace directories', `no PG_${p.new.major}_* directories in ${p.old.tablespaces.length} tablespaces`));
 
   // space: copy needs the data again on the new data directory's filesystem; link/clone only catalogs and WAL
   const target = existingAncestor(p.new.dataDir);
@@ -152,56 +139,56 @@ export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise
   const free = fs.bavail * fs.bsize;
   const dataBytes = treeBytes(p.old.dataDir);
   const need = p.mode === 'copy' || p.mode === 'copy-file-range' ? dataBytes * 1.1 : Math.max(256 * 1024 ** 2, dataBytes * 0.05);
-  out.push(free >= need ? pass('disk space', `${formatBytes(free)} free at ${target}; ${p.mode} mode needs about ${formatBytes(need)}`) : fail('disk space', `only ${formatBytes(free)} free at ${target}; ${p.mode} mode needs about ${formatBytes(need)}`));
+  out.push(free >= need ? check.pass('disk space', `${formatBytes(free)} free at ${target}; ${p.mode} mode needs about ${formatBytes(need)}`) : check.fail('disk space', `only ${formatBytes(free)} free at ${target}; ${p.mode} mode needs about ${formatBytes(need)}`));
   if (p.mode === 'link' || p.mode === 'clone') {
     const same = statSync(p.old.dataDir).dev === statSync(target).dev;
-    out.push(same ? pass(`${p.mode} mode filesystem`, 'old and new data directories are on one filesystem') : fail(`${p.mode} mode filesystem`, `${p.new.dataDir} is on another filesystem than ${p.old.dataDir}: ${p.mode} mode needs one filesystem; use --mode copy or a new data directory beside the old one`));
+    out.push(same ? check.pass(`${p.mode} mode filesystem`, 'old and new data directories are on one filesystem') : check.fail(`${p.mode} mode filesystem`, `${p.new.dataDir} is on another filesystem than ${p.old.dataDir}: ${p.mode} mode needs one filesystem; use --mode copy or a new data directory beside the old one`));
   }
 
   try {
-    await withDb(ctx, p, async (db) => {
+    await withDb(ctx, p.access, async (db) => {
       const [facts] = await db.query(statements.serverFacts());
-      if (facts?.in_recovery) out.push(fail('primary', 'the old cluster is a standby: upgrade the primary, then rebuild standbys'));
-      else out.push(pass('primary', 'the old cluster is a primary'));
+      if (facts?.in_recovery) out.push(check.fail('primary', 'the old cluster is a standby: upgrade the primary, then rebuild standbys'));
+      else out.push(check.pass('primary', 'the old cluster is a primary'));
       const [prepared] = await db.query(statements.preparedTransactions());
-      out.push(prepared?.count ? fail('prepared transactions', `${prepared.count} prepared transactions: commit or roll them back first`) : pass('prepared transactions', 'none'));
+      out.push(prepared?.count ? check.fail('prepared transactions', `${prepared.count} prepared transactions: commit or roll them back first`) : check.pass('prepared transactions', 'none'));
       const settings = new Map((await db.query(statements.settings(['wal_level', 'max_slot_wal_keep_size', 'shared_preload_libraries']))).map((s) => [s.name, s.setting]));
       const standbys = await db.query(statements.standbys());
       if (standbys.length) {
-        out.push(warn('physical standbys', `${standbys.map((s) => `${s.application_name}${s.client_addr ? '@' + s.client_addr : ''} (${s.state})`).join(', ')}: after the upgrade each is rebuilt with pg_basebackup from the new primary (reclone); they cannot follow a pg_upgrade`));
-        if (settings.get('wal_level') === 'minimal') out.push(fail('wal_level', 'wal_level is minimal but standbys exist'));
-      } else out.push(info('physical standbys', 'none'));
+        out.push(check.warn('physical standbys', `${standbys.map((s) => `${s.application_name}${s.client_addr ? '@' + s.client_addr : ''} (${s.state})`).join(', ')}: after the upgrade each is rebuilt with pg_basebackup from the new primary (reclone); they cannot follow a pg_upgrade`));
+        if (settings.get('wal_level') === 'minimal') out.push(check.fail('wal_level', 'wal_level is minimal but standbys exist'));
+      } else out.push(check.info('physical standbys', 'none'));
       const slots = await db.query(statements.replicationSlots());
       const logical = slots.filter((s) => s.slot_type === 'logical');
-      if (logical.length && p.old.major < 17) out.push(warn('logical replication slots', `${logical.map((s) => `${s.slot_name} (${s.plugin}, ${s.database})`).join(', ')}: not carried over from ${p.old.major}; recreate them on the new cluster after the upgrade with pg_create_logical_replication_slot and resynchronise their consumers`));
-      else out.push(info('logical replication slots', logical.length ? `${logical.length}, carried over by pg_upgrade (17+ source)` : 'none'));
+      if (logical.length && p.old.major < 17) out.push(check.warn('logical replication slots', `${logical.map((s) => `${s.slot_name} (${s.plugin}, ${s.database})`).join(', ')}: not carried over from ${p.old.major}; recreate them on the new cluster after the upgrade with pg_create_logical_replication_slot and resynchronise their consumers`));
+      else out.push(check.info('logical replication slots', logical.length ? `${logical.length}, carried over by pg_upgrade (17+ source)` : 'none'));
       const subs = await db.query(statements.subscriptions());
-      if (subs.length) out.push(warn('subscriptions', `${subs.map((s) => `${s.name} in ${s.database}`).join(', ')}: ${p.old.major < 17 ? 'their replication origins are not carried over: after the upgrade, ALTER SUBSCRIPTION … REFRESH PUBLICATION / copy_data decides how they resume' : 'carried over; they restart from their origins'}`));
+      if (subs.length) out.push(check.warn('subscriptions', `${subs.map((s) => `${s.name} in ${s.database}`).join(', ')}: ${p.old.major < 17 ? 'their replication origins are not carried over: after the upgrade, ALTER SUBSCRIPTION … REFRESH PUBLICATION / copy_data decides how they resume' : 'carried over; they restart from their origins'}`));
       const preload = (settings.get('shared_preload_libraries') ?? '').split(',').map((s) => s.trim().replace(/^"|"$/g, '')).filter(Boolean);
       const libs = await libraryDirs(ctx, p);
       for (const lib of preload) {
         const found = libs.some((d) => existsSync(join(d.lib, `${lib.replace(/^\$libdir\//, '')}.so`)));
-        out.push(found ? pass(`preload library ${lib}`, `present for ${p.new.major}`) : fail(`preload library ${lib}`, `${lib}.so is not installed for PostgreSQL ${p.new.major}`));
+        out.push(found ? check.pass(`preload library ${lib}`, `present for ${p.new.major}`) : check.fail(`preload library ${lib}`, `${lib}.so is not installed for PostgreSQL ${p.new.major}`));
       }
       const maxSlot = settings.get('max_slot_wal_keep_size');
       if (p.new.major === 17 && maxSlot !== undefined && maxSlot !== '-1') {
         const res = await ctx.runner.run({ program: bin(p.new.bindir, 'postgres'), args: ['-V'] });
         const minor = Number(/17\.(\d+)/.exec(res.stdout)?.[1] ?? 99);
-        if (minor <= 5) out.push(warn('max_slot_wal_keep_size', `new binaries are 17.${minor}: pg_upgrade needs max_slot_wal_keep_size = -1 during the upgrade (17.0–17.5); pg_upgrade sets it for its own servers, keep the old value in the config`));
+        if (minor <= 5) out.push(check.warn('max_slot_wal_keep_size', `new binaries are 17.${minor}: pg_upgrade needs max_slot_wal_keep_size = -1 during the upgrade (17.0–17.5); pg_upgrade sets it for its own servers, keep the old value in the config`));
       }
     });
     const libs = await libraryDirs(ctx, p);
     for (const dbname of await databases(ctx, p)) {
-      const exts = await withDb(ctx, p, (db) => db.query(statements.extensions()), dbname);
+      const exts = await withDb(ctx, p.access, (db) => db.query(statements.extensions()), dbname);
       for (const e of exts.filter((x) => x.name !== 'plpgsql')) {
         const ok = libs.some((d) => existsSync(join(d.share, 'extension', `${e.name}.control`)));
-        out.push(ok ? pass(`extension ${e.name} (${dbname})`, `available for ${p.new.major}`) : fail(`extension ${e.name} (${dbname})`, `${e.name} ${e.version} is installed in ${dbname} but not available for PostgreSQL ${p.new.major}`));
+        out.push(ok ? check.pass(`extension ${e.name} (${dbname})`, `available for ${p.new.major}`) : check.fail(`extension ${e.name} (${dbname})`, `${e.name} ${e.version} is installed in ${dbname} but not available for PostgreSQL ${p.new.major}`));
       }
     }
   } catch (e) {
-    out.push(fail('old cluster reachable', `${(e as Error).message} (the old cluster must be running for the checks and the backup)`));
+    out.push(check.fail('old cluster reachable', `${(e as Error).message} (the old cluster must be running for the checks and the backup)`));
   }
-  out.push(info('statistics', p.new.major >= 18 ? 'carried over by pg_upgrade (18+); vacuumdb --analyze-in-stages --missing-stats-only fills the rest' : `not carried over before 18: vacuumdb --analyze-in-stages runs after the new cluster is back (about ${formatDuration(Math.max(5, dataBytes / (200 * 1024 ** 2)))})`));
+  out.push(check.info('statistics', p.new.major >= 18 ? 'carried over by pg_upgrade (18+); vacuumdb --analyze-in-stages --missing-stats-only fills the rest' : `not carried over before 18: vacuumdb --analyze-in-stages runs after the new cluster is back (about ${formatDuration(Math.max(5, dataBytes / (200 * 1024 ** 2)))})`));
   return out;
 }
 
@@ -258,7 +245,7 @@ const configStep = defineStep<UpgradeParams>({
   async check(_ctx, p) {
     const m = migration(p);
     const notes = m.files.flatMap((f) => f.notes);
-    return [...m.blockers.map((b) => fail('configuration for the new version', b)), info('configuration migration', notes.length ? notes.join('; ') : 'every setting carries over unchanged')];
+    return [...m.blockers.map((b) => check.fail('configuration for the new version', b)), check.info('configuration migration', notes.length ? notes.join('; ') : 'every setting carries over unchanged')];
   },
   async plan(_ctx, p) {
     const m = migration(p);
@@ -342,7 +329,7 @@ interface RowSample {
 async function sampleRows(ctx: StepContext, p: UpgradeParams): Promise<RowSample> {
   const out: RowSample = {};
   for (const dbname of await databases(ctx, p)) {
-    out[dbname] = Object.fromEntries((await withDb(ctx, p, (db) => db.query(statements.sampleRowCounts(p.sampleTables)), dbname)).map((r) => [r.table_name, Number(r.row_count)]));
+    out[dbname] = Object.fromEntries((await withDb(ctx, p.access, (db) => db.query(statements.sampleRowCounts(p.sampleTables)), dbname)).map((r) => [r.table_name, Number(r.row_count)]));
   }
   return out;
 }
@@ -361,14 +348,14 @@ const stopOldStep = defineStep<UpgradeParams>({
   },
   async apply(ctx, p) {
     if (running(p.old.dataDir)) {
-      const [oldest] = await withDb(ctx, p, (db) => db.query(statements.oldestTransactionSeconds()));
+      const [oldest] = await withDb(ctx, p.access, (db) => db.query(statements.oldestTransactionSeconds()));
       if ((oldest?.seconds ?? 0) > p.maxTransactionSeconds) {
         throw new PgscaleError(`a transaction has been open for ${Math.round(oldest!.seconds)} s (limit ${p.maxTransactionSeconds} s): not stopping the old cluster`, ExitCode.FailedNoChange, 'end it, then `pgscale resume`');
       }
-      await withDb(ctx, p, (db) => db.query(statements.terminateOtherSessions()));
+      await withDb(ctx, p.access, (db) => db.query(statements.terminateOtherSessions()));
       const before = await sampleRows(ctx, p);
       writeFileAtomic(join(p.workDir, 'rows-before.json'), JSON.stringify(before));
-      await withDb(ctx, p, (db) => db.query(statements.checkpoint()));
+      await withDb(ctx, p.access, (db) => db.query(statements.checkpoint()));
       await must(ctx, pgCtl(p, 'old', 'stop'), 'stopping the old cluster');
     }
     return { stoppedAt: new Date().toISOString() };
@@ -464,13 +451,13 @@ const startNewStep = defineStep<UpgradeParams>({
   },
   async apply(ctx, p) {
     if (!running(p.new.dataDir)) await must(ctx, pgCtl(p, 'new', 'start'), 'starting the new cluster');
-    await withDb(ctx, p, (db) => db.query(statements.writeProbe()));
+    await withDb(ctx, p.access, (db) => db.query(statements.writeProbe()));
     return { acceptingWritesAt: new Date().toISOString() };
   },
   async verify(ctx, p) {
     if (!running(p.new.dataDir)) return { ok: false, detail: 'new cluster not running' };
     try {
-      const [v] = await withDb(ctx, p, (db) => db.query(statements.serverVersionNum()));
+      const [v] = await withDb(ctx, p.access, (db) => db.query(statements.serverVersionNum()));
       const major = Math.floor((v?.server_version_num ?? 0) / 10000);
       return major === p.new.major ? { ok: true, detail: `PostgreSQL ${v!.server_version} accepts connections and writes` } : { ok: false, detail: `port ${p.old.port} answers with ${v?.server_version}` };
     } catch (e) {
@@ -503,7 +490,7 @@ const extensionsStep = defineStep<UpgradeParams>({
   async verify(ctx, p) {
     const outdated: string[] = [];
     for (const dbname of await databases(ctx, p)) {
-      for (const e of await withDb(ctx, p, (db) => db.query(statements.outdatedExtensions()), dbname)) outdated.push(`${e.name} ${e.installed}→${e.available} in ${dbname}`);
+      for (const e of await withDb(ctx, p.access, (db) => db.query(statements.outdatedExtensions()), dbname)) outdated.push(`${e.name} ${e.installed}→${e.available} in ${dbname}`);
     }
     // only what pg_upgrade's script covers must be current; others are the DBA's choice to update
     if (existsSync(join(p.workDir, 'update_extensions.sql')) && outdated.length) {
@@ -534,7 +521,7 @@ const verifyStep = defineStep<UpgradeParams>({
       for (const [t, n] of Object.entries(tables)) if (after[dbname]?.[t] !== n) diffs.push(`${dbname}.${t}: ${n} before, ${after[dbname]?.[t] ?? 'missing'} after`);
     }
     if (diffs.length) throw new PgscaleError(`row counts differ after the upgrade: ${diffs.slice(0, 10).join('; ')}`, ExitCode.FailedAfterChange);
-    await withDb(ctx, p, async (db) => {
+    await withDb(ctx, p.access, async (db) => {
       await db.query(statements.writeProbe());
       await db.query(statements.checkpoint());
     });
@@ -590,7 +577,7 @@ export const upgradeOperation = defineOperation<UpgradeParams>({
     ...upgradeSteps.map((s, i): StepData => ({ id: stepIds[i]!, kind: s.kind, params: p })),
   ],
   async fingerprint(ctx, p) {
-    const identity = await withDb(ctx, p, async (db) => ({
+    const identity = await withDb(ctx, p.access, async (db) => ({
       systemIdentifier: (await db.query(statements.systemIdentifier()))[0]?.system_identifier ?? null,
       serverVersion: (await db.query(statements.serverVersionNum()))[0]?.server_version ?? null,
       databases: (await db.query(statements.databases())).map((d) => d.name),

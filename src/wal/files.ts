@@ -7,9 +7,10 @@
  * O_EXCL | O_NOFOLLOW and changed through their descriptors: a symlink planted in the target can
  * never redirect a write.
  */
-import { closeSync, constants, existsSync, fchmodSync, fchownSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readdirSync, realpathSync, rmSync, statSync, type Stats } from 'node:fs';
+import { closeSync, constants, existsSync, fchmodSync, fchownSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, statSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { dirname, join, resolve, sep } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fsyncPath } from '../files.js';
 import { sha256File } from '../backup/archive.js';
 import { ExitCode, PgscaleError } from '../errors.js';
 import type { OsUser } from '../runner.js';
@@ -33,22 +34,6 @@ export function lstatOrUndefined(path: string): Stats | undefined {
 }
 
 export const lexists = (path: string): boolean => lstatOrUndefined(path) !== undefined;
-
-/** True when `child` is `parent` or lies below it (both absolute, symlink-free). */
-export function insidePath(child: string, parent: string): boolean {
-  return (resolve(child) + sep).startsWith(resolve(parent) + sep);
-}
-
-/** Resolves symlinks of the deepest existing ancestor, so a not-yet-created path compares right. */
-export function realish(path: string): string {
-  let p = resolve(path);
-  const rest: string[] = [];
-  while (!existsSync(p) && dirname(p) !== p) {
-    rest.unshift(p.slice(dirname(p).length + 1));
-    p = dirname(p);
-  }
-  return join(realpathSync(p), ...rest);
-}
 
 /** A filesystem's lost+found, when a WAL directory is the root of a mount: never WAL, never copied or removed. */
 const lostAndFound = 'lost+found';
@@ -84,15 +69,6 @@ export function directoryBytes(dir: string): number {
 }
 
 /** fsync a file or directory by path (a directory so the names in it survive a crash). */
-export function syncPath(path: string): void {
-  const fd = openSync(path, constants.O_RDONLY);
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** Sets owner and mode of a directory through its descriptor (never through a symlink). */
 export function claimDirectory(path: string, owner: OsUser | undefined, mode: number): void {
   const fd = openSync(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
@@ -176,7 +152,7 @@ export async function copyTree(src: string, dst: string, opts: CopyOptions): Pro
     }
   }
   // children first, then their parents: a name is durable once its directory is
-  for (const d of dirs.reverse()) syncPath(d);
+  for (const d of dirs.reverse()) fsyncPath(d);
   return { files, bytes };
 }
 
@@ -184,7 +160,7 @@ export async function copyTree(src: string, dst: string, opts: CopyOptions): Pro
 export function emptyDirectory(dir: string): void {
   const keep = isMountPoint(dir) ? [lostAndFound] : [];
   for (const name of readdirSync(dir)) if (!keep.includes(name)) rmSync(join(dir, name), { recursive: true, force: true });
-  syncPath(dir);
+  fsyncPath(dir);
 }
 
 export interface TreeComparison {
@@ -264,7 +240,7 @@ export async function mirrorTree(src: string, dst: string, opts: CopyOptions): P
     await copyFileDurably(from, to, lstatSync(from), opts.owner, () => undefined);
     copied++;
   }
-  for (const d of dirs.reverse()) syncPath(d);
+  for (const d of dirs.reverse()) fsyncPath(d);
   return { copied, removed };
 }
 

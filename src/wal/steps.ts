@@ -15,7 +15,7 @@
  */
 import { accessSync, constants, existsSync, readFileSync, readdirSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, statfsSync, symlinkSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { openDb, type ClusterAccess } from '../cluster/access.js';
+import { type ClusterAccess, withDb } from '../cluster/access.js';
 import { parseControlData } from '../cluster/controlData.js';
 import { lastValues, readConfigTree } from '../config/parse.js';
 import { ExitCode, PgscaleError } from '../errors.js';
@@ -24,10 +24,11 @@ import { HostRoot } from '../host/hostRoot.js';
 import { detectStorage } from '../host/storage.js';
 import { currentUser, userByName } from '../osUser.js';
 import { defineOperation } from '../pipeline/plan.js';
-import { defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext, type StepData } from '../pipeline/step.js';
+import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext, type StepData } from '../pipeline/step.js';
 import { describeFailure, isRoot, type Invocation, type OsUser, type Runner } from '../runner.js';
-import { statements, type Db } from '../sql.js';
-import { compareTrees, copyTree, directoryBytes, emptyDirectory, ensureDirectory, insidePath, isMountPoint, lexists, lstatOrUndefined, mirrorTree, syncPath } from './files.js';
+import { statements } from '../sql.js';
+import { compareTrees, copyTree, directoryBytes, emptyDirectory, ensureDirectory, isMountPoint, lexists, lstatOrUndefined, mirrorTree } from './files.js';
+import { fsyncPath, isInside } from '../files.js';
 
 export type WalDestination = 'volume' | 'data-dir';
 
@@ -62,10 +63,6 @@ export interface WalMoveParams extends JsonObject {
   walBytes: number;
 }
 
-const pass = (name: string, detail: string): CheckResult => ({ name, severity: 'error', passed: true, detail });
-const fail = (name: string, detail: string): CheckResult => ({ name, severity: 'error', passed: false, detail });
-const warn = (name: string, detail: string): CheckResult => ({ name, severity: 'warning', passed: false, detail });
-const info = (name: string, detail: string): CheckResult => ({ name, severity: 'info', passed: true, detail });
 
 const pgWal = (p: WalMoveParams) => join(p.dataDir, 'pg_wal');
 const oldWal = (p: WalMoveParams) => join(p.dataDir, 'pg_wal.pgscale-old');
@@ -124,15 +121,6 @@ async function controlData(runner: Runner, p: WalMoveParams) {
 
 const cleanlyShutDown = (state: string | undefined) => state === 'shut down' || state === 'shut down in recovery';
 
-async function withDb<T>(ctx: StepContext, p: WalMoveParams, use: (db: Db) => Promise<T>): Promise<T> {
-  const db = await openDb(p.access, ctx.runner, ctx.audit);
-  try {
-    return await use(db);
-  } finally {
-    await db.close();
-  }
-}
-
 async function stopServer(ctx: StepContext, p: WalMoveParams, code: ExitCode = ExitCode.FailedAfterChange): Promise<void> {
   await must(ctx, stopInvocation(p), 'stopping the server', code);
 }
@@ -173,7 +161,7 @@ function oldWalDirectory(p: WalMoveParams): string | undefined {
 async function maxWalSize(ctx: StepContext, p: WalMoveParams, running: boolean): Promise<{ bytes: number; from: string }> {
   if (running) {
     try {
-      const [row] = await withDb(ctx, p, (db) => db.query(statements.walSizing()));
+      const [row] = await withDb(ctx, p.access, (db) => db.query(statements.walSizing()));
       if (row) return { bytes: Number(row.max_wal_size_bytes), from: 'the running server' };
     } catch {
       /* fall back to the files */
@@ -205,41 +193,41 @@ async function describeDevice(path: string): Promise<string> {
 /** Every precondition, before anything changes: the first step's check(). */
 export async function walMoveChecks(ctx: StepContext, p: WalMoveParams): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
-  out.push(existsSync(join(p.dataDir, 'PG_VERSION')) ? pass('cluster', `PostgreSQL ${p.major} cluster in ${p.dataDir}, owned by ${p.owner}`) : fail('cluster', `${p.dataDir} is no longer a data directory`));
-  if (p.major < 10) out.push(fail('version', `PostgreSQL ${p.major} keeps its WAL in pg_xlog: pgscale moves pg_wal (10 and later)`));
+  out.push(existsSync(join(p.dataDir, 'PG_VERSION')) ? check.pass('cluster', `PostgreSQL ${p.major} cluster in ${p.dataDir}, owned by ${p.owner}`) : check.fail('cluster', `${p.dataDir} is no longer a data directory`));
+  if (p.major < 10) out.push(check.fail('version', `PostgreSQL ${p.major} keeps its WAL in pg_xlog: pgscale moves pg_wal (10 and later)`));
   const missing = ['pg_ctl', 'pg_controldata'].filter((n) => !p.bindir || !existsSync(join(p.bindir, n)));
   if (missing.length) {
-    out.push(fail('server programs', p.bindir ? `${missing.join(', ')} missing from ${p.bindir}` : `no PostgreSQL ${p.major} installation found (pg_ctl, pg_controldata): pass --bindir`));
+    out.push(check.fail('server programs', p.bindir ? `${missing.join(', ')} missing from ${p.bindir}` : `no PostgreSQL ${p.major} installation found (pg_ctl, pg_controldata): pass --bindir`));
     return out;
   }
-  out.push(pass('server programs', `pg_ctl and pg_controldata of ${p.major} in ${p.bindir}`));
+  out.push(check.pass('server programs', `pg_ctl and pg_controldata of ${p.major} in ${p.bindir}`));
 
   // the server: running or cleanly stopped, primary or standby
   const running = await serverRunning(ctx.runner, p);
   const control = await controlData(ctx.runner, p);
-  if (running) out.push(info('server state', `running: it is stopped (pg_ctl stop -m fast) for the copy and started again after it — downtime`));
-  else if (existsSync(join(p.dataDir, 'postmaster.pid'))) out.push(fail('server state', `not running, but ${join(p.dataDir, 'postmaster.pid')} is left from a server that did not shut down: start the cluster once so it recovers, then retry`));
-  else if (!cleanlyShutDown(control?.state)) out.push(fail('server state', `stopped, but not cleanly (pg_control says "${control?.state ?? 'unreadable'}"): start it once so it recovers and stop it, then retry`));
-  else out.push(info('server state', `stopped cleanly (${control!.state}): it stays stopped`));
-  if (running !== p.wasRunning) out.push(fail('server state unchanged', `the server ${running ? 'runs' : 'is stopped'} now but ${p.wasRunning ? 'ran' : 'was stopped'} when the plan was made: make a new plan`));
-  out.push(info('role', p.role === 'standby' ? 'a standby: its WAL moves the same way; it resumes replay from the new location' : 'a primary'));
+  if (running) out.push(check.info('server state', `running: it is stopped (pg_ctl stop -m fast) for the copy and started again after it — downtime`));
+  else if (existsSync(join(p.dataDir, 'postmaster.pid'))) out.push(check.fail('server state', `not running, but ${join(p.dataDir, 'postmaster.pid')} is left from a server that did not shut down: start the cluster once so it recovers, then retry`));
+  else if (!cleanlyShutDown(control?.state)) out.push(check.fail('server state', `stopped, but not cleanly (pg_control says "${control?.state ?? 'unreadable'}"): start it once so it recovers and stop it, then retry`));
+  else out.push(check.info('server state', `stopped cleanly (${control!.state}): it stays stopped`));
+  if (running !== p.wasRunning) out.push(check.fail('server state unchanged', `the server ${running ? 'runs' : 'is stopped'} now but ${p.wasRunning ? 'ran' : 'was stopped'} when the plan was made: make a new plan`));
+  out.push(check.info('role', p.role === 'standby' ? 'a standby: its WAL moves the same way; it resumes replay from the new location' : 'a primary'));
 
   // where the WAL is and where it goes
   const walNow = lexists(pgWal(p)) ? realpathSync(pgWal(p)) : undefined;
-  if (!walNow) out.push(fail('WAL location', `${pgWal(p)} is missing`));
-  else if (p.destination === 'volume' && walNow === p.target) out.push(fail('WAL location', `the WAL is already in ${p.target}`));
-  else if (p.destination === 'data-dir' && !lstatOrUndefined(pgWal(p))!.isSymbolicLink()) out.push(fail('WAL location', `the WAL is already in the data directory (${pgWal(p)} is a directory)`));
-  else if (walNow !== p.source) out.push(fail('WAL location', `the WAL is in ${walNow} now, not in ${p.source} as planned: make a new plan`));
-  else out.push(pass('WAL location', `now in ${p.source}; moves to ${where(p)}`));
+  if (!walNow) out.push(check.fail('WAL location', `${pgWal(p)} is missing`));
+  else if (p.destination === 'volume' && walNow === p.target) out.push(check.fail('WAL location', `the WAL is already in ${p.target}`));
+  else if (p.destination === 'data-dir' && !lstatOrUndefined(pgWal(p))!.isSymbolicLink()) out.push(check.fail('WAL location', `the WAL is already in the data directory (${pgWal(p)} is a directory)`));
+  else if (walNow !== p.source) out.push(check.fail('WAL location', `the WAL is in ${walNow} now, not in ${p.source} as planned: make a new plan`));
+  else out.push(check.pass('WAL location', `now in ${p.source}; moves to ${where(p)}`));
   const leftovers = [oldWal(p), newWal(p)].filter(lexists);
-  out.push(leftovers.length ? fail('no unfinished move', `${leftovers.join(' and ')} exist: an earlier move did not finish — \`pgscale resume\` or \`pgscale rollback\` it (see \`pgscale runs\`), or remove them`) : pass('no unfinished move', 'no pg_wal.pgscale-old / pg_wal.pgscale-new in the data directory'));
+  out.push(leftovers.length ? check.fail('no unfinished move', `${leftovers.join(' and ')} exist: an earlier move did not finish — \`pgscale resume\` or \`pgscale rollback\` it (see \`pgscale runs\`), or remove them`) : check.pass('no unfinished move', 'no pg_wal.pgscale-old / pg_wal.pgscale-new in the data directory'));
 
   let walBytes = 0;
   try {
     walBytes = directoryBytes(p.source);
-    out.push(pass('WAL contents', `${formatBytes(walBytes)} of segments, history files and status directories in ${p.source}`));
+    out.push(check.pass('WAL contents', `${formatBytes(walBytes)} of segments, history files and status directories in ${p.source}`));
   } catch (e) {
-    out.push(fail('WAL contents', (e as Error).message));
+    out.push(check.fail('WAL contents', (e as Error).message));
   }
   const maxWal = await maxWalSize(ctx, p, running);
   const need = requiredBytes(walBytes, maxWal.bytes);
@@ -248,63 +236,63 @@ export async function walMoveChecks(ctx: StepContext, p: WalMoveParams): Promise
 
   if (p.destination === 'volume') {
     const parent = dirname(p.target);
-    if (insidePath(p.target, p.dataDir)) out.push(fail('target outside the data directory', `${p.target} is inside ${p.dataDir}: to bring the WAL back into the data directory use --to-data-dir`));
-    if (insidePath(p.target, p.source) || insidePath(p.source, p.target)) out.push(fail('target apart from the WAL', `${p.target} and the current WAL directory ${p.source} contain one another`));
+    if (isInside(p.target, p.dataDir)) out.push(check.fail('target outside the data directory', `${p.target} is inside ${p.dataDir}: to bring the WAL back into the data directory use --to-data-dir`));
+    if (isInside(p.target, p.source) || isInside(p.source, p.target)) out.push(check.fail('target apart from the WAL', `${p.target} and the current WAL directory ${p.source} contain one another`));
     const pst = lstatOrUndefined(parent);
     if (!pst || !statSync(parent).isDirectory()) {
-      out.push(fail('target parent exists', `${parent} does not exist: create it (or mount the WAL volume) first`));
+      out.push(check.fail('target parent exists', `${parent} does not exist: create it (or mount the WAL volume) first`));
       return out;
     }
-    out.push(pass('target parent exists', `${parent}`));
+    out.push(check.pass('target parent exists', `${parent}`));
     const tst = lstatOrUndefined(p.target);
-    if (!tst) out.push(pass('target empty or absent', `${p.target} does not exist: it is created 0700, owned by ${p.owner}`));
-    else if (!tst.isDirectory()) out.push(fail('target empty or absent', `${p.target} exists and is not a directory`));
+    if (!tst) out.push(check.pass('target empty or absent', `${p.target} does not exist: it is created 0700, owned by ${p.owner}`));
+    else if (!tst.isDirectory()) out.push(check.fail('target empty or absent', `${p.target} exists and is not a directory`));
     else {
       const entries = readdirSync(p.target);
-      if (entries.length === 0) out.push(pass('target empty or absent', `${p.target} is an empty directory`));
+      if (entries.length === 0) out.push(check.pass('target empty or absent', `${p.target} is an empty directory`));
       else {
         const mountRoot = entries.includes('lost+found') ? ` — it holds lost+found, so it is a filesystem's root: use a subdirectory such as ${join(p.target, 'pg_wal')}` : '';
-        out.push(fail('target empty or absent', `${p.target} is not empty (${entries.length} entries: ${entries.slice(0, 5).join(', ')}${entries.length > 5 ? ', …' : ''})${mountRoot}`));
+        out.push(check.fail('target empty or absent', `${p.target} is not empty (${entries.length} entries: ${entries.slice(0, 5).join(', ')}${entries.length > 5 ? ', …' : ''})${mountRoot}`));
       }
     }
     const existing = tst ? p.target : parent;
     const dataDev = statSync(p.dataDir).dev;
     const targetDev = statSync(existing).dev;
     const devices = `${p.target} is on ${await describeDevice(existing)}; the data directory on ${await describeDevice(p.dataDir)}`;
-    if (targetDev !== dataDev) out.push(pass('separate device', devices));
-    else if (p.force) out.push(warn('separate device', `${devices}: the same device, accepted with --force (no I/O is separated)`));
-    else out.push(fail('separate device', `${devices}: the same device — a dedicated WAL volume must be another device (--force to accept)`));
+    if (targetDev !== dataDev) out.push(check.pass('separate device', devices));
+    else if (p.force) out.push(check.warn('separate device', `${devices}: the same device, accepted with --force (no I/O is separated)`));
+    else out.push(check.fail('separate device', `${devices}: the same device — a dedicated WAL volume must be another device (--force to accept)`));
     try {
       accessSync(existing, constants.W_OK | constants.X_OK);
-      out.push(pass('target writable', `${existing} is writable`));
+      out.push(check.pass('target writable', `${existing} is writable`));
     } catch (e) {
-      out.push(fail('target writable', `cannot ${tst ? 'write into' : 'create a directory in'} ${existing}: ${(e as NodeJS.ErrnoException).code}`));
+      out.push(check.fail('target writable', `cannot ${tst ? 'write into' : 'create a directory in'} ${existing}: ${(e as NodeJS.ErrnoException).code}`));
     }
     // the server must reach the directory: every ancestor searchable by the owner
     const reach = await ctx.runner.run(asOwner(p, 'test', ['-x', parent]));
-    out.push(reach.exitCode === 0 ? pass('owner reaches the target', `${p.owner} can search ${parent}`) : fail('owner reaches the target', `${p.owner} cannot reach ${parent} (a parent directory is not searchable by it): the server could not open its WAL there`));
-    if (tst && !canOwn && tst.uid !== me?.uid) out.push(fail('target owner and mode', `${p.target} belongs to uid ${tst.uid}: only root can give it to ${p.owner}`));
-    else out.push(canOwn ? pass('target owner and mode', `${p.target} will be owned by ${p.owner}, mode 0700`) : fail('target owner and mode', `pgscale runs as ${me?.name}: only root or ${p.owner} can create ${p.owner}'s WAL directory`));
+    out.push(reach.exitCode === 0 ? check.pass('owner reaches the target', `${p.owner} can search ${parent}`) : check.fail('owner reaches the target', `${p.owner} cannot reach ${parent} (a parent directory is not searchable by it): the server could not open its WAL there`));
+    if (tst && !canOwn && tst.uid !== me?.uid) out.push(check.fail('target owner and mode', `${p.target} belongs to uid ${tst.uid}: only root can give it to ${p.owner}`));
+    else out.push(canOwn ? check.pass('target owner and mode', `${p.target} will be owned by ${p.owner}, mode 0700`) : check.fail('target owner and mode', `pgscale runs as ${me?.name}: only root or ${p.owner} can create ${p.owner}'s WAL directory`));
     const fs = statfsSync(existing);
     const free = fs.bavail * fs.bsize;
     const detail = `${formatBytes(free)} free at ${existing}; needs ${formatBytes(need)} (WAL now ${formatBytes(walBytes)}, max_wal_size ${formatBytes(maxWal.bytes)} from ${maxWal.from}, plus a margin)`;
-    out.push(free >= need ? pass('free space', detail) : fail('free space', `not enough: ${detail}`));
+    out.push(free >= need ? check.pass('free space', detail) : check.fail('free space', `not enough: ${detail}`));
   } else {
-    out.push(info('device', `the WAL leaves ${p.source} on ${await describeDevice(p.source)} for the data directory's device, ${await describeDevice(p.dataDir)}`));
+    out.push(check.info('device', `the WAL leaves ${p.source} on ${await describeDevice(p.source)} for the data directory's device, ${await describeDevice(p.dataDir)}`));
     try {
       accessSync(p.dataDir, constants.W_OK | constants.X_OK);
-      out.push(canOwn ? pass('data directory writable', `${pgWal(p)} will be a directory owned by ${p.owner}, mode 0700`) : fail('data directory writable', `only root or ${p.owner} can create ${p.owner}'s WAL directory`));
+      out.push(canOwn ? check.pass('data directory writable', `${pgWal(p)} will be a directory owned by ${p.owner}, mode 0700`) : check.fail('data directory writable', `only root or ${p.owner} can create ${p.owner}'s WAL directory`));
     } catch (e) {
-      out.push(fail('data directory writable', `cannot write into ${p.dataDir}: ${(e as NodeJS.ErrnoException).code}`));
+      out.push(check.fail('data directory writable', `cannot write into ${p.dataDir}: ${(e as NodeJS.ErrnoException).code}`));
     }
     const fs = statfsSync(p.dataDir);
     const free = fs.bavail * fs.bsize;
     const detail = `${formatBytes(free)} free at ${p.dataDir}; needs ${formatBytes(need)} (WAL now ${formatBytes(walBytes)}, max_wal_size ${formatBytes(maxWal.bytes)} from ${maxWal.from}, plus a margin)`;
-    out.push(free >= need ? pass('free space', detail) : fail('free space', `not enough: ${detail}`));
+    out.push(free >= need ? check.pass('free space', detail) : check.fail('free space', `not enough: ${detail}`));
   }
   if (p.wasRunning) {
     const logDir = dirname(p.serverLog);
-    out.push(info('server log', `pgscale starts the server with pg_ctl -l ${p.serverLog}${existsSync(logDir) ? '' : ` (${logDir} is created)`}`));
+    out.push(check.info('server log', `pgscale starts the server with pg_ctl -l ${p.serverLog}${existsSync(logDir) ? '' : ` (${logDir} is created)`}`));
   }
   return out;
 }
@@ -365,7 +353,7 @@ export const copyStep = defineStep<WalMoveParams>({
     // the directory was empty or absent when the plan was checked: anything in it now is a partial copy of ours
     if (lexists(dir)) emptyDirectory(dir);
     ensureDirectory(dir, chownTo(p), 0o700);
-    syncPath(dirname(dir));
+    fsyncPath(dirname(dir));
     const total = directoryBytes(p.source);
     const res = await copyTree(p.source, dir, { owner: chownTo(p), signal: ctx.signal, onBytes: (done) => ctx.progress.bytes(done, total) });
     return { files: res.files, bytes: res.bytes };
@@ -385,7 +373,7 @@ export const copyStep = defineStep<WalMoveParams>({
     if (p.destination === 'volume' && p.targetExisted) emptyDirectory(dir);
     else {
       rmSync(dir, { recursive: true, force: true });
-      syncPath(dirname(dir));
+      fsyncPath(dirname(dir));
     }
   },
   rollbackNote: (p) => (p.destination === 'volume' && p.targetExisted ? `empty ${p.target} (it existed before, empty)` : `remove ${staging(p)}`),
@@ -416,9 +404,9 @@ export const swapStep = defineStep<WalMoveParams>({
     }
     if (!lexists(oldWal(p))) renameSync(pgWal(p), oldWal(p));
     else if (lexists(pgWal(p))) throw new PgscaleError(`both ${pgWal(p)} and ${oldWal(p)} exist and pg_wal is not the new one: resolve by hand`, ExitCode.FailedAfterChange);
-    syncPath(p.dataDir);
+    fsyncPath(p.dataDir);
     renameSync(newWal(p), pgWal(p));
-    syncPath(p.dataDir);
+    fsyncPath(p.dataDir);
     return { pgWal: p.destination === 'volume' ? p.target : pgWal(p) };
   },
   async verify(_ctx, p) {
@@ -430,7 +418,7 @@ export const swapStep = defineStep<WalMoveParams>({
     if (!lexists(oldWal(p))) {
       // the renames never happened: only the staged symlink may exist
       if (p.destination === 'volume' && lstatOrUndefined(newWal(p))?.isSymbolicLink()) unlinkSync(newWal(p));
-      syncPath(p.dataDir);
+      fsyncPath(p.dataDir);
       return;
     }
     if (lexists(pgWal(p))) {
@@ -441,11 +429,11 @@ export const swapStep = defineStep<WalMoveParams>({
       await mirrorTree(realpathSync(pgWal(p)), oldDir, { owner: chownTo(p), signal: ctx.signal });
       if (p.destination === 'volume') unlinkSync(pgWal(p));
       else renameSync(pgWal(p), newWal(p)); // the copy step's rollback removes it
-      syncPath(p.dataDir);
+      fsyncPath(p.dataDir);
     }
     renameSync(oldWal(p), pgWal(p));
     if (p.destination === 'volume' && lstatOrUndefined(newWal(p))?.isSymbolicLink()) unlinkSync(newWal(p));
-    syncPath(p.dataDir);
+    fsyncPath(p.dataDir);
   },
   rollbackNote: () => 'stop the server if it runs, copy back any WAL written at the new location since the swap (sha256-compared), and put the old pg_wal back in place',
   estimateSeconds: () => 1,
@@ -453,7 +441,7 @@ export const swapStep = defineStep<WalMoveParams>({
 
 /** The server writes its WAL at the target: a record, a switch to a new file, a checkpoint, then both files are there. */
 async function proveWalAtTarget(ctx: StepContext, p: WalMoveParams): Promise<JsonObject> {
-  return withDb(ctx, p, async (db): Promise<JsonObject> => {
+  return withDb(ctx, p.access, async (db): Promise<JsonObject> => {
     const [pos] = await db.query(statements.currentWalFile());
     if (!pos || pos.in_recovery || !pos.wal_file) return { inRecovery: true };
     const before = pos.wal_file;
@@ -493,7 +481,7 @@ export const startStep = defineStep<WalMoveParams>({
     if (!(await serverRunning(ctx.runner, p))) return { ok: false, detail: 'the server is not running' };
     if (!swapped(p) || realpathSync(pgWal(p)) !== p.target) return { ok: false, detail: `pg_wal does not lead to ${p.target}` };
     try {
-      const [pos] = await withDb(ctx, p, (db) => db.query(statements.currentWalFile()));
+      const [pos] = await withDb(ctx, p.access, (db) => db.query(statements.currentWalFile()));
       if (pos?.in_recovery) return { ok: true, detail: 'the standby runs and accepts connections, its pg_wal in the new location' };
       const file = pos?.wal_file ?? '';
       return existsSync(join(p.target, file)) ? { ok: true, detail: `the server runs and writes ${file} in ${p.target}` } : { ok: false, detail: `the current WAL file ${file} is not in ${p.target}` };
@@ -514,7 +502,7 @@ function removeWalDirectory(dir: string): void {
   if (isMountPoint(dir)) emptyDirectory(dir);
   else {
     rmSync(dir, { recursive: true, force: true });
-    syncPath(dirname(dir));
+    fsyncPath(dirname(dir));
   }
 }
 
@@ -535,10 +523,10 @@ export const cleanupStep = defineStep<WalMoveParams>({
     if (st?.isSymbolicLink()) {
       // the directory first, the symlink last: until the symlink goes, a resume still finds the directory
       const dir = oldWalDirectory(p);
-      if (dir && dir !== realpathSync(pgWal(p)) && !insidePath(realpathSync(pgWal(p)), dir)) removeWalDirectory(dir);
+      if (dir && dir !== realpathSync(pgWal(p)) && !isInside(realpathSync(pgWal(p)), dir)) removeWalDirectory(dir);
       unlinkSync(oldWal(p));
     } else if (st) rmSync(oldWal(p), { recursive: true, force: true });
-    syncPath(p.dataDir);
+    fsyncPath(p.dataDir);
     return { removed: p.source };
   },
   async verify(_ctx, p) {

@@ -14,7 +14,7 @@ import { cliEntry, repoRoot } from '../helpers/paths.js';
 import { holdTableLock, lockWaiters, sizeOf, waitFor } from '../helpers/snapshot.js';
 import { isRoot } from '../../src/runner.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
-import type { StampedEvent } from '../../src/pipeline/journal.js';
+import { processGroupAlive, type StampedEvent } from '../../src/pipeline/journal.js';
 
 after(teardownAll);
 
@@ -37,23 +37,6 @@ function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Started {
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
   return { pid: child.pid!, kill: (s) => child.kill(s), done };
-}
-
-/**
- * Whether any process of a process group still runs. Zombies do not count: orphans are reparented
- * to PID 1, which in a container may be slow (or never) to reap them.
- */
-function groupAlive(pgid: number): boolean {
-  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(pgrp) === pgid && state !== 'Z') return true;
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  return false;
 }
 
 interface RunSummary {
@@ -189,7 +172,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         assert.equal(killedRun.status, 'killed');
         const orphans = journal(stateDir, killedRun.id).flatMap((e) => (e.type === 'process' ? [e.pgid] : []));
         assert.equal(orphans.length, 2, 'pg_dumpall and the compressor were journaled');
-        assert.ok(orphans.some(groupAlive), 'pg_dumpall outlived pgscale (it waits at the lock)');
+        assert.ok(orphans.some(processGroupAlive), 'pg_dumpall outlived pgscale (it waits at the lock)');
 
         const sameDest = await runCli(backupArgs(dest, stateDir));
         assert.equal(sameDest.code, 3, sameDest.stderr);
@@ -203,7 +186,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         // resume while the lock is still held: it must stop the orphans first (they cannot end on their own)
         const resume = startCli(['resume', '--state-dir', stateDir, '--json']);
         try {
-          await waitFor('resume to stop the killed run\'s pg_dumpall', () => !orphans.some(groupAlive), 30_000);
+          await waitFor('resume to stop the killed run\'s pg_dumpall', () => !orphans.some(processGroupAlive), 30_000);
         } finally {
           await lock.release();
         }
@@ -245,7 +228,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         assert.equal(existsSync(`${dest}.partial`), !failed.clean, `clean: ${failed.clean}`);
         const pgids = events.flatMap((e) => (e.type === 'process' ? [e.pgid] : []));
         assert.equal(pgids.length, 2);
-        await waitFor('pgscale to have stopped pg_dumpall and the compressor', () => !pgids.some(groupAlive), 10_000);
+        await waitFor('pgscale to have stopped pg_dumpall and the compressor', () => !pgids.some(processGroupAlive), 10_000);
 
         await lock.release();
         const resumed = await runCli(['resume', '--state-dir', stateDir, '--json']);
