@@ -1,0 +1,188 @@
+/**
+ * Crash safety of `pgscale upgrade` (16 → 17, link mode, --no-backup): pgscale is SIGKILLed at
+ * every step boundary (PGSCALE_FAILPOINT) and once while pg_upgrade runs. `pgscale resume` must
+ * complete with identical data; before the new cluster starts, `pgscale rollback` must give the
+ * old cluster back running with identical data; after it started, rollback is refused (exit 3)
+ * with the restore-from-backup explanation.
+ *
+ * Fast by design: one small 16 cluster is loaded once, stopped, and copied (cp -a) for each case.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { bindir, createCluster, freePort, mkdirOwned, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
+import { cliEntry, repoRoot } from '../helpers/paths.js';
+import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
+import { amcheckClean, datasetConf, datasetDb, loadDataset, smallDataset, tableChecksums, type Checksums } from '../helpers/dataset.js';
+import { isRoot } from '../../src/runner.js';
+import type { RunReport } from '../../src/pipeline/execute.js';
+
+after(teardownAll);
+
+const fail = (what: string, r: CliResult) => `${what}: exit ${r.code}\nstdout:\n${r.stdout.slice(-4000)}\nstderr:\n${r.stderr.slice(-4000)}`;
+const running = (dataDir: string) => existsSync(join(dataDir, 'postmaster.pid'));
+
+let template: TestCluster;
+let baseline: Checksums;
+
+interface Case {
+  old: TestCluster;
+  newDataDir: string;
+  stateDir: string;
+  args: string[];
+}
+
+/** A running copy of the template cluster on its own port and socket directory. */
+async function freshCase(): Promise<Case> {
+  const parent = scratchDir('pgscale-upfault-');
+  const pgdata = join(parent, 'data');
+  execFileSync('cp', ['-a', template.pgdata, pgdata]);
+  const sock = mkdirOwned(join(parent, 'sock'));
+  const port = await freePort();
+  appendFileSync(join(pgdata, 'postgresql.conf'), `\n# this copy\nport = ${port}\nunix_socket_directories = '${sock}'\n`);
+  const old = new TestCluster(16, template.bindir, pgdata, port, sock, join(parent, 'server.log'));
+  await old.start();
+  const newDataDir = join(parent, 'data-17');
+  const stateDir = join(parent, 'state');
+  const args = ['upgrade', '--pgdata', pgdata, '--old-bindir', template.bindir, '--new-bindir', bindir(17), '--to-version', '17', '--new-pgdata', newDataDir, '--mode', 'link', '--no-backup', '--state-dir', stateDir, '--yes'];
+  return { old, newDataDir, stateDir, args };
+}
+
+const newCluster = (k: Case) => new TestCluster(17, bindir(17), k.newDataDir, k.old.port, k.old.socketDir, join(k.newDataDir, '..', 'new.log'));
+
+async function killedAt(k: Case, failpoint: string): Promise<void> {
+  const res = await runCli(k.args, { env: { PGSCALE_FAILPOINT: failpoint }, timeoutMs: 180_000 });
+  assert.equal(res.code, null, fail(`pgscale was to be SIGKILLed at ${failpoint}`, res));
+}
+
+/** pgscale resume finishes the run: PostgreSQL 17 on the old port with the same data, amcheck clean. */
+async function resumeCompletes(k: Case): Promise<void> {
+  const res = await runCli(['resume', '--state-dir', k.stateDir, '--yes', '--json'], { timeoutMs: 180_000 });
+  assert.equal(res.code, 0, fail('resume', res));
+  const run = parseJson<RunReport>(res);
+  assert.equal(run.status, 'completed');
+  assert.deepEqual(run.steps.filter((s) => s.state !== 'done' && s.state !== 'skipped').map((s) => `${s.id}: ${s.state}`), []);
+  const next = newCluster(k);
+  assert.equal(Math.floor(Number(await next.sql('show server_version_num')) / 10000), 17);
+  assert.equal(running(k.old.pgdata), false, 'the old cluster is stopped');
+  assert.deepEqual(await tableChecksums(next), baseline);
+  assert.deepEqual((await amcheckClean(next)).errors, []);
+  await next.sql(`insert into items (id, name, created) values (-1, 'after resume', now())`, datasetDb);
+  onlyServer(k, k.newDataDir);
+}
+
+/** pgscale rollback before the new cluster started: the old 16 cluster runs again with the same data, nothing new remains. */
+async function rollbackRestores(k: Case): Promise<void> {
+  const res = await runCli(['rollback', '--state-dir', k.stateDir, '--yes', '--json'], { timeoutMs: 180_000 });
+  assert.equal(res.code, 0, fail('rollback', res));
+  assert.equal(parseJson<RunReport>(res).status, 'rolled-back');
+  assert.ok(running(k.old.pgdata), 'the old cluster runs again');
+  assert.equal(Math.floor(Number(await k.old.sql('show server_version_num')) / 10000), 16);
+  assert.deepEqual(await tableChecksums(k.old), baseline);
+  assert.ok(existsSync(join(k.old.pgdata, 'global', 'pg_control')), 'pg_control is back in place');
+  assert.equal(existsSync(k.newDataDir), false, 'the new data directory is removed');
+  onlyServer(k, k.old.pgdata);
+  await k.old.sql(`insert into items (id, name, created) values (-1, 'after rollback', now())`, datasetDb);
+}
+
+/** pg_upgrade processes and postmasters (by their -D) working in this case's directory. */
+function processesOf(k: Case): { pgUpgrade: string[]; postmasterDirs: string[] } {
+  const parent = dirname(k.newDataDir);
+  const pgUpgrade: string[] = [];
+  const postmasterDirs: string[] = [];
+  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (!argv.some((a) => a.startsWith(parent))) continue;
+    if (argv[0]?.endsWith('/pg_upgrade')) pgUpgrade.push(`${pid}: ${argv.join(' ')}`);
+    // a server pg_upgrade started runs in binary-upgrade mode (-b): never one to leave behind
+    if (argv[0]?.endsWith('/postgres') && argv.includes('-D')) postmasterDirs.push(argv[argv.indexOf('-D') + 1]!.replace(/"/g, '') + (argv.includes('-b') ? ' (binary-upgrade mode, started by pg_upgrade)' : ''));
+  }
+  return { pgUpgrade, postmasterDirs };
+}
+
+/** Exactly one server runs in the case's directory (the given one), and no pg_upgrade. */
+function onlyServer(k: Case, dataDir: string): void {
+  const p = processesOf(k);
+  assert.deepEqual(p.pgUpgrade, [], 'no pg_upgrade left running');
+  assert.deepEqual(p.postmasterDirs, [dataDir], 'only the expected server runs');
+}
+
+describe('pgscale upgrade: SIGKILL at every step boundary, then resume or rollback', { skip: !isRoot() && 'servers run as postgres: needs root', concurrency: 2 }, () => {
+  before(async () => {
+    template = await createCluster({ version: 16, checksums: true, conf: datasetConf(16) });
+    await loadDataset(template, smallDataset);
+    baseline = await tableChecksums(template);
+    await template.stop();
+  });
+
+  // before the new cluster starts (link mode): resume completes, and on another copy rollback restores
+  for (const failpoint of ['initdb:started', 'config:started', 'precheck:started', 'stop-old:started', 'pg_upgrade:started', 'pg_upgrade:applied', 'start-new:started']) {
+    test(`killed at ${failpoint}: resume completes`, async () => {
+      const k = await freshCase();
+      await killedAt(k, failpoint);
+      await resumeCompletes(k);
+    });
+    test(`killed at ${failpoint}: rollback restores the old cluster`, async () => {
+      const k = await freshCase();
+      await killedAt(k, failpoint);
+      await rollbackRestores(k);
+    });
+  }
+
+  // after the new cluster started in link mode: rollback is refused, resume completes
+  for (const failpoint of ['extensions:started', 'verify:started', 'analyze:started']) {
+    test(`killed at ${failpoint}: rollback refused past the point of no return, resume completes`, async () => {
+      const k = await freshCase();
+      await killedAt(k, failpoint);
+      const rb = await runCli(['rollback', '--state-dir', k.stateDir, '--yes']);
+      assert.equal(rb.code, 3, fail('rollback past the point of no return', rb));
+      assert.match(rb.stderr, /past its point of no return \("Start PostgreSQL 17 on port \d+ \(downtime ends\)"\): it cannot be rolled back/);
+      assert.match(rb.stderr, /hint: past this point the old cluster's files are shared with the running new one: rollback is refused; restore from the backup \(none was taken: --no-backup\)/);
+      assert.ok(running(k.newDataDir), 'the refused rollback left the new cluster running');
+      await resumeCompletes(k);
+    });
+  }
+
+  /** Starts the upgrade, SIGKILLs pgscale once pg_upgrade is at work; pg_upgrade (own process group) keeps going. */
+  async function killedInsidePgUpgrade(k: Case): Promise<void> {
+    const child = spawn(process.execPath, [cliEntry, ...k.args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const logs = join(k.newDataDir, 'pg_upgrade_output.d');
+    const started = Date.now();
+    // pg_upgrade --check also writes pg_upgrade_output.d (and removes it on success): wait for the real run's step
+    while (!(/❯ .*pg_upgrade --link with/.test(output) && existsSync(logs))) {
+      if (Date.now() - started > 120_000 || child.exitCode !== null) assert.fail(`pg_upgrade did not start:\n${output}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // the worst moment: a server pg_upgrade started (binary-upgrade mode) is up
+    while (!processesOf(k).postmasterDirs.some((d) => d.includes('binary-upgrade'))) {
+      if (Date.now() - started > 120_000 || child.exitCode !== null) assert.fail(`pg_upgrade started no server:\n${output}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    child.kill('SIGKILL');
+    assert.equal(await exited, null);
+    assert.notDeepEqual(processesOf(k).pgUpgrade, [], 'the orphaned pg_upgrade is still at work');
+  }
+
+  test('killed while pg_upgrade runs (its orphan keeps going): resume stops it and what it started, and completes', async () => {
+    const k = await freshCase();
+    await killedInsidePgUpgrade(k);
+    await resumeCompletes(k);
+  });
+
+  test('killed while pg_upgrade runs: rollback stops it and what it started, and restores the old cluster', async () => {
+    const k = await freshCase();
+    await killedInsidePgUpgrade(k);
+    await rollbackRestores(k);
+  });
+});

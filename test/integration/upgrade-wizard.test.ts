@@ -1,0 +1,201 @@
+/**
+ * The interactive `pgscale upgrade` wizard in a real terminal (tmux): every prompt is awaited on
+ * screen and answered with keys, as a DBA would. Once to completion (copy mode, WAL on a dedicated
+ * volume, a backup), once declining the confirmation before downtime.
+ *
+ * Each test process runs its own tmux server (-L), killed in teardown with everything in it.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, readFileSync, readlinkSync, readdirSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { bindir, createCluster, createLoopVolume, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
+import { cliEntry, repoRoot } from '../helpers/paths.js';
+import { runCli } from '../helpers/cli.js';
+import { amcheckClean, datasetConf, datasetDb, loadDataset, smallDataset, tableChecksums } from '../helpers/dataset.js';
+import { isRoot } from '../../src/runner.js';
+
+const tmuxSocket = `pgscale-wizard-${process.pid}`;
+const tmux = (...args: string[]) => execFileSync('tmux', ['-L', tmuxSocket, ...args], { encoding: 'utf8' });
+const killTmux = () => {
+  spawnSync('tmux', ['-L', tmuxSocket, 'kill-server'], { stdio: 'ignore' });
+  rmSync(join(process.env.TMUX_TMPDIR ?? '/tmp', `tmux-${process.getuid?.() ?? 0}`, tmuxSocket), { force: true });
+};
+process.on('exit', killTmux);
+after(() => {
+  killTmux();
+  teardownAll();
+});
+
+const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** A command in a tmux window: the screen as text, keys in, the exit code when it ends. */
+class Terminal {
+  private constructor(readonly name: string) {}
+
+  static start(name: string, argv: string[]): Terminal {
+    const command = `cd ${shellQuote(repoRoot)} && ${argv.map(shellQuote).join(' ')}; echo "[exit $?]"; sleep 3600`;
+    tmux('new-session', '-d', '-s', name, '-x', '200', '-y', '50', command);
+    return new Terminal(name);
+  }
+
+  /** Everything printed so far, wrapped lines joined. */
+  screen(): string {
+    return tmux('capture-pane', '-p', '-J', '-S', '-', '-t', this.name);
+  }
+
+  /** The question waiting for an answer: inquirer shows it as "? …" (then its choices) until answered ("✔ …"). */
+  pendingPrompt(): string | undefined {
+    const lines = this.screen().split('\n').map((l) => l.trimEnd()).filter(Boolean);
+    const i = lines.findLastIndex((l) => l.startsWith('? '));
+    if (i < 0) return undefined;
+    return lines.slice(i + 1).every((l) => /^(❯ | {2}\S|↑↓)/.test(l)) ? lines[i] : undefined;
+  }
+
+  async waitFor(what: RegExp, timeoutMs = 120_000): Promise<RegExpMatchArray> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const m = this.screen().match(what);
+      if (m) return m;
+      if (Date.now() > until) assert.fail(`timed out waiting for ${what} on screen:\n${this.screen()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Waits for the prompt (the pending question, not one answered earlier), then sends the keys. */
+  async answer(prompt: RegExp, ...keys: string[]): Promise<string> {
+    const until = Date.now() + 120_000;
+    for (;;) {
+      const pending = this.pendingPrompt();
+      if (pending && prompt.test(pending)) break;
+      const exited = /\[exit (\d+)\]/.exec(this.screen());
+      if (exited || Date.now() > until) assert.fail(`expected the prompt ${prompt}${exited ? `, but pgscale exited ${exited[1]}` : ''}; screen:\n${this.screen()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const asked = this.pendingPrompt()!;
+    for (const k of keys) {
+      if (['Enter', 'Down', 'Up'].includes(k)) tmux('send-keys', '-t', this.name, k);
+      else tmux('send-keys', '-t', this.name, '-l', k);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // answered: the question turns into "✔ …"
+    const question = asked.replace(/^\? /, '').replace(/\s*\([^()]*\)$/, '');
+    await this.waitFor(new RegExp(`✔ ${question.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+    return asked;
+  }
+
+  async exitCode(timeoutMs = 300_000): Promise<number> {
+    return Number((await this.waitFor(/\[exit (\d+)\]/, timeoutMs))[1]);
+  }
+
+  kill(): void {
+    spawnSync('tmux', ['-L', tmuxSocket, 'kill-session', '-t', this.name], { stdio: 'ignore' });
+  }
+}
+
+const postmasterPid = (dataDir: string) => Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+const running = (dataDir: string) => existsSync(join(dataDir, 'postmaster.pid'));
+
+describe('pgscale upgrade wizard in a real terminal', { skip: (!isRoot() && 'loop volumes need root') || (spawnSync('tmux', ['-V']).status !== 0 && 'tmux is not installed') }, () => {
+  let template: TestCluster;
+
+  before(async () => {
+    template = await createCluster({ version: 16, checksums: true, conf: datasetConf(16) });
+    await loadDataset(template, smallDataset);
+  });
+
+  test('answering every question: target, new data directory, copy mode, WAL volume, backup; confirming downtime; completes', { timeout: 600_000 }, async () => {
+    const old = template;
+    const before = await tableChecksums(old);
+    const walVolume = createLoopVolume(96);
+    const work = scratchDir('pgscale-wizard-');
+    const newDataDir = join(work, 'pg17', 'main');
+    const waldir = join(walVolume.mountPoint, 'pg_wal');
+    const backup = join(work, 'backup');
+    const term = Terminal.start('complete', [process.execPath, cliEntry, 'upgrade', '--pgdata', old.pgdata, '--old-bindir', old.bindir, '--new-bindir', bindir(17), '--state-dir', join(work, 'state')]);
+    try {
+      assert.match(await term.answer(/^\? Target version\?/, 'Enter'), /Target version/);
+      assert.match(term.screen(), /✔ Target version\? 17/);
+      const asked = await term.answer(/^\? New data directory\?/, newDataDir, 'Enter');
+      assert.match(asked, new RegExp(`\\(${join(dirname(old.pgdata), 'data-17')}\\)`), 'the default is offered');
+      await term.answer(/^\? Upgrade mode\?/, 'Down', 'Enter');
+      assert.match(term.screen(), /✔ Upgrade mode\? copy/);
+      await term.answer(/^\? Put WAL on a dedicated volume\?/, 'y', 'Enter');
+      await term.answer(/^\? WAL directory/, waldir, 'Enter');
+      await term.answer(/^\? Take a pg_dumpall backup first\?/, 'y', 'Enter');
+      await term.answer(/^\? Backup directory/, backup, 'Enter');
+      // the plan is shown, the work before downtime runs, then each confirmation is asked
+      await term.waitFor(/Upgrade .* from PostgreSQL 16 to 17 into .*\(--copy, \d+ jobs?, WAL on .*, backup to .* first\)/);
+      const confirmations: string[] = [];
+      for (;;) {
+        const pending = term.pendingPrompt();
+        if (pending && /Continue\?/.test(pending)) {
+          confirmations.push(pending);
+          await term.answer(/Continue\?/, 'y', 'Enter');
+          continue;
+        }
+        if (/\[exit \d+\]/.test(term.screen())) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const code = await term.exitCode();
+      assert.equal(code, 0, term.screen());
+      assert.ok(confirmations.length >= 1, 'downtime was confirmed');
+      assert.match(confirmations[0]!, /Next: Stop the old 16 cluster cleanly \(downtime starts\) — the cluster will be unavailable\. Continue\?/);
+      assert.match(term.screen(), /PostgreSQL 16 → 17: completed in .*, downtime .* \(old stopped → new accepting writes\)/);
+      assert.match(term.screen(), /the old cluster in .* is intact and stopped/);
+    } finally {
+      term.kill();
+    }
+    const next = new TestCluster(17, bindir(17), newDataDir, old.port, old.socketDir, join(work, 'new.log'));
+    assert.equal(Math.floor(Number(await next.sql('show server_version_num')) / 10000), 17);
+    assert.deepEqual(await tableChecksums(next), before);
+    assert.deepEqual((await amcheckClean(next)).errors, []);
+    assert.ok(lstatSync(join(newDataDir, 'pg_wal')).isSymbolicLink());
+    assert.equal(readlinkSync(join(newDataDir, 'pg_wal')), waldir);
+    assert.ok(readdirSync(backup).length > 0, 'the backup was taken');
+    assert.equal(running(old.pgdata), false);
+    await next.stop();
+  });
+
+  test('declining the confirmation before downtime: exit 3, the old cluster never stopped; rollback removes what was prepared', { timeout: 600_000 }, async () => {
+    // a fresh 16 cluster: the first test upgraded the template
+    const old = await createCluster({ version: 16, checksums: true, conf: datasetConf(16) });
+    await loadDataset(old, smallDataset);
+    const before = await tableChecksums(old);
+    const pid = postmasterPid(old.pgdata);
+    const work = scratchDir('pgscale-wizard-');
+    const stateDir = join(work, 'state');
+    const defaultNew = join(dirname(old.pgdata), 'data-17');
+    const term = Terminal.start('decline', [process.execPath, cliEntry, 'upgrade', '--pgdata', old.pgdata, '--old-bindir', old.bindir, '--new-bindir', bindir(17), '--state-dir', stateDir]);
+    let screen: string;
+    try {
+      await term.answer(/^\? Target version\?/, 'Enter');
+      await term.answer(/^\? New data directory\?/, 'Enter');
+      await term.answer(/^\? Upgrade mode\?/, 'Enter');
+      await term.answer(/^\? Put WAL on a dedicated volume\?/, 'Enter');
+      await term.answer(/^\? Take a pg_dumpall backup first\?/, 'n', 'Enter');
+      const asked = await term.answer(/Continue\?/, 'n', 'Enter');
+      assert.match(asked, /Next: Stop the old 16 cluster cleanly \(downtime starts\)/);
+      const code = await term.exitCode();
+      screen = term.screen();
+      assert.equal(code, 3, screen);
+    } finally {
+      term.kill();
+    }
+    assert.match(screen, /pgscale: error: not confirmed: stopped before this step; nothing more was changed/);
+    assert.match(screen, /hint: the steps before it are done and kept: `pgscale resume \S+` asks again, `pgscale rollback \S+` undoes them/);
+    // the old cluster was never stopped: same postmaster, same data, accepting writes
+    assert.ok(running(old.pgdata));
+    assert.equal(postmasterPid(old.pgdata), pid, 'the old cluster was never restarted');
+    assert.deepEqual(await tableChecksums(old), before);
+    assert.ok(existsSync(join(old.pgdata, 'global', 'pg_control')));
+    // what ran before the question (initdb, config, pg_upgrade --check) prepared the new data directory: the run can be undone
+    assert.ok(existsSync(join(defaultNew, 'PG_VERSION')), 'initdb ran before the confirmation');
+    const rb = await runCli(['rollback', '--state-dir', stateDir, '--yes']);
+    assert.equal(rb.code, 0, rb.stderr);
+    assert.equal(existsSync(defaultNew), false, 'rollback removed the prepared new data directory');
+    assert.equal(postmasterPid(old.pgdata), pid);
+    await old.sql(`insert into items (id, name, created) values (-1, 'still 16', now())`, datasetDb);
+  });
+});
