@@ -43,7 +43,7 @@ export function parsePostgresVersion(output: string): { major: number; version: 
 export async function probeBindir(runner: Runner, bindir: string, layout: InstallationLayout): Promise<Installation> {
   const postgres = join(bindir, 'postgres');
   if (!isExecutable(postgres)) {
-    throw badInput(`--bindir ${bindir} has no executable "postgres" program`, 'point --bindir at the directory holding postgres, pg_ctl and initdb');
+    throw badInput(`bindir ${bindir} has no executable "postgres" program`, 'point the bindir flag at the directory holding postgres, pg_ctl and initdb');
   }
   const res = await runner.run({ program: postgres, args: ['-V'] });
   const parsed = res.exitCode === 0 ? parsePostgresVersion(res.stdout) : undefined;

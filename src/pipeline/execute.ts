@@ -131,27 +131,31 @@ async function killOrphans(pgids: readonly number[]): Promise<void> {
 }
 
 /**
- * The steps a person is asked about: the first one that takes the cluster down, and the point of no
- * return if that is a later step. Segments start there, so a prompt never overlaps the live list.
+ * The one step a person is asked about: the first that takes the cluster down or passes the point
+ * of no return. Asking there, before downtime begins, keeps the wait for an answer out of the
+ * downtime; the question names the point of no return when it comes later. Segments start at that
+ * step, so the prompt never overlaps the live task list.
  */
-function confirmationSteps(steps: readonly PlannedStep[]): Set<string> {
-  const firstDowntime = steps.find((s) => s.downtime);
-  const pnr = steps.find((s) => s.pointOfNoReturn);
-  return new Set([firstDowntime?.id, pnr?.id].filter((id): id is string => Boolean(id)));
+function confirmationStep(steps: readonly PlannedStep[]): PlannedStep | undefined {
+  return steps.find((s) => s.downtime || s.pointOfNoReturn);
 }
 
-function segments(steps: readonly PlannedStep[], askAt: ReadonlySet<string>): PlannedStep[][] {
+function segments(steps: readonly PlannedStep[], askAt: PlannedStep | undefined): PlannedStep[][] {
   const out: PlannedStep[][] = [];
   for (const s of steps) {
-    if (out.length === 0 || askAt.has(s.id)) out.push([]);
+    if (out.length === 0 || s === askAt) out.push([]);
     out[out.length - 1]!.push(s);
   }
   return out;
 }
 
-async function confirmStep(step: PlannedStep, opts: ExecuteOptions): Promise<void> {
+async function confirmStep(step: PlannedStep, steps: readonly PlannedStep[], opts: ExecuteOptions): Promise<void> {
   if (opts.assumeYes) return;
-  const why = step.pointOfNoReturn ? 'it is the point of no return' : 'the cluster will be unavailable';
+  const pnr = steps.find((s) => s.pointOfNoReturn);
+  const why = [
+    step.downtime ? 'the cluster will be unavailable' : '',
+    pnr === step ? 'it is the point of no return' : pnr ? `"${pnr.title}" after it is the point of no return` : '',
+  ].filter(Boolean).join('; ');
   if (!opts.confirm) throw refused(`"${step.title}" needs confirmation (${why})`, 'run it at a terminal, or pass --yes');
   if (!(await opts.confirm(`Next: ${step.title} — ${why}. Continue?`))) throw refused('not confirmed: stopped before this step; nothing more was changed');
 }
@@ -203,11 +207,11 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
       throw e;
     }
   };
-  const askAt = confirmationSteps(state.plan.steps);
+  const askAt = confirmationStep(state.plan.steps);
   for (const segment of segments(state.plan.steps, askAt)) {
     const pending = segment.filter((s) => !finished(s.id));
     if (pending.length === 0) continue;
-    if (askAt.has(segment[0]!.id) && !finished(segment[0]!.id)) await confirmStep(segment[0]!, opts);
+    if (askAt && segment[0] === askAt && !finished(askAt.id)) await confirmStep(askAt, state.plan.steps, opts);
     await runTaskList(pending.map((step) => ({ title: step.title, run: (task) => runOne(step, task) })), opts.progress);
   }
 }
