@@ -2,3 +2,4 @@
 import './backup/steps.js';
 import './upgrade/steps.js';
 import './wal/steps.js';
+import './tune/steps.js';
