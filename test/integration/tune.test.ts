@@ -10,73 +10,22 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { chownSync, existsSync, readdirSync, readFileSync, rmSync, renameSync, writeFileSync, appendFileSync } from 'node:fs';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { chownSync, existsSync, readdirSync, readFileSync, renameSync, writeFileSync, appendFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createCluster, mkdirOwned, runner, scratchDir, serverUser, teardownAll, type TestCluster } from '../helpers/testbed.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
-import { cliEntry, repoRoot } from '../helpers/paths.js';
+import { cliEntry } from '../helpers/paths.js';
+import { hasTmux, killTmux, Terminal } from '../helpers/terminal.js';
 import { isRoot } from '../../src/runner.js';
 import { findSetting, loadCatalog } from '../../src/gucCatalog/catalog.js';
 import { isCloseEnough, parseSetting } from '../../src/gucCatalog/values.js';
 import type { TuneResult } from '../../commands/tune.js';
 
-const tmuxSocket = `pgscale-tune-${process.pid}`;
-const tmux = (...args: string[]) => execFileSync('tmux', ['-L', tmuxSocket, ...args], { encoding: 'utf8' });
-const killTmux = () => {
-  spawnSync('tmux', ['-L', tmuxSocket, 'kill-server'], { stdio: 'ignore' });
-  rmSync(join(process.env.TMUX_TMPDIR ?? '/tmp', `tmux-${process.getuid?.() ?? 0}`, tmuxSocket), { force: true });
-};
-process.on('exit', killTmux);
 after(() => {
   killTmux();
   teardownAll();
 });
-const hasTmux = spawnSync('tmux', ['-V']).status === 0;
-const shellQuote = (x: string) => `'${x.replace(/'/g, `'\\''`)}'`;
-
-/** pgscale in a real terminal (a tmux session): the screen as text, keys in, the exit code at the end. */
-class Terminal {
-  private constructor(readonly name: string) {}
-
-  static start(name: string, argv: string[]): Terminal {
-    tmux('new-session', '-d', '-s', name, '-x', '250', '-y', '60', `cd ${shellQuote(repoRoot)} && ${argv.map(shellQuote).join(' ')}; echo "[exit $?]"; sleep 3600`);
-    return new Terminal(name);
-  }
-
-  screen(): string {
-    return tmux('capture-pane', '-p', '-J', '-S', '-', '-t', this.name);
-  }
-
-  async waitFor(what: RegExp, timeoutMs = 120_000): Promise<RegExpMatchArray> {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      const m = this.screen().match(what);
-      if (m) return m;
-      if (Date.now() > until) assert.fail(`timed out waiting for ${what} on screen:\n${this.screen()}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-
-  /** Waits for the question (inquirer shows "? …" until it is answered, then "✔ …"), sends the keys, waits for the answer. */
-  async answer(question: RegExp, ...keys: string[]): Promise<void> {
-    await this.waitFor(new RegExp(`^\\? ${question.source}`, 'm'));
-    for (const k of keys) {
-      if (['Enter', 'Down', 'Up'].includes(k)) tmux('send-keys', '-t', this.name, k);
-      else tmux('send-keys', '-t', this.name, '-l', k);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    await this.waitFor(new RegExp(`^✔ ${question.source}`, 'm'));
-  }
-
-  async exitCode(timeoutMs = 180_000): Promise<number> {
-    return Number((await this.waitFor(/\[exit (\d+)\]/, timeoutMs))[1]);
-  }
-
-  kill(): void {
-    spawnSync('tmux', ['-L', tmuxSocket, 'kill-session', '-t', this.name], { stdio: 'ignore' });
-  }
-}
 
 const HW = ['--memory', '2GB', '--cpus', '2', '--storage', 'ssd', '--profile', 'oltp'];
 const sha = (path: string): string | null => (existsSync(path) ? createHash('sha256').update(readFileSync(path)).digest('hex') : null);
