@@ -7,7 +7,8 @@ import { userByName } from '../../src/osUser.js';
 import '../../src/operations.js';
 import { directoryBytes, lexists } from '../../src/wal/files.js';
 import { isInside, realish } from '../../src/files.js';
-import { chooseServerLog, startOptionsFrom, type WalMoveParams } from '../../src/wal/steps.js';
+import { startOptionsFrom, type WalMoveParams } from '../../src/wal/steps.js';
+import { serverLogPath } from '../../src/cluster/serverLog.js';
 
 export default class WalMove extends OperationCommand<typeof WalMove> {
   static override summary = 'Move pg_wal to a dedicated volume (pg_wal becomes a symlink), or back into the data directory.';
@@ -69,7 +70,7 @@ A stopped cluster is moved the same way and stays stopped. Exit codes: 2 bad inp
       force: f.force,
       configFile: cluster.configFile,
       startOptions: startOptionsFrom(cluster.dataDir, cluster.configFile),
-      serverLog: await chooseServerLog(this.runner, cluster.dataDir, owner),
+      serverLog: await serverLogPath(this.runner, cluster.dataDir, owner),
       walBytes,
     };
     return this.runPlan(await this.planOperation('wal-move', params), f['plan-out']);

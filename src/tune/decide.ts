@@ -4,6 +4,7 @@
  * recommendations and what they change; then the parameters of the `tune` (or `tune-restore`)
  * operation for the areas the DBA accepted.
  */
+import { serverLogPath } from '../cluster/serverLog.js';
 import { existsSync, readFileSync, realpathSync, statfsSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import type { AuditSink } from '../audit.js';
@@ -369,12 +370,6 @@ function plannedFile(path: string, role: string, edits: FileEdit[]): { file: Pla
   };
 }
 
-/** The server log pg_ctl -l writes to when pgscale restarts the server: beside the data directory, or in it. */
-async function serverLogFor(runner: Runner, dataDir: string, owner: OsUser): Promise<string> {
-  const parent = dirname(dataDir);
-  const res = await runner.run({ program: 'test', args: ['-w', parent], runAs: owner, cwd: '/' });
-  return res.exitCode === 0 ? `${dataDir}.pgscale-server.log` : join(dataDir, 'pgscale-server.log');
-}
 
 function requireLocal(c: TuneCluster): { dataDir: string; owner: OsUser; bindir: string } {
   if (!c.dataDir || !c.owner) {
@@ -470,7 +465,7 @@ export async function tuneParams(d: TuneDecision, accepted: Accepted, runner: Ru
     restart,
     pendingBefore: (c.server ?? []).filter((s) => s.pending_restart).map((s) => s.name),
     watch: d.effective.files,
-    serverLog: await serverLogFor(runner, dataDir, owner),
+    serverLog: await serverLogPath(runner, dataDir, owner),
     restoredRun: null,
     summary: `pgscale tune of ${dataDir} (PostgreSQL ${c.major}, ${d.set.profile.workload}): ${changes.length} setting(s) in ${[...new Set(changes.map((s) => s.area))].join(', ')} written to ${where}${auto.length && d.target !== 'sql' ? ` (${auto.length} through postgresql.auto.conf, which would override them)` : ''}; ${restartText}`,
   };
@@ -559,7 +554,7 @@ export async function decideRestore(cluster: TuneCluster, stateDir: string, rest
     restart,
     pendingBefore: (cluster.server ?? []).filter((s) => s.pending_restart).map((s) => s.name),
     watch: readEffectiveConfig({ configFile: cluster.configFile, dataDir, catalog }).files,
-    serverLog: await serverLogFor(runner, dataDir, owner),
+    serverLog: await serverLogPath(runner, dataDir, owner),
     restoredRun: run.id,
     summary:
       `restore the configuration files of ${dataDir} as they were before pgscale tune run ${run.id}, byte for byte` +

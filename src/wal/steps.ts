@@ -14,7 +14,7 @@
  * leaves a state that `pgscale resume` finishes and `pgscale rollback` undoes.
  */
 import { accessSync, constants, existsSync, readFileSync, readdirSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, statfsSync, symlinkSync, unlinkSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type ClusterAccess, withDb } from '../cluster/access.js';
 import { parseControlData } from '../cluster/controlData.js';
 import { lastValues, readConfigTree } from '../config/parse.js';
@@ -584,12 +584,3 @@ export function startOptionsFrom(dataDir: string, configFile: string): string[] 
   return opts ?? [];
 }
 
-/**
- * Where pg_ctl -l writes when pgscale starts the server: beside the data directory as `pgscale
- * upgrade` does (DATADIR.pgscale-server.log) when the owner may write there, else in DATADIR/log.
- */
-export async function chooseServerLog(runner: Runner, dataDir: string, owner: OsUser): Promise<string> {
-  const parent = dirname(dataDir);
-  const res = await runner.run({ program: 'test', args: ['-w', parent], runAs: owner });
-  return res.exitCode === 0 ? join(parent, `${basename(dataDir)}.pgscale-server.log`) : join(dataDir, 'log', 'pgscale-server.log');
-}
