@@ -1,5 +1,5 @@
 /** Runs the built CLI (bin/run.js) as a subprocess, as a user would. */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cliEntry, repoRoot } from './paths.js';
 import type { OsUser } from '../../src/runner.js';
 
@@ -35,6 +35,15 @@ export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult
     child.on('close', (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(opts.input ?? '');
   });
+}
+
+/**
+ * Whether another OS user can run the CLI from this checkout: a clone under a 0700 directory (as
+ * mktemp -d makes) is out of its reach, and a test running pgscale as that user cannot mean anything.
+ */
+export function cliRunnableBy(user: { uid: number; gid: number }): boolean {
+  const probe = (flag: string, path: string) => spawnSync('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'test', flag, path]).status === 0;
+  return probe('-x', process.execPath) && probe('-r', cliEntry);
 }
 
 /** Parses --json output, failing the test with the raw text when it is not JSON. */

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, statfsSync, writeFileSync, openSync, writeSync, closeSync, fstatSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { bindir, createCluster, createLoopVolume, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
-import { parseJson, runCli, type CliOptions, type CliResult } from '../helpers/cli.js';
+import { cliRunnableBy, parseJson, runCli, type CliOptions, type CliResult } from '../helpers/cli.js';
 import { clusterSnapshot, filesContaining, holdTableLock, lockWaiters, sizeOf, treeSnapshot, waitFor } from '../helpers/snapshot.js';
 import { isRoot } from '../../src/runner.js';
 import { userByName } from '../../src/osUser.js';
@@ -31,6 +31,8 @@ function assertNothingLeft(dest: string, res: CliResult): void {
   assert.equal(existsSync(dest), false, `${dest} must not exist\n${res.stderr}`);
   assert.equal(existsSync(`${dest}.partial`), false, `${dest}.partial must not exist\n${res.stderr}`);
 }
+
+const nobodyAccount = userByName('nobody') ?? { name: 'nobody', uid: 65534, gid: 65534, home: '/' };
 
 describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as postgres and mounts loop volumes: needs root' }, () => {
   /** 16 with TCP on 127.0.0.1 (for password auth), small data: most tests. */
@@ -249,7 +251,7 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
       assertNothingLeft(dest, res);
     });
 
-    test('the destination is not writable by the user running pgscale (nobody; exit 3)', async () => {
+    test('the destination is not writable by the user running pgscale (nobody; exit 3)', { skip: !cliRunnableBy(nobodyAccount) && 'this checkout is not reachable by the nobody account' }, async () => {
       const nobody = userByName('nobody');
       assert.ok(nobody, 'the nobody account exists');
       const rootOnly = scratchDir('pgscale-rootonly-');

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, writeFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCluster, createLoopVolume, mkdirOwned, scratchDir, teardownAll, type LoopVolume, type TestCluster } from '../helpers/testbed.js';
-import { parseJson, runCli } from '../helpers/cli.js';
+import { cliRunnableBy, parseJson, runCli } from '../helpers/cli.js';
 import type { DetectReport, DetectedCluster } from '../../src/detect.js';
 import { isRoot } from '../../src/runner.js';
 
@@ -123,6 +123,8 @@ function snapshot(dir: string): Record<string, string> {
   return out;
 }
 
+const nobody = { name: 'nobody', uid: 65534, gid: 65534, home: '/' };
+
 describe('pgscale detect: bad input is refused with a clear message and exit code 2', () => {
   test('nonexistent --pgdata', async () => {
     const res = await runCli(['detect', '--pgdata', '/nonexistent/pgdata']);
@@ -138,12 +140,11 @@ describe('pgscale detect: bad input is refused with a clear message and exit cod
     assert.match(res.stderr, /is not a PostgreSQL data directory \(no PG_VERSION file\)/);
   });
 
-  test('an unreadable data directory', { skip: !isRoot() && 'needs root to run as another user' }, async () => {
+  test('an unreadable data directory', { skip: (!isRoot() && 'needs root to run as another user') || (!cliRunnableBy(nobody) && 'this checkout is not reachable by the nobody account') }, async () => {
     const dir = scratchDir();
     const pgdata = join(dir, 'locked');
     mkdirSync(pgdata, { mode: 0o700 });
     writeFileSync(join(pgdata, 'PG_VERSION'), '16\n');
-    const nobody = { name: 'nobody', uid: 65534, gid: 65534, home: '/' };
     const res = await runCli(['detect', '--pgdata', pgdata, '--json'], { asUser: nobody, env: { HOME: '/tmp' } });
     assert.equal(res.code, 2, res.stdout + res.stderr);
     const err = parseJson<{ error: { message: string; exitCode: number; kind: string } }>(res);
