@@ -209,6 +209,16 @@ export class ZxRunner implements Runner {
   }
 }
 
+/**
+ * The one way pgscale turns an argument into shell text, for the two places a shell is unavoidable:
+ * pg_ctl -o (pg_ctl runs `exec postgres … OPTIONS` through /bin/sh, dash on Debian) and a command
+ * sent over ssh (the remote side always runs it through the user's shell). POSIX single quotes:
+ * nothing inside them is special, and a quote is written as '\''.
+ */
+export function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
 /** One line summary of a failed run for error messages: the program and its last stderr lines. */
 export function describeFailure(inv: Invocation, res: RunResult): string {
   const tail = res.stderr.trim().split('\n').slice(-5).join('\n');

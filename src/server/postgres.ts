@@ -1,0 +1,377 @@
+/**
+ * The one module that controls PostgreSQL servers: start, stop, restart, reload, status,
+ * readiness, pg_controldata and the server log — always with the server's whole identity (bindir,
+ * data and config locations, the options it was started with, port, sockets, owner), so a server
+ * pgscale stops comes back exactly where clients found it. Modelled on patroni's `Postgresql`.
+ *
+ * Every program runs through a Runner: a local one, or one that reaches another host over ssh.
+ */
+import { readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import { ExitCode, PgscaleError } from '../errors.js';
+import { userByName } from '../osUser.js';
+import { describeFailure, shellQuote, type Invocation, type OsUser, type Runner } from '../runner.js';
+import { parseControlData, type ControlData } from '../cluster/controlData.js';
+import { parsePostmasterPid, type PostmasterPid } from '../cluster/postmasterPid.js';
+import type { JsonObject } from '../pipeline/step.js';
+
+/** Where a listening setting came from, for the plan ("port 5433 from the server command line"). */
+export type SettingOrigin = 'command line' | 'environment (PGPORT)' | 'configuration' | 'default' | 'postmaster.pid';
+
+/** Everything it takes to stop a server and start it again exactly as it ran. Plain data: plans carry it. */
+export interface ServerIdentity extends JsonObject {
+  bindir: string;
+  dataDir: string;
+  /** config_file when it lives outside the data directory (Debian's /etc/postgresql), else null. */
+  configFile: string | null;
+  /** The postmaster's options after the program, -D DIR removed: given again at every start. */
+  options: string[];
+  port: number;
+  socketDirs: string[];
+  /** listen_addresses; '' means sockets only. */
+  listenAddresses: string;
+  /** The OS account that owns the data directory: every server program runs as it. */
+  owner: string;
+  /** pg_ctl -l: where the server's stderr goes when pgscale starts it. */
+  log: string;
+  origins: { port: SettingOrigin; sockets: SettingOrigin; listen: SettingOrigin };
+}
+
+export type ServerState = 'running' | 'stopped' | 'stale';
+
+export interface ServerStatus {
+  state: ServerState;
+  pid: number | undefined;
+  /** postmaster.pid's status line: starting, stopping, ready, standby. */
+  pmStatus: string | undefined;
+}
+
+/** How to stop: fast with a timeout; immediate afterwards only with consent (it needs crash recovery). */
+export interface StopOptions {
+  timeoutSeconds?: number;
+  immediateAfterTimeout?: boolean;
+}
+
+/** A start that differs from the identity only where asked: another socket, no TCP, another port. */
+export interface StartOptions {
+  timeoutSeconds?: number;
+  /** Reachable only through this socket directory (no TCP): verification before clients return. */
+  privateSocketDir?: string;
+  /** Extra `-c name=value` settings, after the identity's own (the last one wins). */
+  settings?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+const DEFAULT_TIMEOUT = 300;
+
+/** The quoted arguments of postmaster.opts: `/usr/lib/postgresql/16/bin/postgres "-D" "/data" "-p" "5433"`. */
+export function parsePostmasterOpts(text: string): string[] {
+  return [...text.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]!);
+}
+
+/** The options without -D DIR / --pgdata (the data directory is always given separately). */
+export function withoutDataDir(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '-D' || a === '--pgdata') i++;
+    else if ((a.startsWith('-D') && a.length > 2) || a.startsWith('--pgdata=')) continue;
+    else out.push(a);
+  }
+  return out;
+}
+
+/**
+ * The value a setting has on a postmaster command line, the last occurrence winning as in
+ * PostgreSQL: `-c name=value`, `--name=value`, and the short forms -p (port), -k (sockets),
+ * -h (listen_addresses), -i (listen on all, obsolete).
+ */
+export function optionValue(options: readonly string[], name: string): string | undefined {
+  const short: Record<string, string> = { port: '-p', unix_socket_directories: '-k', listen_addresses: '-h' };
+  const names = new Set([name, name.replace(/_/g, '-')]);
+  let value: string | undefined;
+  for (let i = 0; i < options.length; i++) {
+    const a = options[i]!;
+    const setting = a === '-c' || a === '--c' ? options[++i] : a.startsWith('-c') && a.length > 2 ? a.slice(2) : a.startsWith('--') ? a.slice(2) : undefined;
+    if (setting !== undefined) {
+      const eq = setting.indexOf('=');
+      if (eq > 0 && names.has(setting.slice(0, eq))) value = setting.slice(eq + 1);
+      continue;
+    }
+    if (short[name] && a === short[name]) value = options[++i];
+    else if (short[name] && a.startsWith(short[name]!) && a.length > 2) value = a.slice(2);
+    else if (name === 'listen_addresses' && a === '-i') value = '*';
+  }
+  return value;
+}
+
+/** Quotes each option for the shell pg_ctl hands -o to (pg_ctl runs `exec postgres … OPTIONS` through /bin/sh). */
+export function pgCtlOptionString(options: readonly string[]): string {
+  return options.map(shellQuote).join(' ');
+}
+
+/** The options a start passes: the identity's, then the overrides of this start (later ones win). */
+export function startOptions(id: ServerIdentity, opts: StartOptions = {}): string[] {
+  const out = [...id.options];
+  // a port taken from PGPORT in the server's environment would not survive a start from pgscale's
+  if (id.origins.port === 'environment (PGPORT)' && optionValue(out, 'port') === undefined) out.push('-p', String(id.port));
+  if (id.configFile && optionValue(out, 'config_file') === undefined) out.push('-c', `config_file=${id.configFile}`);
+  if (opts.privateSocketDir) out.push('-c', "listen_addresses=", '-c', `unix_socket_directories=${opts.privateSocketDir}`);
+  for (const [k, v] of Object.entries(opts.settings ?? {})) out.push('-c', `${k}=${v}`);
+  return out;
+}
+
+export class PostgresServer {
+  constructor(
+    readonly id: ServerIdentity,
+    private readonly runner: Runner,
+  ) {}
+
+  private get ownerAccount(): OsUser {
+    const u = userByName(this.id.owner);
+    if (!u) throw new PgscaleError(`OS user ${this.id.owner} (owner of ${this.id.dataDir}) does not exist`, ExitCode.BadInput);
+    return u;
+  }
+
+  private program(name: string): string {
+    return join(this.id.bindir, name);
+  }
+
+  /** A server program as the data directory's owner, messages in English for parsing. */
+  invocation(program: string, args: string[], extra: Partial<Invocation> = {}): Invocation {
+    return { program: this.program(program), args, runAs: this.ownerAccount, cwd: '/', ...extra, env: { LC_ALL: 'C', ...extra.env } };
+  }
+
+  startInvocation(opts: StartOptions = {}): Invocation {
+    const args = ['start', '-D', this.id.dataDir, '-w', '-t', String(opts.timeoutSeconds ?? DEFAULT_TIMEOUT), '-l', this.id.log];
+    const options = startOptions(this.id, opts);
+    if (options.length) args.push('-o', pgCtlOptionString(options));
+    return this.invocation('pg_ctl', args, { signal: opts.signal });
+  }
+
+  stopInvocation(mode: 'fast' | 'immediate' | 'smart' = 'fast', timeoutSeconds = DEFAULT_TIMEOUT): Invocation {
+    return this.invocation('pg_ctl', ['stop', '-D', this.id.dataDir, '-m', mode, '-w', '-t', String(timeoutSeconds)]);
+  }
+
+  reloadInvocation(): Invocation {
+    return this.invocation('pg_ctl', ['reload', '-D', this.id.dataDir]);
+  }
+
+  private async must(inv: Invocation, what: string, code: ExitCode): Promise<string> {
+    const res = await this.runner.run(inv);
+    if (res.exitCode !== 0) throw new PgscaleError(`${what}: ${describeFailure(inv, res)}`, code, `the server log is ${this.id.log}`);
+    return res.stdout;
+  }
+
+  /** Whether the postmaster of this data directory runs: postmaster.pid names a live process (pg_ctl's own test). */
+  async status(): Promise<ServerStatus> {
+    const res = await this.runner.run({ program: 'cat', args: [join(this.id.dataDir, 'postmaster.pid')], runAs: this.ownerAccount, cwd: '/' });
+    const pidFile = res.exitCode === 0 ? parsePostmasterPid(res.stdout) : undefined;
+    if (!pidFile) return { state: 'stopped', pid: undefined, pmStatus: undefined };
+    const st = await this.runner.run(this.invocation('pg_ctl', ['status', '-D', this.id.dataDir]));
+    // pg_ctl status: 0 running, 3 not running (a stale pid file), 4 no accessible data directory
+    return st.exitCode === 0 ? { state: 'running', pid: pidFile.pid, pmStatus: pidFile.status } : { state: 'stale', pid: pidFile.pid, pmStatus: pidFile.status };
+  }
+
+  async isRunning(): Promise<boolean> {
+    return (await this.status()).state === 'running';
+  }
+
+  /** Starts the server as it ran (or with this start's overrides); a no-op when it already runs. */
+  async start(opts: StartOptions = {}, code: ExitCode = ExitCode.FailedAfterChange): Promise<void> {
+    if (await this.isRunning()) return;
+    await this.must(this.startInvocation(opts), `starting the server of ${this.id.dataDir}`, code);
+  }
+
+  /**
+   * Stops the server: fast shutdown within the timeout; then, only when the caller has consent,
+   * immediate (crash recovery at the next start). A server that is not running is left alone.
+   */
+  async stop(opts: StopOptions = {}, code: ExitCode = ExitCode.FailedAfterChange): Promise<void> {
+    if (!(await this.isRunning())) return;
+    const res = await this.runner.run(this.stopInvocation('fast', opts.timeoutSeconds));
+    if (res.exitCode === 0 || !(await this.isRunning())) return;
+    if (!opts.immediateAfterTimeout) {
+      throw new PgscaleError(`stopping the server of ${this.id.dataDir}: ${describeFailure(this.stopInvocation('fast'), res)}`, code, 'a session may be stuck; stop it yourself (pg_ctl stop -m immediate after checking), then resume');
+    }
+    await this.must(this.stopInvocation('immediate', 60), `stopping the server of ${this.id.dataDir} (immediate)`, code);
+  }
+
+  /** Stop then start with the identity's options (pg_ctl restart would reuse postmaster.opts, which pg_upgrade rewrites). */
+  async restart(stop: StopOptions = {}, start: StartOptions = {}): Promise<void> {
+    await this.stop(stop);
+    await this.start(start);
+  }
+
+  async reload(): Promise<void> {
+    await this.must(this.reloadInvocation(), `reloading the configuration of ${this.id.dataDir}`, ExitCode.FailedAfterChange);
+  }
+
+  /** pg_isready against a socket directory (default: the identity's first). */
+  async ready(socketDir?: string, port?: number): Promise<boolean> {
+    const host = socketDir ?? this.id.socketDirs[0] ?? (this.id.listenAddresses.split(',')[0]?.trim() === '*' ? 'localhost' : this.id.listenAddresses.split(',')[0]?.trim() || '/tmp');
+    const res = await this.runner.run(this.invocation('pg_isready', ['-q', '-h', host, '-p', String(port ?? this.id.port), '-t', '5']));
+    return res.exitCode === 0;
+  }
+
+  async controlData(): Promise<ControlData | undefined> {
+    const res = await this.runner.run(this.invocation('pg_controldata', ['-D', this.id.dataDir]));
+    return res.exitCode === 0 ? parseControlData(res.stdout) : undefined;
+  }
+}
+
+/** What a running (or last) postmaster tells about how it was started. */
+interface StartFacts {
+  argv: string[] | undefined;
+  env: Map<string, string>;
+  pidFile: PostmasterPid | undefined;
+}
+
+function readOr<T>(read: () => T, fallback: T): T {
+  try {
+    return read();
+  } catch {
+    return fallback;
+  }
+}
+
+/** A live postmaster's argv and environment from /proc; otherwise the postmaster.opts it left. */
+function startFacts(dataDir: string): StartFacts {
+  const pidFile = readOr(() => parsePostmasterPid(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8')), undefined);
+  if (pidFile && postmasterServes(pidFile.pid, dataDir)) {
+    const argv = readOr(() => readFileSync(`/proc/${pidFile.pid}/cmdline`, 'utf8').split('\0').filter((a, i, all) => a !== '' || i < all.length - 1), undefined);
+    const env = new Map(readOr(() => readFileSync(`/proc/${pidFile.pid}/environ`, 'utf8').split('\0'), [] as string[]).filter((e) => e.includes('=')).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)] as [string, string]));
+    if (argv?.length) return { argv, env, pidFile };
+  }
+  const opts = readOr(() => parsePostmasterOpts(readFileSync(join(dataDir, 'postmaster.opts'), 'utf8')), undefined);
+  return { argv: opts, env: new Map(), pidFile };
+}
+
+/** A pid is this data directory's postmaster: a postgres process whose cwd is the data directory. */
+export function postmasterServes(pid: number, dataDir: string): boolean {
+  const comm = readOr(() => readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), undefined);
+  if (comm !== 'postgres' && comm !== 'postmaster') return false;
+  if (readOr(() => /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')), true)) return false;
+  return readOr(() => realpathSync(`/proc/${pid}/cwd`) === realpathSync(dataDir), true);
+}
+
+export interface GatherIdentityInput {
+  dataDir: string;
+  bindir: string;
+  owner: string;
+  /** The configuration as read from the files: port, unix_socket_directories, listen_addresses (last values). */
+  configured: { port?: string; unix_socket_directories?: string; listen_addresses?: string };
+  /** config_file when known from the layout (Debian) and not on the command line. */
+  configFile: string | null;
+  log: string;
+}
+
+/**
+ * The identity of a local server, gathered while planning: the running postmaster's own argv and
+ * environment (/proc), else postmaster.opts — captured now, because pg_upgrade rewrites
+ * postmaster.opts when it starts the old server in binary-upgrade mode.
+ */
+export function gatherIdentity(input: GatherIdentityInput): ServerIdentity {
+  const facts = startFacts(input.dataDir);
+  const options = withoutDataDir((facts.argv ?? []).slice(1));
+  const judged = judgeListening({ options, env: facts.env, configured: input.configured, running: facts.pidFile && facts.argv ? facts.pidFile : undefined });
+  const cmdConfig = optionValue(options, 'config_file');
+  return {
+    bindir: input.bindir,
+    dataDir: input.dataDir,
+    configFile: cmdConfig ?? input.configFile,
+    options,
+    port: judged.port,
+    socketDirs: judged.socketDirs,
+    listenAddresses: judged.listenAddresses,
+    owner: input.owner,
+    log: input.log,
+    origins: judged.origins,
+  };
+}
+
+/**
+ * Where a server listens and why, by PostgreSQL's own precedence: the command line over the
+ * environment (PGPORT) over the configuration files over the compiled-in default. A running
+ * server's postmaster.pid has the effective port and first socket directory: it wins for values.
+ */
+export function judgeListening(f: { options: readonly string[]; env: ReadonlyMap<string, string>; configured: GatherIdentityInput['configured']; running: PostmasterPid | undefined }): Pick<ServerIdentity, 'port' | 'socketDirs' | 'listenAddresses' | 'origins'> {
+  const pick = (name: 'port' | 'unix_socket_directories' | 'listen_addresses', envName?: string): { value: string | undefined; origin: SettingOrigin } => {
+    const cmd = optionValue(f.options, name);
+    if (cmd !== undefined) return { value: cmd, origin: 'command line' };
+    const env = envName ? f.env.get(envName) : undefined;
+    if (env !== undefined && f.configured[name] === undefined) return { value: env, origin: 'environment (PGPORT)' };
+    if (f.configured[name] !== undefined) return { value: f.configured[name], origin: 'configuration' };
+    return { value: undefined, origin: 'default' };
+  };
+  const port = pick('port', 'PGPORT');
+  const sockets = pick('unix_socket_directories');
+  const listen = pick('listen_addresses');
+  const portNumber = f.running?.port ?? Number(port.value ?? 5432);
+  const socketDirs = (sockets.value ?? '/tmp')
+    .split(',')
+    .map((s) => s.trim().replace(/^'|'$/g, ''))
+    .filter(Boolean);
+  return {
+    port: portNumber,
+    socketDirs: socketDirs.length ? socketDirs : f.running?.socketDir ? [f.running.socketDir] : [],
+    listenAddresses: (listen.value ?? 'localhost').replace(/^'|'$/g, ''),
+    origins: { port: port.origin, sockets: sockets.origin, listen: listen.origin },
+  };
+}
+
+/** One line for a plan: where the server listens and where each value comes from. */
+export function describeListening(id: ServerIdentity): string {
+  const tcp = id.listenAddresses === '' ? 'no TCP' : `TCP on ${id.listenAddresses}`;
+  return `port ${id.port} (${id.origins.port}), sockets in ${id.socketDirs.join(', ') || 'none'} (${id.origins.sockets}), ${tcp} (${id.origins.listen})`;
+}
+
+/** A postmaster found running on a data directory, however it was started (pg_ctl detaches servers). */
+export interface RunningPostmaster {
+  pid: number;
+  dataDir: string;
+  argv: string[];
+  /** Started with fsync=off (pg_upgrade's servers are): never to be left running. */
+  unsafe: boolean;
+}
+
+/**
+ * Every postmaster serving one of these data directories, from /proc (not process groups: pg_ctl
+ * puts the servers it starts in their own session, outside any group pgscale tracks).
+ */
+export function postmastersOn(dataDirs: readonly string[]): RunningPostmaster[] {
+  const wanted = new Set(dataDirs.map((d) => readOr(() => realpathSync(d), d)));
+  const out: RunningPostmaster[] = [];
+  for (const name of readOr(() => readdirSync('/proc'), [] as string[])) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    const stat = readOr(() => readFileSync(`/proc/${pid}/stat`, 'utf8'), '');
+    const m = /^\d+ \((.*)\) (\S) (\d+)/.exec(stat);
+    if (!m || (m[1] !== 'postgres' && m[1] !== 'postmaster') || m[2] === 'Z') continue;
+    // a postmaster's parent is not a postgres (its children's parent is the postmaster)
+    const parentComm = readOr(() => readFileSync(`/proc/${m[3]}/comm`, 'utf8').trim(), '');
+    if (parentComm === 'postgres' || parentComm === 'postmaster') continue;
+    const cwd = readOr(() => readlinkSync(`/proc/${pid}/cwd`), '');
+    if (!wanted.has(cwd)) continue;
+    const argv = readOr(() => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean), [] as string[]);
+    out.push({ pid, dataDir: cwd, argv, unsafe: optionValue(argv.slice(1), 'fsync') === 'off' || optionValue(argv.slice(1), 'fsync') === 'false' });
+  }
+  return out;
+}
+
+const alive = (pid: number) => readOr(() => !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')), false);
+
+/**
+ * Stops postmasters left behind by a killed run: SIGINT (fast shutdown), then SIGQUIT (immediate)
+ * after the timeout. Returns what was found, for the journal and the message.
+ */
+export async function stopLeftoverPostmasters(dataDirs: readonly string[], timeoutMs = 60_000): Promise<RunningPostmaster[]> {
+  const found = postmastersOn(dataDirs);
+  const signal = (pid: number, sig: NodeJS.Signals) => readOr(() => process.kill(pid, sig), undefined);
+  for (const pm of found) signal(pm.pid, 'SIGINT');
+  const deadline = Date.now() + timeoutMs;
+  while (found.some((pm) => alive(pm.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  for (const pm of found.filter((p) => alive(p.pid))) signal(pm.pid, 'SIGQUIT');
+  while (found.some((pm) => alive(pm.pid)) && Date.now() < deadline + 10_000) await new Promise((r) => setTimeout(r, 100));
+  return found;
+}
