@@ -4,13 +4,14 @@
  * Servers run as the unprivileged `postgres` account when the tests run as root.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, ZxRunner, describeFailure, type Invocation, type OsUser, type RunResult } from '../../src/runner.js';
 import { currentUser, userByName } from '../../src/osUser.js';
 import { repoRoot } from './paths.js';
 import { freePort } from '../../src/net.js';
+import { PostgresServer, type ServerIdentity } from '../../src/server/postgres.js';
 
 export { freePort };
 
@@ -160,6 +161,14 @@ export interface ClusterOptions {
   start?: boolean;
   /** Parent directory (default: a new scratch dir). */
   parent?: string;
+  /**
+   * Where port, socket directory and listen_addresses are set: postgresql.conf (default), or the
+   * server's command line (`pg_ctl -o "-p … -k … -c listen_addresses="`) as init scripts, service
+   * files and containers do.
+   */
+  listenOn?: 'config' | 'command-line';
+  /** Keep postgresql.conf, pg_hba.conf and pg_ident.conf outside the data directory, as Debian does. */
+  configOutside?: boolean;
 }
 
 export class TestCluster {
@@ -170,10 +179,36 @@ export class TestCluster {
     readonly port: number,
     readonly socketDir: string,
     readonly logFile: string,
+    /** Options the server is started with (pg_ctl -o), as production servers often are. */
+    readonly options: string[] = [],
+    /** config_file when it lives outside the data directory. */
+    readonly configFile: string | null = null,
   ) {}
 
   get superuser(): string {
     return serverUser.name;
+  }
+
+  /** The server-control module's view of this cluster: tests start and stop it the way pgscale does. */
+  get server(): PostgresServer {
+    const identity: ServerIdentity = {
+      bindir: this.bindir,
+      dataDir: this.pgdata,
+      configFile: this.configFile,
+      options: this.options,
+      port: this.port,
+      socketDirs: [this.socketDir],
+      listenAddresses: '',
+      owner: serverUser.name,
+      log: this.logFile,
+      origins: this.options.length ? { port: 'command line', sockets: 'command line', listen: 'command line' } : { port: 'configuration', sockets: 'configuration', listen: 'configuration' },
+    };
+    return new PostgresServer(identity, runner);
+  }
+
+  /** Where the configuration lives (postgresql.conf). */
+  get configPath(): string {
+    return this.configFile ?? join(this.pgdata, 'postgresql.conf');
   }
 
   private inv(program: string, args: string[], input?: string): Invocation {
@@ -181,11 +216,11 @@ export class TestCluster {
   }
 
   async start(): Promise<void> {
-    await must(this.inv('pg_ctl', ['-D', this.pgdata, '-l', this.logFile, '-w', '-t', '60', 'start']));
+    await this.server.start({ timeoutSeconds: 60 });
   }
 
   async stop(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
-    await must(this.inv('pg_ctl', ['-D', this.pgdata, '-m', mode, '-w', 'stop']));
+    await must(this.server.stopInvocation(mode, 60));
   }
 
   /** Runs SQL through psql as the server account (peer auth); returns unaligned tuples-only output. */
@@ -203,14 +238,24 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
   const pgdata = join(parent, 'data');
   const socketDir = mkdirOwned(join(parent, 'sock'));
   const port = await freePort();
-  const cluster = new TestCluster(opts.version, bin, pgdata, port, socketDir, join(parent, 'server.log'));
   const initdb = ['-D', pgdata, '-U', serverUser.name, '--no-locale', '-E', 'UTF8', '--auth-local=peer', '--auth-host=scram-sha-256'];
   if (opts.checksums) initdb.push('--data-checksums');
   else if (opts.version >= 18) initdb.push('--no-data-checksums');
   if (opts.waldir) initdb.push('--waldir', opts.waldir);
   await must({ program: join(bin, 'initdb'), args: initdb, runAs: serverUser });
-  const conf = [`port = ${port}`, `unix_socket_directories = '${socketDir}'`, `listen_addresses = ''`, ...(opts.conf ?? [])];
-  appendFileSync(join(pgdata, 'postgresql.conf'), '\n# test bed\n' + conf.join('\n') + '\n');
+  const listening = [`port = ${port}`, `unix_socket_directories = '${socketDir}'`, `listen_addresses = ''`];
+  const options = opts.listenOn === 'command-line' ? ['-p', String(port), '-k', socketDir, '-c', 'listen_addresses='] : [];
+  let configFile: string | null = null;
+  const conf = [...(opts.listenOn === 'command-line' ? [] : listening), ...(opts.conf ?? [])];
+  if (opts.configOutside) {
+    const etc = mkdirOwned(join(parent, 'etc'));
+    for (const f of ['postgresql.conf', 'pg_hba.conf', 'pg_ident.conf']) renameSync(join(pgdata, f), join(etc, f));
+    configFile = join(etc, 'postgresql.conf');
+    conf.unshift(`data_directory = '${pgdata}'`, `hba_file = '${join(etc, 'pg_hba.conf')}'`, `ident_file = '${join(etc, 'pg_ident.conf')}'`);
+    options.push('-c', `config_file=${configFile}`);
+  }
+  appendFileSync(configFile ?? join(pgdata, 'postgresql.conf'), '\n# test bed\n' + conf.join('\n') + '\n');
+  const cluster = new TestCluster(opts.version, bin, pgdata, port, socketDir, join(parent, 'server.log'), options, configFile);
   onTeardown(`stop ${pgdata}`, () => {
     if (existsSync(join(pgdata, 'postmaster.pid'))) {
       spawnSync('setpriv', ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', join(bin, 'pg_ctl'), '-D', pgdata, '-m', 'immediate', '-w', 'stop'], { stdio: 'ignore', cwd: '/' });
