@@ -123,7 +123,7 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
     if (!f.pgdata && !f.dsn && !process.env.PGDATA && !process.env.PGHOST && !process.env.PGPORT && !process.env.PGSERVICE) {
       throw badInput('which cluster? pass --pgdata (or --dsn) to tune a cluster, or --pg-version with hardware flags for a configuration without one');
     }
-    const cluster = await readTuneCluster({ pgdata: f.pgdata, bindir: f.bindir, dsn: f.dsn, runner: this.runner, audit: this.audit });
+    const cluster = await readTuneCluster({ pgdata: f.pgdata, bindir: f.bindir, dsn: f.dsn, runner: this.runner, audit: this.audit, stateDir: this.stateDirPath });
     if (f.restore) return this.restore(cluster);
     const d = await decideTune(inputs, f.target as TuneTarget, cluster, { runner: this.runner, hostRoot: this.hostRoot });
     return this.tune(d);
@@ -178,13 +178,13 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
     const restartNames = (areas: ReadonlySet<TuneArea>) => changes.filter((c) => areas.has(c.area) && c.recommended.restart).map((c) => c.name);
     const every = new Set(changes.map((c) => c.area));
     if (f['dry-run']) {
-      const params = await tuneParams(d, { areas: every, restart: f.yes }, this.runner);
+      const params = tuneParams(d, { areas: every, restart: f.yes });
       return { ...base, ...(await this.runPlan(await this.planOperation('tune', params), f['plan-out'])) };
     }
     if (!(f.apply || f.yes || this.canPrompt)) {
       if (f['plan-out']) {
         // a plan for review: every area, no restart (--yes would put one in); `pgscale apply FILE` runs it
-        const plan = await this.planOperation('tune', await tuneParams(d, { areas: every, restart: false }, this.runner));
+        const plan = await this.planOperation('tune', tuneParams(d, { areas: every, restart: false }));
         writePlanFile(f['plan-out'], plan);
         this.note(`\nplan written to ${f['plan-out']}; apply it with \`pgscale apply ${f['plan-out']}\``);
         return { ...base, plan, applied: false, planFile: f['plan-out'] };
@@ -206,7 +206,7 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
       restart = running && names.length > 0 ? await askRestart(names) : false;
     }
     this.restartConsented = restart;
-    const params = await tuneParams(d, { areas: accepted, restart }, this.runner);
+    const params = tuneParams(d, { areas: accepted, restart });
     const result = await this.runPlan(await this.planOperation('tune', params), f['plan-out']);
     const restartPending = (result.run?.outputs.verify?.restartPending as string[] | undefined) ?? [];
     if (result.run) {
@@ -220,12 +220,12 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
   private async restore(cluster: Awaited<ReturnType<typeof readTuneCluster>>): Promise<TuneResult> {
     const f = this.flags;
     let consent = f.yes;
-    const first = await decideRestore(cluster, this.stateDirPath, consent, this.runner);
+    const first = decideRestore(cluster, this.stateDirPath, consent);
     for (const w of first.warnings) this.note(`warning: ${w}`);
     let decision = first;
     if (!f['dry-run'] && this.canPrompt && first.restartNeeded.length) {
       consent = await askRestart(first.restartNeeded);
-      decision = await decideRestore(cluster, this.stateDirPath, consent, this.runner);
+      decision = decideRestore(cluster, this.stateDirPath, consent);
     }
     this.restartConsented = consent;
     const result = await this.runPlan(await this.planOperation('tune-restore', decision.params), f['plan-out']);

@@ -7,8 +7,8 @@ import { userByName } from '../../src/osUser.js';
 import '../../src/operations.js';
 import { directoryBytes, lexists } from '../../src/wal/files.js';
 import { isInside, realish } from '../../src/files.js';
-import { startOptionsFrom, type WalMoveParams } from '../../src/wal/steps.js';
-import { serverLogPath } from '../../src/cluster/serverLog.js';
+import type { WalMoveParams } from '../../src/wal/steps.js';
+import { gatherClusterIdentity } from '../../src/server/postgres.js';
 
 export default class WalMove extends OperationCommand<typeof WalMove> {
   static override summary = 'Move pg_wal to a dedicated volume (pg_wal becomes a symlink), or back into the data directory.';
@@ -55,10 +55,12 @@ A stopped cluster is moved the same way and stays stopped. Exit codes: 2 bad inp
     } catch {
       /* the checks say what is wrong with it */
     }
+    // the server's identity now, while it runs as its DBA started it: a start after the move repeats it
+    const server = await gatherClusterIdentity({ dataDir: cluster.dataDir, bindir: cluster.bindir ?? '', owner, configFile: cluster.configFile, running: cluster.state === 'running', stateDir: this.stateDirPath }, this.runner);
     const params: WalMoveParams = {
       dataDir: cluster.dataDir,
       major: cluster.major,
-      bindir: cluster.bindir ?? null,
+      server,
       owner: cluster.owner,
       access: resolved.access,
       destination: f['to-data-dir'] ? 'data-dir' : 'volume',
@@ -68,9 +70,7 @@ A stopped cluster is moved the same way and stays stopped. Exit codes: 2 bad inp
       wasRunning: cluster.state === 'running',
       role: cluster.role,
       force: f.force,
-      configFile: cluster.configFile,
-      startOptions: startOptionsFrom(cluster.dataDir, cluster.configFile),
-      serverLog: await serverLogPath(this.runner, cluster.dataDir, owner),
+      configFile: server.configFile ?? cluster.configFile,
       walBytes,
     };
     return this.runPlan(await this.planOperation('wal-move', params), f['plan-out']);

@@ -187,8 +187,10 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
     appendEvent(state.dir, { type: 'step-started', step: step.id });
     state.steps.set(step.id, 'running');
     failpoint(step.id, 'started');
+    let applied = false;
     try {
       const outputs = (await def.apply(ctx, step.params)) ?? {};
+      applied = true;
       failpoint(step.id, 'applied');
       const verified = await def.verify(ctx, step.params);
       if (!verified.ok) throw new PgscaleError(`verification failed after "${step.title}": ${verified.detail}`, ExitCode.FailedAfterChange);
@@ -199,8 +201,10 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
       task.title = `${step.title} — ${verified.detail}`;
     } catch (e) {
       const interrupted = opts.signal.aborted;
-      // a step that failed with "no change" has cleaned up after itself: nothing of it remains
-      const clean = e instanceof PgscaleError && e.exitCode === ExitCode.FailedNoChange;
+      // a step that failed with "no change" has cleaned up after itself: nothing of it remains. Once
+      // apply returned, the change is made (a server started): a failing verify, e.g. a connection
+      // error (exit 4 from sql.ts), never makes the step clean
+      const clean = !applied && e instanceof PgscaleError && e.exitCode === ExitCode.FailedNoChange;
       appendEvent(state.dir, { type: 'step-failed', step: step.id, error: interrupted ? 'interrupted' : (e as Error).message, clean });
       state.steps.set(step.id, clean ? 'pending' : 'failed');
       if (interrupted) throw new PgscaleError('interrupted', ExitCode.Interrupted);

@@ -6,9 +6,11 @@
  *
  * Every program runs through a Runner: a local one, or one that reaches another host over ssh.
  */
-import { readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
-import { join } from 'node:path';
-import { ExitCode, PgscaleError } from '../errors.js';
+import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { ExitCode, PgscaleError, refused } from '../errors.js';
+import { lastValues, readConfigTree } from '../config/parse.js';
+import { serverLogPath } from '../cluster/serverLog.js';
 import { userByName } from '../osUser.js';
 import { describeFailure, shellQuote, type Invocation, type OsUser, type Runner } from '../runner.js';
 import { parseControlData, type ControlData } from '../cluster/controlData.js';
@@ -63,6 +65,14 @@ export interface StartOptions {
 }
 
 const DEFAULT_TIMEOUT = 300;
+
+/** The programs of a bindir that server control runs. */
+const SERVER_PROGRAMS = ['postgres', 'pg_ctl', 'pg_controldata', 'pg_isready'];
+
+/** Server programs missing from a bindir ('' or null: every one). */
+export function missingServerPrograms(bindir: string | null): string[] {
+  return SERVER_PROGRAMS.filter((n) => !bindir || !existsSync(join(bindir, n)));
+}
 
 /** The quoted arguments of postmaster.opts: `/usr/lib/postgresql/16/bin/postgres "-D" "/data" "-p" "5433"`. */
 export function parsePostmasterOpts(text: string): string[] {
@@ -157,6 +167,10 @@ export class PostgresServer {
     return this.invocation('pg_ctl', ['reload', '-D', this.id.dataDir]);
   }
 
+  statusInvocation(): Invocation {
+    return this.invocation('pg_ctl', ['status', '-D', this.id.dataDir]);
+  }
+
   private async must(inv: Invocation, what: string, code: ExitCode): Promise<string> {
     const res = await this.runner.run(inv);
     if (res.exitCode !== 0) throw new PgscaleError(`${what}: ${describeFailure(inv, res)}`, code, `the server log is ${this.id.log}`);
@@ -168,7 +182,7 @@ export class PostgresServer {
     const res = await this.runner.run({ program: 'cat', args: [join(this.id.dataDir, 'postmaster.pid')], runAs: this.ownerAccount, cwd: '/' });
     const pidFile = res.exitCode === 0 ? parsePostmasterPid(res.stdout) : undefined;
     if (!pidFile) return { state: 'stopped', pid: undefined, pmStatus: undefined };
-    const st = await this.runner.run(this.invocation('pg_ctl', ['status', '-D', this.id.dataDir]));
+    const st = await this.runner.run(this.statusInvocation());
     // pg_ctl status: 0 running, 3 not running (a stale pid file), 4 no accessible data directory
     return st.exitCode === 0 ? { state: 'running', pid: pidFile.pid, pmStatus: pidFile.status } : { state: 'stale', pid: pidFile.pid, pmStatus: pidFile.status };
   }
@@ -180,6 +194,8 @@ export class PostgresServer {
   /** Starts the server as it ran (or with this start's overrides); a no-op when it already runs. */
   async start(opts: StartOptions = {}, code: ExitCode = ExitCode.FailedAfterChange): Promise<void> {
     if (await this.isRunning()) return;
+    // pg_ctl -l opens the log through the shell: its directory must exist (a state directory may not yet)
+    await this.runner.run({ program: 'mkdir', args: ['-p', '-m', '0700', dirname(this.id.log)], runAs: this.ownerAccount, cwd: '/' });
     await this.must(this.startInvocation(opts), `starting the server of ${this.id.dataDir}`, code);
   }
 
@@ -374,4 +390,56 @@ export async function stopLeftoverPostmasters(dataDirs: readonly string[], timeo
   for (const pm of found.filter((p) => alive(p.pid))) signal(pm.pid, 'SIGQUIT');
   while (found.some((pm) => alive(pm.pid)) && Date.now() < deadline + 10_000) await new Promise((r) => setTimeout(r, 100));
   return found;
+}
+
+/** The options a data directory's postmaster was started with (its live argv, else postmaster.opts), -D removed. */
+export function startedOptions(dataDir: string): string[] {
+  return withoutDataDir((startFacts(dataDir).argv ?? []).slice(1));
+}
+
+/** The last value of every setting in the configuration files: postgresql.conf with its includes, then postgresql.auto.conf. */
+function configuredSettings(configFile: string, dataDir: string): Map<string, string> {
+  try {
+    const auto = join(dataDir, 'postgresql.auto.conf');
+    return new Map([...lastValues([...readConfigTree(configFile), ...(existsSync(auto) ? readConfigTree(auto) : [])])].map(([k, v]) => [k, v.value]));
+  } catch {
+    return new Map(); // unreadable files: the command line and postmaster.pid still tell
+  }
+}
+
+/** A cluster on this host as planning knows it. */
+export interface LocalCluster {
+  dataDir: string;
+  bindir: string;
+  owner: OsUser;
+  /** Where the layout puts postgresql.conf (Debian: /etc/postgresql/…): a config_file on the command line wins. */
+  configFile: string;
+  running: boolean;
+  /** pgscale's state directory: the server log's last resort. */
+  stateDir: string;
+}
+
+/**
+ * A local cluster's whole identity, gathered when a run is planned: config_file from its command
+ * line (else the layout's), port, sockets and listen addresses from the command line, PGPORT or the
+ * files it reads (includes, postgresql.auto.conf), and a server log outside the data directory.
+ * Refused when a running server could not be started again because the owner can write no log.
+ */
+export async function gatherClusterIdentity(c: LocalCluster, runner: Runner): Promise<ServerIdentity> {
+  const options = startedOptions(c.dataDir);
+  const configFile = optionValue(options, 'config_file') ?? c.configFile;
+  const files = configuredSettings(configFile, c.dataDir);
+  const setting = (name: string) => optionValue(options, name) ?? files.get(name);
+  const log = await serverLogPath(runner, { dataDir: c.dataDir, owner: c.owner, setting, stateDir: c.stateDir });
+  if (!log && c.running) {
+    throw refused(`no place for the server log: ${c.owner.name} cannot write beside ${c.dataDir}, logging_collector is off, and pgscale's state directory is not ${c.owner.name}'s`, `turn logging_collector on, let ${c.owner.name} write ${dirname(c.dataDir)}, or run pgscale as ${c.owner.name}`);
+  }
+  return gatherIdentity({
+    dataDir: c.dataDir,
+    bindir: c.bindir,
+    owner: c.owner.name,
+    configured: { port: files.get('port'), unix_socket_directories: files.get('unix_socket_directories'), listen_addresses: files.get('listen_addresses') },
+    configFile: configFile === join(c.dataDir, 'postgresql.conf') ? null : configFile,
+    log: log?.path ?? '',
+  });
 }

@@ -4,7 +4,6 @@
  * recommendations and what they change; then the parameters of the `tune` (or `tune-restore`)
  * operation for the areas the DBA accepted.
  */
-import { serverLogPath } from '../cluster/serverLog.js';
 import { existsSync, readFileSync, realpathSync, statfsSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import type { AuditSink } from '../audit.js';
@@ -24,6 +23,7 @@ import { detectStorage } from '../host/storage.js';
 import { userByName } from '../osUser.js';
 import { listRuns } from '../pipeline/journal.js';
 import type { Runner, OsUser } from '../runner.js';
+import { gatherClusterIdentity, optionValue, startedOptions, type ServerIdentity } from '../server/postgres.js';
 import { statements } from '../sql.js';
 import { allChanges, planChanges, precedenceNotes, type AreaChanges, type SettingChange, type TuneTarget } from './diff.js';
 import { applyEdits, sha256, type FileEdit } from './edits.js';
@@ -100,30 +100,15 @@ export interface TuneCluster {
   /** postgres and pg_ctl of the cluster's major version, when installed here. */
   serverBindir: string | null;
   running: boolean;
+  /** The local server as it runs (options, port, sockets, listen addresses, config file, log): restarts repeat it. */
+  identity: ServerIdentity | null;
   server: ServerSetting[] | undefined;
   /** ALTER SYSTEM may be used (running, superuser, allow_alter_system). */
   alterSystem: boolean;
   notes: string[];
 }
 
-/** config_file from postmaster.opts (-c config_file=… / --config-file=…), for a stopped server started elsewhere. */
-function configFileFromOpts(dataDir: string): string | undefined {
-  let text: string;
-  try {
-    text = readFileSync(join(dataDir, 'postmaster.opts'), 'utf8');
-  } catch {
-    return undefined;
-  }
-  const args = [...text.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]!);
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const inline = /^(?:-c|--)config[-_]file=(.+)$/.exec(a) ?? (a === '-c' ? /^config[-_]file=(.+)$/.exec(args[i + 1] ?? '') : null);
-    if (inline) return inline[1];
-  }
-  return undefined;
-}
-
-export async function readTuneCluster(opts: { pgdata?: string; bindir?: string; dsn?: string; runner: Runner; audit?: AuditSink }): Promise<TuneCluster> {
+export async function readTuneCluster(opts: { pgdata?: string; bindir?: string; dsn?: string; runner: Runner; audit?: AuditSink; stateDir: string }): Promise<TuneCluster> {
   const resolved = await resolveTarget({ pgdata: opts.pgdata, bindir: opts.bindir, dsn: opts.dsn, runner: opts.runner, audit: opts.audit });
   const info = resolved.cluster;
   const notes: string[] = [];
@@ -154,14 +139,16 @@ export async function readTuneCluster(opts: { pgdata?: string; bindir?: string; 
   const major = info?.major ?? (versionNum ? Math.floor(Number(versionNum) / 10000) : NaN);
   if (!KNOWN_MAJORS.includes(major)) throw badInput(`PostgreSQL ${major} has no settings catalog in pgscale; known: ${KNOWN_MAJORS.join(', ')}`);
   let configFile = '';
-  if (info) configFile = server?.find((s) => s.name === 'config_file')?.setting ?? configFileFromOpts(info.dataDir) ?? info.configFile;
+  // a stopped server's config_file comes from the command line it last ran with
+  if (info) configFile = server?.find((s) => s.name === 'config_file')?.setting ?? optionValue(startedOptions(info.dataDir), 'config_file') ?? info.configFile;
   const owner = info ? (userByName(info.owner) ?? null) : null;
   let serverBindir: string | null = info?.bindir ?? null;
   if (opts.bindir && info && !serverBindir) {
     const inst = (await findInstallations(opts.runner, [opts.bindir])).find((i) => i.bindir === opts.bindir);
     if (inst?.major === info.major) serverBindir = opts.bindir;
   }
-  return { info, access: resolved.access, lockKey: resolved.lockKey, major, dataDir: info?.dataDir ?? null, configFile, owner, serverBindir, running, server, alterSystem, notes };
+  const identity = info && owner && serverBindir ? await gatherClusterIdentity({ dataDir: info.dataDir, bindir: serverBindir, owner, configFile, running, stateDir: opts.stateDir }, opts.runner) : null;
+  return { info, access: resolved.access, lockKey: resolved.lockKey, major, dataDir: info?.dataDir ?? null, configFile, owner, serverBindir, running, identity, server, alterSystem, notes };
 }
 
 // ---------------------------------------------------------------- the system profile
@@ -371,12 +358,12 @@ function plannedFile(path: string, role: string, edits: FileEdit[]): { file: Pla
 }
 
 
-function requireLocal(c: TuneCluster): { dataDir: string; owner: OsUser; bindir: string } {
+function requireLocal(c: TuneCluster): { dataDir: string; owner: OsUser; bindir: string; identity: ServerIdentity } {
   if (!c.dataDir || !c.owner) {
     throw badInput('applying needs the cluster\'s data directory on this host (--pgdata): pgscale backs up, edits and validates its files', 'run pgscale on the database host, or use --format sql and apply the statements yourself');
   }
-  if (!c.serverBindir) throw badInput(`no PostgreSQL ${c.major} server programs (postgres, pg_ctl) found to validate the configuration with`, 'pass --bindir');
-  return { dataDir: c.dataDir, owner: c.owner, bindir: c.serverBindir };
+  if (!c.serverBindir || !c.identity) throw badInput(`no PostgreSQL ${c.major} server programs (postgres, pg_ctl) found to validate the configuration with`, 'pass --bindir');
+  return { dataDir: c.dataDir, owner: c.owner, bindir: c.serverBindir, identity: c.identity };
 }
 
 export interface Accepted {
@@ -385,9 +372,9 @@ export interface Accepted {
 }
 
 /** The `tune` operation's parameters for the accepted areas. */
-export async function tuneParams(d: TuneDecision, accepted: Accepted, runner: Runner): Promise<TuneParams> {
+export function tuneParams(d: TuneDecision, accepted: Accepted): TuneParams {
   const c = d.cluster;
-  const { dataDir, owner, bindir } = requireLocal(c);
+  const { dataDir, owner, bindir, identity } = requireLocal(c);
   const changes = allChanges(d.areas).filter((s) => accepted.areas.has(s.area));
   if (changes.length === 0) throw refused('no change accepted: nothing to apply');
   const configDir = dirname(c.configFile);
@@ -465,7 +452,7 @@ export async function tuneParams(d: TuneDecision, accepted: Accepted, runner: Ru
     restart,
     pendingBefore: (c.server ?? []).filter((s) => s.pending_restart).map((s) => s.name),
     watch: d.effective.files,
-    serverLog: await serverLogPath(runner, dataDir, owner),
+    server: identity,
     restoredRun: null,
     summary: `pgscale tune of ${dataDir} (PostgreSQL ${c.major}, ${d.set.profile.workload}): ${changes.length} setting(s) in ${[...new Set(changes.map((s) => s.area))].join(', ')} written to ${where}${auto.length && d.target !== 'sql' ? ` (${auto.length} through postgresql.auto.conf, which would override them)` : ''}; ${restartText}`,
   };
@@ -494,8 +481,8 @@ function runToRestore(stateDir: string, dataDir: string): { id: string; dir: str
   return { id: last.id, dir: last.dir, params: last.plan.params as TuneParams };
 }
 
-export async function decideRestore(cluster: TuneCluster, stateDir: string, restartConsent: boolean, runner: Runner): Promise<RestoreDecision> {
-  const { dataDir, owner, bindir } = requireLocal(cluster);
+export function decideRestore(cluster: TuneCluster, stateDir: string, restartConsent: boolean): RestoreDecision {
+  const { dataDir, owner, bindir, identity } = requireLocal(cluster);
   const run = runToRestore(stateDir, dataDir);
   const manifest = readBackupManifest(run.dir);
   if (!manifest) throw refused(`run ${run.id} has no backup manifest in ${join(run.dir, 'backup')}`);
@@ -554,7 +541,7 @@ export async function decideRestore(cluster: TuneCluster, stateDir: string, rest
     restart,
     pendingBefore: (cluster.server ?? []).filter((s) => s.pending_restart).map((s) => s.name),
     watch: readEffectiveConfig({ configFile: cluster.configFile, dataDir, catalog }).files,
-    serverLog: await serverLogPath(runner, dataDir, owner),
+    server: identity,
     restoredRun: run.id,
     summary:
       `restore the configuration files of ${dataDir} as they were before pgscale tune run ${run.id}, byte for byte` +

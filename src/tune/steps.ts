@@ -8,7 +8,8 @@
  *            server reads the new files (syntax, names, ranges) BEFORE any reload or restart; a
  *            rejection puts the previous files back at once;
  *   reload   pg_reload_conf(), then the reload-context settings must show;
- *   restart  only with consent (--yes or the prompt): pg_ctl restart -m fast;
+ *   restart  only with consent (--yes or the prompt): a fast stop, then a start with the server's
+ *            whole identity (options, port, sockets, listen addresses, config file) as planned;
  *   verify   pg_settings shows every value (close-enough rule), nothing is pending_restart that
  *            should not be, and the server reports no configuration file errors.
  */
@@ -25,7 +26,8 @@ import { writeFileAtomic } from '../pipeline/journal.js';
 import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext } from '../pipeline/step.js';
 import { fsyncPath } from '../files.js';
-import { describeFailure, type Invocation, type OsUser, type Runner } from '../runner.js';
+import type { Invocation, OsUser, Runner } from '../runner.js';
+import { describeListening, missingServerPrograms, PostgresServer, type ServerIdentity } from '../server/postgres.js';
 import { statements, type Db } from '../sql.js';
 import { SESSION_SOURCES, serverValue } from './effective.js';
 import { applyEdits, sha256, textOf, type FileEdit } from './edits.js';
@@ -70,8 +72,8 @@ export interface TuneParams extends JsonObject {
   pendingBefore: string[];
   /** Every configuration file the effective configuration was read from (fingerprinted). */
   watch: string[];
-  /** pg_ctl -l for a restart. */
-  serverLog: string;
+  /** The server as it ran when planned: a restart (or a rollback's start) brings it back exactly so. */
+  server: ServerIdentity;
   /** --restore: the tune run whose backup is put back. */
   restoredRun: string | null;
   summary: string;
@@ -94,8 +96,10 @@ export function postgresCArgs(p: Pick<TuneParams, 'dataDir' | 'configFile'>, nam
   return [...args, '-C', name];
 }
 
-const restartInvocation = (p: TuneParams) => asOwner(p, 'pg_ctl', ['restart', '-D', p.dataDir, '-m', 'fast', '-w', '-t', '300', '-l', p.serverLog]);
-const startInvocation = (p: TuneParams) => asOwner(p, 'pg_ctl', ['start', '-D', p.dataDir, '-w', '-t', '300', '-l', p.serverLog]);
+const serverOf = (runner: Runner, p: TuneParams) => new PostgresServer(p.server, runner);
+const serverRunning = (runner: Runner, p: TuneParams) => serverOf(runner, p).isRunning();
+/** A fast stop (no immediate one: nobody consented to crash recovery), then a start as the server ran. */
+const restartServer = (ctx: StepContext, p: TuneParams) => serverOf(ctx.runner, p).restart({ timeoutSeconds: 300 }, { timeoutSeconds: 300, signal: ctx.signal });
 
 export function fileState(path: string): FileState {
   try {
@@ -127,16 +131,6 @@ function writeBytesAtomic(path: string, data: Buffer, mode: number, uid: number,
 
 const withDb = <T>(ctx: StepContext, p: TuneParams, use: (db: Db) => Promise<T>): Promise<T> => withAccess(ctx, p.access, use);
 
-async function serverRunning(runner: Runner, p: TuneParams): Promise<boolean> {
-  const res = await runner.run(asOwner(p, 'pg_ctl', ['status', '-D', p.dataDir]));
-  return res.exitCode === 0;
-}
-
-async function must(ctx: StepContext, inv: Invocation, what: string): Promise<string> {
-  const res = await ctx.runner.run({ ...inv, signal: ctx.signal });
-  if (res.exitCode !== 0) throw new PgscaleError(`${what}: ${describeFailure(inv, res)}`, ExitCode.FailedAfterChange);
-  return res.stdout;
-}
 
 // ---------------------------------------------------------------- backup
 
@@ -378,7 +372,7 @@ export const writeStep = defineStep<TuneParams>({
     const restored = restoreBackup(ctx.runDir);
     if (!p.running) return;
     if (!(await serverRunning(ctx.runner, p))) {
-      await must(ctx, startInvocation(p), 'start the server again with the previous configuration');
+      await serverOf(ctx.runner, p).start({ timeoutSeconds: 300, signal: ctx.signal });
       return;
     }
     await withDb(ctx, p, (db) => db.query(statements.reloadConf()));
@@ -386,7 +380,7 @@ export const writeStep = defineStep<TuneParams>({
     const restarted = ctx.outputs.get('restart')?.restarted === true;
     if (restarted && restored.length) {
       const pending = await pendingRestart(ctx, p);
-      if (pending.length) await must(ctx, restartInvocation(p), 'restart with the previous configuration');
+      if (pending.length) await restartServer(ctx, p);
     }
   },
   rollbackNote: (p) => `put every file back from the backup byte for byte${p.running ? ', reload (and restart if this run restarted)' : ''}`,
@@ -438,7 +432,7 @@ export const validateStep = defineStep<TuneParams>({
   kind: 'tune.validate',
   title: () => 'Validate with the real server (postgres -C) before any reload or restart',
   async check(_ctx, p) {
-    const missing = ['postgres', 'pg_ctl'].filter((n) => !existsSync(join(p.bindir, n)));
+    const missing = missingServerPrograms(p.bindir);
     return [missing.length ? fail('server programs', `${missing.join(', ')} missing from ${p.bindir}: pass --bindir`) : pass('server programs', `postgres and pg_ctl of ${p.major} in ${p.bindir}`)];
   },
   async plan(_ctx, p) {
@@ -538,20 +532,26 @@ export const reloadStep = defineStep<TuneParams>({
 
 export const restartStep = defineStep<TuneParams>({
   kind: 'tune.restart',
-  title: (p) => `Restart the server (pg_ctl restart -m fast) for ${p.expect.filter((e) => e.restart).map((e) => e.name).join(', ')}`,
+  title: (p) => `Restart the server (fast stop, then start as it ran) for ${p.expect.filter((e) => e.restart).map((e) => e.name).join(', ')}`,
   downtime: true,
   async check(_ctx, p) {
-    return [info('restart consented', `restart-context settings: ${p.expect.filter((e) => e.restart).map((e) => e.name).join(', ')}; the server log goes to ${p.serverLog}`)];
+    return [
+      info('restart consented', `restart-context settings: ${p.expect.filter((e) => e.restart).map((e) => e.name).join(', ')}; the server log goes to ${p.server.log}`),
+      info('started as it runs', `${describeListening(p.server)}; options ${p.server.options.join(' ') || '(none besides -D)'}${p.server.configFile ? `; config_file ${p.server.configFile}` : ''}`),
+    ];
   },
-  async plan(_ctx, p) {
-    const inv = restartInvocation(p);
+  async plan(ctx, p) {
+    const server = serverOf(ctx.runner, p);
+    const stop = server.stopInvocation('fast', 300);
+    const start = server.startInvocation({ timeoutSeconds: 300 });
     return [
       { kind: 'service', action: 'restart', target: p.dataDir, note: 'sessions are disconnected; the configuration was validated first' },
-      { kind: 'command', argv: [inv.program, ...inv.args], runAs: p.owner },
+      { kind: 'command', argv: [stop.program, ...stop.args], runAs: p.owner },
+      { kind: 'command', argv: [start.program, ...start.args], runAs: p.owner, note: `back where clients found it: ${describeListening(p.server)}` },
     ];
   },
   async apply(ctx, p) {
-    await must(ctx, restartInvocation(p), 'restart the server');
+    await restartServer(ctx, p);
     return { restarted: true };
   },
   async verify(ctx, p) {
@@ -597,7 +597,8 @@ export const verifyStep = defineStep<TuneParams>({
   title: () => 'Verify pg_settings: every value in effect, or pending a restart only where none was consented',
   check: async () => [],
   async plan(_ctx, p) {
-    if (!p.running) return [{ kind: 'command', argv: [join(p.bindir, 'pg_ctl'), 'status', '-D', p.dataDir], runAs: p.owner, note: 'the server is stopped: the new values take effect when it starts (validated with postgres -C)' }];
+    const status = serverOf(_ctx.runner, p).statusInvocation();
+    if (!p.running) return [{ kind: 'command', argv: [status.program, ...status.args], runAs: p.owner, note: 'the server is stopped: the new values take effect when it starts (validated with postgres -C)' }];
     return [{ kind: 'sql', target: `${p.access.host}:${p.access.port}`, sql: statements.allSettings().text, note: 'values compared with the close-enough rule; pending_restart only where a restart was not consented' }];
   },
   async apply(ctx, p) {

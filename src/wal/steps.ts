@@ -13,10 +13,9 @@
  * At every instant one of them is complete WAL the server can start from, so a crash anywhere
  * leaves a state that `pgscale resume` finishes and `pgscale rollback` undoes.
  */
-import { accessSync, constants, existsSync, readFileSync, readdirSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, statfsSync, symlinkSync, unlinkSync } from 'node:fs';
+import { accessSync, constants, existsSync, readdirSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, statfsSync, symlinkSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type ClusterAccess, withDb } from '../cluster/access.js';
-import { parseControlData } from '../cluster/controlData.js';
 import { lastValues, readConfigTree } from '../config/parse.js';
 import { ExitCode, PgscaleError } from '../errors.js';
 import { formatBytes } from '../format.js';
@@ -25,7 +24,8 @@ import { detectStorage } from '../host/storage.js';
 import { currentUser, userByName } from '../osUser.js';
 import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext, type StepData } from '../pipeline/step.js';
-import { describeFailure, isRoot, type Invocation, type OsUser, type Runner } from '../runner.js';
+import { isRoot, type Invocation, type OsUser, type Runner } from '../runner.js';
+import { describeListening, missingServerPrograms, PostgresServer, type ServerIdentity } from '../server/postgres.js';
 import { statements } from '../sql.js';
 import { compareTrees, copyTree, directoryBytes, emptyDirectory, ensureDirectory, isMountPoint, lexists, lstatOrUndefined, mirrorTree } from './files.js';
 import { fsyncPath, isInside } from '../files.js';
@@ -36,8 +36,12 @@ export interface WalMoveParams extends JsonObject {
   /** The data directory, symlinks resolved. */
   dataDir: string;
   major: number;
-  /** pg_ctl and pg_controldata of the cluster's major version; null when none is installed. */
-  bindir: string | null;
+  /**
+   * The server as it runs (bindir — '' when no installation of its major is found —, options,
+   * port, sockets, listen addresses, config file, log), gathered when the plan was made: it is
+   * started again exactly so.
+   */
+  server: ServerIdentity;
   /** The data directory's owner: programs run as it, the new WAL directory belongs to it. */
   owner: string;
   /** How to reach the server over SQL once it runs (socket and port from its configuration). */
@@ -54,11 +58,8 @@ export interface WalMoveParams extends JsonObject {
   role: 'primary' | 'standby';
   /** Accept a --to directory on the data directory's device. */
   force: boolean;
+  /** The postgresql.conf the server reads (for max_wal_size when it is stopped). */
   configFile: string;
-  /** Options the server was started with (from postmaster.opts, -D removed), passed again with pg_ctl -o. */
-  startOptions: string[];
-  /** pg_ctl -l: the server's log file when pgscale starts it. */
-  serverLog: string;
   /** Size of the WAL when the plan was made, for the estimates. */
   walBytes: number;
 }
@@ -88,47 +89,27 @@ function ownerOf(p: WalMoveParams): OsUser {
 /** Whom to give new files: the owner when we are root; nobody (files are already ours) when we are the owner. */
 const chownTo = (p: WalMoveParams): OsUser | undefined => (isRoot() ? ownerOf(p) : undefined);
 
-const program = (p: WalMoveParams, name: string) => join(p.bindir ?? '', name);
 const asOwner = (p: WalMoveParams, prog: string, args: string[], extra: Partial<Invocation> = {}): Invocation => ({ program: prog, args, runAs: ownerOf(p), env: { LC_ALL: 'C' }, ...extra });
 
-/** pg_ctl -o takes one string the shell splits: every option single-quoted. */
-const shellQuote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
-
-export const stopInvocation = (p: WalMoveParams): Invocation => asOwner(p, program(p, 'pg_ctl'), ['stop', '-D', p.dataDir, '-m', 'fast', '-w', '-t', '600']);
-export function startInvocation(p: WalMoveParams): Invocation {
-  const args = ['start', '-D', p.dataDir, '-w', '-t', '600', '-l', p.serverLog];
-  if (p.startOptions.length) args.push('-o', p.startOptions.map(shellQuote).join(' '));
-  return asOwner(p, program(p, 'pg_ctl'), args);
-}
-
-async function must(ctx: StepContext, inv: Invocation, what: string, code: ExitCode = ExitCode.FailedAfterChange): Promise<string> {
-  const res = await ctx.runner.run(inv);
-  if (res.exitCode !== 0) throw new PgscaleError(`${what}: ${describeFailure(inv, res)}`, code);
-  return res.stdout;
-}
-
-/** pg_ctl status: 0 running, 3 not running. */
-async function serverRunning(runner: Runner, p: WalMoveParams): Promise<boolean> {
-  const res = await runner.run(asOwner(p, program(p, 'pg_ctl'), ['status', '-D', p.dataDir]));
-  return res.exitCode === 0;
-}
+const STOP_SECONDS = 600;
+const serverOf = (runner: Runner, p: WalMoveParams) => new PostgresServer(p.server, runner);
+const serverRunning = (runner: Runner, p: WalMoveParams) => serverOf(runner, p).isRunning();
 
 async function controlData(runner: Runner, p: WalMoveParams) {
-  if (!p.bindir || !existsSync(join(p.dataDir, 'global', 'pg_control'))) return undefined;
-  const res = await runner.run(asOwner(p, program(p, 'pg_controldata'), ['-D', p.dataDir]));
-  return res.exitCode === 0 ? parseControlData(res.stdout) : undefined;
+  if (!p.server.bindir || !existsSync(join(p.dataDir, 'global', 'pg_control'))) return undefined;
+  return serverOf(runner, p).controlData();
 }
 
 const cleanlyShutDown = (state: string | undefined) => state === 'shut down' || state === 'shut down in recovery';
 
-async function stopServer(ctx: StepContext, p: WalMoveParams, code: ExitCode = ExitCode.FailedAfterChange): Promise<void> {
-  await must(ctx, stopInvocation(p), 'stopping the server', code);
+/** Fast shutdown; no immediate one: nobody consented to a crash recovery. */
+async function stopServer(ctx: StepContext, p: WalMoveParams): Promise<void> {
+  await serverOf(ctx.runner, p).stop({ timeoutSeconds: STOP_SECONDS });
 }
 
+/** Starts the server as it ran when the plan was made: same options, port, sockets, listen addresses, config file. */
 async function startServer(ctx: StepContext, p: WalMoveParams): Promise<void> {
-  const logDir = dirname(p.serverLog);
-  if (!existsSync(logDir)) ensureDirectory(logDir, chownTo(p), 0o700);
-  await must(ctx, startInvocation(p), 'starting the server');
+  await serverOf(ctx.runner, p).start({ timeoutSeconds: STOP_SECONDS, signal: ctx.signal });
 }
 
 /** Refuses to touch WAL files under a running server. */
@@ -195,12 +176,12 @@ export async function walMoveChecks(ctx: StepContext, p: WalMoveParams): Promise
   const out: CheckResult[] = [];
   out.push(existsSync(join(p.dataDir, 'PG_VERSION')) ? check.pass('cluster', `PostgreSQL ${p.major} cluster in ${p.dataDir}, owned by ${p.owner}`) : check.fail('cluster', `${p.dataDir} is no longer a data directory`));
   if (p.major < 10) out.push(check.fail('version', `PostgreSQL ${p.major} keeps its WAL in pg_xlog: pgscale moves pg_wal (10 and later)`));
-  const missing = ['pg_ctl', 'pg_controldata'].filter((n) => !p.bindir || !existsSync(join(p.bindir, n)));
+  const missing = missingServerPrograms(p.server.bindir);
   if (missing.length) {
-    out.push(check.fail('server programs', p.bindir ? `${missing.join(', ')} missing from ${p.bindir}` : `no PostgreSQL ${p.major} installation found (pg_ctl, pg_controldata): pass --bindir`));
+    out.push(check.fail('server programs', p.server.bindir ? `${missing.join(', ')} missing from ${p.server.bindir}` : `no PostgreSQL ${p.major} installation found (${missing.join(', ')}): pass --bindir`));
     return out;
   }
-  out.push(check.pass('server programs', `pg_ctl and pg_controldata of ${p.major} in ${p.bindir}`));
+  out.push(check.pass('server programs', `pg_ctl and pg_controldata of ${p.major} in ${p.server.bindir}`));
 
   // the server: running or cleanly stopped, primary or standby
   const running = await serverRunning(ctx.runner, p);
@@ -291,8 +272,9 @@ export async function walMoveChecks(ctx: StepContext, p: WalMoveParams): Promise
     out.push(free >= need ? check.pass('free space', detail) : check.fail('free space', `not enough: ${detail}`));
   }
   if (p.wasRunning) {
-    const logDir = dirname(p.serverLog);
-    out.push(check.info('server log', `pgscale starts the server with pg_ctl -l ${p.serverLog}${existsSync(logDir) ? '' : ` (${logDir} is created)`}`));
+    out.push(check.info('started as it runs', `${describeListening(p.server)}; options ${p.server.options.join(' ') || '(none besides -D)'}${p.server.configFile ? `; config_file ${p.server.configFile}` : ''}`));
+    const logDir = dirname(p.server.log);
+    out.push(check.info('server log', `pgscale starts the server with pg_ctl -l ${p.server.log}${existsSync(logDir) ? '' : ` (${logDir} is created)`}`));
   }
   return out;
 }
@@ -304,9 +286,13 @@ export const stopStep = defineStep<WalMoveParams>({
   title: (p) => (p.wasRunning ? 'Stop the server (pg_ctl stop -m fast): downtime starts' : 'Confirm the server is stopped cleanly'),
   downtime,
   check: walMoveChecks,
-  async plan(_ctx, p) {
-    if (!p.wasRunning) return [{ kind: 'command', argv: [program(p, 'pg_controldata'), '-D', p.dataDir], runAs: p.owner, note: 'checks the cluster state is "shut down"; nothing is changed' }];
-    const inv = stopInvocation(p);
+  async plan(ctx, p) {
+    const server = serverOf(ctx.runner, p);
+    if (!p.wasRunning) {
+      const inv = server.invocation('pg_controldata', ['-D', p.dataDir]);
+      return [{ kind: 'command', argv: [inv.program, ...inv.args], runAs: p.owner, note: 'checks the cluster state is "shut down"; nothing is changed' }];
+    }
+    const inv = server.stopInvocation('fast', STOP_SECONDS);
     return [{ kind: 'command', argv: [inv.program, ...inv.args], runAs: p.owner, note: 'a fast shutdown: sessions are ended, a shutdown checkpoint is written' }];
   },
   async apply(ctx, p) {
@@ -330,7 +316,7 @@ export const stopStep = defineStep<WalMoveParams>({
   async rollback(ctx, p) {
     if (p.wasRunning && !(await serverRunning(ctx.runner, p))) await startServer(ctx, p);
   },
-  rollbackNote: (p) => (p.wasRunning ? 'start the server again (pg_ctl start), as it was' : 'nothing: the server stays stopped'),
+  rollbackNote: (p) => (p.wasRunning ? `start the server again as it ran: ${describeListening(p.server)}` : 'nothing: the server stays stopped'),
   estimateSeconds: (p) => (p.wasRunning ? 10 : 1),
 });
 
@@ -463,9 +449,9 @@ export const startStep = defineStep<WalMoveParams>({
   title: () => 'Start the server and see it write WAL at the new location: downtime ends',
   downtime: true,
   check: async () => [],
-  async plan(_ctx, p) {
-    const inv = startInvocation(p);
-    const actions: PlannedAction[] = [{ kind: 'command', argv: [inv.program, ...inv.args], runAs: p.owner, note: `options from postmaster.opts${p.startOptions.length ? '' : ' (none besides -D)'}` }];
+  async plan(ctx, p) {
+    const inv = serverOf(ctx.runner, p).startInvocation({ timeoutSeconds: STOP_SECONDS });
+    const actions: PlannedAction[] = [{ kind: 'command', argv: [inv.program, ...inv.args], runAs: p.owner, note: `started as it ran when planned: ${describeListening(p.server)}` }];
     if (p.role === 'primary') {
       for (const st of [statements.walMarker(), statements.walSwitch(), statements.checkpoint(), statements.currentWalFile()]) actions.push({ kind: 'sql', target: `${p.access.host}:${p.access.port}`, sql: st.text });
       actions[1]!.note = `a WAL record, a switch to a new WAL file and a checkpoint: the completed and the new WAL file must both be in ${p.target}`;
@@ -475,7 +461,12 @@ export const startStep = defineStep<WalMoveParams>({
   async apply(ctx, p) {
     if (!swapped(p)) throw new PgscaleError(`${pgWal(p)} is not the new WAL location: not starting the server`, ExitCode.FailedAfterChange);
     if (!(await serverRunning(ctx.runner, p))) await startServer(ctx, p);
-    return proveWalAtTarget(ctx, p);
+    try {
+      return await proveWalAtTarget(ctx, p);
+    } catch (e) {
+      // the server runs now: whatever fails here (a connection error says "no change") fails after a change
+      throw new PgscaleError(`the server runs again, but: ${(e as Error).message}`, ExitCode.FailedAfterChange, e instanceof PgscaleError ? e.hint : undefined);
+    }
   },
   async verify(ctx, p) {
     if (!(await serverRunning(ctx.runner, p))) return { ok: false, detail: 'the server is not running' };
@@ -559,28 +550,8 @@ export const walMoveOperation = defineOperation<WalMoveParams>({
       systemIdentifier: control?.systemIdentifier ?? null,
       walLocation: lexists(pgWal(p)) ? realpathSync(pgWal(p)) : null,
       walIsSymlink: lstatOrUndefined(pgWal(p))?.isSymbolicLink() ?? false,
-      running: p.bindir ? await serverRunning(ctx.runner, p) : null,
+      running: p.server.bindir ? await serverRunning(ctx.runner, p) : null,
       target: p.destination === 'data-dir' ? 'data directory' : !tst ? 'absent' : tst.isDirectory() && readdirSync(p.target).length === 0 ? 'empty' : 'not empty',
     };
   },
 });
-
-/** The options after the program in postmaster.opts (each written "quoted"), without -D DIR. */
-export function startOptionsFrom(dataDir: string, configFile: string): string[] {
-  let opts: string[] | undefined;
-  try {
-    const text = readFileSync(join(dataDir, 'postmaster.opts'), 'utf8');
-    const args = [...text.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]!);
-    opts = [];
-    for (let i = 0; i < args.length; i++) {
-      if (args[i] === '-D') i++;
-      else if (args[i]!.startsWith('-D') && args[i]!.length > 2) continue;
-      else opts.push(args[i]!);
-    }
-  } catch {
-    /* never started, or removed */
-  }
-  if (opts === undefined && configFile !== join(dataDir, 'postgresql.conf')) opts = ['-c', `config_file=${configFile}`];
-  return opts ?? [];
-}
-
