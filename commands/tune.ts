@@ -7,7 +7,7 @@ import '../src/operations.js';
 import type { ExecuteOptions } from '../src/pipeline/execute.js';
 import { writePlanFile } from '../src/pipeline/planFile.js';
 import { askAreas, askRestart } from '../src/tune/ask.js';
-import { checkTuneFlags, decideRestore, decideTune, readTuneCluster, systemProfile, tuneParams, type TuneDecision } from '../src/tune/decide.js';
+import { checkTuneFlags, decideRestore, decideTune, pendingOwnRestarts, readTuneCluster, restartParams, systemProfile, tuneParams, type TuneDecision } from '../src/tune/decide.js';
 import { allChanges, renderDiff, type TuneTarget } from '../src/tune/diff.js';
 import { describeOrigin } from '../src/tune/effective.js';
 import { recommend } from '../src/tune/recommend.js';
@@ -173,7 +173,7 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
       this.say(diff.trimEnd());
     }
     const changes = allChanges(d.areas);
-    if (changes.length === 0) return base;
+    if (changes.length === 0) return d.cluster.running && pendingOwnRestarts(d.areas).length ? this.completeRestart(d, base) : base;
     const running = d.cluster.running;
     const restartNames = (areas: ReadonlySet<TuneArea>) => changes.filter((c) => areas.has(c.area) && c.recommended.restart).map((c) => c.name);
     const every = new Set(changes.map((c) => c.area));
@@ -215,6 +215,26 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
       else this.note(`applied and verified in pg_settings (run ${result.run.runId}; undo with \`pgscale tune --restore\`)`);
     }
     return { ...base, ...result, restartPending };
+  }
+
+  /**
+   * Nothing left to write, but pgscale's settings wait for a restart an earlier run was not allowed
+   * to make: with consent (--yes, or the prompt) this run makes it.
+   */
+  private async completeRestart(d: TuneDecision, base: TuneResult): Promise<TuneResult> {
+    const f = this.flags;
+    const names = pendingOwnRestarts(d.areas).map((s) => s.name);
+    this.note(`\npgscale's settings wait for a server restart: ${names.join(', ')}`);
+    if (f['dry-run']) return { ...base, ...(await this.runPlan(await this.planOperation('tune', restartParams(d)), f['plan-out'])), restartPending: names };
+    const consent = f.yes || (this.canPrompt && (await askRestart(names)));
+    if (!consent) {
+      this.note('not restarted: run again with --yes (or answer yes at a terminal) to restart now');
+      return { ...base, restartPending: names };
+    }
+    this.restartConsented = true;
+    const result = await this.runPlan(await this.planOperation('tune', restartParams(d)), f['plan-out']);
+    if (result.run) this.note(`restarted; ${names.join(', ')} in effect (run ${result.run.runId})`);
+    return { ...base, ...result, restartPending: (result.run?.outputs.verify?.restartPending as string[] | undefined) ?? [] };
   }
 
   private async restore(cluster: Awaited<ReturnType<typeof readTuneCluster>>): Promise<TuneResult> {

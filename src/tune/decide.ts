@@ -458,6 +458,44 @@ export function tuneParams(d: TuneDecision, accepted: Accepted): TuneParams {
   };
 }
 
+/**
+ * Restart-context settings the files already hold at pgscale's recommendation while the server
+ * still waits for a restart to use them — what `--apply` without consent left pending. Nothing is
+ * left to write for them, only the restart to complete.
+ */
+export function pendingOwnRestarts(areas: readonly AreaChanges[]): SettingChange[] {
+  return areas.flatMap((a) => a.settings).filter((s) => s.status === 'keep' && s.recommended.restart && s.current?.origin !== 'command-line' && s.current?.running?.pendingRestart === true);
+}
+
+/** The `tune` operation that only completes a pending restart of pgscale's settings (consent given): nothing is written. */
+export function restartParams(d: TuneDecision): TuneParams {
+  const c = d.cluster;
+  const { dataDir, owner, bindir, identity } = requireLocal(c);
+  const pending = pendingOwnRestarts(d.areas);
+  if (!c.running || pending.length === 0) throw refused('no restart of pgscale\'s settings is pending');
+  return {
+    operation: 'tune',
+    dataDir,
+    configFile: c.configFile,
+    owner: owner.name,
+    bindir,
+    major: c.major,
+    access: c.access,
+    running: true,
+    files: [],
+    createDirs: [],
+    removeDirs: [],
+    alterSystem: [],
+    expect: pending.map((s) => ({ name: s.name, value: s.text, restart: true })),
+    restart: true,
+    pendingBefore: (c.server ?? []).filter((s) => s.pending_restart).map((s) => s.name),
+    watch: d.effective.files,
+    server: identity,
+    restoredRun: null,
+    summary: `complete the restart an earlier pgscale tune run of ${dataDir} left pending: ${pending.map((s) => `${s.name} = ${s.text}`).join(', ')} (already in the files; nothing is written)`,
+  };
+}
+
 // ---------------------------------------------------------------- --restore
 
 export interface RestoreDecision {

@@ -441,9 +441,9 @@ export const validateStep = defineStep<TuneParams>({
   async apply(ctx, p) {
     const problems = await serverReadsFiles(ctx, p);
     if (problems.length) {
-      restoreBackup(ctx.runDir);
+      if (!writesNothing(p)) restoreBackup(ctx.runDir);
       throw new PgscaleError(
-        `the server rejects the new configuration, so the previous files were put back (nothing was reloaded):\n${problems.map((x) => `  - ${x}`).join('\n')}`,
+        `the server rejects ${writesNothing(p) ? 'its configuration files, so it is not restarted' : 'the new configuration, so the previous files were put back (nothing was reloaded)'}:\n${problems.map((x) => `  - ${x}`).join('\n')}`,
         ExitCode.FailedAfterChange,
         'close the run with `pgscale rollback` and report the problem',
       );
@@ -610,13 +610,16 @@ export const verifyStep = defineStep<TuneParams>({
   rollbackNote: () => 'nothing',
 });
 
+/** Nothing to write: a run that only completes a restart an earlier run left pending. */
+const writesNothing = (p: TuneParams) => p.files.length === 0 && p.alterSystem.length === 0 && p.createDirs.length === 0 && p.removeDirs.length === 0;
+
 function tuneSteps(p: TuneParams) {
-  const steps = [
+  const steps = writesNothing(p) ? [] : [
     { id: 'backup', kind: backupStep.kind, params: p },
     { id: 'write', kind: writeStep.kind, params: p },
-    { id: 'validate', kind: validateStep.kind, params: p },
   ];
-  if (p.running) steps.push({ id: 'reload', kind: reloadStep.kind, params: p });
+  steps.push({ id: 'validate', kind: validateStep.kind, params: p });
+  if (p.running && !writesNothing(p)) steps.push({ id: 'reload', kind: reloadStep.kind, params: p });
   if (p.running && p.restart) steps.push({ id: 'restart', kind: restartStep.kind, params: p });
   steps.push({ id: 'verify', kind: verifyStep.kind, params: p });
   return steps;
