@@ -201,7 +201,7 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       // --yes at planning time puts the restart into the plan; `apply` asks for it again (or --yes)
       const dry = await tune(c, ['--dry-run', '--yes', '--plan-out', planFile]);
       assert.equal(dry.code, 0, show(dry));
-      assert.match(dry.stdout, /Restart the server \(pg_ctl restart -m fast\)/);
+      assert.match(dry.stdout, /Restart the server \(fast stop, then start as it ran\)/);
       assert.deepEqual(shas(touched), original);
       const apply = await runCli(['apply', planFile, '--state-dir', state, '--yes', '--json'], { timeoutMs: 180_000 });
       assert.equal(apply.code, 0, show(apply));
