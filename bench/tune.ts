@@ -99,7 +99,7 @@ async function applyConfig(c: TestCluster, config: Config): Promise<void> {
   const lines = Object.entries(config.settings).map(([name, v]) => `${name} = ${confValue(formatValue(v))}`);
   writeFileSync(file, `# bench/tune: ${config.name}\n${lines.join('\n')}\n`);
   chownSync(file, serverUser.uid, serverUser.gid);
-  await must({ program: join(c.bindir, 'pg_ctl'), args: ['restart', '-D', c.pgdata, '-m', 'fast', '-w', '-t', '300', '-l', c.logFile], runAs: serverUser }, `restart with ${config.name}`);
+  await c.server.restart({ timeoutSeconds: 300 }, { timeoutSeconds: 300 });
   const catalog = loadCatalog(VERSION);
   const rows = new Map(
     (await c.sql(`select name || '|' || setting from pg_settings`)).split('\n').map((l) => l.split('|') as [string, string]),

@@ -357,6 +357,11 @@ export interface RunningPostmaster {
  */
 export function postmastersOn(dataDirs: readonly string[]): RunningPostmaster[] {
   const wanted = new Set(dataDirs.map((d) => readOr(() => realpathSync(d), d)));
+  return runningPostmasters().filter((pm) => wanted.has(pm.dataDir));
+}
+
+/** Every postmaster running on this host (a postgres whose parent is not one), with its data directory (its cwd). */
+export function runningPostmasters(): RunningPostmaster[] {
   const out: RunningPostmaster[] = [];
   for (const name of readOr(() => readdirSync('/proc'), [] as string[])) {
     if (!/^\d+$/.test(name)) continue;
@@ -368,14 +373,15 @@ export function postmastersOn(dataDirs: readonly string[]): RunningPostmaster[] 
     const parentComm = readOr(() => readFileSync(`/proc/${m[3]}/comm`, 'utf8').trim(), '');
     if (parentComm === 'postgres' || parentComm === 'postmaster') continue;
     const cwd = readOr(() => readlinkSync(`/proc/${pid}/cwd`), '');
-    if (!wanted.has(cwd)) continue;
+    if (!cwd) continue;
     const argv = readOr(() => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean), [] as string[]);
     out.push({ pid, dataDir: cwd, argv, unsafe: optionValue(argv.slice(1), 'fsync') === 'off' || optionValue(argv.slice(1), 'fsync') === 'false' });
   }
   return out;
 }
 
-const alive = (pid: number) => readOr(() => !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')), false);
+/** A zombie (exited, not yet reaped) counts as gone. */
+export const processAlive = (pid: number) => readOr(() => !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')), false);
 
 /**
  * Stops postmasters left behind by a killed run: SIGINT (fast shutdown), then SIGQUIT (immediate)
@@ -386,9 +392,9 @@ export async function stopLeftoverPostmasters(dataDirs: readonly string[], timeo
   const signal = (pid: number, sig: NodeJS.Signals) => readOr(() => process.kill(pid, sig), undefined);
   for (const pm of found) signal(pm.pid, 'SIGINT');
   const deadline = Date.now() + timeoutMs;
-  while (found.some((pm) => alive(pm.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  for (const pm of found.filter((p) => alive(p.pid))) signal(pm.pid, 'SIGQUIT');
-  while (found.some((pm) => alive(pm.pid)) && Date.now() < deadline + 10_000) await new Promise((r) => setTimeout(r, 100));
+  while (found.some((pm) => processAlive(pm.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  for (const pm of found.filter((p) => processAlive(p.pid))) signal(pm.pid, 'SIGQUIT');
+  while (found.some((pm) => processAlive(pm.pid)) && Date.now() < deadline + 10_000) await new Promise((r) => setTimeout(r, 100));
   return found;
 }
 

@@ -4,14 +4,14 @@
  * Servers run as the unprivileged `postgres` account when the tests run as root.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync, readdirSync, readlinkSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, ZxRunner, describeFailure, type Invocation, type OsUser, type RunResult } from '../../src/runner.js';
 import { currentUser, userByName } from '../../src/osUser.js';
 import { repoRoot } from './paths.js';
 import { freePort } from '../../src/net.js';
-import { PostgresServer, type ServerIdentity } from '../../src/server/postgres.js';
+import { PostgresServer, processAlive, runningPostmasters, type ServerIdentity } from '../../src/server/postgres.js';
 
 export { freePort };
 
@@ -66,32 +66,6 @@ export function teardownAll(): void {
 process.on('exit', teardownAll);
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { teardownAll(); process.exit(130); });
 
-/** Running postmasters (a postgres process whose parent is not postgres) and their data directories. */
-function postmasters(): { pid: number; dataDir: string }[] {
-  const out: { pid: number; dataDir: string }[] = [];
-  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const m = /^\d+ \((.*)\) \S+ (\d+)/.exec(stat);
-      if (m?.[1] !== 'postgres') continue;
-      if (readFileSync(`/proc/${m[2]}/comm`, 'utf8').trim() === 'postgres') continue;
-      out.push({ pid: Number(pid), dataDir: readlinkSync(`/proc/${pid}/cwd`) });
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  return out;
-}
-
-/** A zombie (exited, not yet reaped by its parent) counts as gone. */
-function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
 /** Whether a data directory lives under `dir` or keeps WAL or a tablespace there. */
 function dataDirUses(dataDir: string, dir: string): boolean {
   const under = (p: string) => p === dir || p.startsWith(dir + '/');
@@ -111,7 +85,7 @@ function dataDirUses(dataDir: string, dir: string): boolean {
  * pgscale itself started (an upgraded cluster, a moved one) are not registered anywhere else.
  */
 function stopServersUsing(dir: string): void {
-  for (const pm of postmasters()) {
+  for (const pm of runningPostmasters()) {
     let uses = false;
     try {
       uses = dataDirUses(pm.dataDir, dir);
@@ -124,7 +98,7 @@ function stopServersUsing(dir: string): void {
     } catch {
       continue;
     }
-    for (let i = 0; i < 100 && alive(pm.pid); i++) spawnSync('sleep', ['0.1']);
+    for (let i = 0; i < 100 && processAlive(pm.pid); i++) spawnSync('sleep', ['0.1']);
   }
 }
 

@@ -10,10 +10,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { chownSync, existsSync, readdirSync, readFileSync, renameSync, writeFileSync, appendFileSync } from 'node:fs';
+import { chownSync, existsSync, readdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
-import { createCluster, mkdirOwned, runner, scratchDir, serverUser, teardownAll, type TestCluster } from '../helpers/testbed.js';
+import { dirname, join } from 'node:path';
+import { createCluster, scratchDir, serverUser, teardownAll, type TestCluster } from '../helpers/testbed.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { cliEntry } from '../helpers/paths.js';
 import { hasTmux, killTmux, Terminal } from '../helpers/terminal.js';
@@ -322,12 +322,9 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
 
     before(async () => {
       // postgresql.conf outside the data directory (like /etc/postgresql/17/main), found through pg_settings.config_file
-      c = await createCluster({ version: 17, start: false, conf: ['fsync = off'] });
-      confDir = mkdirOwned(join(c.pgdata, '..', 'etc'));
-      confFile = join(confDir, 'postgresql.conf');
-      renameSync(join(c.pgdata, 'postgresql.conf'), confFile);
-      const start = await runner.run({ program: join(c.bindir, 'pg_ctl'), args: ['-D', c.pgdata, '-o', `-c config_file=${confFile}`, '-l', c.logFile, '-w', 'start'], runAs: serverUser, cwd: '/' });
-      assert.equal(start.exitCode, 0, start.stderr);
+      c = await createCluster({ version: 17, configOutside: true, conf: ['fsync = off'] });
+      confFile = c.configPath;
+      confDir = dirname(confFile);
       files = [confFile, join(c.pgdata, 'postgresql.auto.conf'), join(confDir, 'conf.d', 'pgscale.conf')];
       before0 = shas(files);
     });
