@@ -56,7 +56,7 @@ A stopped cluster is moved the same way and stays stopped. Exit codes: 2 bad inp
       /* the checks say what is wrong with it */
     }
     // the server's identity now, while it runs as its DBA started it: a start after the move repeats it
-    const server = await gatherClusterIdentity({ dataDir: cluster.dataDir, bindir: cluster.bindir ?? '', owner, configFile: cluster.configFile, running: cluster.state === 'running', stateDir: this.stateDirPath }, this.runner);
+    const server = await gatherClusterIdentity({ dataDir: cluster.dataDir, bindir: cluster.bindir ?? '', owner, configFile: cluster.configFile, stateDir: this.stateDirPath }, this.runner);
     const params: WalMoveParams = {
       dataDir: cluster.dataDir,
       major: cluster.major,

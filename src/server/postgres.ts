@@ -8,7 +8,7 @@
  */
 import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ExitCode, PgscaleError, refused } from '../errors.js';
+import { ExitCode, PgscaleError } from '../errors.js';
 import { lastValues, readConfigTree } from '../config/parse.js';
 import { serverLogPath } from '../cluster/serverLog.js';
 import { userByName } from '../osUser.js';
@@ -413,6 +413,10 @@ function configuredSettings(configFile: string, dataDir: string): Map<string, st
   }
 }
 
+/** Why a server has no log (identity.log ''), for the check that refuses to start it. */
+export const noServerLog = (id: ServerIdentity): string =>
+  `no place for the server log: ${id.owner} cannot write beside ${id.dataDir}, logging_collector is off, and pgscale's state directory is not ${id.owner}'s — turn logging_collector on, let ${id.owner} write ${dirname(id.dataDir)}, or run pgscale as ${id.owner}`;
+
 /** A cluster on this host as planning knows it. */
 export interface LocalCluster {
   dataDir: string;
@@ -420,7 +424,6 @@ export interface LocalCluster {
   owner: OsUser;
   /** Where the layout puts postgresql.conf (Debian: /etc/postgresql/…): a config_file on the command line wins. */
   configFile: string;
-  running: boolean;
   /** pgscale's state directory: the server log's last resort. */
   stateDir: string;
 }
@@ -428,8 +431,9 @@ export interface LocalCluster {
 /**
  * A local cluster's whole identity, gathered when a run is planned: config_file from its command
  * line (else the layout's), port, sockets and listen addresses from the command line, PGPORT or the
- * files it reads (includes, postgresql.auto.conf), and a server log outside the data directory.
- * Refused when a running server could not be started again because the owner can write no log.
+ * files it reads (includes, postgresql.auto.conf), and a server log outside the data directory
+ * — '' when the owner can write none: the checks of operations that start the server refuse that
+ * (noServerLog says why).
  */
 export async function gatherClusterIdentity(c: LocalCluster, runner: Runner): Promise<ServerIdentity> {
   const options = startedOptions(c.dataDir);
@@ -437,9 +441,6 @@ export async function gatherClusterIdentity(c: LocalCluster, runner: Runner): Pr
   const files = configuredSettings(configFile, c.dataDir);
   const setting = (name: string) => optionValue(options, name) ?? files.get(name);
   const log = await serverLogPath(runner, { dataDir: c.dataDir, owner: c.owner, setting, stateDir: c.stateDir });
-  if (!log && c.running) {
-    throw refused(`no place for the server log: ${c.owner.name} cannot write beside ${c.dataDir}, logging_collector is off, and pgscale's state directory is not ${c.owner.name}'s`, `turn logging_collector on, let ${c.owner.name} write ${dirname(c.dataDir)}, or run pgscale as ${c.owner.name}`);
-  }
   return gatherIdentity({
     dataDir: c.dataDir,
     bindir: c.bindir,

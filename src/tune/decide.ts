@@ -147,7 +147,7 @@ export async function readTuneCluster(opts: { pgdata?: string; bindir?: string; 
     const inst = (await findInstallations(opts.runner, [opts.bindir])).find((i) => i.bindir === opts.bindir);
     if (inst?.major === info.major) serverBindir = opts.bindir;
   }
-  const identity = info && owner && serverBindir ? await gatherClusterIdentity({ dataDir: info.dataDir, bindir: serverBindir, owner, configFile, running, stateDir: opts.stateDir }, opts.runner) : null;
+  const identity = info && owner && serverBindir ? await gatherClusterIdentity({ dataDir: info.dataDir, bindir: serverBindir, owner, configFile, stateDir: opts.stateDir }, opts.runner) : null;
   return { info, access: resolved.access, lockKey: resolved.lockKey, major, dataDir: info?.dataDir ?? null, configFile, owner, serverBindir, running, identity, server, alterSystem, notes };
 }
 

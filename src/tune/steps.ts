@@ -27,7 +27,7 @@ import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext } from '../pipeline/step.js';
 import { fsyncPath } from '../files.js';
 import type { Invocation, OsUser, Runner } from '../runner.js';
-import { describeListening, missingServerPrograms, PostgresServer, type ServerIdentity } from '../server/postgres.js';
+import { describeListening, missingServerPrograms, noServerLog, PostgresServer, type ServerIdentity } from '../server/postgres.js';
 import { statements, type Db } from '../sql.js';
 import { SESSION_SOURCES, serverValue } from './effective.js';
 import { applyEdits, sha256, textOf, type FileEdit } from './edits.js';
@@ -536,7 +536,7 @@ export const restartStep = defineStep<TuneParams>({
   downtime: true,
   async check(_ctx, p) {
     return [
-      info('restart consented', `restart-context settings: ${p.expect.filter((e) => e.restart).map((e) => e.name).join(', ')}; the server log goes to ${p.server.log}`),
+      p.server.log ? info('restart consented', `restart-context settings: ${p.expect.filter((e) => e.restart).map((e) => e.name).join(', ')}; the server log goes to ${p.server.log}`) : fail('server log', noServerLog(p.server)),
       info('started as it runs', `${describeListening(p.server)}; options ${p.server.options.join(' ') || '(none besides -D)'}${p.server.configFile ? `; config_file ${p.server.configFile}` : ''}`),
     ];
   },
@@ -596,8 +596,8 @@ export const verifyStep = defineStep<TuneParams>({
   kind: 'tune.verify',
   title: () => 'Verify pg_settings: every value in effect, or pending a restart only where none was consented',
   check: async () => [],
-  async plan(_ctx, p) {
-    const status = serverOf(_ctx.runner, p).statusInvocation();
+  async plan(ctx, p) {
+    const status = serverOf(ctx.runner, p).statusInvocation();
     if (!p.running) return [{ kind: 'command', argv: [status.program, ...status.args], runAs: p.owner, note: 'the server is stopped: the new values take effect when it starts (validated with postgres -C)' }];
     return [{ kind: 'sql', target: `${p.access.host}:${p.access.port}`, sql: statements.allSettings().text, note: 'values compared with the close-enough rule; pending_restart only where a restart was not consented' }];
   },
