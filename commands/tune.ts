@@ -211,7 +211,7 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
     const restartPending = (result.run?.outputs.verify?.restartPending as string[] | undefined) ?? [];
     if (result.run) {
       if (!running) this.note(`written; the server is stopped: the settings take effect when it starts`);
-      else if (restartPending.length) this.note(`applied; waiting for a server restart: ${restartPending.join(', ')} (pg_ctl restart, or run again with --yes)`);
+      else if (restartPending.length) this.note(`applied; waiting for a server restart: ${restartPending.join(', ')} (run the same command again with --yes to restart the server as it runs now)`);
       else this.note(`applied and verified in pg_settings (run ${result.run.runId}; undo with \`pgscale tune --restore\`)`);
     }
     return { ...base, ...result, restartPending };

@@ -342,6 +342,11 @@ export function describeListening(id: ServerIdentity): string {
   return `port ${id.port} (${id.origins.port}), sockets in ${id.socketDirs.join(', ') || 'none'} (${id.origins.sockets}), ${tcp} (${id.origins.listen})`;
 }
 
+/** For a plan: where the server listens (and why), the options it is started with, its config_file. */
+export function describeStart(id: ServerIdentity): string {
+  return `${describeListening(id)}; options ${id.options.join(' ') || '(none besides -D)'}${id.configFile ? `; config_file ${id.configFile}` : ''}`;
+}
+
 /** A postmaster found running on a data directory, however it was started (pg_ctl detaches servers). */
 export interface RunningPostmaster {
   pid: number;

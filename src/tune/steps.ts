@@ -27,7 +27,7 @@ import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext } from '../pipeline/step.js';
 import { fsyncPath } from '../files.js';
 import type { Invocation, OsUser, Runner } from '../runner.js';
-import { describeListening, missingServerPrograms, noServerLog, PostgresServer, type ServerIdentity } from '../server/postgres.js';
+import { describeListening, describeStart, missingServerPrograms, noServerLog, PostgresServer, type ServerIdentity } from '../server/postgres.js';
 import { statements, type Db } from '../sql.js';
 import { SESSION_SOURCES, serverValue } from './effective.js';
 import { applyEdits, sha256, textOf, type FileEdit } from './edits.js';
@@ -537,7 +537,7 @@ export const restartStep = defineStep<TuneParams>({
   async check(_ctx, p) {
     return [
       p.server.log ? info('restart consented', `restart-context settings: ${p.expect.filter((e) => e.restart).map((e) => e.name).join(', ')}; the server log goes to ${p.server.log}`) : fail('server log', noServerLog(p.server)),
-      info('started as it runs', `${describeListening(p.server)}; options ${p.server.options.join(' ') || '(none besides -D)'}${p.server.configFile ? `; config_file ${p.server.configFile}` : ''}`),
+      info('started as it runs', describeStart(p.server)),
     ];
   },
   async plan(ctx, p) {

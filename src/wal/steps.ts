@@ -25,7 +25,7 @@ import { currentUser, userByName } from '../osUser.js';
 import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext, type StepData } from '../pipeline/step.js';
 import { isRoot, type Invocation, type OsUser, type Runner } from '../runner.js';
-import { describeListening, missingServerPrograms, noServerLog, PostgresServer, type ServerIdentity } from '../server/postgres.js';
+import { describeListening, describeStart, missingServerPrograms, noServerLog, PostgresServer, type ServerIdentity } from '../server/postgres.js';
 import { statements } from '../sql.js';
 import { compareTrees, copyTree, directoryBytes, emptyDirectory, ensureDirectory, isMountPoint, lexists, lstatOrUndefined, mirrorTree } from './files.js';
 import { fsyncPath, isInside } from '../files.js';
@@ -272,7 +272,7 @@ export async function walMoveChecks(ctx: StepContext, p: WalMoveParams): Promise
     out.push(free >= need ? check.pass('free space', detail) : check.fail('free space', `not enough: ${detail}`));
   }
   if (p.wasRunning) {
-    out.push(check.info('started as it runs', `${describeListening(p.server)}; options ${p.server.options.join(' ') || '(none besides -D)'}${p.server.configFile ? `; config_file ${p.server.configFile}` : ''}`));
+    out.push(check.info('started as it runs', describeStart(p.server)));
     const logDir = dirname(p.server.log);
     if (!p.server.log) out.push(check.fail('server log', noServerLog(p.server)));
     else out.push(check.info('server log', `pgscale starts the server with pg_ctl -l ${p.server.log}${existsSync(logDir) ? '' : ` (${logDir} is created)`}`));
