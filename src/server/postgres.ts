@@ -259,8 +259,10 @@ function startFacts(dataDir: string): StartFacts {
     const env = new Map(readOr(() => readFileSync(`/proc/${pidFile.pid}/environ`, 'utf8').split('\0'), [] as string[]).filter((e) => e.includes('=')).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)] as [string, string]));
     if (argv?.length) return { argv, env, pidFile };
   }
-  const opts = readOr(() => parsePostmasterOpts(readFileSync(join(dataDir, 'postmaster.opts'), 'utf8')), undefined);
-  return { argv: opts, env: new Map(), pidFile };
+  // postmaster.opts: the program unquoted, then every argument quoted; argv keeps the program first as /proc does
+  const text = readOr(() => readFileSync(join(dataDir, 'postmaster.opts'), 'utf8'), undefined);
+  const program = text?.split(' "')[0]?.trim();
+  return { argv: text === undefined ? undefined : [program ?? '', ...parsePostmasterOpts(text)], env: new Map(), pidFile };
 }
 
 /** A pid is this data directory's postmaster: a postgres process whose cwd is the data directory. */

@@ -1,9 +1,16 @@
 /**
  * The pure rules behind restarts outside the upgrade: where pg_ctl's log goes (never inside the
- * data directory), and which of pgscale's settings wait for a restart a re-run with consent makes.
+ * data directory), which of pgscale's settings wait for a restart a re-run with consent makes, and
+ * a stopped cluster's identity gathered from the files it last ran with.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { currentUser } from '../../src/osUser.js';
+import { ZxRunner } from '../../src/runner.js';
+import { describeListening, gatherClusterIdentity } from '../../src/server/postgres.js';
 import { chooseServerLog, type ServerLogFacts } from '../../src/cluster/serverLog.js';
 import { pendingOwnRestarts } from '../../src/tune/decide.js';
 import type { AreaChanges, SettingChange } from '../../src/tune/diff.js';
@@ -37,4 +44,25 @@ test('pending restarts of pgscale\'s settings: in the files at the recommendatio
   assert.deepEqual(pendingOwnRestarts(areas([setting('shared_buffers', 'change', true, { running: { ...running, pendingRestart: true } })])), []);
   assert.deepEqual(pendingOwnRestarts(areas([setting('shared_buffers', 'keep', true, { origin: 'command-line', running: { ...running, pendingRestart: true } })])), []);
   assert.deepEqual(pendingOwnRestarts(areas([setting('max_wal_senders', 'keep', true, undefined)])), []);
+});
+
+test('a stopped cluster\'s identity: config_file from the command line it last ran with, listening settings from includes and postgresql.auto.conf', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'pgscale-identity-'));
+  try {
+    const data = join(root, 'data');
+    const etc = join(root, 'etc');
+    mkdirSync(data);
+    mkdirSync(join(etc, 'conf.d'), { recursive: true });
+    writeFileSync(join(etc, 'postgresql.conf'), `port = 5432\ninclude_dir = 'conf.d'\nunix_socket_directories = '/run/a'\n`);
+    writeFileSync(join(etc, 'conf.d', 'site.conf'), 'port = 5544\n');
+    writeFileSync(join(data, 'postgresql.auto.conf'), "listen_addresses = '10.0.0.1'\n");
+    writeFileSync(join(data, 'postmaster.opts'), `/usr/lib/postgresql/17/bin/postgres "-D" "${data}" "-c" "config_file=${join(etc, 'postgresql.conf')}"\n`);
+    const id = await gatherClusterIdentity({ dataDir: data, bindir: '/usr/lib/postgresql/17/bin', owner: currentUser(), configFile: join(data, 'postgresql.conf'), stateDir: join(root, 'state') }, new ZxRunner());
+    assert.equal(id.configFile, join(etc, 'postgresql.conf'));
+    assert.deepEqual(id.options, ['-c', `config_file=${join(etc, 'postgresql.conf')}`]);
+    assert.equal(describeListening(id), 'port 5544 (configuration), sockets in /run/a (configuration), TCP on 10.0.0.1 (configuration)');
+    assert.equal(id.log, join(root, 'data.pgscale-server.log'));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });
