@@ -77,6 +77,24 @@ const toyOperation = defineOperation<ToyOp>({
   },
 });
 
+/** Makes its change (as a step that starts a server does); its verify then cannot connect: sql.ts's connection errors say exit 4. */
+const startsThenCannotConnect = defineStep<ToyParams>({
+  ...writeFileStep,
+  kind: 'toy.starts-then-cannot-connect',
+  async verify(_ctx, p) {
+    if (!existsSync(join(p.dir, p.name))) return { ok: false, detail: 'not started' };
+    throw new PgscaleError('cannot connect to PostgreSQL at /tmp:5432', ExitCode.FailedNoChange);
+  },
+});
+
+const toyStartOperation = defineOperation<ToyOp>({
+  name: 'toy-start',
+  describeTarget: (p) => ({ description: p.dir, lockKey: `toy-start:${p.dir}` }),
+  summary: () => 'toy start',
+  steps: (p) => [{ id: 'start', kind: startsThenCannotConnect.kind, params: { dir: p.dir, name: 'server', failOnce: false } }],
+  fingerprint: async () => ({}),
+});
+
 function setup(failAt = '', withNoReturn = false) {
   const dir = mkdtempSync(join(tmpdir(), 'pgscale-engine-'));
   const audit = new MemoryAuditLog();
@@ -141,6 +159,21 @@ test('a failed run keeps its lock, resumes past its done steps, and a second run
     await assert.rejects(resumeRun(run!.id, s.opts), /already completed/);
     // the lock is free again
     assert.equal((await startRun(await buildPlan(toyOperation, s.params, s.ctx), s.opts)).status, 'completed');
+  } finally {
+    s.done();
+  }
+});
+
+test('a step whose apply returned is never recorded clean: a connection error in its verify leaves it failed and the lock held', async () => {
+  const s = setup();
+  try {
+    const plan = await buildPlan(toyStartOperation, s.params, s.ctx);
+    await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.FailedAfterChange);
+    const [run] = listRuns(s.opts.stateDir);
+    assert.deepEqual([...run!.steps.values()], ['failed'], 'what it started is still there: the step is not clean');
+    await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused);
+    assert.equal((await rollbackRun(run!.id, s.opts)).status, 'rolled-back');
+    assert.equal(existsSync(join(s.dir, 'server')), false, 'the rollback undid it');
   } finally {
     s.done();
   }
