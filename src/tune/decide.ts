@@ -297,6 +297,7 @@ export async function systemProfile(inputs: TuneInputs, ctx: { runner: Runner; h
       owner: c.owner,
       bindir: c.serverBindir,
       measureWalRate: walRate === undefined,
+      probeReads: inputs.storage === undefined,
     });
     walRate ??= measured.walRate;
     notes.push(...measured.notes);

@@ -201,6 +201,8 @@ export async function measureCluster(ctx: {
   owner: OsUser | null;
   bindir: string | null;
   measureWalRate: boolean;
+  /** false when --storage was given: the DBA's word on the data volume wins over a probe. */
+  probeReads: boolean;
 }): Promise<Measurements> {
   const notes: string[] = [];
   const out: Measurements = { storage: {}, notes };
@@ -211,7 +213,10 @@ export async function measureCluster(ctx: {
         if (ctx.measureWalRate) {
           const rate = await walRateOf(db, WAL_RATE_WINDOW_MS);
           if (typeof rate === 'string') notes.push(rate);
-          else out.walRate = rate;
+          else {
+            out.walRate = rate;
+            notes.push(`WAL written at ${describeMemory(rate.bytesPerSecond)}/s (${rate.source})`);
+          }
         }
         out.largestPartitionTree = await largestPartitionTree(ctx.access, ctx.runner, db);
         notes.push(`largest partition tree: ${out.largestPartitionTree} partitions`);
@@ -230,7 +235,7 @@ export async function measureCluster(ctx: {
       out.storage.fsync = fsync;
       notes.push(`WAL flushes measured (pg_test_fsync -s ${fsync.seconds}, ${walDir}): ${Object.entries(fsync.opsPerSecond).map(([k, v]) => `${k} ${formatNumber(Math.round(v))}/s`).join(', ')}`);
     }
-    const reads = await randomReadsOnDataVolume(ctx.runner, ctx.dataDir, ctx.owner);
+    const reads = ctx.probeReads ? await randomReadsOnDataVolume(ctx.runner, ctx.dataDir, ctx.owner) : 'random reads not measured: --storage given';
     if (typeof reads === 'string') notes.push(reads);
     else {
       out.storage.randomRead = reads;
