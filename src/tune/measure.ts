@@ -104,7 +104,7 @@ function volumeCheck(dir: string, what: string): string | undefined {
   return fullVolumeReason(fs.bavail * fs.bsize, fs.blocks * fs.bsize, what);
 }
 
-async function fsyncOnWalVolume(runner: Runner, bindir: string, walDir: string, owner: OsUser): Promise<FsyncMeasurement | string> {
+export async function fsyncOnWalVolume(runner: Runner, bindir: string, walDir: string, owner: OsUser): Promise<FsyncMeasurement | string> {
   const program = join(bindir, 'pg_test_fsync');
   if (!existsSync(program)) return `WAL flushes not measured: no ${program}`;
   const full = volumeCheck(walDir, 'WAL flushes');
@@ -162,7 +162,7 @@ finally:
 
 const PYTHONS = ['/usr/bin/python3', '/usr/local/bin/python3'];
 
-async function randomReadsOnDataVolume(runner: Runner, dataDir: string, owner: OsUser): Promise<RandomReadMeasurement | string> {
+export async function randomReadsOnDataVolume(runner: Runner, dataDir: string, owner: OsUser): Promise<RandomReadMeasurement | string> {
   const python = PYTHONS.find((p) => existsSync(p));
   if (!python) return 'random reads not measured: no python3 to run the probe';
   const full = volumeCheck(dataDir, 'random reads');
