@@ -40,7 +40,7 @@ import { TUNE_AREAS } from './types.js';
 
 /** --memory: a positive size with a unit ("64GB", "512MB", "1.5TB"; binary units, as PostgreSQL counts). */
 export function parseMemoryFlag(text: string): number {
-  const bytes = parseSizeFlag('--memory', text);
+  const bytes = parseSizeFlag('--memory', 'memory', text);
   if (bytes < 256 * MiB) throw badInput(`--memory ${text}: PostgreSQL needs at least 256MB to be tuned for`);
   return bytes;
 }

@@ -25,8 +25,8 @@ export function workloadFromFlag(flag: string): WorkloadProfile {
 
 const SIZE_UNITS: Record<string, number> = { b: 1, k: KiB, kb: KiB, kib: KiB, m: MiB, mb: MiB, mib: MiB, g: GiB, gb: GiB, gib: GiB, t: TiB, tb: TiB, tib: TiB };
 
-/** A positive size with a unit ("64GB", "512MB", "1.5TB"; binary units, as PostgreSQL counts), for `flag`; `per` is "/s" for a rate. */
-export function parseSizeFlag(flag: string, text: string, per: '' | '/s' = ''): number {
+/** A positive `what` with a unit ("64GB", "512MB", "1.5TB"; binary units, as PostgreSQL counts), for `flag`; `per` is "/s" for a rate. */
+export function parseSizeFlag(flag: string, what: string, text: string, per: '' | '/s' = ''): number {
   const body = per ? text.replace(/\s*\/\s*s(ec(ond)?)?\s*$/i, '') : text;
   const m = /^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$/.exec(body);
   if (!m) throw badInput(`${flag} ${text}: not a size; write it like 64MB${per} or 1.5GB${per}`);
@@ -35,9 +35,9 @@ export function parseSizeFlag(flag: string, text: string, per: '' | '/s' = ''): 
   const bytesPer = Object.hasOwn(SIZE_UNITS, unit) ? SIZE_UNITS[unit] : undefined;
   if (bytesPer === undefined) throw badInput(`${flag} ${text}: unknown unit "${m[2]}" (use B, kB, MB, GB or TB)`);
   const bytes = Math.floor(Number(m[1]) * bytesPer);
-  if (!(bytes > 0)) throw badInput(`${flag} ${text}: must be more than 0`);
+  if (!(bytes > 0)) throw badInput(`${flag} ${text}: ${what} must be more than 0`);
   return bytes;
 }
 
 /** --wal-rate: WAL written per second at peak, e.g. 20MB/s (the "/s" may be left out). */
-export const parseWalRateFlag = (text: string): number => parseSizeFlag('--wal-rate', text, '/s');
+export const parseWalRateFlag = (text: string): number => parseSizeFlag('--wal-rate', 'the WAL rate', text, '/s');
