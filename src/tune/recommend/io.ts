@@ -52,7 +52,7 @@ function ioMethod(p: SystemProfile): Proposal[] {
     return [{ name: 'io_method', value: enumValue('io_uring'), reason: 'io_uring (built in) submits I/O with less overhead than worker processes on fast local storage' }];
   }
   const why = !p.buildFeatures.includes('liburing')
-    ? 'this build has no io_uring'
+    ? 'io_uring is not in this build as far as pgscale could ask it (pg_config --configure, postgres -C)'
     : p.memoryIsCgroupLimit
       ? 'container runtimes often block io_uring system calls'
       : 'I/O workers hide network latency as well as io_uring does';
