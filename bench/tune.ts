@@ -7,8 +7,14 @@
  *
  * Environment: PGSCALE_BENCH_VERSION (default 17), PGSCALE_BENCH_SCALE (default 50, ~750 MB: larger
  * than the default 128MB shared_buffers, well within RAM), PGSCALE_BENCH_SECONDS (default 20),
- * PGSCALE_BENCH_REPEATS (default 3), PGSCALE_BENCH_CLIENTS (default 4), PGSCALE_BENCH_JOBS (default 2),
+ * PGSCALE_BENCH_REPEATS (default 5), PGSCALE_BENCH_CLIENTS (default 4), PGSCALE_BENCH_JOBS (default 2),
  * PGSCALE_BENCH_PROFILE (default oltp).
+ *
+ * pgscale is given what `pgscale tune` measures on a cluster: pg_test_fsync on the WAL volume and the
+ * random-read probe on the data volume (src/tune/measure.ts), and the WAL rate of a 10 s TPC-B run
+ * (insert-position delta). The anchors are timescaledb-tune 0.19 and pgtune as in src/tune/anchors.ts.
+ * The fsync figure is printed: where one flush takes milliseconds, TPC-B is bound by the disk's flush
+ * rate whatever the configuration.
  *
  * Method: one cluster (fsync on, as in production). Each configuration is written to an include file
  * read last, the server restarted (a shutdown checkpoint, then empty shared buffers) and pg_settings
@@ -32,6 +38,8 @@ import { detectStorage } from '../src/host/storage.js';
 import { anchorsFor } from '../src/tune/anchors.js';
 import { confValue } from '../src/tune/edits.js';
 import { recommend } from '../src/tune/recommend.js';
+import { fsyncOnWalVolume, randomReadsOnDataVolume, walRateFrom } from '../src/tune/measure.js';
+import { statements } from '../src/sql.js';
 import { workloadFromFlag } from '../src/tune/flags.js';
 import type { SystemProfile } from '../src/tune/types.js';
 import { bindir, createCluster, runner, serverUser, teardownAll, type TestCluster } from '../test/helpers/testbed.js';
@@ -41,7 +49,7 @@ const env = (name: string, fallback: number) => Number(process.env[name] ?? fall
 const VERSION = env('PGSCALE_BENCH_VERSION', 17);
 const SCALE = env('PGSCALE_BENCH_SCALE', 50);
 const SECONDS = env('PGSCALE_BENCH_SECONDS', 20);
-const REPEATS = env('PGSCALE_BENCH_REPEATS', 3);
+const REPEATS = env('PGSCALE_BENCH_REPEATS', 5);
 const CLIENTS = env('PGSCALE_BENCH_CLIENTS', 4);
 const JOBS = env('PGSCALE_BENCH_JOBS', 2);
 const WORKLOAD = workloadFromFlag(process.env.PGSCALE_BENCH_PROFILE ?? 'oltp');
@@ -122,7 +130,7 @@ async function pgbench(c: TestCluster, args: string[]): Promise<number> {
   return Number(m[1]);
 }
 
-const KEY_SETTINGS = ['shared_buffers', 'effective_cache_size', 'work_mem', 'maintenance_work_mem', 'wal_buffers', 'max_wal_size', 'min_wal_size', 'checkpoint_timeout', 'checkpoint_completion_target', 'wal_compression', 'random_page_cost', 'effective_io_concurrency', 'max_worker_processes', 'max_parallel_workers_per_gather', 'jit', 'huge_pages', 'autovacuum_vacuum_cost_limit'];
+const KEY_SETTINGS = ['shared_buffers', 'effective_cache_size', 'work_mem', 'maintenance_work_mem', 'wal_buffers', 'max_wal_size', 'min_wal_size', 'checkpoint_timeout', 'checkpoint_completion_target', 'wal_compression', 'wal_sync_method', 'commit_delay', 'commit_siblings', 'random_page_cost', 'effective_io_concurrency', 'max_worker_processes', 'max_parallel_workers_per_gather', 'jit', 'huge_pages', 'autovacuum_vacuum_cost_limit'];
 
 async function main(): Promise<void> {
   if (!isRoot()) throw new Error('run as root: the bench cluster runs as the postgres account');
@@ -130,7 +138,29 @@ async function main(): Promise<void> {
   log(`PostgreSQL ${VERSION} from ${bin}; creating the cluster`);
   const c = await createCluster({ version: VERSION, start: false, conf: ["include_if_exists = 'bench.conf'"] });
   await c.start();
-  const profile = await profileHere(c.pgdata, await buildFeaturesOf(bin));
+  const detected = await profileHere(c.pgdata, await buildFeaturesOf(bin));
+  log('measuring the volumes as `pgscale tune` does: pg_test_fsync -s 1 on pg_wal, the random-read probe on the data directory');
+  const fsync = await fsyncOnWalVolume(runner, c.bindir, realpathSync(join(c.pgdata, 'pg_wal')), serverUser);
+  const reads = await randomReadsOnDataVolume(runner, c.pgdata, serverUser);
+  if (typeof fsync === 'string') log(fsync);
+  if (typeof reads === 'string') log(reads);
+  const initTables = () =>
+    must({ program: join(c.bindir, 'pgbench'), args: ['-i', '-s', String(SCALE), '-q', '-h', c.socketDir, '-p', String(c.port), '-U', serverUser.name, 'postgres'], runAs: serverUser }, 'pgbench -i');
+  log(`pgbench -i -s ${SCALE} (about ${Math.round(SCALE * 15)} MB, done again before every measurement) and a 10 s TPC-B run to measure the WAL rate`);
+  await initTables();
+  const position = async () => {
+    const [bytes, at] = (await c.sql(statements.walPosition().text)).split('|');
+    return { bytes: Number(bytes), at: Number(at) };
+  };
+  const p0 = await position();
+  await pgbench(c, ['-c', String(CLIENTS), '-j', String(JOBS), '-T', '10']);
+  const p1 = await position();
+  const walRate = walRateFrom({ bytes: p1.bytes - p0.bytes, seconds: p1.at - p0.at }, undefined);
+  const profile: SystemProfile = {
+    ...detected,
+    storageMeasured: { ...(typeof fsync === 'string' ? {} : { fsync }), ...(typeof reads === 'string' ? {} : { randomRead: reads }) },
+    ...(walRate ? { walWriteBytesPerSecond: walRate.bytesPerSecond, walWriteRateSource: walRate.source } : {}),
+  };
   const catalog = loadCatalog(VERSION);
   const set = recommend(profile, catalog);
   const anchors = anchorsFor(profile);
@@ -142,8 +172,6 @@ async function main(): Promise<void> {
   ];
   log(`hardware: ${describeMemory(profile.memoryBytes)}${profile.memoryIsCgroupLimit ? ' (cgroup limit)' : ''}, ${profile.vcpus} vCPUs, ${profile.storage} storage, WAL volume ${describeMemory(profile.walVolumeBytes ?? 0)}, build ${profile.buildFeatures.join(', ') || '-'}; profile ${WORKLOAD}, max_connections ${MAX_CONNECTIONS}`);
 
-  log(`pgbench -i -s ${SCALE} (about ${Math.round(SCALE * 15)} MB), done again before every measurement`);
-  await must({ program: join(c.bindir, 'pgbench'), args: ['-i', '-s', String(SCALE), '-q', '-h', c.socketDir, '-p', String(c.port), '-U', serverUser.name, 'postgres'], runAs: serverUser }, 'pgbench -i');
   const dbSize = await c.sql(`select pg_size_pretty(pg_database_size('postgres'))`);
   log(`database size ${dbSize}`);
 
@@ -154,7 +182,7 @@ async function main(): Promise<void> {
     const order = configs.map((_, i) => configs[(i + rep) % configs.length]!);
     for (const config of order) {
       await applyConfig(c, config);
-      await must({ program: join(c.bindir, 'pgbench'), args: ['-i', '-s', String(SCALE), '-q', '-h', c.socketDir, '-p', String(c.port), '-U', serverUser.name, 'postgres'], runAs: serverUser }, 'pgbench -i');
+      await initTables();
       await c.sql('checkpoint');
       await pgbench(c, ['-S', '-c', String(CLIENTS), '-j', String(JOBS), '-T', '5']);
       const tpcb = await pgbench(c, run);
@@ -171,6 +199,11 @@ async function main(): Promise<void> {
   const lines: string[] = [];
   lines.push(`bench/tune: PostgreSQL ${VERSION}, pgbench scale ${SCALE} (${dbSize}), -c ${CLIENTS} -j ${JOBS} -T ${SECONDS}, median of ${REPEATS}`);
   lines.push(`hardware: ${describeMemory(profile.memoryBytes)} RAM, ${profile.vcpus} vCPUs, ${profile.storage}; profile ${WORKLOAD}, max_connections ${MAX_CONNECTIONS}`);
+  const f = profile.storageMeasured?.fsync;
+  const r = profile.storageMeasured?.randomRead;
+  lines.push(`WAL flush (pg_test_fsync -s 1, one 8kB write): ${f ? Object.entries(f.opsPerSecond).map(([k, v]) => `${k} ${v.toFixed(0)}/s (${(1e6 / v).toFixed(0)} µs)`).join(', ') : 'not measured'}`);
+  lines.push(`random 8kB reads (O_DIRECT probe): ${r ? `${r.serialIops.toFixed(0)}/s one at a time, ${r.parallelIops.toFixed(0)}/s ${r.depth} at once${r.direct ? '' : ' (page cache: ignored)'}` : 'not measured'}`);
+  lines.push(`WAL rate of TPC-B here: ${profile.walWriteBytesPerSecond ? `${describeMemory(profile.walWriteBytesPerSecond)}/s` : 'not measured'}`);
   lines.push(`1-minute load average after the runs: ${Math.min(...loads).toFixed(1)} to ${Math.max(...loads).toFixed(1)} (pgbench itself adds about ${CLIENTS + JOBS / 2})`);
   lines.push('');
   lines.push(`| configuration    | TPC-B tps | × defaults | select-only tps | × defaults | TPC-B runs | select-only runs |`);

@@ -87,6 +87,8 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
     cpus: Flags.string({ summary: 'vCPUs PostgreSQL may use (default: detected, after a cgroup CPU limit).' }),
     storage: Flags.string({ summary: 'Storage under the data directory: nvme, network-ssd, ssd or hdd (default: detected).' }),
     'max-connections': Flags.string({ summary: 'max_connections to size memory for (default: the cluster\'s current value; without a cluster, the profile\'s).' }),
+    'wal-rate': Flags.string({ summary: 'Peak WAL written per second, e.g. 20MB/s, to size max_wal_size from (default: measured on a running cluster).' }),
+    measure: Flags.boolean({ summary: 'Measure the WAL rate, WAL flushes (pg_test_fsync) and random reads on the cluster\'s volumes, some 25 s (--no-measure: decide from the storage class).', default: true, allowNo: true }),
     'pg-version': Flags.string({ summary: 'Major version (13–18) for a configuration without a cluster; with one, must match it.' }),
     format: Flags.option({ options: ['conf', 'include', 'sql', 'json'] as const, summary: 'Print the recommendations in this format (a complete postgresql.conf, the pgscale.conf include file, ALTER SYSTEM statements, JSON) instead of the diff.' })(),
     target: Flags.option({ options: ['include', 'conf', 'sql'] as const, summary: 'Where changes are written: include = conf.d/pgscale.conf plus one include line at the end of postgresql.conf (reversible, the DBA\'s file intact, wins over earlier lines; postgresql.auto.conf still wins over it, so settings found there go through ALTER SYSTEM); conf = postgresql.conf in place; sql = ALTER SYSTEM. See DESCRIPTION.', default: 'include' })(),
@@ -113,7 +115,7 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
 
   async run(): Promise<TuneResult> {
     const f = this.flags;
-    const inputs = checkTuneFlags({ profile: f.profile, memory: f.memory, cpus: int('cpus', f.cpus), storage: f.storage, maxConnections: int('max-connections', f['max-connections']), pgVersion: f['pg-version'] });
+    const inputs = checkTuneFlags({ profile: f.profile, memory: f.memory, cpus: int('cpus', f.cpus), storage: f.storage, maxConnections: int('max-connections', f['max-connections']), pgVersion: f['pg-version'], walRate: f['wal-rate'], measure: f.measure });
     if (f.restore && (f.apply || f.format)) throw badInput('--restore takes no --apply or --format', 'run `pgscale tune --restore` alone (with --yes to restart if needed)');
     const planning = inputs.pgMajor !== undefined && !f.pgdata && !f.dsn;
     if (planning) {

@@ -194,6 +194,27 @@ export const statements = {
   walMarker: () => rows<{ lsn: string }>('wal marker', `select pg_logical_emit_message(false, 'pgscale', 'wal location check')::text as lsn`),
   /** Switches to a new WAL file; returns the name of the file just completed. */
   walSwitch: () => rows<{ wal_file: string }>('wal switch', 'select pg_walfile_name(pg_switch_wal()) as wal_file'),
+  /** Bytes of WAL written since the cluster began (the insert position), with the server's clock; null on a standby. */
+  walPosition: () =>
+    rows<{ wal_bytes: string | null; at_epoch: number }>(
+      'wal position',
+      `select case when pg_is_in_recovery() then null else pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text end as wal_bytes,
+              extract(epoch from clock_timestamp())::float8 as at_epoch`,
+    ),
+  /** WAL written since pg_stat_wal was last reset (14+), and over how many seconds. */
+  walSinceStatsReset: () =>
+    rows<{ wal_bytes: string; seconds: number }>(
+      'wal since stats reset',
+      `select wal_bytes::text as wal_bytes, extract(epoch from now() - stats_reset)::float8 as seconds from pg_stat_wal`,
+    ),
+  /** Partitions of the largest partition tree in this database, and how many partitioned tables it has. */
+  partitionTrees: () =>
+    rows<{ largest: number; partitioned_tables: number }>(
+      'partition trees',
+      `select coalesce(max((select count(*) from pg_partition_tree(c.oid) t where t.isleaf)), 0)::int as largest,
+              count(*)::int as partitioned_tables
+         from pg_class c where c.relkind = 'p' and not c.relispartition`,
+    ),
 };
 
 export interface Db {

@@ -1,12 +1,14 @@
 /**
  * The formulas of two widely used tuners, as pure functions, so a benchmark can compare pgscale's
  * recommendations with them on the same machines. Transcribed from their sources (Linux paths only):
- * - pgtune (le0pard/pgtune, src/features/configuration/configurationSlice.js, database size "mid");
- * - timescaledb-tune (timescale/timescaledb-tune, pkg/pgtune: memory, wal, parallel, misc; core
- *   settings only — timescaledb.max_background_workers is left out).
+ * - pgtune, the web tool (le0pard/pgtune, src/features/configuration/configurationSlice.js, the
+ *   release covering PostgreSQL 10–18 with nvme storage and 18's io_method);
+ * - timescaledb-tune 0.19 (timescale/timescaledb-tune, pkg/pgtune: memory.go, wal.go, parallel.go,
+ *   misc.go; core settings only — timescaledb.max_background_workers, 16 by default, is left out,
+ *   but its workers are counted in max_worker_processes as the tool does).
  */
 import { GiB, KiB, MiB } from '../gucCatalog/units.js';
-import { boolValue, enumValue, memoryValue, numberValue, type GucValue } from '../gucCatalog/values.js';
+import { boolValue, durationValue, enumValue, memoryValue, numberValue, type GucValue } from '../gucCatalog/values.js';
 import type { StorageClass, SystemProfile, WorkloadProfile } from './types.js';
 
 export type AnchorSettings = Readonly<Record<string, GucValue>>;
@@ -90,17 +92,31 @@ export interface TimescaledbTuneInput {
   walVolumeBytes?: number;
 }
 
-/** timescaledb-tune: shared_buffers RAM/4, effective_cache_size 3/4 RAM, work_mem from 6.4MB per GB per 20 connections per 2 vCPUs. */
+/** timescaledb-tune 0.19's max_connections when none is given: a step function of memory (misc.go getMaxConns). */
+export function timescaledbTuneConnections(memoryBytes: number): number {
+  if (memoryBytes <= 2 * GiB) return 25;
+  if (memoryBytes <= 4 * GiB) return 50;
+  if (memoryBytes <= 6 * GiB) return 75;
+  return 100;
+}
+
+/** timescaledb.max_background_workers' default, which max_worker_processes makes room for. */
+const TIMESCALEDB_BACKGROUND_WORKERS = 16;
+
+/**
+ * timescaledb-tune 0.19: shared_buffers RAM/4, effective_cache_size 3/4 RAM, work_mem 6.4MB per GB per
+ * 20 connections (the given count, else 100 — not the memory-based max_connections) per 2 vCPUs.
+ */
 export function timescaledbTune(input: TimescaledbTuneInput): AnchorSettings {
   const { memoryBytes, vcpus } = input;
   const gigs = memoryBytes / GiB;
-  const connections = input.maxConnections ?? 100;
   const out: Record<string, GucValue> = {};
   out.shared_buffers = memoryValue(Math.floor(memoryBytes / 4));
   out.effective_cache_size = memoryValue(Math.floor((memoryBytes * 3) / 4));
   out.maintenance_work_mem = memoryValue(Math.floor(Math.min(gigs * 128 * MiB, 2047 * MiB)));
   const cpuFactor = Math.round(vcpus / 2);
-  out.work_mem = memoryValue(Math.floor((gigs * ((6.4 * 20 * MiB) / connections)) / cpuFactor));
+  const workMemConnections = input.maxConnections ?? 100;
+  out.work_mem = memoryValue(Math.floor((gigs * ((6.4 * 20 * MiB) / workMemConnections)) / cpuFactor));
 
   out.wal_buffers = memoryValue(memoryBytes < 2 * GiB ? Math.floor(gigs * 7864 * KiB) : 16 * MiB);
   // 60 % of the WAL disk rounded up to a 16MB segment, or 1GB
@@ -110,16 +126,19 @@ export function timescaledbTune(input: TimescaledbTuneInput): AnchorSettings {
   out.min_wal_size = memoryValue(Math.floor(maxWal / 2));
 
   if (vcpus > 1) {
-    out.max_worker_processes = numberValue(3 + 8 + vcpus);
+    // 3 built-in processes + TimescaleDB's background workers + one parallel worker per CPU
+    out.max_worker_processes = numberValue(3 + TIMESCALEDB_BACKGROUND_WORKERS + vcpus);
     out.max_parallel_workers = numberValue(vcpus);
     out.max_parallel_workers_per_gather = numberValue(Math.round(vcpus / 2));
   }
   out.checkpoint_completion_target = numberValue(0.9);
-  out.default_statistics_target = numberValue(500);
-  out.max_connections = numberValue(Math.max(100, connections));
+  out.default_statistics_target = numberValue(100);
+  out.max_connections = numberValue(input.maxConnections ?? timescaledbTuneConnections(memoryBytes));
   out.random_page_cost = numberValue(1.1);
-  out.max_locks_per_transaction = numberValue(gigs >= 32 ? 512 : gigs >= 16 ? 256 : gigs >= 8 ? 128 : 64);
-  out.effective_io_concurrency = numberValue(200);
+  out.max_locks_per_transaction = numberValue(gigs >= 32 ? 1024 : gigs >= 16 ? 512 : gigs >= 8 ? 256 : 128);
+  out.autovacuum_max_workers = numberValue(10);
+  out.autovacuum_naptime = durationValue(10_000);
+  out.effective_io_concurrency = numberValue(256);
   return out;
 }
 

@@ -11,11 +11,14 @@ import type { MemoryBudget } from './types.js';
 export const BACKEND_OVERHEAD_BYTES = 4 * MiB;
 
 const HEADROOM_FRACTION = 0.1;
-const MIN_HEADROOM_BYTES = 256 * MiB;
+/** Small hosts keep more than 10 % (the kernel and system daemons need a few hundred MB whatever the size), */
+const SMALL_HOST_HEADROOM_BYTES = 256 * MiB;
+/** but never a fixed amount that would take half of a 512MB host. */
+const SMALL_HOST_HEADROOM_FRACTION = 0.2;
 
-/** What the kernel and everything else keep: 10 % of memory, at least 256 MiB. */
+/** What the kernel and everything else keep: 10 % of memory, and on small hosts 256MB but at most 20 %. */
 export const memoryHeadroom = (effectiveMemoryBytes: number): number =>
-  Math.floor(Math.max(effectiveMemoryBytes * HEADROOM_FRACTION, MIN_HEADROOM_BYTES));
+  Math.floor(Math.max(effectiveMemoryBytes * HEADROOM_FRACTION, Math.min(SMALL_HOST_HEADROOM_BYTES, effectiveMemoryBytes * SMALL_HOST_HEADROOM_FRACTION)));
 
 export interface MemoryBudgetInput {
   effectiveMemoryBytes: number;
@@ -32,6 +35,9 @@ export interface MemoryBudgetInput {
   autovacuumWorkMemBytes: number;
 }
 
+const queryProcessBytes = (input: Omit<MemoryBudgetInput, 'maxConnections'>): number =>
+  BACKEND_OVERHEAD_BYTES + input.workMemBytes * input.hashMemMultiplier * input.nodesPerQuery;
+
 /**
  * Shared buffers and WAL buffers, plus a backend's overhead for every connection, parallel worker and
  * autovacuum worker, plus work_mem × hash_mem_multiplier × nodesPerQuery for every connection and
@@ -43,7 +49,7 @@ export function memoryBudget(input: MemoryBudgetInput): MemoryBudget {
   const components = {
     sharedMemory: input.sharedBuffersBytes + input.walBuffersBytes,
     backendOverhead: (queryProcesses + input.autovacuumMaxWorkers) * BACKEND_OVERHEAD_BYTES,
-    queryMemory: queryProcesses * input.workMemBytes * input.hashMemMultiplier * input.nodesPerQuery,
+    queryMemory: queryProcesses * (queryProcessBytes(input) - BACKEND_OVERHEAD_BYTES),
     maintenance: input.maintenanceWorkMemBytes,
     autovacuum: input.autovacuumMaxWorkers * input.autovacuumWorkMemBytes,
   };
@@ -51,4 +57,11 @@ export function memoryBudget(input: MemoryBudgetInput): MemoryBudget {
   const limitBytes = input.effectiveMemoryBytes - headroomBytes;
   const totalBytes = Object.values(components).reduce((a, b) => a + b, 0);
   return { effectiveMemoryBytes: input.effectiveMemoryBytes, headroomBytes, limitBytes, components, totalBytes, fits: totalBytes <= limitBytes };
+}
+
+/** How many connections the budget holds with everything else as given (0 when not even one does). */
+export function connectionsThatFit(input: Omit<MemoryBudgetInput, 'maxConnections'>): number {
+  const without = memoryBudget({ ...input, maxConnections: 0 });
+  const room = without.limitBytes - without.totalBytes;
+  return Math.max(0, Math.floor(room / queryProcessBytes(input)));
 }

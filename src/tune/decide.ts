@@ -15,7 +15,7 @@ import { badInput, refused } from '../errors.js';
 import { BUILD_OPTIONAL_VALUES } from '../gucCatalog/buildOptional.js';
 import { KNOWN_MAJORS, findSetting, loadCatalog, needsRestart } from '../gucCatalog/catalog.js';
 import type { BuildFeature, GucCatalog } from '../gucCatalog/types.js';
-import { GiB, KiB, MiB, TiB, describeMemory } from '../gucCatalog/units.js';
+import { KiB, MiB, describeMemory } from '../gucCatalog/units.js';
 import { isCloseEnough, parseSetting } from '../gucCatalog/values.js';
 import { detectCompute } from '../host/compute.js';
 import type { HostRoot } from '../host/hostRoot.js';
@@ -28,7 +28,8 @@ import { statements } from '../sql.js';
 import { allChanges, planChanges, precedenceNotes, type AreaChanges, type SettingChange, type TuneTarget } from './diff.js';
 import { applyEdits, sha256, type FileEdit } from './edits.js';
 import { effectiveSetting, overlayFiles, readEffectiveConfig, realFiles, type EffectiveConfig, type ServerSetting } from './effective.js';
-import { storageClassFromFlag, workloadFromFlag } from './flags.js';
+import { parseSizeFlag, parseWalRateFlag, storageClassFromFlag, workloadFromFlag } from './flags.js';
+import { measureCluster } from './measure.js';
 import { recommend } from './recommend.js';
 import { render } from './render.js';
 import { fileState, postgresCArgs, readBackupManifest, type ExpectedSetting, type PlannedFile, type TuneParams } from './steps.js';
@@ -37,18 +38,9 @@ import { TUNE_AREAS } from './types.js';
 
 // ---------------------------------------------------------------- flags
 
-const MEMORY_UNITS: Record<string, number> = { b: 1, k: KiB, kb: KiB, kib: KiB, m: MiB, mb: MiB, mib: MiB, g: GiB, gb: GiB, gib: GiB, t: TiB, tb: TiB, tib: TiB };
-
 /** --memory: a positive size with a unit ("64GB", "512MB", "1.5TB"; binary units, as PostgreSQL counts). */
 export function parseMemoryFlag(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$/.exec(text);
-  if (!m) throw badInput(`--memory ${text}: not a size; write it like 64GB or 512MB`);
-  const unit = m[2]!.toLowerCase();
-  if (unit === '') throw badInput(`--memory ${text}: give a unit, e.g. ${m[1]}GB`);
-  const per = Object.hasOwn(MEMORY_UNITS, unit) ? MEMORY_UNITS[unit] : undefined;
-  if (per === undefined) throw badInput(`--memory ${text}: unknown unit "${m[2]}" (use B, kB, MB, GB or TB)`);
-  const bytes = Math.floor(Number(m[1]) * per);
-  if (!(bytes > 0)) throw badInput(`--memory ${text}: memory must be more than 0`);
+  const bytes = parseSizeFlag('--memory', 'memory', text);
   if (bytes < 256 * MiB) throw badInput(`--memory ${text}: PostgreSQL needs at least 256MB to be tuned for`);
   return bytes;
 }
@@ -60,6 +52,10 @@ export interface TuneFlags {
   storage?: string;
   maxConnections?: number;
   pgVersion?: string;
+  /** --wal-rate: peak WAL written per second, e.g. 20MB/s. */
+  walRate?: string;
+  /** false (--no-measure): no WAL-rate sample, pg_test_fsync or read probe. */
+  measure?: boolean;
 }
 
 export interface TuneInputs {
@@ -69,6 +65,8 @@ export interface TuneInputs {
   storage?: StorageClass;
   maxConnections?: number;
   pgMajor?: number;
+  walWriteBytesPerSecond?: number;
+  measure?: boolean;
 }
 
 /** Every flag checked before anything is read: bad input is refused with nothing touched. */
@@ -83,7 +81,17 @@ export function checkTuneFlags(f: TuneFlags): TuneInputs {
     if (!/^\s*\d+\s*$/.test(f.pgVersion)) throw badInput(`unknown --pg-version ${f.pgVersion}; known: ${KNOWN_MAJORS.join(', ')}`, 'pass a major version, e.g. --pg-version 17');
     pgMajor = loadCatalog(f.pgVersion).major;
   }
-  return { workload, memoryBytes, cpus: f.cpus, storage, maxConnections: f.maxConnections, pgMajor };
+  const walWriteBytesPerSecond = f.walRate === undefined ? undefined : parseWalRateFlag(f.walRate);
+  return {
+    workload,
+    memoryBytes,
+    cpus: f.cpus,
+    storage,
+    maxConnections: f.maxConnections,
+    pgMajor,
+    ...(walWriteBytesPerSecond !== undefined ? { walWriteBytesPerSecond } : {}),
+    ...(f.measure === false ? { measure: false } : {}),
+  };
 }
 
 // ---------------------------------------------------------------- the cluster
@@ -248,8 +256,10 @@ export async function systemProfile(inputs: TuneInputs, ctx: { runner: Runner; h
   const pgMajor = c?.major ?? inputs.pgMajor!;
   let buildFeatures = c ? await probeBuildFeatures(ctx.runner, c) : await installedBuildFeatures(ctx.runner, pgMajor);
   if (!buildFeatures) {
-    buildFeatures = c ? [] : ['lz4', 'zstd'];
-    notes.push(c ? 'build features not probed (no local server programs): lz4, zstd and io_uring are not assumed' : `no PostgreSQL ${pgMajor} installed here to ask: assuming a PGDG build (lz4, zstd; no io_uring)`);
+    // PGDG packages are built with lz4 and zstd, and from 18 on with liburing
+    const pgdg: BuildFeature[] = pgMajor >= 18 ? ['lz4', 'zstd', 'liburing'] : ['lz4', 'zstd'];
+    buildFeatures = c ? [] : pgdg;
+    notes.push(c ? 'build features not probed (no local server programs): lz4, zstd and io_uring are not assumed' : `no PostgreSQL ${pgMajor} installed here to ask: assuming a PGDG build (${pgdg.join(', ')})`);
   } else notes.push(`build: ${buildFeatures.length ? buildFeatures.join(', ') : 'no lz4, zstd or io_uring'}`);
   const preload = ctx.effective ? effectiveSetting(ctx.effective, ctx.catalog, 'shared_preload_libraries')?.text : undefined;
   const ext = extensionWorkers(preload);
@@ -262,6 +272,23 @@ export async function systemProfile(inputs: TuneInputs, ctx: { runner: Runner; h
       notes.push(`max_connections ${maxConnections} kept: how many clients connect is the application's decision (--max-connections changes it)`);
     }
   }
+  let walRate = inputs.walWriteBytesPerSecond !== undefined ? { bytesPerSecond: inputs.walWriteBytesPerSecond, source: 'given with --wal-rate' } : undefined;
+  let measured: Awaited<ReturnType<typeof measureCluster>> | undefined;
+  if (c && inputs.measure !== false) {
+    measured = await measureCluster({
+      runner: ctx.runner,
+      access: c.access,
+      running: c.running,
+      dataDir: c.dataDir,
+      walDir: c.info?.wal.path ?? null,
+      owner: c.owner,
+      bindir: c.serverBindir,
+      measureWalRate: walRate === undefined,
+      probeReads: inputs.storage === undefined,
+    });
+    walRate ??= measured.walRate;
+    notes.push(...measured.notes);
+  } else if (c) notes.push('nothing measured (--no-measure): storage from its class, max_wal_size from the profile unless --wal-rate');
   const hp = await hugePageBytes(ctx.hostRoot);
   return {
     profile: {
@@ -270,6 +297,9 @@ export async function systemProfile(inputs: TuneInputs, ctx: { runner: Runner; h
       vcpus,
       storage,
       ...(walVolumeBytes !== undefined ? { walVolumeBytes } : {}),
+      ...(walRate ? { walWriteBytesPerSecond: walRate.bytesPerSecond, walWriteRateSource: walRate.source } : {}),
+      ...(measured && (measured.storage.fsync || measured.storage.randomRead) ? { storageMeasured: measured.storage } : {}),
+      ...(measured?.largestPartitionTree !== undefined ? { largestPartitionTree: measured.largestPartitionTree } : {}),
       pgMajor,
       ...(maxConnections !== undefined ? { maxConnections } : {}),
       workload: inputs.workload,

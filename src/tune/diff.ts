@@ -94,7 +94,8 @@ function newLine(s: SettingChange): string {
 }
 
 function keptLine(s: SettingChange, relativeTo: string | undefined): string {
-  const why = s.status === 'blocked' ? `server command line: cannot change it to ${s.text}` : `close enough to ${s.text}`;
+  // a blocked setting's origin already says "server command line"
+  const why = s.status === 'blocked' ? `cannot change it to ${s.text}` : `close enough to ${s.text}`;
   return `${currentLine(s, relativeTo)}; ${why}`;
 }
 

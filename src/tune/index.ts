@@ -14,7 +14,7 @@ export type {
 } from './types.js';
 export { TUNE_AREAS, WORKLOAD_PROFILES } from './types.js';
 export { recommend, changesNeeded, checkProposal, budgetOf, RECOMMENDERS, type AreaRecommender, type CheckedProposal } from './recommend.js';
-export { memoryBudget, memoryHeadroom, BACKEND_OVERHEAD_BYTES, type MemoryBudgetInput } from './budget.js';
+export { memoryBudget, memoryHeadroom, connectionsThatFit, BACKEND_OVERHEAD_BYTES, type MemoryBudgetInput } from './budget.js';
 export { sizeFor, type Sizing } from './sizing.js';
 export { render, templatesDir, type RenderFormat } from './render.js';
 export { pgtune, timescaledbTune, anchorsFor, type AnchorSettings, type PgtuneInput, type TimescaledbTuneInput } from './anchors.js';

@@ -8,7 +8,7 @@ import type { GucCatalog } from '../gucCatalog/types.js';
 import { clampValue, formatValue, isCloseEnough, validateValue, type GucValue } from '../gucCatalog/values.js';
 import { describeMemory } from '../gucCatalog/units.js';
 import { badInput } from '../errors.js';
-import { memoryBudget } from './budget.js';
+import { connectionsThatFit, memoryBudget, type MemoryBudgetInput } from './budget.js';
 import { recommendAutovacuum } from './recommend/autovacuum.js';
 import { recommendConnections } from './recommend/connections.js';
 import { recommendIo } from './recommend/io.js';
@@ -64,10 +64,9 @@ function amountOf(recs: readonly Recommendation[], name: string): number {
   throw new Error(`the recommendations lack ${name}, which the memory budget needs`);
 }
 
-/** The worst-case memory of the recommendations as they will be applied (after clamping). */
-export function budgetOf(set: Pick<RecommendationSet, 'areas'>, profile: SystemProfile, catalog: GucCatalog): MemoryBudget {
+function budgetInput(set: Pick<RecommendationSet, 'areas'>, profile: SystemProfile, catalog: GucCatalog): MemoryBudgetInput {
   const all = Object.values(set.areas).flat();
-  return memoryBudget({
+  return {
     effectiveMemoryBytes: profile.memoryBytes,
     sharedBuffersBytes: amountOf(all, 'shared_buffers'),
     walBuffersBytes: amountOf(all, 'wal_buffers'),
@@ -79,7 +78,26 @@ export function budgetOf(set: Pick<RecommendationSet, 'areas'>, profile: SystemP
     maintenanceWorkMemBytes: amountOf(all, 'maintenance_work_mem'),
     autovacuumMaxWorkers: amountOf(all, 'autovacuum_max_workers'),
     autovacuumWorkMemBytes: amountOf(all, 'autovacuum_work_mem'),
-  });
+  };
+}
+
+/** The worst-case memory of the recommendations as they will be applied (after clamping). */
+export function budgetOf(set: Pick<RecommendationSet, 'areas'>, profile: SystemProfile, catalog: GucCatalog): MemoryBudget {
+  return memoryBudget(budgetInput(set, profile, catalog));
+}
+
+/** What to do when the worst case does not fit: how many connections do, and a pooler for the rest. */
+export function budgetWarning(input: MemoryBudgetInput, budget: MemoryBudget): string {
+  const fit = connectionsThatFit(input);
+  const over = `in the worst case ${describeMemory(budget.totalBytes)} over ${describeMemory(budget.limitBytes)}`;
+  const perConnection = `work_mem ${describeMemory(input.workMemBytes)} × ${input.nodesPerQuery} sort/hash nodes × hash_mem_multiplier ${input.hashMemMultiplier}`;
+  if (fit === 0) {
+    return `the memory budget does not fit (${over}): shared_buffers, maintenance and autovacuum memory leave no room for a single connection with ${perConnection}; give PostgreSQL more memory`;
+  }
+  return (
+    `the memory budget does not fit (${over}): with ${perConnection} per connection it holds ${fit} of the ${input.maxConnections} connections; ` +
+    `lower max_connections to ${fit} and put a connection pooler (e.g. PgBouncer, pool size at most ${fit}) in front of the clients, rather than starving every query with a smaller work_mem`
+  );
 }
 
 function checkProfile(p: SystemProfile, catalog: GucCatalog): void {
@@ -109,13 +127,9 @@ export function recommend(profile: SystemProfile, catalog: GucCatalog): Recommen
     advisories.push(...result.advisories);
     warnings.push(...result.warnings);
   }
-  const memoryBudget = budgetOf({ areas }, profile, catalog);
-  if (!memoryBudget.fits) {
-    warnings.push(
-      `the memory budget does not fit: in the worst case ${describeMemory(memoryBudget.totalBytes)} over ${describeMemory(memoryBudget.limitBytes)}; ` +
-        'lower max_connections and put a connection pooler in front',
-    );
-  }
+  const input = budgetInput({ areas }, profile, catalog);
+  const budget = memoryBudget(input);
+  if (!budget.fits) warnings.push(budgetWarning(input, budget));
   return {
     pgMajor: catalog.major,
     catalogVersion: catalog.serverVersion,
@@ -124,7 +138,7 @@ export function recommend(profile: SystemProfile, catalog: GucCatalog): Recommen
     advisories,
     dropped,
     warnings,
-    memoryBudget,
+    memoryBudget: budget,
   };
 }
 

@@ -11,9 +11,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../gucCatalog/packageRoot.js';
-import { describeMemory } from '../gucCatalog/units.js';
+import { describeMemory, formatNumber } from '../gucCatalog/units.js';
 import { formatValue } from '../gucCatalog/values.js';
-import type { Recommendation, RecommendationSet, TuneArea } from './types.js';
+import type { Recommendation, RecommendationSet, StorageMeasurement, TuneArea } from './types.js';
 import { TUNE_AREAS } from './types.js';
 
 export type RenderFormat = 'conf' | 'include' | 'sql' | 'json';
@@ -50,6 +50,16 @@ const sqlSyntax: Syntax = {
   setting: (r) => `ALTER SYSTEM SET ${r.name} = ${quote(formatValue(r.value))};${r.restart ? '  -- needs restart' : ''}`,
 };
 
+/** The figures measured on the volumes, for the header: what random_page_cost, prefetch and WAL flush settings came from. */
+function measuredFigures(m: StorageMeasurement | undefined): string {
+  const parts: string[] = [];
+  const r = m?.randomRead;
+  if (r?.direct) parts.push(`random 8kB reads ${formatNumber(Math.round(r.serialIops))}/s one at a time, ${formatNumber(Math.round(r.parallelIops))}/s ${r.depth} at once`);
+  const f = m?.fsync;
+  if (f) parts.push(`WAL flushes ${Object.entries(f.opsPerSecond).map(([k, v]) => `${k} ${formatNumber(Math.round(v))}/s`).join(', ')} (pg_test_fsync)`);
+  return parts.length ? ` (measured: ${parts.join('; ')})` : '';
+}
+
 function scalars(set: RecommendationSet): Record<string, string> {
   const p = set.profile;
   const b = set.memoryBudget;
@@ -58,7 +68,7 @@ function scalars(set: RecommendationSet): Record<string, string> {
     catalog_version: set.catalogVersion,
     memory: `${describeMemory(p.memoryBytes)}${p.memoryIsCgroupLimit ? ' (cgroup limit)' : ''}`,
     vcpus: String(p.vcpus),
-    storage: p.storage,
+    storage: `${p.storage}${measuredFigures(p.storageMeasured)}`,
     workload: p.workload,
     memory_budget: `${describeMemory(b.totalBytes)} of ${describeMemory(b.limitBytes)} (${describeMemory(b.effectiveMemoryBytes)} less ${describeMemory(b.headroomBytes)} headroom)${b.fits ? '' : ' — DOES NOT FIT'}`,
   };

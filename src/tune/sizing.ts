@@ -35,10 +35,14 @@ export const WORKLOAD_CONNECTIONS: Record<WorkloadProfile, number> = {
   'read-replica': 200,
 };
 
-/** Below this many connections a server is hard to administer; memory gives way (work_mem shrinks) first. */
+/** Below this many connections a server is hard to administer (superuser reserve, monitoring, maintenance). */
 export const MIN_CONNECTIONS = 20;
 
-/** work_mem the connection count is sized for: the server's default, below which sorts spill early. */
+/**
+ * work_mem the connection count is sized for, and its floor: PostgreSQL's default (4MB in 13–18),
+ * below which every sort and hash spills to disk early. When the budget cannot hold it for the
+ * connections, pgscale says so and asks for fewer connections instead of starving every query.
+ */
 export const WORK_MEM_TARGET = 4 * MiB;
 
 /** Sort/hash nodes a typical query of the workload runs at once. */
@@ -84,8 +88,10 @@ export const MAINTENANCE_WORKERS_CAP: Record<WorkloadProfile, number> = {
 /** Logical replication launcher + the default 4 apply/sync workers, all taken from max_worker_processes. */
 export const LOGICAL_REPLICATION_WORKERS = 5;
 
-/** VACUUM cannot use more than 1 GB for dead tuples before 17; 17's TID store needs far less for the same work. */
+/** VACUUM cannot use more than 1 GB for dead tuples before 17; 17's TID store has no such limit. */
 const VACUUM_MEMORY_CAP = 1 * GiB;
+/** Major from which VACUUM's dead-tuple memory is no longer capped at 1GB. */
+export const VACUUM_UNCAPPED_FROM = 17;
 
 export interface ParallelSizing {
   maxParallelWorkers: number;
@@ -99,6 +105,8 @@ export interface ConnectionSizing {
   /** Where the number came from: the user, the workload's default, or the memory it would need. */
   source: 'user' | 'workload' | 'memory';
   workloadDefault: number;
+  /** Connections the budget holds with work_mem at WORK_MEM_TARGET (may be below the value when MIN_CONNECTIONS wins). */
+  fitAtTarget: number;
 }
 
 export interface Sizing {
@@ -111,6 +119,8 @@ export interface Sizing {
   parallel: ParallelSizing;
   connections: ConnectionSizing;
   workMemBytes: number;
+  /** What the budget alone would allow per sort/hash node, before the WORK_MEM_TARGET floor. */
+  workMemBudgetBytes: number;
   hashMemMultiplier: number;
   nodesPerQuery: number;
 }
@@ -151,7 +161,8 @@ export function autovacuumMaxWorkersFor(p: SystemProfile): number {
 
 function autovacuumWorkMemFor(p: SystemProfile, maintenanceWorkMemBytes: number, workers: number): number {
   // every worker may hold it at once: together at most 1/8 of memory
-  return roundDownSize(clamp(Math.min(maintenanceWorkMemBytes, VACUUM_MEMORY_CAP, p.memoryBytes / (8 * workers)), 16 * MiB, VACUUM_MEMORY_CAP));
+  const cap = p.pgMajor < VACUUM_UNCAPPED_FROM ? VACUUM_MEMORY_CAP : Infinity;
+  return roundDownSize(clamp(Math.min(maintenanceWorkMemBytes, p.memoryBytes / (8 * workers)), 16 * MiB, cap));
 }
 
 export function parallelFor(p: SystemProfile): ParallelSizing {
@@ -186,18 +197,20 @@ export function sizeFor(p: SystemProfile, catalog: GucCatalog): Sizing {
   const perProcessAt = (workMem: number) => BACKEND_OVERHEAD_BYTES + workMem * hashMemMultiplier * nodesPerQuery;
 
   const workloadDefault = WORKLOAD_CONNECTIONS[p.workload];
+  const fitAtTarget = Math.max(0, Math.floor(available / perProcessAt(WORK_MEM_TARGET)) - parallel.maxParallelWorkers);
   let connections: ConnectionSizing;
   if (p.maxConnections !== undefined) {
-    connections = { value: p.maxConnections, source: 'user', workloadDefault };
+    connections = { value: p.maxConnections, source: 'user', workloadDefault, fitAtTarget };
   } else {
-    const fitAtTarget = Math.floor(available / perProcessAt(WORK_MEM_TARGET)) - parallel.maxParallelWorkers;
     const capped = Math.max(MIN_CONNECTIONS, Math.floor(fitAtTarget / 10) * 10);
-    connections = capped < workloadDefault ? { value: capped, source: 'memory', workloadDefault } : { value: workloadDefault, source: 'workload', workloadDefault };
+    connections = capped < workloadDefault ? { value: capped, source: 'memory', workloadDefault, fitAtTarget } : { value: workloadDefault, source: 'workload', workloadDefault, fitAtTarget };
   }
 
   const processes = connections.value + parallel.maxParallelWorkers;
   const perProcess = (available - processes * BACKEND_OVERHEAD_BYTES) / (processes * hashMemMultiplier * nodesPerQuery);
-  const workMemBytes = Math.max(64 * KiB, roundDownSize(Math.min(perProcess, WORK_MEM_CAP[p.workload])));
+  const workMemBudgetBytes = Math.max(0, roundDownSize(perProcess));
+  // never below the server's default: a budget that cannot hold it is reported, with fewer connections to set
+  const workMemBytes = Math.max(WORK_MEM_TARGET, Math.min(workMemBudgetBytes, WORK_MEM_CAP[p.workload]));
 
   return {
     sharedBuffersBytes,
@@ -209,6 +222,7 @@ export function sizeFor(p: SystemProfile, catalog: GucCatalog): Sizing {
     parallel,
     connections,
     workMemBytes,
+    workMemBudgetBytes,
     hashMemMultiplier,
     nodesPerQuery,
   };

@@ -20,8 +20,14 @@ export interface SystemProfile {
   storage: StorageClass;
   /** Size of the filesystem holding pg_wal, when known. */
   walVolumeBytes?: number;
-  /** WAL generated per second at peak, when known (pg_stat_wal or pg_current_wal_lsn sampling). */
+  /** WAL generated per second at peak, when known (pg_stat_wal or pg_current_wal_lsn sampling, or --wal-rate). */
   walWriteBytesPerSecond?: number;
+  /** Where walWriteBytesPerSecond came from, for the reason (e.g. "measured: 12MB over 10s on the cluster"). */
+  walWriteRateSource?: string;
+  /** The storage as measured (pg_test_fsync, a random-read probe); it wins over the storage class where present. */
+  storageMeasured?: StorageMeasurement;
+  /** Leaf partitions of the largest partition tree in any database, when the cluster was read. */
+  largestPartitionTree?: number;
   pgMajor: number;
   /** max_connections the user asked for; otherwise the workload decides. */
   maxConnections?: number;
@@ -32,6 +38,36 @@ export interface SystemProfile {
   extensionBackgroundWorkers: number;
   /** Default huge page size of the kernel (Hugepagesize in /proc/meminfo); 2 MiB when unknown. */
   hugePageBytes?: number;
+}
+
+/** pg_test_fsync on the WAL volume: one 8kB write then a flush, per wal_sync_method it could run. */
+export interface FsyncMeasurement {
+  /** Directory the test file was written in. */
+  path: string;
+  /** Seconds per method (pg_test_fsync -s). */
+  seconds: number;
+  opsPerSecond: Partial<Record<WalSyncMethod, number>>;
+}
+
+export type WalSyncMethod = 'open_datasync' | 'fdatasync' | 'fsync' | 'open_sync';
+
+/** 8kB random reads of a temporary file on the data volume, one at a time and `depth` at once. */
+export interface RandomReadMeasurement {
+  path: string;
+  /** Reads per second with one read in flight: 1e6 / this is the latency in µs. */
+  serialIops: number;
+  /** Reads per second with `depth` reads in flight. */
+  parallelIops: number;
+  depth: number;
+  /** The page cache was bypassed (O_DIRECT); without it the figures say nothing about the disk. */
+  direct: boolean;
+  fileBytes: number;
+  seconds: number;
+}
+
+export interface StorageMeasurement {
+  fsync?: FsyncMeasurement;
+  randomRead?: RandomReadMeasurement;
 }
 
 /** The areas recommendations are grouped by, in the order they are shown. */

@@ -27,7 +27,8 @@ after(() => {
   teardownAll();
 });
 
-const HW = ['--memory', '2GB', '--cpus', '2', '--storage', 'ssd', '--profile', 'oltp'];
+// --no-measure: values that do not move with this machine's disk between runs (measuring has its own test)
+const HW = ['--memory', '2GB', '--cpus', '2', '--storage', 'ssd', '--profile', 'oltp', '--no-measure'];
 const sha = (path: string): string | null => (existsSync(path) ? createHash('sha256').update(readFileSync(path)).digest('hex') : null);
 const shas = (paths: readonly string[]) => Object.fromEntries(paths.map((p) => [p, sha(p)]));
 const runsIn = (stateDir: string): string[] => (existsSync(join(stateDir, 'runs')) ? readdirSync(join(stateDir, 'runs')).sort() : []);
@@ -246,7 +247,8 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       await c.start();
       const live = await settings(c);
       assert.equal(live.get('shared_buffers')!.setting, '65536');
-      assert.equal(live.get('work_mem')!.setting, '1152');
+      // 100 connections on 2GB: work_mem stays at PostgreSQL's 4MB (a warning asks for fewer connections)
+      assert.equal(live.get('work_mem')!.setting, '4096');
       const again = await tune(c, ['--target', 'sql', '--json']);
       assert.deepEqual(parseJson<TuneResult>(again).changes!.filter((x) => x.status === 'change'), [], 'no churn');
       const restore = await tune(c, ['--restore', '--yes']);
@@ -288,7 +290,7 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
         await term.answer(/wal: \d+ changes/, 'Enter');
         await term.answer(/io: \d+ changes/, 'Enter');
         await term.answer(/autovacuum: \d+ changes/, 'Down', 'Enter');
-        await term.answer(/profile: 1 change/, 'Enter');
+        await term.answer(/profile: 2 changes/, 'Enter');
         await term.answer(/shared_buffers, wal_buffers take effect only after a server restart/, 'y', 'Enter');
         assert.equal(await term.exitCode(), 0, term.screen());
         assert.match(term.screen(), /applied and verified in pg_settings/);
@@ -357,6 +359,40 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       assert.equal(offline.code, 2, show(offline));
       assert.match(offline.stderr, /unknown --pg-version 19/);
       unchanged(mismatch);
+    });
+
+    test('measured, not guessed: WAL rate, pg_test_fsync on the WAL volume, a random-read probe, partitions; seconds, no file left', async () => {
+      await c.sql('create table events (id bigint, at date) partition by range (at)');
+      for (let i = 0; i < 40; i++) await c.sql(`create table events_${i} partition of events for values from ('2020-01-01'::date + ${i}) to ('2020-01-01'::date + ${i + 1})`);
+      const started = Date.now();
+      const res = await run(['--memory', '2GB', '--cpus', '2', '--profile', 'oltp', '--dry-run', '--json']);
+      const seconds = (Date.now() - started) / 1000;
+      assert.equal(res.code, 0, show(res));
+      assert.ok(seconds < 90, `measuring took ${seconds}s`);
+      const out = parseJson<TuneResult>(res);
+      const notes = out.notes.join('\n');
+      assert.match(notes, /^WAL written at \S+\/s \(measured on the cluster: .* since pg_stat_wal was reset/m);
+      assert.match(notes, /^WAL flushes measured \(pg_test_fsync -s 1, .*pg_wal\): open_datasync \d+\/s, fdatasync \d+\/s/m);
+      assert.match(notes, /^random 8kB reads measured on the data volume \(128MB file, O_DIRECT\): \d+\/s one at a time, \d+\/s with 16 in flight$/m);
+      assert.match(notes, /^largest partition tree: 40 partitions$/m);
+      // the figures drive the settings, and the reasons show them
+      const reason = (name: string) => out.changes!.find((ch) => ch.name === name)?.reason ?? '';
+      assert.match(reason('random_page_cost'), /^measured \d+µs per random 8kB read/);
+      assert.match(reason('effective_io_concurrency'), /random 8kB reads one at a time, \d+\/s with 16 in flight/);
+      assert.match(reason('wal_sync_method'), /^pg_test_fsync on the WAL volume: fdatasync \d+\/s/);
+      assert.match(reason('commit_delay'), /WAL flush takes \d+µs|one WAL flush takes/);
+      assert.match(reason('max_wal_size'), /of WAL \(measured on the cluster: /);
+      assert.match(reason('max_locks_per_transaction'), /^the largest partition tree has 40 partitions/);
+      assert.equal(out.changes!.find((ch) => ch.name === 'max_locks_per_transaction')!.recommended, '128');
+      // the probes' temporary files are gone
+      const leftovers = [join(c.pgdata, 'pg_wal'), join(c.pgdata, 'base', 'pgsql_tmp')].flatMap((d) => (existsSync(d) ? readdirSync(d) : [])).filter((f) => f.startsWith('pgscale-'));
+      assert.deepEqual(leftovers, []);
+      // --wal-rate wins over a sample; --storage over the read probe
+      const given = await run([...HW.filter((a) => a !== '--no-measure'), '--wal-rate', '20MB/s', '--dry-run']);
+      assert.equal(given.code, 0, show(given));
+      assert.match(given.stdout, /^\+max_wal_size = \S+ +# reload: 20MB\/s of WAL \(given with --wal-rate\)/m);
+      assert.match(given.stdout, /random reads not measured: --storage given/);
+      unchanged(given);
     });
 
     test('a configuration file with a syntax error, reported with file and line', async () => {

@@ -30,7 +30,7 @@ test('pgtune: RAM/4, 3/4 RAM, work_mem (RAM − shared_buffers) / ((connections 
   assert.deepEqual(small.work_mem, memoryValue(5461 * KiB));
 });
 
-test('timescaledb-tune: RAM/4, 3/4 RAM, work_mem from 6.4MB per GB per 20 connections per 2 vCPUs', () => {
+test('timescaledb-tune 0.19: RAM/4, 3/4 RAM, work_mem from 6.4MB per GB per 20 connections per 2 vCPUs, memory-based connections', () => {
   const a = timescaledbTune({ memoryBytes: 16 * GiB, vcpus: 8 });
   assert.deepEqual(a.shared_buffers, memoryValue(4 * GiB));
   assert.deepEqual(a.effective_cache_size, memoryValue(12 * GiB));
@@ -38,8 +38,22 @@ test('timescaledb-tune: RAM/4, 3/4 RAM, work_mem from 6.4MB per GB per 20 connec
   assert.deepEqual(a.work_mem, memoryValue(Math.floor((16 * 6.4 * 20 * MiB) / 100 / 4)));
   assert.deepEqual(a.max_wal_size, memoryValue(1 * GiB));
   assert.deepEqual(a.min_wal_size, memoryValue(512 * MiB));
-  assert.deepEqual(a.max_worker_processes, numberValue(19));
-  assert.deepEqual(a.max_locks_per_transaction, numberValue(256));
+  // 3 built-ins + 16 TimescaleDB background workers + 8 CPUs
+  assert.deepEqual(a.max_worker_processes, numberValue(27));
+  assert.deepEqual(a.max_locks_per_transaction, numberValue(512));
+  assert.deepEqual(a.default_statistics_target, numberValue(100));
+  assert.deepEqual(a.max_connections, numberValue(100));
+  assert.deepEqual(a.autovacuum_max_workers, numberValue(10));
+  assert.deepEqual(a.autovacuum_naptime, { kind: 'duration', ms: 10_000 });
+  assert.deepEqual(a.effective_io_concurrency, numberValue(256));
+  assert.deepEqual(timescaledbTune({ memoryBytes: 2 * GiB, vcpus: 2 }).max_connections, numberValue(25));
+  assert.deepEqual(timescaledbTune({ memoryBytes: 4 * GiB, vcpus: 2 }).max_connections, numberValue(50));
+  assert.deepEqual(timescaledbTune({ memoryBytes: 6 * GiB, vcpus: 2 }).max_connections, numberValue(75));
+  assert.deepEqual(timescaledbTune({ memoryBytes: 4 * GiB, vcpus: 2 }).max_locks_per_transaction, numberValue(128));
+  assert.deepEqual(timescaledbTune({ memoryBytes: 64 * GiB, vcpus: 2 }).max_locks_per_transaction, numberValue(1024));
+  // work_mem uses the given count, else 100, not the memory-based max_connections
+  assert.deepEqual(timescaledbTune({ memoryBytes: 4 * GiB, vcpus: 2 }).work_mem, memoryValue(Math.floor((4 * 6.4 * 20 * MiB) / 100)));
+  assert.deepEqual(timescaledbTune({ memoryBytes: 4 * GiB, vcpus: 2, maxConnections: 200 }).work_mem, memoryValue(Math.floor((4 * 6.4 * 20 * MiB) / 200)));
   const withDisk = timescaledbTune({ memoryBytes: 1 * GiB, vcpus: 1, walVolumeBytes: 10 * GiB });
   // 60 % of 10GB = 6144MB, already a multiple of 16MB
   assert.deepEqual(withDisk.max_wal_size, memoryValue(6 * GiB));

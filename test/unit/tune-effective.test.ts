@@ -154,6 +154,10 @@ test('diff grouping: per area, close enough is kept, auto.conf settings are chan
   const notes = precedenceNotes(areas, 'include');
   assert.ok(notes.some((n) => n.startsWith('random_page_cost is set in') && n.includes('ALTER SYSTEM')));
   assert.ok(notes.some((n) => n.startsWith("max_wal_size is set on the server's command line")));
+  const walText = renderDiff(areas.filter((a) => a.area === 'wal'), dir);
+  const blockedLine = walText.split('\n').find((l) => l.startsWith(' max_wal_size = '))!;
+  assert.match(blockedLine, /# server command line; cannot change it to \S+$/);
+  assert.equal(blockedLine.match(/server command line/g)!.length, 1, 'said once');
   assert.equal(planChanges(set, c, catalog, 'sql').flatMap((a) => a.changes).every((ch) => ch.via === 'auto'), true, '--target sql writes everything through ALTER SYSTEM');
 });
 

@@ -4,6 +4,7 @@ import { readdirSync } from 'node:fs';
 import { parseConfigText } from '../../src/config/parse.js';
 import { KNOWN_MAJORS, findSetting, formatValue, loadCatalog, parseSetting } from '../../src/gucCatalog/index.js';
 import { WORKLOAD_PROFILES, recommend, render, templatesDir, type RecommendationSet } from '../../src/tune/index.js';
+import { INCLUDE_DIR, INCLUDE_FILE } from '../../src/tune/decide.js';
 import { HARDWARE } from './tune-fixtures.js';
 
 const allRecommendations = (set: RecommendationSet) => Object.values(set.areas).flat();
@@ -78,4 +79,24 @@ test('json: typed values, the file spelling, and everything else of the set', ()
     );
     assert.equal(parsed.areas, undefined, 'settings are listed once, with their area');
   }
+});
+
+test('include: the header names the include line pgscale tune adds; measured figures show in the header', () => {
+  const set = recommend({ ...HARDWARE['8GB/2 vCPU network SSD']!, workload: 'oltp', pgMajor: 17 }, loadCatalog(17));
+  const text = render(set, 'include');
+  assert.ok(text.replace(/\n# /g, ' ').includes(`include_if_exists = '${INCLUDE_DIR}/${INCLUDE_FILE}'`), 'the line tuneParams appends');
+  assert.doesNotMatch(text, /include_dir 'conf\.d'/);
+  const measured = recommend(
+    {
+      ...HARDWARE['8GB/2 vCPU network SSD']!,
+      workload: 'oltp',
+      pgMajor: 17,
+      storageMeasured: {
+        fsync: { path: '/w', seconds: 1, opsPerSecond: { fdatasync: 390.4 } },
+        randomRead: { path: '/d', serialIops: 4000, parallelIops: 30000, depth: 16, direct: true, fileBytes: 1 << 27, seconds: 1.5 },
+      },
+    },
+    loadCatalog(17),
+  );
+  assert.match(render(measured, 'conf'), /storage +network-block \(measured: random 8kB reads 4,?000\/s one at a time, 30,?000\/s 16 at once; WAL flushes fdatasync 390\/s \(pg_test_fsync\)\)/);
 });

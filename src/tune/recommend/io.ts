@@ -1,9 +1,11 @@
-/** Planner I/O costs, prefetch depth, I/O size and (18) asynchronous I/O, from the storage class. */
+/** Planner I/O costs, prefetch depth, I/O size and (18) asynchronous I/O, from the storage measured or its class. */
+import { findSetting } from '../../gucCatalog/catalog.js';
 import type { GucCatalog } from '../../gucCatalog/types.js';
 import { KiB } from '../../gucCatalog/units.js';
 import { enumValue, memoryValue, numberValue } from '../../gucCatalog/values.js';
 import type { AreaResult, Proposal, StorageClass, SystemProfile } from '../types.js';
 import { onlyProposals } from './area.js';
+import { ioConcurrencyFromProbe, randomPageCostFromProbe, type Decided } from './measured.js';
 
 interface StorageIo {
   randomPageCost?: { value: number; reason: string };
@@ -50,7 +52,7 @@ function ioMethod(p: SystemProfile): Proposal[] {
     return [{ name: 'io_method', value: enumValue('io_uring'), reason: 'io_uring (built in) submits I/O with less overhead than worker processes on fast local storage' }];
   }
   const why = !p.buildFeatures.includes('liburing')
-    ? 'this build has no io_uring'
+    ? 'io_uring is not in this build as far as pgscale could ask it (pg_config --configure, postgres -C)'
     : p.memoryIsCgroupLimit
       ? 'container runtimes often block io_uring system calls'
       : 'I/O workers hide network latency as well as io_uring does';
@@ -62,15 +64,32 @@ function ioMethod(p: SystemProfile): Proposal[] {
   ];
 }
 
-export function recommendIo(p: SystemProfile, _catalog: GucCatalog): AreaResult {
+const numericDefault = (catalog: GucCatalog, name: string): number | undefined => {
+  const d = findSetting(catalog, name)?.default;
+  return typeof d === 'number' ? d : undefined;
+};
+
+/** A prefetch depth never below the version's default without saying why: 18 raised both to 16 for its read streams. */
+function notBelowDefault(catalog: GucCatalog, name: string, wanted: Decided<number>): Decided<number> {
+  const d = numericDefault(catalog, name);
+  if (d === undefined || wanted.value >= d) return wanted;
+  return { value: d, reason: `PostgreSQL ${catalog.major}'s default ${d}, not the ${wanted.value} this storage alone would suggest: the server's read streams are built for it (${wanted.reason})` };
+}
+
+export function recommendIo(p: SystemProfile, catalog: GucCatalog): AreaResult {
   const io = STORAGE_IO[p.storage];
+  const probe = p.storageMeasured?.randomRead;
   const proposals: Proposal[] = [];
-  if (io.randomPageCost) proposals.push({ name: 'random_page_cost', value: numberValue(io.randomPageCost.value), reason: io.randomPageCost.reason });
-  if (io.ioConcurrency) {
-    proposals.push({ name: 'effective_io_concurrency', value: numberValue(io.ioConcurrency.value), reason: io.ioConcurrency.reason });
-    // VACUUM, CREATE INDEX and recovery prefetch read the same storage; HDDs keep the server default
-    if (io.ioConcurrency.value > 16) {
-      proposals.push({ name: 'maintenance_io_concurrency', value: numberValue(io.ioConcurrency.value), reason: 'maintenance and recovery prefetch read the same storage as queries' });
+  const randomPageCost = (probe && randomPageCostFromProbe(probe)) ?? io.randomPageCost;
+  if (randomPageCost) proposals.push({ name: 'random_page_cost', value: numberValue(randomPageCost.value), reason: randomPageCost.reason });
+  const wanted = (probe && ioConcurrencyFromProbe(probe)) ?? io.ioConcurrency;
+  if (wanted) {
+    const eic = notBelowDefault(catalog, 'effective_io_concurrency', wanted);
+    proposals.push({ name: 'effective_io_concurrency', value: numberValue(eic.value), reason: eic.reason });
+    // VACUUM, CREATE INDEX and recovery prefetch read the same storage: never shallower than queries, never below the default
+    const maintenanceDefault = numericDefault(catalog, 'maintenance_io_concurrency') ?? 10;
+    if (eic.value > maintenanceDefault) {
+      proposals.push({ name: 'maintenance_io_concurrency', value: numberValue(eic.value), reason: `as effective_io_concurrency: maintenance and recovery prefetch read the same storage as queries` });
     }
   }
   if (largeIoStorage.has(p.storage)) {

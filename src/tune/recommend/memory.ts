@@ -3,7 +3,7 @@ import type { GucCatalog } from '../../gucCatalog/types.js';
 import { GiB, MiB, describeMemory, formatMemory } from '../../gucCatalog/units.js';
 import { enumValue, memoryValue } from '../../gucCatalog/values.js';
 import { memoryHeadroom } from '../budget.js';
-import { MAINTENANCE_WORK_MEM_RULE, sizeFor } from '../sizing.js';
+import { MAINTENANCE_WORK_MEM_RULE, VACUUM_UNCAPPED_FROM, WORK_MEM_TARGET, sizeFor, type Sizing } from '../sizing.js';
 import type { AreaResult, KernelAdvisory, Proposal, SystemProfile } from '../types.js';
 
 const DEFAULT_HUGE_PAGE_BYTES = 2 * MiB;
@@ -14,12 +14,23 @@ const HUGE_PAGES_FROM_BYTES = 2 * GiB;
 const estimateSharedMemoryBytes = (sharedBuffersBytes: number, walBuffersBytes: number): number =>
   sharedBuffersBytes * 1.03 + walBuffersBytes + 64 * MiB;
 
+function workMemReason(p: SystemProfile, s: Sizing): string {
+  const worstCase = `${s.connections.value} connections + ${s.parallel.maxParallelWorkers} parallel workers × ${s.nodesPerQuery} sort/hash nodes × hash_mem_multiplier ${s.hashMemMultiplier}`;
+  const budget = `${describeMemory(p.memoryBytes - memoryHeadroom(p.memoryBytes))} (${memorySource(p)} less ${describeMemory(memoryHeadroom(p.memoryBytes))} headroom)`;
+  if (s.workMemBudgetBytes < WORK_MEM_TARGET) {
+    return (
+      `PostgreSQL's default ${formatMemory(WORK_MEM_TARGET)}, kept as the floor: below it sorts and hashes spill to disk; ` +
+      `the worst case ${worstCase} would need work_mem of ${formatMemory(s.workMemBudgetBytes)} to fit in ${budget}, so the memory budget does not fit — see the warning for fewer connections`
+    );
+  }
+  return `worst case ${worstCase} fits with shared_buffers, maintenance and autovacuum memory in ${budget}`;
+}
+
 const memorySource = (p: SystemProfile) => `${describeMemory(p.memoryBytes)} ${p.memoryIsCgroupLimit ? 'cgroup memory limit' : 'of RAM'}`;
 
 export function recommendMemory(p: SystemProfile, catalog: GucCatalog): AreaResult {
   const s = sizeFor(p, catalog);
   const desktop = p.workload === 'desktop';
-  const headroomBytes = memoryHeadroom(p.memoryBytes);
   const maintenanceRule = MAINTENANCE_WORK_MEM_RULE[p.workload];
   const proposals: Proposal[] = [
     {
@@ -37,9 +48,7 @@ export function recommendMemory(p: SystemProfile, catalog: GucCatalog): AreaResu
     {
       name: 'work_mem',
       value: memoryValue(s.workMemBytes),
-      reason:
-        `worst case ${s.connections.value} connections + ${s.parallel.maxParallelWorkers} parallel workers × ${s.nodesPerQuery} sort/hash nodes × hash_mem_multiplier ${s.hashMemMultiplier} ` +
-        `fits with shared_buffers, maintenance and autovacuum memory in ${describeMemory(p.memoryBytes - headroomBytes)} (${memorySource(p)} less ${describeMemory(headroomBytes)} headroom)`,
+      reason: workMemReason(p, s),
     },
     {
       name: 'maintenance_work_mem',
@@ -49,7 +58,9 @@ export function recommendMemory(p: SystemProfile, catalog: GucCatalog): AreaResu
     {
       name: 'autovacuum_work_mem',
       value: memoryValue(s.autovacuumWorkMemBytes),
-      reason: `each of the ${s.autovacuumMaxWorkers} autovacuum workers may hold it at once: together at most 1/8 of memory, and VACUUM uses no more than 1GB`,
+      reason:
+        `each of the ${s.autovacuumMaxWorkers} autovacuum workers may hold it at once: together at most 1/8 of memory` +
+        (p.pgMajor < VACUUM_UNCAPPED_FROM ? `, and VACUUM uses no more than 1GB before PostgreSQL ${VACUUM_UNCAPPED_FROM}` : `, at most maintenance_work_mem (PostgreSQL ${p.pgMajor} has no 1GB VACUUM limit)`),
     },
   ];
   const advisories: KernelAdvisory[] = [];

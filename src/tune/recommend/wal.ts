@@ -5,6 +5,7 @@ import { GiB, MiB, formatDuration, formatMemory } from '../../gucCatalog/units.j
 import { boolValue, durationValue, enumValue, memoryValue, numberValue } from '../../gucCatalog/values.js';
 import { roundDownSize, roundUpSize, sizeFor } from '../sizing.js';
 import type { AreaResult, Proposal, StorageClass, SystemProfile, WorkloadProfile } from '../types.js';
+import { flushMicroseconds, groupCommitFromFsync, walSyncMethodFromFsync } from './measured.js';
 
 /** pgtune's WAL between checkpoints per workload, used when the write rate is unknown. */
 const WORKLOAD_MAX_WAL: Record<WorkloadProfile, number> = {
@@ -48,10 +49,12 @@ function maxWalSize(p: SystemProfile, timeoutMs: number): { bytes: number; reaso
   if (p.walWriteBytesPerSecond !== undefined) {
     // a checkpoint is forced once WAL since the last one exceeds max_wal_size / (1 + completion target)
     bytes = Math.max(1 * GiB, roundUpSize(p.walWriteBytesPerSecond * (timeoutMs / 1000) * (1 + COMPLETION_TARGET)));
-    reason = `${formatMemory(roundUpSize(p.walWriteBytesPerSecond))}/s of WAL over checkpoint_timeout ${formatDuration(timeoutMs)} × (1 + ${COMPLETION_TARGET}): checkpoints come on time, not forced by WAL volume`;
+    reason =
+      `${formatMemory(roundUpSize(p.walWriteBytesPerSecond))}/s of WAL${p.walWriteRateSource ? ` (${p.walWriteRateSource})` : ''} over checkpoint_timeout ${formatDuration(timeoutMs)} × (1 + ${COMPLETION_TARGET}): ` +
+      `checkpoints come on time, not forced by WAL volume${bytes === 1 * GiB ? '; at least 1GB, the default' : ''}`;
   } else {
     bytes = WORKLOAD_MAX_WAL[p.workload];
-    reason = `the ${p.workload} profile's usual WAL between checkpoints (give the WAL write rate to size it from measurements)`;
+    reason = `the ${p.workload} profile's usual WAL between checkpoints: the WAL write rate is unknown (tune a running cluster to measure it, or pass --wal-rate)`;
   }
   const warnings: string[] = [];
   if (p.walVolumeBytes !== undefined) {
@@ -65,6 +68,24 @@ function maxWalSize(p: SystemProfile, timeoutMs: number): { bytes: number; reaso
     }
   }
   return { bytes, reason, warnings };
+}
+
+/** wal_sync_method and group commit from pg_test_fsync on the WAL volume, when it was measured. */
+function fromFsync(p: SystemProfile): Proposal[] {
+  const fsync = p.storageMeasured?.fsync;
+  if (!fsync) return [];
+  const method = walSyncMethodFromFsync(fsync);
+  if (!method) return [];
+  const out: Proposal[] = [{ name: 'wal_sync_method', value: enumValue(method.value), reason: method.reason }];
+  const flushUs = flushMicroseconds(fsync, method.value);
+  const group = flushUs === undefined ? undefined : groupCommitFromFsync(flushUs, p.workload);
+  if (group) {
+    out.push({ name: 'commit_delay', value: numberValue(group.delayUs), reason: group.reason });
+    if (group.delayUs > 0) {
+      out.push({ name: 'commit_siblings', value: numberValue(group.siblings), reason: `the default: commits wait only when ${group.siblings} other transactions are active, so a lone committer never does` });
+    }
+  }
+  return out;
 }
 
 export function recommendWal(p: SystemProfile, catalog: GucCatalog): AreaResult {
@@ -95,5 +116,6 @@ export function recommendWal(p: SystemProfile, catalog: GucCatalog): AreaResult 
   ];
   const compression = walCompression(p, catalog);
   if (compression) proposals.push(compression);
+  proposals.push(...fromFsync(p));
   return { proposals, advisories: [], warnings: maxWal.warnings };
 }
