@@ -60,7 +60,6 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       }
       const tier = a.tier ?? tierForStorageClass(storageClass);
       if (volumes.some((v) => v.tier === tier)) throw badInput(`two volumes for the ${tier} tier`, 'pass one --volume per tier');
-      if (tier === facts.dataDirTier) throw badInput(`--volume ${a.path} is for the ${tier} tier, which the data directory already is (--data-dir-tier ${facts.dataDirTier})`, `declare it for another tier, or pass --data-dir-tier with the tier of the data directory's storage`);
       const name = tablespaceName(tier);
       const location = join(volume, name);
       volumes.push({ tier, volume, location, tablespace: name, storageClass, options: tablespaceOptionsFor(storageClass, tier), existed: false });
@@ -96,6 +95,7 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       moves: placement.moves,
       parents: placement.parents,
       refused: placement.refused,
+      staying: placement.staying,
       tempTablespaces: hot && temp?.setting !== hot.tablespace ? hot.tablespace : null,
       previousTempTablespaces: temp?.setting ?? '',
       force: f.force,

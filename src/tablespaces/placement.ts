@@ -69,7 +69,10 @@ export function tablespaceOptionsFor(c: StorageClass, tier: Tier): TablespaceOpt
 
 export const tablespaceName = (tier: Tier) => `pgscale_${tier}`;
 
-/** Where a tier's relations live: a pgscale tablespace on a volume, or '' (the database default) for the data directory's tier. */
+/**
+ * Where a tier's relations go: its declared volume's tablespace, else '' (the database default) for
+ * the data directory's tier. Relations already on a tablespace of their tier stay (decidePlacement).
+ */
 export function tierTablespaces(declared: readonly Tier[], dataDirTier: Tier): Partial<Record<Tier, string>> {
   const out: Partial<Record<Tier, string>> = {};
   for (const t of tiers) {

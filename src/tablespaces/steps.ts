@@ -55,6 +55,7 @@ export interface PlaceParams extends JsonObject {
   moves: RelationMove[];
   parents: ParentDefault[];
   refused: { relation: string; why: string }[];
+  staying: { relation: string; tier: Tier; why: string }[];
   /** temp_tablespaces after the run, and before it (null: left alone). */
   tempTablespaces: string | null;
   previousTempTablespaces: string;
@@ -175,6 +176,7 @@ export async function placeChecks(ctx: StepContext, p: PlaceParams): Promise<Che
   if (standbys.length && p.volumes.some((v) => !existing.some((t) => t.name === v.tablespace))) {
     out.push(check.warn('standbys', `${standbys.map((s) => s.application_name).join(', ')} replay CREATE TABLESPACE with the same path: ${p.volumes.map((v) => v.location).join(', ')} must be creatable there by the server account`));
   }
+  if (p.staying.length) out.push(check.info('staying', p.staying.map((s) => `${s.relation} (${s.tier}): ${s.why}`).join('; ')));
   out.push(p.moves.length ? check.info('moves', `${p.moves.length} relation${p.moves.length === 1 ? '' : 's'}, ${formatBytes(p.moves.reduce((a, m) => a + m.totalBytes, 0))}`) : check.info('moves', 'every relation is on its tier already'));
   return out;
 }
