@@ -72,7 +72,7 @@ export function partitionUpperBound(bound: string | null): Date | undefined {
   const m = bound && /\bTO \('(\d{4}-\d{2}-\d{2}(?:[ T][\d:.]+)?(?:[+-]\d{2}(?::?\d{2})?)?)'\)/.exec(bound);
   if (!m) return undefined;
   // PostgreSQL writes "2024-02-01 00:00:00+00": JavaScript wants a T and a minutes part in the offset
-  const d = new Date(m[1]!.replace(' ', 'T').replace(/([+-]\d{2})$/, '$1:00'));
+  const d = new Date(m[1]!.replace(' ', 'T').replace(/(T[\d:.]+[+-]\d{2})$/, '$1:00'));
   return Number.isNaN(d.getTime()) ? undefined : d;
 }
 
