@@ -30,7 +30,8 @@ Checks before anything: free space on every volume for what moves there, WAL spa
 
   static override flags = {
     ...temperatureFlags,
-    volume: Flags.string({ summary: 'PATH=hot|warm|cold (or PATH: tier from its storage class). Repeatable, one volume per tier.', multiple: true }),
+    // a playbook flag holds one value: there the volumes are one comma-separated list
+    volume: Flags.string({ summary: 'PATH=hot|warm|cold (or PATH: tier from its storage class). Repeatable or comma-separated, one volume per tier.', multiple: true, delimiter: ',' }),
     force: Flags.boolean({ summary: 'Accept a volume on the data directory\'s device (a warning instead of a refusal).', default: false }),
     'allow-blocking': Flags.boolean({ summary: 'Move heaps above --blocking-limit-mb too, though readers and writers wait for the copy.', default: false }),
     'blocking-limit-mb': Flags.integer({ summary: 'Largest heap moved by a blocking rewrite without --allow-blocking.', default: 1024, min: 0 }),

@@ -103,7 +103,8 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
   });
 
   test('--dry-run shows the moves with their online methods and changes nothing', async () => {
-    const res = await cli(['place', ...volumes(), '--dry-run']);
+    // comma-separated, as a playbook passes them
+    const res = await cli(['place', '--volume', `${hot.mountPoint}=hot,${cold.mountPoint}=cold`, '--dry-run']);
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, /# pgscale plan: tablespaces-place/);
     assert.match(res.stdout, /REINDEX \(TABLESPACE "pgscale_cold"\) INDEX CONCURRENTLY "public"\."history_2023_01_pkey"/);
