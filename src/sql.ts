@@ -345,17 +345,20 @@ export const tablespaceStatements = {
   },
   resetTablespaceOptions: (name: string, options: readonly string[]) => command('tablespaces: reset options', `ALTER TABLESPACE ${quoteIdent(name)} RESET (${options.filter((o) => /^[a-z_]+$/.test(o)).join(', ')})`),
   /**
-   * Moves a table's heap (its TOAST follows) under a short lock_timeout, in one transaction that
-   * counts the rows before and after the rewrite while it holds the lock: a difference undoes it.
-   * Naming the database's default tablespace stores it as "the default" (reltablespace 0).
+   * Moves a table's heap (its TOAST follows) under a short lock_timeout. With `countRows`, one
+   * transaction counts the rows before and after the rewrite while it holds the lock, and a
+   * difference undoes the move (two scans more under the lock). Naming the database's default
+   * tablespace stores it as "the default" (reltablespace 0).
    */
-  moveTableChecked: (schema: string, name: string, ts: string, lockTimeoutMs: number) => {
+  moveTable: (schema: string, name: string, ts: string, lockTimeoutMs: number, countRows: boolean) => {
     const rel = qualified(schema, name);
+    const setTimeout = `SET lock_timeout = ${Math.round(lockTimeoutMs)};`;
+    if (!countRows) return command('tablespaces: move table', `${setTimeout} ALTER TABLE ${rel} SET TABLESPACE ${quoteIdent(ts)}`);
     const tag = '$pgscale_move$';
     if (rel.includes(tag)) throw new Error(`relation name ${rel} contains ${tag}`);
     return command(
-      'tablespaces: move table',
-      `SET lock_timeout = ${Math.round(lockTimeoutMs)};
+      'tablespaces: move table, rows counted',
+      `${setTimeout}
 DO ${tag}
 DECLARE before bigint; after bigint;
 BEGIN

@@ -35,8 +35,10 @@ Checks before anything: free space on every volume for what moves there, WAL spa
     force: Flags.boolean({ summary: 'Accept a volume on the data directory\'s device (a warning instead of a refusal).', default: false }),
     'allow-blocking': Flags.boolean({ summary: 'Move heaps above --blocking-limit-mb too, though readers and writers wait for the copy.', default: false }),
     'blocking-limit-mb': Flags.integer({ summary: 'Largest heap moved by a blocking rewrite without --allow-blocking.', default: 1024, min: 0 }),
-    'lock-timeout': Flags.integer({ summary: 'Milliseconds each attempt waits for a table lock.', default: 2000, min: 10 }),
-    'lock-retries': Flags.integer({ summary: 'Attempts after the first when the lock is not granted; the pauses double from 500 ms.', default: 5, min: 0, max: 20 }),
+    // while an ACCESS EXCLUSIVE request waits, every later query on the table queues behind it: the wait must stay short
+    'lock-timeout': Flags.integer({ summary: 'Milliseconds each attempt waits for a table lock (clients queue behind a waiting request, so keep it short).', default: 200, min: 10 }),
+    'lock-retries': Flags.integer({ summary: 'Attempts after the first when the lock is not granted; the pauses double from 200 ms, at most 10 s.', default: 8, min: 0, max: 20 }),
+    'verify-rows': Flags.boolean({ summary: 'Count each table\'s rows before and after its move, under its lock (a difference undoes the move); --no-verify-rows shortens the lock by two scans.', default: true, allowNo: true }),
     'copy-rate-mb': Flags.integer({ summary: 'MB per second assumed for the duration estimate.', default: 100, min: 1 }),
     'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
   };
@@ -100,7 +102,8 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       tempTablespaces: hot && temp?.setting !== hot.tablespace ? hot.tablespace : null,
       previousTempTablespaces: temp?.setting ?? '',
       force: f.force,
-      lock: { lockTimeoutMs: f['lock-timeout'], retries: f['lock-retries'], backoffMs: 500 },
+      lock: { lockTimeoutMs: f['lock-timeout'], retries: f['lock-retries'], backoffMs: 200 },
+      countRows: f['verify-rows'],
       copyBytesPerSecond: f['copy-rate-mb'] * MB,
       maxWalBytes: Number(wal?.max_wal_size_bytes ?? 1024 * MB),
     };

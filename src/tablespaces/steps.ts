@@ -37,7 +37,7 @@ export interface LockPolicy {
   [key: string]: number;
   /** lock_timeout of every attempt: no attempt waits longer. */
   lockTimeoutMs: number;
-  /** Attempts after the first; the waits between them double, from backoffMs. */
+  /** Attempts after the first; the pauses between them double from backoffMs, at most 10 s. */
   retries: number;
   backoffMs: number;
 }
@@ -61,6 +61,8 @@ export interface PlaceParams extends JsonObject {
   previousTempTablespaces: string;
   force: boolean;
   lock: LockPolicy;
+  /** Count the rows before and after each heap move, under its lock. */
+  countRows: boolean;
   copyBytesPerSecond: number;
   maxWalBytes: number;
 }
@@ -70,6 +72,7 @@ interface MoveParams extends JsonObject {
   database: string;
   defaultTablespace: string;
   lock: LockPolicy;
+  countRows: boolean;
   copyBytesPerSecond: number;
   move: RelationMove;
 }
@@ -104,7 +107,7 @@ async function withLockRetries(ctx: StepContext, db: Db, lock: LockPolicy, what:
       if (attempt >= lock.retries) {
         throw new PgscaleError(`${what}: the lock was not granted within ${lock.lockTimeoutMs} ms in ${attempt + 1} attempts (sessions hold it)`, ExitCode.FailedAfterChange, 'see pg_locks / pg_stat_activity for the holder; `pgscale resume` tries again');
       }
-      const pause = lock.backoffMs * 2 ** attempt;
+      const pause = Math.min(lock.backoffMs * 2 ** attempt, 10_000);
       ctx.progress.message(`${what}: lock not granted, attempt ${attempt + 2} of ${lock.retries + 1} in ${pause} ms`);
       await new Promise((r) => setTimeout(r, pause));
       if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
@@ -260,7 +263,7 @@ async function placeRelation(ctx: StepContext, p: MoveParams, heapTo: string, in
     let retries = 0;
     if (heapNow !== heapTo) {
       ctx.progress.message(`${relation(m)}: heap → ${shown(heapTo)}`);
-      retries = await withLockRetries(ctx, db, p.lock, `moving ${relation(m)}`, () => ts.moveTableChecked(m.schema, m.name, name(heapTo, p.defaultTablespace), p.lock.lockTimeoutMs));
+      retries = await withLockRetries(ctx, db, p.lock, `moving ${relation(m)}`, () => ts.moveTable(m.schema, m.name, name(heapTo, p.defaultTablespace), p.lock.lockTimeoutMs, p.countRows));
     }
     const moved: string[] = [];
     for (const i of m.indexes) {
@@ -286,8 +289,8 @@ export const moveStep = defineStep<MoveParams>({
       {
         kind: 'sql',
         target: target(p),
-        sql: ts.moveTableChecked(m.schema, m.name, to, p.lock.lockTimeoutMs).text,
-        note: `${m.reason}. The heap and its TOAST are rewritten under ACCESS EXCLUSIVE${m.blocking ? ' (a blocking move, allowed by --allow-blocking)' : ''}; the lock is waited for at most ${p.lock.lockTimeoutMs} ms, ${p.lock.retries + 1} attempts, pauses from ${p.lock.backoffMs} ms doubling; rows counted before and after under the lock`,
+        sql: ts.moveTable(m.schema, m.name, to, p.lock.lockTimeoutMs, p.countRows).text,
+        note: `${m.reason}. The heap and its TOAST are rewritten under ACCESS EXCLUSIVE${m.blocking ? ' (a blocking move, allowed by --allow-blocking)' : ''}; the lock is waited for at most ${p.lock.lockTimeoutMs} ms, ${p.lock.retries + 1} attempts, pauses from ${p.lock.backoffMs} ms doubling${p.countRows ? '; rows counted before and after under the lock' : ''}`,
       },
     ];
     for (const i of m.indexes) {
@@ -312,7 +315,7 @@ export const moveStep = defineStep<MoveParams>({
     await placeRelation(ctx, p, p.move.from, (i) => i.from);
   },
   rollbackNote: (p) => `move ${relation(p.move)} and its indexes back to ${shown(p.move.from)} the same way`,
-  estimateSeconds: (p) => estimateMoveSeconds(p.move, p.copyBytesPerSecond),
+  estimateSeconds: (p) => estimateMoveSeconds(p.move, p.copyBytesPerSecond, p.countRows),
 });
 
 // ---------------------------------------------------------------- partitioned parents
@@ -397,7 +400,7 @@ export const placeOperation = defineOperation<PlaceParams>({
   steps: (p) => {
     const common = { access: p.access, database: p.database, defaultTablespace: p.defaultTablespace, lock: p.lock };
     const steps: StepData[] = [{ id: 'prepare', kind: prepareStep.kind, params: p }];
-    for (const m of p.moves) steps.push({ id: `move-${safeId(relation(m))}`, kind: moveStep.kind, params: { ...common, copyBytesPerSecond: p.copyBytesPerSecond, move: m } });
+    for (const m of p.moves) steps.push({ id: `move-${safeId(relation(m))}`, kind: moveStep.kind, params: { ...common, countRows: p.countRows, copyBytesPerSecond: p.copyBytesPerSecond, move: m } });
     for (const parent of p.parents) steps.push({ id: `default-${safeId(`${parent.schema}.${parent.name}`)}`, kind: parentStep.kind, params: { ...common, parent } });
     if (p.tempTablespaces !== null) steps.push({ id: 'temp-tablespaces', kind: tempStep.kind, params: { access: p.access, to: p.tempTablespaces, previous: p.previousTempTablespaces } });
     return steps;

@@ -152,16 +152,18 @@ test('decidePlacement: cold relations move with their indexes, hot ones stay, li
   const allCold = decidePlacement([temp('h_2023', 'cold', { parent: 'public.h' }), temp('h_2026', 'cold', { parent: 'public.h' })], stats, opts);
   assert.deepEqual(allCold.parents.map((x) => [x.name, x.from, x.to]), [['h', '', 'pgscale_cold']]);
   assert.deepEqual([...bytesByTarget(p.moves)], [['pgscale_cold', 3e6], ['', 1.5e6]]);
-  assert.equal(Math.round(estimateMoveSeconds({ heapBytes: 100e6, indexes: [] }, 100e6)), 3, '1 s + 1.5 × the heap at the copy rate');
+  assert.equal(Math.round(estimateMoveSeconds({ heapBytes: 100e6, indexes: [] }, 100e6, true)), 3, '1 s + 1.5 × the heap at the copy rate');
+  assert.equal(Math.round(estimateMoveSeconds({ heapBytes: 100e6, indexes: [{ schema: 's', name: 'i', bytes: 50e6, from: '', method: 'reindex-concurrently' }] }, 100e6, false)), 3);
 });
 
 test('SQL text: identifiers are quoted, the move counts rows under its lock and lock_timeout bounds every wait', () => {
   assert.equal(quoteIdent('we"ird'), '"we""ird"');
-  const text = tablespaceStatements.moveTableChecked('public', 'Mixed Case', 'pgscale_cold', 1500).text;
+  const text = tablespaceStatements.moveTable('public', 'Mixed Case', 'pgscale_cold', 1500, true).text;
   assert.match(text, /^SET lock_timeout = 1500;/);
   assert.match(text, /LOCK TABLE "public"\."Mixed Case" IN ACCESS EXCLUSIVE MODE;/);
   assert.match(text, /ALTER TABLE "public"\."Mixed Case" SET TABLESPACE "pgscale_cold";/);
   assert.match(text, /RAISE EXCEPTION 'row count changed/);
+  assert.equal(tablespaceStatements.moveTable('public', 't', 'pg_default', 200, false).text, 'SET lock_timeout = 200; ALTER TABLE "public"."t" SET TABLESPACE "pg_default"');
 });
 
 test('playbooks take the tablespaces commands, volumes as one comma-separated flag', () => {
