@@ -316,13 +316,13 @@ export const tablespaceStatements = {
         order by 2, 1`,
       [schema, name],
     ),
-  /** Indexes REINDEX CONCURRENTLY left invalid when it was interrupted (name_ccnew, name_ccnew1…). */
+  /** Indexes REINDEX CONCURRENTLY left invalid when it was interrupted (name_ccnew…, or name_ccold… after the swap). */
   leftoverConcurrentIndexes: (schema: string, table: string) =>
     rows<{ name: string }>(
       'tablespaces: leftover concurrent reindex',
       `select ic.relname as name from pg_index x join pg_class ic on ic.oid = x.indexrelid
          join pg_class c on c.oid = x.indrelid join pg_namespace n on n.oid = c.relnamespace
-        where n.nspname = $1 and c.relname = $2 and not x.indisvalid and ic.relname ~ '_ccnew[0-9]*$'`,
+        where n.nspname = $1 and c.relname = $2 and not x.indisvalid and ic.relname ~ '_cc(new|old)[0-9]*$'`,
       [schema, table],
     ),
   dropIndexConcurrently: (schema: string, name: string) => command('tablespaces: drop leftover index', `DROP INDEX CONCURRENTLY IF EXISTS ${qualified(schema, name)}`),

@@ -1,9 +1,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCluster, createLoopVolume, mkdirOwned, scratchDir, serverUser, teardownAll, type LoopVolume, type TestCluster } from '../helpers/testbed.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
+import { waitFor } from '../helpers/snapshot.js';
 import type { OperationResult } from '../../src/operationCommand.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
 import type { TemperatureReport } from '../../src/tablespaces/snapshot.js';
@@ -19,6 +20,7 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
   let cold: LoopVolume;
   let tiny: LoopVolume;
   let stateDir: string;
+  let planFile: string;
 
   const cli = (args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> =>
     runCli(['tablespaces', ...args, '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir], { env });
@@ -78,18 +80,26 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
 
   test('bad input and refusals: message, hint, documented exit code, nothing changed', async () => {
     const before = await placement();
-    await c.sql(`create tablespace pgscale_cold location '${mkdirOwned(join(hot.mountPoint, 'elsewhere'))}'`);
+    const rootOnly = join(hot.mountPoint, 'root-only');
+    mkdirSync(rootOnly, { mode: 0o755 });
+    const sameDevice = mkdirOwned(join(scratchDir(), 'cold-on-data-device'));
     const cases: { args: string[]; code: number; message: RegExp }[] = [
       { args: ['--volume', `${cold.mountPoint}=lukewarm`], code: 2, message: /unknown tier "lukewarm"[\s\S]*hint: the tiers are hot, warm, cold/ },
       { args: ['--volume', `${join(c.pgdata, 'ts')}=cold`], code: 2, message: /inside the data directory[\s\S]*hint:/ },
       { args: [], code: 2, message: /pass --volume PATH=hot\|warm\|cold/ },
-      { args: ['--volume', `${cold.mountPoint}=cold`], code: 3, message: /tablespace name: a tablespace named pgscale_cold already exists at .*elsewhere[\s\S]*hint: nothing was changed/ },
+      { args: ['--volume', `${rootOnly}=cold`], code: 3, message: /writable by postgres: postgres \(the cluster owner\) cannot write/ },
+      { args: ['--volume', `${sameDevice}=cold`], code: 3, message: /separate device: .* on the data directory's device.*--force/ },
     ];
     for (const k of cases) {
       const res = await cli(['place', '--yes', ...k.args]);
       assert.equal(res.code, k.code, `${k.args.join(' ')}: ${res.stderr}`);
       assert.match(res.stderr, k.message, k.args.join(' '));
     }
+    // a tablespace of that name somewhere else
+    await c.sql(`create tablespace pgscale_cold location '${mkdirOwned(join(hot.mountPoint, 'elsewhere'))}'`);
+    const collision = await cli(['place', '--yes', '--volume', `${cold.mountPoint}=cold`]);
+    assert.equal(collision.code, 3, collision.stderr);
+    assert.match(collision.stderr, /tablespace name: a tablespace named pgscale_cold already exists at .*elsewhere[\s\S]*hint: nothing was changed/);
     await c.sql('drop tablespace pgscale_cold');
     // the cold partitions do not fit on an 8 MB volume: refused before anything moves
     const small = await cli(['place', '--yes', '--volume', `${tiny.mountPoint}=cold`]);
@@ -110,14 +120,36 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     assert.match(res.stdout, /REINDEX \(TABLESPACE "pgscale_cold"\) INDEX CONCURRENTLY "public"\."history_2023_01_pkey"/);
     assert.match(res.stdout, /SET lock_timeout = 200;/);
     assert.match(res.stdout, /staying \| pass \| public\.hot_t \(hot\): already on the hot tier/);
-    const plan = parseJson<OperationResult>(await place([...volumes(), '--dry-run'])).plan;
+    planFile = join(stateDir, 'place.plan.json');
+    const plan = parseJson<OperationResult>(await place([...volumes(), '--dry-run', '--plan-out', planFile])).plan;
+    assert.equal(statSync(planFile).mode & 0o777, 0o600);
     assert.deepEqual(plan.steps.map((s) => s.id), ['prepare', ...partitions.map((p) => `move-public.${p}`), 'default-public.history', 'temp-tablespaces']);
     assert.ok(plan.steps.every((s) => !s.downtime));
     assert.equal(allDefault(await placement()).length, 0);
     assert.ok(!existsSync(join(cold.mountPoint, 'pgscale_cold')));
   });
 
-  test('place under a writer, SIGKILLed mid-run, resumed: cold partitions and their indexes on the cold volume, hot table untouched, every acknowledged row there; rollback returns everything', async () => {
+  test('a lock held elsewhere: bounded attempts under lock_timeout, then a clean failure; rollback drops what was created', async () => {
+    const part = partitions[0]!;
+    // SHARE conflicts with the move's ACCESS EXCLUSIVE, not with the size and catalog reads of planning
+    const holder = c.sql(`begin; lock table ${part} in share mode; select pg_sleep(60); commit;`).catch(() => undefined);
+    await waitFor('the held lock', async () => (await c.sql(`select count(*) from pg_locks where relation = '${part}'::regclass and mode = 'ShareLock' and granted`)) === '1');
+    const started = Date.now();
+    const res = await cli(['place', '--yes', ...volumes(), '--lock-timeout', '100', '--lock-retries', '2']);
+    await c.sql(`select pg_terminate_backend(pid) from pg_stat_activity where query like '%pg_sleep(60)%' and pid <> pg_backend_pid()`);
+    await holder;
+    assert.equal(res.code, 5, res.stderr);
+    assert.match(res.stderr, new RegExp(`moving public\\.${part}: the lock was not granted within 100 ms in 3 attempts`));
+    assert.match(res.stderr, /hint: .*pgscale resume/);
+    assert.ok(Date.now() - started < 30_000, 'the attempts are bounded');
+    assert.equal((await placement())[part], '', 'the partition stayed where it was');
+    const rb = await runCli(['rollback', '--state-dir', stateDir, '--yes', '--json']);
+    assert.equal(rb.code, 0, rb.stderr + rb.stdout);
+    assert.equal(await c.sql(`select count(*) from pg_tablespace where spcname like 'pgscale%'`), '0');
+    assert.deepEqual(allDefault(await placement()), []);
+  });
+
+  test('the reviewed plan applied under a writer, SIGKILLed mid-run, resumed: cold partitions and their indexes on the cold volume, hot table untouched, every acknowledged row there; rollback returns everything', async () => {
     let stop = false;
     const acked: number[] = [];
     let failures = 0;
@@ -134,7 +166,8 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
       }
     })();
     try {
-      const killed = await place(volumes(), { PGSCALE_FAILPOINT: `move-public.${partitions[1]}:started` });
+      // the reviewed plan file, applied as it is
+      const killed = await runCli(['apply', planFile, '--state-dir', stateDir, '--yes', '--json'], { env: { PGSCALE_FAILPOINT: `move-public.${partitions[1]}:started` } });
       assert.equal(killed.code, null, `expected SIGKILL: ${killed.stderr}${killed.stdout}`);
       const p1 = await placement();
       assert.equal(p1[partitions[0]!], 'pgscale_cold', 'the first partition moved before the kill');
