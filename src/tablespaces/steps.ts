@@ -188,7 +188,8 @@ export const prepareStep = defineStep<PlaceParams>({
   kind: 'tablespaces.prepare',
   title: (p) => {
     const created = p.volumes.filter((v) => !v.existed);
-    return created.length ? `Create tablespace${created.length === 1 ? '' : 's'} ${created.map((v) => `${v.tablespace} (${v.location})`).join(', ')} with their planner settings` : 'Check the tablespaces and their planner settings';
+    const one = created.length === 1;
+    return created.length ? `Create tablespace${one ? '' : 's'} ${created.map((v) => `${v.tablespace} (${v.location})`).join(', ')} with ${one ? 'its' : 'their'} planner settings` : 'Set the planner settings of the existing tablespaces';
   },
   check: placeChecks,
   async plan(_ctx, p) {
