@@ -253,6 +253,18 @@ export interface RelationStatsRow {
 /** How a lock_timeout-bounded ALTER TABLE … SET TABLESPACE reports that it gave up waiting. */
 export const isLockTimeout = (e: unknown): boolean => /lock timeout|55P03/.test(e instanceof Error ? `${e.message} ${(e as { code?: string }).code ?? ''}` : String(e));
 
+const doTag = '$pgscale$';
+
+/**
+ * One DO block whose lock_timeout is local to its transaction: the bound holds for every lock it
+ * waits for and never leaks into the session (a pooled connection, a later REINDEX CONCURRENTLY).
+ */
+function underLockTimeout(name: string, lockTimeoutMs: number, body: string[], declare = ''): Statement<void> {
+  const text = body.join('\n');
+  if (text.includes(doTag)) throw new Error(`${name}: statement contains ${doTag}`);
+  return command(name, [`DO ${doTag}`, ...(declare ? [`DECLARE ${declare}`] : []), 'BEGIN', `  PERFORM set_config('lock_timeout', '${Math.round(lockTimeoutMs)}ms', true);`, ...body.map((l) => `  ${l}`), `END ${doTag}`].join('\n'));
+}
+
 export const tablespaceStatements = {
   /** The database, its counters' reset time and the server's clock (ISO 8601): the frame of a snapshot. */
   statsFrame: () =>
@@ -345,40 +357,32 @@ export const tablespaceStatements = {
   },
   resetTablespaceOptions: (name: string, options: readonly string[]) => command('tablespaces: reset options', `ALTER TABLESPACE ${quoteIdent(name)} RESET (${options.filter((o) => /^[a-z_]+$/.test(o)).join(', ')})`),
   /**
-   * Moves a table's heap (its TOAST follows) under a short lock_timeout. With `countRows`, one
+   * Moves a table's heap (its TOAST follows) under a short lock_timeout. With `countRows`, the same
    * transaction counts the rows before and after the rewrite while it holds the lock, and a
    * difference undoes the move (two scans more under the lock). Naming the database's default
    * tablespace stores it as "the default" (reltablespace 0).
    */
   moveTable: (schema: string, name: string, ts: string, lockTimeoutMs: number, countRows: boolean) => {
     const rel = qualified(schema, name);
-    const setTimeout = `SET lock_timeout = ${Math.round(lockTimeoutMs)};`;
-    if (!countRows) return command('tablespaces: move table', `${setTimeout} ALTER TABLE ${rel} SET TABLESPACE ${quoteIdent(ts)}`);
-    const tag = '$pgscale_move$';
-    if (rel.includes(tag)) throw new Error(`relation name ${rel} contains ${tag}`);
-    return command(
-      'tablespaces: move table, rows counted',
-      `${setTimeout}
-DO ${tag}
-DECLARE before bigint; after bigint;
-BEGIN
-  LOCK TABLE ${rel} IN ACCESS EXCLUSIVE MODE;
-  SELECT count(*) INTO before FROM ${rel};
-  ALTER TABLE ${rel} SET TABLESPACE ${quoteIdent(ts)};
-  SELECT count(*) INTO after FROM ${rel};
-  IF before <> after THEN RAISE EXCEPTION 'row count changed by the move: % before, % after', before, after; END IF;
-END ${tag}`,
-    );
+    const move = `ALTER TABLE ${rel} SET TABLESPACE ${quoteIdent(ts)};`;
+    if (!countRows) return underLockTimeout('tablespaces: move table', lockTimeoutMs, [move]);
+    return underLockTimeout('tablespaces: move table, rows counted', lockTimeoutMs, [
+      `LOCK TABLE ${rel} IN ACCESS EXCLUSIVE MODE;`,
+      `SELECT count(*) INTO before FROM ${rel};`,
+      move,
+      `SELECT count(*) INTO after FROM ${rel};`,
+      `IF before <> after THEN RAISE EXCEPTION 'row count changed by the move: % before, % after', before, after; END IF;`,
+    ], 'before bigint; after bigint;');
   },
   /** An index rebuilt in another tablespace without blocking writes (14+). */
   reindexConcurrently: (schema: string, name: string, ts: string) =>
     command('tablespaces: reindex concurrently', `REINDEX (TABLESPACE ${quoteIdent(ts)}) INDEX CONCURRENTLY ${qualified(schema, name)}`),
   /** An index moved by rewrite (blocks writes to its table): before 14, and for exclusion-constraint indexes. */
   moveIndex: (schema: string, name: string, ts: string, lockTimeoutMs: number) =>
-    command('tablespaces: move index', `SET lock_timeout = ${Math.round(lockTimeoutMs)}; ALTER INDEX ${qualified(schema, name)} SET TABLESPACE ${quoteIdent(ts)}`),
+    underLockTimeout('tablespaces: move index', lockTimeoutMs, [`ALTER INDEX ${qualified(schema, name)} SET TABLESPACE ${quoteIdent(ts)};`]),
   /** A partitioned parent's (or partitioned index's) default for new partitions: catalog only, no data moves. */
   setPartitionedDefault: (kind: 'TABLE' | 'INDEX', schema: string, name: string, ts: string, lockTimeoutMs: number) =>
-    command('tablespaces: partitioned default', `SET lock_timeout = ${Math.round(lockTimeoutMs)}; ALTER ${kind} ${qualified(schema, name)} SET TABLESPACE ${quoteIdent(ts)}`),
+    underLockTimeout('tablespaces: partitioned default', lockTimeoutMs, [`ALTER ${kind} ${qualified(schema, name)} SET TABLESPACE ${quoteIdent(ts)};`]),
   partitionedDefault: (schema: string, name: string) =>
     rows<{ tablespace: string; indexes: { schema: string; name: string; tablespace: string }[] }>(
       'tablespaces: partitioned default',

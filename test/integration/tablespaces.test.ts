@@ -118,7 +118,7 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, /# pgscale plan: tablespaces-place/);
     assert.match(res.stdout, /REINDEX \(TABLESPACE "pgscale_cold"\) INDEX CONCURRENTLY "public"\."history_2023_01_pkey"/);
-    assert.match(res.stdout, /SET lock_timeout = 200;/);
+    assert.match(res.stdout, /PERFORM set_config\('lock_timeout', '200ms', true\);/);
     assert.match(res.stdout, /staying \| pass \| public\.hot_t \(hot\): already on the hot tier/);
     planFile = join(stateDir, 'place.plan.json');
     const plan = parseJson<OperationResult>(await place([...volumes(), '--dry-run', '--plan-out', planFile])).plan;
