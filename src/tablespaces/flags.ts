@@ -1,7 +1,7 @@
 /** Flags shared by `pgscale tablespaces show` and `place`: the database and the temperature thresholds. */
 import { Flags } from '@oclif/core';
 import { badInput } from '../errors.js';
-import { defaultThresholds, isTier, tiers, type Thresholds, type Tier } from './temperature.js';
+import { defaultThresholds, tiers, type Thresholds } from './temperature.js';
 
 export const databaseFlag = {
   database: Flags.string({ summary: 'The database whose relations are sampled and placed (default: the connection\'s, else postgres).' }),
@@ -13,7 +13,7 @@ export const temperatureFlags = {
   'cold-per-minute': Flags.string({ summary: `Scans plus row writes per minute up to which a relation is cold (default ${defaultThresholds.coldPerMinute}).` }),
   'cold-partition-days': Flags.string({ summary: `A time-range partition that ended more than this many days ago is cold unless hot (default ${defaultThresholds.coldPartitionAgeDays}).` }),
   margin: Flags.string({ summary: `Hysteresis: the fraction by which a relation must pass a threshold to leave its current tier (default ${defaultThresholds.margin}).` }),
-  'data-dir-tier': Flags.string({ summary: 'The tier the data directory\'s storage counts as: relations in the default tablespace are on it (default hot).', default: 'hot' }),
+  'data-dir-tier': Flags.string({ summary: 'The tier the data directory\'s storage counts as: relations in the default tablespace are on it.', options: [...tiers], default: 'hot' }),
 };
 
 function nonNegative(flag: string, v: string | undefined, dflt: number): number {
@@ -33,9 +33,4 @@ export function thresholdsFrom(f: { 'hot-per-minute'?: string; 'cold-per-minute'
   if (t.margin >= 1) throw badInput(`--margin ${t.margin}: must be below 1`);
   if (t.coldPerMinute >= t.hotPerMinute) throw badInput(`--cold-per-minute ${t.coldPerMinute} must be below --hot-per-minute ${t.hotPerMinute}`);
   return t;
-}
-
-export function tierFlag(flag: string, v: string): Tier {
-  if (!isTier(v)) throw badInput(`--${flag} ${v}: unknown tier`, `the tiers are ${tiers.join(', ')}`);
-  return v;
 }

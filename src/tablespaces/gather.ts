@@ -5,7 +5,7 @@
 import { resolveTarget, type ResolvedTarget } from '../cluster/access.js';
 import type { AuditSink } from '../audit.js';
 import type { Runner } from '../runner.js';
-import { thresholdsFrom, tierFlag } from './flags.js';
+import { thresholdsFrom } from './flags.js';
 import { loadSnapshots, takeSnapshot, temperatureReport, type Snapshot, type TemperatureReport } from './snapshot.js';
 import type { Tier } from './temperature.js';
 
@@ -20,7 +20,7 @@ type Flags = { pgdata?: string; bindir?: string; dsn?: string; database?: string
 
 export async function gatherTemperature(cmd: { runner: Runner; audit: AuditSink }, f: Flags, stateDir: string): Promise<TemperatureFacts> {
   const thresholds = thresholdsFrom(f);
-  const dataDirTier = tierFlag('data-dir-tier', f['data-dir-tier']);
+  const dataDirTier = f['data-dir-tier'] as Tier; // oclif accepts only the tiers
   const resolved = await resolveTarget({ pgdata: f.pgdata, bindir: f.bindir, dsn: f.dsn, runner: cmd.runner, audit: cmd.audit, requireRunning: true });
   const live = await takeSnapshot(cmd, resolved.access, f.database ?? resolved.access.database ?? 'postgres');
   const saved = loadSnapshots(stateDir, live.systemIdentifier, live.database);
