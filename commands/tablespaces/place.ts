@@ -65,7 +65,7 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       if (volumes.some((v) => v.tier === tier)) throw badInput(`two volumes for the ${tier} tier`, 'pass one --volume per tier');
       const name = tablespaceName(tier);
       const location = join(volume, name);
-      volumes.push({ tier, volume, location, tablespace: name, storageClass, options: tablespaceOptionsFor(storageClass, tier), existed: false });
+      volumes.push({ tier, volume, location, tablespace: name, storageClass, options: tablespaceOptionsFor(storageClass, tier), existed: false, previousOptions: [] });
     }
     volumes.sort((a, b) => tiers.indexOf(a.tier) - tiers.indexOf(b.tier));
 
@@ -76,7 +76,11 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       temp: (await db.query(tablespaceStatements.tempTablespaces()))[0],
       wal: (await db.query(statements.walSizing()))[0],
     }), database);
-    for (const v of volumes) v.existed = existing.some((t) => t.name === v.tablespace && t.location === v.location);
+    for (const v of volumes) {
+      const found = existing.find((t) => t.name === v.tablespace && t.location === v.location);
+      v.existed = found !== undefined;
+      v.previousOptions = found?.options ?? [];
+    }
 
     const placement = decidePlacement(facts.report.relations, facts.live.relations, {
       dataDirTier: facts.dataDirTier,

@@ -19,7 +19,7 @@ import { bytesByTarget, estimateMoveSeconds, type IndexMove, type ParentDefault,
 import type { Tier } from './temperature.js';
 
 export interface TierVolume {
-  [key: string]: string | boolean | TablespaceOptions;
+  [key: string]: string | boolean | string[] | TablespaceOptions;
   tier: Tier;
   /** The --volume directory. */
   volume: string;
@@ -30,6 +30,8 @@ export interface TierVolume {
   options: TablespaceOptions;
   /** The tablespace existed (at this location) when the plan was made: rollback keeps it. */
   existed: boolean;
+  /** Its options then ("random_page_cost=2"…): rollback puts them back. */
+  previousOptions: string[];
 }
 
 /** How each relation move waits for its lock. */
@@ -235,8 +237,13 @@ export const prepareStep = defineStep<PlaceParams>({
   async rollback(ctx, p) {
     await onDb(ctx, p, async (db) => {
       for (const v of p.volumes) {
-        if (v.existed) await db.query(ts.resetTablespaceOptions(v.tablespace, Object.keys(v.options)));
-        else await db.query(ts.dropTablespace(v.tablespace));
+        if (!v.existed) {
+          await db.query(ts.dropTablespace(v.tablespace));
+          continue;
+        }
+        await db.query(ts.resetTablespaceOptions(v.tablespace, Object.keys(v.options)));
+        const previous = Object.fromEntries(v.previousOptions.map((o) => o.split('=') as [string, string]).map(([k, val]) => [k, Number(val)]));
+        if (Object.keys(previous).length) await db.query(ts.setTablespaceOptions(v.tablespace, previous));
       }
     });
     for (const v of p.volumes.filter((v) => !v.existed && existsSync(v.location))) {
@@ -244,7 +251,7 @@ export const prepareStep = defineStep<PlaceParams>({
       fsyncPath(dirname(v.location));
     }
   },
-  rollbackNote: (p) => `drop the tablespaces this run created (${p.volumes.filter((v) => !v.existed).map((v) => v.tablespace).join(', ') || 'none'}) and their directories; reset the settings of those it found`,
+  rollbackNote: (p) => `drop the tablespaces this run created (${p.volumes.filter((v) => !v.existed).map((v) => v.tablespace).join(', ') || 'none'}) and their directories; put back the settings of those it found`,
   estimateSeconds: (p) => 1 + p.volumes.length,
 });
 

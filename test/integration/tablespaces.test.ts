@@ -131,6 +131,8 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
 
   test('a lock held elsewhere: bounded attempts under lock_timeout, then a clean failure; rollback drops what was created', async () => {
     const part = partitions[0]!;
+    // a pgscale_hot made earlier, with a setting of the DBA's: reused, and its setting put back by the rollback
+    await c.sql(`create tablespace pgscale_hot location '${mkdirOwned(join(hot.mountPoint, 'pgscale_hot'))}' with (random_page_cost = 3)`);
     // SHARE conflicts with the move's ACCESS EXCLUSIVE, not with the size and catalog reads of planning
     const holder = c.sql(`begin; lock table ${part} in share mode; select pg_sleep(60); commit;`).catch(() => undefined);
     await waitFor('the held lock', async () => (await c.sql(`select count(*) from pg_locks where relation = '${part}'::regclass and mode = 'ShareLock' and granted`)) === '1');
@@ -145,8 +147,10 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     assert.equal((await placement())[part], '', 'the partition stayed where it was');
     const rb = await runCli(['rollback', '--state-dir', stateDir, '--yes', '--json']);
     assert.equal(rb.code, 0, rb.stderr + rb.stdout);
-    assert.equal(await c.sql(`select count(*) from pg_tablespace where spcname like 'pgscale%'`), '0');
+    assert.equal(await c.sql(`select string_agg(spcname || ':' || coalesce(array_to_string(spcoptions, ','), ''), ' ') from pg_tablespace where spcname like 'pgscale%'`), 'pgscale_hot:random_page_cost=3');
+    assert.ok(!existsSync(join(cold.mountPoint, 'pgscale_cold')), 'the directory it made is gone');
     assert.deepEqual(allDefault(await placement()), []);
+    await c.sql('drop tablespace pgscale_hot');
   });
 
   test('the reviewed plan applied under a writer, SIGKILLed mid-run, resumed: cold partitions and their indexes on the cold volume, hot table untouched, every acknowledged row there; rollback returns everything', async () => {
