@@ -119,7 +119,7 @@ async function main(): Promise<void> {
   const pgscale = (args: string[]) => runCli(['tablespaces', ...args, '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', state, '--database', 'bench'], { timeoutMs: 3_600_000 });
   if ((await pgscale(['sample'])).code !== 0) throw new Error('pgscale tablespaces sample failed');
   await c.sql('checkpoint');
-  // pgscale as shipped, then with --no-verify-rows (no row counts under the lock); each rolled back after
+  // pgscale as shipped, then with --no-verify-rows (no row count after the rewrite, under the lock); each rolled back after
   for (const [label, extra] of [['pgscale tablespaces place', []], ['pgscale place --no-verify-rows', ['--no-verify-rows']]] as const) {
     let runId = '';
     rows.push(await underLoad(c, label, async () => {

@@ -357,23 +357,27 @@ export const tablespaceStatements = {
   },
   resetTablespaceOptions: (name: string, options: readonly string[]) => command('tablespaces: reset options', `ALTER TABLESPACE ${quoteIdent(name)} RESET (${options.filter((o) => /^[a-z_]+$/.test(o)).join(', ')})`),
   /**
-   * Moves a table's heap (its TOAST follows) under a short lock_timeout. With `countRows`, the same
-   * transaction counts the rows before and after the rewrite while it holds the lock, and a
-   * difference undoes the move (two scans more under the lock). Naming the database's default
-   * tablespace stores it as "the default" (reltablespace 0).
+   * Moves a table's heap (its TOAST follows) under a short lock_timeout. With `countRows`, a
+   * REPEATABLE READ transaction counts the rows before taking the lock and again after the rewrite,
+   * both with its one snapshot: rows committed meanwhile are invisible to both counts, so any
+   * difference is a row the copy lost, and it undoes the move. One scan more under the lock.
+   * Naming the database's default tablespace stores it as "the default" (reltablespace 0).
    */
   moveTable: (schema: string, name: string, ts: string, lockTimeoutMs: number, countRows: boolean) => {
     const rel = qualified(schema, name);
     const move = `ALTER TABLE ${rel} SET TABLESPACE ${quoteIdent(ts)};`;
     if (!countRows) return underLockTimeout('tablespaces: move table', lockTimeoutMs, [move]);
-    return underLockTimeout('tablespaces: move table, rows counted', lockTimeoutMs, [
-      `LOCK TABLE ${rel} IN ACCESS EXCLUSIVE MODE;`,
+    const counted = underLockTimeout('tablespaces: move table, rows counted', lockTimeoutMs, [
       `SELECT count(*) INTO before FROM ${rel};`,
+      `LOCK TABLE ${rel} IN ACCESS EXCLUSIVE MODE;`,
       move,
       `SELECT count(*) INTO after FROM ${rel};`,
       `IF before <> after THEN RAISE EXCEPTION 'row count changed by the move: % before, % after', before, after; END IF;`,
     ], 'before bigint; after bigint;');
+    return { ...counted, text: `BEGIN ISOLATION LEVEL REPEATABLE READ;\n${counted.text};\nCOMMIT` };
   },
+  /** Ends a transaction a failed multi-statement text left open (a warning, no error, when there is none). */
+  rollback: () => command('tablespaces: rollback', 'ROLLBACK'),
   /** An index rebuilt in another tablespace without blocking writes (14+). */
   reindexConcurrently: (schema: string, name: string, ts: string) =>
     command('tablespaces: reindex concurrently', `REINDEX (TABLESPACE ${quoteIdent(ts)}) INDEX CONCURRENTLY ${qualified(schema, name)}`),

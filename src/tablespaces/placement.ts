@@ -207,7 +207,7 @@ export function bytesByTarget(moves: readonly RelationMove[]): Map<string, numbe
   return out;
 }
 
-/** Seconds for a move: the heap is copied (and read twice more when rows are counted); indexes are rebuilt. */
+/** Seconds for a move: the heap is copied (and read twice more when rows are counted, once under the lock); indexes are rebuilt. */
 export function estimateMoveSeconds(m: Pick<RelationMove, 'heapBytes' | 'indexes'>, copyBytesPerSecond: number, countRows: boolean): number {
   const indexBytes = m.indexes.reduce((a, i) => a + i.bytes, 0);
   return 1 + (m.heapBytes * (countRows ? 1.5 : 1) + indexBytes * 2) / copyBytesPerSecond;

@@ -63,7 +63,7 @@ export interface PlaceParams extends JsonObject {
   previousTempTablespaces: string;
   force: boolean;
   lock: LockPolicy;
-  /** Count the rows before and after each heap move, under its lock. */
+  /** Count the rows of each heap in one snapshot before its lock and after its rewrite. */
   countRows: boolean;
   copyBytesPerSecond: number;
   maxWalBytes: number;
@@ -105,6 +105,8 @@ async function withLockRetries(ctx: StepContext, db: Db, lock: LockPolicy, what:
       await db.query(statement());
       return attempt;
     } catch (e) {
+      // on a pg connection a failed BEGIN … COMMIT text leaves its transaction open and aborted
+      await db.query(ts.rollback());
       if (!isLockTimeout(e)) throw e;
       if (attempt >= lock.retries) {
         throw new PgscaleError(`${what}: the lock was not granted within ${lock.lockTimeoutMs} ms in ${attempt + 1} attempts (sessions hold it)`, ExitCode.FailedAfterChange, 'see pg_locks / pg_stat_activity for the holder; `pgscale resume` tries again');
@@ -298,7 +300,7 @@ export const moveStep = defineStep<MoveParams>({
         kind: 'sql',
         target: target(p),
         sql: ts.moveTable(m.schema, m.name, to, p.lock.lockTimeoutMs, p.countRows).text,
-        note: `${m.reason}. The heap and its TOAST are rewritten under ACCESS EXCLUSIVE${m.blocking ? ' (a blocking move, allowed by --allow-blocking)' : ''}; the lock is waited for at most ${p.lock.lockTimeoutMs} ms, ${p.lock.retries + 1} attempts, pauses from ${p.lock.backoffMs} ms doubling${p.countRows ? '; rows counted before and after under the lock' : ''}`,
+        note: `${m.reason}. The heap and its TOAST are rewritten under ACCESS EXCLUSIVE${m.blocking ? ' (a blocking move, allowed by --allow-blocking)' : ''}; the lock is waited for at most ${p.lock.lockTimeoutMs} ms, ${p.lock.retries + 1} attempts, pauses from ${p.lock.backoffMs} ms doubling${p.countRows ? '; rows counted in one REPEATABLE READ snapshot before the lock and after the rewrite (a difference undoes the move)' : ''}`,
       },
     ];
     for (const i of m.indexes) {

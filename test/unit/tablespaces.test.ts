@@ -159,8 +159,9 @@ test('decidePlacement: cold relations move with their indexes, hot ones stay, li
 test('SQL text: identifiers are quoted, the move counts rows under its lock and lock_timeout bounds every wait', () => {
   assert.equal(quoteIdent('we"ird'), '"we""ird"');
   const text = tablespaceStatements.moveTable('public', 'Mixed Case', 'pgscale_cold', 1500, true).text;
-  assert.match(text, /^DO \$pgscale\$\nDECLARE before bigint; after bigint;\nBEGIN\n  PERFORM set_config\('lock_timeout', '1500ms', true\);/);
-  assert.match(text, /LOCK TABLE "public"\."Mixed Case" IN ACCESS EXCLUSIVE MODE;/);
+  assert.match(text, /^BEGIN ISOLATION LEVEL REPEATABLE READ;\nDO \$pgscale\$\nDECLARE before bigint; after bigint;\nBEGIN\n  PERFORM set_config\('lock_timeout', '1500ms', true\);/);
+  assert.match(text, /SELECT count\(\*\) INTO before FROM "public"\."Mixed Case";\n  LOCK TABLE "public"\."Mixed Case" IN ACCESS EXCLUSIVE MODE;/);
+  assert.match(text, /END \$pgscale\$;\nCOMMIT$/);
   assert.match(text, /ALTER TABLE "public"\."Mixed Case" SET TABLESPACE "pgscale_cold";/);
   assert.match(text, /RAISE EXCEPTION 'row count changed/);
   assert.equal(tablespaceStatements.moveTable('public', 't', 'pg_default', 200, false).text, `DO $pgscale$\nBEGIN\n  PERFORM set_config('lock_timeout', '200ms', true);\n  ALTER TABLE "public"."t" SET TABLESPACE "pg_default";\nEND $pgscale$`);
