@@ -106,7 +106,7 @@ async function withLockRetries(ctx: StepContext, db: Db, lock: LockPolicy, what:
       return attempt;
     } catch (e) {
       // on a pg connection a failed BEGIN … COMMIT text leaves its transaction open and aborted
-      await db.query(ts.rollback());
+      await db.query(ts.rollback()).catch(() => undefined); // a broken connection: the original error tells
       if (!isLockTimeout(e)) throw e;
       if (attempt >= lock.retries) {
         throw new PgscaleError(`${what}: the lock was not granted within ${lock.lockTimeoutMs} ms in ${attempt + 1} attempts (sessions hold it)`, ExitCode.FailedAfterChange, 'see pg_locks / pg_stat_activity for the holder; `pgscale resume` tries again');
