@@ -217,6 +217,212 @@ export const statements = {
     ),
 };
 
+// ---------------------------------------------------------------- tablespaces (pgscale tablespaces)
+
+/** A name as a quoted SQL identifier ("a""b"): the only way a relation or tablespace name reaches statement text. */
+export const quoteIdent = (name: string): string => `"${name.replace(/"/g, '""')}"`;
+/** schema.name, both quoted. */
+export const qualified = (schema: string, name: string): string => `${quoteIdent(schema)}.${quoteIdent(name)}`;
+const quoteLiteral = (text: string): string => `'${text.replace(/'/g, "''")}'`;
+
+/** One index of a table as the tablespaces snapshot records it. */
+export interface IndexStatsRow {
+  schema: string;
+  name: string;
+  bytes: number;
+  /** '' is the database's default tablespace. */
+  tablespace: string;
+  idx_scan: number | null;
+  idx_blks_read: number | null;
+  idx_blks_hit: number | null;
+  /** An exclusion-constraint index: REINDEX CONCURRENTLY refuses it. */
+  exclusion: boolean;
+}
+
+/** One table or partition (relkind r) or partitioned parent (relkind p) with its counters. */
+export interface RelationStatsRow {
+  schema: string;
+  name: string;
+  kind: 'r' | 'p';
+  tablespace: string;
+  heap_bytes: number;
+  total_bytes: number;
+  row_estimate: number;
+  is_partition: boolean;
+  parent_schema: string | null;
+  parent_name: string | null;
+  partition_bound: string | null;
+  seq_scan: number | null;
+  seq_tup_read: number | null;
+  idx_scan: number | null;
+  idx_tup_fetch: number | null;
+  n_tup_ins: number | null;
+  n_tup_upd: number | null;
+  n_tup_del: number | null;
+  /** From 16 on; null before. */
+  last_seq_scan: string | null;
+  last_idx_scan: string | null;
+  heap_blks_read: number | null;
+  heap_blks_hit: number | null;
+  idx_blks_read: number | null;
+  idx_blks_hit: number | null;
+  toast_blks_read: number | null;
+  toast_blks_hit: number | null;
+  indexes: IndexStatsRow[];
+}
+
+/** How a lock_timeout-bounded ALTER TABLE … SET TABLESPACE reports that it gave up waiting. */
+export const isLockTimeout = (e: unknown): boolean => /lock timeout|55P03/.test(e instanceof Error ? `${e.message} ${(e as { code?: string }).code ?? ''}` : String(e));
+
+const doTag = '$pgscale$';
+
+/**
+ * One DO block whose lock_timeout is local to its transaction: the bound holds for every lock it
+ * waits for and never leaks into the session (a pooled connection, a later REINDEX CONCURRENTLY).
+ */
+function underLockTimeout(name: string, lockTimeoutMs: number, body: string[], declare = ''): Statement<void> {
+  const text = body.join('\n');
+  if (text.includes(doTag)) throw new Error(`${name}: statement contains ${doTag}`);
+  return command(name, [`DO ${doTag}`, ...(declare ? [`DECLARE ${declare}`] : []), 'BEGIN', `  PERFORM set_config('lock_timeout', '${Math.round(lockTimeoutMs)}ms', true);`, ...body.map((l) => `  ${l}`), `END ${doTag}`].join('\n'));
+}
+
+export const tablespaceStatements = {
+  /** The database, its counters' reset time and the server's clock (ISO 8601): the frame of a snapshot. */
+  statsFrame: () =>
+    rows<{ database: string; taken_at: string; stats_reset: string | null; postmaster_start: string; server_version_num: number; system_identifier: string; default_tablespace: string }>(
+      'tablespaces: statistics frame',
+      `select current_database() as database, to_json(now())#>>'{}' as taken_at,
+              (select to_json(stats_reset)#>>'{}' from pg_stat_database where datname = current_database()) as stats_reset,
+              to_json(pg_postmaster_start_time())#>>'{}' as postmaster_start,
+              current_setting('server_version_num')::int as server_version_num,
+              (select system_identifier::text from pg_control_system()) as system_identifier,
+              (select spcname from pg_tablespace t join pg_database d on d.dattablespace = t.oid where d.datname = current_database()) as default_tablespace`,
+    ),
+  /** Every user table, partition and partitioned parent with sizes, access counters and indexes. */
+  relationStats: () =>
+    rows<RelationStatsRow>(
+      'tablespaces: relation statistics',
+      `select n.nspname as schema, c.relname as name, c.relkind::text as kind, coalesce(t.spcname, '') as tablespace,
+              pg_relation_size(c.oid)::float8 as heap_bytes, pg_total_relation_size(c.oid)::float8 as total_bytes,
+              greatest(c.reltuples, 0)::float8 as row_estimate, c.relispartition as is_partition,
+              pn.nspname as parent_schema, pc.relname as parent_name, pg_get_expr(c.relpartbound, c.oid) as partition_bound,
+              s.seq_scan::float8 as seq_scan, s.seq_tup_read::float8 as seq_tup_read, s.idx_scan::float8 as idx_scan,
+              s.idx_tup_fetch::float8 as idx_tup_fetch, s.n_tup_ins::float8 as n_tup_ins, s.n_tup_upd::float8 as n_tup_upd,
+              s.n_tup_del::float8 as n_tup_del,
+              -- last_seq_scan / last_idx_scan exist from 16 on
+              to_jsonb(s)->>'last_seq_scan' as last_seq_scan, to_jsonb(s)->>'last_idx_scan' as last_idx_scan,
+              io.heap_blks_read::float8 as heap_blks_read, io.heap_blks_hit::float8 as heap_blks_hit,
+              io.idx_blks_read::float8 as idx_blks_read, io.idx_blks_hit::float8 as idx_blks_hit,
+              io.toast_blks_read::float8 as toast_blks_read, io.toast_blks_hit::float8 as toast_blks_hit,
+              (select coalesce(json_agg(json_build_object(
+                        'schema', n.nspname, 'name', ic.relname, 'bytes', pg_relation_size(ic.oid)::float8,
+                        'tablespace', coalesce(it.spcname, ''), 'idx_scan', si.idx_scan::float8,
+                        'idx_blks_read', sio.idx_blks_read::float8, 'idx_blks_hit', sio.idx_blks_hit::float8,
+                        'exclusion', exists (select 1 from pg_constraint k where k.conindid = ic.oid and k.contype = 'x'))
+                      order by ic.relname), '[]'::json)
+                 from pg_index x join pg_class ic on ic.oid = x.indexrelid
+                 left join pg_tablespace it on it.oid = ic.reltablespace
+                 left join pg_stat_user_indexes si on si.indexrelid = ic.oid
+                 left join pg_statio_user_indexes sio on sio.indexrelid = ic.oid
+                where x.indrelid = c.oid and ic.relkind = 'i') as indexes
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         left join pg_tablespace t on t.oid = c.reltablespace
+         left join pg_inherits i on i.inhrelid = c.oid and c.relispartition
+         left join pg_class pc on pc.oid = i.inhparent
+         left join pg_namespace pn on pn.oid = pc.relnamespace
+         left join pg_stat_user_tables s on s.relid = c.oid
+         left join pg_statio_user_tables io on io.relid = c.oid
+        where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp)'
+        order by 1, 2`,
+    ),
+  /** Where a table, its TOAST table and its indexes live now ('' is the database default). */
+  placementOf: (schema: string, name: string) =>
+    rows<{ relation: string; kind: string; tablespace: string }>(
+      'tablespaces: placement of a table',
+      `with r as (select c.oid, c.reltoastrelid from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relname = $2)
+       select c.relname as relation, case when c.oid = r.oid then 'table' when c.relkind = 't' then 'toast' else 'index' end as kind,
+              coalesce(t.spcname, '') as tablespace
+         from r join pg_class c on c.oid = r.oid or c.oid = r.reltoastrelid
+                                or c.oid in (select indexrelid from pg_index where indrelid = r.oid)
+         left join pg_tablespace t on t.oid = c.reltablespace
+        where c.relkind <> 'i' or c.oid in (select indexrelid from pg_index where indrelid = r.oid)
+        order by 2, 1`,
+      [schema, name],
+    ),
+  /** Indexes REINDEX CONCURRENTLY left invalid when it was interrupted (name_ccnew…, or name_ccold… after the swap). */
+  leftoverConcurrentIndexes: (schema: string, table: string) =>
+    rows<{ name: string }>(
+      'tablespaces: leftover concurrent reindex',
+      `select ic.relname as name from pg_index x join pg_class ic on ic.oid = x.indexrelid
+         join pg_class c on c.oid = x.indrelid join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = $1 and c.relname = $2 and not x.indisvalid and ic.relname ~ '_cc(new|old)[0-9]*$'`,
+      [schema, table],
+    ),
+  dropIndexConcurrently: (schema: string, name: string) => command('tablespaces: drop leftover index', `DROP INDEX CONCURRENTLY IF EXISTS ${qualified(schema, name)}`),
+  rowCount: (schema: string, name: string) => rows<{ count: number }>('tablespaces: row count', `select count(*)::float8 as count from ${qualified(schema, name)}`),
+  tablespaceList: () =>
+    rows<{ name: string; location: string; options: string[] | null; owner: string }>(
+      'tablespaces: list',
+      `select spcname as name, pg_tablespace_location(oid) as location, spcoptions as options, pg_get_userbyid(spcowner) as owner
+         from pg_tablespace order by 1`,
+    ),
+  createTablespace: (name: string, location: string) => command('tablespaces: create', `CREATE TABLESPACE ${quoteIdent(name)} LOCATION ${quoteLiteral(location)}`),
+  dropTablespace: (name: string) => command('tablespaces: drop', `DROP TABLESPACE IF EXISTS ${quoteIdent(name)}`),
+  /** Planner and prefetch settings of a tablespace; names are checked so nothing else reaches the text. */
+  setTablespaceOptions: (name: string, options: Record<string, number>) => {
+    const list = Object.entries(options).map(([k, v]) => {
+      if (!/^[a-z_]+$/.test(k) || !Number.isFinite(v)) throw new Error(`not a tablespace option: ${k}=${v}`);
+      return `${k} = ${v}`;
+    });
+    return command('tablespaces: options', `ALTER TABLESPACE ${quoteIdent(name)} SET (${list.join(', ')})`);
+  },
+  resetTablespaceOptions: (name: string, options: readonly string[]) => command('tablespaces: reset options', `ALTER TABLESPACE ${quoteIdent(name)} RESET (${options.filter((o) => /^[a-z_]+$/.test(o)).join(', ')})`),
+  /**
+   * Moves a table's heap (its TOAST follows) under a short lock_timeout. With `countRows`, a
+   * REPEATABLE READ transaction counts the rows before taking the lock and again after the rewrite,
+   * both with its one snapshot: rows committed meanwhile are invisible to both counts, so any
+   * difference is a row the copy lost, and it undoes the move. One scan more under the lock.
+   * Naming the database's default tablespace stores it as "the default" (reltablespace 0).
+   */
+  moveTable: (schema: string, name: string, ts: string, lockTimeoutMs: number, countRows: boolean) => {
+    const rel = qualified(schema, name);
+    const move = `ALTER TABLE ${rel} SET TABLESPACE ${quoteIdent(ts)};`;
+    if (!countRows) return underLockTimeout('tablespaces: move table', lockTimeoutMs, [move]);
+    const counted = underLockTimeout('tablespaces: move table, rows counted', lockTimeoutMs, [
+      `SELECT count(*) INTO before FROM ${rel};`,
+      `LOCK TABLE ${rel} IN ACCESS EXCLUSIVE MODE;`,
+      move,
+      `SELECT count(*) INTO after FROM ${rel};`,
+      `IF before <> after THEN RAISE EXCEPTION 'row count changed by the move: % before, % after', before, after; END IF;`,
+    ], 'before bigint; after bigint;');
+    return { ...counted, text: `BEGIN ISOLATION LEVEL REPEATABLE READ;\n${counted.text};\nCOMMIT` };
+  },
+  /** Ends a transaction a failed multi-statement text left open (a warning, no error, when there is none). */
+  rollback: () => command('tablespaces: rollback', 'ROLLBACK'),
+  /** An index rebuilt in another tablespace without blocking writes (14+). */
+  reindexConcurrently: (schema: string, name: string, ts: string) =>
+    command('tablespaces: reindex concurrently', `REINDEX (TABLESPACE ${quoteIdent(ts)}) INDEX CONCURRENTLY ${qualified(schema, name)}`),
+  /** An index moved by rewrite (blocks writes to its table): before 14, and for exclusion-constraint indexes. */
+  moveIndex: (schema: string, name: string, ts: string, lockTimeoutMs: number) =>
+    underLockTimeout('tablespaces: move index', lockTimeoutMs, [`ALTER INDEX ${qualified(schema, name)} SET TABLESPACE ${quoteIdent(ts)};`]),
+  /** A partitioned parent's (or partitioned index's) default for new partitions: catalog only, no data moves. */
+  setPartitionedDefault: (kind: 'TABLE' | 'INDEX', schema: string, name: string, ts: string, lockTimeoutMs: number) =>
+    underLockTimeout('tablespaces: partitioned default', lockTimeoutMs, [`ALTER ${kind} ${qualified(schema, name)} SET TABLESPACE ${quoteIdent(ts)};`]),
+  partitionedDefault: (schema: string, name: string) =>
+    rows<{ tablespace: string; indexes: { schema: string; name: string; tablespace: string }[] }>(
+      'tablespaces: partitioned default',
+      `select coalesce(t.spcname, '') as tablespace,
+              (select coalesce(json_agg(json_build_object('schema', n.nspname, 'name', ic.relname, 'tablespace', coalesce(it.spcname, ''))), '[]'::json)
+                 from pg_index x join pg_class ic on ic.oid = x.indexrelid left join pg_tablespace it on it.oid = ic.reltablespace
+                where x.indrelid = c.oid) as indexes
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace left join pg_tablespace t on t.oid = c.reltablespace
+        where n.nspname = $1 and c.relname = $2`,
+      [schema, name],
+    ),
+  tempTablespaces: () => rows<{ setting: string; source: string }>('tablespaces: temp_tablespaces', `select setting, source from pg_settings where name = 'temp_tablespaces'`),
+  resetTempTablespaces: () => command('tablespaces: reset temp_tablespaces', 'ALTER SYSTEM RESET temp_tablespaces'),
+};
+
 export interface Db {
   /** Where it is connected, for messages and the audit log. */
   readonly target: string;
