@@ -178,7 +178,7 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
     assert.deepEqual(m.databases.map((d) => d.name).sort(), ['app', 'postgres', 'template1']);
     for (const d of m.databases) assert.ok(d.bytes > 1_000_000 && d.encoding === 'UTF8', `${d.name}: ${d.bytes} bytes, ${d.encoding}`);
     assert.deepEqual(m.compression, { compressor: 'zstd', level: 3 });
-    const dump = readFileSync(join(dest, m.dumpFile));
+    const dump = readFileSync(join(dest, m.dumpFile!));
     assert.equal(m.compressedBytes, dump.length);
     assert.equal(m.compressedSha256, createHash('sha256').update(dump).digest('hex'));
     assert.ok(m.uncompressedBytes > m.compressedBytes, `${m.uncompressedBytes} > ${m.compressedBytes}`);
@@ -189,7 +189,7 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
     // one byte flipped in the middle of the compressed dump (a copy, so the original stays good)
     const damaged = join(work, 'restored-damaged');
     cpSync(dest, damaged, { recursive: true });
-    const fd = openSync(join(damaged, m.dumpFile), 'r+');
+    const fd = openSync(join(damaged, m.dumpFile!), 'r+');
     try {
       const at = Math.floor(fstatSync(fd).size / 2);
       const b = Buffer.alloc(1);
