@@ -82,6 +82,8 @@ export const statements = {
   /** Whether the connected database holds user tables (a non-empty restore target). */
   userTableCount: () =>
     rows<{ count: number }>('user tables', `select count(*)::int as count from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p', 'm') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'`),
+  /** Drops a database a restore created (rolling the restore back); the name is quoted as an identifier. */
+  dropDatabase: (name: string) => command('drop database', `drop database if exists "${name.replace(/"/g, '""')}" with (force)`),
   checkpoint: () => command('checkpoint', 'checkpoint'),
   /** Exact row counts of every user table of the connected database. */
   tableRowCounts: () =>
