@@ -68,6 +68,9 @@ const describeTarget = (t: RestoreParams['target']) => (t.kind === 'pgdata' ? t.
 /** Database names of a restore, in manifest order (template1 and postgres exist in any target). */
 const heldDatabases = (m: BackupManifest) => m.databases.map((d, index) => ({ ...d, index })).filter((d) => d.dumped !== false);
 
+/** Socket, log and access rules of the private server: beside the data directory, reachable by its owner, removed after. */
+const privateDir = (t: DataDirTarget) => join(dirname(t.pgdata), `.${basename(t.pgdata)}.pgscale-restore`);
+
 /** Tablespace k of the manifest goes to DIR/ts-k (names may hold anything; positions are stable). */
 const relocatedTablespace = (t: DataDirTarget, k: number) => join(t.tablespaceDir, `ts-${k}`);
 
@@ -220,12 +223,13 @@ async function withTarget<T>(ctx: StepContext, p: RestoreParams, manifest: Backu
   const t = p.target;
   const owner = ownerOf(t);
   const superuser = manifest.shape?.superuser ?? owner.name;
-  const privateDir = ownedDir(join(ctx.runDir, 'private-server'), owner);
-  const server: PrivateServer = await startPrivateServer(ctx.runner, t.bindir, t.pgdata, privateDir, owner, superuser);
+  const dir = ownedDir(privateDir(t), owner);
+  const server: PrivateServer = await startPrivateServer(ctx.runner, t.bindir, t.pgdata, dir, owner, superuser);
   try {
     return await use(server.access);
   } finally {
     await server.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -321,6 +325,7 @@ export const restoreLoadStep = defineStep<RestoreParams>({
       await stopLeftoverServer(ctx.runner, t.bindir, t.pgdata, ownerOf(t));
       rmSync(t.pgdata, { recursive: true, force: true });
       rmSync(t.tablespaceDir, { recursive: true, force: true });
+      rmSync(privateDir(t), { recursive: true, force: true });
     } else {
       const manifest = readManifest(p.source);
       const access = p.target.access;
