@@ -29,7 +29,6 @@ Methods: dumpall (one pg_dumpall stream; restores into any newer major), paralle
     level: Flags.integer({ summary: 'Compression level (zstd 1-19, gzip 1-9).', default: 3, min: 1, max: 19 }),
     verify: Flags.option({ options: ['checksum', 'restore'] as const, summary: 'checksum: check every file against the manifest; restore: also restore a dumpall backup into a scratch cluster and compare row counts.', default: 'checksum' })(),
     'restore-bindir': Flags.string({ summary: 'Bindir of the PostgreSQL version to restore into for --verify restore (default: the newest installed).' }),
-    'verify-bindir': Flags.string({ summary: 'Bindir whose pg_verifybackup (18 or later) checks a physical backup (default: the newest installed).' }),
     'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
   };
 
@@ -45,7 +44,6 @@ Methods: dumpall (one pg_dumpall stream; restores into any newer major), paralle
       restoreBindir = f['restore-bindir'] ?? (await findInstallations(this.runner))[0]?.bindir ?? null;
       if (!restoreBindir) throw badInput('--verify restore needs a PostgreSQL installation to restore into', 'pass --restore-bindir');
     }
-    const verifyBindir = f.method === 'physical' ? ((await findInstallations(this.runner, [...(f['verify-bindir'] ? [f['verify-bindir']] : []), target.access.bindir])).find((i) => i.major >= 18)?.bindir ?? null) : null;
     const params: BackupParams = {
       access: target.access,
       dest: resolve(f.to),
@@ -57,7 +55,8 @@ Methods: dumpall (one pg_dumpall stream; restores into any newer major), paralle
       method: f.method,
       jobs: f.jobs ?? availableCores(),
       excludeDatabases: f['exclude-database'] ?? [],
-      verifyBindir,
+      // pg_basebackup and pg_verifybackup come from the client bindir, which must match the server's major
+      verifyBindir: f.method === 'physical' ? target.access.bindir : null,
     };
     return this.runPlan(await this.planOperation('backup', params), f['plan-out']);
   }

@@ -18,10 +18,11 @@ export default class BackupVerify extends PgscaleCommand<typeof BackupVerify> {
     if (!statSync(dir).isDirectory()) throw badInput(`${dir} is a file, not a backup directory`, 'pass the directory that holds manifest.json');
     const manifest = readManifest(dir);
     const installations = await findInstallations(this.runner, this.flags.bindir ? [this.flags.bindir] : []);
-    const clientMajor = Math.floor(manifest.serverVersionNum / 10000);
+    const major = Math.floor(manifest.serverVersionNum / 10000);
     const result = await checkArchive(dir, manifest, this.runner, undefined, {
-      restoreBindir: installations.find((i) => i.major >= clientMajor)?.bindir,
-      verifyBindir: installations.find((i) => i.major >= 18)?.bindir,
+      restoreBindir: installations.find((i) => i.major >= major)?.bindir,
+      // pg_verifybackup reads a physical backup of its own major; from 18 on, any later one reads its tars too
+      verifyBindir: installations.find((i) => i.major === major || (major >= 18 && i.major >= major))?.bindir,
     });
     if (!result.ok) throw new PgscaleError(`backup ${dir} is damaged: ${result.problems.join('; ')}`, ExitCode.Refused);
     const held = manifest.databases.filter((d) => d.dumped !== false);

@@ -3,12 +3,12 @@
  * `pgscale backup verify`: manifest.json, the compressed dump, and the decompress-and-checksum pass.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { copyFileSync, createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { refused } from '../errors.js';
-import { describeFailure, type Runner } from '../runner.js';
+import { ExitCode, PgscaleError, refused } from '../errors.js';
+import { describeFailure, type OsUser, type Runner } from '../runner.js';
 import { compressedSuffix, decompressArgv, type CompressionSpec } from './compression.js';
 
 export const manifestName = 'manifest.json';
@@ -154,7 +154,7 @@ export interface ArchiveCheck {
 export interface ArchiveTools {
   /** A bindir whose pg_restore reads the dump (parallel). */
   restoreBindir?: string;
-  /** A bindir whose pg_verifybackup reads tar backups (18+), for physical backups. */
+  /** A bindir whose pg_verifybackup checks physical backups (the backup's major; 18+ reads tars in place). */
   verifyBindir?: string;
 }
 
@@ -207,13 +207,59 @@ async function methodProof(dir: string, manifest: BackupManifest, runner: Runner
       if (res.exitCode !== 0) problems.push(`the dump of database ${JSON.stringify(d.name)} cannot be read: ${describeFailure(inv, res)}`);
     }
   } else if (methodOf(manifest) === 'physical') {
-    if (!tools.verifyBindir) return ['no pg_verifybackup of PostgreSQL 18 or later is installed to check a tar-format backup'];
-    // WAL inside a tar cannot be parsed by pg_waldump: the WAL tar is checked against the manifest like every file
-    const inv = { program: join(tools.verifyBindir, 'pg_verifybackup'), args: ['--no-parse-wal', '--quiet', join(dir, physicalDir)], signal };
-    const res = await runner.run(inv);
-    if (res.exitCode !== 0) problems.push(`pg_verifybackup: ${describeFailure(inv, res)}`);
+    if (!tools.verifyBindir) return ['no pg_verifybackup of the backup\'s major version to check it with'];
+    problems.push(...(await verifyPhysical(dir, runner, signal, tools.verifyBindir)));
   }
   return problems;
+}
+
+/**
+ * pg_verifybackup checks the tars in place from 18 on (their WAL cannot be parsed there: the WAL
+ * tar is checked against the manifest like every file). Before 18 it reads only a plain copy: the
+ * tars are unpacked beside the backup, checked with WAL parsing, and the copy removed.
+ */
+async function verifyPhysical(dir: string, runner: Runner, signal: AbortSignal | undefined, bindir: string): Promise<string[]> {
+  const version = await runner.run({ program: join(bindir, 'pg_verifybackup'), args: ['--version'] });
+  const major = Number(/\(PostgreSQL\) (\d+)/.exec(version.stdout)?.[1] ?? 0);
+  const base = join(dir, physicalDir);
+  let target = base;
+  const copy = `${dir}.verify-copy`;
+  const args = ['--quiet'];
+  if (major >= 18) args.push('--no-parse-wal');
+  else {
+    rmSync(copy, { recursive: true, force: true });
+    mkdirSync(copy, { mode: 0o700 });
+    for (const tar of readdirSync(base).filter((f) => /\.tar(\.\w+)?$/.test(f))) {
+      const oid = /^(\d+)\.tar/.exec(tar)?.[1];
+      const into = tar.startsWith('pg_wal.tar') ? join(copy, 'pg_wal') : oid ? join(copy, 'pg_tblspc', oid) : copy;
+      mkdirSync(into, { recursive: true, mode: 0o700 });
+      await untar(runner, { signal, trackProcess: () => undefined }, join(base, tar), into);
+    }
+    copyFileSync(join(base, 'backup_manifest'), join(copy, 'backup_manifest'));
+    target = copy;
+  }
+  try {
+    const inv = { program: join(bindir, 'pg_verifybackup'), args: [...args, target], signal };
+    const res = await runner.run(inv);
+    return res.exitCode === 0 ? [] : [`pg_verifybackup: ${describeFailure(inv, res)}`];
+  } finally {
+    if (target === copy) rmSync(copy, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Unpacks one tar of a physical backup into dir: read (and decompressed) by pgscale, which alone
+ * may read the 0700 backup, and written by tar as `owner` when given (a restored data directory).
+ */
+export async function untar(runner: Runner, ctx: { signal?: AbortSignal; trackProcess: (pgid: number) => void }, file: string, dir: string, owner?: OsUser): Promise<void> {
+  const reader = file.endsWith('.zst') ? { program: 'zstd', args: ['-q', '-d', '-c', file] } : file.endsWith('.gz') ? { program: 'gzip', args: ['-d', '-c', file] } : file.endsWith('.lz4') ? { program: 'lz4', args: ['-q', '-d', '-c', file] } : { program: 'cat', args: [file] };
+  const read = runner.stream({ ...reader, signal: ctx.signal, onStart: ctx.trackProcess });
+  read.stdin.end();
+  const tar = runner.stream({ program: 'tar', args: ['-x', '-f', '-', '-C', dir], runAs: owner, signal: ctx.signal, onStart: ctx.trackProcess });
+  await Promise.all([pipeline(read.stdout, tar.stdin), pipeline(tar.stdout, async function* (s) { for await (const _ of s); })]).catch(() => undefined);
+  const [rr, tr] = await Promise.all([read.result, tar.result]);
+  if (ctx.signal?.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
+  if (rr.exitCode !== 0 || tr.exitCode !== 0) throw new PgscaleError(`unpacking ${file}: ${(rr.exitCode !== 0 ? rr : tr).stderr.trim() || 'failed'}`, ExitCode.FailedAfterChange);
 }
 
 /** Where a physical backup's pg_basebackup output lives inside the backup directory. */

@@ -20,10 +20,10 @@ import { userByName } from '../osUser.js';
 import { writeFileAtomic } from '../pipeline/journal.js';
 import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext } from '../pipeline/step.js';
-import { describeFailure, type OsUser } from '../runner.js';
+import type { OsUser } from '../runner.js';
 import { statements } from '../sql.js';
 import { initdbArguments } from '../upgrade/decide.js';
-import { databaseDumpDir, methodOf, physicalDir, readManifest, type BackupManifest, type BackupMethod } from './archive.js';
+import { databaseDumpDir, methodOf, physicalDir, readManifest, untar, type BackupManifest, type BackupMethod } from './archive.js';
 import { decompressArgv } from './compression.js';
 import { compareRowCounts, estimateBackupSeconds, tableRowCounts } from './steps.js';
 
@@ -142,7 +142,9 @@ async function loadSqlStream(ctx: StepContext, access: ClusterAccess, file: stri
   if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
   if (dr.exitCode !== 0) throw new PgscaleError(`cannot decompress ${file}: ${dr.stderr.trim()}`, ExitCode.FailedAfterChange);
   if (pr.exitCode !== 0) throw new PgscaleError(`psql failed: ${pr.stderr.trim().slice(-500)}`, ExitCode.FailedAfterChange);
-  return pr.stderr.split('\n').filter((l) => /ERROR:/.test(l));
+  // the bootstrap superuser exists in any target: its CREATE ROLE fails harmlessly (its ALTER ROLE follows)
+  const expected = `ERROR:  role "${manifest.shape?.superuser ?? ''}" already exists`;
+  return pr.stderr.split('\n').filter((l) => /ERROR:/.test(l) && !l.endsWith(expected));
 }
 
 /**
@@ -154,22 +156,15 @@ async function loadParallel(ctx: StepContext, access: ClusterAccess, p: RestoreP
   const dbs = heldDatabases(manifest);
   for (const [k, d] of dbs.entries()) {
     const create = d.name !== 'postgres' && d.name !== 'template1';
-    const inv = clientInvocation({ ...access, database: create ? 'postgres' : d.name }, 'pg_restore', ['--no-password', '-j', String(p.jobs), ...(create ? ['-C'] : []), '-d', '', join(p.source, databaseDumpDir(d.index))], { signal: ctx.signal, onStart: ctx.trackProcess });
-    // "-d ''" makes pg_restore connect using PGDATABASE (set above): names never pass through argv
+    // with -C the dump creates its database (connecting first to postgres); otherwise the name is postgres or template1
+    // pg_restore reads the 0700 backup as pgscale itself; the private server trusts its 0700 socket
+    const inv = clientInvocation({ ...access, runAs: null }, 'pg_restore', ['--no-password', '-j', String(p.jobs), ...(create ? ['-C', '-d', 'postgres'] : ['-d', d.name]), join(p.source, databaseDumpDir(d.index))], { signal: ctx.signal, onStart: ctx.trackProcess });
     ctx.progress.message(`database ${k + 1} of ${dbs.length}: ${d.name}`);
     const res = await ctx.runner.run(inv);
     if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
     if (res.exitCode !== 0) errors.push(...res.stderr.split('\n').filter((l) => /error:/i.test(l)).map((l) => `${d.name}: ${l}`));
   }
   return errors;
-}
-
-/** Unpacks one tar of a physical backup into dir, as the data directory's owner. */
-async function untar(ctx: StepContext, owner: OsUser, file: string, dir: string): Promise<void> {
-  const z = file.endsWith('.zst') ? ['--zstd'] : file.endsWith('.gz') ? ['-z'] : file.endsWith('.lz4') ? ['--use-compress-program=lz4'] : [];
-  const inv = { program: 'tar', args: [...z, '-x', '-f', file, '-C', dir], runAs: owner, signal: ctx.signal, onStart: ctx.trackProcess };
-  const res = await ctx.runner.run(inv);
-  if (res.exitCode !== 0) throw new PgscaleError(`unpacking ${basename(file)}: ${describeFailure(inv, res)}`, ExitCode.FailedAfterChange);
 }
 
 /** The physical copy unpacked: base, WAL, and each tablespace into its new directory (tablespace_map rewritten). */
@@ -180,9 +175,9 @@ async function unpackPhysical(ctx: StepContext, t: DataDirTarget, p: RestorePara
   const baseTar = tars.find((f) => f.startsWith('base.tar'));
   if (!baseTar) throw new PgscaleError(`${base} holds no base.tar`, ExitCode.FailedAfterChange);
   ctx.progress.message(`unpacking ${baseTar}`);
-  await untar(ctx, owner, join(base, baseTar), t.pgdata);
+  await untar(ctx.runner, ctx, join(base, baseTar), t.pgdata, owner);
   const walTar = tars.find((f) => f.startsWith('pg_wal.tar'));
-  if (walTar) await untar(ctx, owner, join(base, walTar), ownedDir(join(t.pgdata, 'pg_wal'), owner));
+  if (walTar) await untar(ctx.runner, ctx, join(base, walTar), ownedDir(join(t.pgdata, 'pg_wal'), owner), owner);
   const mapFile = join(t.pgdata, 'tablespace_map');
   if (!existsSync(mapFile)) return;
   const lines = readFileSync(mapFile, 'utf8').split('\n').filter(Boolean);
@@ -193,7 +188,7 @@ async function unpackPhysical(ctx: StepContext, t: DataDirTarget, p: RestorePara
     if (!tar) throw new PgscaleError(`tablespace ${oid} has no ${oid}.tar in ${base}`, ExitCode.FailedAfterChange);
     const to = ownedDir(join(t.tablespaceDir, oid), owner);
     ctx.progress.message(`unpacking tablespace ${oid}`);
-    await untar(ctx, owner, join(base, tar), to);
+    await untar(ctx.runner, ctx, join(base, tar), to, owner);
     rewritten.push(`${oid} ${to}`);
   }
   writeFileSync(mapFile, rewritten.join('\n') + '\n');
@@ -288,7 +283,7 @@ export const restoreLoadStep = defineStep<RestoreParams>({
     if (p.method === 'dumpall') actions.push({ kind: 'command', argv: ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], note: 'fed the decompressed dump; CREATE TABLESPACE locations relocated' });
     if (p.method === 'parallel') {
       actions.push({ kind: 'command', argv: ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], note: 'fed the decompressed globals (roles, tablespaces relocated)' });
-      actions.push({ kind: 'command', argv: ['pg_restore', '-j', String(p.jobs), '-C', '-d', '', join(p.source, 'db-I')], note: 'once per database (postgres and template1 without -C)' });
+      actions.push({ kind: 'command', argv: ['pg_restore', '-j', String(p.jobs), '-C', '-d', 'postgres', join(p.source, 'db-I')], note: 'once per database (postgres and template1 restored into themselves, without -C)' });
     }
     if (p.target.kind === 'pgdata') actions.push({ kind: 'service', action: 'stop', target: p.target.pgdata });
     return actions;

@@ -248,9 +248,10 @@ export const dumpStep = defineStep<BackupParams>({
       out.push(cres.exitCode === 0 ? check.pass('compressor installed', `${compressor.program} found`) : check.fail('compressor installed', `${compressor.program} is not installed`));
     }
     if (methodOf(p) === 'physical') {
-      out.push(p.verifyBindir
-        ? check.pass('pg_verifybackup', `${join(p.verifyBindir, 'pg_verifybackup')} checks tar-format backups`)
-        : check.fail('pg_verifybackup', 'a physical backup is checked with pg_verifybackup, which reads tar-format backups from PostgreSQL 18 on; none is installed', 'install the PostgreSQL 18 client programs, or use --method parallel'));
+      const v = p.verifyBindir ? await ctx.runner.run({ program: join(p.verifyBindir, 'pg_verifybackup'), args: ['--version'] }) : undefined;
+      out.push(v?.exitCode === 0
+        ? check.pass('pg_verifybackup', `${join(p.verifyBindir!, 'pg_verifybackup')} checks the backup`)
+        : check.fail('pg_verifybackup', `a physical backup is checked with pg_verifybackup, which ${p.verifyBindir ?? 'the client bindir'} lacks`, 'install the PostgreSQL client programs of the server\'s version, or use --method parallel'));
     }
     try {
       const [facts, databases] = await withDb(ctx, p.access, async (db) => [await db.query(statements.serverVersionNum()), await db.query(statements.clusterDatabases())] as const);

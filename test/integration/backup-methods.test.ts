@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bindir, createCluster, freePort, mkdirOwned, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
+import { createCluster, freePort, mkdirOwned, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { cliEntry, repoRoot } from '../helpers/paths.js';
 import { holdTableLock, lockWaiters, waitFor } from '../helpers/snapshot.js';
@@ -50,7 +50,7 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
   const before_: Record<string, Checksums> = {};
 
   const backup = (dest: string, args: string[], env: NodeJS.ProcessEnv = {}) =>
-    runCli(['backup', '--pgdata', pg.pgdata, '--bindir', pg.bindir, '--state-dir', state, '--to', dest, '--verify-bindir', bindir(18), ...args], { env });
+    runCli(['backup', '--pgdata', pg.pgdata, '--bindir', pg.bindir, '--state-dir', state, '--to', dest, ...args], { env });
 
   /** Starts a restored data directory on a free port and a socket of its own (the test, not pgscale). */
   async function startRestored(pgdata: string, parent: string): Promise<TestCluster> {
@@ -133,7 +133,7 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
       if (method === 'parallel') assert.ok(m.files!.some((f) => f.path.endsWith('.dat.zst')), 'pg_dump compressed with zstd');
       if (method === 'physical') assert.ok(m.files!.some((f) => f.path === 'base/base.tar.zst') && m.files!.some((f) => f.path === 'base/backup_manifest'), 'server-side zstd tar with its backup_manifest');
 
-      const verified = await runCli(['backup', 'verify', dest, '--bindir', bindir(18)]);
+      const verified = await runCli(['backup', 'verify', dest, '--bindir', pg.bindir]);
       assert.equal(verified.code, 0, verified.stderr);
       assert.match(verified.stdout, new RegExp(`^ok: .*${method} backup`));
 
@@ -219,7 +219,7 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
         assert.equal(resumed.code, 0, resumed.stderr);
         assert.equal(parseJson<RunReport>(resumed).status, 'completed');
         for (const [f, at] of stamps) assert.equal(statSync(join(dest, f)).mtimeMs, at, `${f}: that database was not dumped again`);
-        assert.equal((await runCli(['backup', 'verify', dest, '--bindir', bindir(18)])).code, 0);
+        assert.equal((await runCli(['backup', 'verify', dest, '--bindir', pg.bindir])).code, 0);
       } finally {
         await lock.release();
       }
@@ -229,14 +229,14 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
       test(`${method}: SIGKILL at ${at}, resume completes a backup that verifies`, async () => {
         const dest = join(work, `kill-${method}-${at.replace(':', '-')}`);
         const killState = join(work, `state-kill-${method}-${at.replace(':', '-')}`);
-        const args = ['backup', '--pgdata', pg.pgdata, '--bindir', pg.bindir, '--state-dir', killState, '--to', dest, '--method', method, '--verify-bindir', bindir(18), ...(method === 'physical' ? [] : ['--exclude-database', closedDb])];
+        const args = ['backup', '--pgdata', pg.pgdata, '--bindir', pg.bindir, '--state-dir', killState, '--to', dest, '--method', method, ...(method === 'physical' ? [] : ['--exclude-database', closedDb])];
         const killed = await startCli(args, { PGSCALE_FAILPOINT: at }).done;
         assert.equal(killed.signal, 'SIGKILL', killed.stderr);
         assert.equal(existsSync(dest), false);
         const resumed = await runCli(['resume', '--state-dir', killState, '--json']);
         assert.equal(resumed.code, 0, resumed.stderr);
         assert.equal(parseJson<RunReport>(resumed).status, 'completed');
-        assert.equal((await runCli(['backup', 'verify', dest, '--bindir', bindir(18)])).code, 0);
+        assert.equal((await runCli(['backup', 'verify', dest, '--bindir', pg.bindir])).code, 0);
       });
     }
   });
