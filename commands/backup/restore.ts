@@ -14,7 +14,7 @@ import { newRestoreToken, type RestoreParams } from '../../src/backup/restore.js
 
 export default class BackupRestore extends OperationCommand<typeof BackupRestore> {
   static override summary = 'Restore a backup (any method) into a new data directory, or (dumpall, parallel) into a running server that holds no data yet.';
-  static override description = `--to NEWPGDATA: initdb with the manifest's encoding, locale and superuser (a physical backup is unpacked instead), started on a private socket, loaded (psql, pg_restore -j), checked, and left stopped; tablespaces are recreated under --tablespace-dir, never at the source's paths. --dsn: loads into that server. Either way every table's row count is compared with the manifest, and a target that is not empty is refused.`;
+  static override description = `--to NEWPGDATA: initdb with the manifest's encoding, locale and superuser (a physical backup is unpacked instead), started on a private socket, loaded (psql, pg_restore -j), checked, and left stopped; tablespaces are recreated under --tablespace-dir, never at the source's paths. --pgdata or --dsn of a running server: loads into it. Either way every table's row count is compared with the manifest, and a target that is not empty is refused.`;
   static override args = { dir: Args.string({ description: 'Backup directory (holding manifest.json).', required: true }) };
   static override examples = [
     '<%= config.bin %> backup restore /backups/pre-upgrade --to /var/lib/postgresql/16/restored --jobs 8',
@@ -35,7 +35,8 @@ export default class BackupRestore extends OperationCommand<typeof BackupRestore
     const source = resolve(args.dir);
     if (!existsSync(source)) throw badInput(`no backup directory ${source}`);
     if (!statSync(source).isDirectory()) throw badInput(`${source} is a file, not a backup directory`, 'pass the directory that holds manifest.json');
-    if (!f.to && !f.dsn) throw badInput('restore where? pass --to NEWPGDATA or --dsn of a running server');
+    if (!f.to && !f.dsn && !f.pgdata) throw badInput('restore where? pass --to NEWPGDATA, or --pgdata / --dsn of a running server');
+    if (f.to && f.pgdata) throw badInput('--to names a new data directory; --pgdata a running server to restore into: pass one');
     const manifest = readManifest(source);
     const method = methodOf(manifest);
     const sourceMajor = Math.floor(manifest.serverVersionNum / 10000);
@@ -50,7 +51,7 @@ export default class BackupRestore extends OperationCommand<typeof BackupRestore
       target = { kind: 'pgdata', pgdata, bindir: install.bindir, owner: ownerName, tablespaceDir: resolve(f['tablespace-dir'] ?? `${pgdata}.tablespaces`) };
     } else {
       if (f['tablespace-dir'] || f.owner) throw badInput('--tablespace-dir and --owner apply to --to only');
-      const resolved = await resolveTarget({ dsn: f.dsn, bindir: f.bindir, runner: this.runner, audit: this.audit, requireRunning: true });
+      const resolved = await resolveTarget({ pgdata: f.pgdata, dsn: f.dsn, bindir: f.bindir, runner: this.runner, audit: this.audit, requireRunning: true });
       target = { kind: 'server', access: resolved.access };
     }
     const params: RestoreParams = {
