@@ -384,6 +384,29 @@ export const dumpStep = defineStep<BackupParams>({
   estimateSeconds: (p) => estimateBackupSeconds(methodOf(p), p.estimateBytes * 2, p.jobs ?? 1),
 });
 
+export interface MethodEstimate {
+  [key: string]: string | number;
+  method: BackupMethod;
+  backupSeconds: number;
+  restoreSeconds: number;
+  /** Which servers it restores into. */
+  restoresInto: string;
+}
+
+/**
+ * Each method's expected backup and restore time for a cluster of `databaseBytes` with a job
+ * budget: what the upgrade plan shows beside the method it takes.
+ */
+export function backupTimes(databaseBytes: number, jobs: number): MethodEstimate[] {
+  const into: Record<BackupMethod, string> = { dumpall: 'any version as new or newer', parallel: 'any version as new or newer', physical: 'the same major only' };
+  return (['dumpall', 'parallel', 'physical'] as const).map((method) => ({
+    method,
+    backupSeconds: Math.round(estimateBackupSeconds(method, databaseBytes, jobs)),
+    restoreSeconds: Math.round(estimateBackupSeconds(method, databaseBytes, jobs, 'restore')),
+    restoresInto: into[method],
+  }));
+}
+
 /** The files of a parallel or physical backup (pg_dump directories, pg_basebackup's output), not pgscale's markers. */
 const isPayload = (path: string) => /^db-\d+\//.test(path) || path.startsWith(`${physicalDir}/`);
 
