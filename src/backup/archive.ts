@@ -81,7 +81,7 @@ export interface BackupManifest {
   options: { pgDumpallArgs: string[]; jobs?: number };
   /** Every other file, with its digest (parallel: the pg_dump directories; physical: the tars). */
   files?: FileEntry[];
-  /** Per-database, per-table row counts taken just before the dump (restores are checked against them). */
+  /** Per-database, per-table row counts taken right after the dump (restores are checked against them). */
   rowCounts?: Record<string, Record<string, number>>;
 }
 

@@ -341,14 +341,14 @@ export const restoreVerifyStep = defineStep<RestoreParams>({
   title: () => 'Verify: every table\'s row count against the manifest',
   check: async () => [],
   async plan(_ctx, p) {
-    return [{ kind: 'sql', target: describeTarget(p.target), sql: statements.tableRowCounts().text, note: 'in every restored database; compared with the counts the manifest took before the dump' }];
+    return [{ kind: 'sql', target: describeTarget(p.target), sql: statements.tableRowCounts().text, note: 'in every restored database; compared with the counts the manifest took right after the dump' }];
   },
   async apply(ctx, p) {
     const manifest = readManifest(p.source);
     const expected = manifest.rowCounts ?? {};
     const restored = await withTarget(ctx, p, manifest, (access) => tableRowCounts(ctx, access, Object.keys(expected)));
     const problems = compareRowCounts(expected, restored);
-    if (problems.length) throw new PgscaleError(`restore verification failed: ${problems.slice(0, 10).join('; ')}`, ExitCode.FailedAfterChange, 'row counts were taken just before the dump: a cluster written during the backup differs');
+    if (problems.length) throw new PgscaleError(`restore verification failed: ${problems.slice(0, 10).join('; ')}`, ExitCode.FailedAfterChange, 'row counts were taken right after the dump: a cluster written during the backup differs');
     const tables = Object.values(expected).reduce((a, t) => a + Object.keys(t).length, 0);
     const detail = `${tables} tables in ${Object.keys(expected).length} databases: row counts match the manifest`;
     writeFileAtomic(markerPath(ctx, verifiedMarker), JSON.stringify({ token: p.token, detail }));

@@ -316,7 +316,6 @@ export const dumpStep = defineStep<BackupParams>({
       allowConnections: d.allow_connections,
       dumped: method === 'physical' || (d.allow_connections && !excluded(p).includes(d.name)),
     }));
-    const counts = await rowCounts(ctx, p.access, databases.filter((d) => d.dumped && d.allowConnections).map((d) => d.name));
     const estimate = databases.reduce((a, d) => a + d.bytes, 0);
     const client = await clientVersion(ctx.runner, p.access, dumpProgram[method]);
     const serverMajor = Math.floor(gathered.facts.server_version_num / 10000);
@@ -339,6 +338,9 @@ export const dumpStep = defineStep<BackupParams>({
         if (existsSync(dir)) takeBack(dir);
       }
     }
+    // counted after the dump, not before: a table locked by a client blocks the dump first, where a kill or Ctrl-C stops it cleanly
+    ctx.progress.message('counting every table\'s rows');
+    const counts = await rowCounts(ctx, p.access, databases.filter((d) => d.dumped && d.allowConnections).map((d) => d.name));
     const done: DumpDone = {
       method,
       startedAt,
@@ -489,7 +491,7 @@ async function restoreAndCompare(ctx: StepContext, p: BackupParams, manifest: Ba
   });
 }
 
-/** Tables whose restored row count differs from the count taken before the dump. */
+/** Tables whose restored row count differs from the count taken after the dump. */
 export function compareRowCounts(expected: Record<string, Record<string, number>>, restored: Record<string, Record<string, number>>): string[] {
   const problems: string[] = [];
   for (const [db, tables] of Object.entries(expected)) {
