@@ -153,7 +153,7 @@ async function main(): Promise<void> {
   process.stderr.write(`  seed backup: ${fmt(seedBackup.seconds)} s\n`);
   const seedRestoreSeconds = await seedRestore(seedFile, out, cluster.bindir);
   process.stderr.write(`  seed restore: ${fmt(seedRestoreSeconds)} s\n`);
-  rows.push({ name: 'seed: pg_dumpall | gzip; gunzip | psql', backupSeconds: seedBackup.seconds, outputBytes: statSync(seedFile).size, restoreSeconds: seedRestoreSeconds });
+  rows.push({ name: 'seed: pg_dumpall \\| gzip; gunzip \\| psql', backupSeconds: seedBackup.seconds, outputBytes: statSync(seedFile).size, restoreSeconds: seedRestoreSeconds });
   rmSync(seedFile);
 
   for (const method of ['dumpall', 'parallel', 'physical'] as const) {

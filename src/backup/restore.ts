@@ -20,7 +20,7 @@ import { userByName } from '../osUser.js';
 import { writeFileAtomic } from '../pipeline/journal.js';
 import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext } from '../pipeline/step.js';
-import type { OsUser } from '../runner.js';
+import type { Invocation, OsUser } from '../runner.js';
 import { statements } from '../sql.js';
 import { initdbArguments } from '../upgrade/decide.js';
 import { databaseDumpDir, methodOf, physicalDir, readManifest, untar, type BackupManifest, type BackupMethod } from './archive.js';
@@ -132,15 +132,19 @@ export class TablespaceRelocation extends Transform {
   }
 }
 
-/** psql -f - fed with a decompressed pg_dumpall stream (tablespaces relocated); returns the errors psql reported. */
-async function loadSqlStream(ctx: StepContext, access: ClusterAccess, file: string, manifest: BackupManifest, relocation: Map<string, string>): Promise<string[]> {
-  const dec = ctx.runner.stream({ ...decompressArgv(manifest.compression, file), signal: ctx.signal, onStart: ctx.trackProcess });
-  dec.stdin.end();
-  const psql = ctx.runner.stream(clientInvocation(access, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=0', '-d', 'postgres', '-f', '-'], { signal: ctx.signal, onStart: ctx.trackProcess }));
-  await Promise.all([pipeline(dec.stdout, new TablespaceRelocation(relocation), psql.stdin), pipeline(psql.stdout, async function* (s) { for await (const _ of s); })]);
-  const [dr, pr] = await Promise.all([dec.result, psql.result]);
+/**
+ * psql -f - fed by a reader pgscale runs itself (it alone may read the 0700 backup): the
+ * decompressed pg_dumpall stream (tablespaces relocated), or pg_restore's script output.
+ */
+async function feedPsql(ctx: StepContext, access: ClusterAccess, reader: Invocation, database: string, manifest: BackupManifest, relocation?: Map<string, string>): Promise<string[]> {
+  const read = ctx.runner.stream({ ...reader, signal: ctx.signal, onStart: ctx.trackProcess });
+  read.stdin.end();
+  const psql = ctx.runner.stream(clientInvocation({ ...access, database }, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], { signal: ctx.signal, onStart: ctx.trackProcess }));
+  const feed = relocation ? pipeline(read.stdout, new TablespaceRelocation(relocation), psql.stdin) : pipeline(read.stdout, psql.stdin);
+  await Promise.all([feed, pipeline(psql.stdout, async function* (s) { for await (const _ of s); })]);
+  const [rr, pr] = await Promise.all([read.result, psql.result]);
   if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
-  if (dr.exitCode !== 0) throw new PgscaleError(`cannot decompress ${file}: ${dr.stderr.trim()}`, ExitCode.FailedAfterChange);
+  if (rr.exitCode !== 0) throw new PgscaleError(`${basename(reader.program)} failed: ${rr.stderr.trim().slice(-500)}`, ExitCode.FailedAfterChange);
   if (pr.exitCode !== 0) throw new PgscaleError(`psql failed: ${pr.stderr.trim().slice(-500)}`, ExitCode.FailedAfterChange);
   // the bootstrap superuser exists in any target: its CREATE ROLE fails harmlessly (its ALTER ROLE follows)
   const expected = `ERROR:  role "${manifest.shape?.superuser ?? ''}" already exists`;
@@ -148,18 +152,25 @@ async function loadSqlStream(ctx: StepContext, access: ClusterAccess, file: stri
 }
 
 /**
- * pg_restore -j of each database dumped by the parallel method: databases other than postgres and
- * template1 are created by the dump itself (-C: owner, settings, grants come along).
+ * Each database dumped by the parallel method: databases other than postgres and template1 are
+ * created by the dump itself (-C: owner, settings, grants come along). pg_restore -j connects as
+ * pgscale, which works on the private server (trust on its 0700 socket) and with a password or
+ * passfile; a server reached by peer authentication as its owner gets pg_restore's script through psql.
  */
-async function loadParallel(ctx: StepContext, access: ClusterAccess, p: RestoreParams, manifest: BackupManifest): Promise<string[]> {
+async function loadParallel(ctx: StepContext, access: ClusterAccess, p: RestoreParams, manifest: BackupManifest, peer: boolean): Promise<string[]> {
   const errors: string[] = [];
   const dbs = heldDatabases(manifest);
   for (const [k, d] of dbs.entries()) {
     const create = d.name !== 'postgres' && d.name !== 'template1';
-    // with -C the dump creates its database (connecting first to postgres); otherwise the name is postgres or template1
-    // pg_restore reads the 0700 backup as pgscale itself; the private server trusts its 0700 socket
-    const inv = clientInvocation({ ...access, runAs: null }, 'pg_restore', ['--no-password', '-j', String(p.jobs), ...(create ? ['-C', '-d', 'postgres'] : ['-d', d.name]), join(p.source, databaseDumpDir(d.index))], { signal: ctx.signal, onStart: ctx.trackProcess });
+    const dir = join(p.source, databaseDumpDir(d.index));
     ctx.progress.message(`database ${k + 1} of ${dbs.length}: ${d.name}`);
+    if (peer) {
+      const script = clientInvocation({ ...access, runAs: null }, 'pg_restore', [...(create ? ['-C'] : []), '-f', '-', dir]);
+      errors.push(...(await feedPsql(ctx, access, script, create ? 'postgres' : d.name, manifest)).map((l) => `${d.name}: ${l}`));
+      continue;
+    }
+    // with -C the dump creates its database (connecting first to postgres); otherwise the name is postgres or template1
+    const inv = clientInvocation({ ...access, runAs: null }, 'pg_restore', ['--no-password', '-j', String(p.jobs), ...(create ? ['-C', '-d', 'postgres'] : ['-d', d.name]), dir], { signal: ctx.signal, onStart: ctx.trackProcess });
     const res = await ctx.runner.run(inv);
     if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
     if (res.exitCode !== 0) errors.push(...res.stderr.split('\n').filter((l) => /error:/i.test(l)).map((l) => `${d.name}: ${l}`));
@@ -300,8 +311,8 @@ export const restoreLoadStep = defineStep<RestoreParams>({
     const relocation = new Map<string, string>(t.kind === 'pgdata' ? (manifest.shape?.tablespaces ?? []).map((ts, k) => [ts.location, relocatedTablespace(t, k)]) : []);
     const errors = await withTarget(ctx, p, manifest, async (access) => {
       if (p.method === 'physical') return [];
-      const found = await loadSqlStream(ctx, access, join(p.source, manifest.dumpFile!), manifest, relocation);
-      if (p.method === 'parallel') found.push(...(await loadParallel(ctx, access, p, manifest)));
+      const found = await feedPsql(ctx, access, decompressArgv(manifest.compression, join(p.source, manifest.dumpFile!)), 'postgres', manifest, relocation);
+      if (p.method === 'parallel') found.push(...(await loadParallel(ctx, access, p, manifest, p.target.kind === 'server' && Boolean(access.runAs))));
       return found;
     });
     if (p.target.kind === 'pgdata') fsyncPath(p.target.pgdata);
