@@ -49,7 +49,8 @@ Methods: dumpall (one pg_dumpall stream; restores into any newer major), paralle
       dest: resolve(f.to),
       protectedPaths: target.cluster ? [target.cluster.dataDir, ...target.cluster.tablespaces.map((t) => t.location), ...(target.cluster.wal.symlink ? [target.cluster.wal.path] : [])] : [],
       compression: { compressor: f.compress, level: f.level },
-      estimateBytes: await estimateBackupBytes(this.runner, target.access),
+      // a physical copy is not much smaller than the cluster, and before 18 it is checked unpacked beside itself
+      estimateBytes: (await estimateBackupBytes(this.runner, target.access)) * (f.method === 'physical' ? 4 : 1),
       restoreBindir,
       token: newBackupToken(),
       method: f.method,
