@@ -215,13 +215,18 @@ async function prepareDataDir(ctx: StepContext, t: DataDirTarget, p: RestorePara
   ownedDir(t.pgdata, owner);
   ownedDir(t.tablespaceDir, owner);
   if (p.method === 'physical') return unpackPhysical(ctx, t, p);
+  ctx.progress.message('initdb');
+  await initdb(ctx.runner, t.bindir, t.pgdata, owner, await initdbArgs(ctx, t, manifest));
+  manifest.shape!.tablespaces.forEach((_, k) => ownedDir(relocatedTablespace(t, k), owner));
+}
+
+/** initdb's arguments after -D: the manifest's encoding, locale and bootstrap superuser; checksums on. */
+async function initdbArgs(ctx: StepContext, t: DataDirTarget, manifest: BackupManifest): Promise<string[]> {
   const shape = manifest.shape;
   if (!shape) throw new PgscaleError('the manifest predates restore support (no encoding and locale recorded)', ExitCode.FailedAfterChange);
   const { major } = await probeBindir(ctx.runner, t.bindir, 'explicit');
   const args = initdbArguments({ dataDir: t.pgdata, superuser: shape.superuser, encoding: shape.encoding, collate: shape.collate, ctype: shape.ctype, provider: shape.provider, icuLocale: shape.icuLocale, checksums: true, newMajor: major, waldir: null }).slice(2);
-  ctx.progress.message('initdb');
-  await initdb(ctx.runner, t.bindir, t.pgdata, owner, [...args, '--auth-local=peer', '--auth-host=scram-sha-256']);
-  shape.tablespaces.forEach((_, k) => ownedDir(relocatedTablespace(t, k), owner));
+  return [...args, '--auth-local=peer', '--auth-host=scram-sha-256'];
 }
 
 async function withTarget<T>(ctx: StepContext, p: RestoreParams, manifest: BackupManifest, use: (access: ClusterAccess) => Promise<T>): Promise<T> {
@@ -282,13 +287,13 @@ export const restoreLoadStep = defineStep<RestoreParams>({
     }
     return out;
   },
-  async plan(_ctx, p) {
+  async plan(ctx, p) {
     const actions: PlannedAction[] = [];
     if (p.target.kind === 'pgdata') {
       const t = p.target;
       actions.push({ kind: 'file', path: t.pgdata, change: 'mkdir', mode: '0700', note: `owned by ${t.owner}` });
       if (p.method === 'physical') actions.push({ kind: 'command', argv: ['tar', '-x', '-f', join(p.source, physicalDir, 'base.tar.*'), '-C', t.pgdata], runAs: t.owner, note: `then pg_wal.tar into pg_wal and each tablespace's tar into ${t.tablespaceDir}/OID (tablespace_map rewritten to match)` });
-      else actions.push({ kind: 'command', argv: [join(t.bindir, 'initdb'), '-D', t.pgdata, '…'], runAs: t.owner, note: 'encoding, locale and bootstrap superuser from the manifest' });
+      else actions.push({ kind: 'command', argv: [join(t.bindir, 'initdb'), '-D', t.pgdata, ...(await initdbArgs(ctx, t, readManifest(p.source)))], runAs: t.owner, note: 'encoding, locale and bootstrap superuser from the manifest' });
       actions.push({ kind: 'service', action: 'start', target: t.pgdata, note: 'on a private socket (no TCP), archiving off; postgresql.auto.conf put back when it stops' });
     }
     if (p.method === 'dumpall') actions.push({ kind: 'command', argv: ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], note: 'fed the decompressed dump; CREATE TABLESPACE locations relocated' });
