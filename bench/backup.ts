@@ -1,36 +1,38 @@
 /**
- * Benchmark: `pgscale backup` against the seed's `pg_dumpall | gzip > file`, on one pgbench
- * database of about 1 GB, in one run and on one machine, with the same pg_dumpall (the test bed's
- * 17) and the same connection environment. Also zstd levels 1 and 3 and gzip through pgscale, so
- * the default compressor is chosen by measurement.
+ * Benchmark: the seed's `pg_dumpall | gzip` and its `gunzip | psql` restore against each
+ * `pgscale backup --method` and `pgscale backup restore`, on one cluster of several pgbench
+ * databases, in one run, on one machine, with the same client programs (the test bed's 17).
  *
- * Run (as root: the test bed runs the server as `postgres`), after `npx tsc -p .`:
+ * Run (as root: the test bed runs servers as `postgres`), after `npx tsc -p .`:
  *
- *     node_modules/.bin/node dist/bench/backup.js
+ *     node_modules/.bin/node dist/bench/backup.js [--gb 2] [--databases 4] [--version 17]
  *
- * Environment: PGSCALE_BENCH_SCALE (pgbench scale, default 70 ≈ 1.05 GB), PGSCALE_BENCH_VERSION
- * (default 17), PGSCALE_BENCH_ROUNDS (default 3: each method runs once per round, in rotated
- * order, and the median is shown). Prints a table; exits 1 if the cluster cannot be set up. The
- * cluster and every output are removed at the end.
+ * --gb: total size of the databases (default 2; pgbench scale 1 ≈ 15 MB), split evenly over
+ * --databases (default 4). Prints one table: backup wall time (pgscale: the whole command, with its
+ * row counts, manifest and verification), database bytes per second, output size, restore wall
+ * time (the seed: initdb, start, gunzip | psql; pgscale: `backup restore --to`, which also starts,
+ * loads, compares row counts and stops), each as a ratio to the seed. Exits 1 if the cluster cannot
+ * be set up. The clusters and every output are removed at the end.
  *
- * Wall time is the whole command (pgscale: plan, checks, dump, manifest, full decompress-and-
- * checksum verify, publish; the seed: the pipeline only). The "dump step" column is pgscale's dump
- * step alone, from its journal. Database bytes/s uses the sum of pg_database_size; dump bytes/s
- * the uncompressed pg_dumpall output.
+ * pgBackRest (when `pgbackrest` is on PATH, e.g. Debian's package): the cluster archives its WAL into a
+ * local repository (archive_mode on for every method), a full backup with --process-max = CPUs and
+ * zstd, and a restore into a new data directory, started until recovery has ended.
  */
 import { spawn } from 'node:child_process';
-import { createReadStream, readFileSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, chownSync, existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { createGunzip } from 'node:zlib';
-import { createCluster, scratchDir, serverUser, teardownAll, type TestCluster } from '../test/helpers/testbed.js';
+import { parseArgs } from 'node:util';
+import { createCluster, freePort, mkdirOwned, scratchDir, serverUser, teardownAll, TestCluster, type TestCluster as Cluster } from '../test/helpers/testbed.js';
 import { cliEntry, repoRoot } from '../test/helpers/paths.js';
 import { isRoot } from '../src/runner.js';
-import type { OperationResult } from '../src/operationCommand.js';
-import type { StampedEvent } from '../src/pipeline/journal.js';
 
-const scale = Number(process.env.PGSCALE_BENCH_SCALE ?? 70);
-const version = Number(process.env.PGSCALE_BENCH_VERSION ?? 17);
-const reps = Math.max(1, Number(process.env.PGSCALE_BENCH_ROUNDS ?? 3));
+const { values: opts } = parseArgs({ options: { gb: { type: 'string', default: '2' }, databases: { type: 'string', default: '4' }, version: { type: 'string', default: '17' } } });
+const totalGb = Number(opts.gb);
+const dbCount = Math.max(1, Number(opts.databases));
+const version = Number(opts.version);
+const MB = 1e6;
+const fmt = (n: number, digits = 1) => n.toFixed(digits);
 
 interface Timed {
   code: number | null;
@@ -54,69 +56,142 @@ function run(program: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd =
 
 async function must(what: string, p: Promise<Timed>): Promise<Timed> {
   const r = await p;
-  if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}):\n${r.stderr.slice(-2000)}`);
+  if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}):\n${r.stderr.slice(-2000)}${r.stdout.slice(-2000)}`);
   return r;
 }
 
-const asServer = (program: string, args: string[]) => ['setpriv', ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', program, ...args]] as const;
+const asServer = (program: string, args: string[]): [string, string[]] => ['setpriv', ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', program, ...args]];
+const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
-/** Bytes a gzip file decompresses to. */
-async function gunzippedBytes(file: string): Promise<number> {
-  let n = 0;
-  const gunzip = createReadStream(file).pipe(createGunzip());
-  for await (const chunk of gunzip) n += (chunk as Buffer).length;
-  return n;
+function duBytes(path: string): number {
+  const st = statSync(path);
+  if (!st.isDirectory()) return st.size;
+  return readdirSync(path).reduce((a, e) => a + duBytes(join(path, e)), 0);
 }
 
 interface Row {
   name: string;
-  seconds: number;
-  dumpStepSeconds?: number;
+  backupSeconds: number;
   outputBytes: number;
-  dumpBytes: number;
+  restoreSeconds: number;
 }
 
-const MB = 1e6;
-const fmt = (n: number, digits = 1) => n.toFixed(digits);
-
-function table(rows: Row[], dbBytes: number, baseline: Row): string {
-  const head = ['method', 'wall s', 'dump step s', 'DB MB/s', 'dump MB/s', 'output MB', 'throughput ×seed', 'size ×seed'];
+function table(rows: Row[], dbBytes: number): string {
+  const seed = rows[0]!;
+  const head = ['method', 'backup s', 'DB MB/s', 'throughput ×seed', 'output MB', 'size ×seed', 'restore s', 'restore speed ×seed'];
   const body = rows.map((r) => [
     r.name,
-    fmt(r.seconds),
-    r.dumpStepSeconds === undefined ? '-' : fmt(r.dumpStepSeconds),
-    fmt(dbBytes / r.seconds / MB),
-    fmt(r.dumpBytes / r.seconds / MB),
-    r.outputBytes ? fmt(r.outputBytes / MB) : '-',
-    fmt(baseline.seconds / r.seconds, 2),
-    r.outputBytes ? fmt(r.outputBytes / baseline.outputBytes, 2) : '-',
+    fmt(r.backupSeconds),
+    fmt(dbBytes / r.backupSeconds / MB),
+    fmt(seed.backupSeconds / r.backupSeconds, 2),
+    fmt(r.outputBytes / MB),
+    fmt(r.outputBytes / seed.outputBytes, 2),
+    fmt(r.restoreSeconds),
+    fmt(seed.restoreSeconds / r.restoreSeconds, 2),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
-  return [line(head), `|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 1) + '-' : '-'.repeat(w + 1) + ':')).join('|')}|`, ...body.map(line)].join('\n');
+  return [line(head), `|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|')}|`, ...body.map(line)].join('\n');
 }
 
-async function setUp(): Promise<{ cluster: TestCluster; dbBytes: number }> {
+const pgbackrest = ['/usr/bin/pgbackrest', '/usr/local/bin/pgbackrest'].find((p) => existsSync(p));
+let backrestNote = pgbackrest ? '' : 'pgBackRest: not measured (no pgbackrest on PATH: apt-get install pgbackrest)';
+
+/** pgBackRest's configuration: a local repository in a directory of the server account's. */
+function pgbackrestConfig(dir: string, cluster: Cluster, cpus: number): string {
+  const conf = join(dir, 'pgbackrest.conf');
+  writeFileSync(conf, [
+    '[global]', `repo1-path=${join(dir, 'repo')}`, `log-path=${join(dir, 'log')}`, `lock-path=${join(dir, 'lock')}`, `spool-path=${join(dir, 'spool')}`,
+    'start-fast=y', 'compress-type=zst', 'compress-level=3', `process-max=${cpus}`, 'log-level-console=warn',
+    '[bench]', `pg1-path=${cluster.pgdata}`, `pg1-socket-path=${cluster.socketDir}`, `pg1-port=${cluster.port}`, `pg1-user=${serverUser.name}`, '',
+  ].join('\n'));
+  chownSync(conf, serverUser.uid, serverUser.gid);
+  return conf;
+}
+
+async function setUp(cpus: number): Promise<{ cluster: Cluster; dbBytes: number; backrestConf: string | undefined }> {
   if (!isRoot()) throw new Error('run as root: the test bed runs the server as postgres');
+  const backrestDir = pgbackrest ? scratchDir('pgscale-bench-pgbackrest-') : undefined;
+  const backrestConfPath = backrestDir ? join(backrestDir, 'pgbackrest.conf') : undefined;
   const cluster = await createCluster({
     version,
-    conf: ['fsync = off', 'synchronous_commit = off', 'full_page_writes = off', 'max_wal_size = 8GB', 'checkpoint_timeout = 1h', 'shared_buffers = 256MB', 'maintenance_work_mem = 512MB'],
+    start: false,
+    conf: [
+      'fsync = off', 'synchronous_commit = off', 'full_page_writes = off', 'max_wal_size = 8GB', 'checkpoint_timeout = 1h', 'shared_buffers = 256MB', 'maintenance_work_mem = 256MB', 'max_wal_senders = 4',
+      ...(backrestConfPath ? ['archive_mode = on', `archive_command = '${pgbackrest} --config=${backrestConfPath} --stanza=bench archive-push %p'`] : []),
+    ],
   });
-  await cluster.sql('create database bench');
-  process.stderr.write(`pgbench -i -s ${scale} (server-side generation)…\n`);
-  const [prog, args] = asServer(join(cluster.bindir, 'pgbench'), ['-i', '-q', '-s', String(scale), '-I', 'dtGvp', '-h', cluster.socketDir, '-p', String(cluster.port), '-U', cluster.superuser, 'bench']);
-  const init = await must('pgbench -i', run(prog, [...args], {}, '/'));
-  process.stderr.write(`  loaded in ${fmt(init.seconds)} s\n`);
+  let backrestConf = backrestDir ? pgbackrestConfig(backrestDir, cluster, cpus) : undefined;
+  await cluster.start();
+  if (backrestConf) {
+    const stanza = await run(...asServer(pgbackrest!, [`--config=${backrestConf}`, '--stanza=bench', 'stanza-create']), {}, '/');
+    if (stanza.code !== 0) {
+      // e.g. Debian bookworm's 2.45 predates PostgreSQL 17
+      backrestNote = `pgBackRest: not measured: stanza-create failed: ${stanza.stderr.split('\n').find((l) => /ERROR|WARN: unable to check/.test(l))?.trim() ?? stanza.stderr.trim()}`;
+      backrestConf = undefined;
+    }
+  }
+  const scale = Math.max(1, Math.round((totalGb * 1000) / 15 / dbCount));
+  for (let i = 0; i < dbCount; i++) {
+    const db = `bench${i}`;
+    await cluster.sql(`create database ${db}`);
+    process.stderr.write(`pgbench -i -s ${scale} ${db}…\n`);
+    const [prog, args] = asServer(join(cluster.bindir, 'pgbench'), ['-i', '-q', '-s', String(scale), '-I', 'dtGvp', '-h', cluster.socketDir, '-p', String(cluster.port), '-U', cluster.superuser, db]);
+    await must('pgbench -i', run(prog, args, {}, '/'));
+  }
   await cluster.sql('checkpoint');
   const dbBytes = Number(await cluster.sql('select sum(pg_database_size(oid)) from pg_database'));
-  return { cluster, dbBytes };
+  return { cluster, dbBytes, backrestConf };
+}
+
+/** pgBackRest: a full backup, then a restore into a new data directory started until recovery has ended. */
+async function pgbackrestRow(conf: string, cluster: Cluster, parent: string): Promise<Row> {
+  const backrestVersion = (await run(pgbackrest!, ['version'])).stdout.trim().replace(/^pgBackRest /, '');
+  const backup = await must('pgbackrest backup', run(...asServer(pgbackrest!, [`--config=${conf}`, '--stanza=bench', '--type=full', 'backup']), {}, '/'));
+  process.stderr.write(`  pgbackrest backup: ${fmt(backup.seconds)} s\n`);
+  const repo = join(parent, 'repo', 'backup', 'bench');
+  const outputBytes = readdirSync(repo).filter((e) => /F$/.test(e)).reduce((a, e) => a + duBytes(join(repo, e)), 0);
+  const started = performance.now();
+  const pgdata = mkdirOwned(join(parent, 'restored'));
+  await must('pgbackrest restore', run(...asServer(pgbackrest!, [`--config=${conf}`, '--stanza=bench', `--pg1-path=${pgdata}`, 'restore']), {}, '/'));
+  const port = await freePort();
+  const sock = mkdirOwned(join(parent, 'restored-sock'));
+  appendFileSync(join(pgdata, 'postgresql.auto.conf'), `port = ${port}\nunix_socket_directories = '${sock}'\nlisten_addresses = ''\narchive_mode = off\n`);
+  const restored = new TestCluster(version, cluster.bindir, pgdata, port, sock, join(parent, 'restored.log'));
+  await restored.start();
+  while ((await restored.sql('select pg_is_in_recovery()')) === 't') await new Promise((r) => setTimeout(r, 100));
+  const restoreSeconds = (performance.now() - started) / 1000;
+  process.stderr.write(`  pgbackrest restore: ${fmt(restoreSeconds)} s\n`);
+  await restored.stop('immediate');
+  return { name: `pgBackRest ${backrestVersion} full (zst, process-max ${availableParallelism()})`, backupSeconds: backup.seconds, outputBytes, restoreSeconds };
+}
+
+
+/** The seed's restore: a fresh cluster, started, fed `gunzip -c | psql`. */
+async function seedRestore(file: string, parent: string, bindir: string): Promise<number> {
+  const started = performance.now();
+  const pgdata = join(parent, 'seed-restore');
+  const sock = mkdirOwned(join(parent, 'seed-sock'));
+  const port = await freePort();
+  await must('initdb', run(...asServer(join(bindir, 'initdb'), ['-D', pgdata, '-U', serverUser.name, '-E', 'UTF8', '--no-locale', '--auth-local=peer']), {}, '/'));
+  appendFileSync(join(pgdata, 'postgresql.auto.conf'), `port = ${port}\nunix_socket_directories = '${sock}'\nlisten_addresses = ''\nfsync = off\n`);
+  const restored = new TestCluster(version, bindir, pgdata, port, sock, join(parent, 'seed-restore.log'));
+  await restored.start();
+  const psql = `setpriv --reuid=${serverUser.uid} --regid=${serverUser.gid} --init-groups ${shq(join(bindir, 'psql'))} -X -q -h ${shq(sock)} -p ${port} -d postgres -f -`;
+  await must('gunzip | psql', run('bash', ['-c', `set -o pipefail; gunzip -c ${shq(file)} | ${psql} > /dev/null 2>&1`], {}, '/'));
+  const seconds = (performance.now() - started) / 1000;
+  await restored.stop('immediate');
+  rmSync(pgdata, { recursive: true, force: true });
+  return seconds;
 }
 
 async function main(): Promise<void> {
-  let cluster: TestCluster;
+  let cluster: Cluster;
   let dbBytes: number;
+  let backrestConf: string | undefined;
+  const cpus = availableParallelism();
   try {
-    ({ cluster, dbBytes } = await setUp());
+    ({ cluster, dbBytes, backrestConf } = await setUp(cpus));
   } catch (e) {
     process.stderr.write(`bench: cannot set up the cluster: ${(e as Error).message}\n`);
     process.exitCode = 1;
@@ -124,72 +199,45 @@ async function main(): Promise<void> {
   }
   const out = scratchDir('pgscale-bench-');
   const env = { PGHOST: cluster.socketDir, PGPORT: String(cluster.port), PGUSER: cluster.superuser, PGDATABASE: 'postgres' };
-  const dumpall = join(cluster.bindir, 'pg_dumpall');
-  const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-  const dumpallAsServer = `setpriv --reuid=${serverUser.uid} --regid=${serverUser.gid} --init-groups ${shq(dumpall)}`;
+  const dumpallAsServer = `setpriv --reuid=${serverUser.uid} --regid=${serverUser.gid} --init-groups ${shq(join(cluster.bindir, 'pg_dumpall'))}`;
+  process.stderr.write(`databases: ${fmt(dbBytes / MB)} MB in ${dbCount} pgbench databases (PostgreSQL ${version}), ${cpus} CPUs\n`);
+  // warms the page cache for everyone
+  await must('pg_dumpall > /dev/null', run('bash', ['-c', `set -o pipefail; ${dumpallAsServer} > /dev/null`], env, '/'));
 
-  process.stderr.write(`database: ${fmt(dbBytes / MB)} MB (pgbench scale ${scale}, PostgreSQL ${version}); ${reps} rounds\n`);
-  // warms the page cache, and gives the uncompressed size of the dump
-  const dumpBytes = Number((await must('pg_dumpall | wc -c', run('bash', ['-c', `set -o pipefail; ${dumpallAsServer} | wc -c`], env, '/'))).stdout.trim());
+  const rows: Row[] = [];
+  const seedFile = join(out, 'seed.sql.gz');
+  const seedBackup = await must('seed pipeline', run('bash', ['-c', `set -o pipefail; ${dumpallAsServer} | gzip > ${shq(seedFile)}`], env, '/'));
+  process.stderr.write(`  seed backup: ${fmt(seedBackup.seconds)} s\n`);
+  const seedRestoreSeconds = await seedRestore(seedFile, out, cluster.bindir);
+  process.stderr.write(`  seed restore: ${fmt(seedRestoreSeconds)} s\n`);
+  rows.push({ name: 'seed: pg_dumpall \\| gzip; gunzip \\| psql', backupSeconds: seedBackup.seconds, outputBytes: statSync(seedFile).size, restoreSeconds: seedRestoreSeconds });
+  rmSync(seedFile);
 
-  type Method = { name: string; measure: () => Promise<Row> };
-  const pgscale = (name: string, args: string[]): Method => ({
-    name,
-    async measure() {
-      const dest = join(out, 'backup');
-      const r = await must(name, run(process.execPath, [cliEntry, 'backup', '--bindir', cluster.bindir, '--pgdata', cluster.pgdata, '--to', dest, '--state-dir', join(out, 'state'), '--json', ...args]));
-      const result = JSON.parse(r.stdout) as OperationResult;
-      const events = readFileSync(join(result.run!.runDir, 'journal.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as StampedEvent);
-      const at = (type: string) => Date.parse(events.find((e) => e.type === type && 'step' in e && e.step === 'dump')!.at);
-      const dump = result.run!.outputs.dump as { uncompressedBytes: number; compressedBytes: number };
-      rmSync(dest, { recursive: true, force: true });
-      return { name, seconds: r.seconds, dumpStepSeconds: (at('step-done') - at('step-started')) / 1000, outputBytes: dump.compressedBytes, dumpBytes: dump.uncompressedBytes };
-    },
-  });
-  const methods: Method[] = [
-    {
-      name: 'seed: pg_dumpall \\| gzip (-6)',
-      async measure() {
-        const file = join(out, 'seed.sql.gz');
-        const r = await must('seed pipeline', run('bash', ['-c', `set -o pipefail; ${dumpallAsServer} | gzip > ${shq(file)}`], env, '/'));
-        const row = { name: this.name, seconds: r.seconds, outputBytes: statSync(file).size, dumpBytes: await gunzippedBytes(file) };
-        rmSync(file);
-        return row;
-      },
-    },
-    pgscale('pgscale backup (default: zstd -3 -T0)', []),
-    pgscale('pgscale --level 1 (zstd -1 -T0)', ['--level', '1']),
-    pgscale('pgscale --compress gzip (gzip -3)', ['--compress', 'gzip']),
-    pgscale('pgscale --compress gzip --level 6', ['--compress', 'gzip', '--level', '6']),
-    {
-      name: 'pg_dumpall > /dev/null (ceiling)',
-      async measure() {
-        const r = await must('pg_dumpall > /dev/null', run('bash', ['-c', `set -o pipefail; ${dumpallAsServer} > /dev/null`], env, '/'));
-        return { name: this.name, seconds: r.seconds, outputBytes: 0, dumpBytes };
-      },
-    },
-  ];
-  // every method once per round, the order rotated each round; the median round counts
-  const samples = new Map<string, Row[]>(methods.map((m) => [m.name, []]));
-  for (let round = 0; round < reps; round++) {
-    for (let k = 0; k < methods.length; k++) {
-      const m = methods[(k + round) % methods.length]!;
-      const row = await m.measure();
-      process.stderr.write(`  round ${round + 1}: ${m.name}: ${fmt(row.seconds)} s\n`);
-      samples.get(m.name)!.push(row);
-    }
+  for (const method of ['dumpall', 'parallel', 'physical'] as const) {
+    const dest = join(out, `backup-${method}`);
+    const state = join(out, 'state');
+    const b = await must(`pgscale backup --method ${method}`, run(process.execPath, [cliEntry, 'backup', '--pgdata', cluster.pgdata, '--bindir', cluster.bindir, '--to', dest, '--state-dir', state, '--method', method, ...(method === 'parallel' ? ['--jobs', String(cpus)] : []), '--json']));
+    process.stderr.write(`  pgscale ${method} backup: ${fmt(b.seconds)} s\n`);
+    const pgdata = join(out, `restored-${method}`);
+    const r = await must(`pgscale backup restore (${method})`, run(process.execPath, [cliEntry, 'backup', 'restore', dest, '--to', pgdata, '--bindir', cluster.bindir, '--state-dir', state, '--jobs', String(cpus), '--json']));
+    process.stderr.write(`  pgscale ${method} restore: ${fmt(r.seconds)} s\n`);
+    rows.push({ name: `pgscale --method ${method}${method === 'parallel' ? ` --jobs ${cpus}` : ''}`, backupSeconds: b.seconds, outputBytes: duBytes(dest), restoreSeconds: r.seconds });
+    rmSync(dest, { recursive: true, force: true });
+    rmSync(pgdata, { recursive: true, force: true });
+    rmSync(`${pgdata}.tablespaces`, { recursive: true, force: true });
   }
-  const median = (rows: Row[]): Row => [...rows].sort((a, b) => a.seconds - b.seconds)[Math.floor(rows.length / 2)]!;
-  const rows = methods.map((m) => median(samples.get(m.name)!));
-  const seedRow = rows[0]!;
 
-  const cpus = readFileSync('/proc/cpuinfo', 'utf8').split('\n').filter((l) => l.startsWith('processor')).length;
-  process.stdout.write(`\npgscale backup benchmark: pgbench scale ${scale}, ${fmt(dbBytes / MB)} MB in databases, ${fmt(dumpBytes / MB)} MB of pg_dumpall output, PostgreSQL ${version}, ${cpus} CPUs\n\n`);
-  process.stdout.write(table(rows, dbBytes, seedRow) + '\n');
-  const def = rows[1]!;
-  const speedup = seedRow.seconds / def.seconds;
-  const sizeRatio = def.outputBytes / seedRow.outputBytes;
-  process.stdout.write(`\ndefault vs seed: ${fmt(speedup, 2)}× the throughput (whole command), ${fmt(seedRow.seconds / def.dumpStepSeconds!, 2)}× (dump step), ${fmt(sizeRatio, 2)}× the size — goal ≥ 3× at ≤ 1×: ${speedup >= 3 && sizeRatio <= 1 ? 'met' : 'NOT met'}\n`);
+  if (backrestConf) {
+    rows.push(await pgbackrestRow(backrestConf, cluster, join(backrestConf, '..')));
+  }
+
+  process.stdout.write(`\npgscale backup benchmark: ${fmt(dbBytes / MB)} MB in ${dbCount} databases, PostgreSQL ${version}, ${cpus} CPUs, one run\n\n`);
+  process.stdout.write(table(rows, dbBytes) + '\n');
+  const ours = rows.filter((r) => r.name.startsWith('pgscale'));
+  const best = [...ours].sort((a, b) => a.backupSeconds - b.backupSeconds)[0]!;
+  const bestRestore = [...ours].sort((a, b) => a.restoreSeconds - b.restoreSeconds)[0]!;
+  process.stdout.write(`\ngoals: backup throughput ≥ 3× the seed: ${best.name} ${fmt(rows[0]!.backupSeconds / best.backupSeconds, 2)}× (${rows[0]!.backupSeconds / best.backupSeconds >= 3 ? 'met' : 'NOT met'}); restore ≥ 3× faster: ${bestRestore.name} ${fmt(rows[0]!.restoreSeconds / bestRestore.restoreSeconds, 2)}× (${rows[0]!.restoreSeconds / bestRestore.restoreSeconds >= 3 ? 'met' : 'NOT met'})\n`);
+  if (backrestNote) process.stdout.write(backrestNote + '\n');
 }
 
 try {

@@ -86,7 +86,8 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       return { plan, applied: false, planFile: planOut };
     }
     if (blockers.length) {
-      throw refused(`checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`, 'nothing was changed; see the plan with --dry-run');
+      const fixes = [...new Set(blockers.flatMap((c) => (c.fix ? [c.fix] : [])))];
+      throw refused(`checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`, `nothing was changed; ${fixes.length ? fixes.join('; ') : 'see the plan with --dry-run'}`);
     }
     if (!this.jsonEnabled()) {
       this.logToStderr(`${plan.summary}\n${plan.steps.map((s, i) => `  ${i + 1}. ${s.title}${s.downtime ? ' [downtime]' : ''}${s.pointOfNoReturn ? ' [point of no return]' : ''}`).join('\n')}`);

@@ -67,6 +67,23 @@ export const statements = {
       `select datname as name, pg_database_size(oid)::text as bytes, pg_encoding_to_char(encoding) as encoding
          from pg_database where datallowconn order by datname`,
     ),
+  /**
+   * Every database a backup must account for (template0 aside, which is never dumped), including
+   * those that refuse connections: pg_dumpall silently skips those.
+   */
+  clusterDatabases: () =>
+    rows<{ name: string; bytes: string; encoding: string; allow_connections: boolean }>(
+      'cluster databases',
+      `select datname as name, pg_database_size(oid)::text as bytes, pg_encoding_to_char(encoding) as encoding, datallowconn as allow_connections
+         from pg_database where datname <> 'template0' order by datname`,
+    ),
+  /** Database names of a restore target that are not there after initdb (a non-empty target). */
+  userDatabases: () => rows<{ name: string }>('user databases', `select datname as name from pg_database where datname not in ('postgres', 'template0', 'template1') order by 1`),
+  /** Whether the connected database holds user tables (a non-empty restore target). */
+  userTableCount: () =>
+    rows<{ count: number }>('user tables', `select count(*)::int as count from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p', 'm') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'`),
+  /** Drops a database a restore created (rolling the restore back); the name is quoted as an identifier. */
+  dropDatabase: (name: string) => command('drop database', `drop database if exists "${name.replace(/"/g, '""')}" with (force)`),
   checkpoint: () => command('checkpoint', 'checkpoint'),
   /** Exact row counts of every user table of the connected database. */
   tableRowCounts: () =>

@@ -3,12 +3,12 @@
  * `pgscale backup verify`: manifest.json, the compressed dump, and the decompress-and-checksum pass.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { refused } from '../errors.js';
-import type { Runner } from '../runner.js';
+import { ExitCode, PgscaleError, refused } from '../errors.js';
+import { describeFailure, type OsUser, type Runner } from '../runner.js';
 import { compressedSuffix, decompressArgv, type CompressionSpec } from './compression.js';
 
 export const manifestName = 'manifest.json';
@@ -17,25 +17,87 @@ export const dumpTrailer = '-- PostgreSQL database cluster dump complete';
 
 export const dumpFileName = (c: CompressionSpec) => dumpBaseName + compressedSuffix[c.compressor];
 
+/**
+ * dumpall: one pg_dumpall stream (restores into any newer major); parallel: pg_dumpall
+ * --globals-only plus pg_dump -Fd per database (pg_restore -j); physical: pg_basebackup tar with
+ * its backup_manifest (same major only).
+ */
+export type BackupMethod = 'dumpall' | 'parallel' | 'physical';
+export const backupMethods = ['dumpall', 'parallel', 'physical'] as const;
+
+/** Every database of pg_database but template0, and whether this backup holds it. */
+export interface DatabaseEntry {
+  [key: string]: string | number | boolean;
+  name: string;
+  bytes: number;
+  encoding: string;
+  allowConnections: boolean;
+  dumped: boolean;
+}
+
+/** A file of a parallel or physical backup, relative to the backup directory. */
+export interface FileEntry {
+  [key: string]: string | number;
+  path: string;
+  bytes: number;
+  sha256: string;
+}
+
+/** What a restore needs to recreate the cluster around the data. */
+export interface ClusterShape {
+  [key: string]: string | null | { name: string; location: string }[];
+  encoding: string;
+  collate: string;
+  ctype: string;
+  provider: string;
+  icuLocale: string | null;
+  superuser: string;
+  tablespaces: { name: string; location: string }[];
+}
+
 export interface BackupManifest {
   format: 'pgscale-backup/1';
-  /** Random token of the plan that made it: rollback only ever removes its own backup. */
+  /** Absent in manifests written before methods existed: dumpall. */
+  method?: BackupMethod;
+  /** Random token of the plan that made it. */
   token: string;
   serverVersion: string;
   serverVersionNum: number;
+  /** Version of the client programs that made it (pg_dumpall, pg_dump or pg_basebackup). */
   pgDumpallVersion: string;
-  databases: { name: string; bytes: number; encoding: string }[];
+  databases: DatabaseEntry[];
+  /** Databases left out by name (--exclude-database). */
+  excludedDatabases?: string[];
+  shape?: ClusterShape;
   compression: CompressionSpec;
-  dumpFile: string;
+  /** The pg_dumpall stream (dumpall: the whole cluster; parallel: the globals); physical: none. */
+  dumpFile: string | null;
   compressedBytes: number;
   compressedSha256: string;
   uncompressedBytes: number;
   uncompressedSha256: string;
   startedAt: string;
   finishedAt: string;
-  options: { pgDumpallArgs: string[] };
-  /** Per-database, per-table row counts taken just before the dump (for --verify restore). */
+  options: { pgDumpallArgs: string[]; jobs?: number };
+  /** Every other file, with its digest (parallel: the pg_dump directories; physical: the tars). */
+  files?: FileEntry[];
+  /** Per-database, per-table row counts taken right after the dump (restores are checked against them). */
   rowCounts?: Record<string, Record<string, number>>;
+}
+
+export const methodOf = (m: BackupManifest): BackupMethod => m.method ?? 'dumpall';
+
+/** Every file under dir (recursively), relative to it, sorted. */
+export function filesUnder(dir: string, base = dir): string[] {
+  return readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? filesUnder(join(dir, e.name), base) : [relative(base, join(dir, e.name))]))
+    .sort();
+}
+
+export async function fileEntries(dir: string, paths: readonly string[]): Promise<FileEntry[]> {
+  const out: FileEntry[] = [];
+  for (const path of paths) out.push({ path, ...(await sha256File(join(dir, path))) });
+  return out;
 }
 
 /** Counts and hashes bytes flowing through, keeping the last few for the completeness trailer. */
@@ -88,13 +150,128 @@ export interface ArchiveCheck {
   uncompressedBytes: number;
 }
 
-/** Re-reads the compressed file and decompresses it in full, comparing both digests and the trailer. */
-export async function checkArchive(dir: string, manifest: BackupManifest, runner: Runner, signal?: AbortSignal): Promise<ArchiveCheck> {
+/** How a backup's method-specific proof is run: pg_restore --list per database, pg_verifybackup. */
+export interface ArchiveTools {
+  /** A bindir whose pg_restore reads the dump (parallel). */
+  restoreBindir?: string;
+  /** A bindir whose pg_verifybackup checks physical backups (the backup's major; 18+ reads tars in place). */
+  verifyBindir?: string;
+}
+
+function modeProblem(dir: string, path: string): string | undefined {
+  const mode = statSync(join(dir, path)).mode & 0o777;
+  return mode & 0o077 ? `${path} is readable by others (mode ${mode.toString(8)}); backups must be 0600` : undefined;
+}
+
+/**
+ * Re-reads every file of the backup: the pg_dumpall stream decompressed in full (both digests and
+ * the trailer), every other file's sha256; then the method's own proof — pg_restore --list of
+ * each database's dump, or pg_verifybackup of a physical backup.
+ */
+export async function checkArchive(dir: string, manifest: BackupManifest, runner: Runner, signal?: AbortSignal, tools: ArchiveTools = {}): Promise<ArchiveCheck> {
   const problems: string[] = [];
-  const file = join(dir, manifest.dumpFile);
-  if (!existsSync(file)) return { ok: false, problems: [`${manifest.dumpFile} is missing`], compressedBytes: 0, uncompressedBytes: 0 };
-  const mode = statSync(file).mode & 0o777;
-  if (mode & 0o077) problems.push(`${manifest.dumpFile} is readable by others (mode ${mode.toString(8)}); backups must be 0600`);
+  let compressedBytes = 0;
+  let uncompressedBytes = 0;
+  if (manifest.dumpFile) {
+    const stream = await checkStream(dir, manifest, runner, signal);
+    problems.push(...stream.problems);
+    compressedBytes += stream.compressedBytes;
+    uncompressedBytes += stream.uncompressedBytes;
+  }
+  for (const f of manifest.files ?? []) {
+    if (!existsSync(join(dir, f.path))) {
+      problems.push(`${f.path} is missing`);
+      continue;
+    }
+    const mode = modeProblem(dir, f.path);
+    if (mode) problems.push(mode);
+    const got = await sha256File(join(dir, f.path));
+    compressedBytes += got.bytes;
+    if (got.sha256 !== f.sha256) problems.push(`${f.path}: sha256 ${got.sha256} differs from the manifest's ${f.sha256}`);
+  }
+  if (problems.length === 0) problems.push(...(await methodProof(dir, manifest, runner, signal, tools)));
+  return { ok: problems.length === 0, problems, compressedBytes, uncompressedBytes };
+}
+
+/** The parallel dump directory of a database (named by position: database names may hold anything). */
+export const databaseDumpDir = (index: number) => `db-${index}`;
+
+async function methodProof(dir: string, manifest: BackupManifest, runner: Runner, signal: AbortSignal | undefined, tools: ArchiveTools): Promise<string[]> {
+  const problems: string[] = [];
+  if (methodOf(manifest) === 'parallel') {
+    if (!tools.restoreBindir) return ['no pg_restore to read the dumps with'];
+    for (const [i, d] of manifest.databases.entries()) {
+      if (!d.dumped) continue;
+      const inv = { program: join(tools.restoreBindir, 'pg_restore'), args: ['--list', join(dir, databaseDumpDir(i))], signal };
+      const res = await runner.run(inv);
+      if (res.exitCode !== 0) problems.push(`the dump of database ${JSON.stringify(d.name)} cannot be read: ${describeFailure(inv, res)}`);
+    }
+  } else if (methodOf(manifest) === 'physical') {
+    if (!tools.verifyBindir) return ['no pg_verifybackup of the backup\'s major version to check it with'];
+    problems.push(...(await verifyPhysical(dir, runner, signal, tools.verifyBindir)));
+  }
+  return problems;
+}
+
+/**
+ * pg_verifybackup checks the tars in place from 18 on (their WAL cannot be parsed there: the WAL
+ * tar is checked against the manifest like every file). Before 18 it reads only a plain copy: the
+ * tars are unpacked beside the backup, checked with WAL parsing, and the copy removed.
+ */
+async function verifyPhysical(dir: string, runner: Runner, signal: AbortSignal | undefined, bindir: string): Promise<string[]> {
+  const version = await runner.run({ program: join(bindir, 'pg_verifybackup'), args: ['--version'] });
+  const major = Number(/\(PostgreSQL\) (\d+)/.exec(version.stdout)?.[1] ?? 0);
+  const base = join(dir, physicalDir);
+  let target = base;
+  const copy = `${dir}.verify-copy`;
+  const args = ['--quiet'];
+  if (major >= 18) args.push('--no-parse-wal');
+  else {
+    rmSync(copy, { recursive: true, force: true });
+    mkdirSync(copy, { mode: 0o700 });
+    for (const tar of readdirSync(base).filter((f) => /\.tar(\.\w+)?$/.test(f))) {
+      const oid = /^(\d+)\.tar/.exec(tar)?.[1];
+      const into = tar.startsWith('pg_wal.tar') ? join(copy, 'pg_wal') : oid ? join(copy, 'pg_tblspc', oid) : copy;
+      mkdirSync(into, { recursive: true, mode: 0o700 });
+      await untar(runner, { signal, trackProcess: () => undefined }, join(base, tar), into);
+    }
+    copyFileSync(join(base, 'backup_manifest'), join(copy, 'backup_manifest'));
+    target = copy;
+  }
+  try {
+    const inv = { program: join(bindir, 'pg_verifybackup'), args: [...args, target], signal };
+    const res = await runner.run(inv);
+    return res.exitCode === 0 ? [] : [`pg_verifybackup: ${describeFailure(inv, res)}`];
+  } finally {
+    if (target === copy) rmSync(copy, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Unpacks one tar of a physical backup into dir: read (and decompressed) by pgscale, which alone
+ * may read the 0700 backup, and written by tar as `owner` when given (a restored data directory).
+ */
+export async function untar(runner: Runner, ctx: { signal?: AbortSignal; trackProcess: (pgid: number) => void }, file: string, dir: string, owner?: OsUser): Promise<void> {
+  const reader = file.endsWith('.zst') ? { program: 'zstd', args: ['-q', '-d', '-c', file] } : file.endsWith('.gz') ? { program: 'gzip', args: ['-d', '-c', file] } : file.endsWith('.lz4') ? { program: 'lz4', args: ['-q', '-d', '-c', file] } : { program: 'cat', args: [file] };
+  const read = runner.stream({ ...reader, signal: ctx.signal, onStart: ctx.trackProcess });
+  read.stdin.end();
+  const tar = runner.stream({ program: 'tar', args: ['-x', '-f', '-', '-C', dir], runAs: owner, signal: ctx.signal, onStart: ctx.trackProcess });
+  await Promise.all([pipeline(read.stdout, tar.stdin), pipeline(tar.stdout, async function* (s) { for await (const _ of s); })]).catch(() => undefined);
+  const [rr, tr] = await Promise.all([read.result, tar.result]);
+  if (ctx.signal?.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
+  if (rr.exitCode !== 0 || tr.exitCode !== 0) throw new PgscaleError(`unpacking ${file}: ${(rr.exitCode !== 0 ? rr : tr).stderr.trim() || 'failed'}`, ExitCode.FailedAfterChange);
+}
+
+/** Where a physical backup's pg_basebackup output lives inside the backup directory. */
+export const physicalDir = 'base';
+
+async function checkStream(dir: string, manifest: BackupManifest, runner: Runner, signal?: AbortSignal): Promise<ArchiveCheck> {
+  const problems: string[] = [];
+  const dumpFile = manifest.dumpFile!;
+  const file = join(dir, dumpFile);
+  if (!existsSync(file)) return { ok: false, problems: [`${dumpFile} is missing`], compressedBytes: 0, uncompressedBytes: 0 };
+  const mode = modeProblem(dir, dumpFile);
+  if (mode) problems.push(mode);
   const compressed = await sha256File(file);
   if (compressed.sha256 !== manifest.compressedSha256) problems.push(`compressed sha256 ${compressed.sha256} differs from the manifest's ${manifest.compressedSha256}`);
   const dec = decompressArgv(manifest.compression, file);
@@ -105,7 +282,7 @@ export async function checkArchive(dir: string, manifest: BackupManifest, runner
     for await (const _ of source);
   });
   const res = await proc.result;
-  if (res.exitCode !== 0) problems.push(`${dec.program} could not decompress ${manifest.dumpFile}: ${res.stderr.trim() || res.signal}`);
+  if (res.exitCode !== 0) problems.push(`${dec.program} could not decompress ${dumpFile}: ${res.stderr.trim() || res.signal}`);
   const sha = digest.sha256();
   if (sha !== manifest.uncompressedSha256) problems.push(`decompressed sha256 ${sha} differs from the manifest's ${manifest.uncompressedSha256}`);
   if (digest.bytes !== manifest.uncompressedBytes) problems.push(`decompressed ${digest.bytes} bytes, the manifest says ${manifest.uncompressedBytes}`);

@@ -23,12 +23,14 @@ export interface CheckResult {
   /** A passed check is recorded too: the plan names every check with its result. */
   passed: boolean;
   detail: string;
+  /** For a failed check: what the user can do about it (the refusal's hint). */
+  fix?: string;
 }
 
 /** Check results by outcome: a blocking failure, a warning, a pass, or information. */
 export const check = {
   pass: (name: string, detail: string): CheckResult => ({ name, severity: 'error', passed: true, detail }),
-  fail: (name: string, detail: string): CheckResult => ({ name, severity: 'error', passed: false, detail }),
+  fail: (name: string, detail: string, fix?: string): CheckResult => ({ name, severity: 'error', passed: false, detail, ...(fix ? { fix } : {}) }),
   warn: (name: string, detail: string): CheckResult => ({ name, severity: 'warning', passed: false, detail }),
   info: (name: string, detail: string): CheckResult => ({ name, severity: 'info', passed: true, detail }),
 };

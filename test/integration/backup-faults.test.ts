@@ -112,25 +112,35 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
       }
     }
 
-    for (const at of ['verify:done', 'publish:applied'] as const) {
-      test(`rollback after SIGKILL at ${at} leaves neither DEST nor DEST.partial`, async () => {
-        const dest = join(work, `rb-${at.replace(':', '-')}`);
-        const stateDir = join(work, `state-rb-${at.replace(':', '-')}`);
-        const killed = await startCli(backupArgs(dest, stateDir), { PGSCALE_FAILPOINT: at }).done;
-        assert.equal(killed.signal, 'SIGKILL');
-        assert.ok(existsSync(dest) || existsSync(`${dest}.partial`), 'something to roll back');
-        const rolled = await runCli(['rollback', '--state-dir', stateDir, '--json']);
-        assert.equal(rolled.code, 0, rolled.stderr);
-        assert.equal(parseJson<RunReport>(rolled).status, 'rolled-back');
-        assert.equal(existsSync(dest), false);
-        assert.equal(existsSync(`${dest}.partial`), false);
-        assert.equal((await runs(stateDir))[0]?.status, 'rolled-back');
-        // the cluster is free again: a new backup to the same place works
-        const again = await runCli(backupArgs(dest, stateDir));
-        assert.equal(again.code, 0, again.stderr);
-        await assertVerifies(dest);
-      });
-    }
+    test('rollback after SIGKILL at verify:done removes the staging directory, verified or not: it is not a backup', async () => {
+      const dest = join(work, 'rb-verify-done');
+      const stateDir = join(work, 'state-rb-verify-done');
+      const killed = await startCli(backupArgs(dest, stateDir), { PGSCALE_FAILPOINT: 'verify:done' }).done;
+      assert.equal(killed.signal, 'SIGKILL');
+      assert.ok(existsSync(join(`${dest}.partial`, 'verified.json')), 'the staging directory was verified');
+      const rolled = await runCli(['rollback', '--state-dir', stateDir, '--json']);
+      assert.equal(rolled.code, 0, rolled.stderr);
+      assert.equal(parseJson<RunReport>(rolled).status, 'rolled-back');
+      assert.equal(existsSync(dest), false);
+      assert.equal(existsSync(`${dest}.partial`), false);
+      // the cluster is free again: a new backup to the same place works
+      const again = await runCli(backupArgs(dest, stateDir));
+      assert.equal(again.code, 0, again.stderr);
+      await assertVerifies(dest);
+    });
+
+    test('rollback after SIGKILL at publish:applied keeps the published backup (a verified backup is never removed by an undo)', async () => {
+      const dest = join(work, 'rb-publish-applied');
+      const stateDir = join(work, 'state-rb-publish-applied');
+      const killed = await startCli(backupArgs(dest, stateDir), { PGSCALE_FAILPOINT: 'publish:applied' }).done;
+      assert.equal(killed.signal, 'SIGKILL');
+      const rolled = await runCli(['rollback', '--state-dir', stateDir, '--json']);
+      assert.equal(rolled.code, 0, rolled.stderr);
+      assert.equal(parseJson<RunReport>(rolled).status, 'rolled-back');
+      assert.equal(existsSync(`${dest}.partial`), false);
+      await assertVerifies(dest);
+      assert.equal((await runs(stateDir))[0]?.status, 'rolled-back');
+    });
   });
 
   describe('signals in the middle of a dump', () => {

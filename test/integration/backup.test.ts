@@ -178,7 +178,7 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
     assert.deepEqual(m.databases.map((d) => d.name).sort(), ['app', 'postgres', 'template1']);
     for (const d of m.databases) assert.ok(d.bytes > 1_000_000 && d.encoding === 'UTF8', `${d.name}: ${d.bytes} bytes, ${d.encoding}`);
     assert.deepEqual(m.compression, { compressor: 'zstd', level: 3 });
-    const dump = readFileSync(join(dest, m.dumpFile));
+    const dump = readFileSync(join(dest, m.dumpFile!));
     assert.equal(m.compressedBytes, dump.length);
     assert.equal(m.compressedSha256, createHash('sha256').update(dump).digest('hex'));
     assert.ok(m.uncompressedBytes > m.compressedBytes, `${m.uncompressedBytes} > ${m.compressedBytes}`);
@@ -189,7 +189,7 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
     // one byte flipped in the middle of the compressed dump (a copy, so the original stays good)
     const damaged = join(work, 'restored-damaged');
     cpSync(dest, damaged, { recursive: true });
-    const fd = openSync(join(damaged, m.dumpFile), 'r+');
+    const fd = openSync(join(damaged, m.dumpFile!), 'r+');
     try {
       const at = Math.floor(fstatSync(fd).size / 2);
       const b = Buffer.alloc(1);
@@ -323,7 +323,11 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
       vol.unmount();
     });
 
-    test('the estimate passes but the destination fills up mid-dump (exit 4, nothing left)', async () => {
+    const fullVolumeFailure = {
+      dumpall: /the destination filled up during the dump: cannot write .*dumpall\.sql\.zst: ENOSPC: no space left on device/,
+      parallel: /the destination filled up during the dump: database "rnd": .*pg_dump failed .*No space left on device/s,
+    };
+    for (const [method, failure] of Object.entries(fullVolumeFailure)) test(`${method}: the estimate passes but the destination fills up mid-dump (exit 4, nothing left)`, async () => {
       const vol = createLoopVolume(72);
       const dest = join(vol.mountPoint, 'backup');
       // what pgscale will estimate (half the databases' size, at least 16 MiB): leave just a little more than that free
@@ -340,9 +344,9 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
       const reserved = (fs.bfree - fs.bavail) * fs.bsize;
       assert.ok(nowFree >= estimate && nowFree + reserved < bigRandomBytes - 4 * MiB, `free ${nowFree} (+${reserved} reserved) lies between the estimate ${estimate} and the dump (> ${bigRandomBytes})`);
 
-      const res = await backup(big, ['--to', dest]);
+      const res = await backup(big, ['--to', dest, '--method', method]);
       assert.equal(res.code, 4, res.stderr);
-      assert.match(res.stderr, /the destination filled up during the dump: cannot write .*dumpall\.sql\.zst: ENOSPC: no space left on device/);
+      assert.match(res.stderr, failure);
       assertNothingLeft(dest, res);
       assert.deepEqual(readdirSync(vol.mountPoint).sort(), ['filler', 'lost+found']);
       assert.equal(sizeOf(filler), free - target);

@@ -1,0 +1,400 @@
+/**
+ * `pgscale backup restore`: any backup method into a new data directory (initdb with the
+ * manifest's encoding and locale, or the physical copy unpacked, started on a private socket) or,
+ * for logical methods, into a running server that holds no user data yet. Two journaled steps:
+ * load (redone from scratch on resume: what it made is wiped first) and verify (every table's row
+ * count against the manifest).
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { clientInvocation, withDb, type ClusterAccess } from '../cluster/access.js';
+import { probeBindir } from '../cluster/installations.js';
+import { initdb, ownedDir, startPrivateServer, stopLeftoverServer, type PrivateServer } from '../cluster/scratch.js';
+import { ExitCode, PgscaleError } from '../errors.js';
+import { fsyncPath, isInside, realish } from '../files.js';
+import { formatBytes } from '../format.js';
+import { userByName } from '../osUser.js';
+import { writeFileAtomic } from '../pipeline/journal.js';
+import { defineOperation } from '../pipeline/plan.js';
+import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext } from '../pipeline/step.js';
+import type { Invocation, OsUser } from '../runner.js';
+import { statements } from '../sql.js';
+import { initdbArguments } from '../upgrade/decide.js';
+import { databaseDumpDir, methodOf, physicalDir, readManifest, untar, type BackupManifest, type BackupMethod } from './archive.js';
+import { decompressArgv } from './compression.js';
+import { compareRowCounts, estimateBackupSeconds, tableRowCounts } from './steps.js';
+
+/** A new data directory, created and loaded here, left stopped. */
+export interface DataDirTarget extends JsonObject {
+  kind: 'pgdata';
+  pgdata: string;
+  bindir: string;
+  owner: string;
+  /** Tablespaces are recreated below this directory (one per tablespace), never at the source's paths. */
+  tablespaceDir: string;
+}
+
+/** A running server holding no user data yet (logical methods only). */
+export interface ServerTarget extends JsonObject {
+  kind: 'server';
+  access: ClusterAccess;
+}
+
+export interface RestoreParams extends JsonObject {
+  source: string;
+  method: BackupMethod;
+  /** The manifest's token: the backup restored is the one reviewed. */
+  backupToken: string;
+  target: DataDirTarget | ServerTarget;
+  jobs: number;
+  /** Bytes of the databases the backup holds (for the estimate). */
+  databaseBytes: number;
+  token: string;
+}
+
+const markerPath = (ctx: StepContext, name: string) => join(ctx.runDir, name);
+const loadedMarker = 'restore.loaded.json';
+const verifiedMarker = 'restore.verified.json';
+const ownerOf = (t: DataDirTarget): OsUser => {
+  const u = userByName(t.owner);
+  if (!u) throw new PgscaleError(`OS user ${t.owner} does not exist`, ExitCode.BadInput);
+  return u;
+};
+const describeTarget = (t: RestoreParams['target']) => (t.kind === 'pgdata' ? t.pgdata : `${t.access.host ?? 'localhost'}:${t.access.port ?? 5432}`);
+
+/** Database names of a restore, in manifest order (template1 and postgres exist in any target). */
+const heldDatabases = (m: BackupManifest) => m.databases.map((d, index) => ({ ...d, index })).filter((d) => d.dumped !== false);
+
+/** Socket, log and access rules of the private server: beside the data directory, reachable by its owner, removed after. */
+const privateDir = (t: DataDirTarget) => join(dirname(t.pgdata), `.${basename(t.pgdata)}.pgscale-restore`);
+
+/** Tablespace k of the manifest goes to DIR/ts-k (names may hold anything; positions are stable). */
+const relocatedTablespace = (t: DataDirTarget, k: number) => join(t.tablespaceDir, `ts-${k}`);
+
+function isEmptyOrAbsent(path: string): boolean {
+  return !existsSync(path) || (statSync(path).isDirectory() && readdirSync(path).length === 0);
+}
+
+/**
+ * Rewrites the LOCATION of pg_dumpall's CREATE TABLESPACE lines (they come before the first
+ * \connect; everything after passes through untouched), so a restore next to the source never
+ * reaches for the source's tablespace directories.
+ */
+export class TablespaceRelocation extends Transform {
+  private pending = '';
+  private passthrough = false;
+
+  constructor(private readonly locations: ReadonlyMap<string, string>) {
+    super();
+  }
+
+  static literal(text: string): string | undefined {
+    const m = /^(E?)'((?:[^']|'')*)'$/.exec(text);
+    if (!m) return undefined;
+    const body = m[2]!.replace(/''/g, "'");
+    return m[1] ? body.replace(/\\(.)/g, '$1') : body;
+  }
+
+  relocate(line: string): string {
+    const m = /^(CREATE TABLESPACE .* LOCATION )(E?'(?:[^']|'')*')(;.*)$/.exec(line);
+    if (!m) return line;
+    const to = this.locations.get(TablespaceRelocation.literal(m[2]!) ?? '');
+    return to === undefined ? line : `${m[1]}'${to.replace(/'/g, "''")}'${m[3]}`;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    if (this.passthrough) return done(null, chunk);
+    this.pending += chunk.toString('utf8');
+    const lines = this.pending.split('\n');
+    this.pending = lines.pop()!;
+    const out: string[] = [];
+    for (const [i, line] of lines.entries()) {
+      if (line.startsWith('\\connect')) {
+        this.passthrough = true;
+        out.push(...lines.slice(i));
+        break;
+      }
+      out.push(this.relocate(line));
+    }
+    let text = out.map((l) => l + '\n').join('');
+    if (this.passthrough) {
+      text += this.pending;
+      this.pending = '';
+    }
+    done(null, Buffer.from(text, 'utf8'));
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(null, this.pending ? Buffer.from(this.passthrough ? this.pending : this.relocate(this.pending), 'utf8') : undefined);
+  }
+}
+
+/**
+ * psql -f - fed by a reader pgscale runs itself (it alone may read the 0700 backup): the
+ * decompressed pg_dumpall stream (tablespaces relocated), or pg_restore's script output.
+ */
+async function feedPsql(ctx: StepContext, access: ClusterAccess, reader: Invocation, database: string, manifest: BackupManifest, relocation?: Map<string, string>): Promise<string[]> {
+  const read = ctx.runner.stream({ ...reader, signal: ctx.signal, onStart: ctx.trackProcess });
+  read.stdin.end();
+  const psql = ctx.runner.stream(clientInvocation({ ...access, database }, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], { signal: ctx.signal, onStart: ctx.trackProcess }));
+  const feed = relocation ? pipeline(read.stdout, new TablespaceRelocation(relocation), psql.stdin) : pipeline(read.stdout, psql.stdin);
+  await Promise.all([feed, pipeline(psql.stdout, async function* (s) { for await (const _ of s); })]);
+  const [rr, pr] = await Promise.all([read.result, psql.result]);
+  if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
+  if (rr.exitCode !== 0) throw new PgscaleError(`${basename(reader.program)} failed: ${rr.stderr.trim().slice(-500)}`, ExitCode.FailedAfterChange);
+  if (pr.exitCode !== 0) throw new PgscaleError(`psql failed: ${pr.stderr.trim().slice(-500)}`, ExitCode.FailedAfterChange);
+  // the bootstrap superuser exists in any target: its CREATE ROLE fails harmlessly (its ALTER ROLE follows)
+  const expected = `ERROR:  role "${manifest.shape?.superuser ?? ''}" already exists`;
+  return pr.stderr.split('\n').filter((l) => /ERROR:/.test(l) && !l.endsWith(expected));
+}
+
+/**
+ * Each database dumped by the parallel method: databases other than postgres and template1 are
+ * created by the dump itself (-C: owner, settings, grants come along). pg_restore -j connects as
+ * pgscale, which works on the private server (trust on its 0700 socket) and with a password or
+ * passfile; a server reached by peer authentication as its owner gets pg_restore's script through psql.
+ */
+async function loadParallel(ctx: StepContext, access: ClusterAccess, p: RestoreParams, manifest: BackupManifest, peer: boolean): Promise<string[]> {
+  const errors: string[] = [];
+  const dbs = heldDatabases(manifest);
+  for (const [k, d] of dbs.entries()) {
+    const create = d.name !== 'postgres' && d.name !== 'template1';
+    const dir = join(p.source, databaseDumpDir(d.index));
+    ctx.progress.message(`database ${k + 1} of ${dbs.length}: ${d.name}`);
+    if (peer) {
+      const script = clientInvocation({ ...access, runAs: null }, 'pg_restore', [...(create ? ['-C'] : []), '-f', '-', dir]);
+      errors.push(...(await feedPsql(ctx, access, script, create ? 'postgres' : d.name, manifest)).map((l) => `${d.name}: ${l}`));
+      continue;
+    }
+    // with -C the dump creates its database (connecting first to postgres); otherwise the name is postgres or template1
+    const inv = clientInvocation({ ...access, runAs: null }, 'pg_restore', ['--no-password', '-j', String(p.jobs), ...(create ? ['-C', '-d', 'postgres'] : ['-d', d.name]), dir], { signal: ctx.signal, onStart: ctx.trackProcess });
+    const res = await ctx.runner.run(inv);
+    if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
+    if (res.exitCode !== 0) errors.push(...res.stderr.split('\n').filter((l) => /error:/i.test(l)).map((l) => `${d.name}: ${l}`));
+  }
+  return errors;
+}
+
+/** The physical copy unpacked: base, WAL, and each tablespace into its new directory (tablespace_map rewritten). */
+async function unpackPhysical(ctx: StepContext, t: DataDirTarget, p: RestoreParams): Promise<void> {
+  const owner = ownerOf(t);
+  const base = join(p.source, physicalDir);
+  const tars = readdirSync(base).filter((f) => /\.tar(\.\w+)?$/.test(f));
+  const baseTar = tars.find((f) => f.startsWith('base.tar'));
+  if (!baseTar) throw new PgscaleError(`${base} holds no base.tar`, ExitCode.FailedAfterChange);
+  ctx.progress.message(`unpacking ${baseTar}`);
+  await untar(ctx.runner, ctx, join(base, baseTar), t.pgdata, owner);
+  const walTar = tars.find((f) => f.startsWith('pg_wal.tar'));
+  if (walTar) await untar(ctx.runner, ctx, join(base, walTar), ownedDir(join(t.pgdata, 'pg_wal'), owner), owner);
+  const mapFile = join(t.pgdata, 'tablespace_map');
+  if (!existsSync(mapFile)) return;
+  const lines = readFileSync(mapFile, 'utf8').split('\n').filter(Boolean);
+  const rewritten: string[] = [];
+  for (const line of lines) {
+    const oid = line.slice(0, line.indexOf(' '));
+    const tar = tars.find((f) => f.startsWith(`${oid}.tar`));
+    if (!tar) throw new PgscaleError(`tablespace ${oid} has no ${oid}.tar in ${base}`, ExitCode.FailedAfterChange);
+    const to = ownedDir(join(t.tablespaceDir, oid), owner);
+    ctx.progress.message(`unpacking tablespace ${oid}`);
+    await untar(ctx.runner, ctx, join(base, tar), to, owner);
+    rewritten.push(`${oid} ${to}`);
+  }
+  writeFileSync(mapFile, rewritten.join('\n') + '\n');
+}
+
+/** What the target needs before a load or a re-load: a fresh data directory, or nothing of ours in the server. */
+async function prepareDataDir(ctx: StepContext, t: DataDirTarget, p: RestoreParams, manifest: BackupManifest): Promise<void> {
+  const owner = ownerOf(t);
+  await stopLeftoverServer(ctx.runner, t.bindir, t.pgdata, owner);
+  // a re-load starts over: only what this run made is removed (the checks found the target empty)
+  if (existsSync(t.pgdata)) for (const e of readdirSync(t.pgdata)) rmSync(join(t.pgdata, e), { recursive: true, force: true });
+  if (existsSync(t.tablespaceDir)) for (const e of readdirSync(t.tablespaceDir)) rmSync(join(t.tablespaceDir, e), { recursive: true, force: true });
+  ownedDir(t.pgdata, owner);
+  ownedDir(t.tablespaceDir, owner);
+  if (p.method === 'physical') return unpackPhysical(ctx, t, p);
+  ctx.progress.message('initdb');
+  await initdb(ctx.runner, t.bindir, t.pgdata, owner, await initdbArgs(ctx, t, manifest));
+  manifest.shape!.tablespaces.forEach((_, k) => ownedDir(relocatedTablespace(t, k), owner));
+}
+
+/** initdb's arguments after -D: the manifest's encoding, locale and bootstrap superuser; checksums on. */
+async function initdbArgs(ctx: StepContext, t: DataDirTarget, manifest: BackupManifest): Promise<string[]> {
+  const shape = manifest.shape;
+  if (!shape) throw new PgscaleError('the manifest predates restore support (no encoding and locale recorded)', ExitCode.FailedAfterChange);
+  const { major } = await probeBindir(ctx.runner, t.bindir, 'explicit');
+  const args = initdbArguments({ dataDir: t.pgdata, superuser: shape.superuser, encoding: shape.encoding, collate: shape.collate, ctype: shape.ctype, provider: shape.provider, icuLocale: shape.icuLocale, checksums: true, newMajor: major, waldir: null }).slice(2);
+  return [...args, '--auth-local=peer', '--auth-host=scram-sha-256'];
+}
+
+async function withTarget<T>(ctx: StepContext, p: RestoreParams, manifest: BackupManifest, use: (access: ClusterAccess) => Promise<T>): Promise<T> {
+  if (p.target.kind === 'server') return use(p.target.access);
+  const t = p.target;
+  const owner = ownerOf(t);
+  const superuser = manifest.shape?.superuser ?? owner.name;
+  const dir = ownedDir(privateDir(t), owner);
+  const server: PrivateServer = await startPrivateServer(ctx.runner, t.bindir, t.pgdata, dir, owner, superuser);
+  try {
+    return await use(server.access);
+  } finally {
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export const restoreLoadStep = defineStep<RestoreParams>({
+  kind: 'restore.load',
+  title: (p) => `Restore the ${p.method} backup ${p.source} into ${describeTarget(p.target)}`,
+  async check(ctx, p) {
+    const out: CheckResult[] = [];
+    let manifest: BackupManifest;
+    try {
+      manifest = readManifest(p.source);
+    } catch (e) {
+      return [check.fail('backup readable', (e as Error).message)];
+    }
+    out.push(manifest.token === p.backupToken ? check.pass('backup readable', `${methodOf(manifest)} backup of PostgreSQL ${manifest.serverVersion}, ${heldDatabases(manifest).length} databases`) : check.fail('backup readable', `${p.source} holds another backup than the one planned`));
+    out.push(existsSync(join(p.source, 'verified.json')) ? check.pass('backup verified', 'verified when it was made') : check.fail('backup verified', `${p.source} was never verified`, `check it with \`pgscale backup verify ${p.source}\``));
+    const sourceMajor = Math.floor(manifest.serverVersionNum / 10000);
+    if (p.target.kind === 'pgdata') {
+      const t = p.target;
+      for (const dir of [t.pgdata, t.tablespaceDir]) {
+        out.push(isEmptyOrAbsent(dir) ? check.pass(`target empty: ${dir}`, `${dir} is ${existsSync(dir) ? 'empty' : 'absent'}`) : check.fail(`target empty: ${dir}`, `${dir} is not empty: a restore never writes over anything`, 'name a new or empty directory'));
+      }
+      if (isInside(realish(t.pgdata), realish(p.source)) || isInside(realish(p.source), realish(t.pgdata))) out.push(check.fail('target apart from the backup', `${t.pgdata} and ${p.source} overlap`));
+      const major = await probeBindir(ctx.runner, t.bindir, 'explicit').then((i) => i.major, () => 0);
+      if (!major) out.push(check.fail('server version', `no working postgres in ${t.bindir}`, 'pass --bindir'));
+      else if (p.method === 'physical' ? major !== sourceMajor : major < sourceMajor) out.push(check.fail('server version', `a ${p.method} backup of PostgreSQL ${sourceMajor} cannot be restored into ${major}${p.method === 'physical' ? ': a physical copy needs the same major' : ''}`, `pass --bindir of a PostgreSQL ${sourceMajor}${p.method === 'physical' ? '' : ' or newer'} installation`));
+      else out.push(check.pass('server version', `PostgreSQL ${major} for a backup of ${sourceMajor}`));
+      const parent = realish(dirname(t.pgdata));
+      let probe = parent;
+      while (!existsSync(probe)) probe = dirname(probe);
+      const fs = statfsSync(probe);
+      const need = manifest.databases.filter((d) => d.dumped !== false).reduce((a, d) => a + d.bytes, 0);
+      out.push(fs.bavail * fs.bsize >= need ? check.pass('free space', `${formatBytes(fs.bavail * fs.bsize)} free at ${probe}; the databases took ${formatBytes(need)}`) : check.fail('free space', `only ${formatBytes(fs.bavail * fs.bsize)} free at ${probe}; the databases took ${formatBytes(need)}`));
+    } else {
+      if (p.method === 'physical') out.push(check.fail('logical backup', 'a physical backup restores into a new data directory only', 'use --to NEWPGDATA'));
+      try {
+        const [dbs, tables, version] = await withDb(ctx, p.target.access, async (db) => [await db.query(statements.userDatabases()), await db.query(statements.userTableCount()), await db.query(statements.serverVersionNum())] as const);
+        out.push(dbs.length === 0 && tables[0]!.count === 0 ? check.pass('target empty', 'no user databases, no tables in postgres') : check.fail('target empty', `the server holds ${dbs.length ? `databases ${dbs.map((d) => JSON.stringify(d.name)).join(', ')}` : `${tables[0]!.count} tables in postgres`}: a restore never writes over anything`, 'restore into a new cluster (--to NEWPGDATA) or an empty server'));
+        const major = Math.floor(version[0]!.server_version_num / 10000);
+        out.push(major >= sourceMajor ? check.pass('server version', `PostgreSQL ${major} for a backup of ${sourceMajor}`) : check.fail('server version', `a backup of PostgreSQL ${sourceMajor} cannot be restored into ${major}`));
+      } catch (e) {
+        out.push(check.fail('server reachable', (e as Error).message));
+      }
+    }
+    return out;
+  },
+  async plan(ctx, p) {
+    const actions: PlannedAction[] = [];
+    if (p.target.kind === 'pgdata') {
+      const t = p.target;
+      actions.push({ kind: 'file', path: t.pgdata, change: 'mkdir', mode: '0700', note: `owned by ${t.owner}` });
+      if (p.method === 'physical') actions.push({ kind: 'command', argv: ['tar', '-x', '-f', join(p.source, physicalDir, 'base.tar.*'), '-C', t.pgdata], runAs: t.owner, note: `then pg_wal.tar into pg_wal and each tablespace's tar into ${t.tablespaceDir}/OID (tablespace_map rewritten to match)` });
+      else actions.push({ kind: 'command', argv: [join(t.bindir, 'initdb'), '-D', t.pgdata, ...(await initdbArgs(ctx, t, readManifest(p.source)))], runAs: t.owner, note: 'encoding, locale and bootstrap superuser from the manifest' });
+      actions.push({ kind: 'service', action: 'start', target: t.pgdata, note: 'on a private socket (no TCP), archiving off; postgresql.auto.conf put back when it stops' });
+    }
+    if (p.method === 'dumpall') actions.push({ kind: 'command', argv: ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], note: 'fed the decompressed dump; CREATE TABLESPACE locations relocated' });
+    if (p.method === 'parallel') {
+      actions.push({ kind: 'command', argv: ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], note: 'fed the decompressed globals (roles, tablespaces relocated)' });
+      actions.push({ kind: 'command', argv: ['pg_restore', '-j', String(p.jobs), '-C', '-d', 'postgres', join(p.source, 'db-I')], note: 'once per database (postgres and template1 restored into themselves, without -C)' });
+    }
+    if (p.target.kind === 'pgdata') actions.push({ kind: 'service', action: 'stop', target: p.target.pgdata });
+    return actions;
+  },
+  async apply(ctx, p) {
+    rmSync(markerPath(ctx, loadedMarker), { force: true });
+    const manifest = readManifest(p.source);
+    if (p.target.kind === 'server' && existsSync(markerPath(ctx, 'restore.started'))) {
+      throw new PgscaleError('an interrupted restore into a running server cannot be continued in place', ExitCode.Refused, 'roll this run back (it drops the databases it created), then restore again');
+    }
+    writeFileAtomic(markerPath(ctx, 'restore.started'), new Date().toISOString());
+    if (p.target.kind === 'pgdata') await prepareDataDir(ctx, p.target, p, manifest);
+    const t = p.target;
+    const relocation = new Map<string, string>(t.kind === 'pgdata' ? (manifest.shape?.tablespaces ?? []).map((ts, k) => [ts.location, relocatedTablespace(t, k)]) : []);
+    const errors = await withTarget(ctx, p, manifest, async (access) => {
+      if (p.method === 'physical') return [];
+      const found = await feedPsql(ctx, access, decompressArgv(manifest.compression, join(p.source, manifest.dumpFile!)), 'postgres', manifest, relocation);
+      if (p.method === 'parallel') found.push(...(await loadParallel(ctx, access, p, manifest, p.target.kind === 'server' && Boolean(access.runAs))));
+      return found;
+    });
+    if (p.target.kind === 'pgdata') fsyncPath(p.target.pgdata);
+    const detail = `${heldDatabases(manifest).length} databases restored${errors.length ? `; ${errors.length} statements failed (first: ${errors[0]})` : ''}`;
+    writeFileAtomic(markerPath(ctx, loadedMarker), JSON.stringify({ token: p.token, detail, errors: errors.slice(0, 50) }));
+    return { detail, errors: errors.length };
+  },
+  async verify(ctx) {
+    const m = markerPath(ctx, loadedMarker);
+    return existsSync(m) ? { ok: true, detail: (JSON.parse(readFileSync(m, 'utf8')) as { detail: string }).detail } : { ok: false, detail: 'not restored yet' };
+  },
+  async rollback(ctx, p) {
+    if (!existsSync(markerPath(ctx, 'restore.started'))) return;
+    if (p.target.kind === 'pgdata') {
+      const t = p.target;
+      await stopLeftoverServer(ctx.runner, t.bindir, t.pgdata, ownerOf(t));
+      rmSync(t.pgdata, { recursive: true, force: true });
+      rmSync(t.tablespaceDir, { recursive: true, force: true });
+      rmSync(privateDir(t), { recursive: true, force: true });
+    } else {
+      const manifest = readManifest(p.source);
+      const access = p.target.access;
+      for (const d of heldDatabases(manifest)) {
+        if (d.name === 'postgres' || d.name === 'template1') continue;
+        await withDb(ctx, access, (db) => db.query(statements.dropDatabase(d.name)));
+      }
+    }
+    rmSync(markerPath(ctx, 'restore.started'), { force: true });
+    rmSync(markerPath(ctx, loadedMarker), { force: true });
+  },
+  rollbackNote: (p) => (p.target.kind === 'pgdata' ? `remove ${p.target.pgdata} and ${p.target.tablespaceDir} (they were empty or absent before)` : 'drop the databases the restore created (the server held none before)'),
+  estimateSeconds: (p) => estimateBackupSeconds(p.method, p.databaseBytes, p.jobs, 'restore'),
+});
+
+export const restoreVerifyStep = defineStep<RestoreParams>({
+  kind: 'restore.verify',
+  title: () => 'Verify: every table\'s row count against the manifest',
+  check: async () => [],
+  async plan(_ctx, p) {
+    return [{ kind: 'sql', target: describeTarget(p.target), sql: statements.tableRowCounts().text, note: 'in every restored database; compared with the counts the manifest took right after the dump' }];
+  },
+  async apply(ctx, p) {
+    const manifest = readManifest(p.source);
+    const expected = manifest.rowCounts ?? {};
+    const restored = await withTarget(ctx, p, manifest, (access) => tableRowCounts(ctx, access, Object.keys(expected)));
+    const problems = compareRowCounts(expected, restored);
+    if (problems.length) throw new PgscaleError(`restore verification failed: ${problems.slice(0, 10).join('; ')}`, ExitCode.FailedAfterChange, 'row counts were taken right after the dump: a cluster written during the backup differs');
+    const tables = Object.values(expected).reduce((a, t) => a + Object.keys(t).length, 0);
+    const detail = `${tables} tables in ${Object.keys(expected).length} databases: row counts match the manifest`;
+    writeFileAtomic(markerPath(ctx, verifiedMarker), JSON.stringify({ token: p.token, detail }));
+    return { detail, tables };
+  },
+  async verify(ctx) {
+    const m = markerPath(ctx, verifiedMarker);
+    return existsSync(m) ? { ok: true, detail: (JSON.parse(readFileSync(m, 'utf8')) as { detail: string }).detail } : { ok: false, detail: 'not verified yet' };
+  },
+  async rollback() {},
+  rollbackNote: () => 'nothing to undo (read only)',
+});
+
+export const restoreOperation = defineOperation<RestoreParams>({
+  name: 'restore',
+  describeTarget: (p) => ({ description: describeTarget(p.target), lockKey: p.target.kind === 'pgdata' ? `restore:${p.target.pgdata}` : `server:${p.target.access.host ?? 'localhost'}:${p.target.access.port ?? 5432}` }),
+  summary: (p) => `Restore the ${p.method} backup ${p.source} into ${p.target.kind === 'pgdata' ? `a new data directory ${p.target.pgdata}` : `the running server ${describeTarget(p.target)}`} (${p.jobs} jobs)`,
+  steps: (p) => [
+    { id: 'load', kind: restoreLoadStep.kind, params: p },
+    { id: 'verify', kind: restoreVerifyStep.kind, params: p },
+  ],
+  async fingerprint(_ctx, p) {
+    const m = readManifest(p.source);
+    return {
+      backupToken: m.token,
+      target: describeTarget(p.target),
+      targetEmpty: p.target.kind === 'pgdata' ? isEmptyOrAbsent(p.target.pgdata) && isEmptyOrAbsent(p.target.tablespaceDir) : null,
+    };
+  },
+});
+
+export const newRestoreToken = () => randomBytes(8).toString('hex');
+
