@@ -3,3 +3,4 @@ import './backup/steps.js';
 import './upgrade/steps.js';
 import './wal/steps.js';
 import './tune/steps.js';
+import './replica/steps.js';
