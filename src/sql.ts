@@ -296,7 +296,8 @@ do $pgscale$ begin execute format('drop role if exists %I', current_setting('pgs
         order by coalesce(s.slot_name, r.application_name)`,
     ),
   probeTableCreate: () => command('create replica probe table', 'create table if not exists pgscale_replica_probe (token text not null)'),
-  probeWrite: (token: string) => rows<{ token: string }>('write replica probe', 'insert into pgscale_replica_probe (token) values ($1) returning token', [token]),
+  // a command, not rows: psql wraps row statements in a subquery, where an INSERT cannot stand
+  probeWrite: (token: string) => ({ name: 'write replica probe', text: 'insert into pgscale_replica_probe (token) values ($1)', params: [token], returnsRows: false }) satisfies Statement<void>,
   probeRead: (token: string) => rows<{ token: string }>('read replica probe', 'select token from pgscale_replica_probe where token = $1', [token]),
   probeTableDrop: () => command('drop replica probe table', 'drop table if exists pgscale_replica_probe'),
   inRecovery: () => rows<{ in_recovery: boolean }>('in recovery', 'select pg_is_in_recovery() as in_recovery'),

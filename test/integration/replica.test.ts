@@ -1,0 +1,159 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { bindir, createCluster, freePort, mkdirOwned, scratchDir, serverUser, teardownAll, type TestCluster } from '../helpers/testbed.js';
+import { createHost, type TestHost } from '../helpers/hosts.js';
+import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
+import { cliEntry, repoRoot } from '../helpers/paths.js';
+import { isRoot } from '../../src/runner.js';
+import type { ReplicaEntry } from '../../src/replica/list.js';
+import type { RunReport } from '../../src/pipeline/execute.js';
+
+after(teardownAll);
+
+describe('pgscale replica on a real 17 primary: a local replica and one on a namespace host over ssh', { skip: !isRoot() && 'namespace hosts and servers as postgres need root' }, () => {
+  let c: TestCluster;
+  let host: TestHost;
+  let base: string;
+  let stateDir: string;
+  let passfile: string;
+  const hostNumber = 40 + (process.pid % 150);
+
+  const replica = (args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> =>
+    runCli(['replica', ...args, '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--json'], { env: { PGPASSFILE: passfile, ...env }, timeoutMs: 240_000 });
+  const remoteArgs = (dir: string) => ['--host', host.name, '--ssh-config', host.sshConfig, '--replica-pgdata', dir, '--replica-socket-dir', host.socketDir, '--replica-port', String(c.port)];
+  const slots = async () => (await c.sql('select slot_name from pg_replication_slots order by 1')).split('\n').filter(Boolean);
+  const hba = () => readFileSync(join(c.pgdata, 'pg_hba.conf'), 'utf8');
+  const standbySql = async (socketDir: string, port: number, sql: string): Promise<string> => {
+    const { ZxRunner } = await import('../../src/runner.js');
+    const res = await new ZxRunner().run({ program: join(c.bindir, 'psql'), args: ['-X', '-At', '-h', socketDir, '-p', String(port), '-d', 'postgres', '-c', sql], runAs: serverUser });
+    return res.stdout.trim();
+  };
+  async function eventually(what: string, probe: () => Promise<boolean>, ms = 30_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!(await probe())) {
+      if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+
+  before(async () => {
+    host = createHost('r10', hostNumber);
+    base = scratchDir('pgscale-replica-');
+    stateDir = scratchDir('pgscale-state-');
+    c = await createCluster({ version: 17, conf: [`listen_addresses = '127.0.0.1,${host.localAddress}'`] });
+    await c.sql(`create role replicator login replication password 'rep secret:1'; create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 1000) g;`);
+    passfile = join(base, 'pgpass');
+    writeFileSync(passfile, '*:*:replication:replicator:rep secret\\:1\n', { mode: 0o600 });
+  });
+
+  test('--dry-run shows every step and changes nothing', async () => {
+    const before = hba();
+    const res = await runCli(['replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--host', 'local', '--replica-pgdata', join(base, 'dry'), '--dry-run'], { env: { PGPASSFILE: passfile } });
+    assert.equal(res.code, 0, res.stderr + res.stdout);
+    assert.match(res.stdout, /pg_basebackup/);
+    assert.match(res.stdout, /host replication replicator 127\.0\.0\.1\/32 scram-sha-256/);
+    assert.match(res.stdout, /max_slot_wal_keep_size/);
+    assert.deepEqual(await slots(), []);
+    assert.equal(hba(), before);
+    assert.ok(!existsSync(join(base, 'dry')));
+  });
+
+  test('bad input, each refused with exit 3 and nothing changed', async () => {
+    const before = hba();
+    const nonEmpty = mkdirOwned(join(base, 'nonempty'));
+    writeFileSync(join(nonEmpty, 'x'), 'x');
+    // a known_hosts without the host's key: host key checking stays on, so ssh refuses
+    const strangerConfig = join(base, 'stranger_ssh_config');
+    writeFileSync(join(base, 'empty_known_hosts'), '');
+    writeFileSync(strangerConfig, readFileSync(host.sshConfig, 'utf8').replace(host.knownHosts, join(base, 'empty_known_hosts')));
+    const cases: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
+      ['unknown host key', ['--host', host.name, '--ssh-config', strangerConfig, '--replica-pgdata', join(host.root, 'x'), '--replica-address', host.address, '--primary-address', host.localAddress], {}, /host key of r10 is not known/],
+      ['wrong major on the host', [...remoteArgs(join(host.root, 'x')), '--replica-bindir', bindir(16)], {}, /needs the same major version/],
+      ['role missing, no password source', ['--host', 'local', '--replica-pgdata', join(base, 'y'), '--replication-user', 'nobody_repl'], { PGPASSFILE: join(base, 'absent') }, /nobody_repl does not exist and no password source/],
+      ['non-empty target', ['--host', 'local', '--replica-pgdata', nonEmpty], {}, /is not empty/],
+    ];
+    for (const [what, args, env, message] of cases) {
+      const res = await replica(['add', '--yes', ...args], env);
+      assert.equal(res.code, 3, `${what}: ${res.stdout} ${res.stderr}`);
+      assert.match(res.stdout, message, what);
+    }
+    assert.deepEqual(await slots(), []);
+    assert.equal(hba(), before);
+    assert.deepEqual(readdirSync(nonEmpty), ['x']);
+
+    // wal senders exhausted: a primary allowing none
+    const none = await createCluster({ version: 17, conf: ['max_wal_senders = 0', "listen_addresses = '127.0.0.1'"] });
+    const res = await runCli(['replica', 'add', '--pgdata', none.pgdata, '--bindir', none.bindir, '--state-dir', stateDir, '--host', 'local', '--replica-pgdata', join(base, 'z'), '--replication-user', none.superuser, '--yes', '--json'], { env: { PGPASSFILE: passfile } });
+    assert.equal(res.code, 3, res.stdout + res.stderr);
+    assert.match(res.stdout, /wal senders in use/);
+    await none.stop();
+  });
+
+  test('SIGKILL during pg_basebackup: resume completes; rollback leaves no slot, no directory, no pg_hba line', async () => {
+    const dir = join(base, 'killed');
+    const before = hba();
+    const port = await freePort();
+    const child = spawn(process.execPath, [cliEntry, 'replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--host', 'local', '--replica-pgdata', dir, '--replica-port', String(port), '--max-rate', '2M', '--yes', '--json'], { cwd: repoRoot, env: { ...process.env, PGPASSFILE: passfile }, stdio: 'ignore' });
+    const exited = new Promise((r) => child.on('close', r));
+    await eventually('pg_basebackup to write into the directory', async () => existsSync(join(dir, 'base')), 60_000);
+    child.kill('SIGKILL');
+    await exited;
+    assert.ok(!existsSync(join(dir, 'backup_manifest')), 'killed before the copy completed');
+
+    const resumed = await runCli(['resume', '--state-dir', stateDir, '--yes', '--json'], { env: { PGPASSFILE: passfile }, timeoutMs: 240_000 });
+    assert.equal(resumed.code, 0, resumed.stdout + resumed.stderr);
+    const report = parseJson<RunReport>(resumed);
+    assert.equal(report.status, 'completed');
+    assert.ok((await slots()).includes('pgscale_local_killed'));
+    await c.sql('insert into t values (5001, $$after resume$$)');
+    await eventually('the row on the resumed replica', async () => (await standbySql(c.socketDir, port, 'select v from t where id = 5001')) === 'after resume');
+
+    const rolled = await runCli(['rollback', report.runId, '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: 240_000 });
+    assert.equal(rolled.code, 0, rolled.stdout + rolled.stderr);
+    assert.deepEqual(await slots(), []);
+    assert.ok(!existsSync(dir), 'directory removed');
+    assert.ok(!existsSync(`${dir}.pgpass`) && !existsSync(`${dir}.log`));
+    assert.equal(hba(), before, 'pg_hba.conf as before');
+  });
+
+  test('a local replica and a namespace replica stream; rows reach both; replica list shows them; remove takes them away', async () => {
+    const localDir = join(base, 'local');
+    const localPort = await freePort();
+    const localSock = mkdirOwned(join(base, 'local-sock'));
+    const a = await replica(['add', '--yes', '--host', 'local', '--replica-pgdata', localDir, '--replica-port', String(localPort), '--replica-socket-dir', localSock]);
+    assert.equal(a.code, 0, a.stdout + a.stderr);
+    const remoteDir = join(host.root, 'data');
+    const b = await replica(['add', '--yes', ...remoteArgs(remoteDir)]);
+    assert.equal(b.code, 0, b.stdout + b.stderr);
+    assert.match(hba(), new RegExp(`host replication replicator ${host.address.replace(/\./g, '\\.')}/32 scram-sha-256`));
+    // the password lives only in 0600 passfiles, not in the replica's configuration
+    assert.doesNotMatch(readFileSync(join(remoteDir, 'postgresql.auto.conf'), 'utf8'), /password=/);
+    assert.match(readFileSync(join(remoteDir, 'postgresql.auto.conf'), 'utf8'), /passfile=/);
+
+    await c.sql(`insert into t values (7001, 'to both')`);
+    await eventually('the row on the local replica', async () => (await standbySql(localSock, localPort, 'select v from t where id = 7001')) === 'to both');
+    await eventually('the row on the namespace replica', async () => (await standbySql(host.socketDir, c.port, 'select v from t where id = 7001')) === 'to both');
+
+    const list = await runCli(['replica', 'list', '--pgdata', c.pgdata, '--bindir', c.bindir, '--json']);
+    assert.equal(list.code, 0, list.stdout + list.stderr);
+    const entries = parseJson<{ replicas: ReplicaEntry[] }>(list).replicas;
+    const remoteSlot = entries.find((e) => e.slot === 'pgscale_r10_data');
+    const localSlot = entries.find((e) => e.slot === 'pgscale_local_local');
+    assert.equal(remoteSlot?.state, 'streaming');
+    assert.equal(remoteSlot?.clientAddress, host.address);
+    assert.equal(remoteSlot?.walStatus, 'reserved');
+    assert.equal(localSlot?.state, 'streaming');
+    assert.equal(localSlot?.clientAddress, '127.0.0.1');
+
+    const r1 = await replica(['remove', '--yes', '--host', host.name, '--ssh-config', host.sshConfig, '--replica-pgdata', remoteDir]);
+    assert.equal(r1.code, 0, r1.stdout + r1.stderr);
+    const r2 = await replica(['remove', '--yes', '--host', 'local', '--replica-pgdata', localDir]);
+    assert.equal(r2.code, 0, r2.stdout + r2.stderr);
+    assert.deepEqual(await slots(), []);
+    assert.ok(!existsSync(remoteDir) && !existsSync(localDir));
+    assert.doesNotMatch(hba(), /pgscale replica/);
+  });
+});
