@@ -3,6 +3,7 @@
  * (10.231.N.2, this side 10.231.N.1) and its own sshd (key-only, its own host key), reached only
  * through ssh with its own ssh_config and known_hosts. The namespaces share this machine's
  * filesystem, users and binaries: each host gets its own directories, socket directory included.
+ * `ip netns exec` gives sshd a mount namespace of its own: mount volumes before creating a host.
  * Teardown (registered with the test bed's) always stops sshd and removes the veth and namespace.
  */
 import { execFileSync, spawnSync } from 'node:child_process';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bindir, createCluster, createLoopVolume, freePort, mkdirOwned, scratchDir, serverUser, teardownAll, type TestCluster } from '../helpers/testbed.js';
+import { bindir, createCluster, createLoopVolume, freePort, mkdirOwned, scratchDir, serverUser, teardownAll, type LoopVolume, type TestCluster } from '../helpers/testbed.js';
 import { createHost, type TestHost } from '../helpers/hosts.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { cliEntry, repoRoot } from '../helpers/paths.js';
@@ -40,8 +40,11 @@ describe('pgscale replica on a real 17 primary: a local replica and one on a nam
   }
 
   let tablespace: string;
+  let tiny: LoopVolume;
 
   before(async () => {
+    // mounted before the host's sshd starts: `ip netns exec` gives it a mount namespace of its own
+    tiny = createLoopVolume(8);
     host = createHost('r10', hostNumber);
     base = scratchDir('pgscale-replica-');
     stateDir = scratchDir('pgscale-state-');
@@ -86,7 +89,13 @@ describe('pgscale replica on a real 17 primary: a local replica and one on a nam
     const strangerConfig = join(base, 'stranger_ssh_config');
     writeFileSync(join(base, 'empty_known_hosts'), '');
     writeFileSync(strangerConfig, readFileSync(host.sshConfig, 'utf8').replace(host.knownHosts, join(base, 'empty_known_hosts')));
+    // a host that does not answer ssh (nothing listens on that port in the namespace)
+    const closedConfig = join(base, 'closed_ssh_config');
+    writeFileSync(closedConfig, readFileSync(host.sshConfig, 'utf8').replace('  BatchMode yes', '  BatchMode yes\n  Port 2222'));
+    const small = mkdirOwned(join(tiny.mountPoint, 'replica'));
     const cases: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
+      ['unreachable host', ['--host', host.name, '--ssh-config', closedConfig, '--replica-pgdata', join(host.root, 'x'), '--replica-address', host.address, '--primary-address', host.localAddress], {}, /r10 is unreachable/],
+      ['target volume too small', remoteArgs(small), {}, /free, the replica needs/],
       ['unknown host key', ['--host', host.name, '--ssh-config', strangerConfig, '--replica-pgdata', join(host.root, 'x'), '--replica-address', host.address, '--primary-address', host.localAddress], {}, /host key of r10 is not known/],
       ['wrong major on the host', [...remoteArgs(join(host.root, 'x')), '--replica-bindir', bindir(16)], {}, /needs the same major version/],
       ['role missing, no password source', ['--host', 'local', '--replica-pgdata', join(base, 'y'), '--replication-user', 'nobody_repl'], { PGPASSFILE: join(base, 'absent') }, /nobody_repl does not exist and no password source/],
