@@ -499,7 +499,7 @@ const verifyStep = defineStep<ReplicaParams>({
       if (r?.state === 'streaming' && Number(r.lag_bytes ?? Infinity) <= p.maxLagBytes) break;
       last = r ? `state ${r.state}, lag ${r.lag_bytes} bytes` : last;
       if (Date.now() > deadline) throw new PgscaleError(`the standby does not stream through ${p.slot}: ${last}`, ExitCode.FailedAfterChange, `its log is ${replicaLog(p.replicaDir)} on ${p.host.destination}`);
-      await sleep(500);
+      await sleep(200);
     }
     const token = randomUUID();
     await withDb(ctx, p.access, async (db) => {
@@ -512,7 +512,7 @@ const verifyStep = defineStep<ReplicaParams>({
         const rows = await db.query(statements.probeRead(token)).catch(() => []);
         if (rows.length) break;
         if (Date.now() > deadline) throw new PgscaleError('a row written on the primary did not reach the replica in time', ExitCode.FailedAfterChange);
-        await sleep(300);
+        await sleep(200);
       }
     } finally {
       await withDb(ctx, p.access, (db) => db.query(statements.probeTableDrop()));

@@ -6,7 +6,7 @@
  * `ip netns exec` gives sshd a mount namespace of its own: mount volumes before creating a host.
  * Teardown (registered with the test bed's) always stops sshd and removes the veth and namespace.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from './paths.js';
@@ -57,14 +57,16 @@ export function createHost(name: string, n: number): TestHost {
   sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(keys, 'client_key')]);
   sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(keys, 'host_key')]);
   const pidFile = join(keys, 'sshd.pid');
+  let sshd: ChildProcess | undefined;
   const down = onTeardown(`host ${name}`, () => {
-    if (existsSync(pidFile)) {
-      const pid = Number(readFileSync(pidFile, 'utf8').trim());
+    if (sshd?.pid) {
       try {
-        process.kill(pid, 'SIGTERM');
+        process.kill(sshd.pid, 'SIGTERM');
       } catch {
         /* gone */
       }
+      // a child of ours, reaped by this process (a daemonised sshd would end as a zombie of PID 1 here)
+      for (let i = 0; i < 50 && existsSync(`/proc/${sshd.pid}`) && !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${sshd.pid}/stat`, 'utf8')); i++) spawnSync('sleep', ['0.1']);
     }
     quiet('ip', ['link', 'del', veth]);
     quiet('ip', ['netns', 'del', ns]);
@@ -90,11 +92,15 @@ export function createHost(name: string, n: number): TestHost {
       'PermitRootLogin prohibit-password',
       'StrictModes no',
       'UsePAM no',
+      // this machine's root ~/.bashrc (pyenv init) costs ~0.45 s per command: Debian's bash reads it
+      // for every command sshd runs unless SHLVL says it is not the first shell
+      'SetEnv SHLVL=1',
       '',
     ].join('\n'),
   );
   mkdirSync('/run/sshd', { recursive: true });
-  sh('ip', ['netns', 'exec', ns, '/usr/sbin/sshd', '-f', join(keys, 'sshd_config')]);
+  // -D: sshd stays our child (ip netns exec execs it), so teardown stops and reaps exactly it
+  sshd = spawn('ip', ['netns', 'exec', ns, '/usr/sbin/sshd', '-D', '-f', join(keys, 'sshd_config')], { stdio: 'ignore' });
   const knownHosts = join(keys, 'known_hosts');
   const hostKey = readFileSync(join(keys, 'host_key.pub'), 'utf8').trim().split(' ').slice(0, 2).join(' ');
   writeFileSync(knownHosts, `${address} ${hostKey}\n`);

@@ -203,10 +203,11 @@ describe('pgscale replica on a real 17 primary: a local replica and one on a nam
 
     const r1 = await replica(['remove', '--yes', '--host', host.name, '--ssh-config', host.sshConfig, '--replica-pgdata', remoteDir]);
     assert.equal(r1.code, 0, r1.stdout + r1.stderr);
-    const r2 = await replica(['remove', '--yes', '--host', 'local', '--replica-pgdata', localDir]);
+    const r2 = await replica(['remove', '--yes', '--keep-data', '--host', 'local', '--replica-pgdata', localDir]);
     assert.equal(r2.code, 0, r2.stdout + r2.stderr);
     assert.deepEqual(await slots(), []);
-    assert.ok(!existsSync(remoteDir) && !existsSync(localDir));
+    assert.ok(!existsSync(remoteDir), 'the namespace replica is gone');
+    assert.ok(existsSync(join(localDir, 'standby.signal')) && !existsSync(join(localDir, 'postmaster.pid')), '--keep-data keeps the stopped local replica');
     assert.ok(!existsSync(join(host.root, 'wal')) && !existsSync(join(host.root, 'ts')), 'the WAL and tablespace directories went with the replica');
     assert.doesNotMatch(hba(), /pgscale replica/);
   });
