@@ -8,7 +8,8 @@
  *     node_modules/.bin/node dist/bench/replica.js
  *
  * Environment: PGSCALE_BENCH_SCALE (pgbench scale, default 140 ≈ 2.1 GB), PGSCALE_BENCH_ROUNDS
- * (default 1; each method once per round, alternating which goes first). Goal: ≤ 1.1× the bare
+ * (default 2; each method once per round, alternating which goes first; a checkpoint and sync before
+ * each, so that neither pays for dirty pages left by pgbench or the other). Goal: ≤ 1.1× the bare
  * command. pgscale's time is the whole command (plan, checks, slot, passfile, copy, start of the
  * standby, verify until a row written on the primary is read on the replica); the bare command is
  * the copy alone (`pg_basebackup -C -S … -R -X stream -c fast` run over ssh as the owner), so the
@@ -25,7 +26,7 @@ import type { OperationResult } from '../src/operationCommand.js';
 import type { StampedEvent } from '../src/pipeline/journal.js';
 
 const scale = Number(process.env.PGSCALE_BENCH_SCALE ?? 140);
-const rounds = Math.max(1, Number(process.env.PGSCALE_BENCH_ROUNDS ?? 1));
+const rounds = Math.max(1, Number(process.env.PGSCALE_BENCH_ROUNDS ?? 2));
 
 interface Timed {
   code: number | null;
@@ -98,6 +99,9 @@ async function main(): Promise<void> {
     for (const m of order) {
       const dir = join(host.root, 'r', `${m}-${i}`);
       process.stderr.write(`round ${i + 1}: ${m}…\n`);
+      // neither method may pay for the other's (or pgbench's) dirty pages: pg_basebackup -c fast checkpoints
+      await c.sql('checkpoint');
+      await must('sync', run('sync', []));
       results[m].push(m === 'bare' ? await bare(dir) : await pgscale(dir));
     }
   }

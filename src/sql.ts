@@ -37,6 +37,23 @@ export interface ServerFacts {
   total_bytes: string;
 }
 
+const REPLICATION_SETTINGS = `select current_setting('wal_level') as wal_level,
+              current_setting('max_wal_senders')::int as max_wal_senders,
+              (select count(*) from pg_stat_replication)::int as senders_in_use,
+              current_setting('max_replication_slots')::int as max_replication_slots,
+              (select count(*) from pg_replication_slots)::int as slots_in_use,
+              case when current_setting('max_slot_wal_keep_size') = '-1' then -1
+                   else pg_size_bytes(current_setting('max_slot_wal_keep_size')) end::text as max_slot_wal_keep_size_bytes,
+              pg_size_bytes(current_setting('max_wal_size'))::text as max_wal_size_bytes,
+              current_setting('listen_addresses') as listen_addresses,
+              current_setting('hba_file') as hba_file,
+              current_setting('config_file') as config_file,
+              current_setting('data_directory') as data_directory,
+              current_setting('server_version') as server_version,
+              current_setting('server_version_num')::int as server_version_num,
+              pg_is_in_recovery() as in_recovery,
+              (select sum(pg_database_size(oid)) from pg_database)::text as database_bytes`;
+
 export const statements = {
   serverFacts: () =>
     rows<ServerFacts>(
@@ -200,22 +217,7 @@ export const statements = {
   replicationSettings: () =>
     rows<ReplicationSettings>(
       'replication settings',
-      `select current_setting('wal_level') as wal_level,
-              current_setting('max_wal_senders')::int as max_wal_senders,
-              (select count(*) from pg_stat_replication)::int as senders_in_use,
-              current_setting('max_replication_slots')::int as max_replication_slots,
-              (select count(*) from pg_replication_slots)::int as slots_in_use,
-              case when current_setting('max_slot_wal_keep_size') = '-1' then -1
-                   else pg_size_bytes(current_setting('max_slot_wal_keep_size')) end::text as max_slot_wal_keep_size_bytes,
-              pg_size_bytes(current_setting('max_wal_size'))::text as max_wal_size_bytes,
-              current_setting('listen_addresses') as listen_addresses,
-              current_setting('hba_file') as hba_file,
-              current_setting('config_file') as config_file,
-              current_setting('data_directory') as data_directory,
-              current_setting('server_version') as server_version,
-              current_setting('server_version_num')::int as server_version_num,
-              pg_is_in_recovery() as in_recovery,
-              (select sum(pg_database_size(oid)) from pg_database)::text as database_bytes`,
+      REPLICATION_SETTINGS,
     ),
   /** The role replicas connect as: whether it may replicate and has a SCRAM verifier (needs a superuser to read pg_authid). */
   replicationRole: (role: string) =>
@@ -248,9 +250,23 @@ do $pgscale$ begin execute format('drop role if exists %I', current_setting('pgs
       params: [role],
       returnsRows: false,
     }) satisfies Statement<void>,
+  /**
+   * Everything a replica's checks need from the primary in one round trip (as root each statement
+   * is a psql process): settings, the role, the slot, the pg_hba rules and the tablespaces.
+   */
+  replicaFacts: (role: string, slot: string) =>
+    rows<{ settings: ReplicationSettings; role: { rolname: string; rolreplication: boolean; rolcanlogin: boolean; scram: boolean } | null; slot_exists: boolean; hba_rules: HbaRuleRow[]; tablespaces: { name: string; location: string; bytes: string | null }[] }>(
+      'replica facts',
+      `select (select to_jsonb(s) from (${REPLICATION_SETTINGS}) s) as settings,
+              (select to_jsonb(r) from (select rolname, rolreplication, rolcanlogin, coalesce(rolpassword like 'SCRAM-SHA-256$%', false) as scram from pg_authid where rolname = $1) r) as role,
+              exists (select 1 from pg_replication_slots where slot_name = $2) as slot_exists,
+              (select coalesce(jsonb_agg(to_jsonb(h) order by h.line_number), '[]') from (select line_number, type, database, user_name, address, netmask, auth_method, error from pg_hba_file_rules) h) as hba_rules,
+              (select coalesce(jsonb_agg(to_jsonb(t)), '[]') from (select spcname as name, pg_tablespace_location(oid) as location, pg_tablespace_size(oid)::text as bytes from pg_tablespace where spcname not in ('pg_default', 'pg_global')) t) as tablespaces`,
+      [role, slot],
+    ),
   /** pg_hba rules as the server reads them from the file now (errors included). */
   hbaRules: () =>
-    rows<{ line_number: number; type: string | null; database: string[] | null; user_name: string[] | null; address: string | null; netmask: string | null; auth_method: string | null; error: string | null }>(
+    rows<HbaRuleRow>(
       'pg_hba rules',
       `select line_number, type, database, user_name, address, netmask, auth_method, error from pg_hba_file_rules order by line_number`,
     ),
@@ -319,6 +335,17 @@ export interface ReplicationSettings {
   server_version_num: number;
   in_recovery: boolean;
   database_bytes: string;
+}
+
+export interface HbaRuleRow {
+  line_number: number;
+  type: string | null;
+  database: string[] | null;
+  user_name: string[] | null;
+  address: string | null;
+  netmask: string | null;
+  auth_method: string | null;
+  error: string | null;
 }
 
 export interface ReplicationOverviewRow {

@@ -158,11 +158,8 @@ export async function gatherHost(ctx: StepContext, p: ReplicaParams): Promise<Ho
 
 export async function gatherPrimary(ctx: StepContext, p: ReplicaParams): Promise<PrimaryFacts & { hbaFile: string }> {
   return withDb(ctx, p.access, async (db) => {
-    const [s] = await db.query(statements.replicationSettings());
-    const [role] = await db.query(statements.replicationRole(p.role));
-    const slot = await db.query(statements.slot(p.slot));
-    const rules = await db.query(statements.hbaRules());
-    const tablespaces = await db.query(statements.tablespaces());
+    const [facts] = await db.query(statements.replicaFacts(p.role, p.slot));
+    const { settings: s, role, hba_rules: rules, tablespaces } = facts!;
     let walVolumeFree: number | null = null;
     try {
       const st = statfsSync(join(p.primaryDataDir, 'pg_wal'));
@@ -171,27 +168,27 @@ export async function gatherPrimary(ctx: StepContext, p: ReplicaParams): Promise
       /* unknown */
     }
     return {
-      major: Math.floor(s!.server_version_num / 10000),
-      version: s!.server_version,
-      inRecovery: s!.in_recovery,
-      walLevel: s!.wal_level,
-      maxWalSenders: s!.max_wal_senders,
-      sendersInUse: s!.senders_in_use,
-      maxReplicationSlots: s!.max_replication_slots,
-      slotsInUse: s!.slots_in_use,
-      maxSlotWalKeepSize: Number(s!.max_slot_wal_keep_size_bytes),
-      listenAddresses: s!.listen_addresses,
+      major: Math.floor(s.server_version_num / 10000),
+      version: s.server_version,
+      inRecovery: s.in_recovery,
+      walLevel: s.wal_level,
+      maxWalSenders: s.max_wal_senders,
+      sendersInUse: s.senders_in_use,
+      maxReplicationSlots: s.max_replication_slots,
+      slotsInUse: s.slots_in_use,
+      maxSlotWalKeepSize: Number(s.max_slot_wal_keep_size_bytes),
+      listenAddresses: s.listen_addresses,
       walVolumeFree,
-      slotExists: slot.length > 0,
+      slotExists: facts!.slot_exists,
       role: { exists: Boolean(role), replication: role?.rolreplication ?? false, login: role?.rolcanlogin ?? false, scram: role?.scram ?? false },
       passwordAvailable: Boolean(p.primaryAddress && readPassword(p)),
       hbaRulePresent: p.replicaAddress ? hbaAllows(rules, p.role, p.replicaAddress) : false,
       hbaErrors: rules.filter((r) => r.error).map((r) => `line ${r.line_number}: ${r.error}`),
-      configOutsideDataDir: dirname(s!.config_file) !== s!.data_directory,
+      configOutsideDataDir: dirname(s.config_file) !== s.data_directory,
       tablespaces: tablespaces.map((t) => ({ name: t.name, location: t.location, bytes: Number(t.bytes ?? 0) })),
-      dataBytes: Number(s!.database_bytes),
-      walBytes: Number(s!.max_wal_size_bytes),
-      hbaFile: s!.hba_file,
+      dataBytes: Number(s.database_bytes),
+      walBytes: Number(s.max_wal_size_bytes),
+      hbaFile: s.hba_file,
     };
   });
 }
