@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bindir, createCluster, createLoopVolume, freePort, mkdirOwned, scratchDir, serverUser, teardownAll, type LoopVolume, type TestCluster } from '../helpers/testbed.js';
 import { createHost, type TestHost } from '../helpers/hosts.js';
@@ -71,7 +71,8 @@ describe('pgscale replica on a real 17 primary: a local replica and one on a nam
 
   test('--dry-run shows every step and changes nothing', async () => {
     const before = hba();
-    const res = await runCli(['replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--host', 'local', '--replica-pgdata', join(base, 'dry'), '--tablespace-mapping', `${tablespace}=${join(base, 'dry-ts')}`, '--dry-run'], { env: { PGPASSFILE: passfile } });
+    const planFile = join(base, 'replica-plan.json');
+    const res = await runCli(['replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--host', 'local', '--replica-pgdata', join(base, 'dry'), '--tablespace-mapping', `${tablespace}=${join(base, 'dry-ts')}`, '--plan-out', planFile, '--dry-run'], { env: { PGPASSFILE: passfile } });
     assert.equal(res.code, 0, res.stderr + res.stdout);
     assert.match(res.stdout, /pg_basebackup/);
     assert.match(res.stdout, /host replication replicator 127\.0\.0\.1\/32 scram-sha-256/);
@@ -79,6 +80,11 @@ describe('pgscale replica on a real 17 primary: a local replica and one on a nam
     assert.deepEqual(await slots(), []);
     assert.equal(hba(), before);
     assert.ok(!existsSync(join(base, 'dry')));
+    assert.equal(statSync(planFile).mode & 0o777, 0o600);
+    const plan = JSON.parse(readFileSync(planFile, 'utf8')) as { operation: string; steps: { id: string }[] };
+    assert.equal(plan.operation, 'replica-add');
+    assert.deepEqual(plan.steps.map((st) => st.id), ['checks', 'hba', 'slot', 'passfile', 'basebackup', 'start', 'verify']);
+    assert.ok(!readFileSync(planFile, 'utf8').includes('rep secret'), 'no password in the plan');
   });
 
   test('bad input, each refused with exit 3 and nothing changed', async () => {
