@@ -1,3 +1,4 @@
+import { password } from '@inquirer/prompts';
 import { Flags } from '@oclif/core';
 import { resolveTarget } from '../../src/cluster/access.js';
 import { badInput } from '../../src/errors.js';
@@ -6,7 +7,7 @@ import '../../src/operations.js';
 import { closeRemoteRunners, isLocal, runnerFor } from '../../src/remote/ssh.js';
 import { absoluteDir, hostSpec, replicaFlags } from '../../src/replica/flags.js';
 import { slotNameFor, validSlotName } from '../../src/replica/rules.js';
-import { connectionAddresses, gatherPrimary, type ReplicaParams, type TablespaceMapping } from '../../src/replica/steps.js';
+import { connectionAddresses, gatherPrimary, keepPromptedPassword, readPassword, type ReplicaParams, type TablespaceMapping } from '../../src/replica/steps.js';
 
 export default class ReplicaAdd extends OperationCommand<typeof ReplicaAdd> {
   static override summary = 'Add a streaming read replica cloned with pg_basebackup through a replication slot, on this host or another over ssh.';
@@ -14,7 +15,7 @@ export default class ReplicaAdd extends OperationCommand<typeof ReplicaAdd> {
 
 Steps: a pg_hba rule for exactly that role from exactly the replica's address (shown as a diff, reload) — the physical slot, reserving WAL before the copy — a 0600 password file next to the replica's data directory (DIR.pgpass) — pg_basebackup -R -X stream -c fast -P run on the replica host — the standby started as its owner on its own port and socket directory (log: DIR.log) — verify: streaming through the slot, lag under --max-lag, a row written on the primary read on the replica. \`pgscale rollback\` removes only what the run created.
 
-The password comes from a libpq password file (--replication-passfile or PGPASSFILE, entry PRIMARY_ADDRESS:PORT:replication:ROLE:PASSWORD), never from argv.`;
+The password comes from a libpq password file (--replication-passfile or PGPASSFILE, entry PRIMARY_ADDRESS:PORT:replication:ROLE:PASSWORD), never from argv; at a terminal without --yes/--json it is asked for and kept 0600 in the state directory (secrets/SLOT.pgpass) so that a resume can use it — rollback and \`replica remove\` delete it.`;
 
   static override examples = [
     '<%= config.bin %> replica add --pgdata /var/lib/postgresql/17/main --host postgres@db2 --replica-pgdata /var/lib/postgresql/17/main --replication-passfile ~/.pgpass-repl --dry-run',
@@ -98,7 +99,14 @@ The password comes from a libpq password file (--replication-passfile or PGPASSF
       replicaAddress,
       maxRate: f['max-rate'] ?? null,
       maxLagBytes: f['max-lag'],
+      promptedPassfile: false,
     };
+    // a DBA at a terminal may type the password instead (never in argv); it is kept 0600 for a resume
+    if (!readPassword(params) && primaryAddress && this.canPrompt && !f['dry-run']) {
+      const typed = await password({ message: `Password of the replication role ${params.role}`, mask: '*' });
+      params.passfile = keepPromptedPassword(this.stateDir, params, typed);
+      params.promptedPassfile = true;
+    }
     const facts = await gatherPrimary(this.planningContext(), params);
     return this.runPlan(await this.planOperation('replica-add', { ...params, createRole: !facts.role.exists, hbaRulePresent: facts.hbaRulePresent }), f['plan-out']);
   }

@@ -1,4 +1,5 @@
 import { Flags } from '@oclif/core';
+import { rmSync } from 'node:fs';
 import { resolveTarget } from '../../src/cluster/access.js';
 import { badInput } from '../../src/errors.js';
 import { OperationCommand, type OperationResult } from '../../src/operationCommand.js';
@@ -6,7 +7,7 @@ import '../../src/operations.js';
 import { closeRemoteRunners, isLocal, runnerFor } from '../../src/remote/ssh.js';
 import { absoluteDir, hostSpec, replicaFlags } from '../../src/replica/flags.js';
 import { slotNameFor, validSlotName } from '../../src/replica/rules.js';
-import { connectionAddresses, type ReplicaRemoveParams } from '../../src/replica/steps.js';
+import { connectionAddresses, promptedPassfilePath, type ReplicaRemoveParams } from '../../src/replica/steps.js';
 
 export default class ReplicaRemove extends OperationCommand<typeof ReplicaRemove> {
   static override summary = 'Remove a replica on purpose: stop the standby, drop its slot, remove its pg_hba rule and (unless --keep-data) its files.';
@@ -44,7 +45,10 @@ export default class ReplicaRemove extends OperationCommand<typeof ReplicaRemove
         replicaAddress,
         keepData: f['keep-data'],
       };
-      return await this.runPlan(await this.planOperation('replica-remove', params), undefined);
+      const result = await this.runPlan(await this.planOperation('replica-remove', params), undefined);
+      // a password typed when the replica was added has no use any more
+      if (result.applied) rmSync(promptedPassfilePath(this.stateDirPath, slot), { force: true });
+      return result;
     } finally {
       await closeRemoteRunners();
     }

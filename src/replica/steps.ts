@@ -11,7 +11,7 @@
  * slot, the slot did not exist before (a check), the directories were absent or empty.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync, renameSync, statSync, statfsSync, writeFileSync, chownSync } from 'node:fs';
+import { chownSync, readFileSync, renameSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import { createPatch } from 'diff';
 import { dirname, join } from 'node:path';
 import { type ClusterAccess, withDb } from '../cluster/access.js';
@@ -20,6 +20,7 @@ import { fsyncPath } from '../files.js';
 import { formatBytes } from '../format.js';
 import { userByName } from '../osUser.js';
 import { defineOperation } from '../pipeline/plan.js';
+import { ensurePrivateDir } from '../pipeline/stateDir.js';
 import { check, defineStep, type CheckResult, type JsonObject, type StepContext } from '../pipeline/step.js';
 import { isLocal, remoteAccount, runnerFor, SshRunner, type HostSpec } from '../remote/ssh.js';
 import { describeFailure, type Invocation, type OsUser, type Runner } from '../runner.js';
@@ -60,6 +61,8 @@ export interface ReplicaParams extends JsonObject {
   maxRate: string | null;
   /** The verify step's bound on replay lag. */
   maxLagBytes: number;
+  /** The passfile holds a password typed at the prompt (kept for resume): rollback and remove delete it. */
+  promptedPassfile: boolean;
 }
 
 export interface ReplicaRemoveParams extends JsonObject {
@@ -203,6 +206,17 @@ export function readPassword(p: Pick<ReplicaParams, 'passfile' | 'primaryAddress
   }
 }
 
+/** Where a password typed at the prompt is kept (0600, in the 0700 state directory) so that a resume can use it. */
+export const promptedPassfilePath = (stateDir: string, slot: string) => join(stateDir, 'secrets', `${slot}.pgpass`);
+
+export function keepPromptedPassword(stateDir: string, p: Pick<ReplicaParams, 'slot' | 'primaryAddress' | 'primaryPort' | 'role'>, password: string): string {
+  ensurePrivateDir(join(stateDir, 'secrets'));
+  const file = promptedPassfilePath(stateDir, p.slot);
+  writeFileSync(file, pgpassLine(p.primaryAddress!, p.primaryPort, 'replication', p.role, password), { mode: 0o600 });
+  fsyncPath(file);
+  return file;
+}
+
 const intentOf = (p: ReplicaParams, createRole: boolean): Intent => ({
   role: p.role,
   slot: p.slot,
@@ -222,10 +236,10 @@ const checksStep = defineStep<ReplicaParams>({
   title: (p) => `Check the primary and ${p.host.destination} for a replica in ${p.replicaDir}`,
   async check(ctx, p) {
     const host = await gatherHost(ctx, p);
-    const hostChecks = host.sshError ? judgeHost(host, intentOf(p, true), 0, '', new Map()) : undefined;
-    if (hostChecks) return hostChecks;
-    const primary = await gatherPrimary(ctx, p);
     const intent = intentOf(p, true);
+    // nothing else can be judged on a host ssh does not reach
+    if (host.sshError) return judgeHost(host, intent, 0, '', new Map());
+    const primary = await gatherPrimary(ctx, p);
     const out: CheckResult[] = [...judgePrimary(primary, intent), ...judgeHost(host, intent, primary.major, primary.version, spaceNeeds(primary, intent))];
     const mapped = new Set(p.tablespaces.map((t) => t.location));
     for (const t of primary.tablespaces) if (!mapped.has(t.location)) out.push(check.fail('tablespace mapping', `tablespace ${t.name} (${t.location}) has no place on the replica: --tablespace-mapping ${t.location}=DIR`));
@@ -387,8 +401,9 @@ const passfileStep = defineStep<ReplicaParams>({
   },
   async rollback(ctx, p) {
     await onHost(ctx, p, asOwner(p, 'rm', ['-f', '--', replicaPassfile(p.replicaDir)]), 'removing the password file');
+    if (p.promptedPassfile && p.passfile) rmSync(p.passfile, { force: true });
   },
-  rollbackNote: (p) => `remove ${replicaPassfile(p.replicaDir)}`,
+  rollbackNote: (p) => `remove ${replicaPassfile(p.replicaDir)}${p.promptedPassfile ? ` and the prompted password's file ${p.passfile}` : ''}`,
 });
 
 export function basebackupInvocation(p: ReplicaParams): Invocation {
@@ -456,8 +471,8 @@ const startStep = defineStep<ReplicaParams>({
   kind: 'replica-start',
   title: (p) => `Start the standby on ${p.host.destination} (port ${p.replicaPort}, sockets in ${p.replicaSocketDir})`,
   check: async () => [],
-  plan: async (_ctx, p) => {
-    const inv = new PostgresServer(standbyIdentity(p), null as unknown as Runner, remoteAccount(p.replicaOwner)).startInvocation({ timeoutSeconds: 300 });
+  plan: async (ctx, p) => {
+    const inv = standby(ctx, p).startInvocation({ timeoutSeconds: 300 });
     return [{ kind: 'command', argv: [inv.program, ...inv.args], runAs: p.replicaOwner, note: `on ${p.host.destination}` }];
   },
   async apply(ctx, p) {

@@ -5,6 +5,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFil
 import { join } from 'node:path';
 import { bindir, createCluster, createLoopVolume, freePort, mkdirOwned, scratchDir, serverUser, teardownAll, type LoopVolume, type TestCluster } from '../helpers/testbed.js';
 import { createHost, type TestHost } from '../helpers/hosts.js';
+import { hasTmux, Terminal } from '../helpers/terminal.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { cliEntry, repoRoot } from '../helpers/paths.js';
 import { isRoot } from '../../src/runner.js';
@@ -216,5 +217,27 @@ describe('pgscale replica on a real 17 primary: a local replica and one on a nam
     assert.ok(existsSync(join(localDir, 'standby.signal')) && !existsSync(join(localDir, 'postmaster.pid')), '--keep-data keeps the stopped local replica');
     assert.ok(!existsSync(join(host.root, 'wal')) && !existsSync(join(host.root, 'ts')), 'the WAL and tablespace directories went with the replica');
     assert.doesNotMatch(hba(), /pgscale replica/);
+  });
+
+  test('at a terminal, the password is asked for (never argv), kept 0600 for a resume, and removed with the replica', { skip: !hasTmux && 'needs tmux' }, async () => {
+    const dir = join(base, 'prompted');
+    const port = await freePort();
+    const term = Terminal.start('prompted', [process.execPath, cliEntry, 'replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--host', 'local', '--replica-pgdata', dir, '--replica-port', String(port), '--tablespace-mapping', `${tablespace}=${join(base, 'prompted-ts')}`]);
+    try {
+      // a password prompt is no choice list: wait for the question, then type
+      await term.waitFor(/\? Password of the replication role replicator/);
+      await term.send('rep secret:1', 'Enter');
+      assert.equal(await term.exitCode(), 0, term.screen());
+      assert.doesNotMatch(term.screen(), /rep secret/, 'the password is masked');
+    } finally {
+      term.kill();
+    }
+    const kept = join(stateDir, 'secrets', 'pgscale_local_prompted.pgpass');
+    assert.equal(statSync(kept).mode & 0o777, 0o600);
+    await c.sql(`insert into t values (9001, 'prompted')`);
+    await eventually('the row on the prompted replica', async () => (await standbySql(c.socketDir, port, 'select v from t where id = 9001')) === 'prompted');
+    const removed = await replica(['remove', '--yes', '--host', 'local', '--replica-pgdata', dir]);
+    assert.equal(removed.code, 0, removed.stdout + removed.stderr);
+    assert.ok(!existsSync(kept) && !existsSync(dir));
   });
 });
