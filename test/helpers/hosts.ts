@@ -39,6 +39,22 @@ export function provisionHosts(): void {
 const sh = (program: string, args: string[]) => execFileSync(program, args, { stdio: ['ignore', 'pipe', 'pipe'] });
 const quiet = (program: string, args: string[]) => spawnSync(program, args, { stdio: 'ignore' });
 
+const zombie = (pid: number): boolean => {
+  try {
+    return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true; // gone
+  }
+};
+
+const signal = (pid: number, sig: NodeJS.Signals): void => {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* gone */
+  }
+};
+
 /** A namespace host numbered n (10.231.n.0/30); its sshd runs until teardown. */
 export function createHost(name: string, n: number): TestHost {
   provisionHosts();
@@ -59,14 +75,18 @@ export function createHost(name: string, n: number): TestHost {
   const pidFile = join(keys, 'sshd.pid');
   let sshd: ChildProcess | undefined;
   const down = onTeardown(`host ${name}`, () => {
+    // first every other process in the namespace: sshd's per-connection children (a killed client's
+    // session waits on a dead connection for hours and keeps the namespace alive), servers started
+    // over ssh; the listening sshd, still running, reaps its children
+    const others = () => spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number).filter((pid) => pid !== sshd?.pid && !zombie(pid));
+    for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
+      for (const pid of others()) signal(pid, sig);
+      for (let i = 0; i < 30 && others().length; i++) spawnSync('sleep', ['0.1']);
+    }
     if (sshd?.pid) {
-      try {
-        process.kill(sshd.pid, 'SIGTERM');
-      } catch {
-        /* gone */
-      }
+      signal(sshd.pid, 'SIGTERM');
       // a child of ours, reaped by this process (a daemonised sshd would end as a zombie of PID 1 here)
-      for (let i = 0; i < 50 && existsSync(`/proc/${sshd.pid}`) && !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${sshd.pid}/stat`, 'utf8')); i++) spawnSync('sleep', ['0.1']);
+      for (let i = 0; i < 50 && existsSync(`/proc/${sshd.pid}`) && !zombie(sshd.pid); i++) spawnSync('sleep', ['0.1']);
     }
     quiet('ip', ['link', 'del', veth]);
     quiet('ip', ['netns', 'del', ns]);

@@ -240,4 +240,21 @@ describe('pgscale replica on a real 17 primary: a local replica and one on a nam
     assert.equal(removed.code, 0, removed.stdout + removed.stderr);
     assert.ok(!existsSync(kept) && !existsSync(dir));
   });
+
+  test('SIGKILL during pg_basebackup on the namespace host: resume completes over ssh, then remove', async () => {
+    const dir = join(host.root, 'killed');
+    const child = spawn(process.execPath, [cliEntry, 'replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, ...remoteArgs(dir), '--max-rate', '2M', '--yes', '--json'], { cwd: repoRoot, env: { ...process.env, PGPASSFILE: passfile }, stdio: 'ignore' });
+    const exited = new Promise((r) => child.on('close', r));
+    await eventually('pg_basebackup to write on the host', async () => existsSync(join(dir, 'base')), 60_000);
+    child.kill('SIGKILL');
+    await exited;
+    const resumed = await runCli(['resume', '--state-dir', stateDir, '--yes', '--json'], { env: { PGPASSFILE: passfile }, timeoutMs: 240_000 });
+    assert.equal(resumed.code, 0, resumed.stdout + resumed.stderr);
+    await c.sql(`insert into t values (9101, 'after a remote kill')`);
+    await eventually('the row on the resumed namespace replica', async () => (await standbySql(host.socketDir, c.port, 'select v from t where id = 9101')) === 'after a remote kill');
+    const removed = await replica(['remove', '--yes', '--host', host.name, '--ssh-config', host.sshConfig, '--replica-pgdata', dir]);
+    assert.equal(removed.code, 0, removed.stdout + removed.stderr);
+    assert.deepEqual(await slots(), []);
+    assert.ok(!existsSync(dir));
+  });
 });
