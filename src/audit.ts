@@ -5,6 +5,8 @@ import { dirname } from 'node:path';
 export type AuditEvent =
   | {
       kind: 'run';
+      /** The ssh destination when the program ran on another host (src/remote/ssh.ts). */
+      host?: string;
       program: string;
       args: string[];
       cwd?: string;

@@ -16,7 +16,7 @@ class AuditFanout implements AuditSink {
   readonly sinks: AuditSink[] = [];
   constructor(private readonly verbose: (line: string) => void) {}
   record(event: AuditEvent): void {
-    if (event.kind === 'run') this.verbose(`$ ${[event.runAs ? `[as ${event.runAs}]` : '', event.program, ...event.args].filter(Boolean).join(' ')}  → ${event.exitCode ?? event.signal} (${event.durationMs} ms)`);
+    if (event.kind === 'run') this.verbose(`$ ${[event.host ? `[on ${event.host}]` : '', event.runAs ? `[as ${event.runAs}]` : '', event.program, ...event.args].filter(Boolean).join(' ')}  → ${event.exitCode ?? event.signal} (${event.durationMs} ms)`);
     else if (event.kind === 'sql') this.verbose(`sql ${event.target}: ${event.sql.replace(/\s+/g, ' ').slice(0, 160)}${event.error ? `  → ${event.error}` : ''} (${event.durationMs} ms)`);
     for (const s of this.sinks) s.record(event);
   }

@@ -5,3 +5,4 @@ import './upgrade/steps.js';
 import './wal/steps.js';
 import './tune/steps.js';
 import './tablespaces/steps.js';
+import './replica/steps.js';

@@ -30,6 +30,8 @@ export interface Invocation {
   signal?: AbortSignal;
   /** Told the process group id once started: the journal keeps it so a resume can reap orphans. */
   onStart?: (pgid: number) => void;
+  /** stream() only: stderr as it arrives (pg_basebackup -P reports progress there). */
+  onStderr?: (chunk: string) => void;
 }
 
 /** A running program whose stdin/stdout the caller streams (dumps and restores are far larger than memory). */
@@ -174,6 +176,7 @@ export class ZxRunner implements Runner {
     if (inv.signal?.aborted) kill();
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {
+      inv.onStderr?.(d.toString());
       stderr = (stderr + d.toString()).slice(-64 * 1024);
     });
     const result = new Promise<RunResult>((resolve) => {

@@ -37,6 +37,23 @@ export interface ServerFacts {
   total_bytes: string;
 }
 
+const REPLICATION_SETTINGS = `select current_setting('wal_level') as wal_level,
+              current_setting('max_wal_senders')::int as max_wal_senders,
+              (select count(*) from pg_stat_replication)::int as senders_in_use,
+              current_setting('max_replication_slots')::int as max_replication_slots,
+              (select count(*) from pg_replication_slots)::int as slots_in_use,
+              case when current_setting('max_slot_wal_keep_size') = '-1' then -1
+                   else pg_size_bytes(current_setting('max_slot_wal_keep_size')) end::text as max_slot_wal_keep_size_bytes,
+              pg_size_bytes(current_setting('max_wal_size'))::text as max_wal_size_bytes,
+              current_setting('listen_addresses') as listen_addresses,
+              current_setting('hba_file') as hba_file,
+              current_setting('config_file') as config_file,
+              current_setting('data_directory') as data_directory,
+              current_setting('server_version') as server_version,
+              current_setting('server_version_num')::int as server_version_num,
+              pg_is_in_recovery() as in_recovery,
+              (select sum(pg_database_size(oid)) from pg_database)::text as database_bytes`;
+
 export const statements = {
   serverFacts: () =>
     rows<ServerFacts>(
@@ -232,6 +249,112 @@ export const statements = {
               count(*)::int as partitioned_tables
          from pg_class c where c.relkind = 'p' and not c.relispartition`,
     ),
+
+  // ---- replicas (src/replica/*): streaming replication, slots, the replication role --------------
+  /** What a new streaming replica needs from the primary: WAL level, free senders and slots, where pg_hba is. */
+  replicationSettings: () =>
+    rows<ReplicationSettings>(
+      'replication settings',
+      REPLICATION_SETTINGS,
+    ),
+  /** The role replicas connect as: whether it may replicate and has a SCRAM verifier (needs a superuser to read pg_authid). */
+  replicationRole: (role: string) =>
+    rows<{ rolname: string; rolreplication: boolean; rolcanlogin: boolean; scram: boolean }>(
+      'replication role',
+      `select rolname, rolreplication, rolcanlogin, coalesce(rolpassword like 'SCRAM-SHA-256$%', false) as scram
+         from pg_authid where rolname = $1`,
+      [role],
+    ),
+  /**
+   * Creates the replication role from a SCRAM verifier computed here (the password itself never
+   * reaches the server or a log); the values travel as session settings, not in the statement text.
+   */
+  createReplicationRole: (role: string, verifier: string) =>
+    ({
+      name: 'create replication role',
+      text: `select set_config('pgscale.replication_role', $1, false), set_config('pgscale.replication_verifier', $2, false);
+do $pgscale$ begin
+  execute format('create role %I with login replication password %L', current_setting('pgscale.replication_role'), current_setting('pgscale.replication_verifier'));
+end $pgscale$`,
+      params: [role, verifier],
+      returnsRows: false,
+    }) satisfies Statement<void>,
+  /** Undoes createReplicationRole (the role did not exist before the run). */
+  dropRole: (role: string) =>
+    ({
+      name: 'drop role',
+      text: `select set_config('pgscale.replication_role', $1, false);
+do $pgscale$ begin execute format('drop role if exists %I', current_setting('pgscale.replication_role')); end $pgscale$`,
+      params: [role],
+      returnsRows: false,
+    }) satisfies Statement<void>,
+  /**
+   * Everything a replica's checks need from the primary in one round trip (as root each statement
+   * is a psql process): settings, the role, the slot, the pg_hba rules and the tablespaces.
+   */
+  replicaFacts: (role: string, slot: string) =>
+    rows<{ settings: ReplicationSettings; role: { rolname: string; rolreplication: boolean; rolcanlogin: boolean; scram: boolean } | null; slot_exists: boolean; hba_rules: HbaRuleRow[]; tablespaces: { name: string; location: string; bytes: string | null }[] }>(
+      'replica facts',
+      `select (select to_jsonb(s) from (${REPLICATION_SETTINGS}) s) as settings,
+              (select to_jsonb(r) from (select rolname, rolreplication, rolcanlogin, coalesce(rolpassword like 'SCRAM-SHA-256$%', false) as scram from pg_authid where rolname = $1) r) as role,
+              exists (select 1 from pg_replication_slots where slot_name = $2) as slot_exists,
+              (select coalesce(jsonb_agg(to_jsonb(h) order by h.line_number), '[]') from (select line_number, type, database, user_name, address, netmask, auth_method, error from pg_hba_file_rules) h) as hba_rules,
+              (select coalesce(jsonb_agg(to_jsonb(t)), '[]') from (select spcname as name, pg_tablespace_location(oid) as location, pg_tablespace_size(oid)::text as bytes from pg_tablespace where spcname not in ('pg_default', 'pg_global')) t) as tablespaces`,
+      [role, slot],
+    ),
+  /** pg_hba rules as the server reads them from the file now (errors included). */
+  hbaRules: () =>
+    rows<HbaRuleRow>(
+      'pg_hba rules',
+      `select line_number, type, database, user_name, address, netmask, auth_method, error from pg_hba_file_rules order by line_number`,
+    ),
+  reloadConfiguration: () => rows<{ ok: boolean }>('reload configuration', 'select pg_reload_conf() as ok'),
+  slot: (slot: string) =>
+    rows<{ slot_name: string; slot_type: string; active: boolean; restart_lsn: string | null; wal_status: string | null }>(
+      'replication slot',
+      `select slot_name, slot_type, active, restart_lsn::text, wal_status from pg_replication_slots where slot_name = $1`,
+      [slot],
+    ),
+  /** A physical slot that reserves WAL now, before the copy starts (immediately_reserve). */
+  createPhysicalSlot: (slot: string) => rows<{ slot_name: string }>('create physical slot', `select slot_name from pg_create_physical_replication_slot($1, true)`, [slot]),
+  dropSlot: (slot: string) => rows<{ dropped: boolean }>('drop slot', `select true as dropped from pg_drop_replication_slot($1)`, [slot]),
+  /** Ends the walsender holding a slot (a killed pg_basebackup's may linger until its socket times out). */
+  terminateSlotHolder: (slot: string) =>
+    rows<{ terminated: boolean }>('terminate slot holder', `select pg_terminate_backend(active_pid) as terminated from pg_replication_slots where slot_name = $1 and active_pid is not null`, [slot]),
+  /** One standby seen from the primary through its slot. */
+  standbyOnSlot: (slot: string) =>
+    rows<{ state: string | null; client_addr: string | null; lag_bytes: string | null; replay_lag_seconds: number | null }>(
+      'standby on slot',
+      `select r.state, host(r.client_addr) as client_addr,
+              pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::text as lag_bytes,
+              extract(epoch from r.replay_lag)::float8 as replay_lag_seconds
+         from pg_replication_slots s join pg_stat_replication r on r.pid = s.active_pid
+        where s.slot_name = $1`,
+      [slot],
+    ),
+  /** Walsenders for a role from an address: a pg_hba rule still in use by another standby. */
+  sendersFrom: (role: string, address: string) =>
+    rows<{ n: number }>('senders from address', `select count(*)::int as n from pg_stat_replication where usename = $1 and host(client_addr) = $2`, [role, address]),
+  /** Every slot and every walsender, joined: `replica list`. */
+  replicationOverview: () =>
+    rows<ReplicationOverviewRow>(
+      'replication overview',
+      `select s.slot_name, s.slot_type, s.active, s.wal_status,
+              s.safe_wal_size::text as safe_wal_size,
+              case when s.restart_lsn is null then null else pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn) end::text as retained_bytes,
+              r.pid, r.application_name, host(r.client_addr) as client_addr, r.state, r.sync_state,
+              case when r.replay_lsn is null then null else pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn) end::text as lag_bytes,
+              extract(epoch from r.replay_lag)::float8 as replay_lag_seconds
+         from pg_replication_slots s
+         full join (select * from pg_stat_replication) r on r.pid = s.active_pid
+        order by coalesce(s.slot_name, r.application_name)`,
+    ),
+  probeTableCreate: () => command('create replica probe table', 'create table if not exists pgscale_replica_probe (token text not null)'),
+  // a command, not rows: psql wraps row statements in a subquery, where an INSERT cannot stand
+  probeWrite: (token: string) => ({ name: 'write replica probe', text: 'insert into pgscale_replica_probe (token) values ($1)', params: [token], returnsRows: false }) satisfies Statement<void>,
+  probeRead: (token: string) => rows<{ token: string }>('read replica probe', 'select token from pgscale_replica_probe where token = $1', [token]),
+  probeTableDrop: () => command('drop replica probe table', 'drop table if exists pgscale_replica_probe'),
+  inRecovery: () => rows<{ in_recovery: boolean }>('in recovery', 'select pg_is_in_recovery() as in_recovery'),
 };
 
 // ---------------------------------------------------------------- tablespaces (pgscale tablespaces)
@@ -438,7 +561,53 @@ export const tablespaceStatements = {
     ),
   tempTablespaces: () => rows<{ setting: string; source: string }>('tablespaces: temp_tablespaces', `select setting, source from pg_settings where name = 'temp_tablespaces'`),
   resetTempTablespaces: () => command('tablespaces: reset temp_tablespaces', 'ALTER SYSTEM RESET temp_tablespaces'),
+
 };
+
+export interface ReplicationSettings {
+  wal_level: string;
+  max_wal_senders: number;
+  senders_in_use: number;
+  max_replication_slots: number;
+  slots_in_use: number;
+  max_slot_wal_keep_size_bytes: string;
+  max_wal_size_bytes: string;
+  listen_addresses: string;
+  hba_file: string;
+  config_file: string;
+  data_directory: string;
+  server_version: string;
+  server_version_num: number;
+  in_recovery: boolean;
+  database_bytes: string;
+}
+
+export interface HbaRuleRow {
+  line_number: number;
+  type: string | null;
+  database: string[] | null;
+  user_name: string[] | null;
+  address: string | null;
+  netmask: string | null;
+  auth_method: string | null;
+  error: string | null;
+}
+
+export interface ReplicationOverviewRow {
+  slot_name: string | null;
+  slot_type: string | null;
+  active: boolean | null;
+  wal_status: string | null;
+  safe_wal_size: string | null;
+  retained_bytes: string | null;
+  pid: number | null;
+  application_name: string | null;
+  client_addr: string | null;
+  state: string | null;
+  sync_state: string | null;
+  lag_bytes: string | null;
+  replay_lag_seconds: number | null;
+}
 
 export interface Db {
   /** Where it is connected, for messages and the audit log. */

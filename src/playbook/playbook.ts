@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { badInput } from '../errors.js';
 
-export const playbookCommands = ['detect', 'backup', 'upgrade', 'wal move', 'tune', 'tablespaces sample', 'tablespaces show', 'tablespaces place'] as const;
+export const playbookCommands = ['detect', 'backup', 'upgrade', 'wal move', 'tune', 'tablespaces sample', 'tablespaces show', 'tablespaces place', 'replica add', 'replica remove'] as const;
 export type PlaybookCommand = (typeof playbookCommands)[number];
 
 export type FlagValue = string | number | boolean;

@@ -135,9 +135,12 @@ export class PostgresServer {
   constructor(
     readonly id: ServerIdentity,
     private readonly runner: Runner,
+    /** The owner's account when the server is on another host (its runner is an ssh one): not looked up here. */
+    private readonly account?: OsUser,
   ) {}
 
   private get ownerAccount(): OsUser {
+    if (this.account) return this.account;
     const u = userByName(this.id.owner);
     if (!u) throw new PgscaleError(`OS user ${this.id.owner} (owner of ${this.id.dataDir}) does not exist`, ExitCode.BadInput);
     return u;

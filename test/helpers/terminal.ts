@@ -64,15 +64,20 @@ export class Terminal {
       await new Promise((r) => setTimeout(r, 100));
     }
     const asked = this.pendingPrompt()!;
+    await this.send(...keys);
+    // answered: the question turns into "✔ …"
+    const question = asked.replace(/^\? /, '').replace(/\s*\([^()]*\)$/, '');
+    await this.waitFor(new RegExp(`✔ ${question.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+    return asked;
+  }
+
+  /** Keys as typed: Enter, Down and Up by name, anything else literally. */
+  async send(...keys: string[]): Promise<void> {
     for (const k of keys) {
       if (['Enter', 'Down', 'Up'].includes(k)) tmux('send-keys', '-t', this.name, k);
       else tmux('send-keys', '-t', this.name, '-l', k);
       await new Promise((r) => setTimeout(r, 50));
     }
-    // answered: the question turns into "✔ …"
-    const question = asked.replace(/^\? /, '').replace(/\s*\([^()]*\)$/, '');
-    await this.waitFor(new RegExp(`✔ ${question.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
-    return asked;
   }
 
   async exitCode(timeoutMs = 300_000): Promise<number> {

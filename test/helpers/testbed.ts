@@ -38,17 +38,17 @@ export function bindir(version: number): string {
   return dir;
 }
 
-type Teardown = { label: string; run: () => void };
+export type Teardown = { label: string; run: () => void };
 const teardowns: Teardown[] = [];
 
 /** Registers an undo, newest first; also run on process exit so a crashed test leaves nothing running. */
-function onTeardown(label: string, run: () => void): Teardown {
+export function onTeardown(label: string, run: () => void): Teardown {
   const t = { label, run };
   teardowns.push(t);
   return t;
 }
 
-function runTeardown(t: Teardown): void {
+export function runTeardown(t: Teardown): void {
   const i = teardowns.indexOf(t);
   if (i < 0) return;
   teardowns.splice(i, 1);
