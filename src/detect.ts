@@ -1,6 +1,6 @@
 /** `pgscale detect`: compute, storage and clusters as pgscale sees them. */
 import { inspectCluster, type ClusterInfo } from './cluster/inspect.js';
-import { discoverClusters, defaultDiscoveryRoots, type DiscoveryRoots } from './cluster/discover.js';
+import { discoverClusters, defaultDiscoveryRoots, layoutOf, type DiscoveryRoots } from './cluster/discover.js';
 import { findInstallations, defaultInstallationRoots, type Installation, type InstallationRoots } from './cluster/installations.js';
 import type { AuditSink } from './audit.js';
 import type { ConnectionSettings } from './connection.js';
@@ -72,7 +72,8 @@ export async function detect(opts: DetectOptions): Promise<DetectReport> {
 
   if (opts.pgdata) {
     // an explicit data directory must be valid: its errors are the user's to see, not skipped
-    const info = await inspectCluster(opts.pgdata, { ...ctxBase, foundBy: ['flag'] });
+    const layout = await layoutOf(opts.pgdata, opts.discoveryRoots ?? defaultDiscoveryRoots);
+    const info = await inspectCluster(opts.pgdata, { ...ctxBase, layout, foundBy: ['flag'] });
     clusters.push({ ...info, storage: await storageOf(opts.hostRoot, info) });
   } else {
     const found = await discoverClusters([], opts.env ?? process.env, opts.discoveryRoots ?? defaultDiscoveryRoots);

@@ -14,6 +14,7 @@ import { isRoot, type OsUser, type Runner } from '../runner.js';
 import { PgDb, PsqlDb, statements, type Db } from '../sql.js';
 import { parseControlData, type ControlData } from './controlData.js';
 import type { Installation } from './installations.js';
+import type { RhelClusterLayout } from './rhel.js';
 import { parsePostmasterPid, type PostmasterPid } from './postmasterPid.js';
 
 export type ClusterState = 'running' | 'stopped' | 'stale';
@@ -27,6 +28,9 @@ export interface DebianClusterLayout {
   startMode: string | undefined;
 }
 
+/** How the host's packaging lays the cluster out; plain: a data directory holding its own configuration. */
+export type ClusterLayout = DebianClusterLayout | RhelClusterLayout;
+
 export interface Tablespace {
   oid: number;
   name: string | undefined;
@@ -37,7 +41,7 @@ export interface ClusterInfo {
   dataDir: string;
   /** How it was found: flag, PGDATA, debian, rhel, postmaster. */
   foundBy: string[];
-  layout: DebianClusterLayout | { kind: 'plain' };
+  layout: ClusterLayout | { kind: 'plain' };
   configFile: string;
   owner: string;
   major: number;
@@ -70,7 +74,7 @@ export interface InspectContext {
   audit?: AuditSink;
   /** Connection overrides (--dsn, PG*); the socket and port come from postmaster.pid otherwise. */
   connection?: ConnectionSettings;
-  layout?: DebianClusterLayout;
+  layout?: ClusterLayout;
   foundBy?: string[];
 }
 
@@ -192,7 +196,7 @@ export async function inspectCluster(dataDirArg: string, ctx: InspectContext): P
   const owner = ownerOf(dataDir);
   const bindir = ctx.installations.find((i) => i.major === major)?.bindir;
 
-  const configFile = ctx.layout ? join(ctx.layout.confDir, 'postgresql.conf') : join(dataDir, 'postgresql.conf');
+  const configFile = ctx.layout?.kind === 'debian' ? join(ctx.layout.confDir, 'postgresql.conf') : join(dataDir, 'postgresql.conf');
   let settings = new Map<string, string>();
   try {
     const entries = readConfigTree(configFile);
