@@ -1,8 +1,5 @@
 #!/usr/bin/env node
-// V8's compiled code for pgscale and its dependencies is cached on disk (Node's compile cache,
-// under the system's temporary directory): most of a start is loading modules.
-import module from 'node:module';
+// oclif's execute alone: the rest of @oclif/core loads only when a command needs it
+import { execute } from '@oclif/core/execute';
 
-module.enableCompileCache?.();
-const { execute } = await import('@oclif/core');
 await execute({ dir: import.meta.url });

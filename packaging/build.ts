@@ -4,7 +4,7 @@
  *   build/pgscale/                  the executable and the data it reads beside itself:
  *     pgscale                       Node 22 (the npm `node` package's binary) as a single executable
  *                                   application around one esbuild bundle of pgscale and its deps
- *     templates/ playbooks/ src/gucCatalog/data/
+ *     templates/ playbooks/ src/gucCatalog/data/ oclif.manifest.json
  *   build/pgscale-V-linux-x64.tar.gz  that directory
  *   build/pgscale_V_amd64.deb         it under /usr/lib/pgscale, /usr/bin/pgscale a symlink to it
  *
@@ -38,15 +38,20 @@ interface PackageJson {
   oclif: Record<string, unknown>;
 }
 
-/** One CommonJS file (what a Node 22 single executable can run) with every command imported. */
+/**
+ * One CommonJS file (what a Node 22 single executable can run). Each command is a getter that
+ * requires its module on first use: esbuild keeps a required module, with everything only it
+ * imports, unevaluated until then, so a start evaluates oclif and one command, as with the manifest.
+ */
 async function bundle(pjson: PackageJson, outfile: string): Promise<void> {
   const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as { commands: Record<string, { relativePath: string[] }> };
   const ids = Object.keys(manifest.commands).sort();
   const entry = [
     `import { main } from './dist/packaging/sea.js';`,
-    ...ids.map((id, i) => `import c${i} from './${manifest.commands[id]!.relativePath.join('/')}';`),
+    `const commands = {};`,
+    ...ids.map((id) => `Object.defineProperty(commands, ${JSON.stringify(id)}, { enumerable: true, get: () => require('./${manifest.commands[id]!.relativePath.join('/')}').default });`),
     `const pjson = ${JSON.stringify({ name: pjson.name, version: pjson.version, description: pjson.description, type: pjson.type, oclif: pjson.oclif })};`,
-    `void main(pjson, { ${ids.map((id, i) => `${JSON.stringify(id)}: c${i}`).join(', ')} });`,
+    `void main(pjson, commands);`,
   ].join('\n');
   await build({
     stdin: { contents: entry, resolveDir: packageRoot, sourcefile: 'pgscale-entry.js', loader: 'js' },
@@ -129,6 +134,7 @@ export async function packageAll(): Promise<{ executable: string; tarball: strin
   const executable = join(appDir, 'pgscale');
   await singleExecutable(bundleFile, work, executable);
   for (const d of DATA_DIRS) cpSync(join(packageRoot, d), join(appDir, d), { recursive: true });
+  copyFileSync(manifestPath, join(appDir, 'oclif.manifest.json'));
   log(`executable ${relative(packageRoot, executable)} (${Math.round(statSync(executable).size / 2 ** 20)} MiB)`);
 
   const tarball = join(buildDir, `${pjson.name}-${pjson.version}-linux-x64.tar.gz`);

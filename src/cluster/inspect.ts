@@ -2,7 +2,7 @@
  * What pgscale knows about one cluster: read from the data directory (PG_VERSION, postmaster.pid,
  * pg_wal, pg_tblspc, config files), pg_controldata, and SQL when the server runs.
  */
-import { constants } from 'node:fs';
+import { constants, lstatSync, readdirSync } from 'node:fs';
 import { access, lstat, opendir, readFile, readlink, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AuditSink } from '../audit.js';
@@ -127,22 +127,29 @@ async function postmasterAlive(pidFile: PostmasterPid, dataDir: string): Promise
   }
 }
 
-async function directorySize(dir: string): Promise<number> {
+/** Bytes of the files under dir. Synchronous on purpose: a promise per file costs far more CPU than the lstat. */
+function directorySize(dir: string): number {
   let total = 0;
-  const walk = async (d: string): Promise<void> => {
-    let handle;
+  const walk = (d: string): void => {
+    let entries;
     try {
-      handle = await opendir(d);
+      entries = readdirSync(d, { withFileTypes: true });
     } catch {
       return;
     }
-    for await (const entry of handle) {
+    for (const entry of entries) {
       const p = join(d, entry.name);
-      if (entry.isDirectory()) await walk(p);
-      else if (entry.isFile()) total += (await lstat(p).catch(() => ({ size: 0 }))).size;
+      if (entry.isDirectory()) walk(p);
+      else if (entry.isFile()) {
+        try {
+          total += lstatSync(p).size;
+        } catch {
+          /* removed meanwhile */
+        }
+      }
     }
   };
-  await walk(dir);
+  walk(dir);
   return total;
 }
 
@@ -273,6 +280,6 @@ export async function inspectCluster(dataDirArg: string, ctx: InspectContext): P
   } else {
     notes.push('server not running: encoding and locale are read only from a running server');
   }
-  if (info.sizeSource === 'filesystem') info.sizeBytes = await directorySize(dataDir);
+  if (info.sizeSource === 'filesystem') info.sizeBytes = directorySize(dataDir);
   return info;
 }
