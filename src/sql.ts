@@ -278,11 +278,11 @@ export class PsqlDb implements Db {
 
   /** Our statements use $n only as parameters, never inside literals. */
   private async inline(st: Statement<unknown>): Promise<string> {
-    const literal = new (await loadPg()).Client();
+    const { escapeLiteral } = await loadPg();
     return st.text.replace(/\$(\d+)/g, (_, n: string) => {
       const v = st.params[Number(n) - 1];
       if (v === null || v === undefined) return 'null';
-      return typeof v === 'string' ? literal.escapeLiteral(v) : String(v);
+      return typeof v === 'string' ? escapeLiteral(v) : String(v);
     });
   }
 

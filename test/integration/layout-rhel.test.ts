@@ -13,6 +13,7 @@ import type { DetectReport, DetectedCluster } from '../../src/detect.js';
 import { isRoot, type RunResult } from '../../src/runner.js';
 import { cliEntry } from '../helpers/paths.js';
 import { bindir, createCluster, runner, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
+import { pgdgUnit } from '../helpers/pgdg.js';
 
 after(teardownAll);
 
@@ -32,24 +33,6 @@ cp -a "$fixture/." /
 while [ "$1" != -- ]; do mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; done
 shift
 exec "$@"
-`;
-
-/** As postgresql16-server ships it (trimmed). */
-const pgdgUnit = (major: number) => `[Unit]
-Description=PostgreSQL ${major} database server
-After=syslog.target network-online.target
-
-[Service]
-Type=notify
-User=postgres
-Group=postgres
-Environment=PGDATA=/var/lib/pgsql/${major}/data/
-ExecStartPre=/usr/pgsql-${major}/bin/postgresql-${major}-check-db-dir \${PGDATA}
-ExecStart=/usr/pgsql-${major}/bin/postmaster -D \${PGDATA}
-ExecReload=/bin/kill -HUP $MAINPID
-
-[Install]
-WantedBy=multi-user.target
 `;
 
 const show = (res: RunResult) => `exit ${res.exitCode}\nstdout:\n${res.stdout.slice(-3000)}\nstderr:\n${res.stderr.slice(-3000)}`;

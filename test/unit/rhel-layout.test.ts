@@ -4,25 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { environmentAssignments, pgdataFromUnitTexts, rhelServices, rhelUpgradeNextSteps } from '../../src/cluster/rhel.js';
-
-/** As postgresql16-server ships it (trimmed). */
-const pgdgUnit = (major: number) => `[Unit]
-Description=PostgreSQL ${major} database server
-After=syslog.target network-online.target
-
-[Service]
-Type=notify
-User=postgres
-Group=postgres
-# Location of database directory
-Environment=PGDATA=/var/lib/pgsql/${major}/data/
-Environment=PG_OOM_ADJUST_FILE=/proc/self/oom_score_adj
-ExecStartPre=/usr/pgsql-${major}/bin/postgresql-${major}-check-db-dir \${PGDATA}
-ExecStart=/usr/pgsql-${major}/bin/postmaster -D \${PGDATA}
-
-[Install]
-WantedBy=multi-user.target
-`;
+import { pgdgUnit } from '../helpers/pgdg.js';
 
 test('Environment= assignments: several per line, quoted values', () => {
   assert.deepEqual([...environmentAssignments('PGDATA=/a PGPORT=5433')], [['PGDATA', '/a'], ['PGPORT', '5433']]);
