@@ -1,4 +1,5 @@
 #!/usr/bin/env node
-import { execute } from '@oclif/core';
+// oclif's execute alone: the rest of @oclif/core loads only when a command needs it
+import { execute } from '@oclif/core/execute';
 
 await execute({ dir: import.meta.url });

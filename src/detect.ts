@@ -1,6 +1,6 @@
 /** `pgscale detect`: compute, storage and clusters as pgscale sees them. */
 import { inspectCluster, type ClusterInfo } from './cluster/inspect.js';
-import { discoverClusters, defaultDiscoveryRoots, type DiscoveryRoots } from './cluster/discover.js';
+import { discoverClusters, defaultDiscoveryRoots, layoutOf, type DiscoveryRoots } from './cluster/discover.js';
 import { findInstallations, defaultInstallationRoots, type Installation, type InstallationRoots } from './cluster/installations.js';
 import type { AuditSink } from './audit.js';
 import type { ConnectionSettings } from './connection.js';
@@ -64,26 +64,36 @@ async function storageOf(root: HostRoot, info: ClusterInfo): Promise<ClusterStor
 }
 
 export async function detect(opts: DetectOptions): Promise<DetectReport> {
-  const compute = await detectCompute(opts.hostRoot);
-  const installations = await findInstallations(opts.runner, opts.bindir ? [opts.bindir] : [], opts.installationRoots ?? defaultInstallationRoots);
+  const roots = opts.discoveryRoots ?? defaultDiscoveryRoots;
+  // independent reads and probes run side by side: on a host with several clusters, start-up is mostly waiting on them
+  const [compute, installations, found, layout] = await Promise.all([
+    detectCompute(opts.hostRoot),
+    findInstallations(opts.runner, opts.bindir ? [opts.bindir] : [], opts.installationRoots ?? defaultInstallationRoots),
+    opts.pgdata ? undefined : discoverClusters([], opts.env ?? process.env, roots),
+    opts.pgdata ? layoutOf(opts.pgdata, roots) : undefined,
+  ]);
   const ctxBase = { runner: opts.runner, installations, audit: opts.audit, connection: opts.connection };
   const clusters: DetectedCluster[] = [];
   const skipped: DetectReport['skipped'] = [];
 
   if (opts.pgdata) {
     // an explicit data directory must be valid: its errors are the user's to see, not skipped
-    const info = await inspectCluster(opts.pgdata, { ...ctxBase, foundBy: ['flag'] });
+    const info = await inspectCluster(opts.pgdata, { ...ctxBase, layout, foundBy: ['flag'] });
     clusters.push({ ...info, storage: await storageOf(opts.hostRoot, info) });
   } else {
-    const found = await discoverClusters([], opts.env ?? process.env, opts.discoveryRoots ?? defaultDiscoveryRoots);
-    for (const { candidate, foundBy } of found) {
-      try {
-        const info = await inspectCluster(candidate.dataDir, { ...ctxBase, layout: candidate.layout, foundBy });
-        if (clusters.some((c) => c.dataDir === info.dataDir)) continue;
-        clusters.push({ ...info, storage: await storageOf(opts.hostRoot, info) });
-      } catch (e) {
-        skipped.push({ dataDir: candidate.dataDir, reason: (e as Error).message });
-      }
+    const inspected = await Promise.all(
+      (found ?? []).map(async ({ candidate, foundBy }): Promise<DetectedCluster | DetectReport['skipped'][number]> => {
+        try {
+          const info = await inspectCluster(candidate.dataDir, { ...ctxBase, layout: candidate.layout, foundBy });
+          return { ...info, storage: await storageOf(opts.hostRoot, info) };
+        } catch (e) {
+          return { dataDir: candidate.dataDir, reason: (e as Error).message };
+        }
+      }),
+    );
+    for (const r of inspected) {
+      if ('reason' in r) skipped.push(r);
+      else if (!clusters.some((c) => c.dataDir === r.dataDir)) clusters.push(r);
     }
   }
   return { hostRoot: opts.hostRoot.root, compute, installations, clusters, skipped };

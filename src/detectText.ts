@@ -1,6 +1,16 @@
 /** `pgscale detect` for people: one screen, compute, storage per path, installations, clusters. */
 import type { DetectReport } from './detect.js';
+import type { RhelClusterLayout } from './cluster/rhel.js';
 import { formatBytes } from './format.js';
+
+/** The unit that runs a RHEL/PGDG cluster, and how to drive it. */
+function rhelServiceLines(l: RhelClusterLayout): string[] {
+  if (!l.service) return [`    service     none: no postgresql-${l.version}.service unit sets PGDATA to this directory (is postgresql${l.version}-server installed?)`];
+  return [
+    `    service     ${l.service}  (PGDATA from ${l.unitFiles.join(', ')})`,
+    `    next        start, stop and reload it with systemctl … ${l.service}: a pg_ctl start or stop behind systemd's back leaves the unit's state wrong`,
+  ];
+}
 
 export function detectText(r: DetectReport): string {
   const out: string[] = [];
@@ -19,7 +29,7 @@ export function detectText(r: DetectReport): string {
   out.push('Clusters');
   if (r.clusters.length === 0) out.push('  none found (give --pgdata)');
   for (const cl of r.clusters) {
-    const name = cl.layout.kind === 'debian' ? `${cl.layout.version}/${cl.layout.name}` : cl.dataDir;
+    const name = cl.layout.kind === 'debian' ? `${cl.layout.version}/${cl.layout.name}` : cl.layout.kind === 'rhel' && cl.layout.service ? `${cl.layout.service.replace(/\.service$/, '')} (${cl.dataDir})` : cl.dataDir;
     out.push(`  ${name}: PostgreSQL ${cl.serverVersion ?? cl.major}, ${cl.state}${cl.pid ? ` (pid ${cl.pid})` : ''}, port ${cl.port}, ${cl.role}`);
     out.push(`    data        ${cl.dataDir}  (${formatBytes(cl.sizeBytes)}, owner ${cl.owner})`);
     out.push(`    checksums   ${cl.checksums === undefined ? 'unknown' : cl.checksums ? 'on' : 'off'}   encoding ${cl.encoding ?? '?'}   locale ${cl.lcCollate ?? '?'}${cl.localeProvider ? ` (${cl.localeProvider})` : ''}`);
@@ -34,6 +44,7 @@ export function detectText(r: DetectReport): string {
       out.push(`    storage ${s.role.padEnd(10)} ${st.storageClass} (${st.confidence} confidence) — ${st.mount.mountPoint} ${st.mount.fsType} ${st.mount.options.join(',')}; ${st.stack.join(' → ')}`);
       out.push(`      why: ${st.reasons.join('; ')}`);
     }
+    if (cl.layout.kind === 'rhel') out.push(...rhelServiceLines(cl.layout));
     for (const n of cl.notes) out.push(`    note: ${n}`);
   }
   for (const s of r.skipped) out.push(`  skipped ${s.dataDir}: ${s.reason}`);

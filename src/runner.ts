@@ -2,10 +2,10 @@
  * The one module that starts processes. Everything pgscale runs goes through a Runner, so tests
  * swap the Runner (never mock modules) and every run lands in the audit log.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
-import { $, type ProcessOutput } from 'zx';
+import type { ProcessOutput } from 'zx';
 import { redact, redactEnv, type AuditSink } from './audit.js';
 
 /** An OS account to run a program as (PostgreSQL refuses to run as root). */
@@ -79,6 +79,19 @@ export function effectiveArgv(inv: Invocation): string[] {
   return [inv.program, ...inv.args];
 }
 
+/**
+ * Every program gets its own process group (detached): a Ctrl-C at the terminal reaches pgscale
+ * only, which then decides where to stop, and an abort kills the whole group, pipes included.
+ */
+function killGroup(pgid: number): void {
+  if (!pgid) return; // never started; and kill(-0) would signal pgscale's own process group
+  try {
+    process.kill(-pgid, 'SIGTERM');
+  } catch {
+    /* already gone */
+  }
+}
+
 export class ZxRunner implements Runner {
   constructor(private readonly audit?: AuditSink) {}
 
@@ -92,25 +105,18 @@ export class ZxRunner implements Runner {
   }
 
   /**
-   * Every program gets its own process group (detached): a Ctrl-C at the terminal reaches pgscale
-   * only, which then decides where to stop, and an abort kills the whole group, pipes included.
+   * A shell pipeline through zx, which quotes every interpolated value (arrays element by element):
+   * no shell string is assembled by hand. Its own process group, like every program (see start).
    */
-  private async execute(pieces: readonly string[], values: unknown[], opts: { env: NodeJS.ProcessEnv; cwd: string; input?: string; timeoutMs?: number; signal?: AbortSignal; onStart?: (pgid: number) => void }): Promise<RunResult> {
+  private async shellPipeline(pieces: readonly string[], values: unknown[], opts: { env: NodeJS.ProcessEnv; cwd: string; signal?: AbortSignal; onStart?: (pgid: number) => void }): Promise<RunResult> {
     const started = performance.now();
     const template = Object.assign([...pieces], { raw: [...pieces] }) as unknown as TemplateStringsArray;
-    // zx quotes every interpolated value (arrays element by element): no shell string is assembled by hand.
-    const proc = $({ cwd: opts.cwd, env: opts.env, quiet: true, nothrow: true, input: opts.input, timeout: opts.timeoutMs, detached: true })(template, ...values);
-    const pgid = proc.child?.pid;
+    // loaded on first use: zx is a large share of pgscale's start-up time
+    const { $ } = await import('zx');
+    const proc = $({ cwd: opts.cwd, env: opts.env, quiet: true, nothrow: true, detached: true })(template, ...values);
+    const pgid = proc.child?.pid ?? 0;
     if (pgid) opts.onStart?.(pgid);
-    const kill = () => {
-      if (pgid) {
-        try {
-          process.kill(-pgid, 'SIGTERM');
-        } catch {
-          /* already gone */
-        }
-      }
-    };
+    const kill = () => killGroup(pgid);
     if (opts.signal?.aborted) kill();
     opts.signal?.addEventListener('abort', kill, { once: true });
     try {
@@ -140,55 +146,78 @@ export class ZxRunner implements Runner {
     return inv.cwd ?? (effectiveArgv(inv)[0] === 'setpriv' ? '/' : process.cwd());
   }
 
-  async run(inv: Invocation): Promise<RunResult> {
-    const result = await this.execute(['', ''], [effectiveArgv(inv)], {
-      env: this.environment(inv),
-      cwd: this.cwdFor(inv),
-      input: inv.input,
-      timeoutMs: inv.timeoutMs,
-      signal: inv.signal,
-      onStart: inv.onStart,
+  /**
+   * Spawns from an argv (never a shell) in its own process group, which the invocation's abort
+   * signal and timeout kill as a whole.
+   */
+  private start(inv: Invocation): { child: ChildProcessWithoutNullStreams; pgid: number; started: number; done: Promise<{ code: number | null; signal: string | null; error?: Error }> } {
+    const [program, ...args] = effectiveArgv(inv);
+    const started = performance.now();
+    const child = spawn(program!, args, { cwd: this.cwdFor(inv), env: this.environment(inv), detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+    const pgid = child.pid ?? 0;
+    if (pgid) inv.onStart?.(pgid);
+    const kill = () => killGroup(pgid);
+    inv.signal?.addEventListener('abort', kill, { once: true });
+    // aborted before it started (Ctrl-C during a step's preparations): the listener above never fires
+    if (inv.signal?.aborted) kill();
+    const timer = inv.timeoutMs === undefined ? undefined : setTimeout(kill, inv.timeoutMs);
+    const done = new Promise<{ code: number | null; signal: string | null; error?: Error }>((resolve) => {
+      let error: Error | undefined;
+      child.on('error', (e) => {
+        error = e;
+      });
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        inv.signal?.removeEventListener('abort', kill);
+        resolve({ code, signal, error });
+      });
     });
+    return { child, pgid, started, done };
+  }
+
+  /** A program that could not be started fails the way a shell reports it: 127 not found, 126 not executable. */
+  private static spawnFailure(program: string, error: Error): { exitCode: number; message: string } {
+    const code = (error as NodeJS.ErrnoException).code;
+    return { exitCode: code === 'ENOENT' ? 127 : 126, message: `${program}: ${error.message}\n` };
+  }
+
+  async run(inv: Invocation): Promise<RunResult> {
+    const { child, started, done } = this.start(inv);
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => stdout.push(d));
+    child.stderr.on('data', (d: Buffer) => stderr.push(d));
+    // end of input right away when there is none: a program never waits on pgscale's own stdin
+    child.stdin.on('error', () => undefined); // the program may exit without reading its input: its exit code tells
+    child.stdin.end(inv.input);
+    const { code, signal, error } = await done;
+    const failed = error ? ZxRunner.spawnFailure(inv.program, error) : undefined;
+    const result: RunResult = {
+      exitCode: failed?.exitCode ?? code,
+      signal,
+      stdout: Buffer.concat(stdout).toString(),
+      stderr: Buffer.concat(stderr).toString() + (failed?.message ?? ''),
+      durationMs: Math.round(performance.now() - started),
+    };
     this.record(inv, result);
     return result;
   }
 
   /**
    * zx keeps every byte of output in memory, which a multi-gigabyte dump cannot afford: streams
-   * use child_process directly, still from an argv array and never through a shell.
+   * are read by the caller, and only stderr's tail is kept.
    */
   stream(inv: Invocation): StreamingRun {
-    const [program, ...args] = effectiveArgv(inv);
-    const started = performance.now();
-    const child = spawn(program!, args, { cwd: this.cwdFor(inv), env: this.environment(inv), detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
-    const pgid = child.pid ?? 0;
-    if (pgid) inv.onStart?.(pgid);
-    const kill = () => {
-      if (!pgid) return; // never started; and kill(-0) would signal pgscale's own process group
-      try {
-        process.kill(-pgid, 'SIGTERM');
-      } catch {
-        /* already gone */
-      }
-    };
-    inv.signal?.addEventListener('abort', kill, { once: true });
-    // aborted before it started (Ctrl-C during a step's preparations): the listener above never fires
-    if (inv.signal?.aborted) kill();
+    const { child, pgid, started, done } = this.start(inv);
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {
       inv.onStderr?.(d.toString());
       stderr = (stderr + d.toString()).slice(-64 * 1024);
     });
-    const result = new Promise<RunResult>((resolve) => {
-      child.on('error', (e) => {
-        stderr += String(e);
-      });
-      child.on('close', (code, signal) => {
-        inv.signal?.removeEventListener('abort', kill);
-        const r: RunResult = { exitCode: code, signal, stdout: '', stderr, durationMs: Math.round(performance.now() - started) };
-        this.record(inv, r);
-        resolve(r);
-      });
+    const result = done.then(({ code, signal, error }) => {
+      const r: RunResult = { exitCode: code, signal, stdout: '', stderr: stderr + (error ? String(error) : ''), durationMs: Math.round(performance.now() - started) };
+      this.record(inv, r);
+      return r;
     });
     return { stdin: child.stdin, stdout: child.stdout, pgid, result };
   }
@@ -201,7 +230,7 @@ export class ZxRunner implements Runner {
     const first = p.stages[0]!;
     // the shell's redirection keeps an existing file's mode: create it 0600 first
     closeSync(openSync(p.outFile, 'w', 0o600));
-    const result = await this.execute(pieces, [...p.stages.map(effectiveArgv), p.outFile], {
+    const result = await this.shellPipeline(pieces, [...p.stages.map(effectiveArgv), p.outFile], {
       env,
       cwd: this.cwdFor(first),
       signal: p.signal,

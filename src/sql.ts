@@ -3,7 +3,7 @@
  * socket with credentials) or, when pgscale is root on the database host, through psql run as the
  * data directory's owner so peer authentication works as it does for the DBA.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import type { AuditSink } from './audit.js';
 import { redact } from './audit.js';
 import { describeConnection, libpqEnvironment, type ConnectionSettings } from './connection.js';
@@ -633,6 +633,9 @@ async function audited<T>(audit: AuditSink | undefined, target: string, st: Stat
   }
 }
 
+/** `pg` is loaded on first use: commands that never connect (help, detect of a stopped cluster) start faster. */
+const loadPg = async (): Promise<typeof pg> => (await import('pg')).default;
+
 /** A `pg` client connection. */
 export class PgDb implements Db {
   private constructor(
@@ -643,7 +646,8 @@ export class PgDb implements Db {
 
   static async connect(settings: ConnectionSettings, audit?: AuditSink): Promise<PgDb> {
     const target = describeConnection(settings);
-    const client = new pg.Client({
+    const { Client } = await loadPg();
+    const client = new Client({
       host: settings.host,
       port: settings.port,
       user: settings.user,
@@ -674,7 +678,6 @@ export class PgDb implements Db {
 /** psql run as the cluster owner over the local socket: the root-on-the-host path (peer auth). */
 export class PsqlDb implements Db {
   readonly target: string;
-  private readonly literal = new pg.Client();
 
   constructor(
     private readonly runner: Runner,
@@ -687,16 +690,17 @@ export class PsqlDb implements Db {
   }
 
   /** Our statements use $n only as parameters, never inside literals. */
-  private inline(st: Statement<unknown>): string {
+  private async inline(st: Statement<unknown>): Promise<string> {
+    const { escapeLiteral } = await loadPg();
     return st.text.replace(/\$(\d+)/g, (_, n: string) => {
       const v = st.params[Number(n) - 1];
       if (v === null || v === undefined) return 'null';
-      return typeof v === 'string' ? this.literal.escapeLiteral(v) : String(v);
+      return typeof v === 'string' ? escapeLiteral(v) : String(v);
     });
   }
 
   async query<Row>(st: Statement<Row>): Promise<Row[]> {
-    const body = this.inline(st);
+    const body = await this.inline(st);
     const text = st.returnsRows ? `select coalesce(json_agg(q), '[]'::json) from (${body}) q` : body;
     return audited(this.audit, this.target, st, async () => {
       const res = await this.runner.run({

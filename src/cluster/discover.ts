@@ -1,19 +1,22 @@
 /** Finds clusters: explicit --pgdata, PGDATA, Debian and RHEL layouts, and running postmasters. */
-import { readdir, readFile, readlink } from 'node:fs/promises';
+import { readdir, readFile, readlink, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lastValues, readConfigTree } from '../config/parse.js';
-import type { DebianClusterLayout } from './inspect.js';
+import type { ClusterLayout } from './inspect.js';
+import { defaultUnitDirs, rhelServices } from './rhel.js';
 
 export interface ClusterCandidate {
   dataDir: string;
   foundBy: string;
-  layout?: DebianClusterLayout;
+  layout?: ClusterLayout;
 }
 
 export interface DiscoveryRoots {
   debianConf: string;
   debianData: string;
   rhelData: string;
+  /** systemd unit directories, highest precedence first (RHEL/PGDG postgresql-N.service). */
+  unitDirs: readonly string[];
   proc: string;
 }
 
@@ -21,6 +24,7 @@ export const defaultDiscoveryRoots: DiscoveryRoots = {
   debianConf: '/etc/postgresql',
   debianData: '/var/lib/postgresql',
   rhelData: '/var/lib/pgsql',
+  unitDirs: defaultUnitDirs,
   proc: '/proc',
 };
 
@@ -49,10 +53,17 @@ async function debianClusters(roots: DiscoveryRoots): Promise<ClusterCandidate[]
   return out;
 }
 
+/** Data directories named by postgresql-N.service units, and the PGDG default /var/lib/pgsql/N/data. */
 async function rhelClusters(roots: DiscoveryRoots): Promise<ClusterCandidate[]> {
   const out: ClusterCandidate[] = [];
+  for (const s of await rhelServices(roots.unitDirs)) {
+    out.push({ dataDir: s.dataDir, foundBy: 'rhel', layout: { kind: 'rhel', version: s.version, service: s.service, unitFiles: s.unitFiles } });
+  }
   for (const version of await list(roots.rhelData)) {
-    if (/^\d+$/.test(version)) out.push({ dataDir: join(roots.rhelData, version, 'data'), foundBy: 'rhel' });
+    const dataDir = join(roots.rhelData, version, 'data');
+    if (/^\d+$/.test(version) && !out.some((c) => c.dataDir === dataDir)) {
+      out.push({ dataDir, foundBy: 'rhel', layout: { kind: 'rhel', version: Number(version), service: undefined, unitFiles: [] } });
+    }
   }
   return out;
 }
@@ -71,6 +82,16 @@ async function runningPostmasters(roots: DiscoveryRoots): Promise<ClusterCandida
     if (cwd) out.push({ dataDir: cwd, foundBy: 'postmaster' });
   }
   return out;
+}
+
+/** The packaging layout (Debian, RHEL/PGDG) a data directory given by path belongs to, if any. */
+export async function layoutOf(dataDir: string, roots = defaultDiscoveryRoots): Promise<ClusterLayout | undefined> {
+  const real = (p: string) => realpath(p).catch(() => p.replace(/\/+$/, ''));
+  const target = await real(dataDir);
+  for (const c of [...(await debianClusters(roots)), ...(await rhelClusters(roots))]) {
+    if ((await real(c.dataDir)) === target) return c.layout;
+  }
+  return undefined;
 }
 
 /** Every candidate once (by data dir), keeping each way it was found. */

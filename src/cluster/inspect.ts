@@ -2,7 +2,7 @@
  * What pgscale knows about one cluster: read from the data directory (PG_VERSION, postmaster.pid,
  * pg_wal, pg_tblspc, config files), pg_controldata, and SQL when the server runs.
  */
-import { constants } from 'node:fs';
+import { constants, lstatSync, readdirSync } from 'node:fs';
 import { access, lstat, opendir, readFile, readlink, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AuditSink } from '../audit.js';
@@ -14,6 +14,7 @@ import { isRoot, type OsUser, type Runner } from '../runner.js';
 import { PgDb, PsqlDb, statements, type Db } from '../sql.js';
 import { parseControlData, type ControlData } from './controlData.js';
 import type { Installation } from './installations.js';
+import type { RhelClusterLayout } from './rhel.js';
 import { parsePostmasterPid, type PostmasterPid } from './postmasterPid.js';
 
 export type ClusterState = 'running' | 'stopped' | 'stale';
@@ -27,6 +28,9 @@ export interface DebianClusterLayout {
   startMode: string | undefined;
 }
 
+/** How the host's packaging lays the cluster out; plain: a data directory holding its own configuration. */
+export type ClusterLayout = DebianClusterLayout | RhelClusterLayout;
+
 export interface Tablespace {
   oid: number;
   name: string | undefined;
@@ -37,7 +41,7 @@ export interface ClusterInfo {
   dataDir: string;
   /** How it was found: flag, PGDATA, debian, rhel, postmaster. */
   foundBy: string[];
-  layout: DebianClusterLayout | { kind: 'plain' };
+  layout: ClusterLayout | { kind: 'plain' };
   configFile: string;
   owner: string;
   major: number;
@@ -70,7 +74,7 @@ export interface InspectContext {
   audit?: AuditSink;
   /** Connection overrides (--dsn, PG*); the socket and port come from postmaster.pid otherwise. */
   connection?: ConnectionSettings;
-  layout?: DebianClusterLayout;
+  layout?: ClusterLayout;
   foundBy?: string[];
 }
 
@@ -123,22 +127,29 @@ async function postmasterAlive(pidFile: PostmasterPid, dataDir: string): Promise
   }
 }
 
-async function directorySize(dir: string): Promise<number> {
+/** Bytes of the files under dir. Synchronous on purpose: a promise per file costs far more CPU than the lstat. */
+function directorySize(dir: string): number {
   let total = 0;
-  const walk = async (d: string): Promise<void> => {
-    let handle;
+  const walk = (d: string): void => {
+    let entries;
     try {
-      handle = await opendir(d);
+      entries = readdirSync(d, { withFileTypes: true });
     } catch {
       return;
     }
-    for await (const entry of handle) {
+    for (const entry of entries) {
       const p = join(d, entry.name);
-      if (entry.isDirectory()) await walk(p);
-      else if (entry.isFile()) total += (await lstat(p).catch(() => ({ size: 0 }))).size;
+      if (entry.isDirectory()) walk(p);
+      else if (entry.isFile()) {
+        try {
+          total += lstatSync(p).size;
+        } catch {
+          /* removed meanwhile */
+        }
+      }
     }
   };
-  await walk(dir);
+  walk(dir);
   return total;
 }
 
@@ -192,7 +203,7 @@ export async function inspectCluster(dataDirArg: string, ctx: InspectContext): P
   const owner = ownerOf(dataDir);
   const bindir = ctx.installations.find((i) => i.major === major)?.bindir;
 
-  const configFile = ctx.layout ? join(ctx.layout.confDir, 'postgresql.conf') : join(dataDir, 'postgresql.conf');
+  const configFile = ctx.layout?.kind === 'debian' ? join(ctx.layout.confDir, 'postgresql.conf') : join(dataDir, 'postgresql.conf');
   let settings = new Map<string, string>();
   try {
     const entries = readConfigTree(configFile);
@@ -269,6 +280,6 @@ export async function inspectCluster(dataDirArg: string, ctx: InspectContext): P
   } else {
     notes.push('server not running: encoding and locale are read only from a running server');
   }
-  if (info.sizeSource === 'filesystem') info.sizeBytes = await directorySize(dataDir);
+  if (info.sizeSource === 'filesystem') info.sizeBytes = directorySize(dataDir);
   return info;
 }

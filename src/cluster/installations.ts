@@ -71,11 +71,7 @@ function candidateBindirs(roots: InstallationRoots): { bindir: string; layout: I
 
 /** Every installation found, newest major first; explicit bindirs first within a major. */
 export async function findInstallations(runner: Runner, explicit: readonly string[] = [], roots = defaultInstallationRoots): Promise<Installation[]> {
-  const found: Installation[] = [];
-  for (const b of explicit) found.push(await probeBindir(runner, b, 'explicit'));
-  for (const c of candidateBindirs(roots)) {
-    if (found.some((f) => f.bindir === c.bindir)) continue;
-    found.push(await probeBindir(runner, c.bindir, c.layout));
-  }
+  const candidates = [...explicit.map((bindir) => ({ bindir, layout: 'explicit' as const })), ...candidateBindirs(roots).filter((c) => !explicit.includes(c.bindir))];
+  const found = await Promise.all(candidates.map((c) => probeBindir(runner, c.bindir, c.layout)));
   return found.sort((a, b) => b.major - a.major);
 }

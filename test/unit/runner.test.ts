@@ -1,0 +1,47 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { AuditEvent } from '../../src/audit.js';
+import { ZxRunner } from '../../src/runner.js';
+
+// real programs, no shell between: what run() returns is what the program did
+const events: AuditEvent[] = [];
+const runner = new ZxRunner({ record: (e) => events.push(e) });
+
+test('run: exit code, stdout and stderr apart, arguments passed verbatim (no shell)', async () => {
+  const res = await runner.run({ program: 'sh', args: ['-c', 'printf "%s|" "$@"; echo err >&2; exit 3', 'sh', 'a b', '$HOME', "'; rm -rf /"] });
+  assert.equal(res.exitCode, 3);
+  assert.equal(res.signal, null);
+  assert.equal(res.stdout, "a b|$HOME|'; rm -rf /|");
+  assert.equal(res.stderr, 'err\n');
+  const last = events.at(-1);
+  assert.equal(last?.kind === 'run' && last.exitCode, 3, 'audited');
+});
+
+test('run: input on stdin, and end of input when none is given', async () => {
+  assert.equal((await runner.run({ program: 'cat', args: [], input: 'héllo\n' })).stdout, 'héllo\n');
+  const noInput = await runner.run({ program: 'cat', args: [], timeoutMs: 10_000 });
+  assert.deepEqual([noInput.exitCode, noInput.stdout], [0, '']);
+});
+
+test('run: environment added to the inherited one, cwd honoured', async () => {
+  const res = await runner.run({ program: 'sh', args: ['-c', 'echo "$PGSCALE_T $PWD ${PATH:+path}"'], env: { PGSCALE_T: 'x' }, cwd: '/tmp' });
+  assert.equal(res.stdout, 'x /tmp path\n');
+});
+
+test('run: a program that cannot start fails like a shell says (127), not with an exception', async () => {
+  const res = await runner.run({ program: '/nonexistent/pgscale-test', args: [] });
+  assert.equal(res.exitCode, 127);
+  assert.match(res.stderr, /\/nonexistent\/pgscale-test: spawn .*ENOENT/);
+});
+
+test('run: the timeout and the abort signal kill the whole process group', async () => {
+  const started = performance.now();
+  const timed = await runner.run({ program: 'sh', args: ['-c', 'sleep 30 & wait'], timeoutMs: 200 });
+  assert.equal(timed.signal, 'SIGTERM');
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 200);
+  const aborted = await runner.run({ program: 'sh', args: ['-c', 'sleep 30 | cat'], signal: ac.signal });
+  assert.equal(aborted.signal, 'SIGTERM');
+  // 'close' waits for every holder of the output pipes: the background sleeps were killed too
+  assert.ok(performance.now() - started < 10_000);
+});
