@@ -5,9 +5,14 @@
 import { Command, Flags, type Interfaces } from '@oclif/core';
 import { FileAuditLog, redact, type AuditEvent, type AuditSink } from './audit.js';
 import { resolveConnection, type ConnectionSettings } from './connection.js';
-import { ExitCode, PgscaleError, exitCodeName } from './errors.js';
+import { ExitCode, asPgscaleError, exitCodeName, parseFailure } from './errors.js';
 import { HostRoot } from './host/hostRoot.js';
 import { ZxRunner, type Runner } from './runner.js';
+
+// oclif's own bounds for parse(): any flag and argument values
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type FlagOutput = { [name: string]: any };
+type ArgOutput = FlagOutput;
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof PgscaleCommand)['baseFlags'] & T['flags']>;
 
@@ -68,14 +73,29 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
     return Boolean(process.stdin.isTTY && process.stdout.isTTY) && !this.flags.yes && !this.jsonEnabled();
   }
 
-  protected override async catch(err: Error & { exitCode?: number }): Promise<unknown> {
-    if (!(err instanceof PgscaleError)) return super.catch(err);
+  /** Every parse failure (unknown flag, bad value, missing file argument) is bad input: exit 2, nothing attempted. */
+  protected override async parse<F extends FlagOutput, B extends FlagOutput, A extends ArgOutput>(
+    options?: Interfaces.Input<F, B, A>,
+    argv?: string[],
+  ): Promise<Interfaces.ParserOutput<F, B, A>> {
+    try {
+      return await super.parse(options, argv);
+    } catch (e) {
+      throw parseFailure(e as Error, this.id ?? '');
+    }
+  }
+
+  protected override async catch(thrown: Error & { exitCode?: number }): Promise<unknown> {
+    const err = asPgscaleError(thrown);
     process.exitCode = err.exitCode;
+    const message = redact(err.message);
+    const hint = err.hint ? redact(err.hint) : undefined;
     if (this.jsonEnabled()) {
-      this.logJson({ error: { message: err.message, hint: err.hint, exitCode: err.exitCode, kind: exitCodeName[err.exitCode] } });
+      this.logJson({ error: { message, hint: hint ?? null, exitCode: err.exitCode, kind: exitCodeName[err.exitCode] } });
       return undefined;
     }
-    process.stderr.write(`pgscale: error: ${err.message}\n${err.hint ? `hint: ${err.hint}\n` : ''}`);
-    return this.exit(err.exitCode === ExitCode.Ok ? ExitCode.InternalError : err.exitCode);
+    process.stderr.write(`pgscale: error: ${message}\n${hint ? `hint: ${hint}\n` : ''}`);
+    if (err.exitCode === ExitCode.InternalError && this.flags?.verbose && thrown.stack) process.stderr.write(redact(thrown.stack) + '\n');
+    return this.exit(err.exitCode);
   }
 }

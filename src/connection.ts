@@ -8,6 +8,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseDsn } from 'pg-connection-string';
 import { badInput } from './errors.js';
+import { registerSecret } from './audit.js';
 
 export interface ConnectionSettings {
   host?: string;
@@ -104,7 +105,10 @@ export function resolveConnection(dsn: string | undefined, env: NodeJS.ProcessEn
     if (parsed.port) fromDsn.port = toPort(String(parsed.port), '--dsn');
     if (parsed.user) fromDsn.user = parsed.user;
     if (parsed.database) fromDsn.database = parsed.database;
-    if (parsed.password) fromDsn.password = parsed.password;
+    if (parsed.password) {
+      fromDsn.password = parsed.password;
+      registerSecret(parsed.password);
+    }
     const extra = parsed as Record<string, unknown>;
     if (typeof extra.sslmode === 'string') fromDsn.sslmode = extra.sslmode;
     if (typeof extra.service === 'string') fromDsn.service = extra.service;

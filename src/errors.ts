@@ -42,3 +42,16 @@ export class PgscaleError extends Error {
 
 export const badInput = (message: string, hint?: string) => new PgscaleError(message, ExitCode.BadInput, hint);
 export const refused = (message: string, hint?: string) => new PgscaleError(message, ExitCode.Refused, hint);
+
+/** oclif's parse errors end with a generic pointer to --help; the hint names the command's help instead. */
+export function parseFailure(e: Error, commandId: string): PgscaleError {
+  if (e instanceof PgscaleError) return e;
+  const message = e.message.replace(/\nSee more help with --help\s*$/, '').trim().replace(/\s*\n\s*/g, ': ');
+  return badInput(message, `see \`pgscale ${commandId.replace(/:/g, ' ')} --help\` for the flags and arguments it takes`);
+}
+
+/** What reaches the user: a PgscaleError as it is; anything else is a bug (exit 1) with what to do about it. */
+export function asPgscaleError(e: Error & { exitCode?: number }): PgscaleError {
+  if (e instanceof PgscaleError) return e.exitCode === ExitCode.Ok ? new PgscaleError(e.message, ExitCode.InternalError, e.hint) : e;
+  return new PgscaleError(e.message || String(e), ExitCode.InternalError, 'this is a bug in pgscale: please report it with the output of the same command run with --verbose');
+}

@@ -27,8 +27,9 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
     'state-dir': Flags.string({ summary: 'Where runs, journals and audit logs live (default /var/lib/pgscale as root, else $XDG_STATE_HOME/pgscale).', helpGroup: 'GLOBAL' }),
   };
 
+  /** The state directory, created for a real run; under --dry-run only its path (nothing is created). */
   protected get stateDir(): string {
-    return ensurePrivateDir(this.stateDirPath);
+    return this.flags['dry-run'] ? this.stateDirPath : ensurePrivateDir(this.stateDirPath);
   }
 
   /** The state directory's path, not created: planning and --dry-run leave no trace. */
@@ -58,6 +59,7 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       signal,
       confirm: this.canPrompt ? askToContinue : undefined,
       assumeYes: this.flags.yes,
+      dryRun: this.flags['dry-run'],
       onRunDir: (dir) => this.auditTo(join(dir, 'audit.jsonl')),
     };
   }
@@ -79,29 +81,51 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
   /** Shows, saves and (unless --dry-run) executes a plan. */
   protected async runPlan(plan: Plan, planOut: string | undefined): Promise<OperationResult> {
     if (planOut) writePlanFile(planOut, plan);
+    return this.executePlan(plan, planOut);
+  }
+
+  /** Executes a plan; under --dry-run shows it and checks that it could start (checks, lock) without changing anything. */
+  protected async executePlan(plan: Plan, planFile: string | undefined): Promise<OperationResult> {
     const blockers = failedChecks(plan);
     if (this.flags['dry-run']) {
       if (!this.jsonEnabled()) this.log(planMarkdown(plan));
-      if (blockers.length) process.exitCode = ExitCode.Refused;
-      return { plan, applied: false, planFile: planOut };
+      if (blockers.length) {
+        process.exitCode = ExitCode.Refused;
+        return { plan, applied: false, planFile };
+      }
+      // the executor's dry run: refused if another run holds the cluster, otherwise nothing happens
+      await this.withInterrupts((opts) => startRun(plan, opts));
+      return { plan, applied: false, planFile };
     }
     if (blockers.length) {
-      throw refused(`checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`, 'nothing was changed; see the plan with --dry-run');
+      throw refused(`checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`, 'nothing was changed; fix what the checks name (the whole plan: the same command with --dry-run)');
     }
     if (!this.jsonEnabled()) {
       this.logToStderr(`${plan.summary}\n${plan.steps.map((s, i) => `  ${i + 1}. ${s.title}${s.downtime ? ' [downtime]' : ''}${s.pointOfNoReturn ? ' [point of no return]' : ''}`).join('\n')}`);
       for (const w of plan.risks) this.logToStderr(`  ${w}`);
     }
     const run = await this.withInterrupts((opts) => startRun(plan, opts));
-    return { plan, applied: true, planFile: planOut, run };
+    return { plan, applied: true, planFile, run };
   }
 
   protected resume(runId: string): Promise<RunReport> {
-    return this.withInterrupts((opts) => resumeRun(runId, opts));
+    return this.showDryRun(this.withInterrupts((opts) => resumeRun(runId, opts)), 'resume');
   }
 
   protected rollback(runId: string): Promise<RunReport> {
-    return this.withInterrupts((opts) => rollbackRun(runId, opts));
+    return this.showDryRun(this.withInterrupts((opts) => rollbackRun(runId, opts)), 'rollback');
+  }
+
+  /** A dry run of resume or rollback, for people: the steps it would take, in order. */
+  private async showDryRun(pending: Promise<RunReport>, verb: string): Promise<RunReport> {
+    const report = await pending;
+    if (report.dryRun && !this.jsonEnabled()) {
+      this.log(`dry run: \`pgscale ${verb} ${report.runId}\` (${report.operation}, ${report.status}) would:`);
+      for (const [i, s] of report.dryRun.entries()) this.log(`  ${i + 1}. ${s.title} (${s.id}): ${s.action}`);
+      if (report.dryRun.length === 0) this.log('  nothing: no step of this run changed anything');
+      this.log('nothing was changed');
+    }
+    return report;
   }
 }
 

@@ -81,7 +81,7 @@ function setup(failAt = '', withNoReturn = false) {
   const dir = mkdtempSync(join(tmpdir(), 'pgscale-engine-'));
   const audit = new MemoryAuditLog();
   const ctx: StepContext = { runner: new ZxRunner(audit), audit, signal: new AbortController().signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: new Map(), runDir: dir, trackProcess: () => undefined };
-  const opts: ExecuteOptions = { stateDir: join(dir, 'state'), runner: ctx.runner, audit, progress: 'silent', signal: new AbortController().signal, assumeYes: true };
+  const opts: ExecuteOptions = { stateDir: join(dir, 'state'), runner: ctx.runner, audit, progress: 'silent', signal: new AbortController().signal, assumeYes: true, dryRun: false };
   return { dir, ctx, opts, params: { dir, failAt, withNoReturn } as ToyOp, done: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
