@@ -43,7 +43,7 @@ export interface TuneResult extends Partial<OperationResult> {
 
 const int = (name: string, text: string | undefined): number | undefined => {
   if (text === undefined) return undefined;
-  if (!/^\s*\d+\s*$/.test(text)) throw badInput(`--${name} ${text}: a whole number`);
+  if (!/^\s*\d+\s*$/.test(text)) throw badInput(`--${name} ${text}: not a whole number`, `pass a positive whole number, e.g. --${name} 8`);
   return Number(text);
 };
 
@@ -121,7 +121,7 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
       return this.planningConfig(inputs);
     }
     if (!f.pgdata && !f.dsn && !process.env.PGDATA && !process.env.PGHOST && !process.env.PGPORT && !process.env.PGSERVICE) {
-      throw badInput('which cluster? pass --pgdata (or --dsn) to tune a cluster, or --pg-version with hardware flags for a configuration without one');
+      throw badInput('which cluster? no --pgdata, --dsn, PGDATA or PGHOST', 'pass --pgdata (or --dsn) to tune a cluster, or --pg-version with hardware flags for a configuration without one');
     }
     const cluster = await readTuneCluster({ pgdata: f.pgdata, bindir: f.bindir, dsn: f.dsn, runner: this.runner, audit: this.audit });
     if (f.restore) return this.restore(cluster);

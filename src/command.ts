@@ -49,6 +49,12 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
     const ctor = this.ctor as typeof PgscaleCommand;
     const { flags } = await this.parse({ flags: ctor.flags, baseFlags: ctor.baseFlags, args: ctor.args, strict: ctor.strict, enableJsonFlag: ctor.enableJsonFlag });
     this.flags = flags as BaseFlags<T>;
+    try {
+      // learns the --dsn password (if any) now, so that no later message can carry it
+      resolveConnection(this.flags.dsn);
+    } catch {
+      /* an invalid --dsn is reported by the command that needs it */
+    }
     this.audit = new AuditFanout((line) => {
       if (this.flags.verbose) process.stderr.write(redact(line) + '\n');
     });
@@ -89,9 +95,9 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
     const err = asPgscaleError(thrown);
     process.exitCode = err.exitCode;
     const message = redact(err.message);
-    const hint = err.hint ? redact(err.hint) : undefined;
+    const hint = redact(err.hint ?? '');
     if (this.jsonEnabled()) {
-      this.logJson({ error: { message, hint: hint ?? null, exitCode: err.exitCode, kind: exitCodeName[err.exitCode] } });
+      this.logJson({ error: { message, hint, exitCode: err.exitCode, kind: exitCodeName[err.exitCode] } });
       return undefined;
     }
     process.stderr.write(`pgscale: error: ${message}\n${hint ? `hint: ${hint}\n` : ''}`);

@@ -26,7 +26,7 @@ export default class Backup extends OperationCommand<typeof Backup> {
 
   async run(): Promise<OperationResult> {
     const f = this.flags;
-    if (f.compress === 'gzip' && f.level > 9) throw badInput('gzip levels are 1 to 9');
+    if (f.compress === 'gzip' && f.level > 9) throw badInput(`--level ${f.level}: gzip levels are 1 to 9`, 'pass --level 1 to 9 with --compress gzip (zstd takes 1 to 19)');
     const target = await resolveTarget({ pgdata: f.pgdata, bindir: f.bindir, dsn: f.dsn, runner: this.runner, audit: this.audit, requireRunning: true });
     let restoreBindir: string | null = null;
     if (f.verify === 'restore') {

@@ -194,7 +194,7 @@ async function confirmStep(step: PlannedStep, steps: readonly PlannedStep[], opt
     pnr === step ? 'it is the point of no return' : pnr ? `"${pnr.title}" after it is the point of no return` : '',
   ].filter(Boolean).join('; ');
   if (!opts.confirm) throw refused(`"${step.title}" needs confirmation (${why})`, 'run it at a terminal, or pass --yes');
-  if (!(await opts.confirm(`Next: ${step.title} — ${why}. Continue?`))) throw refused('not confirmed: stopped before this step; nothing more was changed');
+  if (!(await opts.confirm(`Next: ${step.title} — ${why}. Continue?`))) throw refused('not confirmed: stopped before this step; nothing more was changed', 'run it again and answer yes when you are ready');
 }
 
 async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean): Promise<void> {

@@ -61,7 +61,7 @@ export function parsePlaybook(text: string, file: string): Playbook {
   try {
     data = parse(text);
   } catch (e) {
-    throw badInput(`playbook ${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    throw badInput(`playbook ${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`, 'fix the YAML at that line (`pgscale playbook schema` prints what a playbook holds)');
   }
   if (!validate(data)) {
     const why = (validate.errors ?? []).slice(0, 5).map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ');
@@ -84,7 +84,7 @@ export function readPlaybook(file: string): Playbook {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw badInput(`cannot read playbook ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    throw badInput(`cannot read playbook ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : ((e as NodeJS.ErrnoException).code ?? String(e))}`, 'pass the path of a readable YAML playbook (examples in playbooks/)');
   }
   return parsePlaybook(text, file);
 }

@@ -42,14 +42,14 @@ const MEMORY_UNITS: Record<string, number> = { b: 1, k: KiB, kb: KiB, kib: KiB, 
 /** --memory: a positive size with a unit ("64GB", "512MB", "1.5TB"; binary units, as PostgreSQL counts). */
 export function parseMemoryFlag(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$/.exec(text);
-  if (!m) throw badInput(`--memory ${text}: not a size; write it like 64GB or 512MB`);
+  if (!m) throw badInput(`--memory ${text}: not a size`, 'write it like --memory 64GB or --memory 512MB');
+  if (!(Number(m[1]) > 0)) throw badInput(`--memory ${text}: memory must be more than 0`, 'pass the memory PostgreSQL may use, e.g. --memory 64GB');
   const unit = m[2]!.toLowerCase();
-  if (unit === '') throw badInput(`--memory ${text}: give a unit, e.g. ${m[1]}GB`);
+  if (unit === '') throw badInput(`--memory ${text}: give a unit`, `e.g. --memory ${m[1]}GB or --memory ${m[1]}MB`);
   const per = Object.hasOwn(MEMORY_UNITS, unit) ? MEMORY_UNITS[unit] : undefined;
-  if (per === undefined) throw badInput(`--memory ${text}: unknown unit "${m[2]}" (use B, kB, MB, GB or TB)`);
+  if (per === undefined) throw badInput(`--memory ${text}: unknown unit "${m[2]}"`, 'use B, kB, MB, GB or TB, e.g. --memory 64GB');
   const bytes = Math.floor(Number(m[1]) * per);
-  if (!(bytes > 0)) throw badInput(`--memory ${text}: memory must be more than 0`);
-  if (bytes < 256 * MiB) throw badInput(`--memory ${text}: PostgreSQL needs at least 256MB to be tuned for`);
+    if (bytes < 256 * MiB) throw badInput(`--memory ${text}: PostgreSQL needs at least 256MB to be tuned for`, 'pass --memory 256MB or more');
   return bytes;
 }
 
