@@ -24,7 +24,7 @@ export interface OperationResult {
 export abstract class OperationCommand<T extends typeof Command> extends PgscaleCommand<T> {
   static override baseFlags = {
     ...PgscaleCommand.baseFlags,
-    'state-dir': Flags.string({ summary: 'Where runs, journals and audit logs live (default /var/lib/pgscale as root, else $XDG_STATE_HOME/pgscale).', helpGroup: 'GLOBAL' }),
+    'state-dir': Flags.string({ summary: 'Where runs, journals and audit logs live (default /var/lib/pgscale as root, else $XDG_STATE_HOME/pgscale; or PGSCALE_STATE_DIR). Cluster locks are host-wide whatever this says.', env: 'PGSCALE_STATE_DIR', helpGroup: 'GLOBAL' }),
   };
 
   /** The state directory, created for a real run; under --dry-run only its path (nothing is created). */

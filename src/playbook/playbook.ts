@@ -89,14 +89,27 @@ export function readPlaybook(file: string): Playbook {
   return parsePlaybook(text, file);
 }
 
-/** The argv of one step: the command, the cluster flags, its own flags (true → --flag, false → omitted). */
-export function stepArgv(step: PlaybookStep, cluster: Record<string, string>, common: string[]): string[] {
+/** Flags that travel in the environment, never in argv (a DSN may hold a password; ps shows argv to every user). */
+const flagsByEnv: Record<string, string> = { dsn: 'PGSCALE_DSN' };
+
+/**
+ * How one step runs: the command with the cluster flags and its own (true → --flag, false →
+ * omitted) in argv, plus the environment: the state directory (a command without --state-dir,
+ * such as detect, ignores it) and the DSN.
+ */
+export function stepInvocation(step: PlaybookStep, cluster: Record<string, string>, common: string[], stateDir: string): { argv: string[]; env: Record<string, string> } {
   const flags = { ...cluster, ...step.flags };
   const argv = step.command.split(' ');
+  const env: Record<string, string> = { PGSCALE_STATE_DIR: stateDir };
   for (const [name, value] of Object.entries(flags)) {
     if (value === false) continue;
+    const envName = flagsByEnv[name];
+    if (envName) {
+      env[envName] = String(value);
+      continue;
+    }
     argv.push(`--${name}`);
     if (value !== true) argv.push(String(value));
   }
-  return [...argv, ...common];
+  return { argv: [...argv, ...common], env };
 }

@@ -8,7 +8,8 @@ import { PgscaleError, ExitCode } from '../errors.js';
 import { listRuns, writeFileAtomic } from '../pipeline/journal.js';
 import { ensurePrivateDir } from '../pipeline/stateDir.js';
 import type { Runner } from '../runner.js';
-import { stepArgv, type Playbook } from './playbook.js';
+import { stepInvocation, type Playbook } from './playbook.js';
+import { redact } from '../audit.js';
 
 interface Progress {
   digest: string;
@@ -51,7 +52,7 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
     writeFileAtomic(progressPath(o.stateDir, pb), JSON.stringify(progress, null, 2));
   };
   const result: PlaybookResult = { name: pb.name, steps: [] };
-  const common = ['--state-dir', o.stateDir, ...(o.yes ? ['--yes'] : []), ...(o.dryRun ? ['--dry-run'] : [])];
+  const common = [...(o.yes ? ['--yes'] : []), ...(o.dryRun ? ['--dry-run'] : [])];
   for (const [index, step] of pb.steps.entries()) {
     const label = `[${new Date().toISOString()}] step ${index + 1}/${pb.steps.length}: ${step.command}`;
     if (progress.done.includes(index)) {
@@ -61,10 +62,12 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
     }
     const previous = progress.runs[index];
     const unfinished = previous ? listRuns(o.stateDir).find((r) => r.id === previous && !['completed', 'rolled-back'].includes(r.status)) : undefined;
-    const argv = unfinished ? ['resume', unfinished.id, '--state-dir', o.stateDir, ...(o.yes ? ['--yes'] : [])] : stepArgv(step, pb.cluster, common);
-    o.log(`${label}: pgscale ${argv.join(' ')}`);
+    const { argv, env } = unfinished
+      ? { argv: ['resume', unfinished.id, ...(o.yes ? ['--yes'] : [])], env: { PGSCALE_STATE_DIR: o.stateDir } }
+      : stepInvocation(step, pb.cluster, common, o.stateDir);
+    o.log(redact(`${label}: pgscale ${argv.join(' ')}`));
     const before = new Set(listRuns(o.stateDir).map((r) => r.id));
-    const child = o.runner.stream({ program: process.execPath, args: [o.cli, ...argv], signal: o.signal });
+    const child = o.runner.stream({ program: process.execPath, args: [o.cli, ...argv], env, signal: o.signal });
     child.stdin.end();
     child.stdout.pipe(process.stdout, { end: false });
     const res = await child.result;
