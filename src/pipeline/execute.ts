@@ -8,7 +8,7 @@ import type { AuditSink } from '../audit.js';
 import { ExitCode, PgscaleError, refused } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { Runner } from '../runner.js';
-import { acquireLock, appendEvent, lockConflict, newRun, processGroupAlive, readRun, releaseLock, runLockKey, type RunState, type RunStatus, type StepState } from './journal.js';
+import { acquireLock, appendEvent, lockConflict, newRun, newRunId, processGroupAlive, readRun, releaseLock, runLockKey, type RunState, type RunStatus, type StepState } from './journal.js';
 import { defaultStateDir } from './stateDir.js';
 import type { Plan, PlannedStep } from './plan.js';
 import { stepDefinition, type JsonObject, type Progress, type StepContext } from './step.js';
@@ -274,6 +274,17 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
       releaseLock(key, state.id);
       throw new PgscaleError(err.message, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
     }
+    if (err.exitCode !== ExitCode.Refused && !touchedSteps(state).some((s) => s.downtime || s.pointOfNoReturn)) {
+      // a failure before downtime undoes what the run did and releases the lock: nothing is left for anyone to finish
+      try {
+        await undoSteps(state, [...touchedSteps(state)].reverse(), opts);
+      } catch (undoError) {
+        throw new PgscaleError(`${err.message}\nundoing what the run had done failed too: ${(undoError as Error).message}`, ExitCode.FailedAfterChange, `fix the cause, then \`${runCommandLine('rollback', state.id, opts.stateDir)}\` finishes the undo`);
+      }
+      releaseLock(key, state.id);
+      // the step's own hint speaks of an open run (resume, rollback): there is none any more
+      throw new PgscaleError(`${err.message}\n(the run failed before any downtime: what it had done is undone, nothing is left changed)`, ExitCode.FailedNoChange, 'fix the cause named above and run the same command again');
+    }
     // the lock stays: nothing else may touch this cluster until the run is resumed or rolled back
     if (err.exitCode === ExitCode.Refused) {
       // a confirmation declined after the steps that need none: refused (README: "not confirmed"), and what ran is kept
@@ -294,11 +305,12 @@ export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunRep
     const steps = new Map(plan.steps.map((s): [string, StepState] => [s.id, 'pending']));
     return dryRunReport({ id: '(dry run)', dir: '', plan, status: 'running', steps }, plan.steps.map((s) => ({ id: s.id, title: s.title, action: 'run' })));
   }
-  const id = newRun(opts.stateDir, plan);
+  const id = newRunId(plan);
+  acquireLock(opts.stateDir, runLockKey(plan), id);
   try {
-    acquireLock(opts.stateDir, runLockKey(plan), id);
+    newRun(opts.stateDir, plan, id);
   } catch (e) {
-    appendEvent(readRun(opts.stateDir, id).dir, { type: 'run-failed', error: (e as Error).message });
+    releaseLock(runLockKey(plan), id);
     throw e;
   }
   const state = readRun(opts.stateDir, id);
@@ -326,26 +338,11 @@ export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<Ru
   return drive(state, opts, true);
 }
 
-/** Undoes what a run did, newest step first; refuses past a point of no return. */
-export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<RunReport> {
-  const started = performance.now();
-  const state = readRun(opts.stateDir, runId);
-  if (state.status === 'running') throw refused(`run ${runId} is still running`, 'wait for it to finish, or stop it with Ctrl-C (it stops at a safe point), then roll back');
-  if (state.status === 'rolled-back') throw refused(`run ${runId} was already rolled back`, 'nothing to undo (see `pgscale runs`)');
-  const touched = state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending'));
-  const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
-  if (pastNoReturn) {
-    throw refused(`run ${runId} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, pastNoReturn.rollback);
-  }
-  const undo = [...touched].reverse();
-  if (opts.dryRun) {
-    const conflict = lockConflict(runLockKey(state.plan), runId);
-    if (conflict) throw conflict;
-    return dryRunReport(state, undo.map((s) => ({ id: s.id, title: s.title, action: `undo: ${s.rollback}` })));
-  }
-  acquireLock(opts.stateDir, runLockKey(state.plan), runId, runId);
-  await killOrphans(state.orphans);
-  opts.onRunDir?.(state.dir);
+/** The steps a run started or finished (what an undo must reverse), in plan order. */
+const touchedSteps = (state: RunState) => state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending'));
+
+/** Runs the undo of each step in the order given, journaled; a failing undo stops there (a retry continues from it). */
+async function undoSteps(state: RunState, undo: readonly PlannedStep[], opts: ExecuteOptions): Promise<void> {
   appendEvent(state.dir, { type: 'rollback-started', pid: process.pid });
   await runTaskList(undo.map((step) => ({
     title: `undo: ${step.title}`,
@@ -361,9 +358,33 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
         throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
       }
       appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
+      state.steps.set(step.id, 'rolled-back');
     },
   })), opts.progress);
   appendEvent(state.dir, { type: 'rollback-done' });
+}
+
+/** Undoes what a run did, newest step first; refuses past a point of no return. */
+export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<RunReport> {
+  const started = performance.now();
+  const state = readRun(opts.stateDir, runId);
+  if (state.status === 'running') throw refused(`run ${runId} is still running`, 'wait for it to finish, or stop it with Ctrl-C (it stops at a safe point), then roll back');
+  if (state.status === 'rolled-back') throw refused(`run ${runId} was already rolled back`, 'nothing to undo (see `pgscale runs`)');
+  const touched = touchedSteps(state);
+  const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
+  if (pastNoReturn) {
+    throw refused(`run ${runId} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, pastNoReturn.rollback);
+  }
+  const undo = [...touched].reverse();
+  if (opts.dryRun) {
+    const conflict = lockConflict(runLockKey(state.plan), runId);
+    if (conflict) throw conflict;
+    return dryRunReport(state, undo.map((s) => ({ id: s.id, title: s.title, action: `undo: ${s.rollback}` })));
+  }
+  acquireLock(opts.stateDir, runLockKey(state.plan), runId, runId);
+  await killOrphans(state.orphans);
+  opts.onRunDir?.(state.dir);
+  await undoSteps(state, undo, opts);
   releaseLock(runLockKey(state.plan), runId);
   return report(readRun(opts.stateDir, runId), started);
 }

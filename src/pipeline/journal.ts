@@ -66,8 +66,12 @@ export function runsDir(stateDir: string): string {
   return join(stateDir, 'runs');
 }
 
-export function newRun(stateDir: string, plan: Plan): string {
-  const id = `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${plan.operation}-${randomBytes(3).toString('hex')}`;
+export function newRunId(plan: Plan): string {
+  return `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${plan.operation}-${randomBytes(3).toString('hex')}`;
+}
+
+/** Creates the run's directory with its plan; the run must hold the cluster's lock already (a refused run leaves nothing). */
+export function newRun(stateDir: string, plan: Plan, id: string): string {
   const dir = ensurePrivateDir(join(ensurePrivateDir(runsDir(stateDir)), id));
   writeFileAtomic(join(dir, 'plan.json'), JSON.stringify(plan, null, 2) + '\n');
   return id;
@@ -235,6 +239,10 @@ function readLock(key: string): LockContent | undefined {
 export function lockConflict(key: string, takeOverFrom?: string): Error | undefined {
   const held = readLock(key);
   if (!held) return undefined;
+  // a live holder wins even before its run directory exists (it is being created)
+  if (held.pid !== process.pid && processAlive(held.pid, held.start)) {
+    return refused(`another pgscale run (${held.runId}, pid ${held.pid}) is working on this cluster (${held.key})`, 'wait for it to finish; two runs on one cluster are never allowed');
+  }
   let status: RunStatus | undefined;
   try {
     status = readRun(held.stateDir ?? defaultStateDir(), held.runId).status;
