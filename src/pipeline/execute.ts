@@ -60,7 +60,7 @@ export function runCommandLine(verb: 'resume' | 'rollback', runId: string, state
   return `pgscale ${verb} ${runId}${stateDir === defaultStateDir() ? '' : ` --state-dir ${stateDir}`}`;
 }
 
-const wayOut = (state: RunState, stateDir: string) => `\`${runCommandLine('resume', state.id, stateDir)}\` or \`${runCommandLine('rollback', state.id, stateDir)}\``;
+const wayOut = (state: RunState, stateDir: string) => `continue with \`${runCommandLine('resume', state.id, stateDir)}\` or undo with \`${runCommandLine('rollback', state.id, stateDir)}\``;
 
 function dryRunReport(state: Pick<RunState, 'id' | 'dir' | 'plan' | 'status' | 'steps'>, steps: DryRunStep[]): RunReport {
   return {
@@ -267,7 +267,7 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
     const err = e instanceof PgscaleError ? e : new PgscaleError((e as Error).message, ExitCode.FailedAfterChange);
     if (err.exitCode === ExitCode.Interrupted || opts.signal.aborted) {
       appendEvent(state.dir, { type: 'run-interrupted', step: [...state.steps].find(([, s]) => s === 'failed')?.[0] });
-      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, `continue or undo it: ${wayOut(state, opts.stateDir)}`);
+      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, wayOut(state, opts.stateDir));
     }
     appendEvent(state.dir, { type: 'run-failed', error: err.message });
     if (!changedAnything(state)) {

@@ -209,7 +209,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         const stopped = await run.done;
         assert.equal(stopped.code, 130, stopped.stderr);
         assert.match(stopped.stderr, /interrupted; the journal of run \S+ is consistent/);
-        assert.match(stopped.stderr, /hint: continue with `pgscale resume \S+` or undo with `pgscale rollback \S+`/);
+        assert.match(stopped.stderr, /hint: continue with `pgscale resume \S+ --state-dir \S+` or undo with `pgscale rollback \S+ --state-dir \S+`/);
         assert.equal(existsSync(dest), false);
 
         const [interrupted] = await runs(stateDir);
