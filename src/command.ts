@@ -34,7 +34,7 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
     pgdata: Flags.string({ char: 'D', summary: 'Data directory of the cluster (default: PGDATA, or detected).', helpGroup: 'CLUSTER' }),
     bindir: Flags.string({ summary: 'Directory holding postgres, pg_ctl, initdb… for that cluster.', helpGroup: 'CLUSTER' }),
     dsn: Flags.string({ summary: 'libpq connection string or URI (or PGSCALE_DSN); PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE and PGSERVICE are honoured too. Never put a password here: use PGPASSFILE.', env: 'PGSCALE_DSN', helpGroup: 'CLUSTER' }),
-    'host-root': Flags.directory({ summary: 'Read host facts (/proc, /sys, cgroups) under this root instead of /.', default: '/', helpGroup: 'GLOBAL', hidden: false }),
+    'host-root': Flags.directory({ summary: 'Read host facts (/proc, /sys, cgroups) under this root instead of /.', default: '/', exists: true, helpGroup: 'GLOBAL', hidden: false }),
     yes: Flags.boolean({ char: 'y', summary: 'Answer yes to every confirmation; never prompt.', default: false, helpGroup: 'GLOBAL' }),
     'dry-run': Flags.boolean({ summary: 'Show what would be done and change nothing.', default: false, helpGroup: 'GLOBAL' }),
     verbose: Flags.boolean({ char: 'v', summary: 'Print every program run and SQL statement to stderr.', default: false, helpGroup: 'GLOBAL' }),

@@ -87,18 +87,15 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
   /** Executes a plan; under --dry-run shows it and checks that it could start (checks, lock) without changing anything. */
   protected async executePlan(plan: Plan, planFile: string | undefined): Promise<OperationResult> {
     const blockers = failedChecks(plan);
+    if (this.flags['dry-run'] && !this.jsonEnabled()) this.log(planMarkdown(plan));
+    if (blockers.length) {
+      // under --dry-run too: a plan that would be refused is an error (exit 3, the error shape under --json)
+      throw refused(`checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`, `nothing was changed; fix what the checks name${this.flags['dry-run'] ? ' (the whole plan is shown above)' : ' (the whole plan: the same command with --dry-run)'}`);
+    }
     if (this.flags['dry-run']) {
-      if (!this.jsonEnabled()) this.log(planMarkdown(plan));
-      if (blockers.length) {
-        process.exitCode = ExitCode.Refused;
-        return { plan, applied: false, planFile };
-      }
       // the executor's dry run: refused if another run holds the cluster, otherwise nothing happens
       await this.withInterrupts((opts) => startRun(plan, opts));
       return { plan, applied: false, planFile };
-    }
-    if (blockers.length) {
-      throw refused(`checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`, 'nothing was changed; fix what the checks name (the whole plan: the same command with --dry-run)');
     }
     if (!this.jsonEnabled()) {
       this.logToStderr(`${plan.summary}\n${plan.steps.map((s, i) => `  ${i + 1}. ${s.title}${s.downtime ? ' [downtime]' : ''}${s.pointOfNoReturn ? ' [point of no return]' : ''}`).join('\n')}`);
