@@ -9,6 +9,6 @@ export default class Resume extends OperationCommand<typeof Resume> {
 
   async run(): Promise<RunReport> {
     const { args } = await this.parse(Resume);
-    return this.resume(args.run ?? newestUnfinishedRun(this.stateDirPath));
+    return this.resume(args.run ?? newestUnfinishedRun(this.stateDir));
   }
 }

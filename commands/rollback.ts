@@ -9,6 +9,6 @@ export default class Rollback extends OperationCommand<typeof Rollback> {
 
   async run(): Promise<RunReport> {
     const { args } = await this.parse(Rollback);
-    return this.rollback(args.run ?? newestUnfinishedRun(this.stateDirPath));
+    return this.rollback(args.run ?? newestUnfinishedRun(this.stateDir));
   }
 }

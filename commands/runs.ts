@@ -38,7 +38,7 @@ export default class Runs extends OperationCommand<typeof Runs> {
 
   async run(): Promise<RunSummary[]> {
     await this.parse(Runs);
-    const stateDir = this.stateDirPath;
+    const stateDir = this.stateDir;
     const runs = listRunEntries(stateDir).map((e): RunSummary => {
       if (!e.run) return { id: e.id, operation: null, target: null, status: 'damaged', started: undefined, steps: null, next: [`check the cluster, then remove ${e.dir}`], problem: e.problem };
       const r = e.run;

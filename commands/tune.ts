@@ -220,12 +220,12 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
   private async restore(cluster: Awaited<ReturnType<typeof readTuneCluster>>): Promise<TuneResult> {
     const f = this.flags;
     let consent = f.yes;
-    const first = await decideRestore(cluster, this.stateDirPath, consent, this.runner);
+    const first = await decideRestore(cluster, this.stateDir, consent, this.runner);
     for (const w of first.warnings) this.note(`warning: ${w}`);
     let decision = first;
     if (!f['dry-run'] && this.canPrompt && first.restartNeeded.length) {
       consent = await askRestart(first.restartNeeded);
-      decision = await decideRestore(cluster, this.stateDirPath, consent, this.runner);
+      decision = await decideRestore(cluster, this.stateDir, consent, this.runner);
     }
     this.restartConsented = consent;
     const result = await this.runPlan(await this.planOperation('tune-restore', decision.params), f['plan-out']);

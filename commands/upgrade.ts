@@ -47,7 +47,7 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
       noBackup: f['no-backup'],
       force: f.force,
       maxTransactionSeconds: f['max-transaction-age'],
-      stateDir: this.stateDirPath,
+      stateDir: this.stateDir,
     };
     if (this.canPrompt) {
       const found = await detect({ runner: this.runner, hostRoot: this.hostRoot, audit: this.audit, pgdata: f.pgdata, bindir: choices.oldBindir });

@@ -11,7 +11,7 @@ import { buildPlan, failedChecks, operation, type Plan } from './pipeline/plan.j
 import { writePlanFile } from './pipeline/planFile.js';
 import { planMarkdown } from './pipeline/render.js';
 import { askToContinue, interruptSignal, progressMode } from './pipeline/session.js';
-import { defaultStateDir, ensurePrivateDir } from './pipeline/stateDir.js';
+import { defaultStateDir } from './pipeline/stateDir.js';
 import type { JsonObject, StepContext } from './pipeline/step.js';
 
 export interface OperationResult {
@@ -27,13 +27,8 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
     'state-dir': Flags.string({ summary: 'Where runs, journals and audit logs live (default /var/lib/pgscale as root, else $XDG_STATE_HOME/pgscale; or PGSCALE_STATE_DIR). Cluster locks are host-wide whatever this says.', env: 'PGSCALE_STATE_DIR', helpGroup: 'GLOBAL' }),
   };
 
-  /** The state directory, created for a real run; under --dry-run only its path (nothing is created). */
+  /** The state directory's path. Nothing creates it but a run that starts (refusals and --dry-run leave no trace). */
   protected get stateDir(): string {
-    return this.flags['dry-run'] ? this.stateDirPath : ensurePrivateDir(this.stateDirPath);
-  }
-
-  /** The state directory's path, not created: planning and --dry-run leave no trace. */
-  protected get stateDirPath(): string {
     return (this.flags as { 'state-dir'?: string })['state-dir'] ?? defaultStateDir();
   }
 
@@ -45,7 +40,7 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       signal: new AbortController().signal,
       progress: { message: () => undefined, bytes: () => undefined },
       outputs: new Map(),
-      runDir: this.stateDirPath,
+      runDir: this.stateDir,
       trackProcess: () => undefined,
     };
   }

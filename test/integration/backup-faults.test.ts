@@ -179,7 +179,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         assert.match(sameDest.stderr, /no leftover staging directory: .*\.partial exists \(an interrupted backup\?\)/);
         const otherDest = await runCli(backupArgs(join(work, 'kill-mid-dump-other'), stateDir));
         assert.equal(otherDest.code, 3, otherDest.stderr);
-        assert.match(otherDest.stderr, new RegExp(`run ${killedRun.id} on cluster:.* did not finish \\(killed\\)`));
+        assert.match(otherDest.stderr, new RegExp(`run ${killedRun.id} on this cluster \\(system:\\d+\\) did not finish \\(killed\\)`));
         assert.match(otherDest.stderr, /hint: finish it with `pgscale resume/);
         assert.equal(existsSync(join(work, 'kill-mid-dump-other.partial')), false);
 
