@@ -1,17 +1,20 @@
 #!/usr/bin/env node
 import { Errors, flush, handle, run } from '@oclif/core';
 
-// Errors raised before a command runs (an unknown command or topic) keep the --json contract:
-// {"error": {message, hint, exitCode, kind}}, exit 2. A command's own errors are shaped by its catch().
+// Errors raised before a command runs (an unknown command or topic) keep the error contract:
+// "pgscale: error: …" and a hint, or {"error": {message, hint, exitCode, kind}} under --json; exit 2.
 try {
   await run(process.argv.slice(2), import.meta.url);
   await flush();
 } catch (error) {
-  if (error instanceof Errors.ExitError || !process.argv.slice(2).includes('--json')) {
+  if (error instanceof Errors.ExitError) {
     await handle(error);
   } else {
-    const message = String(error?.message ?? error).split('\n')[0];
-    process.stdout.write(JSON.stringify({ error: { message, hint: 'see `pgscale --help` for the commands', exitCode: 2, kind: 'bad-input' } }, null, 2) + '\n');
+    // commands shape their own errors (PgscaleCommand.catch); only errors before a command runs get here
+    const message = String(error?.message ?? error).split('\n')[0].replace(/^command (\S+) not found$/, (_, id) => `command "${id.replace(/:/g, ' ')}" not found`);
+    const hint = 'see `pgscale --help` for the commands and `pgscale COMMAND --help` for their flags';
+    if (process.argv.slice(2).includes('--json')) process.stdout.write(JSON.stringify({ error: { message, hint, exitCode: 2, kind: 'bad-input' } }, null, 2) + '\n');
+    else process.stderr.write(`pgscale: error: ${message}\nhint: ${hint}\n`);
     process.exitCode = 2;
   }
 }

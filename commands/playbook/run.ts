@@ -22,6 +22,7 @@ export default class PlaybookRun extends OperationCommand<typeof PlaybookRun> {
         stateDir: this.stateDir,
         yes: this.flags.yes,
         dryRun: this.flags['dry-run'],
+        json: this.jsonEnabled(),
         log: (line) => this.logToStderr(line),
         signal: interrupt.signal,
       });

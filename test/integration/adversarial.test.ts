@@ -94,19 +94,22 @@ async function check(row: Row): Promise<void> {
 }
 
 before(async () => {
-  [A, S] = await Promise.all([createCluster({ version: 17 }), createCluster({ version: 16, start: false })]);
-  await A.sql('create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g');
+  // A also listens on 127.0.0.1 with a scram password: the same cluster by --dsn, as root
+  [A, S] = await Promise.all([createCluster({ version: 17, conf: ["listen_addresses = '127.0.0.1'"] }), createCluster({ version: 16, start: false })]);
+  await A.sql(`create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g; alter role ${A.superuser} password '${SECRETS.env}'`);
   work = scratchDir('pgscale-adversarial-');
   chmodSync(work, 0o755); // other OS users reach their files here (and are refused the rest)
   state = join(work, 'state');
   const pgpass = join(work, 'pgpass');
   writeFileSync(pgpass, `*:*:*:*:${SECRETS.pgpass}\n`, { mode: 0o600 });
-  env = { PGPASSWORD: SECRETS.env, PGPASSFILE: pgpass, PGSCALE_STATE_DIR: state, PGDATA: '', PGHOST: '', PGPORT: '' };
+  env = { PGPASSFILE: pgpass, PGSCALE_STATE_DIR: state, PGDATA: '', PGHOST: '', PGPORT: '' };
 
   // inputs the rows read: a finished backup and a damaged copy, plans, playbooks, damaged runs
+  mkdirSync(join(work, 'backups'));
   const good = await cli(['backup', '--pgdata', A.pgdata, '--bindir', A.bindir, '--to', join(work, 'backups', 'good'), '--state-dir', join(work, 'state-setup')]);
   assert.equal(good.code, 0, show(good));
   mkdirSync(join(work, 'backups', 'damaged'), { mode: 0o700 });
+
   for (const f of readdirSync(join(work, 'backups', 'good'))) copyFileSync(join(work, 'backups', 'good', f), join(work, 'backups', 'damaged', f));
   const dump = readdirSync(join(work, 'backups', 'damaged')).find((f) => f.startsWith('dumpall'))!;
   const bytes = readFileSync(join(work, 'backups', 'damaged', dump));
@@ -156,16 +159,19 @@ before(async () => {
 });
 
 const B = () => A.bindir;
-const dsnA = () => `host=${A.socketDir} port=${A.port} dbname=postgres`;
+/** A over TCP with its password in PGPASSWORD (see withPassword): not the data directory, a DSN. */
+const dsnA = () => `host=127.0.0.1 port=${A.port} user=${A.superuser} dbname=postgres`;
 const secretDsn = () => `postgresql://u:${SECRETS.dsn}@127.0.0.1:1/db`;
+/** PGPASSWORD set (it turns off peer authentication as the data directory's owner, so only where no connection is needed or it fails anyway). */
+const withPassword = (): CliOptions => ({ env: { PGPASSWORD: SECRETS.env } });
 const nobodyOpts = (): CliOptions => ({ asUser: nobody, env: { HOME: '/', PGSCALE_STATE_DIR: '/nonexistent-state-for-nobody' } });
 const nobodySkip = () => (!nobody ? 'needs root and a nobody account' : !cliRunnableBy(nobody) ? 'the checkout is out of nobody\'s reach' : false);
 
 const rows: Row[] = [
   // flags and arguments: oclif's parser, in the documented shape, exit 2
-  { name: 'unknown flag', args: () => ['backup', '--bogus', '--dsn', secretDsn()], code: 2, message: /Nonexistent flag: --bogus/, hint: /pgscale backup --help/ },
+  { name: 'unknown flag', opts: withPassword, args: () => ['backup', '--bogus', '--dsn', secretDsn()], code: 2, message: /Nonexistent flag: --bogus/, hint: /pgscale backup --help/ },
   { name: 'unknown flag with a keyword DSN password', args: () => ['detect', '--nope', '--dsn', `host=h password=${SECRETS.dsn}`], code: 2, message: /Nonexistent flag: --nope/ },
-  { name: 'missing required flag', args: () => ['backup', '--pgdata', A.pgdata], code: 2, message: /Missing required flag to/ },
+  { name: 'missing required flag', opts: withPassword, args: () => ['backup', '--pgdata', A.pgdata], code: 2, message: /Missing required flag to/ },
   { name: 'integer flag not a number', args: () => ['backup', '--to', 'x', '--level', 'abc'], code: 2, message: /Expected an integer but received: abc/ },
   { name: 'integer flag above its maximum', args: () => ['backup', '--to', 'x', '--level', '50'], code: 2, message: /less than or equal to 19/ },
   { name: 'option flag not an option', args: () => ['backup', '--to', 'x', '--compress', 'lz4'], code: 2, message: /--compress=lz4 to be one of: zstd, gzip/ },
@@ -174,8 +180,10 @@ const rows: Row[] = [
   { name: 'zero jobs', args: () => ['upgrade', '--pgdata', S.pgdata, '--jobs', '0'], code: 2, message: /--jobs.*greater than or equal to 1/ },
   { name: 'version below 10', args: () => ['upgrade', '--pgdata', S.pgdata, '--to-version', '5'], code: 2, message: /greater than or equal to 10/ },
   { name: 'exclusive flags', args: () => ['upgrade', '--pgdata', S.pgdata, '--backup-to', join(work, 'bk'), '--no-backup'], code: 2, message: /--no-backup=true cannot also be provided when using --backup-to/ },
-  { name: 'unknown command', args: () => ['bogus'], code: 2, message: /command bogus not found/ },
-  { name: 'unexpected argument', args: () => ['runs', 'extra-arg'], code: 2, message: /Unexpected argument: extra-arg/ },
+  { name: 'unknown command', args: () => ['bogus'], code: 2, message: /command "bogus" not found/, hint: /pgscale --help/ },
+  { name: 'backup --dry-run by DSN over TCP with PGPASSWORD', args: () => ['backup', '--bindir', B(), '--dsn', dsnA(), '--to', join(work, 'dry-by-dsn'), '--dry-run'], opts: withPassword, code: 0, message: /./, stdout: /# pgscale plan: backup/ },
+  { name: 'backup by DSN with a wrong password in the DSN', args: () => ['backup', '--bindir', B(), '--dsn', `postgresql://${A.superuser}:${SECRETS.dsn}@127.0.0.1:${A.port}/postgres`, '--to', join(work, 'b')], code: 4, message: /password authentication failed/ },
+  { name: 'unexpected argument', args: () => ['runs', 'extra-arg'], code: 2, message: /command "runs extra-arg" not found|Unexpected argument: extra-arg/ },
   { name: '--host-root that does not exist', args: () => ['detect', '--host-root', join(work, 'no-root')], code: 2, message: /No directory found/ },
   { name: 'malformed host facts', args: () => ['detect', '--host-root', hostFixture('malformed-cgroup-cpu')], code: 2, message: /cpu/i },
 
@@ -191,7 +199,7 @@ const rows: Row[] = [
   { name: 'unknown format', args: () => ['tune', '--pg-version', '17', '--format', 'xml'], code: 2, message: /--format=xml to be one of/ },
   { name: 'unknown profile', args: () => ['tune', '--pg-version', '17', '--profile', 'nosuch'], code: 2, message: /nosuch/ },
   { name: '--restore with --apply', args: () => ['tune', '--pgdata', A.pgdata, '--restore', '--apply'], code: 2, message: /--restore takes no --apply/ },
-  { name: 'tune without a cluster', args: () => ['tune'], code: 2, message: /which cluster\?/, hint: /--pgdata/ },
+  { name: 'tune without a cluster', opts: withPassword, args: () => ['tune'], code: 2, message: /which cluster\?/, hint: /--pgdata/ },
   { name: 'tune --pg-version not the cluster\'s', args: () => ['tune', '--pgdata', A.pgdata, '--pg-version', '16'], code: 2, message: /does not match the cluster/ },
   { name: 'tune --dry-run changes nothing', args: () => ['tune', '--pgdata', A.pgdata, '--bindir', B(), '--dry-run', '--memory', '1GB', '--cpus', '2', '--storage', 'ssd'], code: 0, message: /./, stdout: /# pgscale plan: tune/ },
 
@@ -201,8 +209,8 @@ const rows: Row[] = [
   { name: 'directory that is not a cluster', args: () => ['wal', 'move', '--pgdata', join(work, 'not-a-backup'), '--to', join(work, 'w')], code: 2, message: /not a PostgreSQL data directory/ },
   { name: 'backup of a stopped cluster', args: () => ['backup', '--pgdata', S.pgdata, '--to', join(work, 'b')], code: 3, message: /is not running/, hint: /start it first/ },
   { name: 'upgrade of a stopped cluster', args: () => ['upgrade', '--pgdata', S.pgdata, '--old-bindir', S.bindir, '--new-bindir', A.bindir, '--to-version', '17', '--dry-run'], code: 3, message: /not running/ },
-  { name: 'unreachable server, DSN with a password', args: () => ['backup', '--bindir', B(), '--dsn', secretDsn(), '--to', join(work, 'b')], code: 4, message: /cannot connect to PostgreSQL at u@127\.0\.0\.1:1\/db/, hint: /port/ },
-  { name: 'DSN that is not one', args: () => ['backup', '--bindir', B(), '--dsn', 'this is = not a dsn =', '--to', join(work, 'b')], code: 2, message: /--dsn is not a valid connection string/, hint: /PGPASSFILE/ },
+  { name: 'unreachable server, DSN with a password', opts: withPassword, args: () => ['backup', '--bindir', B(), '--dsn', secretDsn(), '--to', join(work, 'b')], code: 4, message: /cannot connect to PostgreSQL at u@127\.0\.0\.1:1\/db/, hint: /port/ },
+  { name: 'DSN that is not one', opts: withPassword, args: () => ['backup', '--bindir', B(), '--dsn', 'this is = not a dsn =', '--to', join(work, 'b')], code: 2, message: /--dsn is not a valid connection string/, hint: /PGPASSFILE/ },
   { name: 'DSN with an impossible port', args: () => ['backup', '--bindir', B(), '--dsn', 'host=/tmp port=99999', '--to', join(work, 'b')], code: 2, message: /invalid port "99999"/ },
   { name: 'data directory another user cannot read', args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'b')], opts: nobodyOpts, skip: nobodySkip(), code: 2, message: /cannot read data directory .*: permission denied/, hint: /root or as the data directory's owner/ },
 
@@ -216,10 +224,10 @@ const rows: Row[] = [
 
   // backup
   { name: 'backup --dry-run changes nothing', args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'dry-dest'), '--dry-run'], code: 0, message: /./, stdout: /# pgscale plan: backup/ },
-  { name: 'backup --dry-run as the postgres OS user with USER unset connects as that user', args: () => ['backup', '--bindir', B(), '--dsn', dsnA(), '--to', join(work, 'dry-as-postgres'), '--dry-run'], opts: () => ({ asUser: serverUser, env: { USER: undefined, LOGNAME: undefined, HOME: serverUser.home, PGUSER: undefined } }), skip: !isRoot() ? 'needs root to become postgres' : !cliRunnableBy(serverUser) && 'the checkout is out of the postgres account\'s reach', code: 0, message: /./, stdout: /# pgscale plan: backup/ },
+  { name: 'backup --dry-run as the postgres OS user with USER unset connects as that user', args: () => ['backup', '--bindir', B(), '--dsn', `host=${A.socketDir} port=${A.port}`, '--to', join(work, 'dry-as-postgres'), '--dry-run'], opts: () => ({ asUser: serverUser, env: { USER: undefined, LOGNAME: undefined, HOME: serverUser.home, PGUSER: undefined } }), skip: !isRoot() ? 'needs root to become postgres' : !cliRunnableBy(serverUser) && 'the checkout is out of the postgres account\'s reach', code: 0, message: /./, stdout: /# pgscale plan: backup/ },
   { name: 'backup onto an existing backup', args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'backups', 'good')], code: 3, message: /checks failed/ },
   { name: 'backup verify of nothing', args: () => ['backup', 'verify', join(work, 'backups', 'none')], code: 2, message: /no backup directory/, hint: /pgscale backup --to/ },
-  { name: 'backup verify of a file', args: () => ['backup', 'verify', join(work, 'pgpass')], code: 2, message: /is a file, not a backup directory/, hint: /not a file in it/ },
+  { name: 'backup verify of a file', opts: withPassword, args: () => ['backup', 'verify', join(work, 'pgpass')], code: 2, message: /is a file, not a backup directory/, hint: /not a file in it/ },
   { name: 'backup verify of a directory that is not a backup', args: () => ['backup', 'verify', join(work, 'not-a-backup')], code: 2, message: /is not a pgscale backup: it holds no manifest\.json/, hint: /pgscale backup --to/ },
   { name: 'backup verify of an unfinished backup', args: () => ['backup', 'verify', join(work, 'backups', 'unfinished.partial')], code: 2, message: /not a pgscale backup/, hint: /never finished/ },
   { name: 'backup verify of its name without .partial', args: () => ['backup', 'verify', join(work, 'backups', 'unfinished')], code: 2, message: /no backup directory/, hint: /unfinished backup/ },
@@ -227,7 +235,7 @@ const rows: Row[] = [
   { name: 'backup verify of a good backup', args: () => ['backup', 'verify', join(work, 'backups', 'good')], code: 0, message: /./, stdout: /^ok: / },
 
   // runs, resume, rollback
-  { name: 'resume of a path', args: () => ['resume', '../../etc'], code: 2, message: /"\.\.\/\.\.\/etc" is not a run id/, hint: /pgscale runs/ },
+  { name: 'resume of a path', opts: withPassword, args: () => ['resume', '../../etc'], code: 2, message: /"\.\.\/\.\.\/etc" is not a run id/, hint: /pgscale runs/ },
   { name: 'rollback of a path', args: () => ['rollback', '../../etc', '--dry-run'], code: 2, message: /not a run id/ },
   { name: 'rollback of an absolute path', args: () => ['rollback', '/etc/passwd'], code: 2, message: /not a run id/ },
   { name: 'resume of an unknown run', args: () => ['resume', '20990101T000000-backup-000000'], code: 2, message: /no run "20990101T000000-backup-000000"/, hint: /same --state-dir/ },
@@ -245,11 +253,11 @@ const rows: Row[] = [
   { name: 'plan show of a file that is not JSON', args: () => ['plan', 'show', join(work, 'plans', 'not-json.json')], code: 2, message: /is not JSON/, hint: /new plan/ },
   { name: 'plan show of JSON that is not a plan', args: () => ['plan', 'show', join(work, 'plans', 'not-a-plan.json')], code: 2, message: /does not match the plan schema/ },
   { name: 'plan show of an edited summary', args: () => ['plan', 'show', join(work, 'plans', 'edited-summary.json')], code: 3, message: /was edited after it was made[\s\S]*summary/, hint: /new plan/ },
-  { name: 'plan show of an edited step', args: () => ['plan', 'show', join(work, 'plans', 'edited-step.json')], code: 3, message: /step dump: its kind or parameters differ/ },
+  { name: 'plan show of an edited step', opts: withPassword, args: () => ['plan', 'show', join(work, 'plans', 'edited-step.json')], code: 3, message: /step dump: its kind or parameters differ/ },
   { name: 'plan show of a good plan', args: () => ['plan', 'show', join(work, 'plans', 'good.json')], code: 0, message: /./, stdout: /# pgscale plan: backup/ },
   { name: 'apply of a missing file', args: () => ['apply', join(work, 'plans', 'none.json')], code: 2, message: /No file found at/ },
   { name: 'apply of an edited plan', args: () => ['apply', join(work, 'plans', 'edited-step.json'), '--yes'], code: 3, message: /was edited after it was made/ },
-  { name: 'apply of a plan writable by everyone', args: () => ['apply', join(work, 'plans', 'loose.json'), '--yes'], code: 3, message: /writable by every user \(mode 666\)/, hint: /chmod go-w/ },
+  { name: 'apply of a plan writable by everyone', opts: withPassword, args: () => ['apply', join(work, 'plans', 'loose.json'), '--yes'], code: 3, message: /writable by every user \(mode 666\)/, hint: /chmod go-w/ },
   { name: 'apply of a plan writable by its group', args: () => ['apply', join(work, 'plans', 'group-writable.json'), '--yes'], code: 3, message: /writable by its group/ },
   { name: 'apply of a plan owned by another user', args: () => ['apply', join(work, 'plans', 'foreign.json'), '--yes'], skip: !nobody && 'needs root', code: 3, message: /belongs to another user/, hint: /install -m 600/ },
   { name: 'apply of a plan whose checks fail now', args: () => ['apply', join(work, 'plans', 'drift.json'), '--yes'], code: 3, message: /checks fail now|changed since the plan/ },
@@ -259,7 +267,7 @@ const rows: Row[] = [
   { name: 'playbook that does not exist', args: () => ['playbook', 'run', join(work, 'playbooks', 'none.yaml')], code: 2, message: /cannot read playbook .*: no such file/, hint: /playbooks\// },
   { name: 'playbook that is not YAML', args: () => ['playbook', 'run', join(work, 'playbooks', 'bad-yaml.yaml')], code: 2, message: /is not valid YAML/ },
   { name: 'playbook with an unknown command', args: () => ['playbook', 'run', join(work, 'playbooks', 'bad-schema.yaml')], code: 2, message: /does not match the playbook schema/, hint: /detect, backup, upgrade/ },
-  { name: 'playbook whose DSN holds a password, dry run', args: () => ['playbook', 'run', join(work, 'playbooks', 'secret.yaml'), '--dry-run'], code: 4, message: /stopped at step 1 \(backup\), exit code 4/ },
+  { name: 'playbook whose DSN holds a password, dry run', opts: withPassword, args: () => ['playbook', 'run', join(work, 'playbooks', 'secret.yaml'), '--dry-run'], code: 4, message: /stopped at step 1 \(backup\), exit code 4/ },
   { name: 'playbook with a detect step, dry run', args: () => ['playbook', 'run', join(work, 'playbooks', 'detect-tune.yaml'), '--dry-run'], code: 0, message: /./, stdout: /# pgscale plan: tune/ },
 ];
 
@@ -301,7 +309,8 @@ describe('one lock per cluster, whatever path leads to it; the way out of a kill
     ];
     const before = [treeSnapshot(lk), readFileSync(lockOf(A), 'utf8')];
     for (const args of refusedBy) {
-      const [text, json] = await Promise.all([cli(args), cli([...args, '--json'])]);
+      const o = args.includes('--dsn') ? withPassword() : {};
+      const [text, json] = await Promise.all([cli(args, o), cli([...args, '--json'], o)]);
       assert.equal(text.code, 3, `${args.join(' ')}: ${show(text)}`);
       assert.match(text.stderr, new RegExp(`run ${id} on this cluster \\(system:\\d+\\) did not finish \\(killed\\)`));
       assert.match(text.stderr, new RegExp(`hint: finish it with \`pgscale resume ${id} --state-dir ${X}\` or undo it with \`pgscale rollback ${id} --state-dir ${X}\``));
@@ -330,12 +339,17 @@ describe('one lock per cluster, whatever path leads to it; the way out of a kill
     const held = await holdTableLock(A, 'postgres', 't');
     try {
       const first = startCli(['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(lk, 'first'), '--state-dir', join(lk, 'x')]);
-      await waitFor('the first backup to wait at the table lock', async () => (await lockWaiters(A)) > 0, 60_000);
+      let ended: CliResult | undefined;
+      void first.done.then((r) => (ended = r));
+      await waitFor('the first backup to wait at the table lock', async () => {
+        if (ended) throw new Error(`the first backup ended early: ${show(ended)}`);
+        return (await lockWaiters(A)) > 0;
+      }, 60_000);
       for (const args of [
         ['backup', '--dsn', dsnA(), '--bindir', B(), '--to', join(lk, 'second'), '--state-dir', join(lk, 'y')],
         ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(lk, 'third'), '--state-dir', join(lk, 'z')],
       ]) {
-        const second = await cli(args);
+        const second = await cli(args, withPassword());
         assert.equal(second.code, 3, show(second));
         assert.match(second.stderr, /another pgscale run \(\S+, pid \d+\) is working on this cluster \(system:\d+\)/);
         assert.match(second.stderr, /hint: wait for it to finish/);
