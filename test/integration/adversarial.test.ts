@@ -102,7 +102,7 @@ before(async () => {
   state = join(work, 'state');
   const pgpass = join(work, 'pgpass');
   writeFileSync(pgpass, `*:*:*:*:${SECRETS.pgpass}\n`, { mode: 0o600 });
-  env = { PGPASSFILE: pgpass, PGSCALE_STATE_DIR: state, PGDATA: '', PGHOST: '', PGPORT: '' };
+  env = { PGPASSFILE: pgpass, PGSCALE_STATE_DIR: state, PGDATA: undefined, PGHOST: undefined, PGPORT: undefined, PGUSER: undefined };
 
   // inputs the rows read: a finished backup and a damaged copy, plans, playbooks, damaged runs
   mkdirSync(join(work, 'backups'));
@@ -349,7 +349,7 @@ describe('one lock per cluster, whatever path leads to it; the way out of a kill
         ['backup', '--dsn', dsnA(), '--bindir', B(), '--to', join(lk, 'second'), '--state-dir', join(lk, 'y')],
         ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(lk, 'third'), '--state-dir', join(lk, 'z')],
       ]) {
-        const second = await cli(args, withPassword());
+        const second = await cli(args, args.includes('--dsn') ? withPassword() : {});
         assert.equal(second.code, 3, show(second));
         assert.match(second.stderr, /another pgscale run \(\S+, pid \d+\) is working on this cluster \(system:\d+\)/);
         assert.match(second.stderr, /hint: wait for it to finish/);
