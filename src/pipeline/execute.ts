@@ -62,20 +62,7 @@ export function runCommandLine(verb: 'resume' | 'rollback', runId: string, state
 
 const wayOut = (state: RunState, stateDir: string) => `continue with \`${runCommandLine('resume', state.id, stateDir)}\` or undo with \`${runCommandLine('rollback', state.id, stateDir)}\``;
 
-function dryRunReport(state: Pick<RunState, 'id' | 'dir' | 'plan' | 'status' | 'steps'>, steps: DryRunStep[]): RunReport {
-  return {
-    runId: state.id,
-    runDir: state.dir,
-    operation: state.plan.operation,
-    status: state.status,
-    steps: state.plan.steps.map((s) => ({ id: s.id, title: s.title, state: state.steps.get(s.id) ?? 'pending' })),
-    outputs: {},
-    durationSeconds: 0,
-    dryRun: steps,
-  };
-}
-
-function report(state: RunState, started: number): RunReport {
+function report(state: Pick<RunState, 'id' | 'dir' | 'plan' | 'status' | 'steps' | 'outputs'>, started: number, dryRun?: DryRunStep[]): RunReport {
   return {
     runId: state.id,
     runDir: state.dir,
@@ -84,6 +71,7 @@ function report(state: RunState, started: number): RunReport {
     steps: state.plan.steps.map((s) => ({ id: s.id, title: s.title, state: state.steps.get(s.id) ?? 'pending' })),
     outputs: Object.fromEntries(state.outputs),
     durationSeconds: Math.round((performance.now() - started) / 100) / 10,
+    ...(dryRun ? { dryRun } : {}),
   };
 }
 
@@ -303,7 +291,7 @@ export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunRep
     const conflict = lockConflict(runLockKey(plan));
     if (conflict) throw conflict;
     const steps = new Map(plan.steps.map((s): [string, StepState] => [s.id, 'pending']));
-    return dryRunReport({ id: '(dry run)', dir: '', plan, status: 'running', steps }, plan.steps.map((s) => ({ id: s.id, title: s.title, action: 'run' })));
+    return report({ id: '(dry run)', dir: '', plan, status: 'running', steps, outputs: new Map() }, performance.now(), plan.steps.map((s) => ({ id: s.id, title: s.title, action: 'run' })));
   }
   const id = newRunId(plan);
   acquireLock(opts.stateDir, runLockKey(plan), id);
@@ -330,7 +318,7 @@ export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<Ru
     const conflict = lockConflict(runLockKey(state.plan), runId);
     if (conflict) throw conflict;
     const finished = (id: string) => ['done', 'skipped'].includes(state.steps.get(id) ?? 'pending');
-    return dryRunReport(state, state.plan.steps.map((s) => ({ id: s.id, title: s.title, action: finished(s.id) ? 'keep (done)' : 'verify, then run if needed' })));
+    return report(state, performance.now(), state.plan.steps.map((s) => ({ id: s.id, title: s.title, action: finished(s.id) ? 'keep (done)' : 'verify, then run if needed' })));
   }
   acquireLock(opts.stateDir, runLockKey(state.plan), runId, runId);
   await killOrphans(state.orphans);
@@ -379,7 +367,7 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
   if (opts.dryRun) {
     const conflict = lockConflict(runLockKey(state.plan), runId);
     if (conflict) throw conflict;
-    return dryRunReport(state, undo.map((s) => ({ id: s.id, title: s.title, action: `undo: ${s.rollback}` })));
+    return report(state, performance.now(), undo.map((s) => ({ id: s.id, title: s.title, action: `undo: ${s.rollback}` })));
   }
   acquireLock(opts.stateDir, runLockKey(state.plan), runId, runId);
   await killOrphans(state.orphans);

@@ -9,12 +9,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { cliRunnableBy, parseJson, runCli, type CliResult, type CliOptions } from '../helpers/cli.js';
-import { cliEntry, hostFixture, repoRoot } from '../helpers/paths.js';
+import { cliRunnableBy, parseJson, runCli, startCli as startCliWith, type CliResult, type CliOptions } from '../helpers/cli.js';
+import { hostFixture } from '../helpers/paths.js';
 import { filesContaining, holdTableLock, lockWaiters, treeSnapshot, waitFor } from '../helpers/snapshot.js';
 import { createCluster, scratchDir, serverUser, teardownAll, type TestCluster } from '../helpers/testbed.js';
 import { lockPath } from '../../src/pipeline/journal.js';
@@ -48,6 +47,7 @@ function assertNoSecret(label: string, ...texts: string[]): void {
 }
 
 const cli = (args: string[], opts: CliOptions = {}): Promise<CliResult> => runCli(args, { ...opts, env: { ...env, ...opts.env } });
+const startCli = (args: string[], extra: NodeJS.ProcessEnv = {}) => startCliWith(args, { ...env, ...extra });
 const show = (r: CliResult) => `exit ${r.code}\nstdout: ${r.stdout.slice(0, 3000)}\nstderr: ${r.stderr.slice(0, 3000)}`;
 
 interface Row {
@@ -275,20 +275,6 @@ describe('bad and unusual input: exit code, message, hint, JSON shape, no secret
   test(`the table has ${rows.length} rows`, () => assert.ok(rows.length >= 60));
   for (const row of rows) test(row.name, { skip: row.skip || false }, () => check(row));
 });
-
-/** A backup of A that stops at the first table of the dump until the returned lock is released. */
-function startCli(args: string[], extra: NodeJS.ProcessEnv = {}): { kill(s: NodeJS.Signals): void; done: Promise<CliResult & { signal: NodeJS.Signals | null }> } {
-  const child = spawn(process.execPath, [cliEntry, ...args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1', ...env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const done = new Promise<CliResult & { signal: NodeJS.Signals | null }>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return { kill: (s) => child.kill(s), done };
-}
 
 describe('one lock per cluster, whatever path leads to it; the way out of a killed run', () => {
   test('a killed run holds the cluster against every path and state dir; dry runs of resume and rollback change nothing; rollback frees it', async () => {

@@ -5,12 +5,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCluster, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
-import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
-import { cliEntry, repoRoot } from '../helpers/paths.js';
+import { parseJson, runCli, startCli, type StartedCli } from '../helpers/cli.js';
 import { holdTableLock, lockWaiters, sizeOf, waitFor } from '../helpers/snapshot.js';
 import { isRoot } from '../../src/runner.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
@@ -18,26 +16,7 @@ import { processGroupAlive, type StampedEvent } from '../../src/pipeline/journal
 
 after(teardownAll);
 
-interface Started {
-  pid: number;
-  kill(signal: NodeJS.Signals): void;
-  /** Settles when the process has exited and its output is closed. */
-  done: Promise<CliResult & { signal: NodeJS.Signals | null }>;
-}
-
-/** Like runCli, but the process is ours to signal while it runs. */
-function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Started {
-  const child = spawn(process.execPath, [cliEntry, ...args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const done = new Promise<CliResult & { signal: NodeJS.Signals | null }>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return { pid: child.pid!, kill: (s) => child.kill(s), done };
-}
+type Started = StartedCli;
 
 interface RunSummary {
   id: string;

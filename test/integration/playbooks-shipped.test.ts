@@ -30,13 +30,15 @@ for (const file of shipped) {
     const doc = parse(readFileSync(join(repoRoot, 'playbooks', file), 'utf8')) as Doc;
     const version = Number(/\/(\d+)\//.exec(doc.cluster.pgdata)?.[1]);
     assert.ok(version >= 13, `the playbook's data directory names a version: ${doc.cluster.pgdata}`);
-    const cluster = await createCluster({ version, checksums: true });
+    // a small window's cluster: its max_wal_size sizes the WAL volume the checks ask for
+    const cluster = await createCluster({ version, checksums: true, conf: ["max_wal_size = '64MB'", "min_wal_size = '32MB'"] });
     await cluster.sql('create table kept as select g from generate_series(1, 5000) g');
     const volume = createLoopVolume(256);
     const onVolume = (path: string) => {
-      const mapped = join(volume.mountPoint, path);
-      mkdirOwned(dirname(mapped));
-      return mapped;
+      // every directory on the way is the server account's, as a DBA would prepare the volume
+      let dir = volume.mountPoint;
+      for (const part of dirname(path).split('/').filter(Boolean)) mkdirOwned((dir = join(dir, part)));
+      return join(volume.mountPoint, path);
     };
     doc.cluster = { pgdata: cluster.pgdata, bindir: cluster.bindir };
     for (const step of doc.steps) {
