@@ -348,6 +348,12 @@ describe('one lock per cluster, whatever path leads to it; the way out of a kill
       await held.release();
     }
     assert.equal(existsSync(lockOf(A)), false, 'no lock left');
+    // a whole run by DSN with PGPASSWORD: its plan, journal and audit log are checked for the password at the end
+    const byDsn = await cli(['backup', '--dsn', dsnA(), '--bindir', B(), '--to', join(lk, 'by-dsn'), '--state-dir', join(lk, 'y'), '--verbose'], withPassword());
+    assert.equal(byDsn.code, 0, show(byDsn));
+    assertNoSecret('backup by DSN', byDsn.stdout, byDsn.stderr);
+    assert.ok(readdirSync(join(lk, 'y', 'runs')).length === 1);
+    assert.equal(existsSync(lockOf(A)), false, 'no lock left');
   });
 });
 
@@ -378,11 +384,13 @@ describe('no lock-out: a tune --restore the server rejects undoes itself, and th
   });
 });
 
-after(() => {
-  if (!work) return;
-  // the inputs hold the secrets they were given; nothing pgscale wrote does
-  for (const secret of Object.values(SECRETS)) {
-    const found = filesContaining(work, secret).filter((f) => !f.endsWith('/pgpass') && !f.endsWith('/secret.yaml'));
-    assert.deepEqual(found, [], `no file written holds ${secret}`);
-  }
+describe('what pgscale wrote', () => {
+  test('no file under the work directory (state dirs, plans, journals, audit logs, backups) holds a secret', () => {
+    assert.ok(readdirSync(work).includes('state-tune'), 'the runs above wrote their state here');
+    // the inputs hold the secrets they were given; nothing pgscale wrote does
+    for (const secret of Object.values(SECRETS)) {
+      const found = filesContaining(work, secret).filter((f) => !f.endsWith('/pgpass') && !f.endsWith('/secret.yaml'));
+      assert.deepEqual(found, [], `no file written holds ${secret}`);
+    }
+  });
 });
