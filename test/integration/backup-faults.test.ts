@@ -39,7 +39,21 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
   let pg: TestCluster;
   let work: string;
 
-  const backupArgs = (dest: string, stateDir: string) => ['backup', '--bindir', pg.bindir, '--pgdata', pg.pgdata, '--to', dest, '--state-dir', stateDir];
+  const backupArgs = (dest: string, stateDir: string, c: TestCluster = pg) => ['backup', '--bindir', c.bindir, '--pgdata', c.pgdata, '--to', dest, '--state-dir', stateDir];
+
+  // one lock per cluster: a killed run holds its cluster until resumed, so concurrent cases each take a cluster of their own
+  const lanes: TestCluster[] = [];
+  const waiting: ((c: TestCluster) => void)[] = [];
+  async function withLane<T>(use: (c: TestCluster) => Promise<T>): Promise<T> {
+    const c = lanes.pop() ?? (await new Promise<TestCluster>((resolve) => waiting.push(resolve)));
+    try {
+      return await use(c);
+    } finally {
+      const next = waiting.shift();
+      if (next) next(c);
+      else lanes.push(c);
+    }
+  }
 
   /** The backup at dest is complete: `backup verify` passes and no staging directory remains. */
   async function assertVerifies(dest: string): Promise<void> {
@@ -50,9 +64,13 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
 
   before(async () => {
     work = scratchDir('pgscale-backup-faults-');
-    pg = await createCluster({ version: 17, conf: ['fsync = off'] });
-    await pg.sql('create database app');
-    await pg.sql('create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g;', 'app');
+    const clusters = await Promise.all([0, 1, 2].map(() => createCluster({ version: 17, conf: ['fsync = off'] })));
+    for (const c of clusters) {
+      await c.sql('create database app');
+      await c.sql('create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g;', 'app');
+    }
+    pg = clusters[0]!;
+    lanes.push(...clusters);
   });
 
   const steps = ['dump', 'manifest', 'verify', 'publish'] as const;
@@ -61,10 +79,10 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
   describe('SIGKILL at every step boundary, then resume', { concurrency: 3 }, () => {
     for (const step of steps) {
       for (const where of boundaries) {
-        test(`${step}:${where}`, async () => {
+        test(`${step}:${where}`, () => withLane(async (c) => {
           const dest = join(work, `fp-${step}-${where}`);
           const stateDir = join(work, `state-${step}-${where}`);
-          const killed = await startCli(backupArgs(dest, stateDir), { PGSCALE_FAILPOINT: `${step}:${where}` }).done;
+          const killed = await startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: `${step}:${where}` }).done;
           assert.equal(killed.signal, 'SIGKILL', `killed at ${step}:${where}: ${killed.stderr}`);
           assert.equal(killed.code, null);
 
@@ -87,15 +105,15 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
           assert.equal(report.status, 'completed');
           assert.ok(report.steps.every((s) => s.state === 'done' || s.state === 'skipped'), JSON.stringify(report.steps));
           await assertVerifies(dest);
-        });
+        }));
       }
     }
 
     for (const at of ['verify:done', 'publish:applied'] as const) {
-      test(`rollback after SIGKILL at ${at} leaves neither DEST nor DEST.partial`, async () => {
+      test(`rollback after SIGKILL at ${at} leaves neither DEST nor DEST.partial`, () => withLane(async (c) => {
         const dest = join(work, `rb-${at.replace(':', '-')}`);
         const stateDir = join(work, `state-rb-${at.replace(':', '-')}`);
-        const killed = await startCli(backupArgs(dest, stateDir), { PGSCALE_FAILPOINT: at }).done;
+        const killed = await startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: at }).done;
         assert.equal(killed.signal, 'SIGKILL');
         assert.ok(existsSync(dest) || existsSync(`${dest}.partial`), 'something to roll back');
         const rolled = await runCli(['rollback', '--state-dir', stateDir, '--json']);
@@ -105,10 +123,10 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         assert.equal(existsSync(`${dest}.partial`), false);
         assert.equal((await runs(stateDir))[0]?.status, 'rolled-back');
         // the cluster is free again: a new backup to the same place works
-        const again = await runCli(backupArgs(dest, stateDir));
+        const again = await runCli(backupArgs(dest, stateDir, c));
         assert.equal(again.code, 0, again.stderr);
         await assertVerifies(dest);
-      });
+      }));
     }
   });
 

@@ -343,7 +343,7 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
     });
 
     test('--memory 0 and nonsense units', async () => {
-      for (const [memory, why] of [['0', /--memory 0: give a unit/], ['0GB', /memory must be more than 0/], ['12XB', /--memory 12XB: unknown unit "XB"/]] as const) {
+      for (const [memory, why] of [['0', /--memory 0: memory must be more than 0/], ['0GB', /memory must be more than 0/], ['12XB', /--memory 12XB: unknown unit "XB"/]] as const) {
         const res = await run(['--memory', memory, '--yes']);
         assert.equal(res.code, 2, show(res));
         assert.match(res.stderr, why);
