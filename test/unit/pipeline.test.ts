@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { MemoryAuditLog } from '../../src/audit.js';
 import { ExitCode, PgscaleError } from '../../src/errors.js';
 import { resumeRun, rollbackRun, startRun, type ExecuteOptions } from '../../src/pipeline/execute.js';
-import { listRunEntries, listRuns, lockPath, readRun, runLockKey } from '../../src/pipeline/journal.js';
+import { listRunEntries, listRuns, lockPath, readRun, releaseLock, runLockKey } from '../../src/pipeline/journal.js';
 import { actionDrift, buildPlan, defineOperation, fingerprintDrift, readSystemIdentifier, type Plan } from '../../src/pipeline/plan.js';
 import { assertTrustedPlanFile, planEdits, readPlanFile, writePlanFile } from '../../src/pipeline/planFile.js';
 import { treeSnapshot } from '../helpers/snapshot.js';
@@ -88,7 +88,12 @@ function setup(failAt = '', withNoReturn = false, withDowntime = false) {
   const audit = new MemoryAuditLog();
   const ctx: StepContext = { runner: new ZxRunner(audit), audit, signal: new AbortController().signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: new Map(), runDir: dir, trackProcess: () => undefined };
   const opts: ExecuteOptions = { stateDir: join(dir, 'state'), runner: ctx.runner, audit, progress: 'silent', signal: new AbortController().signal, assumeYes: true, dryRun: false };
-  return { dir, ctx, opts, params: { dir, failAt, withNoReturn, withDowntime } as ToyOp, done: () => rmSync(dir, { recursive: true, force: true }) };
+  // the lock directory is the host's: a run a test leaves open must not leave its lock there
+  const done = () => {
+    for (const r of listRuns(join(dir, 'state'))) releaseLock(runLockKey(r.plan), r.id);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { dir, ctx, opts, params: { dir, failAt, withNoReturn, withDowntime } as ToyOp, done };
 }
 
 test('a plan names every step, check and action; it renders as markdown and survives its file', async () => {
