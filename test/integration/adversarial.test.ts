@@ -384,6 +384,30 @@ describe('no lock-out: a tune --restore the server rejects undoes itself, and th
   });
 });
 
+describe('no lock-out: tune --apply on a data directory root owns', () => {
+  test('the server refuses to validate as root: the files are put back, exit 4, no lock held, and the same tune runs once the owner is right', { skip: !isRoot() && 'needs root' }, async () => {
+    const T = join(work, 'state-root-owned');
+    const args = ['tune', '--pgdata', S.pgdata, '--bindir', S.bindir, '--apply', '--memory', '1GB', '--cpus', '2', '--storage', 'ssd', '--state-dir', T];
+    const owned = (uid: number, gid: number) => {
+      for (const f of [S.pgdata, ...readdirSync(S.pgdata, { recursive: true }).map((e) => join(S.pgdata, String(e)))]) chownSync(f, uid, gid);
+    };
+    owned(0, 0);
+    try {
+      const files = clusterFiles(S);
+      const res = await cli(args);
+      assert.equal(res.code, 4, show(res));
+      assert.match(res.stderr, /hint: .*(run the same command again|fix)/);
+      assert.deepEqual(clusterFiles(S), files, 'every file as before');
+      assert.equal(existsSync(lockOf(S)), false, 'no lock held');
+    } finally {
+      owned(serverUser.uid, serverUser.gid);
+    }
+    const again = await cli(args);
+    assert.equal(again.code, 0, show(again));
+    assert.equal(existsSync(lockOf(S)), false);
+  });
+});
+
 describe('what pgscale wrote', () => {
   test('no file under the work directory (state dirs, plans, journals, audit logs, backups) holds a secret', () => {
     assert.ok(readdirSync(work).includes('state-tune'), 'the runs above wrote their state here');
