@@ -1,5 +1,24 @@
 #!/usr/bin/env node
-// oclif's execute alone: the rest of @oclif/core loads only when a command needs it
-import { execute } from '@oclif/core/execute';
+// oclif's entry points one by one, not '@oclif/core' whole: the rest loads only when a command needs it
+import { run } from '@oclif/core/run';
+import { flush } from '@oclif/core/flush';
+import { handle } from '@oclif/core/handle';
+import { ExitError } from '@oclif/core/errors';
 
-await execute({ dir: import.meta.url });
+// Errors raised before a command runs (an unknown command or topic) keep the error contract:
+// "pgscale: error: …" and a hint, or {"error": {message, hint, exitCode, kind}} under --json; exit 2.
+try {
+  await run(process.argv.slice(2), import.meta.url);
+  await flush();
+} catch (error) {
+  if (error instanceof ExitError) {
+    await handle(error);
+  } else {
+    // commands shape their own errors (PgscaleCommand.catch); only errors before a command runs get here
+    const message = String(error?.message ?? error).split('\n')[0].replace(/^command (\S+) not found$/, (_, id) => `command "${id.replace(/:/g, ' ')}" not found`);
+    const hint = 'see `pgscale --help` for the commands and `pgscale COMMAND --help` for their flags';
+    if (process.argv.slice(2).includes('--json')) process.stdout.write(JSON.stringify({ error: { message, hint, exitCode: 2, kind: 'bad-input' } }, null, 2) + '\n');
+    else process.stderr.write(`pgscale: error: ${message}\nhint: ${hint}\n`);
+    process.exitCode = 2;
+  }
+}

@@ -43,7 +43,7 @@ export interface TuneResult extends Partial<OperationResult> {
 
 const int = (name: string, text: string | undefined): number | undefined => {
   if (text === undefined) return undefined;
-  if (!/^\s*\d+\s*$/.test(text)) throw badInput(`--${name} ${text}: a whole number`);
+  if (!/^\s*\d+\s*$/.test(text)) throw badInput(`--${name} ${text}: not a whole number`, `pass a positive whole number, e.g. --${name} 8`);
   return Number(text);
 };
 
@@ -123,9 +123,9 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
       return this.planningConfig(inputs);
     }
     if (!f.pgdata && !f.dsn && !process.env.PGDATA && !process.env.PGHOST && !process.env.PGPORT && !process.env.PGSERVICE) {
-      throw badInput('which cluster? pass --pgdata (or --dsn) to tune a cluster, or --pg-version with hardware flags for a configuration without one');
+      throw badInput('which cluster? no --pgdata, --dsn, PGDATA or PGHOST', 'pass --pgdata (or --dsn) to tune a cluster, or --pg-version with hardware flags for a configuration without one');
     }
-    const cluster = await readTuneCluster({ pgdata: f.pgdata, bindir: f.bindir, dsn: f.dsn, runner: this.runner, audit: this.audit, stateDir: this.stateDirPath });
+    const cluster = await readTuneCluster({ pgdata: f.pgdata, bindir: f.bindir, dsn: f.dsn, runner: this.runner, audit: this.audit, stateDir: this.stateDir });
     if (f.restore) return this.restore(cluster);
     const d = await decideTune(inputs, f.target as TuneTarget, cluster, { runner: this.runner, hostRoot: this.hostRoot });
     return this.tune(d);
@@ -242,12 +242,12 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
   private async restore(cluster: Awaited<ReturnType<typeof readTuneCluster>>): Promise<TuneResult> {
     const f = this.flags;
     let consent = f.yes;
-    const first = decideRestore(cluster, this.stateDirPath, consent);
+    const first = decideRestore(cluster, this.stateDir, consent);
     for (const w of first.warnings) this.note(`warning: ${w}`);
     let decision = first;
     if (!f['dry-run'] && this.canPrompt && first.restartNeeded.length) {
       consent = await askRestart(first.restartNeeded);
-      decision = decideRestore(cluster, this.stateDirPath, consent);
+      decision = decideRestore(cluster, this.stateDir, consent);
     }
     this.restartConsented = consent;
     const result = await this.runPlan(await this.planOperation('tune-restore', decision.params), f['plan-out']);

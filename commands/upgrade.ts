@@ -27,7 +27,7 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
     'backup-to': Flags.string({ summary: 'Directory for the pg_dumpall backup taken first (default: under the state directory).', exclusive: ['no-backup'] }),
     'no-backup': Flags.boolean({ summary: 'Skip the backup (not advised: past the point of no return only a backup restores the old data).', default: false }),
     force: Flags.boolean({ summary: 'Accept WAL on the data device.', default: false }),
-    'max-transaction-age': Flags.integer({ summary: 'Refuse to stop the old cluster while a transaction is older than this (seconds).', default: 300 }),
+    'max-transaction-age': Flags.integer({ summary: 'Refuse to stop the old cluster while a transaction is older than this (seconds, 0 or more).', default: 300, min: 0 }),
     'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
   };
 
@@ -47,7 +47,7 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
       noBackup: f['no-backup'],
       force: f.force,
       maxTransactionSeconds: f['max-transaction-age'],
-      stateDir: this.stateDirPath,
+      stateDir: this.stateDir,
     };
     if (this.canPrompt) {
       const found = await detect({ runner: this.runner, hostRoot: this.hostRoot, audit: this.audit, pgdata: f.pgdata, bindir: choices.oldBindir });

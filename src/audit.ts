@@ -26,9 +26,19 @@ export interface AuditSink {
 const secretInText = /(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi;
 const secretInUri = /(postgres(?:ql)?:\/\/[^:/@\s]*:)[^@\s]*@/gi;
 
-/** Removes passwords from a DSN, an argument or a statement before it is written anywhere. */
+/** Passwords seen this process (PGPASSWORD, a --dsn's): removed wherever they appear, whatever the syntax around them. */
+const knownSecrets = new Set<string>();
+
+export function registerSecret(value: string | undefined): void {
+  if (value) knownSecrets.add(value);
+}
+
+/** Removes passwords from a DSN, an argument, a statement or a message before it is written anywhere. */
 export function redact(text: string): string {
-  return text.replace(secretInUri, '$1***@').replace(secretInText, '$1***');
+  let out = text.replace(secretInUri, '$1***@').replace(secretInText, '$1***');
+  const env = process.env.PGPASSWORD;
+  for (const secret of env ? [env, ...knownSecrets] : knownSecrets) out = out.split(secret).join('***');
+  return out;
 }
 
 /** Environment variables worth recording; values of anything else (PGPASSWORD above all) are never written. */

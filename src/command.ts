@@ -5,9 +5,14 @@
 import { Command, Flags, type Interfaces } from '@oclif/core';
 import { FileAuditLog, redact, type AuditEvent, type AuditSink } from './audit.js';
 import { resolveConnection, type ConnectionSettings } from './connection.js';
-import { ExitCode, PgscaleError, exitCodeName } from './errors.js';
+import { ExitCode, asPgscaleError, exitCodeName, parseFailure } from './errors.js';
 import { HostRoot } from './host/hostRoot.js';
 import { ZxRunner, type Runner } from './runner.js';
+
+// oclif's own bounds for parse(): any flag and argument values
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type FlagOutput = { [name: string]: any };
+type ArgOutput = FlagOutput;
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof PgscaleCommand)['baseFlags'] & T['flags']>;
 
@@ -28,8 +33,8 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
   static override baseFlags = {
     pgdata: Flags.string({ char: 'D', summary: 'Data directory of the cluster (default: PGDATA, or detected).', helpGroup: 'CLUSTER' }),
     bindir: Flags.string({ summary: 'Directory holding postgres, pg_ctl, initdb… for that cluster.', helpGroup: 'CLUSTER' }),
-    dsn: Flags.string({ summary: 'libpq connection string or URI; PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE and PGSERVICE are honoured too. Never put a password here: use PGPASSFILE.', helpGroup: 'CLUSTER' }),
-    'host-root': Flags.directory({ summary: 'Read host facts (/proc, /sys, cgroups) under this root instead of /.', default: '/', helpGroup: 'GLOBAL', hidden: false }),
+    dsn: Flags.string({ summary: 'libpq connection string or URI (or PGSCALE_DSN); PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE and PGSERVICE are honoured too. Never put a password here: use PGPASSFILE.', env: 'PGSCALE_DSN', helpGroup: 'CLUSTER' }),
+    'host-root': Flags.directory({ summary: 'Read host facts (/proc, /sys, cgroups) under this root instead of /.', default: '/', exists: true, helpGroup: 'GLOBAL', hidden: false }),
     yes: Flags.boolean({ char: 'y', summary: 'Answer yes to every confirmation; never prompt.', default: false, helpGroup: 'GLOBAL' }),
     'dry-run': Flags.boolean({ summary: 'Show what would be done and change nothing.', default: false, helpGroup: 'GLOBAL' }),
     verbose: Flags.boolean({ char: 'v', summary: 'Print every program run and SQL statement to stderr.', default: false, helpGroup: 'GLOBAL' }),
@@ -44,6 +49,12 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
     const ctor = this.ctor as typeof PgscaleCommand;
     const { flags } = await this.parse({ flags: ctor.flags, baseFlags: ctor.baseFlags, args: ctor.args, strict: ctor.strict, enableJsonFlag: ctor.enableJsonFlag });
     this.flags = flags as BaseFlags<T>;
+    try {
+      // learns the --dsn password (if any) now, so that no later message can carry it
+      resolveConnection(this.flags.dsn);
+    } catch {
+      /* an invalid --dsn is reported by the command that needs it */
+    }
     this.audit = new AuditFanout((line) => {
       if (this.flags.verbose) process.stderr.write(redact(line) + '\n');
     });
@@ -68,14 +79,29 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
     return Boolean(process.stdin.isTTY && process.stdout.isTTY) && !this.flags.yes && !this.jsonEnabled();
   }
 
-  protected override async catch(err: Error & { exitCode?: number }): Promise<unknown> {
-    if (!(err instanceof PgscaleError)) return super.catch(err);
+  /** Every parse failure (unknown flag, bad value, missing file argument) is bad input: exit 2, nothing attempted. */
+  protected override async parse<F extends FlagOutput, B extends FlagOutput, A extends ArgOutput>(
+    options?: Interfaces.Input<F, B, A>,
+    argv?: string[],
+  ): Promise<Interfaces.ParserOutput<F, B, A>> {
+    try {
+      return await super.parse(options, argv);
+    } catch (e) {
+      throw parseFailure(e as Error, this.id ?? '');
+    }
+  }
+
+  protected override async catch(thrown: Error & { exitCode?: number }): Promise<unknown> {
+    const err = asPgscaleError(thrown);
     process.exitCode = err.exitCode;
+    const message = redact(err.message);
+    const hint = redact(err.hint ?? '');
     if (this.jsonEnabled()) {
-      this.logJson({ error: { message: err.message, hint: err.hint, exitCode: err.exitCode, kind: exitCodeName[err.exitCode] } });
+      this.logJson({ error: { message, hint, exitCode: err.exitCode, kind: exitCodeName[err.exitCode] } });
       return undefined;
     }
-    process.stderr.write(`pgscale: error: ${err.message}\n${err.hint ? `hint: ${err.hint}\n` : ''}`);
-    return this.exit(err.exitCode === ExitCode.Ok ? ExitCode.InternalError : err.exitCode);
+    process.stderr.write(`pgscale: error: ${message}\n${hint ? `hint: ${hint}\n` : ''}`);
+    if (err.exitCode === ExitCode.InternalError && this.flags?.verbose && thrown.stack) process.stderr.write(redact(thrown.stack) + '\n');
+    return this.exit(err.exitCode);
   }
 }

@@ -8,6 +8,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseDsn } from 'pg-connection-string';
 import { badInput } from './errors.js';
+import { registerSecret } from './audit.js';
 
 export interface ConnectionSettings {
   host?: string;
@@ -34,7 +35,7 @@ const libpqEnv: Record<string, keyof ConnectionSettings> = {
 
 function toPort(value: string, source: string): number {
   const port = Number(value);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw badInput(`invalid port "${value}" in ${source}`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw badInput(`invalid port "${value}" in ${source}`, `give a port from 1 to 65535 in ${source}`);
   return port;
 }
 
@@ -98,13 +99,16 @@ export function resolveConnection(dsn: string | undefined, env: NodeJS.ProcessEn
       // pg-connection-string reads URIs only; libpq's keyword/value form ("host=/run/postgresql port=5433") is read here
       parsed = /^postgres(ql)?:\/\//i.test(dsn.trim()) ? parseDsn(dsn) : parseKeywordValue(dsn);
     } catch {
-      throw badInput('--dsn is not a valid connection string or URI');
+      throw badInput('--dsn is not a valid connection string or URI', 'write it as "host=/run/postgresql port=5432 dbname=postgres" or postgresql://user@host:port/db (the password in PGPASSFILE, never in --dsn)');
     }
     if (parsed.host) fromDsn.host = parsed.host;
     if (parsed.port) fromDsn.port = toPort(String(parsed.port), '--dsn');
     if (parsed.user) fromDsn.user = parsed.user;
     if (parsed.database) fromDsn.database = parsed.database;
-    if (parsed.password) fromDsn.password = parsed.password;
+    if (parsed.password) {
+      fromDsn.password = parsed.password;
+      registerSecret(parsed.password);
+    }
     const extra = parsed as Record<string, unknown>;
     if (typeof extra.sslmode === 'string') fromDsn.sslmode = extra.sslmode;
     if (typeof extra.service === 'string') fromDsn.service = extra.service;

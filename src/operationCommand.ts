@@ -11,7 +11,7 @@ import { buildPlan, failedChecks, operation, type Plan } from './pipeline/plan.j
 import { writePlanFile } from './pipeline/planFile.js';
 import { planMarkdown } from './pipeline/render.js';
 import { askToContinue, interruptSignal, progressMode } from './pipeline/session.js';
-import { defaultStateDir, ensurePrivateDir } from './pipeline/stateDir.js';
+import { defaultStateDir } from './pipeline/stateDir.js';
 import type { JsonObject, StepContext } from './pipeline/step.js';
 
 export interface OperationResult {
@@ -24,15 +24,11 @@ export interface OperationResult {
 export abstract class OperationCommand<T extends typeof Command> extends PgscaleCommand<T> {
   static override baseFlags = {
     ...PgscaleCommand.baseFlags,
-    'state-dir': Flags.string({ summary: 'Where runs, journals and audit logs live (default /var/lib/pgscale as root, else $XDG_STATE_HOME/pgscale).', helpGroup: 'GLOBAL' }),
+    'state-dir': Flags.string({ summary: 'Where runs, journals and audit logs live (default /var/lib/pgscale as root, else $XDG_STATE_HOME/pgscale; or PGSCALE_STATE_DIR). Cluster locks are host-wide whatever this says.', env: 'PGSCALE_STATE_DIR', helpGroup: 'GLOBAL' }),
   };
 
+  /** The state directory's path. Nothing creates it but a run that starts (refusals and --dry-run leave no trace). */
   protected get stateDir(): string {
-    return ensurePrivateDir(this.stateDirPath);
-  }
-
-  /** The state directory's path, not created: planning and --dry-run leave no trace. */
-  protected get stateDirPath(): string {
     return (this.flags as { 'state-dir'?: string })['state-dir'] ?? defaultStateDir();
   }
 
@@ -44,7 +40,7 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       signal: new AbortController().signal,
       progress: { message: () => undefined, bytes: () => undefined },
       outputs: new Map(),
-      runDir: this.stateDirPath,
+      runDir: this.stateDir,
       trackProcess: () => undefined,
     };
   }
@@ -58,6 +54,7 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       signal,
       confirm: this.canPrompt ? askToContinue : undefined,
       assumeYes: this.flags.yes,
+      dryRun: this.flags['dry-run'],
       onRunDir: (dir) => this.auditTo(join(dir, 'audit.jsonl')),
     };
   }
@@ -79,30 +76,50 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
   /** Shows, saves and (unless --dry-run) executes a plan. */
   protected async runPlan(plan: Plan, planOut: string | undefined): Promise<OperationResult> {
     if (planOut) writePlanFile(planOut, plan);
+    return this.executePlan(plan, planOut);
+  }
+
+  /** Executes a plan; under --dry-run shows it and checks that it could start (checks, lock) without changing anything. */
+  protected async executePlan(plan: Plan, planFile: string | undefined): Promise<OperationResult> {
     const blockers = failedChecks(plan);
-    if (this.flags['dry-run']) {
-      if (!this.jsonEnabled()) this.log(planMarkdown(plan));
-      if (blockers.length) process.exitCode = ExitCode.Refused;
-      return { plan, applied: false, planFile: planOut };
-    }
+    if (this.flags['dry-run'] && !this.jsonEnabled()) this.log(planMarkdown(plan));
     if (blockers.length) {
       const fixes = [...new Set(blockers.flatMap((c) => (c.fix ? [c.fix] : [])))];
-      throw refused(`checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`, `nothing was changed; ${fixes.length ? fixes.join('; ') : 'see the plan with --dry-run'}`);
+      // under --dry-run too: a plan that would be refused is an error (exit 3, the error shape under --json)
+      const seePlan = this.flags['dry-run'] ? 'the whole plan is shown above' : 'the whole plan: the same command with --dry-run';
+      throw refused(`checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`, `nothing was changed; ${fixes.length ? fixes.join('; ') : 'fix what the checks name'} (${seePlan})`);
+    }
+    if (this.flags['dry-run']) {
+      // the executor's dry run: refused if another run holds the cluster, otherwise nothing happens
+      await this.withInterrupts((opts) => startRun(plan, opts));
+      return { plan, applied: false, planFile };
     }
     if (!this.jsonEnabled()) {
       this.logToStderr(`${plan.summary}\n${plan.steps.map((s, i) => `  ${i + 1}. ${s.title}${s.downtime ? ' [downtime]' : ''}${s.pointOfNoReturn ? ' [point of no return]' : ''}`).join('\n')}`);
       for (const w of plan.risks) this.logToStderr(`  ${w}`);
     }
     const run = await this.withInterrupts((opts) => startRun(plan, opts));
-    return { plan, applied: true, planFile: planOut, run };
+    return { plan, applied: true, planFile, run };
   }
 
   protected resume(runId: string): Promise<RunReport> {
-    return this.withInterrupts((opts) => resumeRun(runId, opts));
+    return this.showDryRun(this.withInterrupts((opts) => resumeRun(runId, opts)), 'resume');
   }
 
   protected rollback(runId: string): Promise<RunReport> {
-    return this.withInterrupts((opts) => rollbackRun(runId, opts));
+    return this.showDryRun(this.withInterrupts((opts) => rollbackRun(runId, opts)), 'rollback');
+  }
+
+  /** A dry run of resume or rollback, for people: the steps it would take, in order. */
+  private async showDryRun(pending: Promise<RunReport>, verb: string): Promise<RunReport> {
+    const report = await pending;
+    if (report.dryRun && !this.jsonEnabled()) {
+      this.log(`dry run: \`pgscale ${verb} ${report.runId}\` (${report.operation}, ${report.status}) would:`);
+      for (const [i, s] of report.dryRun.entries()) this.log(`  ${i + 1}. ${s.title} (${s.id}): ${s.action}`);
+      if (report.dryRun.length === 0) this.log('  nothing: no step of this run changed anything');
+      this.log('nothing was changed');
+    }
+    return report;
   }
 }
 

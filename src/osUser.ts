@@ -38,6 +38,6 @@ export function ownerOf(path: string): OsUser {
 /** The current process's own account. */
 export function currentUser(): OsUser {
   const me = userByUid(process.getuid?.() ?? userInfo().uid);
-  if (!me) throw badInput('cannot determine the current OS user');
+  if (!me) throw badInput('cannot determine the current OS user', 'run pgscale as an account listed in /etc/passwd');
   return me;
 }

@@ -9,6 +9,6 @@ export function newestUnfinishedRun(stateDir: string): string {
   // a run refused before it started (another run held the lock) left nothing to continue or undo
   const open = listRuns(stateDir).filter((r) => !['completed', 'rolled-back'].includes(r.status) && r.events.some((e) => e.type === 'run-started'));
   const last = open[open.length - 1];
-  if (!last) throw refused(`no unfinished run in ${stateDir}`, 'see `pgscale runs`');
+  if (!last) throw refused(`no unfinished run in ${stateDir}`, 'nothing to resume or roll back: see `pgscale runs` (with the --state-dir the run used)');
   return last.id;
 }

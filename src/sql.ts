@@ -6,6 +6,7 @@
 import type pg from 'pg';
 import type { AuditSink } from './audit.js';
 import { redact } from './audit.js';
+import { currentUser } from './osUser.js';
 import { describeConnection, libpqEnvironment, type ConnectionSettings } from './connection.js';
 import { PgscaleError, ExitCode } from './errors.js';
 import type { OsUser, Runner } from './runner.js';
@@ -650,7 +651,8 @@ export class PgDb implements Db {
     const client = new Client({
       host: settings.host,
       port: settings.port,
-      user: settings.user,
+      // libpq's default role is the effective OS user, not $USER (which may be unset or another user's under su/setpriv)
+      user: settings.user ?? currentUser().name,
       database: settings.database ?? 'postgres',
       password: settings.password,
       application_name: 'pgscale',

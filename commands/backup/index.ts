@@ -34,7 +34,7 @@ Methods: dumpall (one pg_dumpall stream; restores into any newer major), paralle
 
   async run(): Promise<OperationResult> {
     const f = this.flags;
-    if (f.compress === 'gzip' && f.level > 9) throw badInput('gzip levels are 1 to 9');
+    if (f.compress === 'gzip' && f.level > 9) throw badInput(`--level ${f.level}: gzip levels are 1 to 9`, 'pass --level 1 to 9 with --compress gzip (zstd takes 1 to 19)');
     if (f.method === 'physical' && f['exclude-database']?.length) throw badInput('a physical backup copies the whole cluster: --exclude-database applies to dumpall and parallel only');
     if (f.method === 'dumpall' && f.jobs !== undefined) throw badInput('--jobs applies to --method parallel: pg_dumpall is one stream', 'add --method parallel, or drop --jobs');
     if (f.verify === 'restore' && f.method !== 'dumpall') throw badInput('--verify restore applies to the dumpall method', `check a ${f.method} backup with \`pgscale backup restore DIR --to NEWPGDATA\``);

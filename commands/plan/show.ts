@@ -1,16 +1,19 @@
 import { Args } from '@oclif/core';
 import { PgscaleCommand } from '../../src/command.js';
 import type { Plan } from '../../src/pipeline/plan.js';
-import { readPlanFile } from '../../src/pipeline/planFile.js';
+import { assertUnedited, readPlanFile } from '../../src/pipeline/planFile.js';
 import { planMarkdown } from '../../src/pipeline/render.js';
+import '../../src/operations.js';
 
 export default class PlanShow extends PgscaleCommand<typeof PlanShow> {
   static override summary = 'Render a plan file as markdown for a change review.';
+  static override description = 'What is shown is what `pgscale apply` would run: a plan whose steps, titles or summary no longer follow from its parameters (an edited file) is refused (exit 3) instead of shown. `apply` also re-plans against the cluster and refuses any difference.';
   static override args = { file: Args.file({ description: 'Plan file written with --plan-out.', required: true, exists: true }) };
 
   async run(): Promise<Plan> {
     const { args } = await this.parse(PlanShow);
     const plan = readPlanFile(args.file);
+    assertUnedited(args.file, plan);
     this.log(planMarkdown(plan));
     return plan;
   }

@@ -19,9 +19,10 @@ export default class PlaybookRun extends OperationCommand<typeof PlaybookRun> {
       return await runPlaybook(playbook, {
         runner: this.runner,
         cli: join(this.config.root, 'bin', 'run.js'),
-        stateDir: this.flags['dry-run'] ? this.stateDirPath : this.stateDir,
+        stateDir: this.stateDir,
         yes: this.flags.yes,
         dryRun: this.flags['dry-run'],
+        json: this.jsonEnabled(),
         log: (line) => this.logToStderr(line),
         signal: interrupt.signal,
       });

@@ -47,7 +47,7 @@ export default class ReplicaRemove extends OperationCommand<typeof ReplicaRemove
       };
       const result = await this.runPlan(await this.planOperation('replica-remove', params), undefined);
       // a password typed when the replica was added has no use any more
-      if (result.applied) rmSync(promptedPassfilePath(this.stateDirPath, slot), { force: true });
+      if (result.applied) rmSync(promptedPassfilePath(this.stateDir, slot), { force: true });
       return result;
     } finally {
       await closeRemoteRunners();

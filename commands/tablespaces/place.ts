@@ -47,7 +47,7 @@ Checks before anything: free space on every volume for what moves there, WAL spa
     const f = this.flags;
     const args = (f.volume ?? []).map(parseVolumeArg);
     if (args.length === 0) throw badInput('where to? pass --volume PATH=hot|warm|cold (one per tier)', 'e.g. --volume /mnt/hdd/pg=cold');
-    const facts = await gatherTemperature({ runner: this.runner, audit: this.audit }, f, this.stateDirPath);
+    const facts = await gatherTemperature({ runner: this.runner, audit: this.audit }, f, this.stateDir);
     const cluster = facts.resolved.cluster;
     if (!cluster) throw badInput('tablespaces place works on a cluster on this host: pass --pgdata', 'the volumes and the tablespace directories must be reachable here');
 

@@ -11,7 +11,7 @@ export default class TablespacesShow extends OperationCommand<typeof Tablespaces
   static override flags = { ...temperatureFlags };
 
   async run(): Promise<TemperatureReport> {
-    const { report } = await gatherTemperature({ runner: this.runner, audit: this.audit }, this.flags, this.stateDirPath);
+    const { report } = await gatherTemperature({ runner: this.runner, audit: this.audit }, this.flags, this.stateDir);
     const w = Math.max(8, ...report.relations.map((r) => r.relation.length));
     this.log(`${report.database}: ${report.basis}, ${report.from} → ${report.to}`);
     for (const r of report.relations) {

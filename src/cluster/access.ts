@@ -29,7 +29,7 @@ export interface ClusterAccess {
 export function osUserOf(access: ClusterAccess): OsUser | undefined {
   if (!access.runAs) return undefined;
   const u = userByName(access.runAs);
-  if (!u) throw badInput(`OS user ${access.runAs} does not exist`);
+  if (!u) throw badInput(`OS user ${access.runAs} does not exist`, 'the data directory\'s owner must be an account in /etc/passwd: fix the ownership or create the account');
   return u;
 }
 
@@ -114,7 +114,7 @@ export async function resolveTarget(opts: { pgdata?: string; bindir?: string; ds
   }
   const bindir = opts.bindir ?? installations[0]?.bindir;
   if (!bindir) throw badInput('no PostgreSQL installation found for the client programs', 'pass --bindir');
-  if (!conn.host && !conn.port && !opts.dsn) throw badInput('which cluster? pass --pgdata, or --dsn / PGHOST and PGPORT');
+  if (!conn.host && !conn.port && !opts.dsn) throw badInput('which cluster? no --pgdata, --dsn, PGDATA, PGHOST or PGPORT', 'pass --pgdata DIR for a cluster on this host, or --dsn (`pgscale detect` lists the clusters it finds)');
   return {
     cluster: undefined,
     lockKey: `server:${conn.host ?? 'localhost'}:${conn.port ?? 5432}`,

@@ -8,7 +8,8 @@ import type { AuditSink } from '../audit.js';
 import { ExitCode, PgscaleError, refused } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { Runner } from '../runner.js';
-import { acquireLock, appendEvent, newRun, processGroupAlive, readRun, releaseLock, type RunState, type RunStatus, type StepState } from './journal.js';
+import { acquireLock, appendEvent, lockConflict, newRun, newRunId, processGroupAlive, readRun, releaseLock, runLockKey, type RunState, type RunStatus, type StepState } from './journal.js';
+import { defaultStateDir } from './stateDir.js';
 import type { Plan, PlannedStep } from './plan.js';
 import { stepDefinition, type JsonObject, type Progress, type StepContext } from './step.js';
 
@@ -26,6 +27,20 @@ export interface ExecuteOptions {
   assumeYes: boolean;
   /** Called once the run directory exists (the command attaches the run's audit log there). */
   onRunDir?: (dir: string) => void;
+  /**
+   * --dry-run: every entry point makes its refusal checks, then reports what it would do and
+   * returns. Nothing is written, no lock is taken, no program is started: this is the one place
+   * where --dry-run is enforced for start, resume and rollback.
+   */
+  dryRun: boolean;
+}
+
+/** What a dry run would do, step by step. */
+export interface DryRunStep {
+  id: string;
+  title: string;
+  /** "run", "verify, then run if needed" (resume), "undo" (rollback), "keep" (already done). */
+  action: string;
 }
 
 export interface RunReport {
@@ -36,9 +51,18 @@ export interface RunReport {
   steps: { id: string; title: string; state: StepState }[];
   outputs: Record<string, JsonObject>;
   durationSeconds: number;
+  /** Present only for --dry-run: what the run would do; nothing was done. */
+  dryRun?: DryRunStep[];
 }
 
-function report(state: RunState, started: number): RunReport {
+/** The command that continues or undoes a run, with --state-dir when the run is not in the default one. */
+export function runCommandLine(verb: 'resume' | 'rollback', runId: string, stateDir: string): string {
+  return `pgscale ${verb} ${runId}${stateDir === defaultStateDir() ? '' : ` --state-dir ${stateDir}`}`;
+}
+
+const wayOut = (state: RunState, stateDir: string) => `continue with \`${runCommandLine('resume', state.id, stateDir)}\` or undo with \`${runCommandLine('rollback', state.id, stateDir)}\``;
+
+function report(state: Pick<RunState, 'id' | 'dir' | 'plan' | 'status' | 'steps' | 'outputs'>, started: number, dryRun?: DryRunStep[]): RunReport {
   return {
     runId: state.id,
     runDir: state.dir,
@@ -47,6 +71,7 @@ function report(state: RunState, started: number): RunReport {
     steps: state.plan.steps.map((s) => ({ id: s.id, title: s.title, state: state.steps.get(s.id) ?? 'pending' })),
     outputs: Object.fromEntries(state.outputs),
     durationSeconds: Math.round((performance.now() - started) / 100) / 10,
+    ...(dryRun ? { dryRun } : {}),
   };
 }
 
@@ -157,7 +182,7 @@ async function confirmStep(step: PlannedStep, steps: readonly PlannedStep[], opt
     pnr === step ? 'it is the point of no return' : pnr ? `"${pnr.title}" after it is the point of no return` : '',
   ].filter(Boolean).join('; ');
   if (!opts.confirm) throw refused(`"${step.title}" needs confirmation (${why})`, 'run it at a terminal, or pass --yes');
-  if (!(await opts.confirm(`Next: ${step.title} — ${why}. Continue?`))) throw refused('not confirmed: stopped before this step; nothing more was changed');
+  if (!(await opts.confirm(`Next: ${step.title} — ${why}. Continue?`))) throw refused('not confirmed: stopped before this step; nothing more was changed', 'run it again and answer yes when you are ready');
 }
 
 async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean): Promise<void> {
@@ -226,7 +251,7 @@ function changedAnything(state: RunState): boolean {
 
 async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): Promise<RunReport> {
   const started = performance.now();
-  const key = state.plan.target.lockKey;
+  const key = runLockKey(state.plan);
   appendEvent(state.dir, { type: 'run-started', pid: process.pid, resumed: resuming || undefined });
   try {
     await runSteps(state, opts, resuming);
@@ -234,32 +259,50 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
     const err = e instanceof PgscaleError ? e : new PgscaleError((e as Error).message, ExitCode.FailedAfterChange);
     if (err.exitCode === ExitCode.Interrupted || opts.signal.aborted) {
       appendEvent(state.dir, { type: 'run-interrupted', step: [...state.steps].find(([, s]) => s === 'failed')?.[0] });
-      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, `continue with \`pgscale resume ${state.id}\` or undo with \`pgscale rollback ${state.id}\``);
+      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, wayOut(state, opts.stateDir));
     }
     appendEvent(state.dir, { type: 'run-failed', error: err.message });
     if (!changedAnything(state)) {
-      releaseLock(opts.stateDir, key, state.id);
+      releaseLock(key, state.id);
       throw new PgscaleError(err.message, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
+    }
+    if (err.exitCode !== ExitCode.Refused && !touchedSteps(state).some((s) => s.downtime || s.pointOfNoReturn)) {
+      // a failure before downtime undoes what the run did and releases the lock: nothing is left for anyone to finish
+      try {
+        await undoSteps(state, [...touchedSteps(state)].reverse(), opts);
+      } catch (undoError) {
+        throw new PgscaleError(`${err.message}\nundoing what the run had done failed too: ${(undoError as Error).message}`, ExitCode.FailedAfterChange, `fix the cause, then \`${runCommandLine('rollback', state.id, opts.stateDir)}\` finishes the undo`);
+      }
+      releaseLock(key, state.id);
+      // the step's own hint speaks of an open run (resume, rollback): there is none any more
+      throw new PgscaleError(`${err.message}\n(the run failed before any downtime: what it had done is undone, nothing is left changed)`, ExitCode.FailedNoChange, 'fix the cause named above and run the same command again');
     }
     // the lock stays: nothing else may touch this cluster until the run is resumed or rolled back
     if (err.exitCode === ExitCode.Refused) {
       // a confirmation declined after the steps that need none: refused (README: "not confirmed"), and what ran is kept
-      throw new PgscaleError(err.message, ExitCode.Refused, `the steps before it are done and kept: \`pgscale resume ${state.id}\` asks again, \`pgscale rollback ${state.id}\` undoes them`);
+      throw new PgscaleError(err.message, ExitCode.Refused, `the steps before it are done and kept: \`${runCommandLine('resume', state.id, opts.stateDir)}\` asks again, \`${runCommandLine('rollback', state.id, opts.stateDir)}\` undoes them`);
     }
-    throw new PgscaleError(err.message, ExitCode.FailedAfterChange, `fix the cause, then \`pgscale resume ${state.id}\` (or \`pgscale rollback ${state.id}\`)`);
+    throw new PgscaleError(err.message, ExitCode.FailedAfterChange, `fix the cause, then ${wayOut(state, opts.stateDir)}`);
   }
   appendEvent(state.dir, { type: 'run-done' });
-  releaseLock(opts.stateDir, key, state.id);
+  releaseLock(key, state.id);
   return report(readRun(opts.stateDir, state.id), started);
 }
 
 /** Starts a new run of a plan whose checks passed. */
 export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunReport> {
-  const id = newRun(opts.stateDir, plan);
+  if (opts.dryRun) {
+    const conflict = lockConflict(runLockKey(plan));
+    if (conflict) throw conflict;
+    const steps = new Map(plan.steps.map((s): [string, StepState] => [s.id, 'pending']));
+    return report({ id: '(dry run)', dir: '', plan, status: 'running', steps, outputs: new Map() }, performance.now(), plan.steps.map((s) => ({ id: s.id, title: s.title, action: 'run' })));
+  }
+  const id = newRunId(plan);
+  acquireLock(opts.stateDir, runLockKey(plan), id);
   try {
-    acquireLock(opts.stateDir, plan.target.lockKey, id);
+    newRun(opts.stateDir, plan, id);
   } catch (e) {
-    appendEvent(readRun(opts.stateDir, id).dir, { type: 'run-failed', error: (e as Error).message });
+    releaseLock(runLockKey(plan), id);
     throw e;
   }
   const state = readRun(opts.stateDir, id);
@@ -270,31 +313,29 @@ export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunRep
 /** Continues a failed, interrupted or killed run: done steps stay done, the rest verify-then-apply. */
 export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<RunReport> {
   const state = readRun(opts.stateDir, runId);
-  if (state.status === 'completed') throw refused(`run ${runId} already completed`);
-  if (state.status === 'rolled-back' || state.status === 'rolling-back' || state.status === 'rollback-failed') throw refused(`run ${runId} was rolled back (${state.status}); make a new plan`);
-  if (state.status === 'running') throw refused(`run ${runId} is still running`);
-  acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
+  const rollback = `\`${runCommandLine('rollback', runId, opts.stateDir)}\``;
+  if (state.status === 'completed') throw refused(`run ${runId} already completed`, 'nothing to resume: make a new plan for a new change (see `pgscale runs`)');
+  if (state.status === 'rolled-back') throw refused(`run ${runId} was rolled back`, 'nothing to resume: make a new plan');
+  if (state.status === 'rolling-back' || state.status === 'rollback-failed') throw refused(`run ${runId} is being rolled back (${state.status})`, `finish undoing it: ${rollback}`);
+  if (state.status === 'running') throw refused(`run ${runId} is still running`, 'wait for it to finish (see `pgscale runs`)');
+  if (opts.dryRun) {
+    const conflict = lockConflict(runLockKey(state.plan), runId);
+    if (conflict) throw conflict;
+    const finished = (id: string) => ['done', 'skipped'].includes(state.steps.get(id) ?? 'pending');
+    return report(state, performance.now(), state.plan.steps.map((s) => ({ id: s.id, title: s.title, action: finished(s.id) ? 'keep (done)' : 'verify, then run if needed' })));
+  }
+  acquireLock(opts.stateDir, runLockKey(state.plan), runId, runId);
   await killOrphans(state.orphans);
   opts.onRunDir?.(state.dir);
   return drive(state, opts, true);
 }
 
-/** Undoes what a run did, newest step first; refuses past a point of no return. */
-export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<RunReport> {
-  const started = performance.now();
-  const state = readRun(opts.stateDir, runId);
-  if (state.status === 'running') throw refused(`run ${runId} is still running`);
-  if (state.status === 'rolled-back') throw refused(`run ${runId} was already rolled back`);
-  const touched = state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending'));
-  const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
-  if (pastNoReturn) {
-    throw refused(`run ${runId} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, pastNoReturn.rollback);
-  }
-  acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
-  await killOrphans(state.orphans);
-  opts.onRunDir?.(state.dir);
+/** The steps a run started or finished (what an undo must reverse), in plan order. */
+const touchedSteps = (state: RunState) => state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending'));
+
+/** Runs the undo of each step in the order given, journaled; a failing undo stops there (a retry continues from it). */
+async function undoSteps(state: RunState, undo: readonly PlannedStep[], opts: ExecuteOptions): Promise<void> {
   appendEvent(state.dir, { type: 'rollback-started', pid: process.pid });
-  const undo = [...touched].reverse();
   await runTaskList(undo.map((step) => ({
     title: `undo: ${step.title}`,
     run: async (task) => {
@@ -309,9 +350,33 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
         throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
       }
       appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
+      state.steps.set(step.id, 'rolled-back');
     },
   })), opts.progress);
   appendEvent(state.dir, { type: 'rollback-done' });
-  releaseLock(opts.stateDir, state.plan.target.lockKey, runId);
+}
+
+/** Undoes what a run did, newest step first; refuses past a point of no return. */
+export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<RunReport> {
+  const started = performance.now();
+  const state = readRun(opts.stateDir, runId);
+  if (state.status === 'running') throw refused(`run ${runId} is still running`, 'wait for it to finish, or stop it with Ctrl-C (it stops at a safe point), then roll back');
+  if (state.status === 'rolled-back') throw refused(`run ${runId} was already rolled back`, 'nothing to undo (see `pgscale runs`)');
+  const touched = touchedSteps(state);
+  const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
+  if (pastNoReturn) {
+    throw refused(`run ${runId} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, pastNoReturn.rollback);
+  }
+  const undo = [...touched].reverse();
+  if (opts.dryRun) {
+    const conflict = lockConflict(runLockKey(state.plan), runId);
+    if (conflict) throw conflict;
+    return report(state, performance.now(), undo.map((s) => ({ id: s.id, title: s.title, action: `undo: ${s.rollback}` })));
+  }
+  acquireLock(opts.stateDir, runLockKey(state.plan), runId, runId);
+  await killOrphans(state.orphans);
+  opts.onRunDir?.(state.dir);
+  await undoSteps(state, undo, opts);
+  releaseLock(runLockKey(state.plan), runId);
   return report(readRun(opts.stateDir, runId), started);
 }

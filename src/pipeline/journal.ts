@@ -5,10 +5,11 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, rmSync, writeSync, renameSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { refused } from '../errors.js';
+import { redact } from '../audit.js';
+import { badInput, refused } from '../errors.js';
 import type { JsonObject } from './step.js';
 import type { Plan } from './plan.js';
-import { ensurePrivateDir } from './stateDir.js';
+import { defaultStateDir, ensurePrivateDir } from './stateDir.js';
 
 export type JournalEvent =
   | { type: 'run-started'; pid: number; resumed?: boolean }
@@ -40,6 +41,8 @@ export interface RunState {
   outputs: Map<string, JsonObject>;
   /** Process groups started by steps that did not finish. */
   orphans: number[];
+  /** Journal lines that are not JSON, by line number (1-based): shown by `pgscale runs`, never silently dropped. */
+  corruptLines: number[];
 }
 
 const syncWrite = (path: string, text: string, flags: string) => {
@@ -63,15 +66,20 @@ export function runsDir(stateDir: string): string {
   return join(stateDir, 'runs');
 }
 
-export function newRun(stateDir: string, plan: Plan): string {
-  const id = `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${plan.operation}-${randomBytes(3).toString('hex')}`;
+export function newRunId(plan: Plan): string {
+  return `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${plan.operation}-${randomBytes(3).toString('hex')}`;
+}
+
+/** Creates the run's directory with its plan; the run must hold the cluster's lock already (a refused run leaves nothing). */
+export function newRun(stateDir: string, plan: Plan, id: string): string {
   const dir = ensurePrivateDir(join(ensurePrivateDir(runsDir(stateDir)), id));
   writeFileAtomic(join(dir, 'plan.json'), JSON.stringify(plan, null, 2) + '\n');
   return id;
 }
 
 export function appendEvent(runDir: string, event: JournalEvent): void {
-  syncWrite(join(runDir, 'journal.jsonl'), JSON.stringify({ at: new Date().toISOString(), ...event }) + '\n', 'a');
+  // error texts come from programs and servers: no password reaches the journal whatever they say
+  syncWrite(join(runDir, 'journal.jsonl'), redact(JSON.stringify({ at: new Date().toISOString(), ...event })) + '\n', 'a');
 }
 
 /** Start time of a process in clock ticks since boot: a pid alone can be reused. */
@@ -103,19 +111,31 @@ export function processGroupAlive(pgid: number): boolean {
   return false;
 }
 
+/** Run ids are made by newRun: a timestamp, the operation and hex. Anything else (a path above all) is not one. */
+const runIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
 export function readRun(stateDir: string, id: string): RunState {
+  if (!runIdPattern.test(id) || id.includes('..')) throw badInput(`"${id}" is not a run id`, 'run ids look like 20260101T120000-backup-a1b2c3: see `pgscale runs`');
   const dir = join(runsDir(stateDir), id);
-  if (!existsSync(join(dir, 'plan.json'))) throw refused(`no run "${id}" in ${runsDir(stateDir)}`, 'see `pgscale runs`');
-  const plan = JSON.parse(readFileSync(join(dir, 'plan.json'), 'utf8')) as Plan;
+  if (!existsSync(dir)) throw badInput(`no run "${id}" in ${runsDir(stateDir)}`, 'see `pgscale runs` for the run ids (pass the same --state-dir as the run)');
+  let plan: Plan;
+  try {
+    plan = JSON.parse(readFileSync(join(dir, 'plan.json'), 'utf8')) as Plan;
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'has no plan.json' : `has an unreadable plan.json (${(e as NodeJS.ErrnoException).code ?? 'not JSON'})`;
+    throw refused(`run ${id} is damaged: ${dir} ${why}`, `it can be neither resumed nor rolled back by pgscale: check the cluster by hand (its journal is ${join(dir, 'journal.jsonl')}), then remove ${dir}; its lock no longer blocks a new run`);
+  }
+  const corruptLines: number[] = [];
   const events: StampedEvent[] = existsSync(join(dir, 'journal.jsonl'))
     ? readFileSync(join(dir, 'journal.jsonl'), 'utf8')
         .split('\n')
-        .filter(Boolean)
-        .flatMap((l) => {
+        .flatMap((l, i) => {
+          if (!l) return [];
           try {
             return [JSON.parse(l) as StampedEvent];
           } catch {
-            return []; // a line torn by a crash mid-write carries nothing that was acted on
+            corruptLines.push(i + 1); // a line torn by a crash mid-write carries nothing that was acted on
+            return [];
           }
         })
     : [];
@@ -140,28 +160,37 @@ export function readRun(stateDir: string, id: string): RunState {
       case 'rollback-done': status = 'rolled-back'; break;
     }
   }
-  const lock = readLock(stateDir, plan.target.lockKey);
+  const lock = readLock(runLockKey(plan));
   // "running" needs a live process holding the lock; a run that has just taken it has no events yet
   const live = lock?.runId === id && processAlive(lock.pid, lock.start);
   if (events.length === 0) status = live ? 'running' : 'killed';
   else if ((status === 'running' || status === 'rolling-back') && !live) status = status === 'running' ? 'killed' : 'rollback-failed';
-  return { id, dir, plan, events, status, steps, outputs, orphans: [...processes.values()].flat() };
+  return { id, dir, plan, events, status, steps, outputs, orphans: [...processes.values()].flat(), corruptLines };
 }
 
-export function listRuns(stateDir: string): RunState[] {
+/** A run directory as `pgscale runs` shows it: the run, or why it cannot be read. */
+export type RunEntry = { id: string; dir: string; run: RunState; problem?: undefined } | { id: string; dir: string; run?: undefined; problem: string };
+
+export function listRunEntries(stateDir: string): RunEntry[] {
   let ids: string[];
   try {
     ids = readdirSync(runsDir(stateDir));
   } catch {
     return [];
   }
-  return ids.sort().flatMap((id) => {
+  return ids.sort().map((id): RunEntry => {
+    const dir = join(runsDir(stateDir), id);
     try {
-      return [readRun(stateDir, id)];
-    } catch {
-      return [];
+      return { id, dir, run: readRun(stateDir, id) };
+    } catch (e) {
+      return { id, dir, problem: (e as Error).message };
     }
   });
+}
+
+/** The runs that can be read; damaged ones are listed by listRunEntries. */
+export function listRuns(stateDir: string): RunState[] {
+  return listRunEntries(stateDir).flatMap((e) => (e.run ? [e.run] : []));
 }
 
 interface LockContent {
@@ -169,26 +198,72 @@ interface LockContent {
   pid: number;
   start: string | undefined;
   key: string;
+  /** The state directory holding the run: the lock is host-wide, runs are wherever --state-dir put them. */
+  stateDir: string;
 }
 
-const lockPath = (stateDir: string, key: string) => join(stateDir, 'locks', createHash('sha256').update(key).digest('hex').slice(0, 24) + '.lock');
+/**
+ * What a run locks: the cluster's system identifier when the plan knows it (the same cluster by
+ * --pgdata, --dsn or any path then shares one lock), else the operation's own key.
+ */
+export function runLockKey(plan: Plan): string {
+  return plan.target.systemIdentifier ? `system:${plan.target.systemIdentifier}` : plan.target.lockKey;
+}
 
-function readLock(stateDir: string, key: string): LockContent | undefined {
+/**
+ * Locks live in one directory per host for root (/var/lib/pgscale/locks), whatever --state-dir a
+ * run uses, so every pgscale on the host sees them; otherwise under the user's own default state
+ * directory (a non-root user can only change clusters it owns).
+ */
+export function lockDir(): string {
+  return join(defaultStateDir(), 'locks');
+}
+
+/** The lock file of a key. */
+export const lockPath = (key: string) => join(lockDir(), createHash('sha256').update(key).digest('hex').slice(0, 24) + '.lock');
+
+function readLock(key: string): LockContent | undefined {
   try {
-    return JSON.parse(readFileSync(lockPath(stateDir, key), 'utf8')) as LockContent;
+    return JSON.parse(readFileSync(lockPath(key), 'utf8')) as LockContent;
   } catch {
     return undefined;
   }
 }
 
 /**
- * Takes the cluster's lock for a run. A live holder always wins; a dead holder's lock passes only
- * to a resume or rollback of that same run, so an interrupted run is never silently overtaken.
+ * Why a run could not take a cluster's lock now, or undefined when it could. A live holder always
+ * wins; a dead holder's lock passes only to a resume or rollback of that same run, so an
+ * interrupted run is never silently overtaken. A holder whose run can no longer be read (its
+ * state directory or plan is gone) cannot be resumed or rolled back: it blocks nothing.
  */
+export function lockConflict(key: string, takeOverFrom?: string): Error | undefined {
+  const held = readLock(key);
+  if (!held) return undefined;
+  // a live holder wins even before its run directory exists (it is being created)
+  if (held.pid !== process.pid && processAlive(held.pid, held.start)) {
+    return refused(`another pgscale run (${held.runId}, pid ${held.pid}) is working on this cluster (${held.key})`, 'wait for it to finish; two runs on one cluster are never allowed');
+  }
+  let status: RunStatus | undefined;
+  try {
+    status = readRun(held.stateDir ?? defaultStateDir(), held.runId).status;
+  } catch {
+    status = undefined;
+  }
+  const stateFlag = held.stateDir && held.stateDir !== defaultStateDir() ? ` --state-dir ${held.stateDir}` : '';
+  if (status === 'running' || status === 'rolling-back') {
+    return refused(`another pgscale run (${held.runId}, pid ${held.pid}) is working on this cluster (${held.key})`, 'wait for it to finish; two runs on one cluster are never allowed');
+  }
+  if (held.runId !== takeOverFrom && status && status !== 'completed' && status !== 'rolled-back') {
+    return refused(`run ${held.runId} on this cluster (${held.key}) did not finish (${status})`, `finish it with \`pgscale resume ${held.runId}${stateFlag}\` or undo it with \`pgscale rollback ${held.runId}${stateFlag}\``);
+  }
+  return undefined;
+}
+
+/** Takes the cluster's lock for a run of stateDir (see lockConflict for who may take it). */
 export function acquireLock(stateDir: string, key: string, runId: string, takeOverFrom?: string): void {
-  ensurePrivateDir(join(stateDir, 'locks'));
-  const path = lockPath(stateDir, key);
-  const mine: LockContent = { runId, pid: process.pid, start: processStart(process.pid), key };
+  ensurePrivateDir(lockDir());
+  const path = lockPath(key);
+  const mine: LockContent = { runId, pid: process.pid, start: processStart(process.pid), key, stateDir };
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       syncWrite(path, JSON.stringify(mine), 'wx');
@@ -196,29 +271,14 @@ export function acquireLock(stateDir: string, key: string, runId: string, takeOv
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
-    const held = readLock(stateDir, key);
-    if (held) {
-      // a run holds the lock while it is executing, and after it failed or was interrupted, until
-      // it is resumed, rolled back or completed
-      let status: RunStatus | undefined;
-      try {
-        status = readRun(stateDir, held.runId).status;
-      } catch {
-        status = undefined;
-      }
-      if (status === 'running' || status === 'rolling-back') {
-        throw refused(`another pgscale run (${held.runId}, pid ${held.pid}) is working on ${key}`, 'wait for it to finish; two runs on one cluster are never allowed');
-      }
-      if (held.runId !== takeOverFrom && status && status !== 'completed' && status !== 'rolled-back') {
-        throw refused(`run ${held.runId} on ${key} did not finish (${status})`, `finish it with \`pgscale resume ${held.runId}\` or undo it with \`pgscale rollback ${held.runId}\``);
-      }
-    }
+    const conflict = lockConflict(key, takeOverFrom);
+    if (conflict) throw conflict;
     rmSync(path, { force: true });
   }
-  throw refused(`could not take the lock for ${key}`);
+  throw refused(`could not take the lock for ${key}`, 'another pgscale started on this cluster at the same moment: see `pgscale runs`, then try again');
 }
 
-export function releaseLock(stateDir: string, key: string, runId: string): void {
-  const held = readLock(stateDir, key);
-  if (held?.runId === runId) rmSync(lockPath(stateDir, key), { force: true });
+export function releaseLock(key: string, runId: string): void {
+  const held = readLock(key);
+  if (held?.runId === runId) rmSync(lockPath(key), { force: true });
 }

@@ -3,6 +3,8 @@
  * fingerprint of the state it was made from. `--plan-out` writes it; `pgscale apply` re-checks
  * the fingerprint and re-plans every step, refusing if anything differs from what was reviewed.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { flag, stepDefinition, type CheckResult, type Json, type JsonObject, type PlannedAction, type StepContext, type StepData } from './step.js';
 
 export const planFormat = 'pgscale-plan/1';
@@ -24,7 +26,8 @@ export interface Plan {
   operation: string;
   /** The operation's own parameters: what `apply` needs to fingerprint the target again. */
   params: JsonObject;
-  target: { description: string; lockKey: string };
+  /** systemIdentifier: the cluster's own identity (pg_control), whatever path or DSN reached it; the run lock is keyed by it. */
+  target: { description: string; lockKey: string; systemIdentifier?: string };
   createdAt: string;
   fingerprint: Fingerprint;
   summary: string;
@@ -58,6 +61,25 @@ export function operation(name: string): Operation {
   return op;
 }
 
+/**
+ * The system identifier of a cluster: the first 8 bytes of global/pg_control (uint64, host byte
+ * order), readable whether the server runs or not; undefined when the file cannot be read.
+ */
+export function readSystemIdentifier(dataDir: string): string | undefined {
+  try {
+    const control = readFileSync(join(dataDir, 'global', 'pg_control'));
+    return control.length >= 8 ? control.readBigUInt64LE(0).toString() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The target's system identifier: from the fingerprint (asked of the server), else from a local data directory's pg_control. */
+function targetIdentity(target: { lockKey: string }, fingerprint: Fingerprint): string | undefined {
+  if (typeof fingerprint.systemIdentifier === 'string' && fingerprint.systemIdentifier) return fingerprint.systemIdentifier;
+  return target.lockKey.startsWith('cluster:') ? readSystemIdentifier(target.lockKey.slice('cluster:'.length)) : undefined;
+}
+
 /** Runs every check and plan function: no side effects, so --dry-run is this and nothing more. */
 export async function buildPlan(op: Operation, params: JsonObject, ctx: StepContext): Promise<Plan> {
   const steps: PlannedStep[] = [];
@@ -75,13 +97,16 @@ export async function buildPlan(op: Operation, params: JsonObject, ctx: StepCont
     });
   }
   const checks = steps.flatMap((s) => s.checks);
+  const fingerprint = await op.fingerprint(ctx, params);
+  const target = op.describeTarget(params);
+  const systemIdentifier = targetIdentity(target, fingerprint);
   return {
     format: planFormat,
     operation: op.name,
     params,
-    target: op.describeTarget(params),
+    target: systemIdentifier ? { ...target, systemIdentifier } : target,
     createdAt: new Date().toISOString(),
-    fingerprint: await op.fingerprint(ctx, params),
+    fingerprint,
     summary: op.summary(params),
     steps,
     downtimeSeconds: steps.filter((s) => s.downtime).reduce((a, s) => a + s.estimateSeconds, 0),

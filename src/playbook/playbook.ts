@@ -61,7 +61,7 @@ export function parsePlaybook(text: string, file: string): Playbook {
   try {
     data = parse(text);
   } catch (e) {
-    throw badInput(`playbook ${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    throw badInput(`playbook ${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`, 'fix the YAML at that line (`pgscale playbook schema` prints what a playbook holds)');
   }
   if (!validate(data)) {
     const why = (validate.errors ?? []).slice(0, 5).map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ');
@@ -84,19 +84,32 @@ export function readPlaybook(file: string): Playbook {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw badInput(`cannot read playbook ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    throw badInput(`cannot read playbook ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : ((e as NodeJS.ErrnoException).code ?? String(e))}`, 'pass the path of a readable YAML playbook (examples in playbooks/)');
   }
   return parsePlaybook(text, file);
 }
 
-/** The argv of one step: the command, the cluster flags, its own flags (true → --flag, false → omitted). */
-export function stepArgv(step: PlaybookStep, cluster: Record<string, string>, common: string[]): string[] {
+/** Flags that travel in the environment, never in argv (a DSN may hold a password; ps shows argv to every user). */
+const flagsByEnv: Record<string, string> = { dsn: 'PGSCALE_DSN' };
+
+/**
+ * How one step runs: the command with the cluster flags and its own (true → --flag, false →
+ * omitted) in argv, plus the environment: the state directory (a command without --state-dir,
+ * such as detect, ignores it) and the DSN.
+ */
+export function stepInvocation(step: PlaybookStep, cluster: Record<string, string>, common: string[], stateDir: string): { argv: string[]; env: Record<string, string> } {
   const flags = { ...cluster, ...step.flags };
   const argv = step.command.split(' ');
+  const env: Record<string, string> = { PGSCALE_STATE_DIR: stateDir };
   for (const [name, value] of Object.entries(flags)) {
     if (value === false) continue;
+    const envName = flagsByEnv[name];
+    if (envName) {
+      env[envName] = String(value);
+      continue;
+    }
     argv.push(`--${name}`);
     if (value !== true) argv.push(String(value));
   }
-  return [...argv, ...common];
+  return { argv: [...argv, ...common], env };
 }

@@ -8,7 +8,8 @@ import { PgscaleError, ExitCode } from '../errors.js';
 import { listRuns, writeFileAtomic } from '../pipeline/journal.js';
 import { ensurePrivateDir } from '../pipeline/stateDir.js';
 import type { Runner } from '../runner.js';
-import { stepArgv, type Playbook } from './playbook.js';
+import { stepInvocation, type Playbook } from './playbook.js';
+import { redact } from '../audit.js';
 
 interface Progress {
   digest: string;
@@ -20,7 +21,7 @@ interface Progress {
 
 export interface PlaybookResult {
   name: string;
-  steps: { index: number; command: string; outcome: 'done' | 'already done' | 'resumed' | 'failed' | 'dry-run'; runId?: string; exitCode: number }[];
+  steps: { index: number; command: string; outcome: 'done' | 'already done' | 'resumed' | 'failed' | 'dry-run'; runId?: string; exitCode: number; output?: unknown }[];
 }
 
 export interface PlaybookOptions {
@@ -29,6 +30,8 @@ export interface PlaybookOptions {
   stateDir: string;
   yes: boolean;
   dryRun: boolean;
+  /** --json: every step runs with --json and its result (or error) becomes part of the playbook's JSON. */
+  json: boolean;
   log: (line: string) => void;
   signal: AbortSignal;
 }
@@ -44,6 +47,15 @@ function loadProgress(stateDir: string, pb: Playbook): Progress {
   return { digest: pb.digest, done: [], runs: {} };
 }
 
+/** A step's --json output; text that is not JSON is kept as text rather than lost. */
+function parseOutput(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text.trim() || undefined;
+  }
+}
+
 export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<PlaybookResult> {
   const progress = o.dryRun ? { digest: pb.digest, done: [], runs: {} } : loadProgress(o.stateDir, pb);
   const save = () => {
@@ -51,7 +63,7 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
     writeFileAtomic(progressPath(o.stateDir, pb), JSON.stringify(progress, null, 2));
   };
   const result: PlaybookResult = { name: pb.name, steps: [] };
-  const common = ['--state-dir', o.stateDir, ...(o.yes ? ['--yes'] : []), ...(o.dryRun ? ['--dry-run'] : [])];
+  const common = [...(o.yes ? ['--yes'] : []), ...(o.dryRun ? ['--dry-run'] : []), ...(o.json ? ['--json'] : [])];
   for (const [index, step] of pb.steps.entries()) {
     const label = `[${new Date().toISOString()}] step ${index + 1}/${pb.steps.length}: ${step.command}`;
     if (progress.done.includes(index)) {
@@ -61,27 +73,33 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
     }
     const previous = progress.runs[index];
     const unfinished = previous ? listRuns(o.stateDir).find((r) => r.id === previous && !['completed', 'rolled-back'].includes(r.status)) : undefined;
-    const argv = unfinished ? ['resume', unfinished.id, '--state-dir', o.stateDir, ...(o.yes ? ['--yes'] : [])] : stepArgv(step, pb.cluster, common);
-    o.log(`${label}: pgscale ${argv.join(' ')}`);
+    const { argv, env } = unfinished
+      ? { argv: ['resume', unfinished.id, ...(o.yes ? ['--yes'] : []), ...(o.json ? ['--json'] : [])], env: { PGSCALE_STATE_DIR: o.stateDir } }
+      : stepInvocation(step, pb.cluster, common, o.stateDir);
+    o.log(redact(`${label}: pgscale ${argv.join(' ')}`));
     const before = new Set(listRuns(o.stateDir).map((r) => r.id));
-    const child = o.runner.stream({ program: process.execPath, args: [o.cli, ...argv], signal: o.signal });
+    const child = o.runner.stream({ program: process.execPath, args: [o.cli, ...argv], env, signal: o.signal });
     child.stdin.end();
-    child.stdout.pipe(process.stdout, { end: false });
+    let jsonText = '';
+    if (o.json) child.stdout.on('data', (d: Buffer) => (jsonText += d.toString()));
+    else child.stdout.pipe(process.stdout, { end: false });
     const res = await child.result;
-    if (res.stderr) process.stderr.write(res.stderr);
+    if (res.stderr && !o.json) process.stderr.write(res.stderr);
+    const output = o.json ? parseOutput(jsonText) : undefined;
     const started = listRuns(o.stateDir).find((r) => !before.has(r.id))?.id ?? unfinished?.id;
     if (started) progress.runs[index] = started;
     const exitCode = res.exitCode ?? ExitCode.Interrupted;
     if (exitCode !== 0) {
       if (!o.dryRun) save();
-      result.steps.push({ index, command: step.command, outcome: 'failed', runId: started, exitCode });
-      throw new PgscaleError(`playbook ${pb.name} stopped at step ${index + 1} (${step.command}), exit code ${exitCode}`, exitCode as ExitCode, 'fix the cause and run the playbook again: finished steps are skipped and an unfinished run is resumed');
+      result.steps.push({ index, command: step.command, outcome: 'failed', runId: started, exitCode, output });
+      const childError = (output as { error?: { message?: string } } | undefined)?.error?.message;
+      throw new PgscaleError(`playbook ${pb.name} stopped at step ${index + 1} (${step.command}), exit code ${exitCode}${childError ? `: ${childError}` : ''}`, exitCode as ExitCode, 'fix the cause and run the playbook again: finished steps are skipped and an unfinished run is resumed');
     }
     if (!o.dryRun) {
       progress.done.push(index);
       save();
     }
-    result.steps.push({ index, command: step.command, outcome: o.dryRun ? 'dry-run' : unfinished ? 'resumed' : 'done', runId: started, exitCode });
+    result.steps.push({ index, command: step.command, outcome: o.dryRun ? 'dry-run' : unfinished ? 'resumed' : 'done', runId: started, exitCode, output });
   }
   return result;
 }

@@ -40,8 +40,8 @@ import { TUNE_AREAS } from './types.js';
 
 /** --memory: a positive size with a unit ("64GB", "512MB", "1.5TB"; binary units, as PostgreSQL counts). */
 export function parseMemoryFlag(text: string): number {
-  const bytes = parseSizeFlag('--memory', 'memory', text);
-  if (bytes < 256 * MiB) throw badInput(`--memory ${text}: PostgreSQL needs at least 256MB to be tuned for`);
+  const bytes = parseSizeFlag('--memory', 'memory', text, '', '--memory 64GB');
+  if (bytes < 256 * MiB) throw badInput(`--memory ${text}: PostgreSQL needs at least 256MB to be tuned for`, 'pass --memory 256MB or more');
   return bytes;
 }
 

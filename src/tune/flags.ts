@@ -26,17 +26,16 @@ export function workloadFromFlag(flag: string): WorkloadProfile {
 const SIZE_UNITS: Record<string, number> = { b: 1, k: KiB, kb: KiB, kib: KiB, m: MiB, mb: MiB, mib: MiB, g: GiB, gb: GiB, gib: GiB, t: TiB, tb: TiB, tib: TiB };
 
 /** A positive `what` with a unit ("64GB", "512MB", "1.5TB"; binary units, as PostgreSQL counts), for `flag`; `per` is "/s" for a rate. */
-export function parseSizeFlag(flag: string, what: string, text: string, per: '' | '/s' = ''): number {
+export function parseSizeFlag(flag: string, what: string, text: string, per: '' | '/s' = '', example = `${flag} 64MB${per}`): number {
   const body = per ? text.replace(/\s*\/\s*s(ec(ond)?)?\s*$/i, '') : text;
   const m = /^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$/.exec(body);
-  if (!m) throw badInput(`${flag} ${text}: not a size; write it like 64MB${per} or 1.5GB${per}`);
+  if (!m) throw badInput(`${flag} ${text}: not a size`, `write it like ${example} or ${flag} 1.5GB${per}`);
+  if (!(Number(m[1]) > 0)) throw badInput(`${flag} ${text}: ${what} must be more than 0`, `e.g. ${example}`);
   const unit = m[2]!.toLowerCase();
-  if (unit === '') throw badInput(`${flag} ${text}: give a unit, e.g. ${m[1]}MB${per}`);
+  if (unit === '') throw badInput(`${flag} ${text}: give a unit`, `e.g. ${flag} ${m[1]}GB${per} or ${flag} ${m[1]}MB${per}`);
   const bytesPer = Object.hasOwn(SIZE_UNITS, unit) ? SIZE_UNITS[unit] : undefined;
-  if (bytesPer === undefined) throw badInput(`${flag} ${text}: unknown unit "${m[2]}" (use B, kB, MB, GB or TB)`);
-  const bytes = Math.floor(Number(m[1]) * bytesPer);
-  if (!(bytes > 0)) throw badInput(`${flag} ${text}: ${what} must be more than 0`);
-  return bytes;
+  if (bytesPer === undefined) throw badInput(`${flag} ${text}: unknown unit "${m[2]}"`, `use B, kB, MB, GB or TB, e.g. ${example}`);
+  return Math.floor(Number(m[1]) * bytesPer);
 }
 
 /** --wal-rate: WAL written per second at peak, e.g. 20MB/s (the "/s" may be left out). */

@@ -115,6 +115,11 @@ const readIfExists = (path: string): Buffer | undefined => (existsSync(path) ? r
 
 /** Written completely or not at all (temp file, fsync, rename), with the mode and owner given. */
 function writeBytesAtomic(path: string, data: Buffer, mode: number, uid: number, gid: number): void {
+  // a file put back may have lived in a directory a later run removed (conf.d after a --restore)
+  if (!existsSync(dirname(path))) {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    chownSync(dirname(path), uid, gid);
+  }
   const tmp = join(dirname(path), `.${basename(path)}.pgscale-tmp`);
   const fd = openSync(tmp, 'w', mode);
   try {

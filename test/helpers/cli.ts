@@ -37,6 +37,26 @@ export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult
   });
 }
 
+export interface StartedCli {
+  pid: number;
+  kill(signal: NodeJS.Signals): void;
+  done: Promise<CliResult & { signal: NodeJS.Signals | null }>;
+}
+
+/** Like runCli, but the process is ours to signal while it runs. */
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): StartedCli {
+  const child = spawn(process.execPath, [cliEntry, ...args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<CliResult & { signal: NodeJS.Signals | null }>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return { pid: child.pid!, kill: (s) => child.kill(s), done };
+}
+
 /**
  * Whether another OS user can run the CLI from this checkout: a clone under a 0700 directory (as
  * mktemp -d makes) is out of its reach, and a test running pgscale as that user cannot mean anything.

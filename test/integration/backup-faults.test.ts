@@ -5,12 +5,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCluster, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
-import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
-import { cliEntry, repoRoot } from '../helpers/paths.js';
+import { parseJson, runCli, startCli, type StartedCli } from '../helpers/cli.js';
 import { holdTableLock, lockWaiters, sizeOf, waitFor } from '../helpers/snapshot.js';
 import { isRoot } from '../../src/runner.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
@@ -18,26 +16,7 @@ import { processGroupAlive, type StampedEvent } from '../../src/pipeline/journal
 
 after(teardownAll);
 
-interface Started {
-  pid: number;
-  kill(signal: NodeJS.Signals): void;
-  /** Settles when the process has exited and its output is closed. */
-  done: Promise<CliResult & { signal: NodeJS.Signals | null }>;
-}
-
-/** Like runCli, but the process is ours to signal while it runs. */
-function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Started {
-  const child = spawn(process.execPath, [cliEntry, ...args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const done = new Promise<CliResult & { signal: NodeJS.Signals | null }>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return { pid: child.pid!, kill: (s) => child.kill(s), done };
-}
+type Started = StartedCli;
 
 interface RunSummary {
   id: string;
@@ -60,7 +39,21 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
   let pg: TestCluster;
   let work: string;
 
-  const backupArgs = (dest: string, stateDir: string) => ['backup', '--bindir', pg.bindir, '--pgdata', pg.pgdata, '--to', dest, '--state-dir', stateDir];
+  const backupArgs = (dest: string, stateDir: string, c: TestCluster = pg) => ['backup', '--bindir', c.bindir, '--pgdata', c.pgdata, '--to', dest, '--state-dir', stateDir];
+
+  // one lock per cluster: a killed run holds its cluster until resumed, so concurrent cases each take a cluster of their own
+  const lanes: TestCluster[] = [];
+  const waiting: ((c: TestCluster) => void)[] = [];
+  async function withLane<T>(use: (c: TestCluster) => Promise<T>): Promise<T> {
+    const c = lanes.pop() ?? (await new Promise<TestCluster>((resolve) => waiting.push(resolve)));
+    try {
+      return await use(c);
+    } finally {
+      const next = waiting.shift();
+      if (next) next(c);
+      else lanes.push(c);
+    }
+  }
 
   /** The backup at dest is complete: `backup verify` passes and no staging directory remains. */
   async function assertVerifies(dest: string): Promise<void> {
@@ -71,9 +64,13 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
 
   before(async () => {
     work = scratchDir('pgscale-backup-faults-');
-    pg = await createCluster({ version: 17, conf: ['fsync = off'] });
-    await pg.sql('create database app');
-    await pg.sql('create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g;', 'app');
+    const clusters = await Promise.all([0, 1, 2].map(() => createCluster({ version: 17, conf: ['fsync = off'] })));
+    for (const c of clusters) {
+      await c.sql('create database app');
+      await c.sql('create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g;', 'app');
+    }
+    pg = clusters[0]!;
+    lanes.push(...clusters);
   });
 
   const steps = ['dump', 'manifest', 'verify', 'publish'] as const;
@@ -82,10 +79,10 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
   describe('SIGKILL at every step boundary, then resume', { concurrency: 3 }, () => {
     for (const step of steps) {
       for (const where of boundaries) {
-        test(`${step}:${where}`, async () => {
+        test(`${step}:${where}`, () => withLane(async (c) => {
           const dest = join(work, `fp-${step}-${where}`);
           const stateDir = join(work, `state-${step}-${where}`);
-          const killed = await startCli(backupArgs(dest, stateDir), { PGSCALE_FAILPOINT: `${step}:${where}` }).done;
+          const killed = await startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: `${step}:${where}` }).done;
           assert.equal(killed.signal, 'SIGKILL', `killed at ${step}:${where}: ${killed.stderr}`);
           assert.equal(killed.code, null);
 
@@ -108,14 +105,14 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
           assert.equal(report.status, 'completed');
           assert.ok(report.steps.every((s) => s.state === 'done' || s.state === 'skipped'), JSON.stringify(report.steps));
           await assertVerifies(dest);
-        });
+        }));
       }
     }
 
-    test('rollback after SIGKILL at verify:done removes the staging directory, verified or not: it is not a backup', async () => {
+    test('rollback after SIGKILL at verify:done removes the staging directory, verified or not: it is not a backup', () => withLane(async (c) => {
       const dest = join(work, 'rb-verify-done');
       const stateDir = join(work, 'state-rb-verify-done');
-      const killed = await startCli(backupArgs(dest, stateDir), { PGSCALE_FAILPOINT: 'verify:done' }).done;
+      const killed = await startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: 'verify:done' }).done;
       assert.equal(killed.signal, 'SIGKILL');
       assert.ok(existsSync(join(`${dest}.partial`, 'verified.json')), 'the staging directory was verified');
       const rolled = await runCli(['rollback', '--state-dir', stateDir, '--json']);
@@ -124,15 +121,15 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
       assert.equal(existsSync(dest), false);
       assert.equal(existsSync(`${dest}.partial`), false);
       // the cluster is free again: a new backup to the same place works
-      const again = await runCli(backupArgs(dest, stateDir));
+      const again = await runCli(backupArgs(dest, stateDir, c));
       assert.equal(again.code, 0, again.stderr);
       await assertVerifies(dest);
-    });
+    }));
 
-    test('rollback after SIGKILL at publish:applied keeps the published backup (a verified backup is never removed by an undo)', async () => {
+    test('rollback after SIGKILL at publish:applied keeps the published backup (a verified backup is never removed by an undo)', () => withLane(async (c) => {
       const dest = join(work, 'rb-publish-applied');
       const stateDir = join(work, 'state-rb-publish-applied');
-      const killed = await startCli(backupArgs(dest, stateDir), { PGSCALE_FAILPOINT: 'publish:applied' }).done;
+      const killed = await startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: 'publish:applied' }).done;
       assert.equal(killed.signal, 'SIGKILL');
       const rolled = await runCli(['rollback', '--state-dir', stateDir, '--json']);
       assert.equal(rolled.code, 0, rolled.stderr);
@@ -140,7 +137,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
       assert.equal(existsSync(`${dest}.partial`), false);
       await assertVerifies(dest);
       assert.equal((await runs(stateDir))[0]?.status, 'rolled-back');
-    });
+    }));
   });
 
   describe('signals in the middle of a dump', () => {
@@ -189,7 +186,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         assert.match(sameDest.stderr, /no leftover staging directory: .*\.partial exists \(an interrupted backup\?\)/);
         const otherDest = await runCli(backupArgs(join(work, 'kill-mid-dump-other'), stateDir));
         assert.equal(otherDest.code, 3, otherDest.stderr);
-        assert.match(otherDest.stderr, new RegExp(`run ${killedRun.id} on cluster:.* did not finish \\(killed\\)`));
+        assert.match(otherDest.stderr, new RegExp(`run ${killedRun.id} on this cluster \\(system:\\d+\\) did not finish \\(killed\\)`));
         assert.match(otherDest.stderr, /hint: finish it with `pgscale resume/);
         assert.equal(existsSync(join(work, 'kill-mid-dump-other.partial')), false);
 
@@ -219,7 +216,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         const stopped = await run.done;
         assert.equal(stopped.code, 130, stopped.stderr);
         assert.match(stopped.stderr, /interrupted; the journal of run \S+ is consistent/);
-        assert.match(stopped.stderr, /hint: continue with `pgscale resume \S+` or undo with `pgscale rollback \S+`/);
+        assert.match(stopped.stderr, /hint: continue with `pgscale resume \S+ --state-dir \S+` or undo with `pgscale rollback \S+ --state-dir \S+`/);
         assert.equal(existsSync(dest), false);
 
         const [interrupted] = await runs(stateDir);

@@ -219,7 +219,7 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
       await waitFor('the first run to wait inside its dump', async () => existsSync(`${first}.partial`) && (await lockWaiters(pg16)) > 0);
       const refused = await backup(pg16, ['--to', second]);
       assert.equal(refused.code, 3, refused.stderr);
-      assert.match(refused.stderr, /another pgscale run \(\S+, pid \d+\) is working on cluster:/);
+      assert.match(refused.stderr, /another pgscale run \(\S+, pid \d+\) is working on this cluster \(system:\d+\)/);
       assertNothingLeft(second, refused);
       assert.ok(existsSync(`${first}.partial`), 'the first run is untouched');
     } finally {

@@ -24,18 +24,34 @@ after(teardownAll);
 const fail = (what: string, r: CliResult) => `${what}: exit ${r.code}\nstdout:\n${r.stdout.slice(-4000)}\nstderr:\n${r.stderr.slice(-4000)}`;
 const running = (dataDir: string) => existsSync(join(dataDir, 'postmaster.pid'));
 
-let template: TestCluster;
-let baseline: Checksums;
+/**
+ * Stopped, loaded 16 clusters to copy; a copy keeps its template's system identifier, and pgscale
+ * holds one lock per system identifier: concurrent cases each take a template of their own.
+ */
+const templates: { cluster: TestCluster; baseline: Checksums }[] = [];
+const waiting: ((t: (typeof templates)[number]) => void)[] = [];
+
+async function withTemplate(use: (t: (typeof templates)[number]) => Promise<void>): Promise<void> {
+  const t = templates.pop() ?? (await new Promise<(typeof templates)[number]>((resolve) => waiting.push(resolve)));
+  try {
+    await use(t);
+  } finally {
+    const next = waiting.shift();
+    if (next) next(t);
+    else templates.push(t);
+  }
+}
 
 interface Case {
   old: TestCluster;
+  baseline: Checksums;
   newDataDir: string;
   stateDir: string;
   args: string[];
 }
 
 /** A running copy of the template cluster on its own port and socket directory. */
-async function freshCase(): Promise<Case> {
+async function freshCase({ cluster: template, baseline }: (typeof templates)[number]): Promise<Case> {
   const parent = scratchDir('pgscale-upfault-');
   const pgdata = join(parent, 'data');
   execFileSync('cp', ['-a', template.pgdata, pgdata]);
@@ -47,7 +63,7 @@ async function freshCase(): Promise<Case> {
   const newDataDir = join(parent, 'data-17');
   const stateDir = join(parent, 'state');
   const args = ['upgrade', '--pgdata', pgdata, '--old-bindir', template.bindir, '--new-bindir', bindir(17), '--to-version', '17', '--new-pgdata', newDataDir, '--mode', 'link', '--no-backup', '--state-dir', stateDir, '--yes'];
-  return { old, newDataDir, stateDir, args };
+  return { old, baseline, newDataDir, stateDir, args };
 }
 
 const newCluster = (k: Case) => new TestCluster(17, bindir(17), k.newDataDir, k.old.port, k.old.socketDir, join(k.newDataDir, '..', 'new.log'));
@@ -67,7 +83,7 @@ async function resumeCompletes(k: Case): Promise<void> {
   const next = newCluster(k);
   assert.equal(Math.floor(Number(await next.sql('show server_version_num')) / 10000), 17);
   assert.equal(running(k.old.pgdata), false, 'the old cluster is stopped');
-  assert.deepEqual(await tableChecksums(next), baseline);
+  assert.deepEqual(await tableChecksums(next), k.baseline);
   assert.deepEqual((await amcheckClean(next)).errors, []);
   await next.sql(`insert into items (id, name, created) values (-1, 'after resume', now())`, datasetDb);
   onlyServer(k, k.newDataDir);
@@ -80,7 +96,7 @@ async function rollbackRestores(k: Case): Promise<void> {
   assert.equal(parseJson<RunReport>(res).status, 'rolled-back');
   assert.ok(running(k.old.pgdata), 'the old cluster runs again');
   assert.equal(Math.floor(Number(await k.old.sql('show server_version_num')) / 10000), 16);
-  assert.deepEqual(await tableChecksums(k.old), baseline);
+  assert.deepEqual(await tableChecksums(k.old), k.baseline);
   assert.ok(existsSync(join(k.old.pgdata, 'global', 'pg_control')), 'pg_control is back in place');
   assert.equal(existsSync(k.newDataDir), false, 'the new data directory is removed');
   onlyServer(k, k.old.pgdata);
@@ -116,30 +132,31 @@ function onlyServer(k: Case, dataDir: string): void {
 
 describe('pgscale upgrade: SIGKILL at every step boundary, then resume or rollback', { skip: !isRoot() && 'servers run as postgres: needs root', concurrency: 2 }, () => {
   before(async () => {
-    template = await createCluster({ version: 16, checksums: true, conf: datasetConf(16) });
-    await loadDataset(template, smallDataset);
-    baseline = await tableChecksums(template);
-    await template.stop();
+    for (const template of await Promise.all([0, 1].map(() => createCluster({ version: 16, checksums: true, conf: datasetConf(16) })))) {
+      await loadDataset(template, smallDataset);
+      templates.push({ cluster: template, baseline: await tableChecksums(template) });
+      await template.stop();
+    }
   });
 
   // before the new cluster starts (link mode): resume completes, and on another copy rollback restores
   for (const failpoint of ['initdb:started', 'config:started', 'precheck:started', 'stop-old:started', 'pg_upgrade:started', 'pg_upgrade:applied', 'start-new:started']) {
-    test(`killed at ${failpoint}: resume completes`, async () => {
-      const k = await freshCase();
+    test(`killed at ${failpoint}: resume completes`, () => withTemplate(async (template) => {
+      const k = await freshCase(template);
       await killedAt(k, failpoint);
       await resumeCompletes(k);
-    });
-    test(`killed at ${failpoint}: rollback restores the old cluster`, async () => {
-      const k = await freshCase();
+    }));
+    test(`killed at ${failpoint}: rollback restores the old cluster`, () => withTemplate(async (template) => {
+      const k = await freshCase(template);
       await killedAt(k, failpoint);
       await rollbackRestores(k);
-    });
+    }));
   }
 
   // after the new cluster started in link mode: rollback is refused, resume completes
   for (const failpoint of ['extensions:started', 'verify:started', 'analyze:started']) {
-    test(`killed at ${failpoint}: rollback refused past the point of no return, resume completes`, async () => {
-      const k = await freshCase();
+    test(`killed at ${failpoint}: rollback refused past the point of no return, resume completes`, () => withTemplate(async (template) => {
+      const k = await freshCase(template);
       await killedAt(k, failpoint);
       const rb = await runCli(['rollback', '--state-dir', k.stateDir, '--yes']);
       assert.equal(rb.code, 3, fail('rollback past the point of no return', rb));
@@ -147,7 +164,7 @@ describe('pgscale upgrade: SIGKILL at every step boundary, then resume or rollba
       assert.match(rb.stderr, /hint: past this point the old cluster's files are shared with the running new one: rollback is refused; restore from the backup \(none was taken: --no-backup\)/);
       assert.ok(running(k.newDataDir), 'the refused rollback left the new cluster running');
       await resumeCompletes(k);
-    });
+    }));
   }
 
   /** Starts the upgrade, SIGKILLs pgscale once pg_upgrade is at work; pg_upgrade (own process group) keeps going. */
@@ -174,15 +191,15 @@ describe('pgscale upgrade: SIGKILL at every step boundary, then resume or rollba
     assert.notDeepEqual(processesOf(k).pgUpgrade, [], 'the orphaned pg_upgrade is still at work');
   }
 
-  test('killed while pg_upgrade runs (its orphan keeps going): resume stops it and what it started, and completes', async () => {
-    const k = await freshCase();
+  test('killed while pg_upgrade runs (its orphan keeps going): resume stops it and what it started, and completes', () => withTemplate(async (template) => {
+    const k = await freshCase(template);
     await killedInsidePgUpgrade(k);
     await resumeCompletes(k);
-  });
+  }));
 
-  test('killed while pg_upgrade runs: rollback stops it and what it started, and restores the old cluster', async () => {
-    const k = await freshCase();
+  test('killed while pg_upgrade runs: rollback stops it and what it started, and restores the old cluster', () => withTemplate(async (template) => {
+    const k = await freshCase(template);
     await killedInsidePgUpgrade(k);
     await rollbackRestores(k);
-  });
+  }));
 });

@@ -111,7 +111,7 @@ describe('pgscale upgrade wizard in a real terminal', { skip: (!isRoot() && 'loo
       term.kill();
     }
     assert.match(screen, /pgscale: error: not confirmed: stopped before this step; nothing more was changed/);
-    assert.match(screen, /hint: the steps before it are done and kept: `pgscale resume \S+` asks again, `pgscale rollback \S+` undoes them/);
+    assert.match(screen, /hint: the steps before it are done and kept: `pgscale resume \S+( --state-dir \S+)?` asks again, `pgscale rollback \S+( --state-dir \S+)?` undoes them/);
     // the old cluster was never stopped: same postmaster, same data, accepting writes
     assert.ok(running(old.pgdata));
     assert.equal(postmasterPid(old.pgdata), pid, 'the old cluster was never restarted');

@@ -1,15 +1,16 @@
 /** The step engine on toy steps (no PostgreSQL): plans, drift, journal, resume, rollback, lock. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryAuditLog } from '../../src/audit.js';
 import { ExitCode, PgscaleError } from '../../src/errors.js';
 import { resumeRun, rollbackRun, startRun, type ExecuteOptions } from '../../src/pipeline/execute.js';
-import { listRuns, readRun } from '../../src/pipeline/journal.js';
-import { actionDrift, buildPlan, defineOperation, fingerprintDrift, type Plan } from '../../src/pipeline/plan.js';
-import { readPlanFile, writePlanFile } from '../../src/pipeline/planFile.js';
+import { listRunEntries, listRuns, lockPath, readRun, releaseLock, runLockKey } from '../../src/pipeline/journal.js';
+import { actionDrift, buildPlan, defineOperation, fingerprintDrift, readSystemIdentifier, type Plan } from '../../src/pipeline/plan.js';
+import { assertTrustedPlanFile, planEdits, readPlanFile, writePlanFile } from '../../src/pipeline/planFile.js';
+import { treeSnapshot } from '../helpers/snapshot.js';
 import { planMarkdown } from '../../src/pipeline/render.js';
 import { defineStep, type JsonObject, type StepContext } from '../../src/pipeline/step.js';
 import { ZxRunner } from '../../src/runner.js';
@@ -58,10 +59,14 @@ const stopStep = defineStep<ToyParams>({
   estimateSeconds: () => 7,
 });
 
+/** Takes the (toy) cluster down: a failure after it keeps the run open for resume or rollback. */
+const downtimeStep = defineStep<ToyParams>({ ...writeFileStep, kind: 'toy.downtime', downtime: true });
+
 interface ToyOp extends JsonObject {
   dir: string;
   failAt: string;
   withNoReturn: boolean;
+  withDowntime: boolean;
 }
 
 const toyOperation = defineOperation<ToyOp>({
@@ -69,6 +74,7 @@ const toyOperation = defineOperation<ToyOp>({
   describeTarget: (p) => ({ description: p.dir, lockKey: `toy:${p.dir}` }),
   summary: () => 'toy operation',
   steps: (p) => [
+    ...(p.withDowntime ? [{ id: 'd', kind: downtimeStep.kind, params: { dir: p.dir, name: 'd', failOnce: false } }] : []),
     ...['a', 'b', 'c'].map((name) => ({ id: name, kind: writeFileStep.kind, params: { dir: p.dir, name, failOnce: p.failAt === name } })),
     ...(p.withNoReturn ? [{ id: 'z', kind: stopStep.kind, params: { dir: p.dir, name: 'z', failOnce: false } }] : []),
   ],
@@ -81,6 +87,8 @@ const toyOperation = defineOperation<ToyOp>({
 const startsThenCannotConnect = defineStep<ToyParams>({
   ...writeFileStep,
   kind: 'toy.starts-then-cannot-connect',
+  // a downtime step: a failure there is not undone by itself (before downtime, the run undoes itself)
+  downtime: true,
   async verify(_ctx, p) {
     if (!existsSync(join(p.dir, p.name))) return { ok: false, detail: 'not started' };
     throw new PgscaleError('cannot connect to PostgreSQL at /tmp:5432', ExitCode.FailedNoChange);
@@ -95,12 +103,17 @@ const toyStartOperation = defineOperation<ToyOp>({
   fingerprint: async () => ({}),
 });
 
-function setup(failAt = '', withNoReturn = false) {
+function setup(failAt = '', withNoReturn = false, withDowntime = false) {
   const dir = mkdtempSync(join(tmpdir(), 'pgscale-engine-'));
   const audit = new MemoryAuditLog();
   const ctx: StepContext = { runner: new ZxRunner(audit), audit, signal: new AbortController().signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: new Map(), runDir: dir, trackProcess: () => undefined };
-  const opts: ExecuteOptions = { stateDir: join(dir, 'state'), runner: ctx.runner, audit, progress: 'silent', signal: new AbortController().signal, assumeYes: true };
-  return { dir, ctx, opts, params: { dir, failAt, withNoReturn } as ToyOp, done: () => rmSync(dir, { recursive: true, force: true }) };
+  const opts: ExecuteOptions = { stateDir: join(dir, 'state'), runner: ctx.runner, audit, progress: 'silent', signal: new AbortController().signal, assumeYes: true, dryRun: false };
+  // the lock directory is the host's: a run a test leaves open must not leave its lock there
+  const done = () => {
+    for (const r of listRuns(join(dir, 'state'))) releaseLock(runLockKey(r.plan), r.id);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { dir, ctx, opts, params: { dir, failAt, withNoReturn, withDowntime } as ToyOp, done };
 }
 
 test('a plan names every step, check and action; it renders as markdown and survives its file', async () => {
@@ -141,18 +154,18 @@ test('drift: fingerprint and action differences are listed', async () => {
   }
 });
 
-test('a failed run keeps its lock, resumes past its done steps, and a second run is refused meanwhile', async () => {
-  const s = setup('b');
+test('a run failing after downtime began keeps its lock, resumes past its done steps, and a second run is refused meanwhile', async () => {
+  const s = setup('b', false, true);
   try {
     const plan = await buildPlan(toyOperation, s.params, s.ctx);
     await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.FailedAfterChange);
     const [run] = listRuns(s.opts.stateDir);
     assert.equal(run?.status, 'failed');
-    assert.deepEqual([...run!.steps.values()], ['done', 'failed', 'pending']);
+    assert.deepEqual([...run!.steps.values()], ['done', 'done', 'failed', 'pending']);
     await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /did not finish/.test(e.message));
     const resumed = await resumeRun(run!.id, s.opts);
     assert.equal(resumed.status, 'completed');
-    assert.deepEqual(resumed.steps.map((x) => x.state), ['done', 'done', 'done']);
+    assert.deepEqual(resumed.steps.map((x) => x.state), ['done', 'done', 'done', 'done']);
     const events = readRun(s.opts.stateDir, run!.id).events.map((e) => e.type);
     assert.ok(events.includes('step-skipped') === false, 'a done step is not re-verified into a skip; it is left alone');
     for (const n of ['a', 'b', 'c']) assert.equal(readFileSync(join(s.dir, n), 'utf8'), n);
@@ -180,16 +193,16 @@ test('a step whose apply returned is never recorded clean: a connection error in
 });
 
 test('rollback undoes newest first and is refused past a point of no return', async () => {
-  const s = setup('c');
+  const s = setup('c', false, true);
   try {
     const plan = await buildPlan(toyOperation, s.params, s.ctx);
     await assert.rejects(startRun(plan, s.opts));
     const id = listRuns(s.opts.stateDir)[0]!.id;
     const undone = await rollbackRun(id, s.opts);
     assert.equal(undone.status, 'rolled-back');
-    assert.ok(!existsSync(join(s.dir, 'a')) && !existsSync(join(s.dir, 'b')));
+    assert.ok(!existsSync(join(s.dir, 'a')) && !existsSync(join(s.dir, 'b')) && !existsSync(join(s.dir, 'd')));
     const order = readRun(s.opts.stateDir, id).events.filter((e) => e.type === 'step-rolled-back').map((e) => (e as { step: string }).step);
-    assert.deepEqual(order, ['c', 'b', 'a']);
+    assert.deepEqual(order, ['c', 'b', 'a', 'd']);
   } finally {
     s.done();
   }
@@ -217,6 +230,118 @@ test('a step needing confirmation is refused without a TTY or --yes, before anyt
       assert.match(answered[0]!, /point of no return/);
     } finally {
       s2.done();
+    }
+  } finally {
+    s.done();
+  }
+});
+
+test('a failure before any downtime undoes what the run did, releases the lock and exits 4', async () => {
+  const s = setup('c');
+  try {
+    const plan = await buildPlan(toyOperation, s.params, s.ctx);
+    await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.FailedNoChange && /what it had done is undone/.test(e.message) && !/rollback/.test(e.hint ?? ''));
+    const [run] = listRuns(s.opts.stateDir);
+    assert.equal(run?.status, 'rolled-back');
+    assert.deepEqual(['a', 'b', 'c'].filter((n) => existsSync(join(s.dir, n))), [], 'nothing the run wrote remains');
+    assert.equal(existsSync(lockPath(runLockKey(plan))), false, 'the lock is free');
+    // a fresh run proceeds at once (the step fails only once)
+    assert.equal((await startRun(await buildPlan(toyOperation, s.params, s.ctx), s.opts)).status, 'completed');
+  } finally {
+    s.done();
+  }
+});
+
+test('--dry-run in the executor: start, resume and rollback report their steps and write nothing, take no lock', async () => {
+  const s = setup('b', false, true);
+  try {
+    const plan = await buildPlan(toyOperation, s.params, s.ctx);
+    const dry = { ...s.opts, dryRun: true };
+    const before = treeSnapshot(s.dir);
+    const started = await startRun(plan, dry);
+    assert.deepEqual(started.dryRun?.map((x) => x.action), ['run', 'run', 'run', 'run']);
+    assert.deepEqual(treeSnapshot(s.dir), before, 'a dry start wrote nothing (no state dir, no run)');
+    assert.equal(existsSync(lockPath(runLockKey(plan))), false);
+
+    await assert.rejects(startRun(plan, s.opts));
+    const id = listRuns(s.opts.stateDir)[0]!.id;
+    const lockBefore = readFileSync(lockPath(runLockKey(plan)), 'utf8');
+    const failed = treeSnapshot(s.dir);
+    const resumed = await resumeRun(id, dry);
+    assert.deepEqual(resumed.dryRun?.map((x) => `${x.id}:${x.action}`), ['d:keep (done)', 'a:keep (done)', 'b:verify, then run if needed', 'c:verify, then run if needed']);
+    const undo = await rollbackRun(id, dry);
+    assert.deepEqual(undo.dryRun?.map((x) => x.id), ['b', 'a', 'd'], 'newest first, the failed step included');
+    assert.deepEqual(treeSnapshot(s.dir), failed, 'dry resume and rollback changed nothing: files, journal, state');
+    assert.equal(readFileSync(lockPath(runLockKey(plan)), 'utf8'), lockBefore, 'the lock is the failed run\'s still');
+    assert.equal(readRun(s.opts.stateDir, id).status, 'failed');
+    // a dry run of a new plan on the locked cluster is refused like the real one
+    await assert.rejects(startRun(plan, dry), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /did not finish/.test(e.message));
+    await rollbackRun(id, s.opts);
+  } finally {
+    s.done();
+  }
+});
+
+test('the run lock is keyed by the cluster\'s system identifier when the plan knows it, and lives outside the state dir', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pgscale-sysid-'));
+  try {
+    mkdirSync(join(dir, 'global'));
+    const control = Buffer.alloc(296);
+    control.writeBigUInt64LE(7714411204444872482n, 0);
+    writeFileSync(join(dir, 'global', 'pg_control'), control);
+    assert.equal(readSystemIdentifier(dir), '7714411204444872482');
+    assert.equal(readSystemIdentifier(join(dir, 'nothing-here')), undefined);
+    const plan = { target: { description: 'x', lockKey: `cluster:${dir}`, systemIdentifier: '7714411204444872482' } } as Plan;
+    assert.equal(runLockKey(plan), 'system:7714411204444872482');
+    assert.equal(runLockKey({ target: { description: 'x', lockKey: 'server:h:5432' } } as Plan), 'server:h:5432');
+    assert.equal(lockPath('system:1'), lockPath('system:1'));
+    assert.ok(!lockPath('system:1').startsWith(dir));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('damaged runs are listed as such; run ids that are paths or unknown are bad input', async () => {
+  const s = setup('b', false, true);
+  try {
+    const plan = await buildPlan(toyOperation, s.params, s.ctx);
+    await assert.rejects(startRun(plan, s.opts));
+    const id = listRuns(s.opts.stateDir)[0]!.id;
+    appendFileSync(join(s.opts.stateDir, 'runs', id, 'journal.jsonl'), '{"torn\n');
+    assert.deepEqual(readRun(s.opts.stateDir, id).corruptLines.length, 1);
+    mkdirSync(join(s.opts.stateDir, 'runs', '20260101T000000-toy-000000'));
+    const entries = listRunEntries(s.opts.stateDir);
+    assert.equal(entries.length, 2);
+    assert.match(entries.find((e) => !e.run)?.problem ?? '', /damaged: .* has no plan\.json/);
+    for (const bad of ['../../etc', '.', 'a/b']) assert.throws(() => readRun(s.opts.stateDir, bad), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && /not a run id/.test(e.message));
+    assert.throws(() => readRun(s.opts.stateDir, 'nosuch'), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && Boolean(e.hint));
+    await rollbackRun(id, s.opts);
+  } finally {
+    s.done();
+  }
+});
+
+test('an edited plan file is named as edited; a plan file others can write is refused', async () => {
+  const s = setup('');
+  try {
+    const plan = await buildPlan(toyOperation, s.params, s.ctx);
+    assert.deepEqual(planEdits(plan), []);
+    const edited = (change: (p: Plan) => void) => {
+      const copy = JSON.parse(JSON.stringify(plan)) as Plan;
+      change(copy);
+      return planEdits(copy);
+    };
+    assert.match(edited((p) => (p.summary = 'harmless')).join(), /summary/);
+    assert.match(edited((p) => (p.steps[0]!.title = 'write nothing')).join(), /title/);
+    assert.match(edited((p) => (p.steps[1]!.params.name = 'evil')).join(), /step b: its kind or parameters differ/);
+    assert.match(edited((p) => (p.params.withNoReturn = true)).join(), /steps .* are not the ones its parameters make/);
+    assert.match(edited((p) => (p.operation = 'nope')).join(), /do not make a plan/);
+    const file = join(s.dir, 'plan.json');
+    writePlanFile(file, plan);
+    assert.doesNotThrow(() => assertTrustedPlanFile(file));
+    for (const mode of [0o620, 0o602, 0o666]) {
+      chmodSync(file, mode);
+      assert.throws(() => assertTrustedPlanFile(file), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /writable by/.test(e.message) && /chmod go-w/.test(e.hint ?? ''));
     }
   } finally {
     s.done();

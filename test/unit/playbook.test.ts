@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { parsePlaybook, readPlaybook, stepArgv } from '../../src/playbook/playbook.js';
+import { parsePlaybook, readPlaybook, stepInvocation } from '../../src/playbook/playbook.js';
 import { ExitCode, PgscaleError } from '../../src/errors.js';
 import { repoRoot } from '../helpers/paths.js';
 
@@ -13,13 +13,17 @@ test('shipped playbooks are valid', () => {
   for (const f of files) assert.ok(readPlaybook(join(dir, f)).steps.length > 0, f);
 });
 
-test('a playbook becomes command lines: cluster flags, step flags, booleans', () => {
-  const pb = parsePlaybook('version: 1\nname: w\ncluster: { pgdata: /pg/16 }\nsteps:\n  - backup: { to: /b, level: 5 }\n  - upgrade: { to-version: 17, no-backup: true, force: false }\n  - detect:\n', 'w.yaml');
-  assert.deepEqual(pb.steps.map((s) => stepArgv(s, pb.cluster, ['--yes'])), [
+test('a playbook becomes command lines: cluster flags, step flags, booleans; state dir and DSN in the environment', () => {
+  const pb = parsePlaybook("version: 1\nname: w\ncluster: { pgdata: /pg/16, dsn: 'postgresql://u:s3cret@h/db' }\nsteps:\n  - backup: { to: /b, level: 5 }\n  - upgrade: { to-version: 17, no-backup: true, force: false }\n  - detect:\n", 'w.yaml');
+  const runs = pb.steps.map((s) => stepInvocation(s, pb.cluster, ['--yes'], '/state'));
+  assert.deepEqual(runs.map((r) => r.argv), [
     ['backup', '--pgdata', '/pg/16', '--to', '/b', '--level', '5', '--yes'],
     ['upgrade', '--pgdata', '/pg/16', '--to-version', '17', '--no-backup', '--yes'],
     ['detect', '--pgdata', '/pg/16', '--yes'],
   ]);
+  // detect takes no --state-dir: every step gets the state directory from the environment instead
+  for (const r of runs) assert.deepEqual(r.env, { PGSCALE_STATE_DIR: '/state', PGSCALE_DSN: 'postgresql://u:s3cret@h/db' });
+  assert.ok(runs.every((r) => !r.argv.join(' ').includes('s3cret')), 'a DSN never travels in argv');
   assert.notEqual(pb.digest, parsePlaybook('version: 1\nname: w\nsteps:\n  - detect:\n', 'w.yaml').digest);
 });
 

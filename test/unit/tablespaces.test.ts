@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PgscaleError } from '../../src/errors.js';
-import { parsePlaybook, stepArgv } from '../../src/playbook/playbook.js';
+import { parsePlaybook, stepInvocation } from '../../src/playbook/playbook.js';
 import { quoteIdent, tablespaceStatements, type RelationStatsRow } from '../../src/sql.js';
 import { bytesByTarget, decidePlacement, estimateMoveSeconds, parseVolumeArg, tablespaceOptionsFor, tierForStorageClass, tierTablespaces } from '../../src/tablespaces/placement.js';
 import { temperatureReport, tierOfTablespace, type RelationTemperature, type Snapshot } from '../../src/tablespaces/snapshot.js';
@@ -170,5 +170,5 @@ test('SQL text: identifiers are quoted, the move counts rows under its lock and 
 
 test('playbooks take the tablespaces commands, volumes as one comma-separated flag', () => {
   const pb = parsePlaybook(['version: 1', 'name: tiers', 'steps:', '  - tablespaces sample: { database: app }', '  - tablespaces place: { database: app, volume: "/mnt/nvme=hot,/mnt/hdd=cold" }'].join('\n'), 'tiers.yaml');
-  assert.deepEqual(stepArgv(pb.steps[1]!, { pgdata: '/pg' }, ['--yes']), ['tablespaces', 'place', '--pgdata', '/pg', '--database', 'app', '--volume', '/mnt/nvme=hot,/mnt/hdd=cold', '--yes']);
+  assert.deepEqual(stepInvocation(pb.steps[1]!, { pgdata: '/pg' }, ['--yes'], '/state').argv, ['tablespaces', 'place', '--pgdata', '/pg', '--database', 'app', '--volume', '/mnt/nvme=hot,/mnt/hdd=cold', '--yes']);
 });
