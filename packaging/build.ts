@@ -23,6 +23,8 @@ export const DATA_DIRS = ['templates', 'playbooks', join('src', 'gucCatalog', 'd
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 
 const runner = new ZxRunner();
+/** The npm `node` package's Node 22, whatever node runs this script (a developer's shell may have another). */
+const node22 = join(packageRoot, 'node_modules', 'node', 'bin', 'node');
 
 async function must(inv: Invocation): Promise<void> {
   const res = await runner.run({ cwd: packageRoot, ...inv });
@@ -74,8 +76,8 @@ async function singleExecutable(bundleFile: string, work: string, out: string): 
   const blob = join(work, 'sea.blob');
   const config = join(work, 'sea-config.json');
   writeFileSync(config, JSON.stringify({ main: bundleFile, output: blob, disableExperimentalSEAWarning: true, useCodeCache: true }));
-  await must({ program: process.execPath, args: ['--experimental-sea-config', config] });
-  copyFileSync(process.execPath, out);
+  await must({ program: node22, args: ['--experimental-sea-config', config] });
+  copyFileSync(node22, out);
   chmodSync(out, 0o755);
   // the npm binary carries its debug info and symbol tables (18 MB of 125 MB); no native addon needs them
   await must({ program: 'strip', args: ['--strip-all', out] });
