@@ -9,7 +9,7 @@ import { ExitCode, PgscaleError, refused } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { Runner } from '../runner.js';
 import { acquireLock, appendEvent, newRun, processGroupAlive, readRun, releaseLock, type RunState, type RunStatus, type StepState } from './journal.js';
-import type { Plan, PlannedStep } from './plan.js';
+import { operation, type Plan, type PlannedStep } from './plan.js';
 import { stepDefinition, type JsonObject, type Progress, type StepContext } from './step.js';
 
 export type ProgressMode = 'tty' | 'plain' | 'silent';
@@ -208,6 +208,8 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
     }
   };
   const askAt = confirmationStep(state.plan.steps);
+  // a confirmation nobody can give is known now: refuse before the first step rather than at it
+  if (askAt && !finished(askAt.id) && !opts.assumeYes && !opts.confirm) await confirmStep(askAt, state.plan.steps, opts);
   for (const segment of segments(state.plan.steps, askAt)) {
     const pending = segment.filter((s) => !finished(s.id));
     if (pending.length === 0) continue;
@@ -237,6 +239,14 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
       releaseLock(opts.stateDir, key, state.id);
       throw new PgscaleError(err.message, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
     }
+    if (beforeDowntime(state)) {
+      // nothing was unavailable yet: what the run prepared (a new cluster, its configuration) is
+      // undone here, so a failed check or a declined confirmation leaves nothing and no lock
+      const kept = await undoBeforeDowntime(state, opts);
+      releaseLock(opts.stateDir, key, state.id);
+      const keptNote = kept.length ? ` (kept: ${kept.join(', ')})` : '';
+      throw new PgscaleError(`${err.message}\nwhat the run prepared before downtime was undone${keptNote}`, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
+    }
     // the lock stays: nothing else may touch this cluster until the run is resumed or rolled back
     if (err.exitCode === ExitCode.Refused) {
       // a confirmation declined after the steps that need none: refused (README: "not confirmed"), and what ran is kept
@@ -247,6 +257,47 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
   appendEvent(state.dir, { type: 'run-done' });
   releaseLock(opts.stateDir, key, state.id);
   return report(readRun(opts.stateDir, state.id), started);
+}
+
+/** Every step the run touched comes before the first step that takes the cluster down or passes the point of no return. */
+function beforeDowntime(state: RunState): boolean {
+  const first = state.plan.steps.findIndex((s) => s.downtime || s.pointOfNoReturn);
+  if (first < 0) return false;
+  return state.plan.steps.slice(first).every((s) => (state.steps.get(s.id) ?? 'pending') === 'pending');
+}
+
+/**
+ * The automatic undo of a run that failed or was declined before downtime: every touched step,
+ * newest first, except completed steps the operation keeps (a verified backup). When an undo fails
+ * the journal says so and the lock stays: `pgscale rollback` can finish it. Returns what was kept.
+ */
+async function undoBeforeDowntime(state: RunState, opts: ExecuteOptions): Promise<string[]> {
+  const keptKinds = new Set(operation(state.plan.operation).keptByAutomaticUndo ?? []);
+  const touched = state.plan.steps.filter((s) => (state.steps.get(s.id) ?? 'pending') !== 'pending');
+  const kept = touched.filter((s) => keptKinds.has(s.kind) && ['done', 'skipped'].includes(state.steps.get(s.id)!));
+  appendEvent(state.dir, { type: 'rollback-started', pid: process.pid });
+  await undoSteps(state, opts, touched.filter((s) => !kept.includes(s)).reverse());
+  appendEvent(state.dir, { type: 'rollback-done' });
+  return kept.map((s) => s.title);
+}
+
+async function undoSteps(state: RunState, opts: ExecuteOptions, undo: readonly PlannedStep[]): Promise<void> {
+  await runTaskList(undo.map((step) => ({
+    title: `undo: ${step.title}`,
+    run: async (task) => {
+      const def = stepDefinition(step.kind);
+      try {
+        await def.rollback?.(
+          { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: progressFor(task, opts.progress), outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined },
+          step.params,
+        );
+      } catch (e) {
+        appendEvent(state.dir, { type: 'rollback-failed', step: step.id, error: (e as Error).message });
+        throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
+      }
+      appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
+    },
+  })), opts.progress);
 }
 
 /** Starts a new run of a plan whose checks passed. */
@@ -286,27 +337,18 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
   if (pastNoReturn) {
     throw refused(`run ${runId} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, pastNoReturn.rollback);
   }
+  const undo = [...touched].reverse();
+  // a step that would do harm when undone now (a cluster started on shared files) refuses before anything is undone
+  const probe: StepContext = { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined };
+  for (const step of undo) {
+    const why = await stepDefinition(step.kind).refusesRollback?.(probe, step.params);
+    if (why) throw refused(`run ${runId} cannot be rolled back: ${why}`, step.rollback);
+  }
   acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
   await killOrphans(state.orphans);
   opts.onRunDir?.(state.dir);
   appendEvent(state.dir, { type: 'rollback-started', pid: process.pid });
-  const undo = [...touched].reverse();
-  await runTaskList(undo.map((step) => ({
-    title: `undo: ${step.title}`,
-    run: async (task) => {
-      const def = stepDefinition(step.kind);
-      try {
-        await def.rollback?.(
-          { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: progressFor(task, opts.progress), outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined },
-          step.params,
-        );
-      } catch (e) {
-        appendEvent(state.dir, { type: 'rollback-failed', step: step.id, error: (e as Error).message });
-        throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
-      }
-      appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
-    },
-  })), opts.progress);
+  await undoSteps(state, opts, undo);
   appendEvent(state.dir, { type: 'rollback-done' });
   releaseLock(opts.stateDir, state.plan.target.lockKey, runId);
   return report(readRun(opts.stateDir, runId), started);
