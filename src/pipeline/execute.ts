@@ -208,8 +208,6 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
     }
   };
   const askAt = confirmationStep(state.plan.steps);
-  // a confirmation nobody can give is known now: refuse before the first step rather than at it
-  if (askAt && !finished(askAt.id) && !opts.assumeYes && !opts.confirm) await confirmStep(askAt, state.plan.steps, opts);
   for (const segment of segments(state.plan.steps, askAt)) {
     const pending = segment.filter((s) => !finished(s.id));
     if (pending.length === 0) continue;
@@ -300,8 +298,17 @@ async function undoSteps(state: RunState, opts: ExecuteOptions, undo: readonly P
   })), opts.progress);
 }
 
+/** A confirmation nobody can give (no TTY, no --yes) is known before the first step: refuse then, not after work that must be undone. */
+function assertConfirmable(steps: readonly PlannedStep[], pending: (s: PlannedStep) => boolean, opts: ExecuteOptions): void {
+  const askAt = confirmationStep(steps);
+  if (askAt && pending(askAt) && !opts.assumeYes && !opts.confirm) {
+    throw refused(`"${askAt.title}" needs confirmation and nobody can be asked: nothing was done`, 'run it at a terminal, or pass --yes');
+  }
+}
+
 /** Starts a new run of a plan whose checks passed. */
 export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunReport> {
+  assertConfirmable(plan.steps, () => true, opts);
   const id = newRun(opts.stateDir, plan);
   try {
     acquireLock(opts.stateDir, plan.target.lockKey, id);
@@ -320,6 +327,7 @@ export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<Ru
   if (state.status === 'completed') throw refused(`run ${runId} already completed`);
   if (state.status === 'rolled-back' || state.status === 'rolling-back' || state.status === 'rollback-failed') throw refused(`run ${runId} was rolled back (${state.status}); make a new plan`);
   if (state.status === 'running') throw refused(`run ${runId} is still running`);
+  assertConfirmable(state.plan.steps, (s) => !['done', 'skipped'].includes(state.steps.get(s.id) ?? 'pending'), opts);
   acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
   await killOrphans(state.orphans);
   opts.onRunDir?.(state.dir);

@@ -122,3 +122,24 @@ export function planChecks(f: PlanFacts): CheckResult[] {
     : check.pass('reg* columns', 'no user table stores OID-referencing reg* types'));
   return out;
 }
+
+/** Catalog facts per database: relation → "kind relfilenode main fsm vm init". */
+export interface CatalogFacts {
+  [db: string]: Record<string, string>;
+}
+
+/** The differences between two catalog snapshots, for a message (empty when they match). */
+export function catalogDifferences(before: CatalogFacts, after: CatalogFacts): string[] {
+  const diffs: string[] = [];
+  for (const [dbname, rels] of Object.entries(before)) {
+    const now = after[dbname];
+    if (!now) {
+      diffs.push(`database ${dbname} is missing`);
+      continue;
+    }
+    for (const [rel, fact] of Object.entries(rels)) if (now[rel] !== fact) diffs.push(`${dbname}.${rel}: ${fact} before, ${now[rel] ?? 'missing'} after (kind relfilenode main fsm vm init)`);
+    for (const rel of Object.keys(now)) if (!(rel in rels)) diffs.push(`${dbname}.${rel}: new`);
+  }
+  return diffs;
+}
+

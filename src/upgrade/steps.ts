@@ -21,7 +21,7 @@ import { statements } from '../sql.js';
 import { backupOperation } from '../backup/steps.js';
 import { migrateConfig } from './configMigration.js';
 import type { UpgradeParams } from './params.js';
-import { blockedHba, listeningOrigin, planChecks, withoutBlock } from './rules.js';
+import { blockedHba, catalogDifferences, listeningOrigin, planChecks, withoutBlock, type CatalogFacts } from './rules.js';
 
 
 const owner = (p: UpgradeParams) => osUserOf({ ...p.access, runAs: p.old.owner })!;
@@ -365,32 +365,12 @@ const precheckStep = defineStep<UpgradeParams>({
   estimateSeconds: () => 10,
 });
 
-/** Catalog facts per database: relation → "kind relfilenode main fsm vm init". */
-export interface CatalogFacts {
-  [db: string]: Record<string, string>;
-}
-
 async function catalogFacts(ctx: StepContext, access: UpgradeParams['access'], dbnames: readonly string[]): Promise<CatalogFacts> {
   const out: CatalogFacts = {};
   for (const dbname of dbnames) {
     out[dbname] = Object.fromEntries((await withDb(ctx, access, (db) => db.query(statements.catalogFacts()), dbname)).map((r) => [r.relation, `${r.kind} ${r.relfilenode} ${r.main} ${r.fsm} ${r.vm} ${r.init}`]));
   }
   return out;
-}
-
-/** The differences between two catalog snapshots, for a message (empty when they match). */
-export function catalogDifferences(before: CatalogFacts, after: CatalogFacts): string[] {
-  const diffs: string[] = [];
-  for (const [dbname, rels] of Object.entries(before)) {
-    const now = after[dbname];
-    if (!now) {
-      diffs.push(`database ${dbname} is missing`);
-      continue;
-    }
-    for (const [rel, fact] of Object.entries(rels)) if (now[rel] !== fact) diffs.push(`${dbname}.${rel}: ${fact} before, ${now[rel] ?? 'missing'} after (kind relfilenode main fsm vm init)`);
-    for (const rel of Object.keys(now)) if (!(rel in rels)) diffs.push(`${dbname}.${rel}: new`);
-  }
-  return diffs;
 }
 
 const factsFile = (p: UpgradeParams) => join(p.workDir, 'catalog-before.json');
