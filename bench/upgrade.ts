@@ -9,8 +9,8 @@
  *   - pgscale: `pgscale upgrade --mode link --no-backup --yes` (connection block, O(catalog)
  *              snapshot, private-socket start and verification, restart onto the old socket)
  *
- * at two data sizes at least 10× apart (pgbench scales PGSCALE_BENCH_SMALL, default 3, and
- * PGSCALE_BENCH_BIG, default 30) and at a catalog of PGSCALE_BENCH_TABLES tables (default 10 000,
+ * at two data sizes at least 10× apart (pgbench scales PGSCALE_BENCH_SMALL, default 1, and
+ * PGSCALE_BENCH_BIG, default 50) and at a catalog of PGSCALE_BENCH_TABLES tables (default 10 000,
  * each with a primary key). Goals: big ÷ small ≤ 1.2 (flat in data size) and pgscale ≤ 1.1×
  * expert. Every acknowledged write must be present afterwards (checked for every run).
  *
@@ -31,8 +31,8 @@ import { cliEntry } from '../test/helpers/paths.js';
 import { describeFailure, isRoot, type Invocation } from '../src/runner.js';
 import type { UpgradeReport } from '../src/upgrade/report.js';
 
-const small = Number(process.env.PGSCALE_BENCH_SMALL ?? 3);
-const big = Number(process.env.PGSCALE_BENCH_BIG ?? 30);
+const small = Number(process.env.PGSCALE_BENCH_SMALL ?? 1);
+const big = Number(process.env.PGSCALE_BENCH_BIG ?? 50);
 const tables = Number(process.env.PGSCALE_BENCH_TABLES ?? 10_000);
 const B16 = bindir(16);
 const B17 = bindir(17);
