@@ -230,7 +230,7 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
     const err = e instanceof PgscaleError ? e : new PgscaleError((e as Error).message, ExitCode.FailedAfterChange);
     if (err.exitCode === ExitCode.Interrupted || opts.signal.aborted) {
       appendEvent(state.dir, { type: 'run-interrupted', step: [...state.steps].find(([, s]) => s === 'failed')?.[0] });
-      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, `continue with \`pgscale resume ${state.id}\` or undo with \`pgscale rollback ${state.id}\``);
+      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, await nextWays(state, opts, `continue with \`pgscale resume ${state.id}\``, `undo with \`pgscale rollback ${state.id}\``));
     }
     appendEvent(state.dir, { type: 'run-failed', error: err.message });
     if (!changedAnything(state)) {
@@ -250,7 +250,7 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
       // a confirmation declined after the steps that need none: refused (README: "not confirmed"), and what ran is kept
       throw new PgscaleError(err.message, ExitCode.Refused, `the steps before it are done and kept: \`pgscale resume ${state.id}\` asks again, \`pgscale rollback ${state.id}\` undoes them`);
     }
-    throw new PgscaleError(err.message, ExitCode.FailedAfterChange, `fix the cause, then \`pgscale resume ${state.id}\` (or \`pgscale rollback ${state.id}\`)`);
+    throw new PgscaleError(err.message, ExitCode.FailedAfterChange, await nextWays(state, opts, `fix the cause, then \`pgscale resume ${state.id}\``, `\`pgscale rollback ${state.id}\``));
   }
   appendEvent(state.dir, { type: 'run-done' });
   releaseLock(opts.stateDir, key, state.id);
@@ -334,24 +334,36 @@ export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<Ru
   return drive(state, opts, true);
 }
 
+/**
+ * Why a rollback of this run would be refused: past a point of no return, or a step that would do
+ * harm when undone now (a cluster started on shared files). Hints name only ways that work.
+ */
+async function rollbackRefusal(state: RunState, opts: ExecuteOptions): Promise<{ message: string; hint: string } | undefined> {
+  const touched = state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending'));
+  const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
+  if (pastNoReturn) return { message: `run ${state.id} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, hint: pastNoReturn.rollback };
+  const probe: StepContext = { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined };
+  for (const step of [...touched].reverse()) {
+    const why = await stepDefinition(step.kind).refusesRollback?.(probe, step.params);
+    if (why) return { message: `run ${state.id} cannot be rolled back: ${why}`, hint: step.rollback };
+  }
+  return undefined;
+}
+
+/** What to do next with a run that stopped: resume always; rollback only when it would not be refused. */
+async function nextWays(state: RunState, opts: ExecuteOptions, resume: string, rollback: string): Promise<string> {
+  return (await rollbackRefusal(state, opts)) ? `${resume} (rollback is no longer possible: past the point of no return)` : `${resume} or ${rollback}`;
+}
+
 /** Undoes what a run did, newest step first; refuses past a point of no return. */
 export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<RunReport> {
   const started = performance.now();
   const state = readRun(opts.stateDir, runId);
   if (state.status === 'running') throw refused(`run ${runId} is still running`);
   if (state.status === 'rolled-back') throw refused(`run ${runId} was already rolled back`);
-  const touched = state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending'));
-  const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
-  if (pastNoReturn) {
-    throw refused(`run ${runId} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, pastNoReturn.rollback);
-  }
-  const undo = [...touched].reverse();
-  // a step that would do harm when undone now (a cluster started on shared files) refuses before anything is undone
-  const probe: StepContext = { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined };
-  for (const step of undo) {
-    const why = await stepDefinition(step.kind).refusesRollback?.(probe, step.params);
-    if (why) throw refused(`run ${runId} cannot be rolled back: ${why}`, step.rollback);
-  }
+  const refusal = await rollbackRefusal(state, opts);
+  if (refusal) throw refused(refusal.message, refusal.hint);
+  const undo = state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending')).reverse();
   acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
   await killOrphans(state.orphans);
   opts.onRunDir?.(state.dir);

@@ -431,7 +431,7 @@ const stopOldStep = defineStep<UpgradeParams>({
       const [oldest] = await withDb(ctx, p.access, (db) => db.query(statements.oldestTransactionSeconds()));
       if ((oldest?.seconds ?? 0) > p.maxTransactionSeconds) {
         await liftBlock(ctx, p);
-        throw new PgscaleError(`a transaction has been open for ${Math.round(oldest!.seconds)} s (limit ${p.maxTransactionSeconds} s): not stopping the old cluster`, ExitCode.FailedNoChange, 'end it, then `pgscale resume`');
+        throw new PgscaleError(`a transaction has been open for ${Math.round(oldest!.seconds)} s (limit ${p.maxTransactionSeconds} s): not stopping the old cluster`, ExitCode.FailedNoChange, 'end it (or raise --max-transaction-age), then run the upgrade again: this run undoes what it prepared');
       }
       await blockConnections(ctx, p);
       blockedAt = new Date().toISOString();
@@ -455,7 +455,7 @@ const stopOldStep = defineStep<UpgradeParams>({
     return !running && state === 'shut down' && existsSync(factsFile(p)) ? { ok: true, detail: 'connections blocked, old cluster shut down cleanly' } : { ok: false, detail: `old cluster ${running ? 'running' : state ?? 'unknown'}` };
   },
   async rollback(ctx, p) {
-    await stopLeftovers(ctx, p);
+    // what pg_upgrade left running was stopped by its own step's rollback, which runs first
     await liftBlock(ctx, p);
     await serverOf(ctx, p, 'old').start();
     rmSync(factsFile(p), { force: true });
