@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Plan } from '../src/pipeline/plan.js';
 import { findInstallations } from '../src/cluster/installations.js';
+import { upgradeTarget } from '../src/upgrade/decide.js';
 import { detect } from '../src/detect.js';
 import { OperationCommand, type OperationResult } from '../src/operationCommand.js';
 import '../src/operations.js';
@@ -53,6 +54,8 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
       stateDir: this.stateDirPath,
     };
     if (this.canPrompt) {
+      // what was given is validated before any question: a stopped cluster or a standby fails now, not after four answers
+      if (f.pgdata) await upgradeTarget({ pgdata: f.pgdata, bindir: choices.oldBindir, dsn: f.dsn, runner: this.runner, audit: this.audit });
       const found = await detect({ runner: this.runner, hostRoot: this.hostRoot, audit: this.audit, pgdata: f.pgdata, bindir: choices.oldBindir });
       const installations = await findInstallations(this.runner, [choices.oldBindir, choices.newBindir].filter((b): b is string => Boolean(b)));
       choices = await askUpgradeChoices(choices, { clusters: found.clusters, installations });

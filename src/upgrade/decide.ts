@@ -76,11 +76,17 @@ export function initdbArguments(o: { dataDir: string; superuser: string; encodin
   return args;
 }
 
+/** The cluster to upgrade, checked first: running, a primary. The wizard calls it before it asks anything. */
+export async function upgradeTarget(o: { pgdata?: string; bindir?: string; dsn?: string; runner: Runner; audit?: AuditSink }) {
+  const target = await resolveTarget({ ...o, requireRunning: true });
+  if (target.cluster?.role === 'standby') throw refused(`${target.cluster.dataDir} is a standby: upgrade the primary, then rebuild the standbys from it`);
+  return target;
+}
+
 export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; audit?: AuditSink; hostRoot: HostRoot }): Promise<UpgradeParams> {
-  const target = await resolveTarget({ pgdata: c.pgdata, bindir: c.oldBindir, dsn: c.dsn, runner: ctx.runner, audit: ctx.audit, requireRunning: true });
+  const target = await upgradeTarget({ pgdata: c.pgdata, bindir: c.oldBindir, dsn: c.dsn, runner: ctx.runner, audit: ctx.audit });
   const old = target.cluster;
   if (!old) throw badInput('pgscale upgrade needs the old cluster\'s data directory: pass --pgdata');
-  if (old.role === 'standby') throw refused(`${old.dataDir} is a standby: upgrade the primary, then rebuild the standbys from it`);
   const installations = await findInstallations(ctx.runner, [c.oldBindir, c.newBindir].filter((b): b is string => Boolean(b)));
   const oldBindir = c.oldBindir ?? old.bindir ?? bindirOfPostmaster(old.pid);
   if (!oldBindir) throw badInput(`no PostgreSQL ${old.major} installation found for ${old.dataDir}`, 'pass --old-bindir');
