@@ -137,7 +137,7 @@ describe('pgscale upgrade: SIGKILL at every step boundary, then resume or rollba
   }
 
   // after the new cluster started in link mode: rollback is refused, resume completes
-  for (const failpoint of ['extensions:started', 'verify:started', 'analyze:started']) {
+  for (const failpoint of ['open:started', 'extensions:started', 'verify:started', 'analyze:started']) {
     test(`killed at ${failpoint}: rollback refused past the point of no return, resume completes`, async () => {
       const k = await freshCase();
       await killedAt(k, failpoint);
@@ -149,6 +149,17 @@ describe('pgscale upgrade: SIGKILL at every step boundary, then resume or rollba
       await resumeCompletes(k);
     });
   }
+
+  test('killed after the new cluster started privately (link mode, step not yet recorded): rollback refused before undoing anything, resume completes', async () => {
+    const k = await freshCase();
+    await killedAt(k, 'start-new:applied');
+    const rb = await runCli(['rollback', '--state-dir', k.stateDir, '--yes']);
+    assert.equal(rb.code, 3, fail('rollback after the new cluster started', rb));
+    assert.match(rb.stderr, /cannot be rolled back: the new cluster has started on files it shares with the old one \(link mode\)/);
+    assert.doesNotMatch(rb.stderr, /pgscale rollback/, 'the hint offers no rollback');
+    assert.ok(existsSync(join(k.old.pgdata, 'global', 'pg_control.old')), 'the old cluster was left disabled');
+    await resumeCompletes(k);
+  });
 
   /**
    * Starts the upgrade, SIGKILLs pgscale inside pg_upgrade --link: `afterMs` after pg_upgrade
