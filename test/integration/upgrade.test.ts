@@ -154,6 +154,10 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
   assert.equal(run.status, 'completed');
   assert.deepEqual(run.steps.filter((s) => s.state !== 'done').map((s) => s.id), []);
   assert.ok(Date.parse(String(run.outputs.open?.acceptingWritesAt)) > Date.parse(String(run.outputs['stop-old']?.stoppedAt)));
+  // verified before clients came back: every relation's relfilenode and fork sizes as before the stop
+  assert.deepEqual(run.outputs['start-new']?.catalogDifferences, []);
+  assert.ok(Number(run.outputs['start-new']?.relationsCompared) > 50, `${run.outputs['start-new']?.relationsCompared} relations compared`);
+  assert.deepEqual(run.outputs.verify?.findings, [], 'deep verification found nothing');
 
   const next = newClusterOf(old, k.to, newDataDir);
   // the new major answers on the old port, with the old checksum setting
