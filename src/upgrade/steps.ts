@@ -571,7 +571,7 @@ async function newMajorAnswering(ctx: StepContext, access: UpgradeParams['access
 
 const startNewStep = defineStep<UpgradeParams>({
   kind: 'upgrade.start-new',
-  title: (p) => `Start PostgreSQL ${p.new.major} reachable only by pgscale and verify it: version, catalog facts, a write and a checkpoint`,
+  title: (p) => `Start PostgreSQL ${p.new.major} on a private socket and verify it`,
   downtime: true,
   pointOfNoReturn: sharesFiles,
   check: async () => [],

@@ -69,7 +69,7 @@ describe('pgscale upgrade wizard in a real terminal', { skip: (!isRoot() && 'loo
       assert.equal(code, 0, term.screen());
       assert.equal(confirmations.length, 1, 'one question, before downtime');
       assert.match(confirmations[0]!, /Next: Block new connections, stop the old 16 cluster cleanly \(downtime starts\) — the cluster will be unavailable\. Continue\?/);
-      assert.match(term.screen(), /PostgreSQL 16 → 17: completed in .*, downtime .* \(old stopped → new accepting writes\)/);
+      assert.match(term.screen(), /PostgreSQL 16 → 17: completed in .*, downtime .* \(connections blocked → new accepting writes\)/);
       assert.match(term.screen(), /the old cluster in .* is intact and stopped/);
     } finally {
       term.kill();
