@@ -85,7 +85,7 @@ describe('pgscale upgrade wizard in a real terminal', { skip: (!isRoot() && 'loo
     await next.stop();
   });
 
-  test('declining the confirmation before downtime: exit 3, the old cluster never stopped; rollback removes what was prepared', { timeout: 600_000 }, async () => {
+  test('declining the confirmation before downtime: exit 3, the old cluster never stopped; what was prepared is undone and the lock released', { timeout: 600_000 }, async () => {
     // a fresh 16 cluster: the first test upgraded the template
     const old = await createCluster({ version: 16, checksums: true, conf: datasetConf(16) });
     await loadDataset(old, smallDataset);
