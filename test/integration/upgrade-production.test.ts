@@ -37,8 +37,8 @@ async function productionCluster(): Promise<TestCluster> {
   return old;
 }
 
-function upgradeArgs(old: TestCluster, newDataDir: string, stateDir: string, mode: 'link' | 'copy'): string[] {
-  return ['upgrade', '--pgdata', old.pgdata, '--old-bindir', old.bindir, '--new-bindir', bindir(17), '--to-version', '17', '--new-pgdata', newDataDir, '--mode', mode, '--no-backup', '--state-dir', stateDir];
+function upgradeArgs(old: TestCluster, newDataDir: string, stateDir: string, mode: 'link' | 'copy', backup: 'none' | 'default' = 'none'): string[] {
+  return ['upgrade', '--pgdata', old.pgdata, '--old-bindir', old.bindir, '--new-bindir', bindir(17), '--to-version', '17', '--new-pgdata', newDataDir, '--mode', mode, ...(backup === 'none' ? ['--no-backup'] : []), '--state-dir', stateDir];
 }
 
 /** The server on the old socket and port is a 17 whose postmaster runs from newDataDir with the old command-line options. */
@@ -58,13 +58,17 @@ async function upgradeUnderLoad(t: TestContext, mode: 'link' | 'copy'): Promise<
   const hbaBefore = readFileSync(join(dirname(old.configPath), 'pg_hba.conf'), 'utf8');
   const work = scratchDir('pgscale-upprod-');
   const newDataDir = join(dirname(old.pgdata), 'data-17');
-  const args = upgradeArgs(old, newDataDir, join(work, 'state'), mode);
+  // copy mode also takes the backup at its default location, in a fresh state directory (created when missing)
+  const stateDir = join(work, 'state');
+  const args = upgradeArgs(old, newDataDir, stateDir, mode, mode === 'copy' ? 'default' : 'none');
 
-  // the plan shows where the new server will listen, and why
-  const dry = await runCli([...args, '--dry-run'], { timeoutMs: TIMEOUT });
-  assert.equal(dry.code, 0, fail('dry-run', dry));
-  assert.match(dry.stdout, new RegExp(`where the new server listens \\| pass \\| port ${old.port} from command line, sockets ${old.socketDir} from command line, listen_addresses '' from command line`));
-  for (const check of ['old binaries version', 'new binaries version', 'separate directories', 'new data directory writable', 'databases allow connections', 'reg\\* columns']) assert.match(dry.stdout, new RegExp(`^\\| ${check} \\| pass \\|`, 'm'));
+  if (mode === 'link') {
+    // the plan shows where the new server will listen, and why
+    const dry = await runCli([...args, '--dry-run'], { timeoutMs: TIMEOUT });
+    assert.equal(dry.code, 0, fail('dry-run', dry));
+    assert.match(dry.stdout, new RegExp(`where the new server listens \\| pass \\| port ${old.port} from command line, sockets ${old.socketDir} from command line, listen_addresses '' from command line`));
+    for (const check of ['old binaries version', 'new binaries version', 'separate directories', 'new data directory writable', 'databases allow connections', 'reg\\* columns']) assert.match(dry.stdout, new RegExp(`^\\| ${check} \\| pass \\|`, 'm'));
+  }
 
   const writer = await startWriter(old, { reader: true });
   await new Promise((r) => setTimeout(r, 500));
@@ -79,6 +83,7 @@ async function upgradeUnderLoad(t: TestContext, mode: 'link' | 'copy'): Promise<
   assert.deepEqual(out.run.outputs['start-new']?.catalogDifferences, [], 'relfilenodes and fork sizes match');
   assert.ok(Number(out.run.outputs['start-new']?.relationsCompared) >= 5);
   assert.deepEqual(out.run.outputs.verify?.findings, []);
+  if (mode === 'copy') assert.equal(readdirSync(join(stateDir, 'backups')).length, 1, 'the backup is at its default location');
 
   const next = await servesWhereTheOldOneDid(old, newDataDir, 17);
   assert.deepEqual(await missingWrites(next, clients), [], 'every acknowledged write survived');
