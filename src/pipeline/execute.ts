@@ -237,7 +237,7 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
       releaseLock(opts.stateDir, key, state.id);
       throw new PgscaleError(err.message, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
     }
-    if (beforeDowntime(state)) {
+    if (operation(state.plan.operation).undoBeforeDowntime && beforeDowntime(state)) {
       // nothing was unavailable yet: what the run prepared (a new cluster, its configuration) is
       // undone here, so a failed check or a declined confirmation leaves nothing and no lock
       const kept = await undoBeforeDowntime(state, opts);
@@ -270,7 +270,7 @@ function beforeDowntime(state: RunState): boolean {
  * the journal says so and the lock stays: `pgscale rollback` can finish it. Returns what was kept.
  */
 async function undoBeforeDowntime(state: RunState, opts: ExecuteOptions): Promise<string[]> {
-  const keptKinds = new Set(operation(state.plan.operation).keptByAutomaticUndo ?? []);
+  const keptKinds = new Set(operation(state.plan.operation).undoBeforeDowntime?.keep ?? []);
   const touched = state.plan.steps.filter((s) => (state.steps.get(s.id) ?? 'pending') !== 'pending');
   const kept = touched.filter((s) => keptKinds.has(s.kind) && ['done', 'skipped'].includes(state.steps.get(s.id)!));
   appendEvent(state.dir, { type: 'rollback-started', pid: process.pid });

@@ -43,8 +43,12 @@ export interface Operation<P extends JsonObject = JsonObject> {
   summary(params: P): string;
   steps(params: P): StepData[];
   fingerprint(ctx: StepContext, params: P): Promise<Fingerprint>;
-  /** Step kinds whose completed work the automatic undo before downtime keeps (a verified backup is never deleted by an undo). */
-  keptByAutomaticUndo?: readonly string[];
+  /**
+   * Opts in to the automatic undo: a run that fails or is declined before its first downtime step
+   * undoes what it did and releases the lock. `keep`: step kinds whose completed work stays (a
+   * verified backup is never deleted by an undo).
+   */
+  undoBeforeDowntime?: { keep: readonly string[] };
 }
 
 const operations = new Map<string, Operation>();

@@ -795,6 +795,6 @@ export const upgradeOperation = defineOperation<UpgradeParams>({
     }));
     return { ...identity, oldMajor: p.old.major, oldDataDir: p.old.dataDir, port: p.old.port, newDataDir: p.new.dataDir, configuration: configFingerprint(p), listening: listeningOrigin(p.old.server) };
   },
-  // a verified backup taken first is kept when the run undoes itself before downtime
-  keptByAutomaticUndo: ['backup.publish'],
+  // a failure or a declined confirmation before downtime undoes initdb and the carried configuration; a verified backup taken first is kept
+  undoBeforeDowntime: { keep: ['backup.publish'] },
 });

@@ -66,6 +66,7 @@ interface ToyOp extends JsonObject {
 
 const toyOperation = defineOperation<ToyOp>({
   name: 'toy',
+  undoBeforeDowntime: { keep: [] },
   describeTarget: (p) => ({ description: p.dir, lockKey: `toy:${p.dir}` }),
   summary: () => 'toy operation',
   steps: (p) => [
