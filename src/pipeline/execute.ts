@@ -60,7 +60,6 @@ export function runCommandLine(verb: 'resume' | 'rollback', runId: string, state
   return `pgscale ${verb} ${runId}${stateDir === defaultStateDir() ? '' : ` --state-dir ${stateDir}`}`;
 }
 
-const wayOut = (state: RunState, stateDir: string) => `continue with \`${runCommandLine('resume', state.id, stateDir)}\` or undo with \`${runCommandLine('rollback', state.id, stateDir)}\``;
 
 function report(state: Pick<RunState, 'id' | 'dir' | 'plan' | 'status' | 'steps' | 'outputs'>, started: number, dryRun?: DryRunStep[]): RunReport {
   return {
@@ -259,34 +258,55 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
     const err = e instanceof PgscaleError ? e : new PgscaleError((e as Error).message, ExitCode.FailedAfterChange);
     if (err.exitCode === ExitCode.Interrupted || opts.signal.aborted) {
       appendEvent(state.dir, { type: 'run-interrupted', step: [...state.steps].find(([, s]) => s === 'failed')?.[0] });
-      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, wayOut(state, opts.stateDir));
+      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, await wayOut(state, opts));
     }
     appendEvent(state.dir, { type: 'run-failed', error: err.message });
     if (!changedAnything(state)) {
       releaseLock(key, state.id);
       throw new PgscaleError(err.message, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
     }
-    if (err.exitCode !== ExitCode.Refused && !touchedSteps(state).some((s) => s.downtime || s.pointOfNoReturn)) {
-      // a failure before downtime undoes what the run did and releases the lock: nothing is left for anyone to finish
+    if (beforeDowntime(state)) {
+      // nothing was unavailable yet: what the run prepared (a new cluster, its configuration) is
+      // undone here, so a failed check or a declined confirmation leaves nothing and no lock
       try {
         await undoSteps(state, [...touchedSteps(state)].reverse(), opts);
       } catch (undoError) {
         throw new PgscaleError(`${err.message}\nundoing what the run had done failed too: ${(undoError as Error).message}`, ExitCode.FailedAfterChange, `fix the cause, then \`${runCommandLine('rollback', state.id, opts.stateDir)}\` finishes the undo`);
       }
       releaseLock(key, state.id);
+      const declined = err.exitCode === ExitCode.Refused;
       // the step's own hint speaks of an open run (resume, rollback): there is none any more
-      throw new PgscaleError(`${err.message}\n(the run failed before any downtime: what it had done is undone, nothing is left changed)`, ExitCode.FailedNoChange, 'fix the cause named above and run the same command again');
+      throw new PgscaleError(
+        `${err.message}\n(${declined ? 'declined' : 'failed'} before any downtime: what the run had done is undone, nothing is left changed; a verified backup is kept)`,
+        declined ? ExitCode.Refused : ExitCode.FailedNoChange,
+        declined ? 'run the same command again when ready' : 'fix the cause named above and run the same command again',
+      );
     }
     // the lock stays: nothing else may touch this cluster until the run is resumed or rolled back
     if (err.exitCode === ExitCode.Refused) {
       // a confirmation declined after the steps that need none: refused (README: "not confirmed"), and what ran is kept
       throw new PgscaleError(err.message, ExitCode.Refused, `the steps before it are done and kept: \`${runCommandLine('resume', state.id, opts.stateDir)}\` asks again, \`${runCommandLine('rollback', state.id, opts.stateDir)}\` undoes them`);
     }
-    throw new PgscaleError(err.message, ExitCode.FailedAfterChange, `fix the cause, then ${wayOut(state, opts.stateDir)}`);
+    throw new PgscaleError(err.message, ExitCode.FailedAfterChange, `fix the cause, then ${await wayOut(state, opts)}`);
   }
   appendEvent(state.dir, { type: 'run-done' });
   releaseLock(key, state.id);
   return report(readRun(opts.stateDir, state.id), started);
+}
+
+/** Every step the run touched comes before the first step that takes the cluster down or passes the point of no return. */
+function beforeDowntime(state: RunState): boolean {
+  const first = state.plan.steps.findIndex((s) => s.downtime || s.pointOfNoReturn);
+  if (first < 0) return false;
+  return state.plan.steps.slice(first).every((s) => (state.steps.get(s.id) ?? 'pending') === 'pending');
+}
+
+/** A confirmation nobody can give (no TTY, no --yes) is known before the first step: refuse then, not after work that must be undone. */
+function assertConfirmable(steps: readonly PlannedStep[], pending: (s: PlannedStep) => boolean, opts: ExecuteOptions): void {
+  const askAt = confirmationStep(steps);
+  if (askAt && pending(askAt) && !opts.assumeYes && !opts.confirm) {
+    throw refused(`"${askAt.title}" needs confirmation and nobody can be asked: nothing was done`, 'run it at a terminal, or pass --yes');
+  }
 }
 
 /** Starts a new run of a plan whose checks passed. */
@@ -297,6 +317,7 @@ export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunRep
     const steps = new Map(plan.steps.map((s): [string, StepState] => [s.id, 'pending']));
     return report({ id: '(dry run)', dir: '', plan, status: 'running', steps, outputs: new Map() }, performance.now(), plan.steps.map((s) => ({ id: s.id, title: s.title, action: 'run' })));
   }
+  assertConfirmable(plan.steps, () => true, opts);
   const id = newRunId(plan);
   acquireLock(opts.stateDir, runLockKey(plan), id);
   try {
@@ -324,6 +345,7 @@ export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<Ru
     const finished = (id: string) => ['done', 'skipped'].includes(state.steps.get(id) ?? 'pending');
     return report(state, performance.now(), state.plan.steps.map((s) => ({ id: s.id, title: s.title, action: finished(s.id) ? 'keep (done)' : 'verify, then run if needed' })));
   }
+  assertConfirmable(state.plan.steps, (s) => !['done', 'skipped'].includes(state.steps.get(s.id) ?? 'pending'), opts);
   acquireLock(opts.stateDir, runLockKey(state.plan), runId, runId);
   await killOrphans(state.orphans);
   opts.onRunDir?.(state.dir);
@@ -356,18 +378,37 @@ async function undoSteps(state: RunState, undo: readonly PlannedStep[], opts: Ex
   appendEvent(state.dir, { type: 'rollback-done' });
 }
 
+/**
+ * Why a rollback of this run would be refused: past a point of no return, or a step that would do
+ * harm when undone now (a cluster started on shared files). Hints name only ways that work.
+ */
+async function rollbackRefusal(state: RunState, opts: ExecuteOptions): Promise<{ message: string; hint: string } | undefined> {
+  const touched = touchedSteps(state);
+  const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
+  if (pastNoReturn) return { message: `run ${state.id} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, hint: pastNoReturn.rollback };
+  const probe: StepContext = { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined };
+  for (const step of [...touched].reverse()) {
+    const why = await stepDefinition(step.kind).refusesRollback?.(probe, step.params);
+    if (why) return { message: `run ${state.id} cannot be rolled back: ${why}`, hint: step.rollback };
+  }
+  return undefined;
+}
+
+/** What to do next with a run that stopped: resume always; rollback only when it would not be refused. */
+async function wayOut(state: RunState, opts: ExecuteOptions): Promise<string> {
+  const resume = `continue with \`${runCommandLine('resume', state.id, opts.stateDir)}\``;
+  return (await rollbackRefusal(state, opts)) ? `${resume} (rollback is no longer possible: past the point of no return)` : `${resume} or undo with \`${runCommandLine('rollback', state.id, opts.stateDir)}\``;
+}
+
 /** Undoes what a run did, newest step first; refuses past a point of no return. */
 export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<RunReport> {
   const started = performance.now();
   const state = readRun(opts.stateDir, runId);
   if (state.status === 'running') throw refused(`run ${runId} is still running`, 'wait for it to finish, or stop it with Ctrl-C (it stops at a safe point), then roll back');
   if (state.status === 'rolled-back') throw refused(`run ${runId} was already rolled back`, 'nothing to undo (see `pgscale runs`)');
-  const touched = touchedSteps(state);
-  const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
-  if (pastNoReturn) {
-    throw refused(`run ${runId} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, pastNoReturn.rollback);
-  }
-  const undo = [...touched].reverse();
+  const refusal = await rollbackRefusal(state, opts);
+  if (refusal) throw refused(refusal.message, refusal.hint);
+  const undo = [...touchedSteps(state)].reverse();
   if (opts.dryRun) {
     const conflict = lockConflict(runLockKey(state.plan), runId);
     if (conflict) throw conflict;

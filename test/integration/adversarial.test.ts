@@ -370,7 +370,7 @@ describe('no lock-out: a tune --restore the server rejects undoes itself, and th
     const failed = await cli(['tune', '--pgdata', A.pgdata, '--bindir', B(), '--restore', '--yes', '--state-dir', T]);
     assert.equal(failed.code, 4, show(failed));
     assert.match(failed.stderr, /work_mem/);
-    assert.match(failed.stderr, /what it had done is undone/);
+    assert.match(failed.stderr, /what the run had done is undone/);
     assert.doesNotMatch(failed.stderr, /ENOENT/);
     assert.deepEqual(clusterFiles(A), files, 'every file as before the restore');
     assert.equal(existsSync(lockOf(A)), false, 'no lock held');

@@ -226,7 +226,7 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
         assert.equal(res.code, 4, show(res));
         assert.match(res.stderr, /the server rejects the new configuration, so the previous files were put back \(nothing was reloaded\)/);
         assert.match(res.stderr, /root-only\.conf/);
-        assert.match(res.stderr, /what it had done is undone/);
+        assert.match(res.stderr, /what the run had done is undone/);
         assert.deepEqual(shas([...touched, secret]), files0, 'every file as before');
         assert.equal((await settings(c)).get('shared_buffers')!.setting, '16384', 'the server was not touched');
         const rollback = await runCli(['rollback', '--state-dir', state, '--yes']);

@@ -240,7 +240,7 @@ test('a failure before any downtime undoes what the run did, releases the lock a
   const s = setup('c');
   try {
     const plan = await buildPlan(toyOperation, s.params, s.ctx);
-    await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.FailedNoChange && /what it had done is undone/.test(e.message) && !/rollback/.test(e.hint ?? ''));
+    await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.FailedNoChange && /what the run had done is undone/.test(e.message) && !/rollback/.test(e.hint ?? ''));
     const [run] = listRuns(s.opts.stateDir);
     assert.equal(run?.status, 'rolled-back');
     assert.deepEqual(['a', 'b', 'c'].filter((n) => existsSync(join(s.dir, n))), [], 'nothing the run wrote remains');
@@ -343,6 +343,18 @@ test('an edited plan file is named as edited; a plan file others can write is re
       chmodSync(file, mode);
       assert.throws(() => assertTrustedPlanFile(file), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /writable by/.test(e.message) && /chmod go-w/.test(e.hint ?? ''));
     }
+  } finally {
+    s.done();
+  }
+});
+
+test('without a TTY or --yes a plan with downtime is refused before any step and before any run exists', async () => {
+  const s = setup('', true);
+  try {
+    const plan = await buildPlan(toyOperation, s.params, s.ctx);
+    await assert.rejects(startRun(plan, { ...s.opts, assumeYes: false }), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /nothing was done/.test(e.message));
+    assert.equal(existsSync(join(s.dir, 'a')), false);
+    assert.deepEqual(listRuns(s.opts.stateDir), []);
   } finally {
     s.done();
   }
