@@ -294,12 +294,8 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
   return report(readRun(opts.stateDir, state.id), started);
 }
 
-/** Every step the run touched comes before the first step that takes the cluster down or passes the point of no return. */
-function beforeDowntime(state: RunState): boolean {
-  const first = state.plan.steps.findIndex((s) => s.downtime || s.pointOfNoReturn);
-  if (first < 0) return false;
-  return state.plan.steps.slice(first).every((s) => (state.steps.get(s.id) ?? 'pending') === 'pending');
-}
+/** No step the run started or finished takes the cluster down or passes a point of no return (an operation without such steps is always before downtime). */
+const beforeDowntime = (state: RunState): boolean => !touchedSteps(state).some((s) => s.downtime || s.pointOfNoReturn);
 
 /** A confirmation nobody can give (no TTY, no --yes) is known before the first step: refuse then, not after work that must be undone. */
 function assertConfirmable(steps: readonly PlannedStep[], pending: (s: PlannedStep) => boolean, opts: ExecuteOptions): void {

@@ -129,7 +129,7 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     assert.ok(!existsSync(join(cold.mountPoint, 'pgscale_cold')));
   });
 
-  test('a lock held elsewhere: bounded attempts under lock_timeout, then a clean failure; rollback drops what was created', async () => {
+  test('a lock held elsewhere: bounded attempts under lock_timeout, then a clean failure that undoes itself: what was created is dropped, the DBA\'s tablespace setting put back', async () => {
     const part = partitions[0]!;
     // a pgscale_hot made earlier, with a setting of the DBA's: reused, and its setting put back by the rollback
     await c.sql(`create tablespace pgscale_hot location '${mkdirOwned(join(hot.mountPoint, 'pgscale_hot'))}' with (random_page_cost = 3)`);
@@ -140,13 +140,14 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     const res = await cli(['place', '--yes', ...volumes(), '--lock-timeout', '100', '--lock-retries', '2']);
     await c.sql(`select pg_terminate_backend(pid) from pg_stat_activity where query like '%pg_sleep(60)%' and pid <> pg_backend_pid()`);
     await holder;
-    assert.equal(res.code, 5, res.stderr);
+    // nothing takes the cluster down: a failure undoes the run at once and releases the lock (exit 4)
+    assert.equal(res.code, 4, res.stderr);
     assert.match(res.stderr, new RegExp(`moving public\\.${part}: the lock was not granted within 100 ms in 3 attempts`));
-    assert.match(res.stderr, /hint: .*pgscale resume/);
+    assert.match(res.stderr, /what the run had done is undone/);
     assert.ok(Date.now() - started < 30_000, 'the attempts are bounded');
     assert.equal((await placement())[part], '', 'the partition stayed where it was');
     const rb = await runCli(['rollback', '--state-dir', stateDir, '--yes', '--json']);
-    assert.equal(rb.code, 0, rb.stderr + rb.stdout);
+    assert.equal(rb.code, 3, 'no run is left to roll back: ' + rb.stderr + rb.stdout);
     assert.equal(await c.sql(`select string_agg(spcname || ':' || coalesce(array_to_string(spcoptions, ','), ''), ' ') from pg_tablespace where spcname like 'pgscale%'`), 'pgscale_hot:random_page_cost=3');
     assert.ok(!existsSync(join(cold.mountPoint, 'pgscale_cold')), 'the directory it made is gone');
     assert.deepEqual(allDefault(await placement()), []);
