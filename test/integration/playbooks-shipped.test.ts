@@ -22,7 +22,7 @@ type Doc = { cluster: { pgdata: string; bindir?: string }; steps: Record<string,
 const shipped = readdirSync(join(repoRoot, 'playbooks')).filter((f) => f.endsWith('.yaml')).sort();
 
 test('every shipped playbook is covered here', () => {
-  assert.deepEqual(shipped, ['move-wal.yaml', 'upgrade-16-to-17.yaml']);
+  assert.deepEqual(shipped, ['move-wal.yaml', 'place-by-temperature.yaml', 'upgrade-16-to-17.yaml']);
 });
 
 for (const file of shipped) {
@@ -33,6 +33,12 @@ for (const file of shipped) {
     // a small window's cluster: its max_wal_size sizes the WAL volume the checks ask for
     const cluster = await createCluster({ version, checksums: true, conf: ["max_wal_size = '64MB'", "min_wal_size = '32MB'"] });
     await cluster.sql('create table kept as select g from generate_series(1, 5000) g');
+    // a database a step names exists, with data in it
+    const databases = new Set(doc.steps.flatMap((st) => Object.values(st).flatMap((f) => (f && typeof f.database === 'string' ? [f.database] : []))));
+    for (const db of databases) {
+      await cluster.sql(`create database ${db}`);
+      await cluster.sql('create table kept as select g from generate_series(1, 5000) g', db);
+    }
     const volume = createLoopVolume(256);
     const onVolume = (path: string) => {
       // every directory on the way is the server account's, as a DBA would prepare the volume
@@ -43,7 +49,21 @@ for (const file of shipped) {
     doc.cluster = { pgdata: cluster.pgdata, bindir: cluster.bindir };
     for (const step of doc.steps) {
       const [command, flags] = Object.entries(step)[0]!;
-      for (const [name, value] of Object.entries(flags ?? {})) if (typeof value === 'string' && value.startsWith('/')) flags![name] = onVolume(value);
+      const tablespaceVolumes = command === 'tablespaces place' ? flags?.volume : undefined;
+      for (const [name, value] of Object.entries(flags ?? {})) if (typeof value === 'string' && value.startsWith('/') && name !== 'volume') flags![name] = onVolume(value);
+      // tablespace volumes (PATH=TIER,…): each tier on a volume of its own, none on the data directory's device
+      if (typeof tablespaceVolumes === 'string') {
+        flags!.volume = tablespaceVolumes
+          .split(',')
+          .map((entry) => {
+            const [path, tier] = entry.split('=');
+            const own = createLoopVolume(64);
+            let dir = own.mountPoint;
+            for (const part of path!.split('/').filter(Boolean)) mkdirOwned((dir = join(dir, part)));
+            return `${dir}=${tier}`;
+          })
+          .join(',');
+      }
       if (command === 'upgrade') Object.assign(flags!, { 'old-bindir': cluster.bindir, 'new-bindir': bindir(Number(flags!['to-version'])) });
     }
     const work = scratchDir('pgscale-playbook-');
@@ -57,6 +77,11 @@ for (const file of shipped) {
       const wal = join(cluster.pgdata, 'pg_wal');
       assert.ok(lstatSync(wal).isSymbolicLink(), 'pg_wal is a symlink to the volume');
       assert.match(await cluster.sql('select count(*) from kept'), /^5000$/);
+    } else if (file === 'place-by-temperature.yaml') {
+      // one tablespace per tier on its own volume, temp files on the fastest; the data intact wherever it was placed
+      assert.equal(await cluster.sql("select string_agg(spcname, ',' order by spcname) from pg_tablespace where spcname like 'pgscale%'"), 'pgscale_cold,pgscale_hot', res.stderr);
+      assert.match(await cluster.sql('show temp_tablespaces', 'app'), /pgscale_hot/);
+      assert.match(await cluster.sql('select count(*) from kept', 'app'), /^5000$/);
     } else {
       assert.match(await cluster.sql("select current_setting('server_version_num')::int / 10000 || ':' || count(*) from kept"), /^17:5000$/);
       const backup = String(doc.steps[0]!.backup!.to);
