@@ -53,7 +53,9 @@ const isolate = (inv: Invocation): Invocation => (isRoot() ? { program: 'unshare
 
 /** CPU seconds of every waited-for descendant so far (cutime + cstime; Linux clock ticks are 1/100 s). */
 const childCpuMs = (): number => {
-  const fields = readFileSync('/proc/self/stat', 'utf8').replace(/^.*\) /, '').split(' ');
+  const fields = readFileSync('/proc/self/stat', 'utf8')
+    .replace(/^.*\) /, '')
+    .split(' ');
   return (Number(fields[13]) + Number(fields[14])) * 10;
 };
 
@@ -76,15 +78,23 @@ for (let round = -2; round < REPEATS; round++) {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const baseline = median(times.get('node -e 0')!);
-console.log(`startup, ${REPEATS} runs each, Node ${process.version}, load average ${loadavg()[0]!.toFixed(2)}${isRoot() ? ', each in its own PID namespace' : ''}`);
-console.log(`detect found ${detected!.installations.length} installation(s) and ${detected!.clusters.length} cluster(s): ${detected!.clusters.map((c) => `${c.major} ${c.state} ${c.dataDir}`).join('; ')}`);
-console.log(`${'command'.padEnd(30)} ${'median'.padStart(8)} ${'min'.padStart(6)} ${'max'.padStart(6)} ${'× node -e 0'.padStart(12)} ${'CPU/run'.padStart(8)}  goal ≤ ${GOAL_MS} ms (median)`);
+console.log(
+  `startup, ${REPEATS} runs each, Node ${process.version}, load average ${loadavg()[0]!.toFixed(2)}${isRoot() ? ', each in its own PID namespace' : ''}`,
+);
+console.log(
+  `detect found ${detected!.installations.length} installation(s) and ${detected!.clusters.length} cluster(s): ${detected!.clusters.map((c) => `${c.major} ${c.state} ${c.dataDir}`).join('; ')}`,
+);
+console.log(
+  `${'command'.padEnd(30)} ${'median'.padStart(8)} ${'min'.padStart(6)} ${'max'.padStart(6)} ${'× node -e 0'.padStart(12)} ${'CPU/run'.padStart(8)}  goal ≤ ${GOAL_MS} ms (median)`,
+);
 let allMet = true;
 for (const c of cases) {
   const xs = times.get(c.name)!;
   const m = median(xs);
   const met = m <= GOAL_MS;
   if (c.goal) allMet &&= met;
-  console.log(`${c.name.padEnd(30)} ${`${m} ms`.padStart(8)} ${String(Math.min(...xs)).padStart(6)} ${String(Math.max(...xs)).padStart(6)} ${(m / baseline).toFixed(1).padStart(11)}× ${`${Math.round(cpu.get(c.name)! / REPEATS)} ms`.padStart(8)}  ${c.goal ? (met ? 'met' : 'NOT met') : ''}`);
+  console.log(
+    `${c.name.padEnd(30)} ${`${m} ms`.padStart(8)} ${String(Math.min(...xs)).padStart(6)} ${String(Math.max(...xs)).padStart(6)} ${(m / baseline).toFixed(1).padStart(11)}× ${`${Math.round(cpu.get(c.name)! / REPEATS)} ms`.padStart(8)}  ${c.goal ? (met ? 'met' : 'NOT met') : ''}`,
+  );
 }
 console.log(allMet ? 'goal met' : 'goal NOT met');

@@ -15,9 +15,12 @@ try {
     await handle(error);
   } else {
     // commands shape their own errors (PgscaleCommand.catch); only errors before a command runs get here
-    const message = String(error?.message ?? error).split('\n')[0].replace(/^command (\S+) not found$/, (_, id) => `command "${id.replace(/:/g, ' ')}" not found`);
+    const message = String(error?.message ?? error)
+      .split('\n')[0]
+      .replace(/^command (\S+) not found$/, (_, id) => `command "${id.replace(/:/g, ' ')}" not found`);
     const hint = 'see `pgscale --help` for the commands and `pgscale COMMAND --help` for their flags';
-    if (process.argv.slice(2).includes('--json')) process.stdout.write(JSON.stringify({ error: { message, hint, exitCode: 2, kind: 'bad-input' } }, null, 2) + '\n');
+    if (process.argv.slice(2).includes('--json'))
+      process.stdout.write(JSON.stringify({ error: { message, hint, exitCode: 2, kind: 'bad-input' } }, null, 2) + '\n');
     else process.stderr.write(`pgscale: error: ${message}\nhint: ${hint}\n`);
     process.exitCode = 2;
   }

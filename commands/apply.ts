@@ -7,7 +7,8 @@ import '../src/operations.js';
 
 export default class Apply extends OperationCommand<typeof Apply> {
   static override summary = 'Execute exactly a reviewed plan file; refuse if the cluster changed since it was made.';
-  static override description = 'Refused (exit 3, nothing changed): a plan file writable by group or others, or owned by another user (as ssh refuses a loose key); a plan edited after it was made; a cluster that changed since (its fingerprint, any step\'s commands, its identity); a check that fails now. --dry-run shows the plan and makes the same checks.';
+  static override description =
+    "Refused (exit 3, nothing changed): a plan file writable by group or others, or owned by another user (as ssh refuses a loose key); a plan edited after it was made; a cluster that changed since (its fingerprint, any step's commands, its identity); a check that fails now. --dry-run shows the plan and makes the same checks.";
   static override args = { file: Args.file({ description: 'Plan file written with --plan-out.', required: true, exists: true }) };
 
   async run(): Promise<OperationResult> {
@@ -17,10 +18,15 @@ export default class Apply extends OperationCommand<typeof Apply> {
     assertUnedited(args.file, reviewed);
     const now = await buildPlan(operation(reviewed.operation), reviewed.params, this.planningContext());
     const drift = [...fingerprintDrift(reviewed.fingerprint, now.fingerprint), ...actionDrift(reviewed, now)];
-    if ((reviewed.target.systemIdentifier ?? null) !== (now.target.systemIdentifier ?? null)) drift.push(`cluster identity: planned ${reviewed.target.systemIdentifier ?? '(unknown)'}, now ${now.target.systemIdentifier ?? '(unknown)'}`);
+    if ((reviewed.target.systemIdentifier ?? null) !== (now.target.systemIdentifier ?? null))
+      drift.push(`cluster identity: planned ${reviewed.target.systemIdentifier ?? '(unknown)'}, now ${now.target.systemIdentifier ?? '(unknown)'}`);
     if (drift.length) throw refused(`the cluster changed since the plan was made:\n${drift.map((d) => `  - ${d}`).join('\n')}`, 'make and review a new plan');
     const blockers = failedChecks(now);
-    if (blockers.length) throw refused(`checks fail now:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`, 'fix what the checks name, then make and review a new plan');
+    if (blockers.length)
+      throw refused(
+        `checks fail now:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`,
+        'fix what the checks name, then make and review a new plan',
+      );
     return this.executePlan(reviewed, args.file);
   }
 }

@@ -40,7 +40,17 @@ export default class Runs extends OperationCommand<typeof Runs> {
     await this.parse(Runs);
     const stateDir = this.stateDir;
     const runs = listRunEntries(stateDir).map((e): RunSummary => {
-      if (!e.run) return { id: e.id, operation: null, target: null, status: 'damaged', started: undefined, steps: null, next: [`check the cluster, then remove ${e.dir}`], problem: e.problem };
+      if (!e.run)
+        return {
+          id: e.id,
+          operation: null,
+          target: null,
+          status: 'damaged',
+          started: undefined,
+          steps: null,
+          next: [`check the cluster, then remove ${e.dir}`],
+          problem: e.problem,
+        };
       const r = e.run;
       return {
         id: r.id,
@@ -50,7 +60,11 @@ export default class Runs extends OperationCommand<typeof Runs> {
         started: r.events[0]?.at,
         steps: `${[...r.steps.values()].filter((s) => s === 'done' || s === 'skipped').length}/${r.plan.steps.length}`,
         next: nextCommands(r, stateDir),
-        ...(r.corruptLines.length ? { problem: `journal line${r.corruptLines.length > 1 ? 's' : ''} ${r.corruptLines.join(', ')} of ${r.dir}/journal.jsonl ${r.corruptLines.length > 1 ? 'are' : 'is'} not JSON (ignored)` } : {}),
+        ...(r.corruptLines.length
+          ? {
+              problem: `journal line${r.corruptLines.length > 1 ? 's' : ''} ${r.corruptLines.join(', ')} of ${r.dir}/journal.jsonl ${r.corruptLines.length > 1 ? 'are' : 'is'} not JSON (ignored)`,
+            }
+          : {}),
       };
     });
     for (const r of runs) {

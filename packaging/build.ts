@@ -51,7 +51,10 @@ async function bundle(pjson: PackageJson, outfile: string): Promise<void> {
   const entry = [
     `import { main } from './dist/packaging/sea.js';`,
     `const commands = {};`,
-    ...ids.map((id) => `Object.defineProperty(commands, ${JSON.stringify(id)}, { enumerable: true, get: () => require('./${manifest.commands[id]!.relativePath.join('/')}').default });`),
+    ...ids.map(
+      (id) =>
+        `Object.defineProperty(commands, ${JSON.stringify(id)}, { enumerable: true, get: () => require('./${manifest.commands[id]!.relativePath.join('/')}').default });`,
+    ),
     `const pjson = ${JSON.stringify({ name: pjson.name, version: pjson.version, description: pjson.description, type: pjson.type, oclif: pjson.oclif })};`,
     `void main(pjson, commands);`,
   ].join('\n');

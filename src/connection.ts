@@ -99,7 +99,10 @@ export function resolveConnection(dsn: string | undefined, env: NodeJS.ProcessEn
       // pg-connection-string reads URIs only; libpq's keyword/value form ("host=/run/postgresql port=5433") is read here
       parsed = /^postgres(ql)?:\/\//i.test(dsn.trim()) ? parseDsn(dsn) : parseKeywordValue(dsn);
     } catch {
-      throw badInput('--dsn is not a valid connection string or URI', 'write it as "host=/run/postgresql port=5432 dbname=postgres" or postgresql://user@host:port/db (the password in PGPASSFILE, never in --dsn)');
+      throw badInput(
+        '--dsn is not a valid connection string or URI',
+        'write it as "host=/run/postgresql port=5432 dbname=postgres" or postgresql://user@host:port/db (the password in PGPASSFILE, never in --dsn)',
+      );
     }
     if (parsed.host) fromDsn.host = parsed.host;
     if (parsed.port) fromDsn.port = toPort(String(parsed.port), '--dsn');

@@ -5,7 +5,8 @@ import { formatBytes } from './format.js';
 
 /** The unit that runs a RHEL/PGDG cluster, and how to drive it. */
 function rhelServiceLines(l: RhelClusterLayout): string[] {
-  if (!l.service) return [`    service     none: no postgresql-${l.version}.service unit sets PGDATA to this directory (is postgresql${l.version}-server installed?)`];
+  if (!l.service)
+    return [`    service     none: no postgresql-${l.version}.service unit sets PGDATA to this directory (is postgresql${l.version}-server installed?)`];
   return [
     `    service     ${l.service}  (PGDATA from ${l.unitFiles.join(', ')})`,
     `    next        start, stop and reload it with systemctl … ${l.service}: a pg_ctl start or stop behind systemd's back leaves the unit's state wrong`,
@@ -18,9 +19,20 @@ export function detectText(r: DetectReport): string {
   out.push('Compute');
   const cpuLimited = c.effective.cpus !== c.host.cpus;
   const memLimited = c.effective.memoryBytes !== c.host.memoryBytes;
-  out.push(`  vCPUs   ${c.effective.cpus}${c.effective.exactCpus !== c.effective.cpus ? ` (quota worth ${c.effective.exactCpus})` : ''}${cpuLimited ? `   (host: ${c.host.cpus})` : ''}`);
+  out.push(
+    `  vCPUs   ${c.effective.cpus}${c.effective.exactCpus !== c.effective.cpus ? ` (quota worth ${c.effective.exactCpus})` : ''}${cpuLimited ? `   (host: ${c.host.cpus})` : ''}`,
+  );
   out.push(`  memory  ${formatBytes(c.effective.memoryBytes)}${memLimited ? `   (host: ${formatBytes(c.host.memoryBytes)})` : ''}`);
-  out.push(`  cgroup  ${c.cgroupVersion ? `v${c.cgroupVersion}` : 'none'}${[c.limits.cpuQuota && `cpu quota from ${c.limits.cpuQuota.source}`, c.limits.cpuset && `cpuset ${c.limits.cpuset.list}`, c.limits.memory && `memory limit from ${c.limits.memory.source}`].filter(Boolean).map((s) => `; ${s}`).join('')}`);
+  out.push(
+    `  cgroup  ${c.cgroupVersion ? `v${c.cgroupVersion}` : 'none'}${[
+      c.limits.cpuQuota && `cpu quota from ${c.limits.cpuQuota.source}`,
+      c.limits.cpuset && `cpuset ${c.limits.cpuset.list}`,
+      c.limits.memory && `memory limit from ${c.limits.memory.source}`,
+    ]
+      .filter(Boolean)
+      .map((s) => `; ${s}`)
+      .join('')}`,
+  );
   out.push('');
   out.push('Installations');
   if (r.installations.length === 0) out.push('  none found (give --bindir)');
@@ -29,10 +41,17 @@ export function detectText(r: DetectReport): string {
   out.push('Clusters');
   if (r.clusters.length === 0) out.push('  none found (give --pgdata)');
   for (const cl of r.clusters) {
-    const name = cl.layout.kind === 'debian' ? `${cl.layout.version}/${cl.layout.name}` : cl.layout.kind === 'rhel' && cl.layout.service ? `${cl.layout.service.replace(/\.service$/, '')} (${cl.dataDir})` : cl.dataDir;
+    const name =
+      cl.layout.kind === 'debian'
+        ? `${cl.layout.version}/${cl.layout.name}`
+        : cl.layout.kind === 'rhel' && cl.layout.service
+          ? `${cl.layout.service.replace(/\.service$/, '')} (${cl.dataDir})`
+          : cl.dataDir;
     out.push(`  ${name}: PostgreSQL ${cl.serverVersion ?? cl.major}, ${cl.state}${cl.pid ? ` (pid ${cl.pid})` : ''}, port ${cl.port}, ${cl.role}`);
     out.push(`    data        ${cl.dataDir}  (${formatBytes(cl.sizeBytes)}, owner ${cl.owner})`);
-    out.push(`    checksums   ${cl.checksums === undefined ? 'unknown' : cl.checksums ? 'on' : 'off'}   encoding ${cl.encoding ?? '?'}   locale ${cl.lcCollate ?? '?'}${cl.localeProvider ? ` (${cl.localeProvider})` : ''}`);
+    out.push(
+      `    checksums   ${cl.checksums === undefined ? 'unknown' : cl.checksums ? 'on' : 'off'}   encoding ${cl.encoding ?? '?'}   locale ${cl.lcCollate ?? '?'}${cl.localeProvider ? ` (${cl.localeProvider})` : ''}`,
+    );
     out.push(`    WAL         ${cl.wal.path}${cl.wal.symlink ? '  (symlink: separate location)' : ''}`);
     for (const t of cl.tablespaces) out.push(`    tablespace  ${t.name ?? `oid ${t.oid}`} → ${t.location}`);
     for (const s of cl.storage) {
@@ -41,7 +60,9 @@ export function detectText(r: DetectReport): string {
         continue;
       }
       const st = s.storage;
-      out.push(`    storage ${s.role.padEnd(10)} ${st.storageClass} (${st.confidence} confidence) — ${st.mount.mountPoint} ${st.mount.fsType} ${st.mount.options.join(',')}; ${st.stack.join(' → ')}`);
+      out.push(
+        `    storage ${s.role.padEnd(10)} ${st.storageClass} (${st.confidence} confidence) — ${st.mount.mountPoint} ${st.mount.fsType} ${st.mount.options.join(',')}; ${st.stack.join(' → ')}`,
+      );
       out.push(`      why: ${st.reasons.join('; ')}`);
     }
     if (cl.layout.kind === 'rhel') out.push(...rhelServiceLines(cl.layout));

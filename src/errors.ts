@@ -46,7 +46,11 @@ export const refused = (message: string, hint?: string) => new PgscaleError(mess
 /** oclif's parse errors end with a generic pointer to --help; the hint names the command's help instead. */
 export function parseFailure(e: Error, commandId: string): PgscaleError {
   if (e instanceof PgscaleError) return e;
-  const message = e.message.replace(/\nSee more help with --help\s*$/, '').replace(/^The following errors? occurred:\s*/, '').trim().replace(/\s*\n\s*/g, ': ');
+  const message = e.message
+    .replace(/\nSee more help with --help\s*$/, '')
+    .replace(/^The following errors? occurred:\s*/, '')
+    .trim()
+    .replace(/\s*\n\s*/g, ': ');
   return badInput(message, `see \`pgscale ${commandId.replace(/:/g, ' ')} --help\` for the flags and arguments it takes`);
 }
 

@@ -24,7 +24,12 @@ export interface OperationResult {
 export abstract class OperationCommand<T extends typeof Command> extends PgscaleCommand<T> {
   static override baseFlags = {
     ...PgscaleCommand.baseFlags,
-    'state-dir': Flags.string({ summary: 'Where runs, journals and audit logs live (default /var/lib/pgscale as root, else $XDG_STATE_HOME/pgscale; or PGSCALE_STATE_DIR). Cluster locks are host-wide whatever this says.', env: 'PGSCALE_STATE_DIR', helpGroup: 'GLOBAL' }),
+    'state-dir': Flags.string({
+      summary:
+        'Where runs, journals and audit logs live (default /var/lib/pgscale as root, else $XDG_STATE_HOME/pgscale; or PGSCALE_STATE_DIR). Cluster locks are host-wide whatever this says.',
+      env: 'PGSCALE_STATE_DIR',
+      helpGroup: 'GLOBAL',
+    }),
   };
 
   /** The state directory's path. Nothing creates it but a run that starts (refusals and --dry-run leave no trace). */
@@ -87,7 +92,10 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       const fixes = [...new Set(blockers.flatMap((c) => (c.fix ? [c.fix] : [])))];
       // under --dry-run too: a plan that would be refused is an error (exit 3, the error shape under --json)
       const seePlan = this.flags['dry-run'] ? 'the whole plan is shown above' : 'the whole plan: the same command with --dry-run';
-      throw refused(`checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`, `nothing was changed; ${fixes.length ? fixes.join('; ') : 'fix what the checks name'} (${seePlan})`);
+      throw refused(
+        `checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`,
+        `nothing was changed; ${fixes.length ? fixes.join('; ') : 'fix what the checks name'} (${seePlan})`,
+      );
     }
     if (this.flags['dry-run']) {
       // the executor's dry run: refused if another run holds the cluster, otherwise nothing happens
@@ -95,7 +103,9 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       return { plan, applied: false, planFile };
     }
     if (!this.jsonEnabled()) {
-      this.logToStderr(`${plan.summary}\n${plan.steps.map((s, i) => `  ${i + 1}. ${s.title}${s.downtime ? ' [downtime]' : ''}${s.pointOfNoReturn ? ' [point of no return]' : ''}`).join('\n')}`);
+      this.logToStderr(
+        `${plan.summary}\n${plan.steps.map((s, i) => `  ${i + 1}. ${s.title}${s.downtime ? ' [downtime]' : ''}${s.pointOfNoReturn ? ' [point of no return]' : ''}`).join('\n')}`,
+      );
       for (const w of plan.risks) this.logToStderr(`  ${w}`);
     }
     const run = await this.withInterrupts((opts) => startRun(plan, opts));
@@ -103,11 +113,17 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
   }
 
   protected resume(runId: string): Promise<RunReport> {
-    return this.showDryRun(this.withInterrupts((opts) => resumeRun(runId, opts)), 'resume');
+    return this.showDryRun(
+      this.withInterrupts((opts) => resumeRun(runId, opts)),
+      'resume',
+    );
   }
 
   protected rollback(runId: string): Promise<RunReport> {
-    return this.showDryRun(this.withInterrupts((opts) => rollbackRun(runId, opts)), 'rollback');
+    return this.showDryRun(
+      this.withInterrupts((opts) => rollbackRun(runId, opts)),
+      'rollback',
+    );
   }
 
   /** A dry run of resume or rollback, for people: the steps it would take, in order. */
@@ -124,6 +140,7 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
 }
 
 export function assertCompleted(report: RunReport): RunReport {
-  if (report.status !== 'completed' && report.status !== 'rolled-back') throw new PgscaleError(`run ${report.runId} ended ${report.status}`, ExitCode.FailedAfterChange);
+  if (report.status !== 'completed' && report.status !== 'rolled-back')
+    throw new PgscaleError(`run ${report.runId} ended ${report.status}`, ExitCode.FailedAfterChange);
   return report;
 }

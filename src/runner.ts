@@ -108,7 +108,11 @@ export class ZxRunner implements Runner {
    * A shell pipeline through zx, which quotes every interpolated value (arrays element by element):
    * no shell string is assembled by hand. Its own process group, like every program (see start).
    */
-  private async shellPipeline(pieces: readonly string[], values: unknown[], opts: { env: NodeJS.ProcessEnv; cwd: string; signal?: AbortSignal; onStart?: (pgid: number) => void }): Promise<RunResult> {
+  private async shellPipeline(
+    pieces: readonly string[],
+    values: unknown[],
+    opts: { env: NodeJS.ProcessEnv; cwd: string; signal?: AbortSignal; onStart?: (pgid: number) => void },
+  ): Promise<RunResult> {
     const started = performance.now();
     const template = Object.assign([...pieces], { raw: [...pieces] }) as unknown as TemplateStringsArray;
     // loaded on first use: zx is a large share of pgscale's start-up time
@@ -150,7 +154,12 @@ export class ZxRunner implements Runner {
    * Spawns from an argv (never a shell) in its own process group, which the invocation's abort
    * signal and timeout kill as a whole.
    */
-  private start(inv: Invocation): { child: ChildProcessWithoutNullStreams; pgid: number; started: number; done: Promise<{ code: number | null; signal: string | null; error?: Error }> } {
+  private start(inv: Invocation): {
+    child: ChildProcessWithoutNullStreams;
+    pgid: number;
+    started: number;
+    done: Promise<{ code: number | null; signal: string | null; error?: Error }>;
+  } {
     const [program, ...args] = effectiveArgv(inv);
     const started = performance.now();
     const child = spawn(program!, args, { cwd: this.cwdFor(inv), env: this.environment(inv), detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -215,7 +224,13 @@ export class ZxRunner implements Runner {
       stderr = (stderr + d.toString()).slice(-64 * 1024);
     });
     const result = done.then(({ code, signal, error }) => {
-      const r: RunResult = { exitCode: code, signal, stdout: '', stderr: stderr + (error ? String(error) : ''), durationMs: Math.round(performance.now() - started) };
+      const r: RunResult = {
+        exitCode: code,
+        signal,
+        stdout: '',
+        stderr: stderr + (error ? String(error) : ''),
+        durationMs: Math.round(performance.now() - started),
+      };
       this.record(inv, r);
       return r;
     });

@@ -7,7 +7,8 @@ import '../../src/operations.js';
 
 export default class PlanShow extends PgscaleCommand<typeof PlanShow> {
   static override summary = 'Render a plan file as markdown for a change review.';
-  static override description = 'What is shown is what `pgscale apply` would run: a plan whose steps, titles or summary no longer follow from its parameters (an edited file) is refused (exit 3) instead of shown. `apply` also re-plans against the cluster and refuses any difference.';
+  static override description =
+    'What is shown is what `pgscale apply` would run: a plan whose steps, titles or summary no longer follow from its parameters (an edited file) is refused (exit 3) instead of shown. `apply` also re-plans against the cluster and refuses any difference.';
   static override args = { file: Args.file({ description: 'Plan file written with --plan-out.', required: true, exists: true }) };
 
   async run(): Promise<Plan> {

@@ -29,7 +29,11 @@ export interface ClusterAccess {
 export function osUserOf(access: ClusterAccess): OsUser | undefined {
   if (!access.runAs) return undefined;
   const u = userByName(access.runAs);
-  if (!u) throw badInput(`OS user ${access.runAs} does not exist`, 'the data directory\'s owner must be an account in /etc/passwd: fix the ownership or create the account');
+  if (!u)
+    throw badInput(
+      `OS user ${access.runAs} does not exist`,
+      "the data directory's owner must be an account in /etc/passwd: fix the ownership or create the account",
+    );
   return u;
 }
 
@@ -85,7 +89,14 @@ export interface ResolvedTarget {
  * From --pgdata / --bindir / --dsn / PG* to a cluster to work on. With a data directory the socket
  * and port come from postmaster.pid; as root the clients run as the data directory's owner.
  */
-export async function resolveTarget(opts: { pgdata?: string; bindir?: string; dsn?: string; runner: Runner; audit?: AuditSink; requireRunning?: boolean }): Promise<ResolvedTarget> {
+export async function resolveTarget(opts: {
+  pgdata?: string;
+  bindir?: string;
+  dsn?: string;
+  runner: Runner;
+  audit?: AuditSink;
+  requireRunning?: boolean;
+}): Promise<ResolvedTarget> {
   const conn = resolveConnection(opts.dsn);
   const installations = await findInstallations(opts.runner, opts.bindir ? [opts.bindir] : []);
   const pgdata = opts.pgdata ?? (opts.dsn || conn.host ? undefined : process.env.PGDATA);
@@ -114,10 +125,22 @@ export async function resolveTarget(opts: { pgdata?: string; bindir?: string; ds
   }
   const bindir = opts.bindir ?? installations[0]?.bindir;
   if (!bindir) throw badInput('no PostgreSQL installation found for the client programs', 'pass --bindir');
-  if (!conn.host && !conn.port && !opts.dsn) throw badInput('which cluster? no --pgdata, --dsn, PGDATA, PGHOST or PGPORT', 'pass --pgdata DIR for a cluster on this host, or --dsn (`pgscale detect` lists the clusters it finds)');
+  if (!conn.host && !conn.port && !opts.dsn)
+    throw badInput(
+      'which cluster? no --pgdata, --dsn, PGDATA, PGHOST or PGPORT',
+      'pass --pgdata DIR for a cluster on this host, or --dsn (`pgscale detect` lists the clusters it finds)',
+    );
   return {
     cluster: undefined,
     lockKey: `server:${conn.host ?? 'localhost'}:${conn.port ?? 5432}`,
-    access: { host: conn.host ?? null, port: conn.port ?? null, user: conn.user ?? null, database: conn.database ?? 'postgres', passfile: conn.passfile ?? null, bindir, runAs: null },
+    access: {
+      host: conn.host ?? null,
+      port: conn.port ?? null,
+      user: conn.user ?? null,
+      database: conn.database ?? 'postgres',
+      passfile: conn.passfile ?? null,
+      bindir,
+      runAs: null,
+    },
   };
 }

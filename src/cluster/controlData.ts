@@ -1,19 +1,11 @@
 /** pg_controldata output, parsed. Labels are stable across 9.6–18; run it with LC_ALL=C. */
 
-export type ClusterControlState =
-  | 'starting up'
-  | 'shut down'
-  | 'shut down in recovery'
-  | 'shutting down'
-  | 'in crash recovery'
-  | 'in archive recovery'
-  | 'in production';
-
 export interface ControlData {
   controlVersion: number;
   catalogVersion: number;
   systemIdentifier: string;
-  state: ClusterControlState | string;
+  /** 'starting up', 'shut down', 'shut down in recovery', 'shutting down', 'in crash recovery', 'in archive recovery', 'in production' (a newer version's label is kept as written). */
+  state: string;
   latestCheckpoint: string;
   timeline: number;
   walSegmentBytes: number;

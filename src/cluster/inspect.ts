@@ -85,9 +85,16 @@ export async function assertDataDirectory(dir: string): Promise<void> {
     st = await stat(dir);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw badInput(`data directory ${dir} does not exist`, 'pass --pgdata with the directory holding PG_VERSION (`pgscale detect` lists the clusters it finds)');
+    if (code === 'ENOENT')
+      throw badInput(
+        `data directory ${dir} does not exist`,
+        'pass --pgdata with the directory holding PG_VERSION (`pgscale detect` lists the clusters it finds)',
+      );
     if (code === 'EACCES') throw badInput(`data directory ${dir} is not readable by this user`, 'run pgscale as the cluster owner or as root');
-    throw badInput(`cannot read data directory ${dir}: ${code === 'EACCES' ? 'permission denied' : code}`, 'run pgscale as root or as the data directory\'s owner');
+    throw badInput(
+      `cannot read data directory ${dir}: ${code === 'EACCES' ? 'permission denied' : code}`,
+      "run pgscale as root or as the data directory's owner",
+    );
   }
   if (!st.isDirectory()) throw badInput(`${dir} is not a directory`, 'pass --pgdata with the data directory (the one holding PG_VERSION)');
   try {
@@ -98,7 +105,8 @@ export async function assertDataDirectory(dir: string): Promise<void> {
   try {
     await access(join(dir, 'PG_VERSION'), constants.R_OK);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EACCES') throw badInput(`data directory ${dir} is not readable by this user`, 'run pgscale as the cluster owner or as root');
+    if ((e as NodeJS.ErrnoException).code === 'EACCES')
+      throw badInput(`data directory ${dir} is not readable by this user`, 'run pgscale as the cluster owner or as root');
     throw badInput(`${dir} is not a PostgreSQL data directory (no PG_VERSION file)`, 'point --pgdata at the directory initdb created');
   }
 }
@@ -199,7 +207,11 @@ export async function inspectCluster(dataDirArg: string, ctx: InspectContext): P
   const dataDir = await realpath(dataDirArg);
   const notes: string[] = [];
   const major = Number((await readText(join(dataDir, 'PG_VERSION')))?.trim());
-  if (!Number.isInteger(major) || major < 9) throw badInput(`${dataDir}/PG_VERSION does not hold a major version`, 'this is not an intact data directory: pass --pgdata with the cluster\'s data directory');
+  if (!Number.isInteger(major) || major < 9)
+    throw badInput(
+      `${dataDir}/PG_VERSION does not hold a major version`,
+      "this is not an intact data directory: pass --pgdata with the cluster's data directory",
+    );
   const owner = ownerOf(dataDir);
   const bindir = ctx.installations.find((i) => i.major === major)?.bindir;
 

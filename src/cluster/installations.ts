@@ -71,7 +71,10 @@ function candidateBindirs(roots: InstallationRoots): { bindir: string; layout: I
 
 /** Every installation found, newest major first; explicit bindirs first within a major. */
 export async function findInstallations(runner: Runner, explicit: readonly string[] = [], roots = defaultInstallationRoots): Promise<Installation[]> {
-  const candidates = [...explicit.map((bindir) => ({ bindir, layout: 'explicit' as const })), ...candidateBindirs(roots).filter((c) => !explicit.includes(c.bindir))];
+  const candidates = [
+    ...explicit.map((bindir) => ({ bindir, layout: 'explicit' as const })),
+    ...candidateBindirs(roots).filter((c) => !explicit.includes(c.bindir)),
+  ];
   const found = await Promise.all(candidates.map((c) => probeBindir(runner, c.bindir, c.layout)));
   return found.sort((a, b) => b.major - a.major);
 }

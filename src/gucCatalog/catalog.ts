@@ -8,7 +8,7 @@ import { badInput } from '../errors.js';
 import { BUILD_OPTIONAL_VALUES } from './buildOptional.js';
 import { packageRoot } from './packageRoot.js';
 import type { BuildFeature, GucCatalog, GucContext, GucDefinition, GucType } from './types.js';
-import { isMemoryUnit, isTimeUnit, type Unit } from './units.js';
+import { isMemoryUnit, isTimeUnit } from './units.js';
 
 /** Major versions with a generated catalog, oldest first. */
 export const KNOWN_MAJORS: readonly number[] = [13, 14, 15, 16, 17, 18];
@@ -43,7 +43,7 @@ function definitionOf(raw: RawSetting, major: number): GucDefinition {
   if (unit !== undefined && !isMemoryUnit(unit) && !isTimeUnit(unit)) {
     throw new Error(`catalog pg${major}: ${raw.name} has unknown unit "${unit}"; teach src/gucCatalog/units.ts about it`);
   }
-  const def: GucDefinition = { ...rest, ...(unit !== undefined && { unit: unit as Unit }) };
+  const def: GucDefinition = { ...rest, ...(unit !== undefined && { unit: unit }) };
   const optional = BUILD_OPTIONAL_VALUES.filter((o) => o.setting === raw.name && major >= o.since);
   if (optional.length > 0 && def.enumValues) {
     def.enumValues = [...def.enumValues, ...optional.map((o) => o.value).filter((v) => !def.enumValues!.includes(v))];

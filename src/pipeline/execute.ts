@@ -8,7 +8,20 @@ import type { AuditSink } from '../audit.js';
 import { ExitCode, PgscaleError, refused } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { Runner } from '../runner.js';
-import { acquireLock, appendEvent, lockConflict, newRun, newRunId, processGroupAlive, readRun, releaseLock, runLockKey, type RunState, type RunStatus, type StepState } from './journal.js';
+import {
+  acquireLock,
+  appendEvent,
+  lockConflict,
+  newRun,
+  newRunId,
+  processGroupAlive,
+  readRun,
+  releaseLock,
+  runLockKey,
+  type RunState,
+  type RunStatus,
+  type StepState,
+} from './journal.js';
 import { defaultStateDir } from './stateDir.js';
 import type { Plan, PlannedStep } from './plan.js';
 import { stepDefinition, type JsonObject, type Progress, type StepContext } from './step.js';
@@ -59,7 +72,6 @@ export interface RunReport {
 export function runCommandLine(verb: 'resume' | 'rollback', runId: string, stateDir: string): string {
   return `pgscale ${verb} ${runId}${stateDir === defaultStateDir() ? '' : ` --state-dir ${stateDir}`}`;
 }
-
 
 function report(state: Pick<RunState, 'id' | 'dir' | 'plan' | 'status' | 'steps' | 'outputs'>, started: number, dryRun?: DryRunStep[]): RunReport {
   return {
@@ -179,9 +191,12 @@ async function confirmStep(step: PlannedStep, steps: readonly PlannedStep[], opt
   const why = [
     step.downtime ? 'the cluster will be unavailable' : '',
     pnr === step ? 'it is the point of no return' : pnr ? `"${pnr.title}" after it is the point of no return` : '',
-  ].filter(Boolean).join('; ');
+  ]
+    .filter(Boolean)
+    .join('; ');
   if (!opts.confirm) throw refused(`"${step.title}" needs confirmation (${why})`, 'run it at a terminal, or pass --yes');
-  if (!(await opts.confirm(`Next: ${step.title} — ${why}. Continue?`))) throw refused('not confirmed: stopped before this step; nothing more was changed', 'run it again and answer yes when you are ready');
+  if (!(await opts.confirm(`Next: ${step.title} — ${why}. Continue?`)))
+    throw refused('not confirmed: stopped before this step; nothing more was changed', 'run it again and answer yes when you are ready');
 }
 
 async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean): Promise<void> {
@@ -240,7 +255,10 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
     const pending = segment.filter((s) => !finished(s.id));
     if (pending.length === 0) continue;
     if (askAt && segment[0] === askAt && !finished(askAt.id)) await confirmStep(askAt, state.plan.steps, opts);
-    await runTaskList(pending.map((step) => ({ title: step.title, run: (task) => runOne(step, task) })), opts.progress);
+    await runTaskList(
+      pending.map((step) => ({ title: step.title, run: (task) => runOne(step, task) })),
+      opts.progress,
+    );
   }
 }
 
@@ -271,7 +289,11 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
       try {
         await undoSteps(state, [...touchedSteps(state)].reverse(), opts);
       } catch (undoError) {
-        throw new PgscaleError(`${err.message}\nundoing what the run had done failed too: ${(undoError as Error).message}`, ExitCode.FailedAfterChange, `fix the cause, then \`${runCommandLine('rollback', state.id, opts.stateDir)}\` finishes the undo`);
+        throw new PgscaleError(
+          `${err.message}\nundoing what the run had done failed too: ${(undoError as Error).message}`,
+          ExitCode.FailedAfterChange,
+          `fix the cause, then \`${runCommandLine('rollback', state.id, opts.stateDir)}\` finishes the undo`,
+        );
       }
       releaseLock(key, state.id);
       const declined = err.exitCode === ExitCode.Refused;
@@ -285,7 +307,11 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
     // the lock stays: nothing else may touch this cluster until the run is resumed or rolled back
     if (err.exitCode === ExitCode.Refused) {
       // a confirmation declined after the steps that need none: refused (README: "not confirmed"), and what ran is kept
-      throw new PgscaleError(err.message, ExitCode.Refused, `the steps before it are done and kept: \`${runCommandLine('resume', state.id, opts.stateDir)}\` asks again, \`${runCommandLine('rollback', state.id, opts.stateDir)}\` undoes them`);
+      throw new PgscaleError(
+        err.message,
+        ExitCode.Refused,
+        `the steps before it are done and kept: \`${runCommandLine('resume', state.id, opts.stateDir)}\` asks again, \`${runCommandLine('rollback', state.id, opts.stateDir)}\` undoes them`,
+      );
     }
     throw new PgscaleError(err.message, ExitCode.FailedAfterChange, `fix the cause, then ${await wayOut(state, opts)}`);
   }
@@ -311,7 +337,11 @@ export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunRep
     const conflict = lockConflict(runLockKey(plan));
     if (conflict) throw conflict;
     const steps = new Map(plan.steps.map((s): [string, StepState] => [s.id, 'pending']));
-    return report({ id: '(dry run)', dir: '', plan, status: 'running', steps, outputs: new Map() }, performance.now(), plan.steps.map((s) => ({ id: s.id, title: s.title, action: 'run' })));
+    return report(
+      { id: '(dry run)', dir: '', plan, status: 'running', steps, outputs: new Map() },
+      performance.now(),
+      plan.steps.map((s) => ({ id: s.id, title: s.title, action: 'run' })),
+    );
   }
   assertConfirmable(plan.steps, () => true, opts);
   const id = newRunId(plan);
@@ -333,13 +363,18 @@ export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<Ru
   const rollback = `\`${runCommandLine('rollback', runId, opts.stateDir)}\``;
   if (state.status === 'completed') throw refused(`run ${runId} already completed`, 'nothing to resume: make a new plan for a new change (see `pgscale runs`)');
   if (state.status === 'rolled-back') throw refused(`run ${runId} was rolled back`, 'nothing to resume: make a new plan');
-  if (state.status === 'rolling-back' || state.status === 'rollback-failed') throw refused(`run ${runId} is being rolled back (${state.status})`, `finish undoing it: ${rollback}`);
+  if (state.status === 'rolling-back' || state.status === 'rollback-failed')
+    throw refused(`run ${runId} is being rolled back (${state.status})`, `finish undoing it: ${rollback}`);
   if (state.status === 'running') throw refused(`run ${runId} is still running`, 'wait for it to finish (see `pgscale runs`)');
   if (opts.dryRun) {
     const conflict = lockConflict(runLockKey(state.plan), runId);
     if (conflict) throw conflict;
     const finished = (id: string) => ['done', 'skipped'].includes(state.steps.get(id) ?? 'pending');
-    return report(state, performance.now(), state.plan.steps.map((s) => ({ id: s.id, title: s.title, action: finished(s.id) ? 'keep (done)' : 'verify, then run if needed' })));
+    return report(
+      state,
+      performance.now(),
+      state.plan.steps.map((s) => ({ id: s.id, title: s.title, action: finished(s.id) ? 'keep (done)' : 'verify, then run if needed' })),
+    );
   }
   assertConfirmable(state.plan.steps, (s) => !['done', 'skipped'].includes(state.steps.get(s.id) ?? 'pending'), opts);
   acquireLock(opts.stateDir, runLockKey(state.plan), runId, runId);
@@ -354,23 +389,34 @@ const touchedSteps = (state: RunState) => state.plan.steps.filter((s) => ['done'
 /** Runs the undo of each step in the order given, journaled; a failing undo stops there (a retry continues from it). */
 async function undoSteps(state: RunState, undo: readonly PlannedStep[], opts: ExecuteOptions): Promise<void> {
   appendEvent(state.dir, { type: 'rollback-started', pid: process.pid });
-  await runTaskList(undo.map((step) => ({
-    title: `undo: ${step.title}`,
-    run: async (task) => {
-      const def = stepDefinition(step.kind);
-      try {
-        await def.rollback?.(
-          { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: progressFor(task, opts.progress), outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined },
-          step.params,
-        );
-      } catch (e) {
-        appendEvent(state.dir, { type: 'rollback-failed', step: step.id, error: (e as Error).message });
-        throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
-      }
-      appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
-      state.steps.set(step.id, 'rolled-back');
-    },
-  })), opts.progress);
+  await runTaskList(
+    undo.map((step) => ({
+      title: `undo: ${step.title}`,
+      run: async (task) => {
+        const def = stepDefinition(step.kind);
+        try {
+          await def.rollback?.(
+            {
+              runner: opts.runner,
+              audit: opts.audit,
+              signal: opts.signal,
+              progress: progressFor(task, opts.progress),
+              outputs: state.outputs,
+              runDir: state.dir,
+              trackProcess: () => undefined,
+            },
+            step.params,
+          );
+        } catch (e) {
+          appendEvent(state.dir, { type: 'rollback-failed', step: step.id, error: (e as Error).message });
+          throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
+        }
+        appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
+        state.steps.set(step.id, 'rolled-back');
+      },
+    })),
+    opts.progress,
+  );
   appendEvent(state.dir, { type: 'rollback-done' });
 }
 
@@ -381,8 +427,17 @@ async function undoSteps(state: RunState, undo: readonly PlannedStep[], opts: Ex
 async function rollbackRefusal(state: RunState, opts: ExecuteOptions): Promise<{ message: string; hint: string } | undefined> {
   const touched = touchedSteps(state);
   const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
-  if (pastNoReturn) return { message: `run ${state.id} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, hint: pastNoReturn.rollback };
-  const probe: StepContext = { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined };
+  if (pastNoReturn)
+    return { message: `run ${state.id} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, hint: pastNoReturn.rollback };
+  const probe: StepContext = {
+    runner: opts.runner,
+    audit: opts.audit,
+    signal: opts.signal,
+    progress: { message: () => undefined, bytes: () => undefined },
+    outputs: state.outputs,
+    runDir: state.dir,
+    trackProcess: () => undefined,
+  };
   for (const step of [...touched].reverse()) {
     const why = await stepDefinition(step.kind).refusesRollback?.(probe, step.params);
     if (why) return { message: `run ${state.id} cannot be rolled back: ${why}`, hint: step.rollback };
@@ -393,14 +448,17 @@ async function rollbackRefusal(state: RunState, opts: ExecuteOptions): Promise<{
 /** What to do next with a run that stopped: resume always; rollback only when it would not be refused. */
 async function wayOut(state: RunState, opts: ExecuteOptions): Promise<string> {
   const resume = `continue with \`${runCommandLine('resume', state.id, opts.stateDir)}\``;
-  return (await rollbackRefusal(state, opts)) ? `${resume} (rollback is no longer possible: past the point of no return)` : `${resume} or undo with \`${runCommandLine('rollback', state.id, opts.stateDir)}\``;
+  return (await rollbackRefusal(state, opts))
+    ? `${resume} (rollback is no longer possible: past the point of no return)`
+    : `${resume} or undo with \`${runCommandLine('rollback', state.id, opts.stateDir)}\``;
 }
 
 /** Undoes what a run did, newest step first; refuses past a point of no return. */
 export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<RunReport> {
   const started = performance.now();
   const state = readRun(opts.stateDir, runId);
-  if (state.status === 'running') throw refused(`run ${runId} is still running`, 'wait for it to finish, or stop it with Ctrl-C (it stops at a safe point), then roll back');
+  if (state.status === 'running')
+    throw refused(`run ${runId} is still running`, 'wait for it to finish, or stop it with Ctrl-C (it stops at a safe point), then roll back');
   if (state.status === 'rolled-back') throw refused(`run ${runId} was already rolled back`, 'nothing to undo (see `pgscale runs`)');
   const refusal = await rollbackRefusal(state, opts);
   if (refusal) throw refused(refusal.message, refusal.hint);
@@ -408,7 +466,11 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
   if (opts.dryRun) {
     const conflict = lockConflict(runLockKey(state.plan), runId);
     if (conflict) throw conflict;
-    return report(state, performance.now(), undo.map((s) => ({ id: s.id, title: s.title, action: `undo: ${s.rollback}` })));
+    return report(
+      state,
+      performance.now(),
+      undo.map((s) => ({ id: s.id, title: s.title, action: `undo: ${s.rollback}` })),
+    );
   }
   acquireLock(opts.stateDir, runLockKey(state.plan), runId, runId);
   await killOrphans(state.orphans);

@@ -115,15 +115,20 @@ export function processGroupAlive(pgid: number): boolean {
 const runIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 export function readRun(stateDir: string, id: string): RunState {
-  if (!runIdPattern.test(id) || id.includes('..')) throw badInput(`"${id}" is not a run id`, 'run ids look like 20260101T120000-backup-a1b2c3: see `pgscale runs`');
+  if (!runIdPattern.test(id) || id.includes('..'))
+    throw badInput(`"${id}" is not a run id`, 'run ids look like 20260101T120000-backup-a1b2c3: see `pgscale runs`');
   const dir = join(runsDir(stateDir), id);
   if (!existsSync(dir)) throw badInput(`no run "${id}" in ${runsDir(stateDir)}`, 'see `pgscale runs` for the run ids (pass the same --state-dir as the run)');
   let plan: Plan;
   try {
     plan = JSON.parse(readFileSync(join(dir, 'plan.json'), 'utf8')) as Plan;
   } catch (e) {
-    const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'has no plan.json' : `has an unreadable plan.json (${(e as NodeJS.ErrnoException).code ?? 'not JSON'})`;
-    throw refused(`run ${id} is damaged: ${dir} ${why}`, `it can be neither resumed nor rolled back by pgscale: check the cluster by hand (its journal is ${join(dir, 'journal.jsonl')}), then remove ${dir}; its lock no longer blocks a new run`);
+    const why =
+      (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'has no plan.json' : `has an unreadable plan.json (${(e as NodeJS.ErrnoException).code ?? 'not JSON'})`;
+    throw refused(
+      `run ${id} is damaged: ${dir} ${why}`,
+      `it can be neither resumed nor rolled back by pgscale: check the cluster by hand (its journal is ${join(dir, 'journal.jsonl')}), then remove ${dir}; its lock no longer blocks a new run`,
+    );
   }
   const corruptLines: number[] = [];
   const events: StampedEvent[] = existsSync(join(dir, 'journal.jsonl'))
@@ -145,19 +150,48 @@ export function readRun(stateDir: string, id: string): RunState {
   let status: RunStatus = 'killed';
   for (const e of events) {
     switch (e.type) {
-      case 'run-started': status = 'running'; break;
-      case 'step-started': steps.set(e.step, 'running'); break;
-      case 'process': processes.set(e.step, [...(processes.get(e.step) ?? []), e.pgid]); break;
-      case 'step-done': steps.set(e.step, 'done'); outputs.set(e.step, e.outputs); processes.delete(e.step); break;
-      case 'step-skipped': steps.set(e.step, 'skipped'); processes.delete(e.step); break;
-      case 'step-failed': steps.set(e.step, e.clean ? 'pending' : 'failed'); break;
-      case 'run-interrupted': status = 'interrupted'; break;
-      case 'run-failed': status = 'failed'; break;
-      case 'run-done': status = 'completed'; break;
-      case 'rollback-started': status = 'rolling-back'; break;
-      case 'step-rolled-back': steps.set(e.step, 'rolled-back'); break;
-      case 'rollback-failed': status = 'rollback-failed'; break;
-      case 'rollback-done': status = 'rolled-back'; break;
+      case 'run-started':
+        status = 'running';
+        break;
+      case 'step-started':
+        steps.set(e.step, 'running');
+        break;
+      case 'process':
+        processes.set(e.step, [...(processes.get(e.step) ?? []), e.pgid]);
+        break;
+      case 'step-done':
+        steps.set(e.step, 'done');
+        outputs.set(e.step, e.outputs);
+        processes.delete(e.step);
+        break;
+      case 'step-skipped':
+        steps.set(e.step, 'skipped');
+        processes.delete(e.step);
+        break;
+      case 'step-failed':
+        steps.set(e.step, e.clean ? 'pending' : 'failed');
+        break;
+      case 'run-interrupted':
+        status = 'interrupted';
+        break;
+      case 'run-failed':
+        status = 'failed';
+        break;
+      case 'run-done':
+        status = 'completed';
+        break;
+      case 'rollback-started':
+        status = 'rolling-back';
+        break;
+      case 'step-rolled-back':
+        steps.set(e.step, 'rolled-back');
+        break;
+      case 'rollback-failed':
+        status = 'rollback-failed';
+        break;
+      case 'rollback-done':
+        status = 'rolled-back';
+        break;
     }
   }
   const lock = readLock(runLockKey(plan));
@@ -241,7 +275,10 @@ export function lockConflict(key: string, takeOverFrom?: string): Error | undefi
   if (!held) return undefined;
   // a live holder wins even before its run directory exists (it is being created)
   if (held.pid !== process.pid && processAlive(held.pid, held.start)) {
-    return refused(`another pgscale run (${held.runId}, pid ${held.pid}) is working on this cluster (${held.key})`, 'wait for it to finish; two runs on one cluster are never allowed');
+    return refused(
+      `another pgscale run (${held.runId}, pid ${held.pid}) is working on this cluster (${held.key})`,
+      'wait for it to finish; two runs on one cluster are never allowed',
+    );
   }
   let status: RunStatus | undefined;
   try {
@@ -251,10 +288,16 @@ export function lockConflict(key: string, takeOverFrom?: string): Error | undefi
   }
   const stateFlag = held.stateDir && held.stateDir !== defaultStateDir() ? ` --state-dir ${held.stateDir}` : '';
   if (status === 'running' || status === 'rolling-back') {
-    return refused(`another pgscale run (${held.runId}, pid ${held.pid}) is working on this cluster (${held.key})`, 'wait for it to finish; two runs on one cluster are never allowed');
+    return refused(
+      `another pgscale run (${held.runId}, pid ${held.pid}) is working on this cluster (${held.key})`,
+      'wait for it to finish; two runs on one cluster are never allowed',
+    );
   }
   if (held.runId !== takeOverFrom && status && status !== 'completed' && status !== 'rolled-back') {
-    return refused(`run ${held.runId} on this cluster (${held.key}) did not finish (${status})`, `finish it with \`pgscale resume ${held.runId}${stateFlag}\` or undo it with \`pgscale rollback ${held.runId}${stateFlag}\``);
+    return refused(
+      `run ${held.runId} on this cluster (${held.key}) did not finish (${status})`,
+      `finish it with \`pgscale resume ${held.runId}${stateFlag}\` or undo it with \`pgscale rollback ${held.runId}${stateFlag}\``,
+    );
   }
   return undefined;
 }

@@ -51,7 +51,7 @@ export interface Operation<P extends JsonObject = JsonObject> {
 const operations = new Map<string, Operation>();
 
 export function defineOperation<P extends JsonObject>(op: Operation<P>): Operation<P> {
-  operations.set(op.name, op as unknown as Operation);
+  operations.set(op.name, op);
   return op;
 }
 
@@ -132,7 +132,8 @@ export function actionDrift(reviewed: Plan, now: Plan): string[] {
   for (const s of reviewed.steps) {
     const n = nowById.get(s.id);
     if (!n) out.push(`step ${s.id}: no longer part of the plan`);
-    else if (JSON.stringify(n.actions) !== JSON.stringify(s.actions)) out.push(`step ${s.id} (${s.title}): its commands or file changes differ from the reviewed plan`);
+    else if (JSON.stringify(n.actions) !== JSON.stringify(s.actions))
+      out.push(`step ${s.id} (${s.title}): its commands or file changes differ from the reviewed plan`);
   }
   for (const n of now.steps) if (!reviewed.steps.some((s) => s.id === n.id)) out.push(`step ${n.id}: new since the plan was reviewed`);
   return out;

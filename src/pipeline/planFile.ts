@@ -28,7 +28,11 @@ export const planSchema = {
     format: { const: planFormat },
     operation: { type: 'string' },
     params: { type: 'object' },
-    target: { type: 'object', required: ['description', 'lockKey'], properties: { description: { type: 'string' }, lockKey: { type: 'string' }, systemIdentifier: { type: 'string', pattern: '^[0-9]+$' } } },
+    target: {
+      type: 'object',
+      required: ['description', 'lockKey'],
+      properties: { description: { type: 'string' }, lockKey: { type: 'string' }, systemIdentifier: { type: 'string', pattern: '^[0-9]+$' } },
+    },
     createdAt: { type: 'string' },
     fingerprint: { type: 'object' },
     summary: { type: 'string' },
@@ -70,13 +74,22 @@ export function readPlanFile(path: string): Plan {
     data = JSON.parse(readFileSync(path, 'utf8'));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw badInput(code ? `cannot read plan file ${path}: ${code}` : `plan file ${path} is not JSON: ${(e as Error).message}`, code ? 'pass the file written by --plan-out' : 'a plan file is written by --plan-out and never edited by hand: make a new plan');
+    throw badInput(
+      code ? `cannot read plan file ${path}: ${code}` : `plan file ${path} is not JSON: ${(e as Error).message}`,
+      code ? 'pass the file written by --plan-out' : 'a plan file is written by --plan-out and never edited by hand: make a new plan',
+    );
   }
   if (!validate(data)) {
-    const why = (validate.errors ?? []).slice(0, 5).map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ');
-    throw badInput(`plan file ${path} does not match the plan schema: ${why}`, 'a plan file is written by --plan-out and never edited by hand: make a new plan (`pgscale plan schema` prints the schema)');
+    const why = (validate.errors ?? [])
+      .slice(0, 5)
+      .map((e) => `${e.instancePath || '/'} ${e.message}`)
+      .join('; ');
+    throw badInput(
+      `plan file ${path} does not match the plan schema: ${why}`,
+      'a plan file is written by --plan-out and never edited by hand: make a new plan (`pgscale plan schema` prints the schema)',
+    );
   }
-  return data as unknown as Plan;
+  return data;
 }
 
 /**
@@ -88,9 +101,16 @@ export function assertTrustedPlanFile(path: string): void {
   const st = statSync(path);
   const me = process.getuid?.() ?? 0;
   if ((st.mode & 0o022) !== 0) {
-    throw refused(`plan file ${path} is writable by ${st.mode & 0o002 ? 'every user' : 'its group'} (mode ${(st.mode & 0o777).toString(8)}): anyone who could write it could have changed what runs`, `check its content, then \`chmod go-w ${path}\` (pgscale writes plans 0600)`);
+    throw refused(
+      `plan file ${path} is writable by ${st.mode & 0o002 ? 'every user' : 'its group'} (mode ${(st.mode & 0o777).toString(8)}): anyone who could write it could have changed what runs`,
+      `check its content, then \`chmod go-w ${path}\` (pgscale writes plans 0600)`,
+    );
   }
-  if (st.uid !== me && st.uid !== 0) throw refused(`plan file ${path} belongs to another user (uid ${st.uid})`, `check its content, then copy it to a file of your own (install -m 600 ${path} NEW) and apply that`);
+  if (st.uid !== me && st.uid !== 0)
+    throw refused(
+      `plan file ${path} belongs to another user (uid ${st.uid})`,
+      `check its content, then copy it to a file of your own (install -m 600 ${path} NEW) and apply that`,
+    );
 }
 
 /**
@@ -112,10 +132,12 @@ export function planEdits(plan: Plan): string[] {
   if (ids(expected.steps) !== ids(plan.steps)) return [...out, `its steps (${ids(plan.steps)}) are not the ones its parameters make (${ids(expected.steps)})`];
   plan.steps.forEach((s, i) => {
     const e = expected.steps[i]!;
-    if (s.kind !== e.kind || JSON.stringify(s.params) !== JSON.stringify(e.params)) return out.push(`step ${s.id}: its kind or parameters differ from the plan's parameters`);
+    if (s.kind !== e.kind || JSON.stringify(s.params) !== JSON.stringify(e.params))
+      return out.push(`step ${s.id}: its kind or parameters differ from the plan's parameters`);
     const def = stepDefinition(e.kind);
     if (s.title !== def.title(e.params)) out.push(`step ${s.id}: title "${s.title}" is not "${def.title(e.params)}"`);
-    if (s.downtime !== flag(def.downtime, e.params) || s.pointOfNoReturn !== flag(def.pointOfNoReturn, e.params)) out.push(`step ${s.id}: its downtime or point-of-no-return mark was changed`);
+    if (s.downtime !== flag(def.downtime, e.params) || s.pointOfNoReturn !== flag(def.pointOfNoReturn, e.params))
+      out.push(`step ${s.id}: its downtime or point-of-no-return mark was changed`);
     if (s.rollback !== def.rollbackNote(e.params)) out.push(`step ${s.id}: its rollback note was changed`);
     return undefined;
   });
@@ -126,5 +148,9 @@ export function planEdits(plan: Plan): string[] {
 /** Refuses an edited plan (see planEdits): shown or applied, a plan is what its parameters run. */
 export function assertUnedited(path: string, plan: Plan): void {
   const edits = planEdits(plan);
-  if (edits.length) throw refused(`plan file ${path} was edited after it was made:\n${edits.map((e) => `  - ${e}`).join('\n')}`, 'make and review a new plan with --plan-out; a plan file is never edited by hand');
+  if (edits.length)
+    throw refused(
+      `plan file ${path} was edited after it was made:\n${edits.map((e) => `  - ${e}`).join('\n')}`,
+      'make and review a new plan with --plan-out; a plan file is never edited by hand',
+    );
 }

@@ -12,7 +12,15 @@ export type JsonObject = { [key: string]: Json };
 export type PlannedAction =
   | { kind: 'command'; argv: string[]; runAs?: string; env?: string[]; output?: string; note?: string }
   | { kind: 'sql'; target: string; sql: string; note?: string }
-  | { kind: 'file'; path: string; change: 'create' | 'modify' | 'delete' | 'rename' | 'mkdir' | 'symlink'; to?: string; mode?: string; diff?: string; note?: string }
+  | {
+      kind: 'file';
+      path: string;
+      change: 'create' | 'modify' | 'delete' | 'rename' | 'mkdir' | 'symlink';
+      to?: string;
+      mode?: string;
+      diff?: string;
+      note?: string;
+    }
   | { kind: 'service'; action: 'start' | 'stop' | 'restart' | 'reload'; target: string; note?: string };
 
 export type CheckSeverity = 'error' | 'warning' | 'info';
@@ -58,7 +66,7 @@ export interface StepContext {
   /** This run's private directory (0700) under the state dir. */
   runDir: string;
   /** Journals a process group so that a resume can stop what a killed run left behind. */
-  trackProcess(pgid: number): void;
+  trackProcess: (pgid: number) => void;
 }
 
 export interface StepDefinition<P extends JsonObject = JsonObject> {

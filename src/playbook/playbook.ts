@@ -9,7 +9,18 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { badInput } from '../errors.js';
 
-export const playbookCommands = ['detect', 'backup', 'upgrade', 'wal move', 'tune', 'tablespaces sample', 'tablespaces show', 'tablespaces place', 'replica add', 'replica remove'] as const;
+export const playbookCommands = [
+  'detect',
+  'backup',
+  'upgrade',
+  'wal move',
+  'tune',
+  'tablespaces sample',
+  'tablespaces show',
+  'tablespaces place',
+  'replica add',
+  'replica remove',
+] as const;
 export type PlaybookCommand = (typeof playbookCommands)[number];
 
 export type FlagValue = string | number | boolean;
@@ -61,10 +72,16 @@ export function parsePlaybook(text: string, file: string): Playbook {
   try {
     data = parse(text);
   } catch (e) {
-    throw badInput(`playbook ${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`, 'fix the YAML at that line (`pgscale playbook schema` prints what a playbook holds)');
+    throw badInput(
+      `playbook ${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`,
+      'fix the YAML at that line (`pgscale playbook schema` prints what a playbook holds)',
+    );
   }
   if (!validate(data)) {
-    const why = (validate.errors ?? []).slice(0, 5).map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ');
+    const why = (validate.errors ?? [])
+      .slice(0, 5)
+      .map((e) => `${e.instancePath || '/'} ${e.message}`)
+      .join('; ');
     throw badInput(`playbook ${file} does not match the playbook schema: ${why}`, `each step is one of: ${playbookCommands.join(', ')}, with its flags`);
   }
   const doc = data as { name: string; cluster?: Record<string, string>; steps: Record<string, Record<string, FlagValue> | null>[] };
@@ -84,7 +101,10 @@ export function readPlaybook(file: string): Playbook {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw badInput(`cannot read playbook ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : ((e as NodeJS.ErrnoException).code ?? String(e))}`, 'pass the path of a readable YAML playbook (examples in playbooks/)');
+    throw badInput(
+      `cannot read playbook ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : ((e as NodeJS.ErrnoException).code ?? String(e))}`,
+      'pass the path of a readable YAML playbook (examples in playbooks/)',
+    );
   }
   return parsePlaybook(text, file);
 }
@@ -97,7 +117,12 @@ const flagsByEnv: Record<string, string> = { dsn: 'PGSCALE_DSN' };
  * omitted) in argv, plus the environment: the state directory (a command without --state-dir,
  * such as detect, ignores it) and the DSN.
  */
-export function stepInvocation(step: PlaybookStep, cluster: Record<string, string>, common: string[], stateDir: string): { argv: string[]; env: Record<string, string> } {
+export function stepInvocation(
+  step: PlaybookStep,
+  cluster: Record<string, string>,
+  common: string[],
+  stateDir: string,
+): { argv: string[]; env: Record<string, string> } {
   const flags = { ...cluster, ...step.flags };
   const argv = step.command.split(' ');
   const env: Record<string, string> = { PGSCALE_STATE_DIR: stateDir };

@@ -21,7 +21,14 @@ interface Progress {
 
 export interface PlaybookResult {
   name: string;
-  steps: { index: number; command: string; outcome: 'done' | 'already done' | 'resumed' | 'failed' | 'dry-run'; runId?: string; exitCode: number; output?: unknown }[];
+  steps: {
+    index: number;
+    command: string;
+    outcome: 'done' | 'already done' | 'resumed' | 'failed' | 'dry-run';
+    runId?: string;
+    exitCode: number;
+    output?: unknown;
+  }[];
 }
 
 export interface PlaybookOptions {
@@ -93,7 +100,11 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
       if (!o.dryRun) save();
       result.steps.push({ index, command: step.command, outcome: 'failed', runId: started, exitCode, output });
       const childError = (output as { error?: { message?: string } } | undefined)?.error?.message;
-      throw new PgscaleError(`playbook ${pb.name} stopped at step ${index + 1} (${step.command}), exit code ${exitCode}${childError ? `: ${childError}` : ''}`, exitCode as ExitCode, 'fix the cause and run the playbook again: finished steps are skipped and an unfinished run is resumed');
+      throw new PgscaleError(
+        `playbook ${pb.name} stopped at step ${index + 1} (${step.command}), exit code ${exitCode}${childError ? `: ${childError}` : ''}`,
+        exitCode as ExitCode,
+        'fix the cause and run the playbook again: finished steps are skipped and an unfinished run is resumed',
+      );
     }
     if (!o.dryRun) {
       progress.done.push(index);

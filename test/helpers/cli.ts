@@ -45,7 +45,11 @@ export interface StartedCli {
 
 /** Like runCli, but the process is ours to signal while it runs. */
 export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): StartedCli {
-  const child = spawn(process.execPath, [cliEntry, ...args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [cliEntry, ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, NO_COLOR: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -62,7 +66,8 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): StartedCl
  * mktemp -d makes) is out of its reach, and a test running pgscale as that user cannot mean anything.
  */
 export function cliRunnableBy(user: { uid: number; gid: number }): boolean {
-  const probe = (flag: string, path: string) => spawnSync('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'test', flag, path]).status === 0;
+  const probe = (flag: string, path: string) =>
+    spawnSync('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'test', flag, path]).status === 0;
   return probe('-x', process.execPath) && probe('-r', cliEntry);
 }
 

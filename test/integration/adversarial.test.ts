@@ -34,7 +34,10 @@ let state: string;
 let env: NodeJS.ProcessEnv;
 
 const sha = (path: string) => (existsSync(path) ? createHash('sha256').update(readFileSync(path)).digest('hex').slice(0, 16) : 'absent');
-const clusterFiles = (c: TestCluster) => ['postgresql.conf', 'postgresql.auto.conf', 'pg_hba.conf', 'conf.d/pgscale.conf', 'postmaster.pid'].map((f) => `${c.pgdata}/${f} ${f === 'postmaster.pid' ? existsSync(join(c.pgdata, f)) : sha(join(c.pgdata, f))}`);
+const clusterFiles = (c: TestCluster) =>
+  ['postgresql.conf', 'postgresql.auto.conf', 'pg_hba.conf', 'conf.d/pgscale.conf', 'postmaster.pid'].map(
+    (f) => `${c.pgdata}/${f} ${f === 'postmaster.pid' ? existsSync(join(c.pgdata, f)) : sha(join(c.pgdata, f))}`,
+  );
 const lockOf = (c: TestCluster) => lockPath(`system:${readSystemIdentifier(c.pgdata)}`);
 
 /** Everything a refused or dry run must leave as it was. */
@@ -75,7 +78,10 @@ async function check(row: Row): Promise<void> {
     if (row.stdout) assert.match(text.stdout, row.stdout, `${row.name}: ${show(text)}`);
     parseJson(json);
   } else {
-    const [line, hintLine] = text.stderr.split('\n').filter((l) => l.startsWith('pgscale: error: ') || l.startsWith('hint: ')).reduce<[string, string]>(([m, h], l) => (l.startsWith('hint: ') ? [m, h || l] : [m || l, h]), ['', '']);
+    const [line, hintLine] = text.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('pgscale: error: ') || l.startsWith('hint: '))
+      .reduce<[string, string]>(([m, h], l) => (l.startsWith('hint: ') ? [m, h || l] : [m || l, h]), ['', '']);
     assert.ok(line, `${row.name}: an error line on stderr: ${show(text)}`);
     assert.match(text.stderr, row.message, `${row.name}: ${show(text)}`);
     assert.ok(hintLine.length > 'hint: '.length + 10, `${row.name}: a hint that says what to do: ${show(text)}`);
@@ -96,7 +102,9 @@ async function check(row: Row): Promise<void> {
 before(async () => {
   // A also listens on 127.0.0.1 with a scram password: the same cluster by --dsn, as root
   [A, S] = await Promise.all([createCluster({ version: 17, conf: ["listen_addresses = '127.0.0.1'"] }), createCluster({ version: 16, start: false })]);
-  await A.sql(`create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g; alter role ${A.superuser} password '${SECRETS.env}'`);
+  await A.sql(
+    `create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g; alter role ${A.superuser} password '${SECRETS.env}'`,
+  );
   work = scratchDir('pgscale-adversarial-');
   chmodSync(work, 0o755); // other OS users reach their files here (and are refused the rest)
   state = join(work, 'state');
@@ -106,7 +114,17 @@ before(async () => {
 
   // inputs the rows read: a finished backup and a damaged copy, plans, playbooks, damaged runs
   mkdirSync(join(work, 'backups'));
-  const good = await cli(['backup', '--pgdata', A.pgdata, '--bindir', A.bindir, '--to', join(work, 'backups', 'good'), '--state-dir', join(work, 'state-setup')]);
+  const good = await cli([
+    'backup',
+    '--pgdata',
+    A.pgdata,
+    '--bindir',
+    A.bindir,
+    '--to',
+    join(work, 'backups', 'good'),
+    '--state-dir',
+    join(work, 'state-setup'),
+  ]);
   assert.equal(good.code, 0, show(good));
   mkdirSync(join(work, 'backups', 'damaged'), { mode: 0o700 });
 
@@ -122,7 +140,18 @@ before(async () => {
 
   const plans = join(work, 'plans');
   mkdirSync(plans);
-  const planned = await cli(['backup', '--pgdata', A.pgdata, '--bindir', A.bindir, '--to', join(work, 'planned-dest'), '--dry-run', '--plan-out', join(plans, 'good.json')]);
+  const planned = await cli([
+    'backup',
+    '--pgdata',
+    A.pgdata,
+    '--bindir',
+    A.bindir,
+    '--to',
+    join(work, 'planned-dest'),
+    '--dry-run',
+    '--plan-out',
+    join(plans, 'good.json'),
+  ]);
   assert.equal(planned.code, 0, show(planned));
   const plan = JSON.parse(readFileSync(join(plans, 'good.json'), 'utf8')) as { summary: string; steps: { title: string; params: { dest: string } }[] };
   writeFileSync(join(plans, 'edited-summary.json'), JSON.stringify({ ...plan, summary: 'a harmless backup' }), { mode: 0o600 });
@@ -139,7 +168,18 @@ before(async () => {
   }
   writeFileSync(join(plans, 'not-json.json'), 'this is not { json', { mode: 0o600 });
   writeFileSync(join(plans, 'not-a-plan.json'), '{"hello": "world"}', { mode: 0o600 });
-  const drifted = await cli(['backup', '--pgdata', A.pgdata, '--bindir', A.bindir, '--to', join(work, 'drift-dest'), '--dry-run', '--plan-out', join(plans, 'drift.json')]);
+  const drifted = await cli([
+    'backup',
+    '--pgdata',
+    A.pgdata,
+    '--bindir',
+    A.bindir,
+    '--to',
+    join(work, 'drift-dest'),
+    '--dry-run',
+    '--plan-out',
+    join(plans, 'drift.json'),
+  ]);
   assert.equal(drifted.code, 0, show(drifted));
   mkdirSync(join(work, 'drift-dest'));
   writeFileSync(join(work, 'drift-dest', 'x'), 'now in the way');
@@ -148,8 +188,14 @@ before(async () => {
   mkdirSync(books);
   writeFileSync(join(books, 'bad-yaml.yaml'), 'version: 1\nname: x\nsteps:\n  - backup: {to: /b}\n   bad indent: [\n');
   writeFileSync(join(books, 'bad-schema.yaml'), 'version: 1\nname: x\nsteps:\n  - drop-database: {}\n');
-  writeFileSync(join(books, 'secret.yaml'), `version: 1\nname: secret\ncluster:\n  dsn: "postgresql://u:${SECRETS.playbook}@127.0.0.1:1/db"\n  bindir: ${A.bindir}\nsteps:\n  - backup:\n      to: ${join(work, 'pb-dest')}\n`);
-  writeFileSync(join(books, 'detect-tune.yaml'), `version: 1\nname: detect-tune\ncluster:\n  pgdata: ${A.pgdata}\n  bindir: ${A.bindir}\nsteps:\n  - detect:\n  - tune:\n      memory: 1GB\n      cpus: 2\n      storage: ssd\n`);
+  writeFileSync(
+    join(books, 'secret.yaml'),
+    `version: 1\nname: secret\ncluster:\n  dsn: "postgresql://u:${SECRETS.playbook}@127.0.0.1:1/db"\n  bindir: ${A.bindir}\nsteps:\n  - backup:\n      to: ${join(work, 'pb-dest')}\n`,
+  );
+  writeFileSync(
+    join(books, 'detect-tune.yaml'),
+    `version: 1\nname: detect-tune\ncluster:\n  pgdata: ${A.pgdata}\n  bindir: ${A.bindir}\nsteps:\n  - detect:\n  - tune:\n      memory: 1GB\n      cpus: 2\n      storage: ssd\n`,
+  );
 
   const damaged = join(work, 'state-damaged', 'runs');
   mkdirSync(join(damaged, '20260101T000000-backup-abcdef'), { recursive: true });
@@ -165,30 +211,76 @@ const secretDsn = () => `postgresql://u:${SECRETS.dsn}@127.0.0.1:1/db`;
 /** PGPASSWORD set (it turns off peer authentication as the data directory's owner, so only where no connection is needed or it fails anyway). */
 const withPassword = (): CliOptions => ({ env: { PGPASSWORD: SECRETS.env } });
 const nobodyOpts = (): CliOptions => ({ asUser: nobody, env: { HOME: '/', PGSCALE_STATE_DIR: '/nonexistent-state-for-nobody' } });
-const nobodySkip = () => (!nobody ? 'needs root and a nobody account' : !cliRunnableBy(nobody) ? 'the checkout is out of nobody\'s reach' : false);
+const nobodySkip = () => (!nobody ? 'needs root and a nobody account' : !cliRunnableBy(nobody) ? "the checkout is out of nobody's reach" : false);
 
 const rows: Row[] = [
   // flags and arguments: oclif's parser, in the documented shape, exit 2
-  { name: 'unknown flag', opts: withPassword, args: () => ['backup', '--bogus', '--dsn', secretDsn()], code: 2, message: /Nonexistent flag: --bogus/, hint: /pgscale backup --help/ },
-  { name: 'unknown flag with a keyword DSN password', args: () => ['detect', '--nope', '--dsn', `host=h password=${SECRETS.dsn}`], code: 2, message: /Nonexistent flag: --nope/ },
+  {
+    name: 'unknown flag',
+    opts: withPassword,
+    args: () => ['backup', '--bogus', '--dsn', secretDsn()],
+    code: 2,
+    message: /Nonexistent flag: --bogus/,
+    hint: /pgscale backup --help/,
+  },
+  {
+    name: 'unknown flag with a keyword DSN password',
+    args: () => ['detect', '--nope', '--dsn', `host=h password=${SECRETS.dsn}`],
+    code: 2,
+    message: /Nonexistent flag: --nope/,
+  },
   { name: 'missing required flag', opts: withPassword, args: () => ['backup', '--pgdata', A.pgdata], code: 2, message: /Missing required flag to/ },
   { name: 'integer flag not a number', args: () => ['backup', '--to', 'x', '--level', 'abc'], code: 2, message: /Expected an integer but received: abc/ },
   { name: 'integer flag above its maximum', args: () => ['backup', '--to', 'x', '--level', '50'], code: 2, message: /less than or equal to 19/ },
   { name: 'option flag not an option', args: () => ['backup', '--to', 'x', '--compress', 'lz4'], code: 2, message: /--compress=lz4 to be one of: zstd, gzip/ },
-  { name: 'gzip level out of range', args: () => ['backup', '--pgdata', A.pgdata, '--to', join(work, 'gz'), '--compress', 'gzip', '--level', '12'], code: 2, message: /gzip levels are 1 to 9/, hint: /--level 1 to 9/ },
-  { name: 'negative duration', args: () => ['upgrade', '--pgdata', S.pgdata, '--max-transaction-age', '-5'], code: 2, message: /max-transaction-age.*greater than or equal to 0/ },
+  {
+    name: 'gzip level out of range',
+    args: () => ['backup', '--pgdata', A.pgdata, '--to', join(work, 'gz'), '--compress', 'gzip', '--level', '12'],
+    code: 2,
+    message: /gzip levels are 1 to 9/,
+    hint: /--level 1 to 9/,
+  },
+  {
+    name: 'negative duration',
+    args: () => ['upgrade', '--pgdata', S.pgdata, '--max-transaction-age', '-5'],
+    code: 2,
+    message: /max-transaction-age.*greater than or equal to 0/,
+  },
   { name: 'zero jobs', args: () => ['upgrade', '--pgdata', S.pgdata, '--jobs', '0'], code: 2, message: /--jobs.*greater than or equal to 1/ },
   { name: 'version below 10', args: () => ['upgrade', '--pgdata', S.pgdata, '--to-version', '5'], code: 2, message: /greater than or equal to 10/ },
-  { name: 'exclusive flags', args: () => ['upgrade', '--pgdata', S.pgdata, '--backup-to', join(work, 'bk'), '--no-backup'], code: 2, message: /--no-backup=true cannot also be provided when using --backup-to/ },
+  {
+    name: 'exclusive flags',
+    args: () => ['upgrade', '--pgdata', S.pgdata, '--backup-to', join(work, 'bk'), '--no-backup'],
+    code: 2,
+    message: /--no-backup=true cannot also be provided when using --backup-to/,
+  },
   { name: 'unknown command', args: () => ['bogus'], code: 2, message: /command "bogus" not found/, hint: /pgscale --help/ },
-  { name: 'backup --dry-run by DSN over TCP with PGPASSWORD', args: () => ['backup', '--bindir', B(), '--dsn', dsnA(), '--to', join(work, 'dry-by-dsn'), '--dry-run'], opts: withPassword, code: 0, message: /./, stdout: /# pgscale plan: backup/ },
-  { name: 'backup by DSN with a wrong password in the DSN', args: () => ['backup', '--bindir', B(), '--dsn', `postgresql://${A.superuser}:${SECRETS.dsn}@127.0.0.1:${A.port}/postgres`, '--to', join(work, 'b')], code: 4, message: /password authentication failed/ },
+  {
+    name: 'backup --dry-run by DSN over TCP with PGPASSWORD',
+    args: () => ['backup', '--bindir', B(), '--dsn', dsnA(), '--to', join(work, 'dry-by-dsn'), '--dry-run'],
+    opts: withPassword,
+    code: 0,
+    message: /./,
+    stdout: /# pgscale plan: backup/,
+  },
+  {
+    name: 'backup by DSN with a wrong password in the DSN',
+    args: () => ['backup', '--bindir', B(), '--dsn', `postgresql://${A.superuser}:${SECRETS.dsn}@127.0.0.1:${A.port}/postgres`, '--to', join(work, 'b')],
+    code: 4,
+    message: /password authentication failed/,
+  },
   { name: 'unexpected argument', args: () => ['runs', 'extra-arg'], code: 2, message: /command "runs extra-arg" not found|Unexpected argument: extra-arg/ },
   { name: '--host-root that does not exist', args: () => ['detect', '--host-root', join(work, 'no-root')], code: 2, message: /No directory found/ },
   { name: 'malformed host facts', args: () => ['detect', '--host-root', hostFixture('malformed-cgroup-cpu')], code: 2, message: /cpu/i },
 
   // tune inputs
-  { name: '--memory 0 suggests nothing that fails', args: () => ['tune', '--pg-version', '17', '--memory', '0'], code: 2, message: /--memory 0: memory must be more than 0/, hint: /^hint: (?!.*\b0GB).*--memory 64GB/ },
+  {
+    name: '--memory 0 suggests nothing that fails',
+    args: () => ['tune', '--pg-version', '17', '--memory', '0'],
+    code: 2,
+    message: /--memory 0: memory must be more than 0/,
+    hint: /^hint: (?!.*\b0GB).*--memory 64GB/,
+  },
   { name: '--memory 0GB', args: () => ['tune', '--pg-version', '17', '--memory', '0GB'], code: 2, message: /more than 0/, hint: /--memory 64GB/ },
   { name: 'negative memory', args: () => ['tune', '--pg-version', '17', '--memory', '-5GB'], code: 2, message: /--memory -5GB: not a size/ },
   { name: 'memory without a unit', args: () => ['tune', '--pg-version', '17', '--memory', '16'], code: 2, message: /give a unit/, hint: /--memory 16GB/ },
@@ -200,75 +292,354 @@ const rows: Row[] = [
   { name: 'unknown profile', args: () => ['tune', '--pg-version', '17', '--profile', 'nosuch'], code: 2, message: /nosuch/ },
   { name: '--restore with --apply', args: () => ['tune', '--pgdata', A.pgdata, '--restore', '--apply'], code: 2, message: /--restore takes no --apply/ },
   { name: 'tune without a cluster', opts: withPassword, args: () => ['tune'], code: 2, message: /which cluster\?/, hint: /--pgdata/ },
-  { name: 'tune --pg-version not the cluster\'s', args: () => ['tune', '--pgdata', A.pgdata, '--pg-version', '16'], code: 2, message: /does not match the cluster/ },
-  { name: 'tune --dry-run changes nothing', args: () => ['tune', '--pgdata', A.pgdata, '--bindir', B(), '--dry-run', '--memory', '1GB', '--cpus', '2', '--storage', 'ssd'], code: 0, message: /./, stdout: /# pgscale plan: tune/ },
+  {
+    name: "tune --pg-version not the cluster's",
+    args: () => ['tune', '--pgdata', A.pgdata, '--pg-version', '16'],
+    code: 2,
+    message: /does not match the cluster/,
+  },
+  {
+    name: 'tune --dry-run changes nothing',
+    args: () => ['tune', '--pgdata', A.pgdata, '--bindir', B(), '--dry-run', '--memory', '1GB', '--cpus', '2', '--storage', 'ssd'],
+    code: 0,
+    message: /./,
+    stdout: /# pgscale plan: tune/,
+  },
 
   // clusters that are not there, not running, not readable
-  { name: 'data directory that does not exist', args: () => ['backup', '--pgdata', join(work, 'no-such-data'), '--to', join(work, 'b')], code: 2, message: /data directory .*no-such-data does not exist/, hint: /pgscale detect/ },
-  { name: 'data directory that is a file', args: () => ['wal', 'move', '--pgdata', join(work, 'pgpass'), '--to', join(work, 'w')], code: 2, message: /is not a directory/ },
-  { name: 'directory that is not a cluster', args: () => ['wal', 'move', '--pgdata', join(work, 'not-a-backup'), '--to', join(work, 'w')], code: 2, message: /not a PostgreSQL data directory/ },
-  { name: 'backup of a stopped cluster', args: () => ['backup', '--pgdata', S.pgdata, '--to', join(work, 'b')], code: 3, message: /is not running/, hint: /start it first/ },
-  { name: 'upgrade of a stopped cluster', args: () => ['upgrade', '--pgdata', S.pgdata, '--old-bindir', S.bindir, '--new-bindir', A.bindir, '--to-version', '17', '--dry-run'], code: 3, message: /not running/ },
-  { name: 'unreachable server, DSN with a password', opts: withPassword, args: () => ['backup', '--bindir', B(), '--dsn', secretDsn(), '--to', join(work, 'b')], code: 4, message: /cannot connect to PostgreSQL at u@127\.0\.0\.1:1\/db/, hint: /port/ },
-  { name: 'DSN that is not one', opts: withPassword, args: () => ['backup', '--bindir', B(), '--dsn', 'this is = not a dsn =', '--to', join(work, 'b')], code: 2, message: /--dsn is not a valid connection string/, hint: /PGPASSFILE/ },
-  { name: 'DSN with an impossible port', args: () => ['backup', '--bindir', B(), '--dsn', 'host=/tmp port=99999', '--to', join(work, 'b')], code: 2, message: /invalid port "99999"/ },
-  { name: 'data directory another user cannot read', args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'b')], opts: nobodyOpts, skip: nobodySkip(), code: 2, message: /cannot read data directory .*: permission denied/, hint: /root or as the data directory's owner/ },
+  {
+    name: 'data directory that does not exist',
+    args: () => ['backup', '--pgdata', join(work, 'no-such-data'), '--to', join(work, 'b')],
+    code: 2,
+    message: /data directory .*no-such-data does not exist/,
+    hint: /pgscale detect/,
+  },
+  {
+    name: 'data directory that is a file',
+    args: () => ['wal', 'move', '--pgdata', join(work, 'pgpass'), '--to', join(work, 'w')],
+    code: 2,
+    message: /is not a directory/,
+  },
+  {
+    name: 'directory that is not a cluster',
+    args: () => ['wal', 'move', '--pgdata', join(work, 'not-a-backup'), '--to', join(work, 'w')],
+    code: 2,
+    message: /not a PostgreSQL data directory/,
+  },
+  {
+    name: 'backup of a stopped cluster',
+    args: () => ['backup', '--pgdata', S.pgdata, '--to', join(work, 'b')],
+    code: 3,
+    message: /is not running/,
+    hint: /start it first/,
+  },
+  {
+    name: 'upgrade of a stopped cluster',
+    args: () => ['upgrade', '--pgdata', S.pgdata, '--old-bindir', S.bindir, '--new-bindir', A.bindir, '--to-version', '17', '--dry-run'],
+    code: 3,
+    message: /not running/,
+  },
+  {
+    name: 'unreachable server, DSN with a password',
+    opts: withPassword,
+    args: () => ['backup', '--bindir', B(), '--dsn', secretDsn(), '--to', join(work, 'b')],
+    code: 4,
+    message: /cannot connect to PostgreSQL at u@127\.0\.0\.1:1\/db/,
+    hint: /port/,
+  },
+  {
+    name: 'DSN that is not one',
+    opts: withPassword,
+    args: () => ['backup', '--bindir', B(), '--dsn', 'this is = not a dsn =', '--to', join(work, 'b')],
+    code: 2,
+    message: /--dsn is not a valid connection string/,
+    hint: /PGPASSFILE/,
+  },
+  {
+    name: 'DSN with an impossible port',
+    args: () => ['backup', '--bindir', B(), '--dsn', 'host=/tmp port=99999', '--to', join(work, 'b')],
+    code: 2,
+    message: /invalid port "99999"/,
+  },
+  {
+    name: 'data directory another user cannot read',
+    args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'b')],
+    opts: nobodyOpts,
+    skip: nobodySkip(),
+    code: 2,
+    message: /cannot read data directory .*: permission denied/,
+    hint: /root or as the data directory's owner/,
+  },
 
   // wal move
-  { name: 'wal move without a target', args: () => ['wal', 'move', '--pgdata', A.pgdata], code: 2, message: /where to\?/, hint: /--to DIR .* or --to-data-dir/ },
-  { name: 'wal move with both targets', args: () => ['wal', 'move', '--pgdata', A.pgdata, '--to', join(work, 'w'), '--to-data-dir'], code: 2, message: /exclude each other/ },
+  {
+    name: 'wal move without a target',
+    args: () => ['wal', 'move', '--pgdata', A.pgdata],
+    code: 2,
+    message: /where to\?/,
+    hint: /--to DIR .* or --to-data-dir/,
+  },
+  {
+    name: 'wal move with both targets',
+    args: () => ['wal', 'move', '--pgdata', A.pgdata, '--to', join(work, 'w'), '--to-data-dir'],
+    code: 2,
+    message: /exclude each other/,
+  },
   { name: 'wal move without a cluster', args: () => ['wal', 'move', '--to', join(work, 'w')], code: 2, message: /which cluster\?/, hint: /--pgdata DIR/ },
-  { name: 'wal move into the data directory', args: () => ['wal', 'move', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(A.pgdata, 'wal2')], code: 2, message: /inside the data directory/, hint: /--to-data-dir/ },
-  { name: 'wal move --dry-run onto a non-empty directory', args: () => ['wal', 'move', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'not-a-backup'), '--dry-run'], code: 3, message: /checks failed/, hint: /plan is shown above/ },
-  { name: 'wal move already in the data directory', args: () => ['wal', 'move', '--pgdata', A.pgdata, '--bindir', B(), '--to-data-dir'], code: 3, message: /already in the data directory/ },
+  {
+    name: 'wal move into the data directory',
+    args: () => ['wal', 'move', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(A.pgdata, 'wal2')],
+    code: 2,
+    message: /inside the data directory/,
+    hint: /--to-data-dir/,
+  },
+  {
+    name: 'wal move --dry-run onto a non-empty directory',
+    args: () => ['wal', 'move', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'not-a-backup'), '--dry-run'],
+    code: 3,
+    message: /checks failed/,
+    hint: /plan is shown above/,
+  },
+  {
+    name: 'wal move already in the data directory',
+    args: () => ['wal', 'move', '--pgdata', A.pgdata, '--bindir', B(), '--to-data-dir'],
+    code: 3,
+    message: /already in the data directory/,
+  },
 
   // backup
-  { name: 'backup --dry-run changes nothing', args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'dry-dest'), '--dry-run'], code: 0, message: /./, stdout: /# pgscale plan: backup/ },
-  { name: 'backup --dry-run as the postgres OS user with USER unset connects as that user', args: () => ['backup', '--bindir', B(), '--dsn', `host=${A.socketDir} port=${A.port}`, '--to', join(work, 'dry-as-postgres'), '--dry-run'], opts: () => ({ asUser: serverUser, env: { USER: undefined, LOGNAME: undefined, HOME: serverUser.home, PGUSER: undefined } }), skip: !isRoot() ? 'needs root to become postgres' : !cliRunnableBy(serverUser) && 'the checkout is out of the postgres account\'s reach', code: 0, message: /./, stdout: /# pgscale plan: backup/ },
-  { name: 'backup onto an existing backup', args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'backups', 'good')], code: 3, message: /checks failed/ },
-  { name: 'backup verify of nothing', args: () => ['backup', 'verify', join(work, 'backups', 'none')], code: 2, message: /no backup directory/, hint: /pgscale backup --to/ },
-  { name: 'backup verify of a file', opts: withPassword, args: () => ['backup', 'verify', join(work, 'pgpass')], code: 2, message: /is a file, not a backup directory/, hint: /not a file in it/ },
-  { name: 'backup verify of a directory that is not a backup', args: () => ['backup', 'verify', join(work, 'not-a-backup')], code: 2, message: /is not a pgscale backup: it holds no manifest\.json/, hint: /pgscale backup --to/ },
-  { name: 'backup verify of an unfinished backup', args: () => ['backup', 'verify', join(work, 'backups', 'unfinished.partial')], code: 2, message: /not a pgscale backup/, hint: /never finished/ },
-  { name: 'backup verify of its name without .partial', args: () => ['backup', 'verify', join(work, 'backups', 'unfinished')], code: 2, message: /no backup directory/, hint: /unfinished backup/ },
-  { name: 'backup verify of a damaged backup', args: () => ['backup', 'verify', join(work, 'backups', 'damaged')], code: 3, message: /is damaged/, hint: /take a new backup/ },
+  {
+    name: 'backup --dry-run changes nothing',
+    args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'dry-dest'), '--dry-run'],
+    code: 0,
+    message: /./,
+    stdout: /# pgscale plan: backup/,
+  },
+  {
+    name: 'backup --dry-run as the postgres OS user with USER unset connects as that user',
+    args: () => ['backup', '--bindir', B(), '--dsn', `host=${A.socketDir} port=${A.port}`, '--to', join(work, 'dry-as-postgres'), '--dry-run'],
+    opts: () => ({ asUser: serverUser, env: { USER: undefined, LOGNAME: undefined, HOME: serverUser.home, PGUSER: undefined } }),
+    skip: !isRoot() ? 'needs root to become postgres' : !cliRunnableBy(serverUser) && "the checkout is out of the postgres account's reach",
+    code: 0,
+    message: /./,
+    stdout: /# pgscale plan: backup/,
+  },
+  {
+    name: 'backup onto an existing backup',
+    args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'backups', 'good')],
+    code: 3,
+    message: /checks failed/,
+  },
+  {
+    name: 'backup verify of nothing',
+    args: () => ['backup', 'verify', join(work, 'backups', 'none')],
+    code: 2,
+    message: /no backup directory/,
+    hint: /pgscale backup --to/,
+  },
+  {
+    name: 'backup verify of a file',
+    opts: withPassword,
+    args: () => ['backup', 'verify', join(work, 'pgpass')],
+    code: 2,
+    message: /is a file, not a backup directory/,
+    hint: /not a file in it/,
+  },
+  {
+    name: 'backup verify of a directory that is not a backup',
+    args: () => ['backup', 'verify', join(work, 'not-a-backup')],
+    code: 2,
+    message: /is not a pgscale backup: it holds no manifest\.json/,
+    hint: /pgscale backup --to/,
+  },
+  {
+    name: 'backup verify of an unfinished backup',
+    args: () => ['backup', 'verify', join(work, 'backups', 'unfinished.partial')],
+    code: 2,
+    message: /not a pgscale backup/,
+    hint: /never finished/,
+  },
+  {
+    name: 'backup verify of its name without .partial',
+    args: () => ['backup', 'verify', join(work, 'backups', 'unfinished')],
+    code: 2,
+    message: /no backup directory/,
+    hint: /unfinished backup/,
+  },
+  {
+    name: 'backup verify of a damaged backup',
+    args: () => ['backup', 'verify', join(work, 'backups', 'damaged')],
+    code: 3,
+    message: /is damaged/,
+    hint: /take a new backup/,
+  },
   { name: 'backup verify of a good backup', args: () => ['backup', 'verify', join(work, 'backups', 'good')], code: 0, message: /./, stdout: /^ok: / },
 
   // runs, resume, rollback
-  { name: 'resume of a path', opts: withPassword, args: () => ['resume', '../../etc'], code: 2, message: /"\.\.\/\.\.\/etc" is not a run id/, hint: /pgscale runs/ },
+  {
+    name: 'resume of a path',
+    opts: withPassword,
+    args: () => ['resume', '../../etc'],
+    code: 2,
+    message: /"\.\.\/\.\.\/etc" is not a run id/,
+    hint: /pgscale runs/,
+  },
   { name: 'rollback of a path', args: () => ['rollback', '../../etc', '--dry-run'], code: 2, message: /not a run id/ },
   { name: 'rollback of an absolute path', args: () => ['rollback', '/etc/passwd'], code: 2, message: /not a run id/ },
-  { name: 'resume of an unknown run', args: () => ['resume', '20990101T000000-backup-000000'], code: 2, message: /no run "20990101T000000-backup-000000"/, hint: /same --state-dir/ },
+  {
+    name: 'resume of an unknown run',
+    args: () => ['resume', '20990101T000000-backup-000000'],
+    code: 2,
+    message: /no run "20990101T000000-backup-000000"/,
+    hint: /same --state-dir/,
+  },
   { name: 'rollback of an unknown run', args: () => ['rollback', 'nosuch', '--state-dir', join(work, 'state-empty')], code: 2, message: /no run "nosuch"/ },
-  { name: 'resume with no run to resume', args: () => ['resume', '--state-dir', join(work, 'state-empty')], code: 3, message: /no unfinished run/, hint: /pgscale runs/ },
-  { name: 'rollback --dry-run with no run', args: () => ['rollback', '--dry-run', '--state-dir', join(work, 'state-never-made')], code: 3, message: /no unfinished run/ },
-  { name: 'resume of a completed run', args: () => ['resume', readdirSync(join(work, 'state-setup', 'runs'))[0]!, '--state-dir', join(work, 'state-setup')], code: 3, message: /already completed/, hint: /new plan/ },
-  { name: 'resume of a run without plan.json', args: () => ['resume', '20260101T000000-backup-abcdef', '--state-dir', join(work, 'state-damaged')], code: 3, message: /is damaged: .* has no plan\.json/, hint: /remove/ },
-  { name: 'runs shows a damaged run as such', args: () => ['runs', '--state-dir', join(work, 'state-damaged')], code: 0, message: /./, stdout: /damaged[\s\S]*problem: .*has no plan\.json[\s\S]*next: check the cluster/ },
-  { name: 'runs of a state dir that does not exist creates none', args: () => ['runs', '--state-dir', join(work, 'state-never-made')], code: 0, message: /./, stdout: /no runs in/ },
+  {
+    name: 'resume with no run to resume',
+    args: () => ['resume', '--state-dir', join(work, 'state-empty')],
+    code: 3,
+    message: /no unfinished run/,
+    hint: /pgscale runs/,
+  },
+  {
+    name: 'rollback --dry-run with no run',
+    args: () => ['rollback', '--dry-run', '--state-dir', join(work, 'state-never-made')],
+    code: 3,
+    message: /no unfinished run/,
+  },
+  {
+    name: 'resume of a completed run',
+    args: () => ['resume', readdirSync(join(work, 'state-setup', 'runs'))[0]!, '--state-dir', join(work, 'state-setup')],
+    code: 3,
+    message: /already completed/,
+    hint: /new plan/,
+  },
+  {
+    name: 'resume of a run without plan.json',
+    args: () => ['resume', '20260101T000000-backup-abcdef', '--state-dir', join(work, 'state-damaged')],
+    code: 3,
+    message: /is damaged: .* has no plan\.json/,
+    hint: /remove/,
+  },
+  {
+    name: 'runs shows a damaged run as such',
+    args: () => ['runs', '--state-dir', join(work, 'state-damaged')],
+    code: 0,
+    message: /./,
+    stdout: /damaged[\s\S]*problem: .*has no plan\.json[\s\S]*next: check the cluster/,
+  },
+  {
+    name: 'runs of a state dir that does not exist creates none',
+    args: () => ['runs', '--state-dir', join(work, 'state-never-made')],
+    code: 0,
+    message: /./,
+    stdout: /no runs in/,
+  },
 
   // plan files
   { name: 'plan show of a missing file', args: () => ['plan', 'show', join(work, 'plans', 'none.json')], code: 2, message: /No file found at/ },
   { name: 'plan show of a directory', args: () => ['plan', 'show', join(work, 'plans')], code: 2, message: /is not a file/ },
-  { name: 'plan show of a file that is not JSON', args: () => ['plan', 'show', join(work, 'plans', 'not-json.json')], code: 2, message: /is not JSON/, hint: /new plan/ },
-  { name: 'plan show of JSON that is not a plan', args: () => ['plan', 'show', join(work, 'plans', 'not-a-plan.json')], code: 2, message: /does not match the plan schema/ },
-  { name: 'plan show of an edited summary', args: () => ['plan', 'show', join(work, 'plans', 'edited-summary.json')], code: 3, message: /was edited after it was made[\s\S]*summary/, hint: /new plan/ },
-  { name: 'plan show of an edited step', opts: withPassword, args: () => ['plan', 'show', join(work, 'plans', 'edited-step.json')], code: 3, message: /step dump: its kind or parameters differ/ },
+  {
+    name: 'plan show of a file that is not JSON',
+    args: () => ['plan', 'show', join(work, 'plans', 'not-json.json')],
+    code: 2,
+    message: /is not JSON/,
+    hint: /new plan/,
+  },
+  {
+    name: 'plan show of JSON that is not a plan',
+    args: () => ['plan', 'show', join(work, 'plans', 'not-a-plan.json')],
+    code: 2,
+    message: /does not match the plan schema/,
+  },
+  {
+    name: 'plan show of an edited summary',
+    args: () => ['plan', 'show', join(work, 'plans', 'edited-summary.json')],
+    code: 3,
+    message: /was edited after it was made[\s\S]*summary/,
+    hint: /new plan/,
+  },
+  {
+    name: 'plan show of an edited step',
+    opts: withPassword,
+    args: () => ['plan', 'show', join(work, 'plans', 'edited-step.json')],
+    code: 3,
+    message: /step dump: its kind or parameters differ/,
+  },
   { name: 'plan show of a good plan', args: () => ['plan', 'show', join(work, 'plans', 'good.json')], code: 0, message: /./, stdout: /# pgscale plan: backup/ },
   { name: 'apply of a missing file', args: () => ['apply', join(work, 'plans', 'none.json')], code: 2, message: /No file found at/ },
-  { name: 'apply of an edited plan', args: () => ['apply', join(work, 'plans', 'edited-step.json'), '--yes'], code: 3, message: /was edited after it was made/ },
-  { name: 'apply of a plan writable by everyone', opts: withPassword, args: () => ['apply', join(work, 'plans', 'loose.json'), '--yes'], code: 3, message: /writable by every user \(mode 666\)/, hint: /chmod go-w/ },
-  { name: 'apply of a plan writable by its group', args: () => ['apply', join(work, 'plans', 'group-writable.json'), '--yes'], code: 3, message: /writable by its group/ },
-  { name: 'apply of a plan owned by another user', args: () => ['apply', join(work, 'plans', 'foreign.json'), '--yes'], skip: !nobody && 'needs root', code: 3, message: /belongs to another user/, hint: /install -m 600/ },
-  { name: 'apply of a plan whose checks fail now', args: () => ['apply', join(work, 'plans', 'drift.json'), '--yes'], code: 3, message: /checks fail now|changed since the plan/ },
-  { name: 'apply --dry-run shows the plan and changes nothing', args: () => ['apply', join(work, 'plans', 'good.json'), '--dry-run'], code: 0, message: /./, stdout: /# pgscale plan: backup/ },
+  {
+    name: 'apply of an edited plan',
+    args: () => ['apply', join(work, 'plans', 'edited-step.json'), '--yes'],
+    code: 3,
+    message: /was edited after it was made/,
+  },
+  {
+    name: 'apply of a plan writable by everyone',
+    opts: withPassword,
+    args: () => ['apply', join(work, 'plans', 'loose.json'), '--yes'],
+    code: 3,
+    message: /writable by every user \(mode 666\)/,
+    hint: /chmod go-w/,
+  },
+  {
+    name: 'apply of a plan writable by its group',
+    args: () => ['apply', join(work, 'plans', 'group-writable.json'), '--yes'],
+    code: 3,
+    message: /writable by its group/,
+  },
+  {
+    name: 'apply of a plan owned by another user',
+    args: () => ['apply', join(work, 'plans', 'foreign.json'), '--yes'],
+    skip: !nobody && 'needs root',
+    code: 3,
+    message: /belongs to another user/,
+    hint: /install -m 600/,
+  },
+  {
+    name: 'apply of a plan whose checks fail now',
+    args: () => ['apply', join(work, 'plans', 'drift.json'), '--yes'],
+    code: 3,
+    message: /checks fail now|changed since the plan/,
+  },
+  {
+    name: 'apply --dry-run shows the plan and changes nothing',
+    args: () => ['apply', join(work, 'plans', 'good.json'), '--dry-run'],
+    code: 0,
+    message: /./,
+    stdout: /# pgscale plan: backup/,
+  },
 
   // playbooks
-  { name: 'playbook that does not exist', args: () => ['playbook', 'run', join(work, 'playbooks', 'none.yaml')], code: 2, message: /cannot read playbook .*: no such file/, hint: /playbooks\// },
+  {
+    name: 'playbook that does not exist',
+    args: () => ['playbook', 'run', join(work, 'playbooks', 'none.yaml')],
+    code: 2,
+    message: /cannot read playbook .*: no such file/,
+    hint: /playbooks\//,
+  },
   { name: 'playbook that is not YAML', args: () => ['playbook', 'run', join(work, 'playbooks', 'bad-yaml.yaml')], code: 2, message: /is not valid YAML/ },
-  { name: 'playbook with an unknown command', args: () => ['playbook', 'run', join(work, 'playbooks', 'bad-schema.yaml')], code: 2, message: /does not match the playbook schema/, hint: /detect, backup, upgrade/ },
-  { name: 'playbook whose DSN holds a password, dry run', opts: withPassword, args: () => ['playbook', 'run', join(work, 'playbooks', 'secret.yaml'), '--dry-run'], code: 4, message: /stopped at step 1 \(backup\), exit code 4/ },
-  { name: 'playbook with a detect step, dry run', args: () => ['playbook', 'run', join(work, 'playbooks', 'detect-tune.yaml'), '--dry-run'], code: 0, message: /./, stdout: /# pgscale plan: tune/ },
+  {
+    name: 'playbook with an unknown command',
+    args: () => ['playbook', 'run', join(work, 'playbooks', 'bad-schema.yaml')],
+    code: 2,
+    message: /does not match the playbook schema/,
+    hint: /detect, backup, upgrade/,
+  },
+  {
+    name: 'playbook whose DSN holds a password, dry run',
+    opts: withPassword,
+    args: () => ['playbook', 'run', join(work, 'playbooks', 'secret.yaml'), '--dry-run'],
+    code: 4,
+    message: /stopped at step 1 \(backup\), exit code 4/,
+  },
+  {
+    name: 'playbook with a detect step, dry run',
+    args: () => ['playbook', 'run', join(work, 'playbooks', 'detect-tune.yaml'), '--dry-run'],
+    code: 0,
+    message: /./,
+    stdout: /# pgscale plan: tune/,
+  },
 ];
 
 describe('bad and unusual input: exit code, message, hint, JSON shape, no secret, nothing changed', { concurrency: 4 }, () => {
@@ -282,7 +653,9 @@ describe('one lock per cluster, whatever path leads to it; the way out of a kill
     mkdirSync(lk);
     const X = join(lk, 'state-x');
     const Y = join(lk, 'state-y');
-    const killed = await startCli(['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(lk, 'b1'), '--state-dir', X], { PGSCALE_FAILPOINT: 'dump:applied' }).done;
+    const killed = await startCli(['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(lk, 'b1'), '--state-dir', X], {
+      PGSCALE_FAILPOINT: 'dump:applied',
+    }).done;
     assert.equal(killed.signal, 'SIGKILL', show(killed));
     assert.ok(existsSync(lockOf(A)), 'the killed run holds the host-wide lock of the cluster');
     const [id] = readdirSync(join(X, 'runs'));
@@ -299,7 +672,10 @@ describe('one lock per cluster, whatever path leads to it; the way out of a kill
       const [text, json] = await Promise.all([cli(args, o), cli([...args, '--json'], o)]);
       assert.equal(text.code, 3, `${args.join(' ')}: ${show(text)}`);
       assert.match(text.stderr, new RegExp(`run ${id} on this cluster \\(system:\\d+\\) did not finish \\(killed\\)`));
-      assert.match(text.stderr, new RegExp(`hint: finish it with \`pgscale resume ${id} --state-dir ${X}\` or undo it with \`pgscale rollback ${id} --state-dir ${X}\``));
+      assert.match(
+        text.stderr,
+        new RegExp(`hint: finish it with \`pgscale resume ${id} --state-dir ${X}\` or undo it with \`pgscale rollback ${id} --state-dir ${X}\``),
+      );
       assert.equal(parseJson<{ error: { exitCode: number } }>(json).error.exitCode, 3);
       assertNoSecret(args[0]!, text.stdout, text.stderr, json.stdout);
     }
@@ -308,11 +684,17 @@ describe('one lock per cluster, whatever path leads to it; the way out of a kill
     assert.match(dryResume.stdout, /would:\n {2}1\. .*\(dump\): verify, then run if needed/);
     const dryRollback = await cli(['rollback', '--state-dir', X, '--dry-run', '--json']);
     assert.equal(dryRollback.code, 0, show(dryRollback));
-    assert.deepEqual(parseJson<{ dryRun: { id: string }[] }>(dryRollback).dryRun.map((s) => s.id), ['dump']);
-    assert.deepEqual([treeSnapshot(lk), readFileSync(lockOf(A), 'utf8')], before, 'refusals and dry runs changed nothing, the lock is the killed run\'s');
+    assert.deepEqual(
+      parseJson<{ dryRun: { id: string }[] }>(dryRollback).dryRun.map((s) => s.id),
+      ['dump'],
+    );
+    assert.deepEqual([treeSnapshot(lk), readFileSync(lockOf(A), 'utf8')], before, "refusals and dry runs changed nothing, the lock is the killed run's");
 
     const listed = await cli(['runs', '--state-dir', X]);
-    assert.match(listed.stdout, new RegExp(`${id}\\s+killed[\\s\\S]*next: pgscale resume ${id} --state-dir ${X}\\n\\s+next: pgscale rollback ${id} --state-dir ${X}`));
+    assert.match(
+      listed.stdout,
+      new RegExp(`${id}\\s+killed[\\s\\S]*next: pgscale resume ${id} --state-dir ${X}\\n\\s+next: pgscale rollback ${id} --state-dir ${X}`),
+    );
     const undone = await cli(['rollback', id!, '--state-dir', X, '--yes']);
     assert.equal(undone.code, 0, show(undone));
     assert.equal(existsSync(lockOf(A)), false, 'the lock is released');
@@ -327,10 +709,14 @@ describe('one lock per cluster, whatever path leads to it; the way out of a kill
       const first = startCli(['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(lk, 'first'), '--state-dir', join(lk, 'x')]);
       let ended: CliResult | undefined;
       void first.done.then((r) => (ended = r));
-      await waitFor('the first backup to wait at the table lock', async () => {
-        if (ended) throw new Error(`the first backup ended early: ${show(ended)}`);
-        return (await lockWaiters(A)) > 0;
-      }, 60_000);
+      await waitFor(
+        'the first backup to wait at the table lock',
+        async () => {
+          if (ended) throw new Error(`the first backup ended early: ${show(ended)}`);
+          return (await lockWaiters(A)) > 0;
+        },
+        60_000,
+      );
       for (const args of [
         ['backup', '--dsn', dsnA(), '--bindir', B(), '--to', join(lk, 'second'), '--state-dir', join(lk, 'y')],
         ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(lk, 'third'), '--state-dir', join(lk, 'z')],
@@ -349,7 +735,10 @@ describe('one lock per cluster, whatever path leads to it; the way out of a kill
     }
     assert.equal(existsSync(lockOf(A)), false, 'no lock left');
     // a whole run by DSN with PGPASSWORD: its plan, journal and audit log are checked for the password at the end
-    const byDsn = await cli(['backup', '--dsn', dsnA(), '--bindir', B(), '--to', join(lk, 'by-dsn'), '--state-dir', join(lk, 'y'), '--verbose'], withPassword());
+    const byDsn = await cli(
+      ['backup', '--dsn', dsnA(), '--bindir', B(), '--to', join(lk, 'by-dsn'), '--state-dir', join(lk, 'y'), '--verbose'],
+      withPassword(),
+    );
     assert.equal(byDsn.code, 0, show(byDsn));
     assertNoSecret('backup by DSN', byDsn.stdout, byDsn.stderr);
     assert.ok(readdirSync(join(lk, 'y', 'runs')).length === 1);
@@ -375,7 +764,10 @@ describe('no lock-out: a tune --restore the server rejects undoes itself, and th
     assert.deepEqual(clusterFiles(A), files, 'every file as before the restore');
     assert.equal(existsSync(lockOf(A)), false, 'no lock held');
     const listed = parseJson<{ status: string; next: string[] }[]>(await cli(['runs', '--state-dir', T, '--json']));
-    assert.deepEqual(listed.map((r) => r.status), ['completed', 'rolled-back']);
+    assert.deepEqual(
+      listed.map((r) => r.status),
+      ['completed', 'rolled-back'],
+    );
     writeFileSync(auto, autoBefore);
     const restored = await cli(['tune', '--pgdata', A.pgdata, '--bindir', B(), '--restore', '--yes', '--state-dir', T]);
     assert.equal(restored.code, 0, show(restored));
@@ -385,27 +777,31 @@ describe('no lock-out: a tune --restore the server rejects undoes itself, and th
 });
 
 describe('no lock-out: tune --apply on a data directory root owns', () => {
-  test('the server refuses to validate as root: the files are put back, exit 4, no lock held, and the same tune runs once the owner is right', { skip: !isRoot() && 'needs root' }, async () => {
-    const T = join(work, 'state-root-owned');
-    const args = ['tune', '--pgdata', S.pgdata, '--bindir', S.bindir, '--apply', '--memory', '1GB', '--cpus', '2', '--storage', 'ssd', '--state-dir', T];
-    const owned = (uid: number, gid: number) => {
-      for (const f of [S.pgdata, ...readdirSync(S.pgdata, { recursive: true }).map((e) => join(S.pgdata, String(e)))]) chownSync(f, uid, gid);
-    };
-    owned(0, 0);
-    try {
-      const files = clusterFiles(S);
-      const res = await cli(args);
-      assert.equal(res.code, 4, show(res));
-      assert.match(res.stderr, /hint: .*(run the same command again|fix)/);
-      assert.deepEqual(clusterFiles(S), files, 'every file as before');
-      assert.equal(existsSync(lockOf(S)), false, 'no lock held');
-    } finally {
-      owned(serverUser.uid, serverUser.gid);
-    }
-    const again = await cli(args);
-    assert.equal(again.code, 0, show(again));
-    assert.equal(existsSync(lockOf(S)), false);
-  });
+  test(
+    'the server refuses to validate as root: the files are put back, exit 4, no lock held, and the same tune runs once the owner is right',
+    { skip: !isRoot() && 'needs root' },
+    async () => {
+      const T = join(work, 'state-root-owned');
+      const args = ['tune', '--pgdata', S.pgdata, '--bindir', S.bindir, '--apply', '--memory', '1GB', '--cpus', '2', '--storage', 'ssd', '--state-dir', T];
+      const owned = (uid: number, gid: number) => {
+        for (const f of [S.pgdata, ...readdirSync(S.pgdata, { recursive: true }).map((e) => join(S.pgdata, String(e)))]) chownSync(f, uid, gid);
+      };
+      owned(0, 0);
+      try {
+        const files = clusterFiles(S);
+        const res = await cli(args);
+        assert.equal(res.code, 4, show(res));
+        assert.match(res.stderr, /hint: .*(run the same command again|fix)/);
+        assert.deepEqual(clusterFiles(S), files, 'every file as before');
+        assert.equal(existsSync(lockOf(S)), false, 'no lock held');
+      } finally {
+        owned(serverUser.uid, serverUser.gid);
+      }
+      const again = await cli(args);
+      assert.equal(again.code, 0, show(again));
+      assert.equal(existsSync(lockOf(S)), false);
+    },
+  );
 });
 
 describe('what pgscale wrote', () => {

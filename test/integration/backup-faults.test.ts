@@ -32,14 +32,27 @@ async function runs(stateDir: string): Promise<RunSummary[]> {
 function journal(stateDir: string, runId: string): StampedEvent[] {
   const text = readFileSync(join(stateDir, 'runs', runId, 'journal.jsonl'), 'utf8');
   // every line parses: the journal is never torn by a kill between events
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as StampedEvent);
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as StampedEvent);
 }
 
 describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs servers as postgres: needs root' }, () => {
   let pg: TestCluster;
   let work: string;
 
-  const backupArgs = (dest: string, stateDir: string, c: TestCluster = pg) => ['backup', '--bindir', c.bindir, '--pgdata', c.pgdata, '--to', dest, '--state-dir', stateDir];
+  const backupArgs = (dest: string, stateDir: string, c: TestCluster = pg) => [
+    'backup',
+    '--bindir',
+    c.bindir,
+    '--pgdata',
+    c.pgdata,
+    '--to',
+    dest,
+    '--state-dir',
+    stateDir,
+  ];
 
   // one lock per cluster: a killed run holds its cluster until resumed, so concurrent cases each take a cluster of their own
   const lanes: TestCluster[] = [];
@@ -79,65 +92,71 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
   describe('SIGKILL at every step boundary, then resume', { concurrency: 3 }, () => {
     for (const step of steps) {
       for (const where of boundaries) {
-        test(`${step}:${where}`, () => withLane(async (c) => {
-          const dest = join(work, `fp-${step}-${where}`);
-          const stateDir = join(work, `state-${step}-${where}`);
-          const killed = await startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: `${step}:${where}` }).done;
-          assert.equal(killed.signal, 'SIGKILL', `killed at ${step}:${where}: ${killed.stderr}`);
-          assert.equal(killed.code, null);
+        test(`${step}:${where}`, () =>
+          withLane(async (c) => {
+            const dest = join(work, `fp-${step}-${where}`);
+            const stateDir = join(work, `state-${step}-${where}`);
+            const killed = await startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: `${step}:${where}` }).done;
+            assert.equal(killed.signal, 'SIGKILL', `killed at ${step}:${where}: ${killed.stderr}`);
+            assert.equal(killed.code, null);
 
-          const published = step === 'publish' && where !== 'started';
-          if (published) {
-            // the rename happened: what carries the final name is complete
+            const published = step === 'publish' && where !== 'started';
+            if (published) {
+              // the rename happened: what carries the final name is complete
+              await assertVerifies(dest);
+            } else {
+              assert.equal(existsSync(dest), false, `no ${dest} before publish`);
+              assert.equal(existsSync(`${dest}.partial`), !(step === 'dump' && where === 'started'), 'staging exists once the dump step has made it');
+            }
+            const [run] = await runs(stateDir);
+            assert.ok(run);
+            assert.equal(run.status, 'killed');
+
+            const resumed = await runCli(['resume', '--state-dir', stateDir, '--json']);
+            assert.equal(resumed.code, 0, resumed.stderr);
+            const report = parseJson<RunReport>(resumed);
+            assert.equal(report.runId, run.id);
+            assert.equal(report.status, 'completed');
+            assert.ok(
+              report.steps.every((s) => s.state === 'done' || s.state === 'skipped'),
+              JSON.stringify(report.steps),
+            );
             await assertVerifies(dest);
-          } else {
-            assert.equal(existsSync(dest), false, `no ${dest} before publish`);
-            assert.equal(existsSync(`${dest}.partial`), !(step === 'dump' && where === 'started'), 'staging exists once the dump step has made it');
-          }
-          const [run] = await runs(stateDir);
-          assert.ok(run);
-          assert.equal(run.status, 'killed');
-
-          const resumed = await runCli(['resume', '--state-dir', stateDir, '--json']);
-          assert.equal(resumed.code, 0, resumed.stderr);
-          const report = parseJson<RunReport>(resumed);
-          assert.equal(report.runId, run.id);
-          assert.equal(report.status, 'completed');
-          assert.ok(report.steps.every((s) => s.state === 'done' || s.state === 'skipped'), JSON.stringify(report.steps));
-          await assertVerifies(dest);
-        }));
+          }));
       }
     }
 
-    test('rollback after SIGKILL at verify:done removes the staging directory, verified or not: it is not a backup', () => withLane(async (c) => {
-      const dest = join(work, 'rb-verify-done');
-      const stateDir = join(work, 'state-rb-verify-done');
-      const killed = await startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: 'verify:done' }).done;
-      assert.equal(killed.signal, 'SIGKILL');
-      assert.ok(existsSync(join(`${dest}.partial`, 'verified.json')), 'the staging directory was verified');
-      const rolled = await runCli(['rollback', '--state-dir', stateDir, '--json']);
-      assert.equal(rolled.code, 0, rolled.stderr);
-      assert.equal(parseJson<RunReport>(rolled).status, 'rolled-back');
-      assert.equal(existsSync(dest), false);
-      assert.equal(existsSync(`${dest}.partial`), false);
-      // the cluster is free again: a new backup to the same place works
-      const again = await runCli(backupArgs(dest, stateDir, c));
-      assert.equal(again.code, 0, again.stderr);
-      await assertVerifies(dest);
-    }));
+    test('rollback after SIGKILL at verify:done removes the staging directory, verified or not: it is not a backup', () =>
+      withLane(async (c) => {
+        const dest = join(work, 'rb-verify-done');
+        const stateDir = join(work, 'state-rb-verify-done');
+        const killed = await startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: 'verify:done' }).done;
+        assert.equal(killed.signal, 'SIGKILL');
+        assert.ok(existsSync(join(`${dest}.partial`, 'verified.json')), 'the staging directory was verified');
+        const rolled = await runCli(['rollback', '--state-dir', stateDir, '--json']);
+        assert.equal(rolled.code, 0, rolled.stderr);
+        assert.equal(parseJson<RunReport>(rolled).status, 'rolled-back');
+        assert.equal(existsSync(dest), false);
+        assert.equal(existsSync(`${dest}.partial`), false);
+        // the cluster is free again: a new backup to the same place works
+        const again = await runCli(backupArgs(dest, stateDir, c));
+        assert.equal(again.code, 0, again.stderr);
+        await assertVerifies(dest);
+      }));
 
-    test('rollback after SIGKILL at publish:applied keeps the published backup (a verified backup is never removed by an undo)', () => withLane(async (c) => {
-      const dest = join(work, 'rb-publish-applied');
-      const stateDir = join(work, 'state-rb-publish-applied');
-      const killed = await startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: 'publish:applied' }).done;
-      assert.equal(killed.signal, 'SIGKILL');
-      const rolled = await runCli(['rollback', '--state-dir', stateDir, '--json']);
-      assert.equal(rolled.code, 0, rolled.stderr);
-      assert.equal(parseJson<RunReport>(rolled).status, 'rolled-back');
-      assert.equal(existsSync(`${dest}.partial`), false);
-      await assertVerifies(dest);
-      assert.equal((await runs(stateDir))[0]?.status, 'rolled-back');
-    }));
+    test('rollback after SIGKILL at publish:applied keeps the published backup (a verified backup is never removed by an undo)', () =>
+      withLane(async (c) => {
+        const dest = join(work, 'rb-publish-applied');
+        const stateDir = join(work, 'state-rb-publish-applied');
+        const killed = await startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: 'publish:applied' }).done;
+        assert.equal(killed.signal, 'SIGKILL');
+        const rolled = await runCli(['rollback', '--state-dir', stateDir, '--json']);
+        assert.equal(rolled.code, 0, rolled.stderr);
+        assert.equal(parseJson<RunReport>(rolled).status, 'rolled-back');
+        assert.equal(existsSync(`${dest}.partial`), false);
+        await assertVerifies(dest);
+        assert.equal((await runs(stateDir))[0]?.status, 'rolled-back');
+      }));
   });
 
   describe('signals in the middle of a dump', () => {
@@ -193,7 +212,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         // resume while the lock is still held: it must stop the orphans first (they cannot end on their own)
         const resume = startCli(['resume', '--state-dir', stateDir, '--json']);
         try {
-          await waitFor('resume to stop the killed run\'s pg_dumpall', () => !orphans.some(processGroupAlive), 30_000);
+          await waitFor("resume to stop the killed run's pg_dumpall", () => !orphans.some(processGroupAlive), 30_000);
         } finally {
           await lock.release();
         }

@@ -61,7 +61,13 @@ echo "afterPurge=$(ls -d /usr/bin/pgscale /usr/lib/pgscale 2>/dev/null | wc -l)"
 echo "queryAfterPurge=$(dpkg-query -W pgscale >/dev/null 2>&1 && echo found || echo gone)"
 `;
 
-const facts = (res: RunResult) => new Map(res.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+const facts = (res: RunResult) =>
+  new Map(
+    res.stdout
+      .trim()
+      .split('\n')
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
 const show = (res: RunResult) => `exit ${res.exitCode}\nstdout:\n${res.stdout.slice(-3000)}\nstderr:\n${res.stderr.slice(-3000)}`;
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
@@ -74,10 +80,19 @@ describe('the packaged pgscale on a host without Node.js', { skip: !isRoot() && 
   });
 
   const withoutNode = (args: string[]) =>
-    runner.run({ program: 'unshare', args: ['-m', '--propagation', 'private', 'sh', '-c', WITHOUT_NODE, 'sh', scratchDir('pgscale-nonode-'), built.executable, ...args], cwd: '/', env: { NO_COLOR: '1' } });
+    runner.run({
+      program: 'unshare',
+      args: ['-m', '--propagation', 'private', 'sh', '-c', WITHOUT_NODE, 'sh', scratchDir('pgscale-nonode-'), built.executable, ...args],
+      cwd: '/',
+      env: { NO_COLOR: '1' },
+    });
 
   test('no node on PATH: the namespace proves it', async () => {
-    const res = await runner.run({ program: 'unshare', args: ['-m', '--propagation', 'private', 'sh', '-c', WITHOUT_NODE, 'sh', scratchDir('pgscale-nonode-'), 'sh', '-c', 'node -e 0'], cwd: '/' });
+    const res = await runner.run({
+      program: 'unshare',
+      args: ['-m', '--propagation', 'private', 'sh', '-c', WITHOUT_NODE, 'sh', scratchDir('pgscale-nonode-'), 'sh', '-c', 'node -e 0'],
+      cwd: '/',
+    });
     assert.equal(res.exitCode, 127, show(res));
     assert.match(res.stderr, /node: not found/);
   });
@@ -102,7 +117,23 @@ describe('the packaged pgscale on a host without Node.js', { skip: !isRoot() && 
     const work = scratchDir('pgscale-pkg-up-');
     const newDataDir = join(work, 'data-17');
     const stateDir = join(work, 'state');
-    const res = await withoutNode(['upgrade', '--pgdata', old.pgdata, '--old-bindir', old.bindir, '--new-bindir', bindir(17), '--to-version', '17', '--new-pgdata', newDataDir, '--state-dir', stateDir, '--no-backup', '--dry-run']);
+    const res = await withoutNode([
+      'upgrade',
+      '--pgdata',
+      old.pgdata,
+      '--old-bindir',
+      old.bindir,
+      '--new-bindir',
+      bindir(17),
+      '--to-version',
+      '17',
+      '--new-pgdata',
+      newDataDir,
+      '--state-dir',
+      stateDir,
+      '--no-backup',
+      '--dry-run',
+    ]);
     assert.equal(res.exitCode, 0, show(res));
     assert.match(res.stdout, /^# pgscale plan: upgrade/m);
     assert.match(res.stdout, /## Checks/);
@@ -115,12 +146,22 @@ describe('the packaged pgscale on a host without Node.js', { skip: !isRoot() && 
     const res = await runner.run({ program: 'tar', args: ['-tzf', built.tarball] });
     assert.equal(res.exitCode, 0, show(res));
     const entries = new Set(res.stdout.split('\n'));
-    for (const e of ['pgscale/pgscale', 'pgscale/templates/pgscale.conf.tmpl', 'pgscale/playbooks/upgrade-16-to-17.yaml', 'pgscale/src/gucCatalog/data/pg17.json']) assert.ok(entries.has(e), `${e} in the tarball`);
+    for (const e of [
+      'pgscale/pgscale',
+      'pgscale/templates/pgscale.conf.tmpl',
+      'pgscale/playbooks/upgrade-16-to-17.yaml',
+      'pgscale/src/gucCatalog/data/pg17.json',
+    ])
+      assert.ok(entries.has(e), `${e} in the tarball`);
   });
 
-  test('the .deb installs /usr/bin/pgscale, which runs, and purges cleanly; the machine\'s dpkg database is untouched', async () => {
+  test("the .deb installs /usr/bin/pgscale, which runs, and purges cleanly; the machine's dpkg database is untouched", async () => {
     const statusBefore = sha256('/var/lib/dpkg/status');
-    const res = await runner.run({ program: 'unshare', args: ['-m', '--propagation', 'private', 'sh', '-c', DEB_ROUND_TRIP, 'sh', scratchDir('pgscale-deb-'), built.deb], cwd: '/' });
+    const res = await runner.run({
+      program: 'unshare',
+      args: ['-m', '--propagation', 'private', 'sh', '-c', DEB_ROUND_TRIP, 'sh', scratchDir('pgscale-deb-'), built.deb],
+      cwd: '/',
+    });
     assert.equal(res.exitCode, 0, show(res));
     const f = facts(res);
     assert.match(f.get('status') ?? '', /^install ok installed 0\.\d+\.\d+$/, show(res));

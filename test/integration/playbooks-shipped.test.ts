@@ -19,7 +19,9 @@ after(teardownAll);
 
 type Doc = { cluster: { pgdata: string; bindir?: string }; steps: Record<string, Record<string, string | number | boolean> | null>[] };
 
-const shipped = readdirSync(join(repoRoot, 'playbooks')).filter((f) => f.endsWith('.yaml')).sort();
+const shipped = readdirSync(join(repoRoot, 'playbooks'))
+  .filter((f) => f.endsWith('.yaml'))
+  .sort();
 
 test('every shipped playbook is covered here', () => {
   assert.deepEqual(shipped, ['move-wal.yaml', 'place-by-temperature.yaml', 'upgrade-16-to-17.yaml']);
@@ -50,7 +52,8 @@ for (const file of shipped) {
     for (const step of doc.steps) {
       const [command, flags] = Object.entries(step)[0]!;
       const tablespaceVolumes = command === 'tablespaces place' ? flags?.volume : undefined;
-      for (const [name, value] of Object.entries(flags ?? {})) if (typeof value === 'string' && value.startsWith('/') && name !== 'volume') flags![name] = onVolume(value);
+      for (const [name, value] of Object.entries(flags ?? {}))
+        if (typeof value === 'string' && value.startsWith('/') && name !== 'volume') flags![name] = onVolume(value);
       // tablespace volumes (PATH=TIER,…): each tier on a volume of its own, none on the data directory's device
       if (typeof tablespaceVolumes === 'string') {
         flags!.volume = tablespaceVolumes
@@ -79,7 +82,11 @@ for (const file of shipped) {
       assert.match(await cluster.sql('select count(*) from kept'), /^5000$/);
     } else if (file === 'place-by-temperature.yaml') {
       // one tablespace per tier on its own volume, temp files on the fastest; the data intact wherever it was placed
-      assert.equal(await cluster.sql("select string_agg(spcname, ',' order by spcname) from pg_tablespace where spcname like 'pgscale%'"), 'pgscale_cold,pgscale_hot', res.stderr);
+      assert.equal(
+        await cluster.sql("select string_agg(spcname, ',' order by spcname) from pg_tablespace where spcname like 'pgscale%'"),
+        'pgscale_cold,pgscale_hot',
+        res.stderr,
+      );
       assert.match(await cluster.sql('show temp_tablespaces', 'app'), /pgscale_hot/);
       assert.match(await cluster.sql('select count(*) from kept', 'app'), /^5000$/);
     } else {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { redact, registerSecret } from '../../src/audit.js';
 import { ExitCode, PgscaleError, asPgscaleError, defaultHint, exitCodeName, parseFailure } from '../../src/errors.js';
 
-test('oclif parse failures become bad input (exit 2) with the command\'s help as the hint', () => {
+test("oclif parse failures become bad input (exit 2) with the command's help as the hint", () => {
   const e = parseFailure(new Error('Nonexistent flag: --bogus\nSee more help with --help'), 'backup:verify');
   assert.equal(e.exitCode, ExitCode.BadInput);
   assert.equal(e.message, 'Nonexistent flag: --bogus');

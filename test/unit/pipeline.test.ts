@@ -106,8 +106,24 @@ const toyStartOperation = defineOperation<ToyOp>({
 function setup(failAt = '', withNoReturn = false, withDowntime = false) {
   const dir = mkdtempSync(join(tmpdir(), 'pgscale-engine-'));
   const audit = new MemoryAuditLog();
-  const ctx: StepContext = { runner: new ZxRunner(audit), audit, signal: new AbortController().signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: new Map(), runDir: dir, trackProcess: () => undefined };
-  const opts: ExecuteOptions = { stateDir: join(dir, 'state'), runner: ctx.runner, audit, progress: 'silent', signal: new AbortController().signal, assumeYes: true, dryRun: false };
+  const ctx: StepContext = {
+    runner: new ZxRunner(audit),
+    audit,
+    signal: new AbortController().signal,
+    progress: { message: () => undefined, bytes: () => undefined },
+    outputs: new Map(),
+    runDir: dir,
+    trackProcess: () => undefined,
+  };
+  const opts: ExecuteOptions = {
+    stateDir: join(dir, 'state'),
+    runner: ctx.runner,
+    audit,
+    progress: 'silent',
+    signal: new AbortController().signal,
+    assumeYes: true,
+    dryRun: false,
+  };
   // the lock directory is the host's: a run a test leaves open must not leave its lock there
   const done = () => {
     for (const r of listRuns(join(dir, 'state'))) releaseLock(runLockKey(r.plan), r.id);
@@ -120,12 +136,22 @@ test('a plan names every step, check and action; it renders as markdown and surv
   const s = setup('', true);
   try {
     const plan = await buildPlan(toyOperation, s.params, s.ctx);
-    assert.deepEqual(plan.steps.map((x) => x.id), ['a', 'b', 'c', 'z']);
+    assert.deepEqual(
+      plan.steps.map((x) => x.id),
+      ['a', 'b', 'c', 'z'],
+    );
     assert.equal(plan.pointOfNoReturn, 'z');
     assert.equal(plan.downtimeSeconds, 7);
     assert.ok(plan.steps.every((x) => x.checks.length === 1 && x.checks[0]!.passed));
     const md = planMarkdown(plan);
-    for (const text of ['# pgscale plan: toy', 'expected downtime: 7.0 s', 'point of no return: after step `z`', '## How to roll back', '- `z`: cannot be undone']) assert.ok(md.includes(text), text);
+    for (const text of [
+      '# pgscale plan: toy',
+      'expected downtime: 7.0 s',
+      'point of no return: after step `z`',
+      '## How to roll back',
+      '- `z`: cannot be undone',
+    ])
+      assert.ok(md.includes(text), text);
     const file = join(s.dir, 'plan.json');
     writePlanFile(file, plan);
     assert.equal(statSync(file).mode & 0o777, 0o600);
@@ -161,15 +187,21 @@ test('a run failing after downtime began keeps its lock, resumes past its done s
     await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.FailedAfterChange);
     const [run] = listRuns(s.opts.stateDir);
     assert.equal(run?.status, 'failed');
-    assert.deepEqual([...run!.steps.values()], ['done', 'done', 'failed', 'pending']);
-    await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /did not finish/.test(e.message));
-    const resumed = await resumeRun(run!.id, s.opts);
+    assert.deepEqual([...run.steps.values()], ['done', 'done', 'failed', 'pending']);
+    await assert.rejects(
+      startRun(plan, s.opts),
+      (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /did not finish/.test(e.message),
+    );
+    const resumed = await resumeRun(run.id, s.opts);
     assert.equal(resumed.status, 'completed');
-    assert.deepEqual(resumed.steps.map((x) => x.state), ['done', 'done', 'done', 'done']);
-    const events = readRun(s.opts.stateDir, run!.id).events.map((e) => e.type);
+    assert.deepEqual(
+      resumed.steps.map((x) => x.state),
+      ['done', 'done', 'done', 'done'],
+    );
+    const events = readRun(s.opts.stateDir, run.id).events.map((e) => e.type);
     assert.ok(events.includes('step-skipped') === false, 'a done step is not re-verified into a skip; it is left alone');
     for (const n of ['a', 'b', 'c']) assert.equal(readFileSync(join(s.dir, n), 'utf8'), n);
-    await assert.rejects(resumeRun(run!.id, s.opts), /already completed/);
+    await assert.rejects(resumeRun(run.id, s.opts), /already completed/);
     // the lock is free again
     assert.equal((await startRun(await buildPlan(toyOperation, s.params, s.ctx), s.opts)).status, 'completed');
   } finally {
@@ -201,7 +233,9 @@ test('rollback undoes newest first and is refused past a point of no return', as
     const undone = await rollbackRun(id, s.opts);
     assert.equal(undone.status, 'rolled-back');
     assert.ok(!existsSync(join(s.dir, 'a')) && !existsSync(join(s.dir, 'b')) && !existsSync(join(s.dir, 'd')));
-    const order = readRun(s.opts.stateDir, id).events.filter((e) => e.type === 'step-rolled-back').map((e) => (e as { step: string }).step);
+    const order = readRun(s.opts.stateDir, id)
+      .events.filter((e) => e.type === 'step-rolled-back')
+      .map((e) => (e as { step: string }).step);
     assert.deepEqual(order, ['c', 'b', 'a', 'd']);
   } finally {
     s.done();
@@ -209,7 +243,14 @@ test('rollback undoes newest first and is refused past a point of no return', as
   const t = setup('', true);
   try {
     const run = await startRun(await buildPlan(toyOperation, t.params, t.ctx), t.opts);
-    await assert.rejects(rollbackRun(run.runId, t.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /point of no return/.test(e.message) && e.hint === 'cannot be undone: restore from the backup');
+    await assert.rejects(
+      rollbackRun(run.runId, t.opts),
+      (e: unknown) =>
+        e instanceof PgscaleError &&
+        e.exitCode === ExitCode.Refused &&
+        /point of no return/.test(e.message) &&
+        e.hint === 'cannot be undone: restore from the backup',
+    );
   } finally {
     t.done();
   }
@@ -224,7 +265,11 @@ test('a step needing confirmation is refused without a TTY or --yes, before anyt
     const answered: string[] = [];
     const s2 = setup('', true);
     try {
-      const run = await startRun(await buildPlan(toyOperation, s2.params, s2.ctx), { ...s2.opts, assumeYes: false, confirm: async (q) => (answered.push(q), true) });
+      const run = await startRun(await buildPlan(toyOperation, s2.params, s2.ctx), {
+        ...s2.opts,
+        assumeYes: false,
+        confirm: async (q) => (answered.push(q), true),
+      });
       assert.equal(run.status, 'completed');
       assert.equal(answered.length, 1);
       assert.match(answered[0]!, /point of no return/);
@@ -240,10 +285,21 @@ test('a failure before any downtime undoes what the run did, releases the lock a
   const s = setup('c');
   try {
     const plan = await buildPlan(toyOperation, s.params, s.ctx);
-    await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.FailedNoChange && /what the run had done is undone/.test(e.message) && !/rollback/.test(e.hint ?? ''));
+    await assert.rejects(
+      startRun(plan, s.opts),
+      (e: unknown) =>
+        e instanceof PgscaleError &&
+        e.exitCode === ExitCode.FailedNoChange &&
+        /what the run had done is undone/.test(e.message) &&
+        !/rollback/.test(e.hint ?? ''),
+    );
     const [run] = listRuns(s.opts.stateDir);
     assert.equal(run?.status, 'rolled-back');
-    assert.deepEqual(['a', 'b', 'c'].filter((n) => existsSync(join(s.dir, n))), [], 'nothing the run wrote remains');
+    assert.deepEqual(
+      ['a', 'b', 'c'].filter((n) => existsSync(join(s.dir, n))),
+      [],
+      'nothing the run wrote remains',
+    );
     assert.equal(existsSync(lockPath(runLockKey(plan))), false, 'the lock is free');
     // a fresh run proceeds at once (the step fails only once)
     assert.equal((await startRun(await buildPlan(toyOperation, s.params, s.ctx), s.opts)).status, 'completed');
@@ -259,7 +315,10 @@ test('--dry-run in the executor: start, resume and rollback report their steps a
     const dry = { ...s.opts, dryRun: true };
     const before = treeSnapshot(s.dir);
     const started = await startRun(plan, dry);
-    assert.deepEqual(started.dryRun?.map((x) => x.action), ['run', 'run', 'run', 'run']);
+    assert.deepEqual(
+      started.dryRun?.map((x) => x.action),
+      ['run', 'run', 'run', 'run'],
+    );
     assert.deepEqual(treeSnapshot(s.dir), before, 'a dry start wrote nothing (no state dir, no run)');
     assert.equal(existsSync(lockPath(runLockKey(plan))), false);
 
@@ -268,11 +327,18 @@ test('--dry-run in the executor: start, resume and rollback report their steps a
     const lockBefore = readFileSync(lockPath(runLockKey(plan)), 'utf8');
     const failed = treeSnapshot(s.dir);
     const resumed = await resumeRun(id, dry);
-    assert.deepEqual(resumed.dryRun?.map((x) => `${x.id}:${x.action}`), ['d:keep (done)', 'a:keep (done)', 'b:verify, then run if needed', 'c:verify, then run if needed']);
+    assert.deepEqual(
+      resumed.dryRun?.map((x) => `${x.id}:${x.action}`),
+      ['d:keep (done)', 'a:keep (done)', 'b:verify, then run if needed', 'c:verify, then run if needed'],
+    );
     const undo = await rollbackRun(id, dry);
-    assert.deepEqual(undo.dryRun?.map((x) => x.id), ['b', 'a', 'd'], 'newest first, the failed step included');
+    assert.deepEqual(
+      undo.dryRun?.map((x) => x.id),
+      ['b', 'a', 'd'],
+      'newest first, the failed step included',
+    );
     assert.deepEqual(treeSnapshot(s.dir), failed, 'dry resume and rollback changed nothing: files, journal, state');
-    assert.equal(readFileSync(lockPath(runLockKey(plan)), 'utf8'), lockBefore, 'the lock is the failed run\'s still');
+    assert.equal(readFileSync(lockPath(runLockKey(plan)), 'utf8'), lockBefore, "the lock is the failed run's still");
     assert.equal(readRun(s.opts.stateDir, id).status, 'failed');
     // a dry run of a new plan on the locked cluster is refused like the real one
     await assert.rejects(startRun(plan, dry), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /did not finish/.test(e.message));
@@ -282,7 +348,7 @@ test('--dry-run in the executor: start, resume and rollback report their steps a
   }
 });
 
-test('the run lock is keyed by the cluster\'s system identifier when the plan knows it, and lives outside the state dir', () => {
+test("the run lock is keyed by the cluster's system identifier when the plan knows it, and lives outside the state dir", () => {
   const dir = mkdtempSync(join(tmpdir(), 'pgscale-sysid-'));
   try {
     mkdirSync(join(dir, 'global'));
@@ -313,8 +379,15 @@ test('damaged runs are listed as such; run ids that are paths or unknown are bad
     const entries = listRunEntries(s.opts.stateDir);
     assert.equal(entries.length, 2);
     assert.match(entries.find((e) => !e.run)?.problem ?? '', /damaged: .* has no plan\.json/);
-    for (const bad of ['../../etc', '.', 'a/b']) assert.throws(() => readRun(s.opts.stateDir, bad), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && /not a run id/.test(e.message));
-    assert.throws(() => readRun(s.opts.stateDir, 'nosuch'), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && Boolean(e.hint));
+    for (const bad of ['../../etc', '.', 'a/b'])
+      assert.throws(
+        () => readRun(s.opts.stateDir, bad),
+        (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && /not a run id/.test(e.message),
+      );
+    assert.throws(
+      () => readRun(s.opts.stateDir, 'nosuch'),
+      (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && Boolean(e.hint),
+    );
     await rollbackRun(id, s.opts);
   } finally {
     s.done();
@@ -341,7 +414,10 @@ test('an edited plan file is named as edited; a plan file others can write is re
     assert.doesNotThrow(() => assertTrustedPlanFile(file));
     for (const mode of [0o620, 0o602, 0o666]) {
       chmodSync(file, mode);
-      assert.throws(() => assertTrustedPlanFile(file), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /writable by/.test(e.message) && /chmod go-w/.test(e.hint ?? ''));
+      assert.throws(
+        () => assertTrustedPlanFile(file),
+        (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /writable by/.test(e.message) && /chmod go-w/.test(e.hint ?? ''),
+      );
     }
   } finally {
     s.done();
@@ -352,7 +428,10 @@ test('without a TTY or --yes a plan with downtime is refused before any step and
   const s = setup('', true);
   try {
     const plan = await buildPlan(toyOperation, s.params, s.ctx);
-    await assert.rejects(startRun(plan, { ...s.opts, assumeYes: false }), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /nothing was done/.test(e.message));
+    await assert.rejects(
+      startRun(plan, { ...s.opts, assumeYes: false }),
+      (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /nothing was done/.test(e.message),
+    );
     assert.equal(existsSync(join(s.dir, 'a')), false);
     assert.deepEqual(listRuns(s.opts.stateDir), []);
   } finally {

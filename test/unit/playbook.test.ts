@@ -14,22 +14,34 @@ test('shipped playbooks are valid', () => {
 });
 
 test('a playbook becomes command lines: cluster flags, step flags, booleans; state dir and DSN in the environment', () => {
-  const pb = parsePlaybook("version: 1\nname: w\ncluster: { pgdata: /pg/16, dsn: 'postgresql://u:s3cret@h/db' }\nsteps:\n  - backup: { to: /b, level: 5 }\n  - upgrade: { to-version: 17, no-backup: true, force: false }\n  - detect:\n", 'w.yaml');
+  const pb = parsePlaybook(
+    "version: 1\nname: w\ncluster: { pgdata: /pg/16, dsn: 'postgresql://u:s3cret@h/db' }\nsteps:\n  - backup: { to: /b, level: 5 }\n  - upgrade: { to-version: 17, no-backup: true, force: false }\n  - detect:\n",
+    'w.yaml',
+  );
   const runs = pb.steps.map((s) => stepInvocation(s, pb.cluster, ['--yes'], '/state'));
-  assert.deepEqual(runs.map((r) => r.argv), [
-    ['backup', '--pgdata', '/pg/16', '--to', '/b', '--level', '5', '--yes'],
-    ['upgrade', '--pgdata', '/pg/16', '--to-version', '17', '--no-backup', '--yes'],
-    ['detect', '--pgdata', '/pg/16', '--yes'],
-  ]);
+  assert.deepEqual(
+    runs.map((r) => r.argv),
+    [
+      ['backup', '--pgdata', '/pg/16', '--to', '/b', '--level', '5', '--yes'],
+      ['upgrade', '--pgdata', '/pg/16', '--to-version', '17', '--no-backup', '--yes'],
+      ['detect', '--pgdata', '/pg/16', '--yes'],
+    ],
+  );
   // detect takes no --state-dir: every step gets the state directory from the environment instead
   for (const r of runs) assert.deepEqual(r.env, { PGSCALE_STATE_DIR: '/state', PGSCALE_DSN: 'postgresql://u:s3cret@h/db' });
-  assert.ok(runs.every((r) => !r.argv.join(' ').includes('s3cret')), 'a DSN never travels in argv');
+  assert.ok(
+    runs.every((r) => !r.argv.join(' ').includes('s3cret')),
+    'a DSN never travels in argv',
+  );
   assert.notEqual(pb.digest, parsePlaybook('version: 1\nname: w\nsteps:\n  - detect:\n', 'w.yaml').digest);
 });
 
 test('bad playbooks are refused with the reason and exit code 2', () => {
   const bad = (text: string, why: RegExp) =>
-    assert.throws(() => parsePlaybook(text, 'p.yaml'), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && why.test(e.message));
+    assert.throws(
+      () => parsePlaybook(text, 'p.yaml'),
+      (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && why.test(e.message),
+    );
   bad('version: 1\nname: x\nsteps:\n  - drop-database: {}\n', /does not match the playbook schema/);
   bad('version: 2\nname: x\nsteps:\n  - detect:\n', /version/);
   bad('version: 1\nname: x\nsteps: []\n', /fewer than 1 items/);

@@ -7,8 +7,20 @@ import { environmentAssignments, pgdataFromUnitTexts, rhelServices, rhelUpgradeN
 import { pgdgUnit } from '../helpers/pgdg.js';
 
 test('Environment= assignments: several per line, quoted values', () => {
-  assert.deepEqual([...environmentAssignments('PGDATA=/a PGPORT=5433')], [['PGDATA', '/a'], ['PGPORT', '5433']]);
-  assert.deepEqual([...environmentAssignments('"PGDATA=/srv/my data" \'X=1 2\'')], [['PGDATA', '/srv/my data'], ['X', '1 2']]);
+  assert.deepEqual(
+    [...environmentAssignments('PGDATA=/a PGPORT=5433')],
+    [
+      ['PGDATA', '/a'],
+      ['PGPORT', '5433'],
+    ],
+  );
+  assert.deepEqual(
+    [...environmentAssignments('"PGDATA=/srv/my data" \'X=1 2\'')],
+    [
+      ['PGDATA', '/srv/my data'],
+      ['X', '1 2'],
+    ],
+  );
   assert.deepEqual([...environmentAssignments('"PGDATA=/a\\"b"')], [['PGDATA', '/a"b']]);
 });
 
@@ -48,7 +60,11 @@ test('postgresql-N.service units as systemd reads them: /etc replaces /usr/lib, 
       ['postgresql-17.service', 17, '/srv/pg17/data'],
     ],
   );
-  assert.deepEqual(services.find((s) => s.version === 17)!.unitFiles, [join(lib, 'postgresql-17.service'), join(lib, 'postgresql-17.service.d/10-vendor.conf'), join(etc, 'postgresql-17.service.d/override.conf')]);
+  assert.deepEqual(services.find((s) => s.version === 17)!.unitFiles, [
+    join(lib, 'postgresql-17.service'),
+    join(lib, 'postgresql-17.service.d/10-vendor.conf'),
+    join(etc, 'postgresql-17.service.d/override.conf'),
+  ]);
 });
 
 test('next steps after an upgrade name both units, and the PGDATA to set when not the PGDG default', () => {
