@@ -48,11 +48,21 @@ export default class BackupVerify extends PgscaleCommand<typeof BackupVerify> {
     const manifest = readManifest(dir);
     const installations = await findInstallations(this.runner, this.flags.bindir ? [this.flags.bindir] : []);
     const major = Math.floor(manifest.serverVersionNum / 10000);
-    const result = await checkArchive(dir, manifest, this.runner, undefined, {
+    const tools = {
       restoreBindir: installations.find((i) => i.major >= major)?.bindir,
       // pg_verifybackup reads a physical backup of its own major; from 18 on, any later one reads its tars too
       verifyBindir: installations.find((i) => i.major === major || (major >= 18 && i.major >= major))?.bindir,
-    });
+    };
+    // a missing program says nothing about the backup: bad input, never "damaged"
+    const method = methodOf(manifest);
+    if (method === 'parallel' && !tools.restoreBindir)
+      throw badInput(
+        `no pg_restore of PostgreSQL ${major} or later found to read ${dir} with`,
+        'pass --bindir DIR (the bindir of PostgreSQL ' + major + ' or later)',
+      );
+    if (method === 'physical' && !tools.verifyBindir)
+      throw badInput(`no pg_verifybackup of PostgreSQL ${major} found to check ${dir} with`, `pass --bindir DIR (the bindir of PostgreSQL ${major})`);
+    const result = await checkArchive(dir, manifest, this.runner, undefined, tools);
     if (!result.ok)
       throw new PgscaleError(
         `backup ${dir} is damaged: ${result.problems.join('; ')}`,

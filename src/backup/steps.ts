@@ -142,8 +142,10 @@ const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
 export function judgeDatabases(
   method: BackupMethod,
   databases: readonly { name: string; allow_connections: boolean }[],
-  exclude: readonly string[],
+  /** undefined: this backup cannot leave databases out (one taken by an upgrade, which needs them all) */
+  excludable: readonly string[] | undefined,
 ): CheckResult[] {
+  const exclude = excludable ?? [];
   const out: CheckResult[] = [];
   const unknown = exclude.filter((n) => !databases.some((d) => d.name === n));
   if (unknown.length)
@@ -165,7 +167,7 @@ export function judgeDatabases(
       check.fail(
         'every database backed up',
         `${names.map((n) => JSON.stringify(n)).join(', ')} ${names.length === 1 ? 'refuses' : 'refuse'} connections (datallowconn = false): a logical backup cannot dump ${names.length === 1 ? 'it' : 'them'}, and pg_dumpall would leave ${names.length === 1 ? 'it' : 'them'} out without a word`,
-        `allow connections (${names.map((n) => `ALTER DATABASE ${quoteIdent(n)} ALLOW_CONNECTIONS true`).join('; ')}), or leave ${names.length === 1 ? 'it' : 'them'} out by name: ${displayArgv(names.flatMap((n) => ['--exclude-database', n]))}`,
+        `allow connections (${names.map((n) => `ALTER DATABASE ${quoteIdent(n)} ALLOW_CONNECTIONS true`).join('; ')})${excludable ? `, or leave ${names.length === 1 ? 'it' : 'them'} out by name: ${displayArgv(names.flatMap((n) => ['--exclude-database', n]))}` : ''}`,
       ),
     );
   } else {
@@ -355,7 +357,7 @@ export const dumpStep = defineStep<BackupParams>({
       );
       const serverMajor = Math.floor(facts[0]!.server_version_num / 10000);
       out.push(check.pass('server reachable', `PostgreSQL ${facts[0]!.server_version} answers`));
-      out.push(...judgeDatabases(methodOf(p), databases, excluded(p)));
+      out.push(...judgeDatabases(methodOf(p), databases, p.excludeDatabases));
       const programs = methodOf(p) === 'parallel' ? ['pg_dumpall', 'pg_dump'] : [dumpProgram[methodOf(p)]];
       for (const program of programs) {
         const dv = await clientVersion(ctx.runner, p.access, program);
@@ -431,7 +433,7 @@ export const dumpStep = defineStep<BackupParams>({
       locale: (await db.query(statements.clusterLocale()))[0]!,
       superuser: (await db.query(statements.bootstrapSuperuser()))[0]!.rolname,
     }));
-    const blockers = judgeDatabases(method, gathered.databases, excluded(p)).filter((c) => !c.passed);
+    const blockers = judgeDatabases(method, gathered.databases, p.excludeDatabases).filter((c) => !c.passed);
     if (blockers.length) throw new PgscaleError(blockers.map((b) => b.detail).join('; '), ExitCode.FailedNoChange, blockers[0]!.fix);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     rmSync(join(dir, doneMarker), { force: true });
@@ -646,20 +648,30 @@ async function restoreAndCompare(ctx: StepContext, p: BackupParams, manifest: Ba
     const r = await restore.result;
     if (r.exitCode !== 0) return [`restore failed: ${r.stderr.trim().slice(-500)}`];
     const restored = await rowCounts(ctx, scratch, Object.keys(manifest.rowCounts ?? {}));
-    return compareRowCounts(manifest.rowCounts ?? {}, restored);
+    return compareRowCounts(manifest.rowCounts ?? {}, restored).missing;
   });
 }
 
 /** Tables whose restored row count differs from the count taken after the dump. */
-export function compareRowCounts(expected: Record<string, Record<string, number>>, restored: Record<string, Record<string, number>>): string[] {
-  const problems: string[] = [];
+/**
+ * Restored tables against the manifest's counts. The counts are taken right after the dump, not in
+ * its snapshot: a table written while the backup ran differs without anything being lost, so a
+ * differing count is reported, and only a table missing from the restore fails verification.
+ */
+export function compareRowCounts(
+  expected: Record<string, Record<string, number>>,
+  restored: Record<string, Record<string, number>>,
+): { missing: string[]; differing: string[] } {
+  const missing: string[] = [];
+  const differing: string[] = [];
   for (const [db, tables] of Object.entries(expected)) {
     for (const [table, n] of Object.entries(tables)) {
       const got = restored[db]?.[table];
-      if (got !== n) problems.push(`${db}.${table}: ${n} rows in the source, ${got ?? 'missing'} restored`);
+      if (got === undefined) missing.push(`${db}.${table}: ${n} rows in the source, missing from the restore`);
+      else if (got !== n) differing.push(`${db}.${table}: ${n} rows counted after the dump, ${got} restored`);
     }
   }
-  return problems;
+  return { missing, differing };
 }
 
 export { rowCounts as tableRowCounts };

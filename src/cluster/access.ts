@@ -3,6 +3,7 @@
  * (never a password), the client bindir, and the OS account to run clients as when pgscale is root
  * on the database host (peer authentication over the socket, like `sudo -u postgres`).
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AuditSink } from '../audit.js';
 import { libpqEnvironment, resolveConnection, type ConnectionSettings } from '../connection.js';
@@ -102,6 +103,17 @@ export async function resolveTarget(opts: {
   const pgdata = opts.pgdata ?? (opts.dsn || conn.host ? undefined : process.env.PGDATA);
   if (pgdata) {
     const cluster = await inspectCluster(pgdata, { runner: opts.runner, installations, audit: opts.audit, connection: conn, foundBy: ['flag'] });
+    // pg_upgrade --link renames global/pg_control so that the old cluster, whose files the new one shares, never starts again
+    if (
+      cluster.state !== 'running' &&
+      existsSync(join(cluster.dataDir, 'global', 'pg_control.old')) &&
+      !existsSync(join(cluster.dataDir, 'global', 'pg_control'))
+    ) {
+      throw refused(
+        `${cluster.dataDir} was retired by a link-mode pg_upgrade: its files are shared with the upgraded cluster, and it must never be started again`,
+        'work on the upgraded cluster (its data directory is in the upgrade report); remove this one once you are confident',
+      );
+    }
     if (opts.requireRunning && cluster.state !== 'running') {
       throw refused(`the cluster in ${cluster.dataDir} is not running (${cluster.state})`, 'start it first: this operation needs a running server');
     }
