@@ -1,5 +1,9 @@
 import { Flags } from '@oclif/core';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Plan } from '../src/pipeline/plan.js';
 import { findInstallations } from '../src/cluster/installations.js';
+import { upgradeTarget } from '../src/upgrade/decide.js';
 import { detect } from '../src/detect.js';
 import { OperationCommand, type OperationResult } from '../src/operationCommand.js';
 import '../src/operations.js';
@@ -50,17 +54,31 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
       stateDir: this.stateDirPath,
     };
     if (this.canPrompt) {
+      // what was given is validated before any question: a stopped cluster or a standby fails now, not after four answers
+      if (f.pgdata) await upgradeTarget({ pgdata: f.pgdata, bindir: choices.oldBindir, dsn: f.dsn, runner: this.runner, audit: this.audit });
       const found = await detect({ runner: this.runner, hostRoot: this.hostRoot, audit: this.audit, pgdata: f.pgdata, bindir: choices.oldBindir });
       const installations = await findInstallations(this.runner, [choices.oldBindir, choices.newBindir].filter((b): b is string => Boolean(b)));
       choices = await askUpgradeChoices(choices, { clusters: found.clusters, installations });
     }
     if (choices.noBackup && !this.jsonEnabled()) this.logToStderr('warning: --no-backup: past the point of no return only your own backup can restore the old data');
     const params = await decideUpgrade(choices, { runner: this.runner, audit: this.audit, hostRoot: this.hostRoot });
+    // the default backup location lives in the state directory, which a run creates anyway (a dry run creates nothing)
+    if (params.backup && !choices.backupTo && !f['dry-run']) mkdirSync(dirname(params.backup.dest), { recursive: true, mode: 0o700 });
     const plan = await this.planOperation('upgrade', params);
+    if (this.canPrompt && !this.jsonEnabled()) this.logToStderr(configurationDiff(plan));
     const result = await this.runPlan(plan, f['plan-out']);
     if (!result.run) return result;
     const report = upgradeReport(result.run, params);
     if (!this.jsonEnabled()) this.log(report.text);
     return { ...result, report };
   }
+}
+
+/** The configuration carried to the new version, shown before anything is confirmed. */
+function configurationDiff(plan: Plan): string {
+  const config = plan.steps.find((s) => s.id === 'config');
+  const files = (config?.actions ?? []).filter((a) => a.kind === 'file');
+  const diffs = files.map((a) => (a.kind === 'file' && a.diff ? a.diff : '')).filter(Boolean);
+  const notes = files.map((a) => (a.kind === 'file' ? `  ${a.path}: ${a.note ?? ''}` : ''));
+  return ['Configuration for the new version:', ...notes, ...diffs].join('\n');
 }

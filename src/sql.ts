@@ -209,6 +209,61 @@ export const statements = {
       `select name, installed_version as installed, default_version as available from pg_available_extensions
         where installed_version is not null and installed_version <> default_version order by 1`,
     ),
+  /** Settings with where the running server took them from (command line, environment variable, configuration file, default). */
+  settingSources: (names: readonly string[]) =>
+    rows<{ name: string; setting: string; source: string }>('setting sources', 'select name, setting, source from pg_settings where name = any($1::text[]) order by name', [`{${names.join(',')}}`]),
+  /** Databases pg_upgrade refuses: every database but template0 must allow connections. */
+  databasesRefusingConnections: () =>
+    rows<{ name: string }>('databases refusing connections', `select datname as name from pg_database where not datallowconn and datname <> 'template0' order by 1`),
+  /** User columns of the reg* types pg_upgrade cannot carry (their OIDs are not preserved). */
+  regTypeColumns: () =>
+    rows<{ column_name: string }>(
+      'reg* columns',
+      `select format('%I.%I.%I (%s)', n.nspname, c.relname, a.attname, format_type(a.atttypid, null)) as column_name
+         from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind in ('r', 'm') and not a.attisdropped and a.attnum > 0
+          and n.nspname not in ('pg_catalog', 'information_schema')
+          and format_type(a.atttypid, null) in ('regcollation', 'regconfig', 'regdictionary', 'regnamespace', 'regoper', 'regoperator', 'regproc', 'regprocedure')
+        order by 1`,
+    ),
+  /**
+   * Every user relation with storage: its relfilenode and the size of each fork. O(catalog): sizes
+   * come from the files' metadata, no row is read. pg_upgrade keeps OIDs and relfilenodes (15+)
+   * and carries the files, so these match before and after.
+   */
+  catalogFacts: () =>
+    rows<{ relation: string; kind: string; relfilenode: string; main: string; fsm: string; vm: string; init: string }>(
+      'catalog facts',
+      `select format('%I.%I', n.nspname, c.relname) as relation, c.relkind::text as kind, c.relfilenode::text as relfilenode,
+              pg_relation_size(c.oid, 'main')::text as main, pg_relation_size(c.oid, 'fsm')::text as fsm,
+              pg_relation_size(c.oid, 'vm')::text as vm, pg_relation_size(c.oid, 'init')::text as init
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.oid >= 16384 and c.relkind in ('r', 'i', 't', 'm', 'S') and c.relpersistence <> 't'
+        order by 1`,
+    ),
+  /** Exact row count of one table (deep verification, after service is back). */
+  tableRowCount: (qualifiedName: string) =>
+    rows<{ row_count: string }>('table row count', `select (xpath('/row/c/text()', query_to_xml(format('select count(*) as c from %s', $1::regclass), false, true, '')))[1]::text as row_count`, [qualifiedName]),
+  /** Whether amcheck is installed in the connected database. */
+  amcheckInstalled: () => rows<{ installed: boolean }>('amcheck installed', `select exists (select 1 from pg_extension where extname = 'amcheck') as installed`),
+  /** The valid btree indexes of these tables (deep verification checks them with amcheck). */
+  btreeIndexesOf: (tables: readonly string[]) =>
+    rows<{ index_name: string }>(
+      'btree indexes',
+      `select i.indexrelid::regclass::text as index_name
+         from pg_index i join pg_class ic on ic.oid = i.indexrelid join pg_am am on am.oid = ic.relam
+        where am.amname = 'btree' and i.indisvalid and i.indrelid = any($1::regclass[]) order by 1`,
+      [`{${tables.map((t) => `"${t.replace(/"/g, '""')}"`).join(',')}}`],
+    ),
+  /** amcheck's btree check of one index: raises an error on corruption. */
+  btIndexCheck: (indexName: string) => rows<{ checked: boolean }>('bt_index_check', 'select true as checked from bt_index_check($1::regclass)', [indexName]),
+  /** The scratch write of the pre-service verification: a table written, checkpointed, dropped. */
+  scratchWrite: () =>
+    command('scratch write', `create table pgscale_upgrade_probe (at timestamptz); insert into pgscale_upgrade_probe values (now()); checkpoint; drop table pgscale_upgrade_probe`),
+  /** Client sessions other than this one (after a termination they take a moment to go). */
+  otherSessions: () => rows<{ count: number }>('other sessions', `select count(*)::int as count from pg_stat_activity where pid <> pg_backend_pid() and backend_type = 'client backend'`),
+  /** Rules of pg_hba.conf the server could not parse (a reload keeps the old rules then). */
+  hbaErrors: () => rows<{ line_number: number; error: string }>('pg_hba errors', 'select line_number, error from pg_hba_file_rules where error is not null'),
   systemIdentifier: () => rows<{ system_identifier: string }>('system identifier', 'select system_identifier::text as system_identifier from pg_control_system()'),
   serverVersionNum: () => rows<{ server_version_num: number; server_version: string }>('server version', `select current_setting('server_version_num')::int as server_version_num, current_setting('server_version') as server_version`),
   /** max_wal_size in bytes, and whether the server is a standby: what a WAL volume must hold. */

@@ -9,7 +9,7 @@ import { ExitCode, PgscaleError, refused } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { Runner } from '../runner.js';
 import { acquireLock, appendEvent, newRun, processGroupAlive, readRun, releaseLock, type RunState, type RunStatus, type StepState } from './journal.js';
-import type { Plan, PlannedStep } from './plan.js';
+import { operation, type Plan, type PlannedStep } from './plan.js';
 import { stepDefinition, type JsonObject, type Progress, type StepContext } from './step.js';
 
 export type ProgressMode = 'tty' | 'plain' | 'silent';
@@ -234,27 +234,85 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
     const err = e instanceof PgscaleError ? e : new PgscaleError((e as Error).message, ExitCode.FailedAfterChange);
     if (err.exitCode === ExitCode.Interrupted || opts.signal.aborted) {
       appendEvent(state.dir, { type: 'run-interrupted', step: [...state.steps].find(([, s]) => s === 'failed')?.[0] });
-      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, `continue with \`pgscale resume ${state.id}\` or undo with \`pgscale rollback ${state.id}\``);
+      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, await nextWays(state, opts, `continue with \`pgscale resume ${state.id}\``, `undo with \`pgscale rollback ${state.id}\``));
     }
     appendEvent(state.dir, { type: 'run-failed', error: err.message });
     if (!changedAnything(state)) {
       releaseLock(opts.stateDir, key, state.id);
       throw new PgscaleError(err.message, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
     }
+    if (beforeDowntime(state)) {
+      // nothing was unavailable yet: what the run prepared (a new cluster, its configuration) is
+      // undone here, so a failed check or a declined confirmation leaves nothing and no lock
+      const kept = await undoBeforeDowntime(state, opts);
+      releaseLock(opts.stateDir, key, state.id);
+      const keptNote = kept.length ? ` (kept: ${kept.join(', ')})` : '';
+      throw new PgscaleError(`${err.message}\nwhat the run prepared before downtime was undone${keptNote}`, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
+    }
     // the lock stays: nothing else may touch this cluster until the run is resumed or rolled back
     if (err.exitCode === ExitCode.Refused) {
       // a confirmation declined after the steps that need none: refused (README: "not confirmed"), and what ran is kept
       throw new PgscaleError(err.message, ExitCode.Refused, `the steps before it are done and kept: \`pgscale resume ${state.id}\` asks again, \`pgscale rollback ${state.id}\` undoes them`);
     }
-    throw new PgscaleError(err.message, ExitCode.FailedAfterChange, `fix the cause, then \`pgscale resume ${state.id}\` (or \`pgscale rollback ${state.id}\`)`);
+    throw new PgscaleError(err.message, ExitCode.FailedAfterChange, await nextWays(state, opts, `fix the cause, then \`pgscale resume ${state.id}\``, `\`pgscale rollback ${state.id}\``));
   }
   appendEvent(state.dir, { type: 'run-done' });
   releaseLock(opts.stateDir, key, state.id);
   return report(readRun(opts.stateDir, state.id), started);
 }
 
+/** Every step the run touched comes before the first step that takes the cluster down or passes the point of no return. */
+function beforeDowntime(state: RunState): boolean {
+  const first = state.plan.steps.findIndex((s) => s.downtime || s.pointOfNoReturn);
+  if (first < 0) return false;
+  return state.plan.steps.slice(first).every((s) => (state.steps.get(s.id) ?? 'pending') === 'pending');
+}
+
+/**
+ * The automatic undo of a run that failed or was declined before downtime: every touched step,
+ * newest first, except completed steps the operation keeps (a verified backup). When an undo fails
+ * the journal says so and the lock stays: `pgscale rollback` can finish it. Returns what was kept.
+ */
+async function undoBeforeDowntime(state: RunState, opts: ExecuteOptions): Promise<string[]> {
+  const keptKinds = new Set(operation(state.plan.operation).keptByAutomaticUndo ?? []);
+  const touched = state.plan.steps.filter((s) => (state.steps.get(s.id) ?? 'pending') !== 'pending');
+  const kept = touched.filter((s) => keptKinds.has(s.kind) && ['done', 'skipped'].includes(state.steps.get(s.id)!));
+  appendEvent(state.dir, { type: 'rollback-started', pid: process.pid });
+  await undoSteps(state, opts, touched.filter((s) => !kept.includes(s)).reverse());
+  appendEvent(state.dir, { type: 'rollback-done' });
+  return kept.map((s) => s.title);
+}
+
+async function undoSteps(state: RunState, opts: ExecuteOptions, undo: readonly PlannedStep[]): Promise<void> {
+  await runTaskList(undo.map((step) => ({
+    title: `undo: ${step.title}`,
+    run: async (task) => {
+      const def = stepDefinition(step.kind);
+      try {
+        await def.rollback?.(
+          { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: progressFor(task, opts.progress), outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined },
+          step.params,
+        );
+      } catch (e) {
+        appendEvent(state.dir, { type: 'rollback-failed', step: step.id, error: (e as Error).message });
+        throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
+      }
+      appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
+    },
+  })), opts.progress);
+}
+
+/** A confirmation nobody can give (no TTY, no --yes) is known before the first step: refuse then, not after work that must be undone. */
+function assertConfirmable(steps: readonly PlannedStep[], pending: (s: PlannedStep) => boolean, opts: ExecuteOptions): void {
+  const askAt = confirmationStep(steps);
+  if (askAt && pending(askAt) && !opts.assumeYes && !opts.confirm) {
+    throw refused(`"${askAt.title}" needs confirmation and nobody can be asked: nothing was done`, 'run it at a terminal, or pass --yes');
+  }
+}
+
 /** Starts a new run of a plan whose checks passed. */
 export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunReport> {
+  assertConfirmable(plan.steps, () => true, opts);
   const id = newRun(opts.stateDir, plan);
   try {
     acquireLock(opts.stateDir, plan.target.lockKey, id);
@@ -273,10 +331,32 @@ export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<Ru
   if (state.status === 'completed') throw refused(`run ${runId} already completed`);
   if (state.status === 'rolled-back' || state.status === 'rolling-back' || state.status === 'rollback-failed') throw refused(`run ${runId} was rolled back (${state.status}); make a new plan`);
   if (state.status === 'running') throw refused(`run ${runId} is still running`);
+  assertConfirmable(state.plan.steps, (s) => !['done', 'skipped'].includes(state.steps.get(s.id) ?? 'pending'), opts);
   acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
   await killOrphans(state.orphans);
   opts.onRunDir?.(state.dir);
   return drive(state, opts, true);
+}
+
+/**
+ * Why a rollback of this run would be refused: past a point of no return, or a step that would do
+ * harm when undone now (a cluster started on shared files). Hints name only ways that work.
+ */
+async function rollbackRefusal(state: RunState, opts: ExecuteOptions): Promise<{ message: string; hint: string } | undefined> {
+  const touched = state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending'));
+  const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
+  if (pastNoReturn) return { message: `run ${state.id} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, hint: pastNoReturn.rollback };
+  const probe: StepContext = { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined };
+  for (const step of [...touched].reverse()) {
+    const why = await stepDefinition(step.kind).refusesRollback?.(probe, step.params);
+    if (why) return { message: `run ${state.id} cannot be rolled back: ${why}`, hint: step.rollback };
+  }
+  return undefined;
+}
+
+/** What to do next with a run that stopped: resume always; rollback only when it would not be refused. */
+async function nextWays(state: RunState, opts: ExecuteOptions, resume: string, rollback: string): Promise<string> {
+  return (await rollbackRefusal(state, opts)) ? `${resume} (rollback is no longer possible: past the point of no return)` : `${resume} or ${rollback}`;
 }
 
 /** Undoes what a run did, newest step first; refuses past a point of no return. */
@@ -285,32 +365,14 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
   const state = readRun(opts.stateDir, runId);
   if (state.status === 'running') throw refused(`run ${runId} is still running`);
   if (state.status === 'rolled-back') throw refused(`run ${runId} was already rolled back`);
-  const touched = state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending'));
-  const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
-  if (pastNoReturn) {
-    throw refused(`run ${runId} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, pastNoReturn.rollback);
-  }
+  const refusal = await rollbackRefusal(state, opts);
+  if (refusal) throw refused(refusal.message, refusal.hint);
+  const undo = state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending')).reverse();
   acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
   await killOrphans(state.orphans);
   opts.onRunDir?.(state.dir);
   appendEvent(state.dir, { type: 'rollback-started', pid: process.pid });
-  const undo = [...touched].reverse();
-  await runTaskList(undo.map((step) => ({
-    title: `undo: ${step.title}`,
-    run: async (task) => {
-      const def = stepDefinition(step.kind);
-      try {
-        await def.rollback?.(
-          { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: progressFor(task, opts.progress), outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined },
-          step.params,
-        );
-      } catch (e) {
-        appendEvent(state.dir, { type: 'rollback-failed', step: step.id, error: (e as Error).message });
-        throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
-      }
-      appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
-    },
-  })), opts.progress);
+  await undoSteps(state, opts, undo);
   appendEvent(state.dir, { type: 'rollback-done' });
   releaseLock(opts.stateDir, state.plan.target.lockKey, runId);
   return report(readRun(opts.stateDir, runId), started);

@@ -43,6 +43,8 @@ export interface Operation<P extends JsonObject = JsonObject> {
   summary(params: P): string;
   steps(params: P): StepData[];
   fingerprint(ctx: StepContext, params: P): Promise<Fingerprint>;
+  /** Step kinds whose completed work the automatic undo before downtime keeps (a verified backup is never deleted by an undo). */
+  keptByAutomaticUndo?: readonly string[];
 }
 
 const operations = new Map<string, Operation>();

@@ -76,6 +76,8 @@ export interface StepDefinition<P extends JsonObject = JsonObject> {
   apply(ctx: StepContext, params: P): Promise<JsonObject | void>;
   /** Postcondition. If it already holds, the step is skipped (this is what makes resume safe). */
   verify(ctx: StepContext, params: P): Promise<VerifyResult>;
+  /** Why undoing this step now would do harm (checked for every step before a rollback changes anything); undefined when it may be undone. */
+  refusesRollback?(ctx: StepContext, params: P): Promise<string | undefined>;
   /** Undo; absent when a step cannot be undone. */
   rollback?(ctx: StepContext, params: P): Promise<void>;
   /** How the step is undone, in words, for the plan. */

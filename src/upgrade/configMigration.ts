@@ -6,6 +6,7 @@
  */
 import { createTwoFilesPatch } from 'diff';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { withoutBlock } from './rules.js';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { parseConfigText } from '../config/parse.js';
 import { findSetting, formatValue, parseSetting, removedSettings, type GucCatalog, type RemovedSetting } from '../gucCatalog/index.js';
@@ -119,7 +120,9 @@ export function migrateConfig(input: MigrationInput): ConfigMigration {
     if (before === undefined) return;
     const to = join(input.newConfigDir, rel);
     if (kind === 'verbatim') {
-      files.push({ from, to, before, after: before, notes: [] });
+      // a connection block left in pg_hba.conf by an interrupted upgrade is never carried over
+      const text = rel === 'pg_hba.conf' ? withoutBlock(before) : before;
+      files.push({ from, to, before: text, after: text, notes: [] });
       return;
     }
     const m = migrateConfigText(before, from, input, removed);

@@ -2,7 +2,7 @@
  * From the DBA's answers (flags or the wizard) and what detection found, the upgrade's exact
  * parameters. Decides; never prompts, never changes anything.
  */
-import { statSync, existsSync } from 'node:fs';
+import { statSync, existsSync, readlinkSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { AuditSink } from '../audit.js';
 import { estimateBackupBytes, newBackupToken } from '../backup/steps.js';
@@ -13,6 +13,10 @@ import { detectCompute } from '../host/compute.js';
 import type { HostRoot } from '../host/hostRoot.js';
 import type { Runner } from '../runner.js';
 import { statements } from '../sql.js';
+import { serverLogPath } from '../cluster/serverLog.js';
+import { userByName } from '../osUser.js';
+import { gatherIdentity } from '../server/postgres.js';
+import { carriedIdentity } from './rules.js';
 import type { UpgradeMode, UpgradeParams } from './params.js';
 
 export interface UpgradeChoices {
@@ -45,6 +49,16 @@ export function defaultNewDataDir(oldDataDir: string, oldMajor: number, newMajor
   return join(dirname(oldDataDir), `${basename(oldDataDir)}-${newMajor}`);
 }
 
+/** The bindir of a running postmaster: its executable (/proc/PID/exe) names it, wherever it is installed. */
+export function bindirOfPostmaster(pid: number | undefined): string | undefined {
+  if (!pid) return undefined;
+  try {
+    return dirname(readlinkSync(`/proc/${pid}/exe`));
+  } catch {
+    return undefined;
+  }
+}
+
 function nearestExisting(path: string): string {
   let p = path;
   while (!existsSync(p)) p = dirname(p);
@@ -62,13 +76,19 @@ export function initdbArguments(o: { dataDir: string; superuser: string; encodin
   return args;
 }
 
+/** The cluster to upgrade, checked first: running, a primary. The wizard calls it before it asks anything. */
+export async function upgradeTarget(o: { pgdata?: string; bindir?: string; dsn?: string; runner: Runner; audit?: AuditSink }) {
+  const target = await resolveTarget({ ...o, requireRunning: true });
+  if (target.cluster?.role === 'standby') throw refused(`${target.cluster.dataDir} is a standby: upgrade the primary, then rebuild the standbys from it`);
+  return target;
+}
+
 export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; audit?: AuditSink; hostRoot: HostRoot }): Promise<UpgradeParams> {
-  const target = await resolveTarget({ pgdata: c.pgdata, bindir: c.oldBindir, dsn: c.dsn, runner: ctx.runner, audit: ctx.audit, requireRunning: true });
+  const target = await upgradeTarget({ pgdata: c.pgdata, bindir: c.oldBindir, dsn: c.dsn, runner: ctx.runner, audit: ctx.audit });
   const old = target.cluster;
   if (!old) throw badInput('pgscale upgrade needs the old cluster\'s data directory: pass --pgdata');
-  if (old.role === 'standby') throw refused(`${old.dataDir} is a standby: upgrade the primary, then rebuild the standbys from it`);
   const installations = await findInstallations(ctx.runner, [c.oldBindir, c.newBindir].filter((b): b is string => Boolean(b)));
-  const oldBindir = c.oldBindir ?? old.bindir;
+  const oldBindir = c.oldBindir ?? old.bindir ?? bindirOfPostmaster(old.pid);
   if (!oldBindir) throw badInput(`no PostgreSQL ${old.major} installation found for ${old.dataDir}`, 'pass --old-bindir');
   const newMajor = c.toVersion ?? (c.newBindir ? installations.find((i) => i.bindir === c.newBindir)?.major : defaultTargetVersion(old.major, installations));
   if (!newMajor) throw badInput(`no PostgreSQL newer than ${old.major} is installed`, 'install the target version, or pass --new-bindir');
@@ -84,11 +104,12 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
   const compute = await detectCompute(ctx.hostRoot);
 
   const db = await openDb(target.access, ctx.runner, ctx.audit);
-  let locale, superuser, walSegment;
+  let locale, superuser, walSegment, listening;
   try {
     [locale] = await db.query(statements.clusterLocale());
     [superuser] = await db.query(statements.bootstrapSuperuser());
     [walSegment] = await db.query(statements.settings(['wal_segment_size']));
+    listening = new Map((await db.query(statements.settingSources(['port', 'unix_socket_directories', 'listen_addresses', 'hba_file']))).map((r) => [r.name, r]));
   } finally {
     await db.close();
   }
@@ -96,18 +117,35 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
   const waldir = c.waldir ? resolve(c.waldir) : null;
   const backupDest = c.noBackup ? null : resolve(c.backupTo ?? join(c.stateDir, 'backups', `${basename(old.dataDir)}-${old.major}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`));
   const access = target.access;
+  const ownerAccount = userByName(old.owner);
+  if (!ownerAccount) throw badInput(`OS user ${old.owner} (owner of ${old.dataDir}) does not exist`);
+  // captured now: pg_upgrade rewrites postmaster.opts when it starts the old server in binary-upgrade mode
+  const fromConfig = (name: string) => (listening.get(name)?.source === 'configuration file' ? listening.get(name)?.setting : undefined);
+  const oldServer = gatherIdentity({
+    dataDir: old.dataDir,
+    bindir: oldBindir,
+    owner: old.owner,
+    configured: { port: fromConfig('port'), unix_socket_directories: fromConfig('unix_socket_directories'), listen_addresses: fromConfig('listen_addresses') },
+    configFile: old.layout.kind === 'debian' ? old.configFile : null,
+    log: await serverLogPath(ctx.runner, old.dataDir, ownerAccount),
+  });
+  const hbaFile = listening.get('hba_file')?.setting;
+  if (!hbaFile) throw refused('could not read the old server\'s hba_file');
+  const newServer = carriedIdentity(oldServer, { bindir: newBindir, dataDir: newDataDir, log: join(dirname(newDataDir), `${basename(newDataDir)}.pgscale-server.log`) });
   return {
     old: {
       dataDir: old.dataDir,
-      configDir: old.layout.kind === 'debian' ? old.layout.confDir : old.dataDir,
+      configDir: oldServer.configFile ? dirname(oldServer.configFile) : old.dataDir,
       bindir: oldBindir,
       major: old.major,
       port: old.port,
       owner: old.owner,
       walSegmentBytes: Number(walSegment?.setting ?? 16 * 1024 * 1024), // pg_settings reports it in bytes (11+)
       tablespaces: old.tablespaces.map((t) => t.location),
+      server: oldServer,
+      hbaFile,
     },
-    new: { dataDir: newDataDir, configDir: newDataDir, bindir: newBindir, major: newMajor, waldir },
+    new: { dataDir: newDataDir, configDir: newDataDir, bindir: newBindir, major: newMajor, waldir, server: newServer },
     access,
     mode,
     jobs: c.jobs ?? Math.max(1, compute.effective.cpus),

@@ -2,6 +2,7 @@
 import type { BackupParams } from '../backup/steps.js';
 import type { ClusterAccess } from '../cluster/access.js';
 import type { JsonObject } from '../pipeline/step.js';
+import type { ServerIdentity } from '../server/postgres.js';
 
 export type UpgradeMode = 'link' | 'clone' | 'copy' | 'copy-file-range';
 
@@ -15,6 +16,13 @@ export interface OldCluster extends JsonObject {
   owner: string;
   walSegmentBytes: number;
   tablespaces: string[];
+  /**
+   * How the old server ran, captured while planning (pg_upgrade rewrites postmaster.opts): it is
+   * stopped and, on rollback, started again exactly so, and the new server listens where it did.
+   */
+  server: ServerIdentity;
+  /** The pg_hba.conf the old server reads (hba_file: may be outside PGDATA): new connections are blocked there during downtime. */
+  hbaFile: string;
 }
 
 export interface NewCluster extends JsonObject {
@@ -24,6 +32,8 @@ export interface NewCluster extends JsonObject {
   major: number;
   /** initdb --waldir: WAL on a dedicated volume; null keeps it in the data directory. */
   waldir: string | null;
+  /** The old server's identity carried over: same port, sockets and listen_addresses, the new bindir, data directory and configuration. */
+  server: ServerIdentity;
 }
 
 export interface UpgradeParams extends JsonObject {

@@ -10,19 +10,31 @@ export interface UpgradeReport {
 }
 
 export function upgradeReport(run: RunReport, p: UpgradeParams): UpgradeReport {
-  const stopped = run.outputs['stop-old']?.stoppedAt;
-  const back = run.outputs['start-new']?.acceptingWritesAt;
+  // clients are turned away from the moment the connection block is in place until the new server takes a write
+  const stopped = run.outputs['stop-old']?.blockedAt ?? run.outputs['stop-old']?.stoppedAt;
+  const back = run.outputs.open?.acceptingWritesAt;
   const downtimeSeconds = typeof stopped === 'string' && typeof back === 'string' ? (Date.parse(back) - Date.parse(stopped)) / 1000 : null;
   const nextSteps = [
     `point your service manager at PostgreSQL ${p.new.major}: data directory ${p.new.dataDir}, binaries ${p.new.bindir}`,
     p.mode === 'link' ? `the old data directory ${p.old.dataDir} now shares files with the new cluster: never start it; remove it once you are confident (pg_upgrade's delete_old_cluster.sh is in ${p.workDir})` : `the old cluster in ${p.old.dataDir} is intact and stopped: remove it once you are confident`,
     'rebuild every physical standby from the new primary (pg_basebackup); recreate logical slots the checks listed',
     ...(p.backup ? [`the pre-upgrade backup is in ${p.backup.dest} (pgscale backup verify checks it)`] : []),
+    ...findings(run).map((f) => `look into: ${f}`),
   ];
   const text = [
-    `PostgreSQL ${p.old.major} → ${p.new.major}: ${run.status} in ${formatDuration(run.durationSeconds)}${downtimeSeconds !== null ? `, downtime ${formatDuration(downtimeSeconds)} (old stopped → new accepting writes)` : ''}`,
+    `PostgreSQL ${p.old.major} → ${p.new.major}: ${run.status} in ${formatDuration(run.durationSeconds)}${downtimeSeconds !== null ? `, downtime ${formatDuration(downtimeSeconds)} (connections blocked → new accepting writes)` : ''}`,
     'next:',
     ...nextSteps.map((s) => `  - ${s}`),
   ].join('\n');
   return { downtimeSeconds, nextSteps, text };
+}
+
+/** What the verifications past the point of no return found: reported, never a failed run. */
+function findings(run: RunReport): string[] {
+  const catalog = run.outputs['start-new']?.catalogDifferences;
+  const deep = run.outputs.verify?.findings;
+  return [
+    ...(Array.isArray(catalog) ? catalog.map((d) => `catalog facts differ: ${String(d)}`) : []),
+    ...(Array.isArray(deep) ? deep.map((d) => `deep verification: ${String(d)}`) : []),
+  ];
 }

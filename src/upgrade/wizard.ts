@@ -16,7 +16,8 @@ export interface WizardFacts {
 export async function askUpgradeChoices(given: UpgradeChoices, facts: WizardFacts): Promise<UpgradeChoices> {
   const choices = { ...given };
   if (!choices.pgdata) {
-    const candidates = facts.clusters.filter((c) => c.role === 'primary');
+    // only what can be upgraded is offered: running primaries (the checks and the backup need the server)
+    const candidates = facts.clusters.filter((c) => c.role === 'primary' && c.state === 'running');
     if (candidates.length === 0) return choices; // decide() explains what is missing
     choices.pgdata = await select({
       message: 'Which cluster?',

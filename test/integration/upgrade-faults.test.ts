@@ -137,46 +137,60 @@ describe('pgscale upgrade: SIGKILL at every step boundary, then resume or rollba
   }
 
   // after the new cluster started in link mode: rollback is refused, resume completes
-  for (const failpoint of ['extensions:started', 'verify:started', 'analyze:started']) {
+  for (const failpoint of ['open:started', 'extensions:started', 'verify:started', 'analyze:started']) {
     test(`killed at ${failpoint}: rollback refused past the point of no return, resume completes`, async () => {
       const k = await freshCase();
       await killedAt(k, failpoint);
       const rb = await runCli(['rollback', '--state-dir', k.stateDir, '--yes']);
       assert.equal(rb.code, 3, fail('rollback past the point of no return', rb));
-      assert.match(rb.stderr, /past its point of no return \("Start PostgreSQL 17 on port \d+ \(downtime ends\)"\): it cannot be rolled back/);
-      assert.match(rb.stderr, /hint: past this point the old cluster's files are shared with the running new one: rollback is refused; restore from the backup \(none was taken: --no-backup\)/);
+      assert.match(rb.stderr, /past its point of no return \("Start PostgreSQL 17 on a private socket and verify it"\): it cannot be rolled back/);
+      assert.match(rb.stderr, /hint: past this point the old cluster's files are shared with the new one: rollback is refused; `pgscale resume` finishes the upgrade, or restore from the backup \(none was taken: --no-backup\)/);
       assert.ok(running(k.newDataDir), 'the refused rollback left the new cluster running');
       await resumeCompletes(k);
     });
   }
 
-  /** Starts the upgrade, SIGKILLs pgscale once pg_upgrade is at work; pg_upgrade (own process group) keeps going. */
-  async function killedInsidePgUpgrade(k: Case): Promise<void> {
+  test('killed after the new cluster started privately (link mode, step not yet recorded): rollback refused before undoing anything, resume completes', async () => {
+    const k = await freshCase();
+    await killedAt(k, 'start-new:applied');
+    const rb = await runCli(['rollback', '--state-dir', k.stateDir, '--yes']);
+    assert.equal(rb.code, 3, fail('rollback after the new cluster started', rb));
+    assert.match(rb.stderr, /cannot be rolled back: the new cluster has started on files it shares with the old one \(link mode\)/);
+    assert.doesNotMatch(rb.stderr, /pgscale rollback/, 'the hint offers no rollback');
+    assert.ok(existsSync(join(k.old.pgdata, 'global', 'pg_control.old')), 'the old cluster was left disabled');
+    await resumeCompletes(k);
+  });
+
+  /**
+   * Starts the upgrade, SIGKILLs pgscale inside pg_upgrade --link: `afterMs` after pg_upgrade
+   * started, or (no afterMs) once a server pg_upgrade started (binary-upgrade mode) is up, the worst
+   * moment. pg_upgrade (detached from pgscale's process group) may keep going.
+   */
+  async function killedInsidePgUpgrade(k: Case, afterMs?: number): Promise<void> {
     const child = spawn(process.execPath, [cliEntry, ...k.args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    const logs = join(k.newDataDir, 'pg_upgrade_output.d');
     const started = Date.now();
-    // pg_upgrade --check also writes pg_upgrade_output.d (and removes it on success): wait for the real run's step
-    while (!(/❯ .*pg_upgrade --link with/.test(output) && existsSync(logs))) {
-      if (Date.now() - started > 120_000 || child.exitCode !== null) assert.fail(`pg_upgrade did not start:\n${output}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    // the worst moment: a server pg_upgrade started (binary-upgrade mode) is up
-    while (!processesOf(k).postmasterDirs.some((d) => d.includes('binary-upgrade'))) {
-      if (Date.now() - started > 120_000 || child.exitCode !== null) assert.fail(`pg_upgrade started no server:\n${output}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    const waitFor = async (what: string, done: () => boolean) => {
+      while (!done()) {
+        if (Date.now() - started > 120_000 || child.exitCode !== null) assert.fail(`${what}:\n${output}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    // the real run, not pg_upgrade --check
+    await waitFor('pg_upgrade --link did not start', () => processesOf(k).pgUpgrade.some((p) => p.includes('--link')));
+    if (afterMs === undefined) await waitFor('pg_upgrade started no server', () => processesOf(k).postmasterDirs.some((d) => d.includes('binary-upgrade')));
+    else await new Promise((r) => setTimeout(r, afterMs));
     child.kill('SIGKILL');
     assert.equal(await exited, null);
-    assert.notDeepEqual(processesOf(k).pgUpgrade, [], 'the orphaned pg_upgrade is still at work');
   }
 
   test('killed while pg_upgrade runs (its orphan keeps going): resume stops it and what it started, and completes', async () => {
     const k = await freshCase();
     await killedInsidePgUpgrade(k);
+    assert.notDeepEqual(processesOf(k).pgUpgrade, [], 'the orphaned pg_upgrade is still at work');
     await resumeCompletes(k);
   });
 
@@ -185,4 +199,18 @@ describe('pgscale upgrade: SIGKILL at every step boundary, then resume or rollba
     await killedInsidePgUpgrade(k);
     await rollbackRestores(k);
   });
+
+  // kills at several points inside pg_upgrade (schema dump, restore, linking): no server with fsync=off survives either way
+  for (const afterMs of [300, 1000, 2000]) {
+    test(`killed ${afterMs} ms into pg_upgrade: resume completes`, async () => {
+      const k = await freshCase();
+      await killedInsidePgUpgrade(k, afterMs);
+      await resumeCompletes(k);
+    });
+    test(`killed ${afterMs} ms into pg_upgrade: rollback restores the old cluster`, async () => {
+      const k = await freshCase();
+      await killedInsidePgUpgrade(k, afterMs);
+      await rollbackRestores(k);
+    });
+  }
 });

@@ -68,8 +68,8 @@ describe('pgscale upgrade wizard in a real terminal', { skip: (!isRoot() && 'loo
       const code = await term.exitCode();
       assert.equal(code, 0, term.screen());
       assert.equal(confirmations.length, 1, 'one question, before downtime');
-      assert.match(confirmations[0]!, /Next: Stop the old 16 cluster cleanly \(downtime starts\) — the cluster will be unavailable\. Continue\?/);
-      assert.match(term.screen(), /PostgreSQL 16 → 17: completed in .*, downtime .* \(old stopped → new accepting writes\)/);
+      assert.match(confirmations[0]!, /Next: Block new connections, stop the old 16 cluster cleanly \(downtime starts\) — the cluster will be unavailable\. Continue\?/);
+      assert.match(term.screen(), /PostgreSQL 16 → 17: completed in .*, downtime .* \(connections blocked → new accepting writes\)/);
       assert.match(term.screen(), /the old cluster in .* is intact and stopped/);
     } finally {
       term.kill();
@@ -85,7 +85,7 @@ describe('pgscale upgrade wizard in a real terminal', { skip: (!isRoot() && 'loo
     await next.stop();
   });
 
-  test('declining the confirmation before downtime: exit 3, the old cluster never stopped; rollback removes what was prepared', { timeout: 600_000 }, async () => {
+  test('declining the confirmation before downtime: exit 3, the old cluster never stopped; what was prepared is undone and the lock released', { timeout: 600_000 }, async () => {
     // a fresh 16 cluster: the first test upgraded the template
     const old = await createCluster({ version: 16, checksums: true, conf: datasetConf(16) });
     await loadDataset(old, smallDataset);
@@ -103,7 +103,9 @@ describe('pgscale upgrade wizard in a real terminal', { skip: (!isRoot() && 'loo
       await term.answer(/^\? Put WAL on a dedicated volume\?/, 'Enter');
       await term.answer(/^\? Take a pg_dumpall backup first\?/, 'n', 'Enter');
       const asked = await term.answer(/Continue\?/, 'n', 'Enter');
-      assert.match(asked, /Next: Stop the old 16 cluster cleanly \(downtime starts\)/);
+      assert.match(asked, /Next: Block new connections, stop the old 16 cluster cleanly \(downtime starts\)/);
+      // the carried configuration was shown before the question
+      assert.match(term.screen() + asked, /Configuration for the new version:/);
       const code = await term.exitCode();
       screen = term.screen();
       assert.equal(code, 3, screen);
@@ -111,17 +113,18 @@ describe('pgscale upgrade wizard in a real terminal', { skip: (!isRoot() && 'loo
       term.kill();
     }
     assert.match(screen, /pgscale: error: not confirmed: stopped before this step; nothing more was changed/);
-    assert.match(screen, /hint: the steps before it are done and kept: `pgscale resume \S+` asks again, `pgscale rollback \S+` undoes them/);
+    assert.match(screen, /what the run prepared before downtime was undone/);
     // the old cluster was never stopped: same postmaster, same data, accepting writes
     assert.ok(running(old.pgdata));
     assert.equal(postmasterPid(old.pgdata), pid, 'the old cluster was never restarted');
     assert.deepEqual(await tableChecksums(old), before);
     assert.ok(existsSync(join(old.pgdata, 'global', 'pg_control')));
-    // what ran before the question (initdb, config, pg_upgrade --check) prepared the new data directory: the run can be undone
-    assert.ok(existsSync(join(defaultNew, 'PG_VERSION')), 'initdb ran before the confirmation');
-    const rb = await runCli(['rollback', '--state-dir', stateDir, '--yes']);
-    assert.equal(rb.code, 0, rb.stderr);
-    assert.equal(existsSync(defaultNew), false, 'rollback removed the prepared new data directory');
+    // what ran before the question (initdb, config, pg_upgrade --check) was undone: nothing left, no lock
+    assert.equal(existsSync(defaultNew), false, 'the prepared new data directory was removed');
+    assert.equal(existsSync(join(dirname(defaultNew), '.data-17.pgscale-upgrade')), false, 'no work directory');
+    assert.deepEqual(readdirSync(join(stateDir, 'locks')), [], 'the lock was released');
+    const again = await runCli(['rollback', '--state-dir', stateDir, '--yes']);
+    assert.equal(again.code, 3, 'the run is already rolled back');
     assert.equal(postmasterPid(old.pgdata), pid);
     await old.sql(`insert into items (id, name, created) values (-1, 'still 16', now())`, datasetDb);
   });

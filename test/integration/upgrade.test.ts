@@ -153,7 +153,11 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
   }
   assert.equal(run.status, 'completed');
   assert.deepEqual(run.steps.filter((s) => s.state !== 'done').map((s) => s.id), []);
-  assert.ok(Date.parse(String(run.outputs['start-new']?.acceptingWritesAt)) > Date.parse(String(run.outputs['stop-old']?.stoppedAt)));
+  assert.ok(Date.parse(String(run.outputs.open?.acceptingWritesAt)) > Date.parse(String(run.outputs['stop-old']?.stoppedAt)));
+  // verified before clients came back: every relation's relfilenode and fork sizes as before the stop
+  assert.deepEqual(run.outputs['start-new']?.catalogDifferences, []);
+  assert.ok(Number(run.outputs['start-new']?.relationsCompared) > 50, `${run.outputs['start-new']?.relationsCompared} relations compared`);
+  assert.deepEqual(run.outputs.verify?.findings, [], 'deep verification found nothing');
 
   const next = newClusterOf(old, k.to, newDataDir);
   // the new major answers on the old port, with the old checksum setting
@@ -363,7 +367,7 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
     const r = await runCli(base(['--to-version', '17', '--dry-run']));
     assert.equal(r.code, 0, fail('dry-run', r));
     assert.match(r.stdout, /```diff\n[\s\S]*\+#old_snapshot_threshold = -1\t# pgscale: commented out, removed in 17/);
-    assert.match(r.stdout, /- expected downtime: \d.* \(steps: stop-old, pg_upgrade, start-new\)/);
+    assert.match(r.stdout, /- expected downtime: \d.* \(steps: stop-old, pg_upgrade, start-new, open\)/);
     assert.match(r.stdout, /- point of no return: after step `start-new`/);
     assert.match(r.stdout, /- checks: \d+ passed, 0 blocking/);
     for (const check of ['disk space', 'link mode filesystem', 'new data directory', 'prepared transactions', 'preload library pg_stat_statements']) assert.match(r.stdout, new RegExp(`^\\| ${check} \\| pass \\|`, 'm'));

@@ -222,3 +222,30 @@ test('a step needing confirmation is refused without a TTY or --yes, before anyt
     s.done();
   }
 });
+
+test('a failure before downtime undoes what ran and releases the lock: exit 4, nothing left', async () => {
+  const s = setup('b', true);
+  try {
+    const plan = await buildPlan(toyOperation, s.params, s.ctx);
+    await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.FailedNoChange && /undone/.test(e.message));
+    assert.equal(existsSync(join(s.dir, 'a')), false, 'the done step before the failure was undone');
+    const [run] = listRuns(s.opts.stateDir);
+    assert.equal(run?.status, 'rolled-back');
+    // the lock is free: a new run may start at once
+    assert.equal((await startRun(await buildPlan(toyOperation, { ...s.params, failAt: '' }, s.ctx), s.opts)).status, 'completed');
+  } finally {
+    s.done();
+  }
+});
+
+test('without a TTY or --yes a plan with downtime is refused before any step and before any run exists', async () => {
+  const s = setup('', true);
+  try {
+    const plan = await buildPlan(toyOperation, s.params, s.ctx);
+    await assert.rejects(startRun(plan, { ...s.opts, assumeYes: false }), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /nothing was done/.test(e.message));
+    assert.equal(existsSync(join(s.dir, 'a')), false);
+    assert.deepEqual(listRuns(s.opts.stateDir), []);
+  } finally {
+    s.done();
+  }
+});
