@@ -109,7 +109,7 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
     [locale] = await db.query(statements.clusterLocale());
     [superuser] = await db.query(statements.bootstrapSuperuser());
     [walSegment] = await db.query(statements.settings(['wal_segment_size']));
-    listening = new Map((await db.query(statements.settingSources(['port', 'unix_socket_directories', 'listen_addresses', 'hba_file']))).map((r) => [r.name, r]));
+    listening = new Map((await db.query(statements.settingSources(['port', 'unix_socket_directories', 'listen_addresses', 'hba_file', 'logging_collector', 'log_directory']))).map((r) => [r.name, r]));
   } finally {
     await db.close();
   }
@@ -119,6 +119,8 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
   const access = target.access;
   const ownerAccount = userByName(old.owner);
   if (!ownerAccount) throw badInput(`OS user ${old.owner} (owner of ${old.dataDir}) does not exist`);
+  const serverLog = await serverLogPath(ctx.runner, { dataDir: old.dataDir, owner: ownerAccount, setting: (name) => listening.get(name)?.setting, stateDir: c.stateDir });
+  if (!serverLog) throw refused(`the owner ${old.owner} can write neither beside ${old.dataDir} nor in the state directory: pgscale has no place for the server's start-up log`, 'make the data directory\'s parent writable by its owner, or run pgscale as the owner with a --state-dir it can write');
   // captured now: pg_upgrade rewrites postmaster.opts when it starts the old server in binary-upgrade mode
   const fromConfig = (name: string) => (listening.get(name)?.source === 'configuration file' ? listening.get(name)?.setting : undefined);
   const oldServer = gatherIdentity({
@@ -127,7 +129,7 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
     owner: old.owner,
     configured: { port: fromConfig('port'), unix_socket_directories: fromConfig('unix_socket_directories'), listen_addresses: fromConfig('listen_addresses') },
     configFile: old.layout.kind === 'debian' ? old.configFile : null,
-    log: await serverLogPath(ctx.runner, old.dataDir, ownerAccount),
+    log: serverLog.path,
   });
   const hbaFile = listening.get('hba_file')?.setting;
   if (!hbaFile) throw refused('could not read the old server\'s hba_file');
