@@ -21,6 +21,7 @@ import { statements } from '../sql.js';
 import { backupOperation } from '../backup/steps.js';
 import { migrateConfig } from './configMigration.js';
 import type { UpgradeParams } from './params.js';
+import { rebuildStandbysStep, standbysCheckStep } from './standbys.js';
 import { blockedHba, catalogDifferences, listeningOrigin, planChecks, withoutBlock, type CatalogFacts } from './rules.js';
 
 
@@ -785,7 +786,12 @@ export const upgradeOperation = defineOperation<UpgradeParams>({
   summary: (p) => `Upgrade ${p.old.dataDir} from PostgreSQL ${p.old.major} to ${p.new.major} into ${p.new.dataDir} (--${p.mode}, ${p.jobs} jobs${p.new.waldir ? `, WAL on ${p.new.waldir}` : ''}${p.backup ? `, backup to ${p.backup.dest} first` : ', NO backup'})`,
   steps: (p) => [
     ...(p.backup ? backupOperation.steps(p.backup).map((s): StepData => ({ ...s, id: `backup-${s.id}` })) : []),
-    ...upgradeSteps.map((s, i): StepData => ({ id: stepIds[i]!, kind: s.kind, params: p })),
+    ...upgradeSteps.flatMap((s, i): StepData[] => [
+      // the standbys are checked again right before the stop, and rebuilt once the new primary accepts writes
+      ...(p.replicas && stepIds[i] === 'stop-old' ? [{ id: 'standbys', kind: standbysCheckStep.kind, params: p }] : []),
+      { id: stepIds[i]!, kind: s.kind, params: p },
+      ...(p.replicas?.method === 'rebuild' && stepIds[i] === 'open' ? [{ id: 'standbys-rebuild', kind: rebuildStandbysStep.kind, params: p }] : []),
+    ]),
   ],
   async fingerprint(ctx, p) {
     const identity = await withDb(ctx, p.access, async (db) => ({
