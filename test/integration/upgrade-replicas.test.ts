@@ -1,0 +1,140 @@
+/**
+ * `pgscale upgrade` with standbys: a 16 primary with a tablespace, one standby on this host and one
+ * on a namespace host over ssh (both made by `pgscale replica add`). A lagging or unreachable
+ * standby refuses the run before downtime (exit 3, nothing changed); then 16 → 17 with
+ * `--replicas rebuild`: the primary and both standbys on 17, streaming from new slots, a row
+ * written after the upgrade read on both.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { bindir, createCluster, freePort, mkdirOwned, onTeardown, runner, scratchDir, serverUser, teardownAll, type TestCluster } from '../helpers/testbed.js';
+import { createHost, type TestHost } from '../helpers/hosts.js';
+import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
+import { isRoot } from '../../src/runner.js';
+import type { RunReport } from '../../src/pipeline/execute.js';
+
+after(teardownAll);
+
+const fail = (what: string, r: CliResult) => `${what}: exit ${r.code}\nstdout:\n${r.stdout.slice(-5000)}\nstderr:\n${r.stderr.slice(-3000)}`;
+
+/** Stops whatever server runs on a data directory when the tests end (the standbys pgscale starts). */
+function stopAtTeardown(version: number, dataDir: string): void {
+  onTeardown(`stop ${dataDir}`, () => {
+    if (!existsSync(join(dataDir, 'postmaster.pid'))) return;
+    spawnSync('setpriv', ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', join(bindir(version), 'pg_ctl'), '-D', dataDir, '-m', 'immediate', '-w', 'stop'], { stdio: 'ignore', cwd: '/' });
+  });
+}
+
+describe('pgscale upgrade 16 → 17 with a local and a namespace standby', { skip: !isRoot() && 'namespace hosts and servers as postgres need root' }, () => {
+  let c: TestCluster;
+  let host: TestHost;
+  let base: string;
+  let stateDir: string;
+  let passfile: string;
+  let localDir: string;
+  let localSock: string;
+  let localPort: number;
+  let remoteDir: string;
+  let newDataDir: string;
+  const hostNumber = 190 + (process.pid % 60);
+
+  const psql = async (version: number, socketDir: string, port: number, sql: string): Promise<string> => {
+    const res = await runner.run({ program: join(bindir(version), 'psql'), args: ['-X', '-At', '-h', socketDir, '-p', String(port), '-d', 'postgres', '-c', sql], runAs: serverUser, cwd: '/' });
+    return res.stdout.trim();
+  };
+  async function eventually(what: string, probe: () => Promise<boolean>, ms = 60_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!(await probe())) {
+      if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+  const upgradeArgs = () => ['upgrade', '--pgdata', c.pgdata, '--old-bindir', c.bindir, '--new-bindir', bindir(17), '--to-version', '17', '--new-pgdata', newDataDir, '--mode', 'link', '--no-backup', '--state-dir', stateDir];
+  const hba = () => readFileSync(join(c.pgdata, 'pg_hba.conf'), 'utf8');
+
+  before(async () => {
+    host = createHost('u11', hostNumber);
+    base = scratchDir('pgscale-upgrade-replicas-');
+    stateDir = scratchDir('pgscale-state-');
+    c = await createCluster({ version: 16, conf: [`listen_addresses = '127.0.0.1,${host.localAddress}'`] });
+    const tablespace = mkdirOwned(join(base, 'ts'));
+    await c.sql(`create role replicator login replication password 'rep secret';
+      create tablespace warm location '${tablespace}';
+      create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 1000) g;
+      create table w (id int) tablespace warm; insert into w select generate_series(1, 100);`);
+    passfile = join(base, 'pgpass');
+    writeFileSync(passfile, '*:*:replication:replicator:rep secret\n', { mode: 0o600 });
+    newDataDir = join(base, 'data-17');
+    stopAtTeardown(17, newDataDir);
+
+    localDir = join(base, 'local');
+    localSock = mkdirOwned(join(base, 'local-sock'));
+    localPort = await freePort();
+    remoteDir = join(host.root, 'data');
+    for (const [v, d] of [[16, localDir], [17, `${localDir}-17`], [16, remoteDir], [17, `${remoteDir}-17`]] as const) stopAtTeardown(v, d);
+    const add = (args: string[]) => runCli(['replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--yes', '--json', ...args], { env: { PGPASSFILE: passfile }, timeoutMs: 240_000 });
+    const a = await add(['--host', 'local', '--replica-pgdata', localDir, '--replica-port', String(localPort), '--replica-socket-dir', localSock, '--tablespace-mapping', `${tablespace}=${join(base, 'local-ts')}`]);
+    assert.equal(a.code, 0, `${fail('local replica', a)}\nstandby log:\n${existsSync(`${localDir}.log`) ? readFileSync(`${localDir}.log`, 'utf8').slice(-3000) : 'none'}`);
+    const b = await add(['--host', host.name, '--ssh-config', host.sshConfig, '--replica-pgdata', remoteDir, '--replica-socket-dir', host.socketDir, '--replica-port', String(c.port), '--tablespace-mapping', `${tablespace}=${join(host.root, 'ts')}`]);
+    assert.equal(b.code, 0, fail('namespace replica', b));
+  });
+
+  /** Nothing changed: the primary still runs 16, both standbys stream from it, no new cluster, pg_hba.conf as it was. */
+  async function assertUnchanged(hbaBefore: string): Promise<void> {
+    assert.match(await c.sql('show server_version'), /^16\./);
+    assert.ok(!existsSync(join(newDataDir, 'PG_VERSION')), 'no new cluster');
+    assert.equal(hba(), hbaBefore);
+    await eventually('both standbys streaming again', async () => (await c.sql("select count(*) from pg_stat_replication where state = 'streaming'")) === '2');
+  }
+
+  test('a lagging or unreachable standby refuses the run before downtime: exit 3, nothing changed', async () => {
+    const before = hba();
+    const dry = await runCli([...upgradeArgs(), '--dry-run'], { timeoutMs: 240_000 });
+    assert.equal(dry.code, 0, fail('dry run', dry));
+    assert.match(dry.stdout, /local:.*\/local \(created by pgscale replica add\)/);
+    assert.match(dry.stdout, /pg_upgrade does not carry 16's slots: pgscale_local_local, pgscale_u11_data/);
+    assert.match(dry.stdout, /rebuild/i);
+
+    // lagging: replay paused on the local standby while the primary writes
+    assert.equal(await psql(16, localSock, localPort, 'select pg_wal_replay_pause()'), '');
+    await c.sql("insert into t select g, md5(g::text) from generate_series(2001, 4000) g");
+    await eventually('the local standby to lag', async () => Number(await c.sql("select coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)), 0) from pg_stat_replication r join pg_replication_slots s on s.active_pid = r.pid where s.slot_name = 'pgscale_local_local'")) > 4096);
+    const lagging = await runCli([...upgradeArgs(), '--max-lag', '4096', '--yes', '--json'], { timeoutMs: 240_000 });
+    assert.equal(lagging.code, 3, fail('lagging standby', lagging));
+    assert.match(lagging.stdout, /standby local:.*caught up.*replay lag/);
+    await psql(16, localSock, localPort, 'select pg_wal_replay_resume()');
+    await assertUnchanged(before);
+
+    // unreachable: the namespace standby named through an ssh configuration whose port nothing answers
+    const closed = join(base, 'closed_ssh_config');
+    writeFileSync(closed, readFileSync(host.sshConfig, 'utf8').replace('  BatchMode yes', '  BatchMode yes\n  Port 2222'));
+    const unreachable = await runCli([...upgradeArgs(), '--replica', `${host.name}:${remoteDir}`, '--ssh-config', closed, '--yes', '--json'], { timeoutMs: 240_000 });
+    assert.equal(unreachable.code, 3, fail('unreachable standby', unreachable));
+    assert.match(unreachable.stdout, /u11 is unreachable/);
+    await assertUnchanged(before);
+  });
+
+  test('--replicas rebuild: primary and both standbys on 17, streaming from new slots, a row written after the upgrade on both', async () => {
+    const res = await runCli([...upgradeArgs(), '--replicas', 'rebuild', '--yes', '--json'], { timeoutMs: 400_000 });
+    assert.equal(res.code, 0, fail('upgrade', res));
+    const run = parseJson<{ run: RunReport }>(res).run;
+    assert.equal(run.status, 'completed');
+    assert.match(await c.sql('show server_version'), /^17\./, 'the primary answers on its old port as 17');
+
+    const slots = await c.sql("select string_agg(slot_name || ' ' || active, ',' order by slot_name) from pg_replication_slots");
+    assert.equal(slots, 'pgscale_local_local true,pgscale_u11_data true', 'both slots recreated on the new primary and in use');
+    await c.sql("insert into t values (9001, 'after the upgrade')");
+    const localNew = `${localDir}-17`;
+    const remoteNew = `${remoteDir}-17`;
+    assert.equal(readFileSync(join(localNew, 'PG_VERSION'), 'utf8').trim(), '17');
+    assert.equal(readFileSync(join(remoteNew, 'PG_VERSION'), 'utf8').trim(), '17');
+    await eventually('the row on the local standby', async () => (await psql(17, localSock, localPort, 'select v from t where id = 9001')) === 'after the upgrade');
+    await eventually('the row on the namespace standby', async () => (await psql(17, host.socketDir, c.port, 'select v from t where id = 9001')) === 'after the upgrade');
+    assert.equal(await psql(17, host.socketDir, c.port, 'select pg_is_in_recovery()::text || count(*) from w'), 'true100', 'the tablespace table on the namespace standby');
+    assert.equal(await c.sql("select count(*) from pg_stat_replication where state = 'streaming'"), '2');
+    assert.ok(!existsSync(join(localDir, 'postmaster.pid')) && !existsSync(join(remoteDir, 'postmaster.pid')), 'the old standbys are stopped');
+  });
+});
