@@ -298,10 +298,11 @@ export function conninfoForServer(autoConf: string, serverMajor: number): string
   return autoConf
     .split('\n')
     .map((line) => {
-      const m = /^(\s*primary_conninfo\s*=\s*)'((?:[^']|'')*)'(.*)$/.exec(line);
+      const m = /^(\s*primary_conninfo\s*=\s*)'((?:[^'\\]|''|\\.)*)'(.*)$/.exec(line);
       if (!m) return line;
-      const kept = conninfoWords(m[2]!.replace(/''/g, "'")).filter((w) => (conninfoOptionSince[w.slice(0, w.indexOf('='))] ?? 0) <= serverMajor);
-      return `${m[1]}'${kept.join(' ').replace(/'/g, "''")}'${m[3]}`;
+      const words = conninfoWords(m[2]!.replace(/''|\\(.)/g, (q, c: string | undefined) => (q === "''" ? "'" : c!)));
+      const kept = words.filter((w) => (conninfoOptionSince[w.slice(0, w.indexOf('='))] ?? 0) <= serverMajor);
+      return kept.length === words.length ? line : `${m[1]}'${kept.join(' ').replace(/['\\]/g, (c) => c + c)}'${m[3]}`;
     })
     .join('\n');
 }

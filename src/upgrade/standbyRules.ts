@@ -40,12 +40,15 @@ export function parseConninfo(text: string): Record<string, string> {
   return out;
 }
 
+/** A quoted postgresql.conf value's text: '' and backslash escapes, as the server's scanner reads them (pg_basebackup -R doubles both). */
+export const unescapeConfString = (s: string): string => s.replace(/''|\\(.)/g, (m, c: string | undefined) => (m === "''" ? "'" : c!));
+
 /** A setting's value from postgresql.conf syntax: `name = 'value'` ('' inside quotes is one quote); the last line wins. */
 export function confValue(lines: readonly string[], name: string): string | undefined {
   let found: string | undefined;
   for (const line of lines) {
-    const m = new RegExp(`^\\s*${name}\\s*=?\\s*(?:'((?:[^']|'')*)'|([^\\s#]+))`).exec(line);
-    if (m) found = m[1] !== undefined ? m[1].replace(/''/g, "'") : m[2];
+    const m = new RegExp(`^\\s*${name}\\s*=?\\s*(?:'((?:[^'\\\\]|''|\\\\.)*)'|([^\\s#]+))`).exec(line);
+    if (m) found = m[1] !== undefined ? unescapeConfString(m[1]) : m[2];
   }
   return found;
 }
