@@ -14,6 +14,7 @@ import { mkdirSync, rmSync, readFileSync, readdirSync, readlinkSync } from 'node
 import { join } from 'node:path';
 import { withDb } from '../cluster/access.js';
 import { ExitCode, PgscaleError } from '../errors.js';
+import { formatBytes, formatDuration } from '../format.js';
 import { userByName } from '../osUser.js';
 import { listRuns, writeFileAtomic } from '../pipeline/journal.js';
 import { check, defineStep, stepDefinition, type CheckResult, type JsonObject, type StepContext } from '../pipeline/step.js';
@@ -57,6 +58,9 @@ export interface StandbyChoices {
   maxLagBytes: number;
   stateDir: string;
 }
+
+/** The copy rate the plan's estimate assumes for pg_basebackup (a network and disk of the usual kind). */
+const assumedCopyRate = 100 * 1024 ** 2;
 
 type Ctx = { runner: Runner; audit?: StepContext['audit'] };
 
@@ -202,6 +206,7 @@ export async function standbyChecks(ctx: StepContext, p: UpgradeParams): Promise
     const intent = { role: s.replica.role, slot: s.replica.slot, primaryAddress: s.replica.primaryAddress, replicaAddress: s.replica.replicaAddress, replicaDir: s.replica.replicaDir, replicaWaldir: s.replica.replicaWaldir, tablespaceTargets: s.replica.tablespaces, local: isLocal(s.host), createRole: false };
     const judged = judgeHost(host, intent, p.new.major, newVersion || String(p.new.major), spaceNeeds(primary, intent));
     out.push(...judged.map((c) => ({ ...c, name: `standby ${s.name}: ${c.name === 'replica binaries' ? `PostgreSQL ${p.new.major} binaries` : c.name}` })));
+    out.push(check.info(`standby ${s.name}: rebuild`, `into ${s.replica.host.destination}:${s.replica.replicaDir} through slot ${s.replica.slot} once the new primary accepts writes; about ${formatDuration(Math.max(5, primary.dataBytes / assumedCopyRate))} for ${formatBytes(primary.dataBytes)} at ${formatBytes(assumedCopyRate)}/s`));
     if (versionMajor(newVersion) !== p.new.major) out.push(check.fail('new binaries', `${p.new.bindir}/postgres --version says ${newVersion}`));
   }
   return out;

@@ -195,7 +195,8 @@ export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise
       out.push(prepared?.count ? check.fail('prepared transactions', `${prepared.count} prepared transactions: commit or roll them back first`) : check.pass('prepared transactions', 'none'));
       const settings = new Map((await db.query(statements.settings(['wal_level', 'max_slot_wal_keep_size', 'shared_preload_libraries']))).map((s) => [s.name, s.setting]));
       const standbys = await db.query(statements.standbys());
-      if (standbys.length) {
+      if (standbys.length && p.replicas && p.replicas.method !== 'leave') out.push(check.info('physical standbys', `${standbys.length} streaming: handled by the standbys checks below (--replicas ${p.replicas.method})`));
+      else if (standbys.length) {
         out.push(check.warn('physical standbys', `${standbys.map((s) => `${s.application_name}${s.client_addr ? '@' + s.client_addr : ''} (${s.state})`).join(', ')}: after the upgrade each is rebuilt with pg_basebackup from the new primary (reclone); they cannot follow a pg_upgrade`));
         if (settings.get('wal_level') === 'minimal') out.push(check.fail('wal_level', 'wal_level is minimal but standbys exist'));
       } else out.push(check.info('physical standbys', 'none'));
