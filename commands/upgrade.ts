@@ -38,7 +38,7 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
     force: Flags.boolean({ summary: 'Accept WAL on the data device.', default: false }),
     'max-transaction-age': Flags.integer({ summary: 'Refuse to stop the old cluster while a transaction is older than this (seconds).', default: 300 }),
     'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
-    replicas: Flags.option({ options: ['rsync', 'rebuild', 'leave'] as const, summary: 'What happens to the physical standbys (default: rebuild when there are any; rsync is not available yet).' })(),
+    replicas: Flags.option({ options: ['rsync', 'rebuild', 'leave'] as const, summary: 'What happens to the physical standbys: rsync (link mode, before the new primary starts), rebuild (pg_basebackup from the new primary), leave (default: rsync when every standby passes its checks, else rebuild).' })(),
     replica: Flags.string({ summary: 'A standby to upgrade with the primary, HOST:PGDATA (HOST an ssh destination or local; repeatable). Standbys pgscale created are found on their own.', multiple: true }),
     'ssh-config': Flags.string({ summary: 'ssh -F FILE for the standbys\' hosts.' }),
     'max-lag': Flags.integer({ summary: 'A standby lagging more than this (bytes of replay) refuses the run before downtime.', default: 16 * 1024 * 1024 }),

@@ -168,16 +168,12 @@ export function judgeUnknownStandbys(entries: readonly ReplicationEntry[], known
   return out;
 }
 
-/**
- * The method: what the DBA asked for, else rsync in link mode when every standby passes its rsync
- * checks, else rebuild. `rsyncAvailable` is false while this pgscale has no rsync method.
- */
-export function chooseMethod(requested: ReplicasMethod | undefined, o: { standbys: number; linkMode: boolean; rsyncChecksPass: boolean; rsyncAvailable: boolean }): { method: ReplicasMethod; why: string } {
+/** The method: what the DBA asked for, else rsync in link mode when every standby passes its rsync checks, else rebuild. */
+export function chooseMethod(requested: ReplicasMethod | undefined, o: { standbys: number; linkMode: boolean; rsyncChecksPass: boolean }): { method: ReplicasMethod; why: string } {
   if (requested) return { method: requested, why: 'as asked (--replicas)' };
   if (o.standbys === 0) return { method: 'leave', why: 'no standbys' };
-  if (!o.rsyncAvailable) return { method: 'rebuild', why: 'rsync is not available in this pgscale: every standby is cloned again from the new primary' };
-  if (!o.linkMode) return { method: 'rebuild', why: 'the primary is upgraded in copy mode: rsync needs link mode' };
-  if (!o.rsyncChecksPass) return { method: 'rebuild', why: 'a standby fails a check of the rsync method' };
+  if (!o.linkMode) return { method: 'rebuild', why: 'the primary is upgraded in copy mode: rsync needs link mode; each standby is cloned again from the new primary once it accepts writes' };
+  if (!o.rsyncChecksPass) return { method: 'rebuild', why: 'a standby fails a check of the rsync method: each standby is cloned again from the new primary once it accepts writes' };
   return { method: 'rsync', why: 'every standby passes the rsync checks (link mode)' };
 }
 
@@ -217,4 +213,35 @@ export function parseReplicaFlag(value: string): { destination: string; dataDir:
   const i = value.indexOf(':/');
   if (i <= 0) return undefined;
   return { destination: value.slice(0, i), dataDir: value.slice(i + 1).replace(/\/+$/, '') || '/' };
+}
+
+/** What the rsync method needs, gathered per standby. */
+export interface RsyncFacts {
+  linkMode: boolean;
+  rsyncHere: boolean;
+  rsyncThere: boolean;
+  /** WAL outside the data directory, on the standby or for the new primary (--waldir). */
+  externalWal: string | null;
+  /** A standby tablespace whose directory is missing or not beside the data: null when all are in place. */
+  tablespaceProblem: string | null;
+}
+
+/** Why the rsync method cannot carry this standby (empty: it can). */
+export function rsyncBlockers(f: RsyncFacts): string[] {
+  const out: string[] = [];
+  if (!f.linkMode) out.push('the primary is not upgraded in link mode');
+  if (!f.rsyncHere) out.push('rsync is not installed on this host');
+  if (!f.rsyncThere) out.push('rsync is not installed on the standby host');
+  if (f.externalWal) out.push(`WAL outside the data directory (${f.externalWal}) is not carried by pgscale's rsync method yet`);
+  if (f.tablespaceProblem) out.push(f.tablespaceProblem);
+  return out;
+}
+
+/** The standby settings written into the new data directory's postgresql.auto.conf (standby.signal beside it). */
+export function standbyAutoConf(conninfo: Record<string, string>, passfile: string, slot: string): string {
+  const keep = ['user', 'host', 'port', 'application_name', 'sslmode', 'channel_binding'];
+  const quote = (v: string) => (/^[\w./:-]+$/.test(v) ? v : `'${v.replace(/[\\']/g, (c) => `\\${c}`)}'`);
+  const words = [...keep.filter((k) => conninfo[k] !== undefined).map((k) => `${k}=${quote(conninfo[k]!)}`), `passfile=${quote(passfile)}`];
+  const conf = (v: string) => `'${v.replace(/['\\]/g, (c) => c + c)}'`;
+  return `primary_conninfo = ${conf(words.join(' '))}\nprimary_slot_name = ${conf(slot)}\n`;
 }

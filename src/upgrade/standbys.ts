@@ -10,7 +10,7 @@
  * never fails the upgrade: it is reported with the exact command that rebuilds it. Each standby
  * keeps its own record in the upgrade's work directory, so a resume continues host by host.
  */
-import { mkdirSync, rmSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { withDb } from '../cluster/access.js';
 import { ExitCode, PgscaleError } from '../errors.js';
@@ -26,7 +26,7 @@ import { PostgresServer } from '../server/postgres.js';
 import { statements } from '../sql.js';
 import type { UpgradeParams } from './params.js';
 import {
-  judgeOldStandby, judgeUnknownStandbys, newVersionPath, parseStandbyLayout, rebuildCommand,
+  chooseMethod, judgeOldStandby, judgeUnknownStandbys, newVersionPath, parseStandbyLayout, rebuildCommand, rsyncBlockers,
   type ReplicasMethod, type ReplicationEntry, type StandbyLayout, type StreamingFacts,
 } from './standbyRules.js';
 
@@ -153,7 +153,7 @@ function createdByPgscale(stateDir: string, primaryDataDir: string, liveSlots: R
     .map((rp) => ({ host: rp.host, dataDir: rp.replicaDir }));
 }
 
-export async function decideStandbys(c: StandbyChoices, p: UpgradeParams, ctx: Ctx): Promise<UpgradeReplicas> {
+export async function decideStandbys(c: StandbyChoices, p: UpgradeParams, ctx: Ctx): Promise<UpgradeReplicas | null> {
   const entries = await replicationEntries(ctx, p);
   const found = new Map<string, { host: HostSpec; dataDir: string; source: string }>();
   for (const n of c.named) {
@@ -170,9 +170,32 @@ export async function decideStandbys(c: StandbyChoices, p: UpgradeParams, ctx: C
     const client = g.layout?.slot ? entries.find((e) => e.slot === g.layout!.slot)?.clientAddress ?? null : null;
     standbys.push({ name, source: s.source, host: s.host, oldDataDir: s.dataDir, layout: g.layout, replica: g.owner && g.layout ? newStandby(p, s.host, s.dataDir, g.owner, g.layout, client, c.maxLagBytes) : null });
   }
-  const method: ReplicasMethod = c.method ?? (standbys.length ? 'rebuild' : 'leave');
-  const why = c.method ? 'as asked (--replicas)' : standbys.length ? 'rsync is not available in this pgscale: each standby is cloned again from the new primary once it accepts writes' : 'no standbys found';
+  // no standby anywhere and nothing asked: the upgrade has no standby steps at all
+  if (!c.method && !standbys.length && !entries.some((e) => e.slotType !== 'logical')) return null;
+  let rsyncChecksPass = standbys.length > 0;
+  for (const s of standbys) if ((await rsyncProblems(ctx, p, s)).length) rsyncChecksPass = false;
+  const { method, why } = chooseMethod(c.method, { standbys: standbys.length, linkMode: p.mode === 'link', rsyncChecksPass });
   return { method, why, standbys, maxLagBytes: c.maxLagBytes, concurrency: 2 };
+}
+
+/** Why the rsync method cannot carry a standby, gathered now (empty: it can). */
+export async function rsyncProblems(ctx: Ctx, p: UpgradeParams, s: StandbyPlan): Promise<string[]> {
+  const here = await ctx.runner.run({ program: 'rsync', args: ['--version'] }).catch(() => ({ exitCode: 127 }));
+  const there = await runnerFor(s.host, ctx).run({ program: 'rsync', args: ['--version'], cwd: '/' });
+  let primaryWal: string | null = null;
+  try {
+    if (lstatSync(join(p.old.dataDir, 'pg_wal')).isSymbolicLink()) primaryWal = readlinkSync(join(p.old.dataDir, 'pg_wal'));
+  } catch {
+    /* judged by the upgrade's own checks */
+  }
+  const missing = (s.replica?.tablespaces ?? []).filter((t) => !t.target);
+  return rsyncBlockers({
+    linkMode: p.mode === 'link',
+    rsyncHere: here.exitCode === 0,
+    rsyncThere: there.exitCode === 0,
+    externalWal: s.layout?.waldir ?? p.new.waldir ?? primaryWal,
+    tablespaceProblem: !s.replica ? 'the standby\'s layout is unknown' : missing.length ? `tablespaces without a place on the standby: ${missing.map((t) => t.location).join(', ')}` : null,
+  });
 }
 
 /** Every check of every standby, gathered now (at planning and again just before the old primary stops). */
@@ -187,7 +210,7 @@ export async function standbyChecks(ctx: StepContext, p: UpgradeParams): Promise
     for (const s of r.standbys) out.push(check.warn(`standby ${s.name}`, 'left on the old version (--replicas leave): it cannot follow the upgraded primary'));
     return out;
   }
-  if (r.method === 'rsync') out.push(check.fail('replicas method', 'the rsync method is not available in this pgscale yet: use --replicas rebuild (or leave)'));
+
   if (r.standbys.length) out.push(check.info('replication slots', `pg_upgrade does not carry ${p.old.major}'s slots: ${r.standbys.map((s) => s.layout?.slot ?? '?').join(', ')} ${r.standbys.length === 1 ? 'is' : 'are'} created on the new primary before ${r.standbys.length === 1 ? 'its standby starts' : 'each standby starts'}`));
   const newVersion = (await ctx.runner.run({ program: join(p.new.bindir, 'postgres'), args: ['--version'] })).stdout.trim();
   for (const s of r.standbys) {
@@ -203,9 +226,16 @@ export async function standbyChecks(ctx: StepContext, p: UpgradeParams): Promise
     }
     const host = await gatherHost(ctx, s.replica);
     const primary = await gatherPrimary(ctx, { ...s.replica, access: p.access });
-    const intent = { role: s.replica.role, slot: s.replica.slot, primaryAddress: s.replica.primaryAddress, replicaAddress: s.replica.replicaAddress, replicaDir: s.replica.replicaDir, replicaWaldir: s.replica.replicaWaldir, tablespaceTargets: s.replica.tablespaces, local: isLocal(s.host), createRole: false };
-    const judged = judgeHost(host, intent, p.new.major, newVersion || String(p.new.major), spaceNeeds(primary, intent));
+    // rsync links the unchanged files: it needs no room for a copy, and the tablespaces keep their places
+    const rsync = r.method === 'rsync';
+    const intent = { role: s.replica.role, slot: s.replica.slot, primaryAddress: s.replica.primaryAddress, replicaAddress: s.replica.replicaAddress, replicaDir: s.replica.replicaDir, replicaWaldir: s.replica.replicaWaldir, tablespaceTargets: rsync ? [] : s.replica.tablespaces, local: isLocal(s.host), createRole: false };
+    const judged = judgeHost(host, intent, p.new.major, newVersion || String(p.new.major), rsync ? new Map() : spaceNeeds(primary, intent));
     out.push(...judged.map((c) => ({ ...c, name: `standby ${s.name}: ${c.name === 'replica binaries' ? `PostgreSQL ${p.new.major} binaries` : c.name}` })));
+    if (rsync) {
+      const problems = await rsyncProblems(ctx, p, s);
+      out.push(problems.length ? check.fail(`standby ${s.name}: rsync`, `${problems.join('; ')}: use --replicas rebuild`) : check.pass(`standby ${s.name}: rsync`, `rsync on both ends; ${s.oldDataDir} is brought level with the primary's files by rsync --hard-links --size-only before the new primary starts, then started as ${s.replica.replicaDir}`));
+      continue;
+    }
     out.push(check.info(`standby ${s.name}: rebuild`, `into ${s.replica.host.destination}:${s.replica.replicaDir} through slot ${s.replica.slot} once the new primary accepts writes; about ${formatDuration(Math.max(5, primary.dataBytes / assumedCopyRate))} for ${formatBytes(primary.dataBytes)} at ${formatBytes(assumedCopyRate)}/s`));
     if (versionMajor(newVersion) !== p.new.major) out.push(check.fail('new binaries', `${p.new.bindir}/postgres --version says ${newVersion}`));
   }
@@ -228,15 +258,16 @@ export const standbysCheckStep = defineStep<UpgradeParams>({
 // ---- rebuild ----
 
 const recordDir = (p: UpgradeParams) => join(p.workDir, 'standbys');
-const recordFile = (p: UpgradeParams, s: StandbyPlan) => join(recordDir(p), `${s.replica?.slot ?? s.name.replace(/[^\w.-]+/g, '_')}.json`);
+export const recordFile = (p: UpgradeParams, s: StandbyPlan) => join(recordDir(p), `${s.replica?.slot ?? s.name.replace(/[^\w.-]+/g, '_')}.json`);
 
-interface StandbyRecord {
-  state: 'rebuilding' | 'rebuilt' | 'failed';
+export interface StandbyRecord {
+  /** rsync: stopped at the primary's checkpoint → synced → rebuilt (streaming); rebuild: rebuilding → rebuilt. */
+  state: 'rebuilding' | 'stopped' | 'synced' | 'rebuilt' | 'failed';
   detail: string;
   command?: string;
 }
 
-function readRecord(p: UpgradeParams, s: StandbyPlan): StandbyRecord | undefined {
+export function readRecord(p: UpgradeParams, s: StandbyPlan): StandbyRecord | undefined {
   try {
     return JSON.parse(readFileSync(recordFile(p, s), 'utf8')) as StandbyRecord;
   } catch {
@@ -244,20 +275,20 @@ function readRecord(p: UpgradeParams, s: StandbyPlan): StandbyRecord | undefined
   }
 }
 
-function writeRecord(p: UpgradeParams, s: StandbyPlan, r: StandbyRecord): void {
+export function writeRecord(p: UpgradeParams, s: StandbyPlan, r: StandbyRecord): void {
   mkdirSync(recordDir(p), { recursive: true, mode: 0o700 });
   writeFileAtomic(recordFile(p, s), JSON.stringify(r));
 }
 
 /** The old standby's server: stopped before its new version is cloned (it cannot follow the new primary). */
-function oldStandby(ctx: StepContext, s: StandbyPlan): PostgresServer {
+export function oldStandby(ctx: StepContext, s: StandbyPlan): PostgresServer {
   const r = s.replica!;
   const id = standbyIdentity({ replicaBindir: s.layout?.bindir ?? r.replicaBindir, replicaDir: s.oldDataDir, replicaPort: r.replicaPort, replicaSocketDir: r.replicaSocketDir, replicaAddress: r.replicaAddress, replicaOwner: r.replicaOwner });
   return new PostgresServer({ ...id, log: `${s.oldDataDir}.log` }, runnerFor(s.host, ctx), isLocal(s.host) ? undefined : remoteAccount(r.replicaOwner));
 }
 
 /** The replica module's steps, in order: the slot on the new primary first, then the copy, the start and the check. */
-const replicaStepKinds = ['replica-slot', 'replica-basebackup', 'replica-start', 'replica-verify'];
+export const replicaStepKinds = ['replica-slot', 'replica-basebackup', 'replica-start', 'replica-verify'];
 
 export function commandFor(s: StandbyPlan): string {
   const r = s.replica!;
@@ -290,7 +321,7 @@ async function rebuildOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): P
 }
 
 /** Undoes a standby's half-made copy and its slot, so that the reported command starts from nothing. */
-async function clearFailed(ctx: StepContext, s: StandbyPlan): Promise<void> {
+export async function clearFailed(ctx: StepContext, s: StandbyPlan): Promise<void> {
   for (const kind of ['replica-basebackup', 'replica-slot']) {
     try {
       await stepDefinition(kind).rollback?.(ctx, s.replica!);

@@ -22,6 +22,7 @@ import { backupOperation } from '../backup/steps.js';
 import { migrateConfig } from './configMigration.js';
 import type { UpgradeParams } from './params.js';
 import { rebuildStandbysStep, standbysCheckStep } from './standbys.js';
+import { rsyncStepsAfter } from './standbysRsync.js';
 import { blockedHba, catalogDifferences, listeningOrigin, planChecks, withoutBlock, type CatalogFacts } from './rules.js';
 
 
@@ -792,6 +793,7 @@ export const upgradeOperation = defineOperation<UpgradeParams>({
       ...(p.replicas && stepIds[i] === 'stop-old' ? [{ id: 'standbys', kind: standbysCheckStep.kind, params: p }] : []),
       { id: stepIds[i]!, kind: s.kind, params: p },
       ...(p.replicas?.method === 'rebuild' && stepIds[i] === 'open' ? [{ id: 'standbys-rebuild', kind: rebuildStandbysStep.kind, params: p }] : []),
+      ...(p.replicas?.method === 'rsync' ? rsyncStepsAfter(stepIds[i]!).map((s) => ({ id: s.id, kind: s.kind, params: p })) : []),
     ]),
   ],
   async fingerprint(ctx, p) {

@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bindir, createCluster, freePort, mkdirOwned, onTeardown, runner, scratchDir, serverUser, teardownAll, type TestCluster } from '../helpers/testbed.js';
 import { createHost, type TestHost } from '../helpers/hosts.js';
@@ -28,7 +28,7 @@ function stopAtTeardown(version: number, dataDir: string): void {
   });
 }
 
-describe('pgscale upgrade 16 → 17 with a local and a namespace standby', { skip: !isRoot() && 'namespace hosts and servers as postgres need root' }, () => {
+for (const method of ['rebuild', 'rsync'] as const) describe(`pgscale upgrade 16 → 17 with a local and a namespace standby: --replicas ${method}`, { skip: !isRoot() && 'namespace hosts and servers as postgres need root' }, () => {
   let c: TestCluster;
   let host: TestHost;
   let base: string;
@@ -39,7 +39,9 @@ describe('pgscale upgrade 16 → 17 with a local and a namespace standby', { ski
   let localPort: number;
   let remoteDir: string;
   let newDataDir: string;
-  const hostNumber = 190 + (process.pid % 60);
+  const hostName = method === 'rsync' ? 'u12' : 'u11';
+  const remoteSlot = `pgscale_${hostName}_data`;
+  const hostNumber = 190 + (process.pid % 30) * 2 + (method === 'rsync' ? 1 : 0);
 
   const psql = async (version: number, socketDir: string, port: number, sql: string): Promise<string> => {
     const res = await runner.run({ program: join(bindir(version), 'psql'), args: ['-X', '-At', '-h', socketDir, '-p', String(port), '-d', 'postgres', '-c', sql], runAs: serverUser, cwd: '/' });
@@ -56,7 +58,7 @@ describe('pgscale upgrade 16 → 17 with a local and a namespace standby', { ski
   const hba = () => readFileSync(join(c.pgdata, 'pg_hba.conf'), 'utf8');
 
   before(async () => {
-    host = createHost('u11', hostNumber);
+    host = createHost(hostName, hostNumber);
     base = scratchDir('pgscale-upgrade-replicas-');
     stateDir = scratchDir('pgscale-state-');
     c = await createCluster({ version: 16, conf: [`listen_addresses = '127.0.0.1,${host.localAddress}'`] });
@@ -90,13 +92,8 @@ describe('pgscale upgrade 16 → 17 with a local and a namespace standby', { ski
     await eventually('both standbys streaming again', async () => (await c.sql("select count(*) from pg_stat_replication where state = 'streaming'")) === '2');
   }
 
-  test('a lagging or unreachable standby refuses the run before downtime: exit 3, nothing changed', async () => {
+  test('a lagging or unreachable standby refuses the run before downtime: exit 3, nothing changed', { skip: method === 'rsync' && 'once is enough' }, async () => {
     const before = hba();
-    const dry = await runCli([...upgradeArgs(), '--dry-run'], { timeoutMs: 240_000 });
-    assert.equal(dry.code, 0, fail('dry run', dry));
-    assert.match(dry.stdout, /local:.*\/local \(created by pgscale replica add\)/);
-    assert.match(dry.stdout, /pg_upgrade does not carry 16's slots: pgscale_local_local, pgscale_u11_data/);
-    assert.match(dry.stdout, /rebuild/i);
 
     // lagging: replay paused on the local standby while the primary writes
     assert.equal(await psql(16, localSock, localPort, 'select pg_wal_replay_pause()'), '');
@@ -113,19 +110,29 @@ describe('pgscale upgrade 16 → 17 with a local and a namespace standby', { ski
     writeFileSync(closed, readFileSync(host.sshConfig, 'utf8').replace('  BatchMode yes', '  BatchMode yes\n  Port 2222'));
     const unreachable = await runCli([...upgradeArgs(), '--replica', `${host.name}:${remoteDir}`, '--ssh-config', closed, '--yes', '--json'], { timeoutMs: 240_000 });
     assert.equal(unreachable.code, 3, fail('unreachable standby', unreachable));
-    assert.match(unreachable.stdout, /u11 is unreachable/);
+    assert.match(unreachable.stdout, new RegExp(`${hostName} is unreachable`));
     await assertUnchanged(before);
   });
 
-  test('--replicas rebuild: primary and both standbys on 17, streaming from new slots, a row written after the upgrade on both', async () => {
-    const res = await runCli([...upgradeArgs(), '--replicas', 'rebuild', '--yes', '--json'], { timeoutMs: 400_000 });
+  test(`--replicas ${method}: primary and both standbys on 17, streaming from new slots, data identical, a row written after the upgrade on both`, async () => {
+    // rsync is the default when every standby passes its checks (link mode); rebuild is asked for
+    const methodArgs = method === 'rebuild' ? ['--replicas', 'rebuild'] : [];
+    const dry = await runCli([...upgradeArgs(), ...methodArgs, '--dry-run'], { timeoutMs: 240_000 });
+    assert.equal(dry.code, 0, fail('dry run', dry));
+    assert.match(dry.stdout, /local:.*\/local \(created by pgscale replica add\)/);
+    assert.match(dry.stdout, new RegExp(`pg_upgrade does not carry 16's slots: pgscale_local_local, ${remoteSlot}`));
+    assert.match(dry.stdout, method === 'rsync' ? /: rsync — every standby passes the rsync checks/ : /: rebuild — as asked/);
+
+    const res = await runCli([...upgradeArgs(), ...methodArgs, '--yes', '--json'], { timeoutMs: 400_000 });
     assert.equal(res.code, 0, fail('upgrade', res));
     const run = parseJson<{ run: RunReport }>(res).run;
     assert.equal(run.status, 'completed');
+    const standbySteps = run.steps.map((st) => st.id).filter((id) => id.startsWith('standbys'));
+    assert.deepEqual(standbySteps, method === 'rsync' ? ['standbys', 'standbys-stop', 'standbys-rsync', 'standbys-start'] : ['standbys', 'standbys-rebuild']);
     assert.match(await c.sql('show server_version'), /^17\./, 'the primary answers on its old port as 17');
 
     const slots = await c.sql("select string_agg(slot_name || ' ' || active, ',' order by slot_name) from pg_replication_slots");
-    assert.equal(slots, 'pgscale_local_local true,pgscale_u11_data true', 'both slots recreated on the new primary and in use');
+    assert.equal(slots, `pgscale_local_local true,${remoteSlot} true`, `both slots recreated on the new primary and in use; standby steps: ${JSON.stringify(standbySteps.map((id) => run.outputs[id]))}`);
     await c.sql("insert into t values (9001, 'after the upgrade')");
     const localNew = `${localDir}-17`;
     const remoteNew = `${remoteDir}-17`;
@@ -133,8 +140,17 @@ describe('pgscale upgrade 16 → 17 with a local and a namespace standby', { ski
     assert.equal(readFileSync(join(remoteNew, 'PG_VERSION'), 'utf8').trim(), '17');
     await eventually('the row on the local standby', async () => (await psql(17, localSock, localPort, 'select v from t where id = 9001')) === 'after the upgrade');
     await eventually('the row on the namespace standby', async () => (await psql(17, host.socketDir, c.port, 'select v from t where id = 9001')) === 'after the upgrade');
-    assert.equal(await psql(17, host.socketDir, c.port, 'select pg_is_in_recovery()::text || count(*) from w'), 'true100', 'the tablespace table on the namespace standby');
+    const checksum = "select (select md5(string_agg(id || v, ',' order by id)) from t) || ' ' || (select md5(string_agg(id::text, ',' order by id)) from w)";
+    const onPrimary = await c.sql(checksum);
+    assert.equal(await psql(17, localSock, localPort, checksum), onPrimary, 'per-table checksums on the local standby');
+    assert.equal(await psql(17, host.socketDir, c.port, checksum), onPrimary, 'per-table checksums on the namespace standby (its table in the tablespace too)');
+    assert.equal(await psql(17, host.socketDir, c.port, 'select pg_is_in_recovery()'), 't');
     assert.equal(await c.sql("select count(*) from pg_stat_replication where state = 'streaming'"), '2');
     assert.ok(!existsSync(join(localDir, 'postmaster.pid')) && !existsSync(join(remoteDir, 'postmaster.pid')), 'the old standbys are stopped');
+    if (method === 'rsync') {
+      // rsync --hard-links: the new standby's relation files are links to the old standby's, as on the primary
+      const relation = (await c.sql("select pg_relation_filepath('t')")).trim();
+      assert.ok(statSync(join(remoteNew, relation)).nlink >= 2, 'the table file is hard-linked on the namespace standby');
+    }
   });
 });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  chooseMethod, confValue, judgeOldStandby, judgeUnknownStandbys, newVersionPath, parseConninfo, parseReplicaFlag, parseStandbyLayout, rebuildCommand,
+  chooseMethod, confValue, judgeOldStandby, judgeUnknownStandbys, newVersionPath, parseConninfo, parseReplicaFlag, parseStandbyLayout, rebuildCommand, rsyncBlockers, standbyAutoConf,
   type OldStandbyFacts, type StandbyLayout,
 } from '../../src/upgrade/standbyRules.js';
 import { conninfoForServer } from '../../src/replica/rules.js';
@@ -73,14 +73,26 @@ test('standbys the primary serves that nobody named refuse, unless left; unused 
   assert.ok(judgeUnknownStandbys(entries, new Set(['s1']), 'leave').every((c) => c.severity === 'warning'));
 });
 
-test('method: as asked; rsync only when available, in link mode, every standby passing; else rebuild', () => {
-  const o = { standbys: 2, linkMode: true, rsyncChecksPass: true, rsyncAvailable: true };
+test('method: as asked; rsync in link mode when every standby passes; else rebuild', () => {
+  const o = { standbys: 2, linkMode: true, rsyncChecksPass: true };
   assert.equal(chooseMethod('leave', o).method, 'leave');
   assert.equal(chooseMethod(undefined, o).method, 'rsync');
   assert.equal(chooseMethod(undefined, { ...o, rsyncChecksPass: false }).method, 'rebuild');
   assert.equal(chooseMethod(undefined, { ...o, linkMode: false }).method, 'rebuild');
-  assert.equal(chooseMethod(undefined, { ...o, rsyncAvailable: false }).method, 'rebuild');
   assert.equal(chooseMethod(undefined, { ...o, standbys: 0 }).method, 'leave');
+});
+
+test('rsync blockers: link mode, rsync on both ends, WAL inside, tablespaces placed', () => {
+  const ok = { linkMode: true, rsyncHere: true, rsyncThere: true, externalWal: null, tablespaceProblem: null };
+  assert.deepEqual(rsyncBlockers(ok), []);
+  assert.deepEqual(rsyncBlockers({ ...ok, linkMode: false, rsyncThere: false }), ['the primary is not upgraded in link mode', 'rsync is not installed on the standby host']);
+  assert.match(rsyncBlockers({ ...ok, externalWal: '/wal/16' })[0]!, /WAL outside the data directory \(\/wal\/16\)/);
+});
+
+test("the standby settings written for rsync: the old conninfo's connection words, the new passfile, the slot", () => {
+  const conf = standbyAutoConf({ user: 'rep', host: '10.0.0.1', port: '5432', sslmode: 'prefer', sslnegotiation: 'postgres', passfile: '/old.pgpass' }, "/srv/it's 17.pgpass", 's1');
+  assert.equal(conf, "primary_conninfo = 'user=rep host=10.0.0.1 port=5432 sslmode=prefer passfile=''/srv/it\\\\''s 17.pgpass'''\nprimary_slot_name = 's1'\n");
+  assert.equal(parseConninfo(confValue(conf.split('\n'), 'primary_conninfo')!).passfile, "/srv/it's 17.pgpass", 'read back as the server reads it');
 });
 
 test('the exact command that rebuilds a failed standby; --replica parsing', () => {
