@@ -109,7 +109,8 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
   const stage = stagingOf(s);
   const oldName = basename(p.old.dataDir);
   const newName = basename(p.new.dataDir);
-  await onHost(ctx, s, { program: 'sh', args: ['-c', 'mkdir -p -m 0700 "$1" && ln -sfn "$2" "$1/$3" && rm -rf "$1/$4"', 'sh', stage, s.oldDataDir, oldName, newName], runAs: account }, 'preparing the staging directory');
+  // a resumed transfer starts over: the new directory was absent or empty when the run was planned (a check)
+  await onHost(ctx, s, { program: 'sh', args: ['-c', 'mkdir -p -m 0700 "$1" && ln -sfn "$2" "$1/$3" && rm -rf -- "$1/$4" "$5"', 'sh', stage, s.oldDataDir, oldName, newName, r.replicaDir], runAs: account }, 'preparing the staging directory');
   const run = async (sources: string[], dest: string, protect: string[]) => {
     ctx.progress.message(`${s.name}: rsync ${sources.join(' ')}`);
     const inv: Invocation = { program: 'rsync', args: rsyncArgv(ctx, s, sources, dest, protect), signal: ctx.signal, onStart: ctx.trackProcess };
