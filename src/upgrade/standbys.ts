@@ -295,6 +295,14 @@ export function commandFor(s: StandbyPlan): string {
   return rebuildCommand({ ...r, destination: r.host.destination, sshConfig: r.host.sshConfig });
 }
 
+let verifying: Promise<unknown> = Promise.resolve();
+/** Runs `work` after every earlier call has settled. */
+function oneAtATime<T>(work: () => Promise<T>): Promise<T> {
+  const next = verifying.then(work, work);
+  verifying = next.catch(() => undefined);
+  return next;
+}
+
 async function rebuildOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Promise<StandbyRecord> {
   const r = s.replica!;
   writeRecord(p, s, { state: 'rebuilding', detail: new Date().toISOString() });
@@ -312,7 +320,8 @@ async function rebuildOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): P
     // a resumed run skips what is already done (a complete copy, a running standby)
     if (kind !== 'replica-verify' && (await def.verify(subCtx, r)).ok) continue;
     ctx.progress.message(`${s.name}: ${def.title(r)}`);
-    const out = await def.apply(subCtx, r);
+    // the replica verify writes and then drops one shared probe table on the primary: one standby at a time
+    const out = kind === 'replica-verify' ? await oneAtATime(() => def.apply(subCtx, r)) : await def.apply(subCtx, r);
     if (out) subCtx.outputs.set(kind.replace('replica-', ''), out);
     const v = await def.verify(subCtx, r);
     if (!v.ok) throw new Error(`${def.title(r)}: ${v.detail}`);

@@ -7,8 +7,9 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { cliEntry, repoRoot } from '../helpers/paths.js';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bindir, createCluster, freePort, mkdirOwned, onTeardown, runner, scratchDir, serverUser, teardownAll, type TestCluster } from '../helpers/testbed.js';
 import { createHost, type TestHost } from '../helpers/hosts.js';
@@ -47,11 +48,11 @@ for (const method of ['rebuild', 'rsync'] as const) describe(`pgscale upgrade 16
     const res = await runner.run({ program: join(bindir(version), 'psql'), args: ['-X', '-At', '-h', socketDir, '-p', String(port), '-d', 'postgres', '-c', sql], runAs: serverUser, cwd: '/' });
     return res.stdout.trim();
   };
-  async function eventually(what: string, probe: () => Promise<boolean>, ms = 60_000): Promise<void> {
+  async function eventually(what: string, probe: () => Promise<boolean>, ms = 60_000, everyMs = 300): Promise<void> {
     const end = Date.now() + ms;
     while (!(await probe())) {
       if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, everyMs));
     }
   }
   const upgradeArgs = () => ['upgrade', '--pgdata', c.pgdata, '--old-bindir', c.bindir, '--new-bindir', bindir(17), '--to-version', '17', '--new-pgdata', newDataDir, '--mode', 'link', '--no-backup', '--state-dir', stateDir];
@@ -114,7 +115,7 @@ for (const method of ['rebuild', 'rsync'] as const) describe(`pgscale upgrade 16
     await assertUnchanged(before);
   });
 
-  test(`--replicas ${method}: primary and both standbys on 17, streaming from new slots, data identical, a row written after the upgrade on both`, async () => {
+  test(`--replicas ${method}: primary and both standbys on 17, streaming from new slots, data identical, a row written after the upgrade on both${method === 'rsync' ? ', through a SIGKILL during the rsync and a resume' : ''}`, async (t) => {
     // rsync is the default when every standby passes its checks (link mode); rebuild is asked for
     const methodArgs = method === 'rebuild' ? ['--replicas', 'rebuild'] : [];
     const dry = await runCli([...upgradeArgs(), ...methodArgs, '--dry-run'], { timeoutMs: 240_000 });
@@ -123,9 +124,31 @@ for (const method of ['rebuild', 'rsync'] as const) describe(`pgscale upgrade 16
     assert.match(dry.stdout, new RegExp(`pg_upgrade does not carry 16's slots: pgscale_local_local, ${remoteSlot}`));
     assert.match(dry.stdout, method === 'rsync' ? /: rsync — every standby passes the rsync checks/ : /: rebuild — as asked/);
 
-    const res = await runCli([...upgradeArgs(), ...methodArgs, '--yes', '--json'], { timeoutMs: 400_000 });
-    assert.equal(res.code, 0, fail('upgrade', res));
-    const run = parseJson<{ run: RunReport }>(res).run;
+    let run: RunReport;
+    if (method === 'rsync') {
+      // SIGKILL once the rsync step has started: `pgscale resume` continues host by host
+      const child = spawn(process.execPath, [cliEntry, ...upgradeArgs(), '--yes', '--json'], { cwd: repoRoot, stdio: 'ignore' });
+      const exited = new Promise((r) => child.on('close', r));
+      const started = (): string[] =>
+        readdirSync(join(stateDir, 'runs')).flatMap((id) => {
+          const f = join(stateDir, 'runs', id, 'journal.jsonl');
+          if (!existsSync(f)) return [];
+          const events = readFileSync(f, 'utf8').split('\n').filter(Boolean).flatMap((l) => { try { return [JSON.parse(l) as { type: string; step?: string }]; } catch { return []; } });
+          return events.filter((e) => e.type === 'step-started' && e.step?.startsWith('standbys')).map((e) => e.step!);
+        });
+      await eventually('the rsync step to start', async () => started().includes('standbys-rsync'), 120_000, 20);
+      child.kill('SIGKILL');
+      await exited;
+      const killedIn = started().pop();
+      t.diagnostic(`killed during step ${killedIn}`);
+      const resumed = await runCli(['resume', '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: 400_000 });
+      assert.equal(resumed.code, 0, fail('resume', resumed));
+      run = parseJson<RunReport>(resumed);
+    } else {
+      const res = await runCli([...upgradeArgs(), ...methodArgs, '--yes', '--json'], { timeoutMs: 400_000 });
+      assert.equal(res.code, 0, fail('upgrade', res));
+      run = parseJson<{ run: RunReport }>(res).run;
+    }
     assert.equal(run.status, 'completed');
     const standbySteps = run.steps.map((st) => st.id).filter((id) => id.startsWith('standbys'));
     assert.deepEqual(standbySteps, method === 'rsync' ? ['standbys', 'standbys-stop', 'standbys-rsync', 'standbys-start'] : ['standbys', 'standbys-rebuild']);
