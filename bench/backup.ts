@@ -27,7 +27,9 @@ import { createCluster, freePort, mkdirOwned, scratchDir, serverUser, teardownAl
 import { cliEntry, repoRoot } from '../test/helpers/paths.js';
 import { isRoot } from '../src/runner.js';
 
-const { values: opts } = parseArgs({ options: { gb: { type: 'string', default: '2' }, databases: { type: 'string', default: '4' }, version: { type: 'string', default: '17' } } });
+const { values: opts } = parseArgs({
+  options: { gb: { type: 'string', default: '2' }, databases: { type: 'string', default: '4' }, version: { type: 'string', default: '17' } },
+});
 const totalGb = Number(opts.gb);
 const dbCount = Math.max(1, Number(opts.databases));
 const version = Number(opts.version);
@@ -60,7 +62,10 @@ async function must(what: string, p: Promise<Timed>): Promise<Timed> {
   return r;
 }
 
-const asServer = (program: string, args: string[]): [string, string[]] => ['setpriv', ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', program, ...args]];
+const asServer = (program: string, args: string[]): [string, string[]] => [
+  'setpriv',
+  ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', program, ...args],
+];
 const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 function duBytes(path: string): number {
@@ -100,11 +105,27 @@ let backrestNote = pgbackrest ? '' : 'pgBackRest: not measured (no pgbackrest on
 /** pgBackRest's configuration: a local repository in a directory of the server account's. */
 function pgbackrestConfig(dir: string, cluster: Cluster, cpus: number): string {
   const conf = join(dir, 'pgbackrest.conf');
-  writeFileSync(conf, [
-    '[global]', `repo1-path=${join(dir, 'repo')}`, `log-path=${join(dir, 'log')}`, `lock-path=${join(dir, 'lock')}`, `spool-path=${join(dir, 'spool')}`,
-    'start-fast=y', 'compress-type=zst', 'compress-level=3', `process-max=${cpus}`, 'log-level-console=warn',
-    '[bench]', `pg1-path=${cluster.pgdata}`, `pg1-socket-path=${cluster.socketDir}`, `pg1-port=${cluster.port}`, `pg1-user=${serverUser.name}`, '',
-  ].join('\n'));
+  writeFileSync(
+    conf,
+    [
+      '[global]',
+      `repo1-path=${join(dir, 'repo')}`,
+      `log-path=${join(dir, 'log')}`,
+      `lock-path=${join(dir, 'lock')}`,
+      `spool-path=${join(dir, 'spool')}`,
+      'start-fast=y',
+      'compress-type=zst',
+      'compress-level=3',
+      `process-max=${cpus}`,
+      'log-level-console=warn',
+      '[bench]',
+      `pg1-path=${cluster.pgdata}`,
+      `pg1-socket-path=${cluster.socketDir}`,
+      `pg1-port=${cluster.port}`,
+      `pg1-user=${serverUser.name}`,
+      '',
+    ].join('\n'),
+  );
   chownSync(conf, serverUser.uid, serverUser.gid);
   return conf;
 }
@@ -117,7 +138,14 @@ async function setUp(cpus: number): Promise<{ cluster: Cluster; dbBytes: number;
     version,
     start: false,
     conf: [
-      'fsync = off', 'synchronous_commit = off', 'full_page_writes = off', 'max_wal_size = 8GB', 'checkpoint_timeout = 1h', 'shared_buffers = 256MB', 'maintenance_work_mem = 256MB', 'max_wal_senders = 4',
+      'fsync = off',
+      'synchronous_commit = off',
+      'full_page_writes = off',
+      'max_wal_size = 8GB',
+      'checkpoint_timeout = 1h',
+      'shared_buffers = 256MB',
+      'maintenance_work_mem = 256MB',
+      'max_wal_senders = 4',
       ...(backrestConfPath ? ['archive_mode = on', `archive_command = '${pgbackrest} --config=${backrestConfPath} --stanza=bench archive-push %p'`] : []),
     ],
   });
@@ -127,7 +155,12 @@ async function setUp(cpus: number): Promise<{ cluster: Cluster; dbBytes: number;
     const stanza = await run(...asServer(pgbackrest!, [`--config=${backrestConf}`, '--stanza=bench', 'stanza-create']), {}, '/');
     if (stanza.code !== 0) {
       // e.g. Debian bookworm's 2.45 predates PostgreSQL 17
-      backrestNote = `pgBackRest: not measured: stanza-create failed: ${stanza.stderr.split('\n').find((l) => /ERROR|WARN: unable to check/.test(l))?.trim() ?? stanza.stderr.trim()}`;
+      backrestNote = `pgBackRest: not measured: stanza-create failed: ${
+        stanza.stderr
+          .split('\n')
+          .find((l) => /ERROR|WARN: unable to check/.test(l))
+          ?.trim() ?? stanza.stderr.trim()
+      }`;
       backrestConf = undefined;
     }
   }
@@ -136,7 +169,21 @@ async function setUp(cpus: number): Promise<{ cluster: Cluster; dbBytes: number;
     const db = `bench${i}`;
     await cluster.sql(`create database ${db}`);
     process.stderr.write(`pgbench -i -s ${scale} ${db}…\n`);
-    const [prog, args] = asServer(join(cluster.bindir, 'pgbench'), ['-i', '-q', '-s', String(scale), '-I', 'dtGvp', '-h', cluster.socketDir, '-p', String(cluster.port), '-U', cluster.superuser, db]);
+    const [prog, args] = asServer(join(cluster.bindir, 'pgbench'), [
+      '-i',
+      '-q',
+      '-s',
+      String(scale),
+      '-I',
+      'dtGvp',
+      '-h',
+      cluster.socketDir,
+      '-p',
+      String(cluster.port),
+      '-U',
+      cluster.superuser,
+      db,
+    ]);
     await must('pgbench -i', run(prog, args, {}, '/'));
   }
   await cluster.sql('checkpoint');
@@ -150,7 +197,9 @@ async function pgbackrestRow(conf: string, cluster: Cluster, parent: string): Pr
   const backup = await must('pgbackrest backup', run(...asServer(pgbackrest!, [`--config=${conf}`, '--stanza=bench', '--type=full', 'backup']), {}, '/'));
   process.stderr.write(`  pgbackrest backup: ${fmt(backup.seconds)} s\n`);
   const repo = join(parent, 'repo', 'backup', 'bench');
-  const outputBytes = readdirSync(repo).filter((e) => /F$/.test(e)).reduce((a, e) => a + duBytes(join(repo, e)), 0);
+  const outputBytes = readdirSync(repo)
+    .filter((e) => /F$/.test(e))
+    .reduce((a, e) => a + duBytes(join(repo, e)), 0);
   const started = performance.now();
   const pgdata = mkdirOwned(join(parent, 'restored'));
   await must('pgbackrest restore', run(...asServer(pgbackrest!, [`--config=${conf}`, '--stanza=bench', `--pg1-path=${pgdata}`, 'restore']), {}, '/'));
@@ -163,9 +212,13 @@ async function pgbackrestRow(conf: string, cluster: Cluster, parent: string): Pr
   const restoreSeconds = (performance.now() - started) / 1000;
   process.stderr.write(`  pgbackrest restore: ${fmt(restoreSeconds)} s\n`);
   await restored.stop('immediate');
-  return { name: `pgBackRest ${backrestVersion} full (zst, process-max ${availableParallelism()})`, backupSeconds: backup.seconds, outputBytes, restoreSeconds };
+  return {
+    name: `pgBackRest ${backrestVersion} full (zst, process-max ${availableParallelism()})`,
+    backupSeconds: backup.seconds,
+    outputBytes,
+    restoreSeconds,
+  };
 }
-
 
 /** The seed's restore: a fresh cluster, started, fed `gunzip -c | psql`. */
 async function seedRestore(file: string, parent: string, bindir: string): Promise<number> {
@@ -173,7 +226,10 @@ async function seedRestore(file: string, parent: string, bindir: string): Promis
   const pgdata = join(parent, 'seed-restore');
   const sock = mkdirOwned(join(parent, 'seed-sock'));
   const port = await freePort();
-  await must('initdb', run(...asServer(join(bindir, 'initdb'), ['-D', pgdata, '-U', serverUser.name, '-E', 'UTF8', '--no-locale', '--auth-local=peer']), {}, '/'));
+  await must(
+    'initdb',
+    run(...asServer(join(bindir, 'initdb'), ['-D', pgdata, '-U', serverUser.name, '-E', 'UTF8', '--no-locale', '--auth-local=peer']), {}, '/'),
+  );
   appendFileSync(join(pgdata, 'postgresql.auto.conf'), `port = ${port}\nunix_socket_directories = '${sock}'\nlisten_addresses = ''\nfsync = off\n`);
   const restored = new TestCluster(version, bindir, pgdata, port, sock, join(parent, 'seed-restore.log'));
   await restored.start();
@@ -210,18 +266,63 @@ async function main(): Promise<void> {
   process.stderr.write(`  seed backup: ${fmt(seedBackup.seconds)} s\n`);
   const seedRestoreSeconds = await seedRestore(seedFile, out, cluster.bindir);
   process.stderr.write(`  seed restore: ${fmt(seedRestoreSeconds)} s\n`);
-  rows.push({ name: 'seed: pg_dumpall \\| gzip; gunzip \\| psql', backupSeconds: seedBackup.seconds, outputBytes: statSync(seedFile).size, restoreSeconds: seedRestoreSeconds });
+  rows.push({
+    name: 'seed: pg_dumpall \\| gzip; gunzip \\| psql',
+    backupSeconds: seedBackup.seconds,
+    outputBytes: statSync(seedFile).size,
+    restoreSeconds: seedRestoreSeconds,
+  });
   rmSync(seedFile);
 
   for (const method of ['dumpall', 'parallel', 'physical'] as const) {
     const dest = join(out, `backup-${method}`);
     const state = join(out, 'state');
-    const b = await must(`pgscale backup --method ${method}`, run(process.execPath, [cliEntry, 'backup', '--pgdata', cluster.pgdata, '--bindir', cluster.bindir, '--to', dest, '--state-dir', state, '--method', method, ...(method === 'parallel' ? ['--jobs', String(cpus)] : []), '--json']));
+    const b = await must(
+      `pgscale backup --method ${method}`,
+      run(process.execPath, [
+        cliEntry,
+        'backup',
+        '--pgdata',
+        cluster.pgdata,
+        '--bindir',
+        cluster.bindir,
+        '--to',
+        dest,
+        '--state-dir',
+        state,
+        '--method',
+        method,
+        ...(method === 'parallel' ? ['--jobs', String(cpus)] : []),
+        '--json',
+      ]),
+    );
     process.stderr.write(`  pgscale ${method} backup: ${fmt(b.seconds)} s\n`);
     const pgdata = join(out, `restored-${method}`);
-    const r = await must(`pgscale backup restore (${method})`, run(process.execPath, [cliEntry, 'backup', 'restore', dest, '--to', pgdata, '--bindir', cluster.bindir, '--state-dir', state, '--jobs', String(cpus), '--json']));
+    const r = await must(
+      `pgscale backup restore (${method})`,
+      run(process.execPath, [
+        cliEntry,
+        'backup',
+        'restore',
+        dest,
+        '--to',
+        pgdata,
+        '--bindir',
+        cluster.bindir,
+        '--state-dir',
+        state,
+        '--jobs',
+        String(cpus),
+        '--json',
+      ]),
+    );
     process.stderr.write(`  pgscale ${method} restore: ${fmt(r.seconds)} s\n`);
-    rows.push({ name: `pgscale --method ${method}${method === 'parallel' ? ` --jobs ${cpus}` : ''}`, backupSeconds: b.seconds, outputBytes: duBytes(dest), restoreSeconds: r.seconds });
+    rows.push({
+      name: `pgscale --method ${method}${method === 'parallel' ? ` --jobs ${cpus}` : ''}`,
+      backupSeconds: b.seconds,
+      outputBytes: duBytes(dest),
+      restoreSeconds: r.seconds,
+    });
     rmSync(dest, { recursive: true, force: true });
     rmSync(pgdata, { recursive: true, force: true });
     rmSync(`${pgdata}.tablespaces`, { recursive: true, force: true });
@@ -236,7 +337,9 @@ async function main(): Promise<void> {
   const ours = rows.filter((r) => r.name.startsWith('pgscale'));
   const best = [...ours].sort((a, b) => a.backupSeconds - b.backupSeconds)[0]!;
   const bestRestore = [...ours].sort((a, b) => a.restoreSeconds - b.restoreSeconds)[0]!;
-  process.stdout.write(`\ngoals: backup throughput ≥ 3× the seed: ${best.name} ${fmt(rows[0]!.backupSeconds / best.backupSeconds, 2)}× (${rows[0]!.backupSeconds / best.backupSeconds >= 3 ? 'met' : 'NOT met'}); restore ≥ 3× faster: ${bestRestore.name} ${fmt(rows[0]!.restoreSeconds / bestRestore.restoreSeconds, 2)}× (${rows[0]!.restoreSeconds / bestRestore.restoreSeconds >= 3 ? 'met' : 'NOT met'})\n`);
+  process.stdout.write(
+    `\ngoals: backup throughput ≥ 3× the seed: ${best.name} ${fmt(rows[0]!.backupSeconds / best.backupSeconds, 2)}× (${rows[0]!.backupSeconds / best.backupSeconds >= 3 ? 'met' : 'NOT met'}); restore ≥ 3× faster: ${bestRestore.name} ${fmt(rows[0]!.restoreSeconds / bestRestore.restoreSeconds, 2)}× (${rows[0]!.restoreSeconds / bestRestore.restoreSeconds >= 3 ? 'met' : 'NOT met'})\n`,
+  );
   if (backrestNote) process.stdout.write(backrestNote + '\n');
 }
 

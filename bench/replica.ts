@@ -59,13 +59,20 @@ async function main(): Promise<void> {
   const host = createHost('bench', 230);
   const c = await createCluster({ version: 17, conf: [`listen_addresses = '${host.localAddress}'`, 'max_wal_size = 4GB'] });
   const base = scratchDir('pgscale-bench-replica-');
-  const asServer = (program: string, args: string[]) => run('setpriv', ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', program, ...args]);
+  const asServer = (program: string, args: string[]) =>
+    run('setpriv', ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', program, ...args]);
   await c.sql(`create role replicator login replication password 'bench-secret'; create database bench`);
   process.stderr.write(`pgbench -i -s ${scale}…\n`);
-  await must('pgbench -i', asServer(join(c.bindir, 'pgbench'), ['-i', '-q', '-s', String(scale), '-I', 'dtGvp', '-h', c.socketDir, '-p', String(c.port), '-U', c.superuser, 'bench']));
+  await must(
+    'pgbench -i',
+    asServer(join(c.bindir, 'pgbench'), ['-i', '-q', '-s', String(scale), '-I', 'dtGvp', '-h', c.socketDir, '-p', String(c.port), '-U', c.superuser, 'bench']),
+  );
   const bytes = Number(await c.sql('select sum(pg_database_size(oid)) from pg_database'));
   // the same rule for both: pgscale finds it present and adds none
-  writeFileSync(join(c.pgdata, 'pg_hba.conf'), `host replication replicator ${host.address}/32 scram-sha-256\n` + readFileSync(join(c.pgdata, 'pg_hba.conf'), 'utf8'));
+  writeFileSync(
+    join(c.pgdata, 'pg_hba.conf'),
+    `host replication replicator ${host.address}/32 scram-sha-256\n` + readFileSync(join(c.pgdata, 'pg_hba.conf'), 'utf8'),
+  );
   await c.sql('select pg_reload_conf()');
   const passfile = join(base, 'pgpass');
   writeFileSync(passfile, `*:*:replication:replicator:bench-secret\n`, { mode: 0o600 });
@@ -76,20 +83,110 @@ async function main(): Promise<void> {
 
   const stepTimes: string[] = [];
   const pgscale = async (dir: string): Promise<number> => {
-    const t = await must('pgscale replica add', run(process.execPath, [cliEntry, 'replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', join(base, 'state'), '--host', host.name, '--ssh-config', host.sshConfig, '--replica-pgdata', dir, '--replica-socket-dir', host.socketDir, '--replica-port', String(c.port), '--max-lag', String(1024 ** 3), '--yes', '--json'], { PGPASSFILE: passfile }));
+    const t = await must(
+      'pgscale replica add',
+      run(
+        process.execPath,
+        [
+          cliEntry,
+          'replica',
+          'add',
+          '--pgdata',
+          c.pgdata,
+          '--bindir',
+          c.bindir,
+          '--state-dir',
+          join(base, 'state'),
+          '--host',
+          host.name,
+          '--ssh-config',
+          host.sshConfig,
+          '--replica-pgdata',
+          dir,
+          '--replica-socket-dir',
+          host.socketDir,
+          '--replica-port',
+          String(c.port),
+          '--max-lag',
+          String(1024 ** 3),
+          '--yes',
+          '--json',
+        ],
+        { PGPASSFILE: passfile },
+      ),
+    );
     const report = (JSON.parse(t.stdout) as OperationResult).run!;
-    const events = readFileSync(join(report.runDir, 'journal.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as StampedEvent);
+    const events = readFileSync(join(report.runDir, 'journal.jsonl'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as StampedEvent);
     const at = (type: string, step: string) => Date.parse(events.find((e) => e.type === type && 'step' in e && e.step === step)?.at ?? '');
-    const steps = [...new Set(events.flatMap((e) => (e.type === 'step-started' ? [e.step] : [])))].map((s) => [s, (at('step-done', s) - at('step-started', s)) / 1000] as const);
-    stepTimes.push(steps.map(([s, n]) => `${s} ${n.toFixed(1)}`).join(', ') + `; outside the steps (start-up, planning and checks) ${(t.seconds - steps.reduce((a, [, n]) => a + n, 0)).toFixed(1)}`);
-    await must('pgscale replica remove', run(process.execPath, [cliEntry, 'replica', 'remove', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', join(base, 'state'), '--host', host.name, '--ssh-config', host.sshConfig, '--replica-pgdata', dir, '--yes', '--json']));
+    const steps = [...new Set(events.flatMap((e) => (e.type === 'step-started' ? [e.step] : [])))].map(
+      (s) => [s, (at('step-done', s) - at('step-started', s)) / 1000] as const,
+    );
+    stepTimes.push(
+      steps.map(([s, n]) => `${s} ${n.toFixed(1)}`).join(', ') +
+        `; outside the steps (start-up, planning and checks) ${(t.seconds - steps.reduce((a, [, n]) => a + n, 0)).toFixed(1)}`,
+    );
+    await must(
+      'pgscale replica remove',
+      run(process.execPath, [
+        cliEntry,
+        'replica',
+        'remove',
+        '--pgdata',
+        c.pgdata,
+        '--bindir',
+        c.bindir,
+        '--state-dir',
+        join(base, 'state'),
+        '--host',
+        host.name,
+        '--ssh-config',
+        host.sshConfig,
+        '--replica-pgdata',
+        dir,
+        '--yes',
+        '--json',
+      ]),
+    );
     return t.seconds;
   };
   const bare = async (dir: string): Promise<number> => {
-    const t = await must('bare pg_basebackup', ssh(['runuser', '-u', serverUser.name, '--', 'env', `PGPASSFILE=${hostPass}`, join(c.bindir, 'pg_basebackup'), '-h', host.localAddress, '-p', String(c.port), '-U', 'replicator', '-D', dir, '-C', '-S', 'bench_bare', '-R', '-X', 'stream', '-c', 'fast']));
+    const t = await must(
+      'bare pg_basebackup',
+      ssh([
+        'runuser',
+        '-u',
+        serverUser.name,
+        '--',
+        'env',
+        `PGPASSFILE=${hostPass}`,
+        join(c.bindir, 'pg_basebackup'),
+        '-h',
+        host.localAddress,
+        '-p',
+        String(c.port),
+        '-U',
+        'replicator',
+        '-D',
+        dir,
+        '-C',
+        '-S',
+        'bench_bare',
+        '-R',
+        '-X',
+        'stream',
+        '-c',
+        'fast',
+      ]),
+    );
     // the hand-typed start of that standby, for the "usable replica" row
     const opts = `-c port=${c.port} -c unix_socket_directories=${host.socketDir} -c listen_addresses=${host.address}`;
-    const start = await must('bare pg_ctl start', ssh(['runuser', '-u', serverUser.name, '--', join(c.bindir, 'pg_ctl'), 'start', '-w', '-D', dir, '-l', `${dir}.log`, '-o', `'${opts}'`]));
+    const start = await must(
+      'bare pg_ctl start',
+      ssh(['runuser', '-u', serverUser.name, '--', join(c.bindir, 'pg_ctl'), 'start', '-w', '-D', dir, '-l', `${dir}.log`, '-o', `'${opts}'`]),
+    );
     bareStart.push(start.seconds);
     await must('bare pg_ctl stop', ssh(['runuser', '-u', serverUser.name, '--', join(c.bindir, 'pg_ctl'), 'stop', '-w', '-m', 'fast', '-D', dir]));
     await must('cleanup', ssh(['rm', '-rf', dir, `${dir}.log`]));
@@ -119,7 +216,9 @@ async function main(): Promise<void> {
   console.log(`bare pg_basebackup (over ssh)       ${b.toFixed(1).padStart(7)} ${(bytes / 1e6 / b).toFixed(0).padStart(6)}   1.00`);
   const bs = b + median(bareStart);
   console.log(`bare + pg_ctl start of the standby  ${bs.toFixed(1).padStart(7)} ${(bytes / 1e6 / bs).toFixed(0).padStart(6)}   ${(bs / b).toFixed(2)}`);
-  console.log(`pgscale replica add (whole command) ${p.toFixed(1).padStart(7)} ${(bytes / 1e6 / p).toFixed(0).padStart(6)}   ${(p / b).toFixed(2)}  (${(p / bs).toFixed(2)} of bare + start)`);
+  console.log(
+    `pgscale replica add (whole command) ${p.toFixed(1).padStart(7)} ${(bytes / 1e6 / p).toFixed(0).padStart(6)}   ${(p / b).toFixed(2)}  (${(p / bs).toFixed(2)} of bare + start)`,
+  );
   for (const s of stepTimes) console.log(`  pgscale seconds by step: ${s}`);
 }
 

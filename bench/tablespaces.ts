@@ -31,7 +31,10 @@ const scale = Number(process.env.PGSCALE_BENCH_SCALE ?? 70);
 const clients = Number(process.env.PGSCALE_BENCH_CLIENTS ?? 4);
 const fmt = (n: number, d = 1) => n.toFixed(d);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const asServer = (program: string, args: string[]): [string, string[]] => ['setpriv', ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', program, ...args]];
+const asServer = (program: string, args: string[]): [string, string[]] => [
+  'setpriv',
+  ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', program, ...args],
+];
 
 function run(program: string, args: string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
@@ -70,7 +73,23 @@ function readLog(dir: string): { end: number; latency: number }[] {
 /** Runs pgbench around `move`: 5 s of baseline, the move, 3 s after; figures from its transaction log. */
 async function underLoad(c: TestCluster, name: string, move: () => Promise<void>): Promise<Figures> {
   const logDir = mkdirOwned(join(scratchDir('pgscale-bench-log-'), 'log'));
-  const [prog, args] = asServer(join(c.bindir, 'pgbench'), ['-c', String(clients), '-j', '2', '-T', '3600', '-l', `--log-prefix=${join(logDir, 'pgbench_log')}`, '-h', c.socketDir, '-p', String(c.port), '-U', c.superuser, 'bench']);
+  const [prog, args] = asServer(join(c.bindir, 'pgbench'), [
+    '-c',
+    String(clients),
+    '-j',
+    '2',
+    '-T',
+    '3600',
+    '-l',
+    `--log-prefix=${join(logDir, 'pgbench_log')}`,
+    '-h',
+    c.socketDir,
+    '-p',
+    String(c.port),
+    '-U',
+    c.superuser,
+    'bench',
+  ]);
   let stderr = '';
   const bench: ChildProcess = spawn(prog, args, { cwd: '/', stdio: ['ignore', 'ignore', 'pipe'] });
   bench.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -103,10 +122,27 @@ const indexes = ['pgbench_accounts_pkey', 'pgbench_branches_pkey', 'pgbench_tell
 
 async function main(): Promise<void> {
   if (!isRoot()) throw new Error('run as root: the test bed runs the server as postgres');
-  const c = await createCluster({ version: 17, conf: ['max_wal_size = 4GB', 'checkpoint_timeout = 30min', 'shared_buffers = 256MB', 'maintenance_work_mem = 256MB'] });
+  const c = await createCluster({
+    version: 17,
+    conf: ['max_wal_size = 4GB', 'checkpoint_timeout = 30min', 'shared_buffers = 256MB', 'maintenance_work_mem = 256MB'],
+  });
   await c.sql('create database bench');
   process.stderr.write(`pgbench -i -s ${scale}…\n`);
-  const [p, a] = asServer(join(c.bindir, 'pgbench'), ['-i', '-q', '-s', String(scale), '-I', 'dtGvp', '-h', c.socketDir, '-p', String(c.port), '-U', c.superuser, 'bench']);
+  const [p, a] = asServer(join(c.bindir, 'pgbench'), [
+    '-i',
+    '-q',
+    '-s',
+    String(scale),
+    '-I',
+    'dtGvp',
+    '-h',
+    c.socketDir,
+    '-p',
+    String(c.port),
+    '-U',
+    c.superuser,
+    'bench',
+  ]);
   const init = await run(p, a);
   if (init.code !== 0) throw new Error(`pgbench -i: ${init.stderr}`);
   await c.sql('checkpoint');
@@ -116,20 +152,38 @@ async function main(): Promise<void> {
   const state = scratchDir('pgscale-bench-state-');
   const rows: Figures[] = [];
 
-  const pgscale = (args: string[]) => runCli(['tablespaces', ...args, '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', state, '--database', 'bench'], { timeoutMs: 3_600_000 });
+  const pgscale = (args: string[]) =>
+    runCli(['tablespaces', ...args, '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', state, '--database', 'bench'], { timeoutMs: 3_600_000 });
   if ((await pgscale(['sample'])).code !== 0) throw new Error('pgscale tablespaces sample failed');
   await c.sql('checkpoint');
   // pgscale as shipped, then with --no-verify-rows (no row count after the rewrite, under the lock); each rolled back after
-  for (const [label, extra] of [['pgscale tablespaces place', []], ['pgscale place --no-verify-rows', ['--no-verify-rows']]] as const) {
+  for (const [label, extra] of [
+    ['pgscale tablespaces place', []],
+    ['pgscale place --no-verify-rows', ['--no-verify-rows']],
+  ] as const) {
     let runId = '';
-    rows.push(await underLoad(c, label, async () => {
-      const res = await pgscale(['place', '--yes', '--json', '--volume', `${vol.mountPoint}=cold`, '--hot-per-minute', '1e15', '--cold-per-minute', '1e14', ...extra, ...(accounts > 1024 ** 3 ? ['--allow-blocking'] : [])]);
-      if (res.code !== 0) throw new Error(`pgscale place: ${res.stderr}${res.stdout}`);
-      const out = JSON.parse(res.stdout) as OperationResult;
-      runId = out.run!.runId;
-      const moved = out.plan.steps.filter((s) => s.kind === 'tablespaces.move').length;
-      if (moved !== tables.length) throw new Error(`pgscale moved ${moved} tables, not ${tables.length}`);
-    }));
+    rows.push(
+      await underLoad(c, label, async () => {
+        const res = await pgscale([
+          'place',
+          '--yes',
+          '--json',
+          '--volume',
+          `${vol.mountPoint}=cold`,
+          '--hot-per-minute',
+          '1e15',
+          '--cold-per-minute',
+          '1e14',
+          ...extra,
+          ...(accounts > 1024 ** 3 ? ['--allow-blocking'] : []),
+        ]);
+        if (res.code !== 0) throw new Error(`pgscale place: ${res.stderr}${res.stdout}`);
+        const out = JSON.parse(res.stdout) as OperationResult;
+        runId = out.run!.runId;
+        const moved = out.plan.steps.filter((s) => s.kind === 'tablespaces.move').length;
+        if (moved !== tables.length) throw new Error(`pgscale moved ${moved} tables, not ${tables.length}`);
+      }),
+    );
     const back = await runCli(['rollback', runId, '--state-dir', state, '--yes'], { timeoutMs: 3_600_000 });
     if (back.code !== 0) throw new Error(`rollback: ${back.stderr}`);
     await c.sql('checkpoint');
@@ -137,20 +191,29 @@ async function main(): Promise<void> {
 
   const plainDir = mkdirOwned(join(vol.mountPoint, 'plain'));
   await c.sql(`create tablespace plain_cold location '${plainDir}'`);
-  rows.push(await underLoad(c, 'plain ALTER TABLE/INDEX … SET TABLESPACE', async () => {
-    await c.sql([...tables.map((t) => `alter table ${t} set tablespace plain_cold;`), ...indexes.map((i) => `alter index ${i} set tablespace plain_cold;`)].join('\n'), 'bench');
-  }));
+  rows.push(
+    await underLoad(c, 'plain ALTER TABLE/INDEX … SET TABLESPACE', async () => {
+      await c.sql(
+        [...tables.map((t) => `alter table ${t} set tablespace plain_cold;`), ...indexes.map((i) => `alter index ${i} set tablespace plain_cold;`)].join('\n'),
+        'bench',
+      );
+    }),
+  );
 
   const [ours, unverified, plain] = rows as [Figures, Figures, Figures];
   const head = ['method', 'move s', 'longest stall ms', 'stall began at s', 'TPS during', 'TPS before', 'client errors'];
   const body = rows.map((r) => [r.name, fmt(r.seconds), fmt(r.stallMs, 0), fmt(r.stallAt), fmt(r.tps, 0), fmt(r.baselineTps, 0), String(r.errors)]);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((x, i) => (i === 0 ? x.padEnd(w[i]!) : x.padStart(w[i]!))).join(' | ')} |`;
-  process.stdout.write(`\npgscale tablespaces benchmark: pgbench scale ${scale} (${fmt(bytes / 1024 ** 2, 0)} MB of pgbench tables, accounts heap ${fmt(accounts / 1024 ** 2, 0)} MB), ${clients} clients, PostgreSQL 17\n\n`);
+  process.stdout.write(
+    `\npgscale tablespaces benchmark: pgbench scale ${scale} (${fmt(bytes / 1024 ** 2, 0)} MB of pgbench tables, accounts heap ${fmt(accounts / 1024 ** 2, 0)} MB), ${clients} clients, PostgreSQL 17\n\n`,
+  );
   process.stdout.write([line(head), `|${w.map((x, i) => '-'.repeat(x + 2 - (i ? 1 : 0)) + (i ? ':' : '')).join('|')}|`, ...body.map(line)].join('\n') + '\n');
   for (const r of [ours, unverified]) {
     const ratio = plain.stallMs / Math.max(r.stallMs, 1);
-    process.stdout.write(`\n${r.name}: longest stall plain ÷ pgscale = ${fmt(ratio, 2)}× (goal ≥ 10×: ${ratio >= 10 ? 'met' : 'NOT met'}); TPS during the move pgscale ÷ plain = ${fmt(r.tps / Math.max(plain.tps, 1e-9), 2)}×; move time pgscale ÷ plain = ${fmt(r.seconds / plain.seconds, 2)}×`);
+    process.stdout.write(
+      `\n${r.name}: longest stall plain ÷ pgscale = ${fmt(ratio, 2)}× (goal ≥ 10×: ${ratio >= 10 ? 'met' : 'NOT met'}); TPS during the move pgscale ÷ plain = ${fmt(r.tps / Math.max(plain.tps, 1e-9), 2)}×; move time pgscale ÷ plain = ${fmt(r.seconds / plain.seconds, 2)}×`,
+    );
   }
   process.stdout.write('\n');
 }

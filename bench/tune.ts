@@ -109,9 +109,7 @@ async function applyConfig(c: TestCluster, config: Config): Promise<void> {
   chownSync(file, serverUser.uid, serverUser.gid);
   await c.server.restart({ timeoutSeconds: 300 }, { timeoutSeconds: 300 });
   const catalog = loadCatalog(VERSION);
-  const rows = new Map(
-    (await c.sql(`select name || '|' || setting from pg_settings`)).split('\n').map((l) => l.split('|') as [string, string]),
-  );
+  const rows = new Map((await c.sql(`select name || '|' || setting from pg_settings`)).split('\n').map((l) => l.split('|') as [string, string]));
   for (const [name, v] of Object.entries(config.settings)) {
     const def = findSetting(catalog, name);
     const now = rows.get(name);
@@ -130,7 +128,28 @@ async function pgbench(c: TestCluster, args: string[]): Promise<number> {
   return Number(m[1]);
 }
 
-const KEY_SETTINGS = ['shared_buffers', 'effective_cache_size', 'work_mem', 'maintenance_work_mem', 'wal_buffers', 'max_wal_size', 'min_wal_size', 'checkpoint_timeout', 'checkpoint_completion_target', 'wal_compression', 'wal_sync_method', 'commit_delay', 'commit_siblings', 'random_page_cost', 'effective_io_concurrency', 'max_worker_processes', 'max_parallel_workers_per_gather', 'jit', 'huge_pages', 'autovacuum_vacuum_cost_limit'];
+const KEY_SETTINGS = [
+  'shared_buffers',
+  'effective_cache_size',
+  'work_mem',
+  'maintenance_work_mem',
+  'wal_buffers',
+  'max_wal_size',
+  'min_wal_size',
+  'checkpoint_timeout',
+  'checkpoint_completion_target',
+  'wal_compression',
+  'wal_sync_method',
+  'commit_delay',
+  'commit_siblings',
+  'random_page_cost',
+  'effective_io_concurrency',
+  'max_worker_processes',
+  'max_parallel_workers_per_gather',
+  'jit',
+  'huge_pages',
+  'autovacuum_vacuum_cost_limit',
+];
 
 async function main(): Promise<void> {
   if (!isRoot()) throw new Error('run as root: the bench cluster runs as the postgres account');
@@ -145,7 +164,14 @@ async function main(): Promise<void> {
   if (typeof fsync === 'string') log(fsync);
   if (typeof reads === 'string') log(reads);
   const initTables = () =>
-    must({ program: join(c.bindir, 'pgbench'), args: ['-i', '-s', String(SCALE), '-q', '-h', c.socketDir, '-p', String(c.port), '-U', serverUser.name, 'postgres'], runAs: serverUser }, 'pgbench -i');
+    must(
+      {
+        program: join(c.bindir, 'pgbench'),
+        args: ['-i', '-s', String(SCALE), '-q', '-h', c.socketDir, '-p', String(c.port), '-U', serverUser.name, 'postgres'],
+        runAs: serverUser,
+      },
+      'pgbench -i',
+    );
   log(`pgbench -i -s ${SCALE} (about ${Math.round(SCALE * 15)} MB, done again before every measurement) and a 10 s TPC-B run to measure the WAL rate`);
   await initTables();
   const position = async () => {
@@ -168,9 +194,18 @@ async function main(): Promise<void> {
     { name: 'defaults', settings: {} },
     { name: 'pgtune', settings: anchors.pgtune },
     { name: 'timescaledb-tune', settings: anchors.timescaledbTune },
-    { name: 'pgscale', settings: Object.fromEntries(Object.values(set.areas).flat().map((r) => [r.name, r.value])) },
+    {
+      name: 'pgscale',
+      settings: Object.fromEntries(
+        Object.values(set.areas)
+          .flat()
+          .map((r) => [r.name, r.value]),
+      ),
+    },
   ];
-  log(`hardware: ${describeMemory(profile.memoryBytes)}${profile.memoryIsCgroupLimit ? ' (cgroup limit)' : ''}, ${profile.vcpus} vCPUs, ${profile.storage} storage, WAL volume ${describeMemory(profile.walVolumeBytes ?? 0)}, build ${profile.buildFeatures.join(', ') || '-'}; profile ${WORKLOAD}, max_connections ${MAX_CONNECTIONS}`);
+  log(
+    `hardware: ${describeMemory(profile.memoryBytes)}${profile.memoryIsCgroupLimit ? ' (cgroup limit)' : ''}, ${profile.vcpus} vCPUs, ${profile.storage} storage, WAL volume ${describeMemory(profile.walVolumeBytes ?? 0)}, build ${profile.buildFeatures.join(', ') || '-'}; profile ${WORKLOAD}, max_connections ${MAX_CONNECTIONS}`,
+  );
 
   const dbSize = await c.sql(`select pg_size_pretty(pg_database_size('postgres'))`);
   log(`database size ${dbSize}`);
@@ -190,7 +225,9 @@ async function main(): Promise<void> {
       loads.push(loadavg()[0]!);
       results.get(config.name)!.tpcb.push(tpcb);
       results.get(config.name)!.select.push(select);
-      log(`repeat ${rep + 1}/${REPEATS} ${config.name.padEnd(16)} (load ${loadavg()[0]!.toFixed(1)}) TPC-B ${tpcb.toFixed(0).padStart(7)} tps   select-only ${select.toFixed(0).padStart(7)} tps`);
+      log(
+        `repeat ${rep + 1}/${REPEATS} ${config.name.padEnd(16)} (load ${loadavg()[0]!.toFixed(1)}) TPC-B ${tpcb.toFixed(0).padStart(7)} tps   select-only ${select.toFixed(0).padStart(7)} tps`,
+      );
     }
   }
 
@@ -198,13 +235,27 @@ async function main(): Promise<void> {
   const base = med('defaults');
   const lines: string[] = [];
   lines.push(`bench/tune: PostgreSQL ${VERSION}, pgbench scale ${SCALE} (${dbSize}), -c ${CLIENTS} -j ${JOBS} -T ${SECONDS}, median of ${REPEATS}`);
-  lines.push(`hardware: ${describeMemory(profile.memoryBytes)} RAM, ${profile.vcpus} vCPUs, ${profile.storage}; profile ${WORKLOAD}, max_connections ${MAX_CONNECTIONS}`);
+  lines.push(
+    `hardware: ${describeMemory(profile.memoryBytes)} RAM, ${profile.vcpus} vCPUs, ${profile.storage}; profile ${WORKLOAD}, max_connections ${MAX_CONNECTIONS}`,
+  );
   const f = profile.storageMeasured?.fsync;
   const r = profile.storageMeasured?.randomRead;
-  lines.push(`WAL flush (pg_test_fsync -s 1, one 8kB write): ${f ? Object.entries(f.opsPerSecond).map(([k, v]) => `${k} ${v.toFixed(0)}/s (${(1e6 / v).toFixed(0)} µs)`).join(', ') : 'not measured'}`);
-  lines.push(`random 8kB reads (O_DIRECT probe): ${r ? `${r.serialIops.toFixed(0)}/s one at a time, ${r.parallelIops.toFixed(0)}/s ${r.depth} at once${r.direct ? '' : ' (page cache: ignored)'}` : 'not measured'}`);
+  lines.push(
+    `WAL flush (pg_test_fsync -s 1, one 8kB write): ${
+      f
+        ? Object.entries(f.opsPerSecond)
+            .map(([k, v]) => `${k} ${v.toFixed(0)}/s (${(1e6 / v).toFixed(0)} µs)`)
+            .join(', ')
+        : 'not measured'
+    }`,
+  );
+  lines.push(
+    `random 8kB reads (O_DIRECT probe): ${r ? `${r.serialIops.toFixed(0)}/s one at a time, ${r.parallelIops.toFixed(0)}/s ${r.depth} at once${r.direct ? '' : ' (page cache: ignored)'}` : 'not measured'}`,
+  );
   lines.push(`WAL rate of TPC-B here: ${profile.walWriteBytesPerSecond ? `${describeMemory(profile.walWriteBytesPerSecond)}/s` : 'not measured'}`);
-  lines.push(`1-minute load average after the runs: ${Math.min(...loads).toFixed(1)} to ${Math.max(...loads).toFixed(1)} (pgbench itself adds about ${CLIENTS + JOBS / 2})`);
+  lines.push(
+    `1-minute load average after the runs: ${Math.min(...loads).toFixed(1)} to ${Math.max(...loads).toFixed(1)} (pgbench itself adds about ${CLIENTS + JOBS / 2})`,
+  );
   lines.push('');
   lines.push(`| configuration    | TPC-B tps | × defaults | select-only tps | × defaults | TPC-B runs | select-only runs |`);
   lines.push(`|------------------|----------:|-----------:|----------------:|-----------:|------------|------------------|`);
@@ -220,8 +271,12 @@ async function main(): Promise<void> {
   const bestSelect = Math.max(med('pgtune').select, med('timescaledb-tune').select);
   const yes = (b: boolean) => (b ? 'met' : 'NOT met');
   lines.push('');
-  lines.push(`goal pgscale ≥ best anchor: TPC-B ${yes(ours.tpcb >= bestTpcb)} (${(ours.tpcb / bestTpcb).toFixed(3)}×), select-only ${yes(ours.select >= bestSelect)} (${(ours.select / bestSelect).toFixed(3)}×)`);
-  lines.push(`goal pgscale ≥ 1.2× defaults: TPC-B ${yes(ours.tpcb >= 1.2 * base.tpcb)} (${(ours.tpcb / base.tpcb).toFixed(2)}×), select-only ${yes(ours.select >= 1.2 * base.select)} (${(ours.select / base.select).toFixed(2)}×)`);
+  lines.push(
+    `goal pgscale ≥ best anchor: TPC-B ${yes(ours.tpcb >= bestTpcb)} (${(ours.tpcb / bestTpcb).toFixed(3)}×), select-only ${yes(ours.select >= bestSelect)} (${(ours.select / bestSelect).toFixed(3)}×)`,
+  );
+  lines.push(
+    `goal pgscale ≥ 1.2× defaults: TPC-B ${yes(ours.tpcb >= 1.2 * base.tpcb)} (${(ours.tpcb / base.tpcb).toFixed(2)}×), select-only ${yes(ours.select >= 1.2 * base.select)} (${(ours.select / base.select).toFixed(2)}×)`,
+  );
   lines.push('');
   lines.push('settings that differ between the configurations (— = the server default):');
   const names = [...new Set([...KEY_SETTINGS, ...configs.flatMap((cf) => Object.keys(cf.settings))])].filter((n) => configs.some((cf) => n in cf.settings));

@@ -47,7 +47,13 @@ async function must(inv: Invocation, what = inv.program): Promise<string> {
   if (res.exitCode !== 0) throw new Error(`${what}: ${describeFailure(inv, res)}\n${res.stdout.slice(-2000)}`);
   return res.stdout;
 }
-const asServer = (program: string, args: string[], extra: Partial<Invocation> = {}): Invocation => ({ program, args, runAs: serverUser, cwd: '/tmp', ...extra });
+const asServer = (program: string, args: string[], extra: Partial<Invocation> = {}): Invocation => ({
+  program,
+  args,
+  runAs: serverUser,
+  cwd: '/tmp',
+  ...extra,
+});
 
 interface Point {
   label: string;
@@ -58,7 +64,11 @@ interface Point {
 
 /** A stopped 16 source: pgbench at a scale, or a catalog of many small tables. */
 async function buildSource(label: string, load: (c: TestCluster) => Promise<void>): Promise<Point> {
-  const source = await createCluster({ version: 16, listenOn: 'command-line', conf: ['fsync = off', 'synchronous_commit = off', 'full_page_writes = off', 'max_wal_size = 4GB', 'max_locks_per_transaction = 1024'] });
+  const source = await createCluster({
+    version: 16,
+    listenOn: 'command-line',
+    conf: ['fsync = off', 'synchronous_commit = off', 'full_page_writes = off', 'max_wal_size = 4GB', 'max_locks_per_transaction = 1024'],
+  });
   await source.sql('create database bench');
   const t = now();
   await load(source);
@@ -74,11 +84,17 @@ async function buildSource(label: string, load: (c: TestCluster) => Promise<void
 }
 
 const pgbench = (scale: number) => (c: TestCluster) =>
-  must(asServer(join(B17, 'pgbench'), ['-i', '-q', '-s', String(scale), '-I', 'dtGvp', '-h', c.socketDir, '-p', String(c.port), '-U', c.superuser, 'bench']), 'pgbench -i').then(() => undefined);
+  must(
+    asServer(join(B17, 'pgbench'), ['-i', '-q', '-s', String(scale), '-I', 'dtGvp', '-h', c.socketDir, '-p', String(c.port), '-U', c.superuser, 'bench']),
+    'pgbench -i',
+  ).then(() => undefined);
 
 const manyTables = (n: number) => async (c: TestCluster) => {
   for (let from = 0; from < n; from += 1000) {
-    await c.sql(`do $$ begin for i in ${from}..${Math.min(n, from + 1000) - 1} loop execute format('create table t%s (id int primary key, v int)', i); end loop; end $$`, 'bench');
+    await c.sql(
+      `do $$ begin for i in ${from}..${Math.min(n, from + 1000) - 1} loop execute format('create table t%s (id int primary key, v int)', i); end loop; end $$`,
+      'bench',
+    );
   }
 };
 
@@ -102,7 +118,11 @@ interface Measured {
 }
 
 /** Runs a variant with the writer going; checks every acknowledged write is on the new cluster. */
-async function measured(p: Point, variant: string, upgrade: (old: TestCluster, newData: string, dir: string) => Promise<number | undefined>): Promise<Measured> {
+async function measured(
+  p: Point,
+  variant: string,
+  upgrade: (old: TestCluster, newData: string, dir: string) => Promise<number | undefined>,
+): Promise<Measured> {
   const { old, dir } = await copyOf(p, variant);
   const newData = join(dir, 'data-17');
   const writer = await startWriter(old, { reader: true });
@@ -122,8 +142,28 @@ async function measured(p: Point, variant: string, upgrade: (old: TestCluster, n
 async function expert(old: TestCluster, newData: string, dir: string): Promise<undefined> {
   const work = mkdirOwned(join(dir, 'work'));
   const sock = mkdirOwned(join(dir, 'upgrade-sock'));
-  await must(asServer(join(B17, 'initdb'), ['-D', newData, '-U', serverUser.name, '--no-locale', '-E', 'UTF8', '--auth-local=peer', '--auth-host=scram-sha-256']));
-  const upgradeArgs = (check: boolean, s: string) => ['-b', B16, '-B', B17, '-d', old.pgdata, '-D', newData, '-p', String(old.port), '-s', s, '-U', serverUser.name, '-j', String(jobs), check ? '--check' : '--link'];
+  await must(
+    asServer(join(B17, 'initdb'), ['-D', newData, '-U', serverUser.name, '--no-locale', '-E', 'UTF8', '--auth-local=peer', '--auth-host=scram-sha-256']),
+  );
+  const upgradeArgs = (check: boolean, s: string) => [
+    '-b',
+    B16,
+    '-B',
+    B17,
+    '-d',
+    old.pgdata,
+    '-D',
+    newData,
+    '-p',
+    String(old.port),
+    '-s',
+    s,
+    '-U',
+    serverUser.name,
+    '-j',
+    String(jobs),
+    check ? '--check' : '--link',
+  ];
   await must(asServer(join(B17, 'pg_upgrade'), [...upgradeArgs(true, old.socketDir), '-P', String(await freePort())], { cwd: work }), 'pg_upgrade --check');
   // downtime
   await must(old.server.stopInvocation('fast', 120));
@@ -135,7 +175,29 @@ async function expert(old: TestCluster, newData: string, dir: string): Promise<u
 async function pgscale(old: TestCluster, newData: string, dir: string): Promise<number | undefined> {
   const res = await runner.run({
     program: process.execPath,
-    args: [cliEntry, 'upgrade', '--pgdata', old.pgdata, '--old-bindir', B16, '--new-bindir', B17, '--to-version', '17', '--new-pgdata', newData, '--mode', 'link', '--jobs', String(jobs), '--no-backup', '--yes', '--json', '--state-dir', join(dir, 'state')],
+    args: [
+      cliEntry,
+      'upgrade',
+      '--pgdata',
+      old.pgdata,
+      '--old-bindir',
+      B16,
+      '--new-bindir',
+      B17,
+      '--to-version',
+      '17',
+      '--new-pgdata',
+      newData,
+      '--mode',
+      'link',
+      '--jobs',
+      String(jobs),
+      '--no-backup',
+      '--yes',
+      '--json',
+      '--state-dir',
+      join(dir, 'state'),
+    ],
     env: { NO_COLOR: '1' },
   });
   if (res.exitCode !== 0) throw new Error(`pgscale upgrade failed (exit ${res.exitCode}):\n${res.stdout.slice(-3000)}\n${res.stderr.slice(-2000)}`);
@@ -165,10 +227,16 @@ async function main(): Promise<void> {
     '',
     '| point | data | user relations | expert s | pgscale s | pgscale ÷ expert | pgscale report s |',
     '|---|---:|---:|---:|---:|---:|---:|',
-    ...results.map((r) => `| ${r.p.label} | ${fmt(r.p.bytes / 1e6, 0)} MB | ${r.p.relations} | ${fmt(r.expert.gapMs / 1000)} | ${fmt(r.pgscale.gapMs / 1000)} | ${fmt(r.pgscale.gapMs / r.expert.gapMs)} | ${r.pgscale.reported === undefined ? '-' : fmt(r.pgscale.reported)} |`),
+    ...results.map(
+      (r) =>
+        `| ${r.p.label} | ${fmt(r.p.bytes / 1e6, 0)} MB | ${r.p.relations} | ${fmt(r.expert.gapMs / 1000)} | ${fmt(r.pgscale.gapMs / 1000)} | ${fmt(r.pgscale.gapMs / r.expert.gapMs)} | ${r.pgscale.reported === undefined ? '-' : fmt(r.pgscale.reported)} |`,
+    ),
     '',
     `data ${fmt(b!.p.bytes / s!.p.bytes, 1)}× bigger: pgscale big ÷ small = ${fmt(b!.pgscale.gapMs / s!.pgscale.gapMs)} (goal ≤ 1.20: ${b!.pgscale.gapMs / s!.pgscale.gapMs <= 1.2 ? 'met' : 'NOT met'}); expert big ÷ small = ${fmt(b!.expert.gapMs / s!.expert.gapMs)}`,
-    ...results.map((r) => `${r.p.label}: pgscale ÷ expert = ${fmt(r.pgscale.gapMs / r.expert.gapMs)} (goal ≤ 1.10: ${r.pgscale.gapMs / r.expert.gapMs <= 1.1 ? 'met' : 'NOT met'})`),
+    ...results.map(
+      (r) =>
+        `${r.p.label}: pgscale ÷ expert = ${fmt(r.pgscale.gapMs / r.expert.gapMs)} (goal ≤ 1.10: ${r.pgscale.gapMs / r.expert.gapMs <= 1.1 ? 'met' : 'NOT met'})`,
+    ),
   ];
   process.stdout.write(lines.join('\n') + '\n');
 }

@@ -7,7 +7,17 @@ import '../src/operations.js';
 import type { ExecuteOptions } from '../src/pipeline/execute.js';
 import { writePlanFile } from '../src/pipeline/planFile.js';
 import { askAreas, askRestart } from '../src/tune/ask.js';
-import { checkTuneFlags, decideRestore, decideTune, pendingOwnRestarts, readTuneCluster, restartParams, systemProfile, tuneParams, type TuneDecision } from '../src/tune/decide.js';
+import {
+  checkTuneFlags,
+  decideRestore,
+  decideTune,
+  pendingOwnRestarts,
+  readTuneCluster,
+  restartParams,
+  systemProfile,
+  tuneParams,
+  type TuneDecision,
+} from '../src/tune/decide.js';
 import { allChanges, renderDiff, type TuneTarget } from '../src/tune/diff.js';
 import { describeOrigin } from '../src/tune/effective.js';
 import { recommend } from '../src/tune/recommend.js';
@@ -51,7 +61,8 @@ const profileLine = (p: SystemProfile) =>
   `PostgreSQL ${p.pgMajor} · ${describeMemory(p.memoryBytes)}${p.memoryIsCgroupLimit ? ' (cgroup limit)' : ''} · ${p.vcpus} vCPUs · ${p.storage} storage · ${p.workload} profile`;
 
 export default class Tune extends OperationCommand<typeof Tune> {
-  static override summary = 'A tuned configuration from the detected hardware, shown as a diff against the effective configuration, applied with checks and undone with --restore.';
+  static override summary =
+    'A tuned configuration from the detected hardware, shown as a diff against the effective configuration, applied with checks and undone with --restore.';
 
   static override description = `Detects memory (the cgroup limit in a container), vCPUs and the storage class under the data directory (each can be overridden), reads the cluster's EFFECTIVE configuration — postgresql.conf with its include, include_if_exists and include_dir files, then postgresql.auto.conf, and, when the server runs, pg_settings (values from the server's command line, defaults, pending restarts) — and shows, area by area, a unified diff of what it recommends: every changed line with its reason, marked RESTART or reload. Settings already within 10 % of a recommendation are left alone, so a second run on a tuned cluster proposes nothing.
 
@@ -86,14 +97,36 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
     memory: Flags.string({ summary: 'Memory PostgreSQL may use, e.g. 64GB (default: detected RAM, or the cgroup limit).' }),
     cpus: Flags.string({ summary: 'vCPUs PostgreSQL may use (default: detected, after a cgroup CPU limit).' }),
     storage: Flags.string({ summary: 'Storage under the data directory: nvme, network-ssd, ssd or hdd (default: detected).' }),
-    'max-connections': Flags.string({ summary: 'max_connections to size memory for (default: the cluster\'s current value; without a cluster, the profile\'s).' }),
+    'max-connections': Flags.string({
+      summary: "max_connections to size memory for (default: the cluster's current value; without a cluster, the profile's).",
+    }),
     'wal-rate': Flags.string({ summary: 'Peak WAL written per second, e.g. 20MB/s, to size max_wal_size from (default: measured on a running cluster).' }),
-    measure: Flags.boolean({ summary: 'Measure the WAL rate, WAL flushes (pg_test_fsync) and random reads on the cluster\'s volumes, some 25 s (--no-measure: decide from the storage class).', default: true, allowNo: true }),
+    measure: Flags.boolean({
+      summary:
+        "Measure the WAL rate, WAL flushes (pg_test_fsync) and random reads on the cluster's volumes, some 25 s (--no-measure: decide from the storage class).",
+      default: true,
+      allowNo: true,
+    }),
     'pg-version': Flags.string({ summary: 'Major version (13–18) for a configuration without a cluster; with one, must match it.' }),
-    format: Flags.option({ options: ['conf', 'include', 'sql', 'json'] as const, summary: 'Print the recommendations in this format (a complete postgresql.conf, the pgscale.conf include file, ALTER SYSTEM statements, JSON) instead of the diff.' })(),
-    target: Flags.option({ options: ['include', 'conf', 'sql'] as const, summary: 'Where changes are written: include = conf.d/pgscale.conf plus one include line at the end of postgresql.conf (reversible, the DBA\'s file intact, wins over earlier lines; postgresql.auto.conf still wins over it, so settings found there go through ALTER SYSTEM); conf = postgresql.conf in place; sql = ALTER SYSTEM. See DESCRIPTION.', default: 'include' })(),
-    apply: Flags.boolean({ summary: 'Apply: at a terminal ask per area; otherwise apply every area and leave a needed restart pending (--yes restarts).', default: false }),
-    restore: Flags.boolean({ summary: 'Put back the configuration files of the newest pgscale tune run, byte for byte, and reload (restart with consent).', default: false }),
+    format: Flags.option({
+      options: ['conf', 'include', 'sql', 'json'] as const,
+      summary:
+        'Print the recommendations in this format (a complete postgresql.conf, the pgscale.conf include file, ALTER SYSTEM statements, JSON) instead of the diff.',
+    })(),
+    target: Flags.option({
+      options: ['include', 'conf', 'sql'] as const,
+      summary:
+        "Where changes are written: include = conf.d/pgscale.conf plus one include line at the end of postgresql.conf (reversible, the DBA's file intact, wins over earlier lines; postgresql.auto.conf still wins over it, so settings found there go through ALTER SYSTEM); conf = postgresql.conf in place; sql = ALTER SYSTEM. See DESCRIPTION.",
+      default: 'include',
+    })(),
+    apply: Flags.boolean({
+      summary: 'Apply: at a terminal ask per area; otherwise apply every area and leave a needed restart pending (--yes restarts).',
+      default: false,
+    }),
+    restore: Flags.boolean({
+      summary: 'Put back the configuration files of the newest pgscale tune run, byte for byte, and reload (restart with consent).',
+      default: false,
+    }),
     'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
   };
 
@@ -115,17 +148,35 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
 
   async run(): Promise<TuneResult> {
     const f = this.flags;
-    const inputs = checkTuneFlags({ profile: f.profile, memory: f.memory, cpus: int('cpus', f.cpus), storage: f.storage, maxConnections: int('max-connections', f['max-connections']), pgVersion: f['pg-version'], walRate: f['wal-rate'], measure: f.measure });
-    if (f.restore && (f.apply || f.format)) throw badInput('--restore takes no --apply or --format', 'run `pgscale tune --restore` alone (with --yes to restart if needed)');
+    const inputs = checkTuneFlags({
+      profile: f.profile,
+      memory: f.memory,
+      cpus: int('cpus', f.cpus),
+      storage: f.storage,
+      maxConnections: int('max-connections', f['max-connections']),
+      pgVersion: f['pg-version'],
+      walRate: f['wal-rate'],
+      measure: f.measure,
+    });
+    if (f.restore && (f.apply || f.format))
+      throw badInput('--restore takes no --apply or --format', 'run `pgscale tune --restore` alone (with --yes to restart if needed)');
     const planning = inputs.pgMajor !== undefined && !f.pgdata && !f.dsn;
     if (planning) {
-      if (f.restore || f.apply || f.yes || f['plan-out']) throw badInput('without a cluster there is nothing to apply or restore: --pg-version prints a configuration', 'pass --pgdata to tune a cluster');
+      if (f.restore || f.apply || f.yes || f['plan-out'])
+        throw badInput('without a cluster there is nothing to apply or restore: --pg-version prints a configuration', 'pass --pgdata to tune a cluster');
       return this.planningConfig(inputs);
     }
     if (!f.pgdata && !f.dsn && !process.env.PGDATA && !process.env.PGHOST && !process.env.PGPORT && !process.env.PGSERVICE) {
       throw badInput('which cluster? pass --pgdata (or --dsn) to tune a cluster, or --pg-version with hardware flags for a configuration without one');
     }
-    const cluster = await readTuneCluster({ pgdata: f.pgdata, bindir: f.bindir, dsn: f.dsn, runner: this.runner, audit: this.audit, stateDir: this.stateDirPath });
+    const cluster = await readTuneCluster({
+      pgdata: f.pgdata,
+      bindir: f.bindir,
+      dsn: f.dsn,
+      runner: this.runner,
+      audit: this.audit,
+      stateDir: this.stateDirPath,
+    });
     if (f.restore) return this.restore(cluster);
     const d = await decideTune(inputs, f.target as TuneTarget, cluster, { runner: this.runner, hostRoot: this.hostRoot });
     return this.tune(d);
@@ -140,7 +191,14 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
     const rendered = render(set, format);
     this.note(notes.map((n) => `# ${n}`).join('\n'));
     this.say(rendered.trimEnd());
-    return { mode: 'planning', profile, rendered, notes, warnings: set.warnings, ...(this.jsonEnabled() ? { recommendations: JSON.parse(render(set, 'json')) as RecommendationSet } : {}) };
+    return {
+      mode: 'planning',
+      profile,
+      rendered,
+      notes,
+      warnings: set.warnings,
+      ...(this.jsonEnabled() ? { recommendations: JSON.parse(render(set, 'json')) as RecommendationSet } : {}),
+    };
   }
 
   private changesOf(d: TuneDecision): TuneChange[] {
@@ -213,7 +271,10 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
     const restartPending = (result.run?.outputs.verify?.restartPending as string[] | undefined) ?? [];
     if (result.run) {
       if (!running) this.note(`written; the server is stopped: the settings take effect when it starts`);
-      else if (restartPending.length) this.note(`applied; waiting for a server restart: ${restartPending.join(', ')} (run the same command again with --yes to restart the server as it runs now)`);
+      else if (restartPending.length)
+        this.note(
+          `applied; waiting for a server restart: ${restartPending.join(', ')} (run the same command again with --yes to restart the server as it runs now)`,
+        );
       else this.note(`applied and verified in pg_settings (run ${result.run.runId}; undo with \`pgscale tune --restore\`)`);
     }
     return { ...base, ...result, restartPending };

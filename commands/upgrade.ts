@@ -30,17 +30,28 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
     'old-bindir': Flags.string({ summary: 'Bindir of the old version (default: detected).' }),
     'new-bindir': Flags.string({ summary: 'Bindir of the new version (default: detected).' }),
     'new-pgdata': Flags.string({ summary: 'Data directory of the new cluster (default: the version swapped in the old path, or DATA-N beside it).' }),
-    mode: Flags.option({ options: ['link', 'clone', 'copy', 'copy-file-range'] as const, summary: 'pg_upgrade transfer mode (default: link when old and new are on one filesystem, else copy).' })(),
+    mode: Flags.option({
+      options: ['link', 'clone', 'copy', 'copy-file-range'] as const,
+      summary: 'pg_upgrade transfer mode (default: link when old and new are on one filesystem, else copy).',
+    })(),
     jobs: Flags.integer({ summary: 'pg_upgrade --jobs (default: the vCPUs PostgreSQL gets).', min: 1 }),
-    waldir: Flags.string({ summary: 'Put the new cluster\'s WAL here (a dedicated volume: empty or absent, on another device).' }),
+    waldir: Flags.string({ summary: "Put the new cluster's WAL here (a dedicated volume: empty or absent, on another device)." }),
     'backup-to': Flags.string({ summary: 'Directory for the pg_dumpall backup taken first (default: under the state directory).', exclusive: ['no-backup'] }),
     'no-backup': Flags.boolean({ summary: 'Skip the backup (not advised: past the point of no return only a backup restores the old data).', default: false }),
     force: Flags.boolean({ summary: 'Accept WAL on the data device.', default: false }),
     'max-transaction-age': Flags.integer({ summary: 'Refuse to stop the old cluster while a transaction is older than this (seconds).', default: 300 }),
     'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
-    replicas: Flags.option({ options: ['rsync', 'rebuild', 'leave'] as const, summary: 'What happens to the physical standbys: rsync (link mode, before the new primary starts), rebuild (pg_basebackup from the new primary), leave (default: rsync when every standby passes its checks, else rebuild).' })(),
-    replica: Flags.string({ summary: 'A standby to upgrade with the primary, HOST:PGDATA (HOST an ssh destination or local; repeatable). Standbys pgscale created are found on their own.', multiple: true }),
-    'ssh-config': Flags.string({ summary: 'ssh -F FILE for the standbys\' hosts.' }),
+    replicas: Flags.option({
+      options: ['rsync', 'rebuild', 'leave'] as const,
+      summary:
+        'What happens to the physical standbys: rsync (link mode, before the new primary starts), rebuild (pg_basebackup from the new primary), leave (default: rsync when every standby passes its checks, else rebuild).',
+    })(),
+    replica: Flags.string({
+      summary:
+        'A standby to upgrade with the primary, HOST:PGDATA (HOST an ssh destination or local; repeatable). Standbys pgscale created are found on their own.',
+      multiple: true,
+    }),
+    'ssh-config': Flags.string({ summary: "ssh -F FILE for the standbys' hosts." }),
     'max-lag': Flags.integer({ summary: 'A standby lagging more than this (bytes of replay) refuses the run before downtime.', default: 16 * 1024 * 1024 }),
   };
 
@@ -80,12 +91,20 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
       // what was given is validated before any question: a stopped cluster or a standby fails now, not after four answers
       if (f.pgdata) await upgradeTarget({ pgdata: f.pgdata, bindir: choices.oldBindir, dsn: f.dsn, runner: this.runner, audit: this.audit });
       const found = await detect({ runner: this.runner, hostRoot: this.hostRoot, audit: this.audit, pgdata: f.pgdata, bindir: choices.oldBindir });
-      const installations = await findInstallations(this.runner, [choices.oldBindir, choices.newBindir].filter((b): b is string => Boolean(b)));
+      const installations = await findInstallations(
+        this.runner,
+        [choices.oldBindir, choices.newBindir].filter((b): b is string => Boolean(b)),
+      );
       choices = await askUpgradeChoices(choices, { clusters: found.clusters, installations });
     }
-    if (choices.noBackup && !this.jsonEnabled()) this.logToStderr('warning: --no-backup: past the point of no return only your own backup can restore the old data');
+    if (choices.noBackup && !this.jsonEnabled())
+      this.logToStderr('warning: --no-backup: past the point of no return only your own backup can restore the old data');
     const params = await decideUpgrade(choices, { runner: this.runner, audit: this.audit, hostRoot: this.hostRoot });
-    params.replicas = await decideStandbys({ method: f.replicas, named, sshConfig: f['ssh-config'] ? resolve(f['ssh-config']) : null, maxLagBytes: f['max-lag'], stateDir: this.stateDirPath }, params, { runner: this.runner, audit: this.audit });
+    params.replicas = await decideStandbys(
+      { method: f.replicas, named, sshConfig: f['ssh-config'] ? resolve(f['ssh-config']) : null, maxLagBytes: f['max-lag'], stateDir: this.stateDirPath },
+      params,
+      { runner: this.runner, audit: this.audit },
+    );
     // the default backup location lives in the state directory, which a run creates anyway (a dry run creates nothing)
     if (params.backup && !choices.backupTo && !f['dry-run']) mkdirSync(dirname(params.backup.dest), { recursive: true, mode: 0o700 });
     const plan = await this.planOperation('upgrade', params);

@@ -16,8 +16,12 @@ class AuditFanout implements AuditSink {
   readonly sinks: AuditSink[] = [];
   constructor(private readonly verbose: (line: string) => void) {}
   record(event: AuditEvent): void {
-    if (event.kind === 'run') this.verbose(`$ ${[event.host ? `[on ${event.host}]` : '', event.runAs ? `[as ${event.runAs}]` : '', event.program, ...event.args].filter(Boolean).join(' ')}  → ${event.exitCode ?? event.signal} (${event.durationMs} ms)`);
-    else if (event.kind === 'sql') this.verbose(`sql ${event.target}: ${event.sql.replace(/\s+/g, ' ').slice(0, 160)}${event.error ? `  → ${event.error}` : ''} (${event.durationMs} ms)`);
+    if (event.kind === 'run')
+      this.verbose(
+        `$ ${[event.host ? `[on ${event.host}]` : '', event.runAs ? `[as ${event.runAs}]` : '', event.program, ...event.args].filter(Boolean).join(' ')}  → ${event.exitCode ?? event.signal} (${event.durationMs} ms)`,
+      );
+    else if (event.kind === 'sql')
+      this.verbose(`sql ${event.target}: ${event.sql.replace(/\s+/g, ' ').slice(0, 160)}${event.error ? `  → ${event.error}` : ''} (${event.durationMs} ms)`);
     for (const s of this.sinks) s.record(event);
   }
 }
@@ -28,8 +32,17 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
   static override baseFlags = {
     pgdata: Flags.string({ char: 'D', summary: 'Data directory of the cluster (default: PGDATA, or detected).', helpGroup: 'CLUSTER' }),
     bindir: Flags.string({ summary: 'Directory holding postgres, pg_ctl, initdb… for that cluster.', helpGroup: 'CLUSTER' }),
-    dsn: Flags.string({ summary: 'libpq connection string or URI; PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE and PGSERVICE are honoured too. Never put a password here: use PGPASSFILE.', helpGroup: 'CLUSTER' }),
-    'host-root': Flags.directory({ summary: 'Read host facts (/proc, /sys, cgroups) under this root instead of /.', default: '/', helpGroup: 'GLOBAL', hidden: false }),
+    dsn: Flags.string({
+      summary:
+        'libpq connection string or URI; PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE and PGSERVICE are honoured too. Never put a password here: use PGPASSFILE.',
+      helpGroup: 'CLUSTER',
+    }),
+    'host-root': Flags.directory({
+      summary: 'Read host facts (/proc, /sys, cgroups) under this root instead of /.',
+      default: '/',
+      helpGroup: 'GLOBAL',
+      hidden: false,
+    }),
     yes: Flags.boolean({ char: 'y', summary: 'Answer yes to every confirmation; never prompt.', default: false, helpGroup: 'GLOBAL' }),
     'dry-run': Flags.boolean({ summary: 'Show what would be done and change nothing.', default: false, helpGroup: 'GLOBAL' }),
     verbose: Flags.boolean({ char: 'v', summary: 'Print every program run and SQL statement to stderr.', default: false, helpGroup: 'GLOBAL' }),
@@ -42,7 +55,13 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
   public override async init(): Promise<void> {
     await super.init();
     const ctor = this.ctor as typeof PgscaleCommand;
-    const { flags } = await this.parse({ flags: ctor.flags, baseFlags: ctor.baseFlags, args: ctor.args, strict: ctor.strict, enableJsonFlag: ctor.enableJsonFlag });
+    const { flags } = await this.parse({
+      flags: ctor.flags,
+      baseFlags: ctor.baseFlags,
+      args: ctor.args,
+      strict: ctor.strict,
+      enableJsonFlag: ctor.enableJsonFlag,
+    });
     this.flags = flags as BaseFlags<T>;
     this.audit = new AuditFanout((line) => {
       if (this.flags.verbose) process.stderr.write(redact(line) + '\n');

@@ -8,9 +8,20 @@ export function detectText(r: DetectReport): string {
   out.push('Compute');
   const cpuLimited = c.effective.cpus !== c.host.cpus;
   const memLimited = c.effective.memoryBytes !== c.host.memoryBytes;
-  out.push(`  vCPUs   ${c.effective.cpus}${c.effective.exactCpus !== c.effective.cpus ? ` (quota worth ${c.effective.exactCpus})` : ''}${cpuLimited ? `   (host: ${c.host.cpus})` : ''}`);
+  out.push(
+    `  vCPUs   ${c.effective.cpus}${c.effective.exactCpus !== c.effective.cpus ? ` (quota worth ${c.effective.exactCpus})` : ''}${cpuLimited ? `   (host: ${c.host.cpus})` : ''}`,
+  );
   out.push(`  memory  ${formatBytes(c.effective.memoryBytes)}${memLimited ? `   (host: ${formatBytes(c.host.memoryBytes)})` : ''}`);
-  out.push(`  cgroup  ${c.cgroupVersion ? `v${c.cgroupVersion}` : 'none'}${[c.limits.cpuQuota && `cpu quota from ${c.limits.cpuQuota.source}`, c.limits.cpuset && `cpuset ${c.limits.cpuset.list}`, c.limits.memory && `memory limit from ${c.limits.memory.source}`].filter(Boolean).map((s) => `; ${s}`).join('')}`);
+  out.push(
+    `  cgroup  ${c.cgroupVersion ? `v${c.cgroupVersion}` : 'none'}${[
+      c.limits.cpuQuota && `cpu quota from ${c.limits.cpuQuota.source}`,
+      c.limits.cpuset && `cpuset ${c.limits.cpuset.list}`,
+      c.limits.memory && `memory limit from ${c.limits.memory.source}`,
+    ]
+      .filter(Boolean)
+      .map((s) => `; ${s}`)
+      .join('')}`,
+  );
   out.push('');
   out.push('Installations');
   if (r.installations.length === 0) out.push('  none found (give --bindir)');
@@ -22,7 +33,9 @@ export function detectText(r: DetectReport): string {
     const name = cl.layout.kind === 'debian' ? `${cl.layout.version}/${cl.layout.name}` : cl.dataDir;
     out.push(`  ${name}: PostgreSQL ${cl.serverVersion ?? cl.major}, ${cl.state}${cl.pid ? ` (pid ${cl.pid})` : ''}, port ${cl.port}, ${cl.role}`);
     out.push(`    data        ${cl.dataDir}  (${formatBytes(cl.sizeBytes)}, owner ${cl.owner})`);
-    out.push(`    checksums   ${cl.checksums === undefined ? 'unknown' : cl.checksums ? 'on' : 'off'}   encoding ${cl.encoding ?? '?'}   locale ${cl.lcCollate ?? '?'}${cl.localeProvider ? ` (${cl.localeProvider})` : ''}`);
+    out.push(
+      `    checksums   ${cl.checksums === undefined ? 'unknown' : cl.checksums ? 'on' : 'off'}   encoding ${cl.encoding ?? '?'}   locale ${cl.lcCollate ?? '?'}${cl.localeProvider ? ` (${cl.localeProvider})` : ''}`,
+    );
     out.push(`    WAL         ${cl.wal.path}${cl.wal.symlink ? '  (symlink: separate location)' : ''}`);
     for (const t of cl.tablespaces) out.push(`    tablespace  ${t.name ?? `oid ${t.oid}`} → ${t.location}`);
     for (const s of cl.storage) {
@@ -31,7 +44,9 @@ export function detectText(r: DetectReport): string {
         continue;
       }
       const st = s.storage;
-      out.push(`    storage ${s.role.padEnd(10)} ${st.storageClass} (${st.confidence} confidence) — ${st.mount.mountPoint} ${st.mount.fsType} ${st.mount.options.join(',')}; ${st.stack.join(' → ')}`);
+      out.push(
+        `    storage ${s.role.padEnd(10)} ${st.storageClass} (${st.confidence} confidence) — ${st.mount.mountPoint} ${st.mount.fsType} ${st.mount.options.join(',')}; ${st.stack.join(' → ')}`,
+      );
       out.push(`      why: ${st.reasons.join('; ')}`);
     }
     for (const n of cl.notes) out.push(`    note: ${n}`);

@@ -24,7 +24,10 @@ export interface OperationResult {
 export abstract class OperationCommand<T extends typeof Command> extends PgscaleCommand<T> {
   static override baseFlags = {
     ...PgscaleCommand.baseFlags,
-    'state-dir': Flags.string({ summary: 'Where runs, journals and audit logs live (default /var/lib/pgscale as root, else $XDG_STATE_HOME/pgscale).', helpGroup: 'GLOBAL' }),
+    'state-dir': Flags.string({
+      summary: 'Where runs, journals and audit logs live (default /var/lib/pgscale as root, else $XDG_STATE_HOME/pgscale).',
+      helpGroup: 'GLOBAL',
+    }),
   };
 
   protected get stateDir(): string {
@@ -87,10 +90,15 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
     }
     if (blockers.length) {
       const fixes = [...new Set(blockers.flatMap((c) => (c.fix ? [c.fix] : [])))];
-      throw refused(`checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`, `nothing was changed; ${fixes.length ? fixes.join('; ') : 'see the plan with --dry-run'}`);
+      throw refused(
+        `checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`,
+        `nothing was changed; ${fixes.length ? fixes.join('; ') : 'see the plan with --dry-run'}`,
+      );
     }
     if (!this.jsonEnabled()) {
-      this.logToStderr(`${plan.summary}\n${plan.steps.map((s, i) => `  ${i + 1}. ${s.title}${s.downtime ? ' [downtime]' : ''}${s.pointOfNoReturn ? ' [point of no return]' : ''}`).join('\n')}`);
+      this.logToStderr(
+        `${plan.summary}\n${plan.steps.map((s, i) => `  ${i + 1}. ${s.title}${s.downtime ? ' [downtime]' : ''}${s.pointOfNoReturn ? ' [point of no return]' : ''}`).join('\n')}`,
+      );
       for (const w of plan.risks) this.logToStderr(`  ${w}`);
     }
     const run = await this.withInterrupts((opts) => startRun(plan, opts));
@@ -107,6 +115,7 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
 }
 
 export function assertCompleted(report: RunReport): RunReport {
-  if (report.status !== 'completed' && report.status !== 'rolled-back') throw new PgscaleError(`run ${report.runId} ended ${report.status}`, ExitCode.FailedAfterChange);
+  if (report.status !== 'completed' && report.status !== 'rolled-back')
+    throw new PgscaleError(`run ${report.runId} ended ${report.status}`, ExitCode.FailedAfterChange);
   return report;
 }

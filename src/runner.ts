@@ -95,11 +95,18 @@ export class ZxRunner implements Runner {
    * Every program gets its own process group (detached): a Ctrl-C at the terminal reaches pgscale
    * only, which then decides where to stop, and an abort kills the whole group, pipes included.
    */
-  private async execute(pieces: readonly string[], values: unknown[], opts: { env: NodeJS.ProcessEnv; cwd: string; input?: string; timeoutMs?: number; signal?: AbortSignal; onStart?: (pgid: number) => void }): Promise<RunResult> {
+  private async execute(
+    pieces: readonly string[],
+    values: unknown[],
+    opts: { env: NodeJS.ProcessEnv; cwd: string; input?: string; timeoutMs?: number; signal?: AbortSignal; onStart?: (pgid: number) => void },
+  ): Promise<RunResult> {
     const started = performance.now();
     const template = Object.assign([...pieces], { raw: [...pieces] }) as unknown as TemplateStringsArray;
     // zx quotes every interpolated value (arrays element by element): no shell string is assembled by hand.
-    const proc = $({ cwd: opts.cwd, env: opts.env, quiet: true, nothrow: true, input: opts.input, timeout: opts.timeoutMs, detached: true })(template, ...values);
+    const proc = $({ cwd: opts.cwd, env: opts.env, quiet: true, nothrow: true, input: opts.input, timeout: opts.timeoutMs, detached: true })(
+      template,
+      ...values,
+    );
     const pgid = proc.child?.pid;
     if (pgid) opts.onStart?.(pgid);
     const kill = () => {

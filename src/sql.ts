@@ -95,10 +95,14 @@ export const statements = {
          from pg_database where datname <> 'template0' order by datname`,
     ),
   /** Database names of a restore target that are not there after initdb (a non-empty target). */
-  userDatabases: () => rows<{ name: string }>('user databases', `select datname as name from pg_database where datname not in ('postgres', 'template0', 'template1') order by 1`),
+  userDatabases: () =>
+    rows<{ name: string }>('user databases', `select datname as name from pg_database where datname not in ('postgres', 'template0', 'template1') order by 1`),
   /** Whether the connected database holds user tables (a non-empty restore target). */
   userTableCount: () =>
-    rows<{ count: number }>('user tables', `select count(*)::int as count from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p', 'm') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'`),
+    rows<{ count: number }>(
+      'user tables',
+      `select count(*)::int as count from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p', 'm') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'`,
+    ),
   /** Drops a database a restore created (rolling the restore back); the name is quoted as an identifier. */
   dropDatabase: (name: string) => command('drop database', `drop database if exists "${name.replace(/"/g, '""')}" with (force)`),
   checkpoint: () => command('checkpoint', 'checkpoint'),
@@ -136,13 +140,24 @@ export const statements = {
       'select application_name, client_addr::text as client_addr, state, sync_state from pg_stat_replication order by 1',
     ),
   settings: (names: readonly string[]) =>
-    rows<{ name: string; setting: string; unit: string | null }>('settings', 'select name, setting, unit from pg_settings where name = any($1::text[]) order by name', [`{${names.join(',')}}`]),
+    rows<{ name: string; setting: string; unit: string | null }>(
+      'settings',
+      'select name, setting, unit from pg_settings where name = any($1::text[]) order by name',
+      [`{${names.join(',')}}`],
+    ),
   /** Every server setting as the server runs it, with where its value came from (tune's effective configuration). */
   allSettings: () =>
-    rows<{ name: string; setting: string | null; unit: string | null; source: string; sourcefile: string | null; sourceline: number | null; pending_restart: boolean; context: string; boot_val: string | null }>(
-      'all settings',
-      'select name, setting, unit, source, sourcefile, sourceline, pending_restart, context, boot_val from pg_settings order by name',
-    ),
+    rows<{
+      name: string;
+      setting: string | null;
+      unit: string | null;
+      source: string;
+      sourcefile: string | null;
+      sourceline: number | null;
+      pending_restart: boolean;
+      context: string;
+      boot_val: string | null;
+    }>('all settings', 'select name, setting, unit, source, sourcefile, sourceline, pending_restart, context, boot_val from pg_settings order by name'),
   /** Lines of the configuration files the server could not apply at the last reload (bad values, unknown names). */
   configFileErrors: () =>
     rows<{ sourcefile: string | null; sourceline: number | null; name: string | null; error: string }>(
@@ -169,7 +184,8 @@ export const statements = {
    */
   alterSystemSet: (name: string, value: string) => {
     if (!/^[a-z_][a-z0-9_.]*$/.test(name)) throw new Error(`not a setting name: ${JSON.stringify(name)}`);
-    if (!/^[A-Za-z0-9_.\-:/ ,]*$/.test(value)) throw new Error(`value for ${name} has characters pgscale does not write through ALTER SYSTEM: ${JSON.stringify(value)}`);
+    if (!/^[A-Za-z0-9_.\-:/ ,]*$/.test(value))
+      throw new Error(`value for ${name} has characters pgscale does not write through ALTER SYSTEM: ${JSON.stringify(value)}`);
     return command('alter system', `ALTER SYSTEM SET ${name} = '${value}'`);
   },
   reloadConf: () => rows<{ reloaded: boolean }>('reload configuration', 'select pg_reload_conf() as reloaded'),
@@ -202,7 +218,10 @@ export const statements = {
     ),
   /** A write that must reach disk: proves the upgraded cluster accepts writes. */
   writeProbe: () =>
-    command('write probe', `create table if not exists pgscale_write_probe (at timestamptz); insert into pgscale_write_probe values (now()); drop table pgscale_write_probe`),
+    command(
+      'write probe',
+      `create table if not exists pgscale_write_probe (at timestamptz); insert into pgscale_write_probe values (now()); drop table pgscale_write_probe`,
+    ),
   outdatedExtensions: () =>
     rows<{ name: string; installed: string; available: string }>(
       'outdated extensions',
@@ -211,10 +230,17 @@ export const statements = {
     ),
   /** Settings with where the running server took them from (command line, environment variable, configuration file, default). */
   settingSources: (names: readonly string[]) =>
-    rows<{ name: string; setting: string; source: string }>('setting sources', 'select name, setting, source from pg_settings where name = any($1::text[]) order by name', [`{${names.join(',')}}`]),
+    rows<{ name: string; setting: string; source: string }>(
+      'setting sources',
+      'select name, setting, source from pg_settings where name = any($1::text[]) order by name',
+      [`{${names.join(',')}}`],
+    ),
   /** Databases pg_upgrade refuses: every database but template0 must allow connections. */
   databasesRefusingConnections: () =>
-    rows<{ name: string }>('databases refusing connections', `select datname as name from pg_database where not datallowconn and datname <> 'template0' order by 1`),
+    rows<{ name: string }>(
+      'databases refusing connections',
+      `select datname as name from pg_database where not datallowconn and datname <> 'template0' order by 1`,
+    ),
   /** User columns of the reg* types pg_upgrade cannot carry (their OIDs are not preserved). */
   regTypeColumns: () =>
     rows<{ column_name: string }>(
@@ -243,9 +269,14 @@ export const statements = {
     ),
   /** Exact row count of one table (deep verification, after service is back). */
   tableRowCount: (qualifiedName: string) =>
-    rows<{ row_count: string }>('table row count', `select (xpath('/row/c/text()', query_to_xml(format('select count(*) as c from %s', $1::regclass), false, true, '')))[1]::text as row_count`, [qualifiedName]),
+    rows<{ row_count: string }>(
+      'table row count',
+      `select (xpath('/row/c/text()', query_to_xml(format('select count(*) as c from %s', $1::regclass), false, true, '')))[1]::text as row_count`,
+      [qualifiedName],
+    ),
   /** Whether amcheck is installed in the connected database. */
-  amcheckInstalled: () => rows<{ installed: boolean }>('amcheck installed', `select exists (select 1 from pg_extension where extname = 'amcheck') as installed`),
+  amcheckInstalled: () =>
+    rows<{ installed: boolean }>('amcheck installed', `select exists (select 1 from pg_extension where extname = 'amcheck') as installed`),
   /** The valid btree indexes of these tables (deep verification checks them with amcheck). */
   btreeIndexesOf: (tables: readonly string[]) =>
     rows<{ index_name: string }>(
@@ -259,13 +290,25 @@ export const statements = {
   btIndexCheck: (indexName: string) => rows<{ checked: boolean }>('bt_index_check', 'select true as checked from bt_index_check($1::regclass)', [indexName]),
   /** The scratch write of the pre-service verification: a table written, checkpointed, dropped. */
   scratchWrite: () =>
-    command('scratch write', `create table pgscale_upgrade_probe (at timestamptz); insert into pgscale_upgrade_probe values (now()); checkpoint; drop table pgscale_upgrade_probe`),
+    command(
+      'scratch write',
+      `create table pgscale_upgrade_probe (at timestamptz); insert into pgscale_upgrade_probe values (now()); checkpoint; drop table pgscale_upgrade_probe`,
+    ),
   /** Client sessions other than this one (after a termination they take a moment to go). */
-  otherSessions: () => rows<{ count: number }>('other sessions', `select count(*)::int as count from pg_stat_activity where pid <> pg_backend_pid() and backend_type = 'client backend'`),
+  otherSessions: () =>
+    rows<{ count: number }>(
+      'other sessions',
+      `select count(*)::int as count from pg_stat_activity where pid <> pg_backend_pid() and backend_type = 'client backend'`,
+    ),
   /** Rules of pg_hba.conf the server could not parse (a reload keeps the old rules then). */
   hbaErrors: () => rows<{ line_number: number; error: string }>('pg_hba errors', 'select line_number, error from pg_hba_file_rules where error is not null'),
-  systemIdentifier: () => rows<{ system_identifier: string }>('system identifier', 'select system_identifier::text as system_identifier from pg_control_system()'),
-  serverVersionNum: () => rows<{ server_version_num: number; server_version: string }>('server version', `select current_setting('server_version_num')::int as server_version_num, current_setting('server_version') as server_version`),
+  systemIdentifier: () =>
+    rows<{ system_identifier: string }>('system identifier', 'select system_identifier::text as system_identifier from pg_control_system()'),
+  serverVersionNum: () =>
+    rows<{ server_version_num: number; server_version: string }>(
+      'server version',
+      `select current_setting('server_version_num')::int as server_version_num, current_setting('server_version') as server_version`,
+    ),
   /** max_wal_size in bytes, and whether the server is a standby: what a WAL volume must hold. */
   walSizing: () =>
     rows<{ max_wal_size_bytes: string; in_recovery: boolean }>(
@@ -307,11 +350,7 @@ export const statements = {
 
   // ---- replicas (src/replica/*): streaming replication, slots, the replication role --------------
   /** What a new streaming replica needs from the primary: WAL level, free senders and slots, where pg_hba is. */
-  replicationSettings: () =>
-    rows<ReplicationSettings>(
-      'replication settings',
-      REPLICATION_SETTINGS,
-    ),
+  replicationSettings: () => rows<ReplicationSettings>('replication settings', REPLICATION_SETTINGS),
   /** The role replicas connect as: whether it may replicate and has a SCRAM verifier (needs a superuser to read pg_authid). */
   replicationRole: (role: string) =>
     rows<{ rolname: string; rolreplication: boolean; rolcanlogin: boolean; scram: boolean }>(
@@ -348,7 +387,13 @@ do $pgscale$ begin execute format('drop role if exists %I', current_setting('pgs
    * is a psql process): settings, the role, the slot, the pg_hba rules and the tablespaces.
    */
   replicaFacts: (role: string, slot: string) =>
-    rows<{ settings: ReplicationSettings; role: { rolname: string; rolreplication: boolean; rolcanlogin: boolean; scram: boolean } | null; slot_exists: boolean; hba_rules: HbaRuleRow[]; tablespaces: { name: string; location: string; bytes: string | null }[] }>(
+    rows<{
+      settings: ReplicationSettings;
+      role: { rolname: string; rolreplication: boolean; rolcanlogin: boolean; scram: boolean } | null;
+      slot_exists: boolean;
+      hba_rules: HbaRuleRow[];
+      tablespaces: { name: string; location: string; bytes: string | null }[];
+    }>(
       'replica facts',
       `select (select to_jsonb(s) from (${REPLICATION_SETTINGS}) s) as settings,
               (select to_jsonb(r) from (select rolname, rolreplication, rolcanlogin, coalesce(rolpassword like 'SCRAM-SHA-256$%', false) as scram from pg_authid where rolname = $1) r) as role,
@@ -371,11 +416,16 @@ do $pgscale$ begin execute format('drop role if exists %I', current_setting('pgs
       [slot],
     ),
   /** A physical slot that reserves WAL now, before the copy starts (immediately_reserve). */
-  createPhysicalSlot: (slot: string) => rows<{ slot_name: string }>('create physical slot', `select slot_name from pg_create_physical_replication_slot($1, true)`, [slot]),
+  createPhysicalSlot: (slot: string) =>
+    rows<{ slot_name: string }>('create physical slot', `select slot_name from pg_create_physical_replication_slot($1, true)`, [slot]),
   dropSlot: (slot: string) => rows<{ dropped: boolean }>('drop slot', `select true as dropped from pg_drop_replication_slot($1)`, [slot]),
   /** Ends the walsender holding a slot (a killed pg_basebackup's may linger until its socket times out). */
   terminateSlotHolder: (slot: string) =>
-    rows<{ terminated: boolean }>('terminate slot holder', `select pg_terminate_backend(active_pid) as terminated from pg_replication_slots where slot_name = $1 and active_pid is not null`, [slot]),
+    rows<{ terminated: boolean }>(
+      'terminate slot holder',
+      `select pg_terminate_backend(active_pid) as terminated from pg_replication_slots where slot_name = $1 and active_pid is not null`,
+      [slot],
+    ),
   /** One standby seen from the primary through its slot. */
   standbyOnSlot: (slot: string) =>
     rows<{ state: string | null; client_addr: string | null; lag_bytes: string | null; replay_lag_seconds: number | null }>(
@@ -389,7 +439,10 @@ do $pgscale$ begin execute format('drop role if exists %I', current_setting('pgs
     ),
   /** Walsenders for a role from an address: a pg_hba rule still in use by another standby. */
   sendersFrom: (role: string, address: string) =>
-    rows<{ n: number }>('senders from address', `select count(*)::int as n from pg_stat_replication where usename = $1 and host(client_addr) = $2`, [role, address]),
+    rows<{ n: number }>('senders from address', `select count(*)::int as n from pg_stat_replication where usename = $1 and host(client_addr) = $2`, [
+      role,
+      address,
+    ]),
   /** Every slot and every walsender, joined: `replica list`. */
   replicationOverview: () =>
     rows<ReplicationOverviewRow>(
@@ -406,13 +459,23 @@ do $pgscale$ begin execute format('drop role if exists %I', current_setting('pgs
     ),
   probeTableCreate: () => command('create replica probe table', 'create table if not exists pgscale_replica_probe (token text not null)'),
   // a command, not rows: psql wraps row statements in a subquery, where an INSERT cannot stand
-  probeWrite: (token: string) => ({ name: 'write replica probe', text: 'insert into pgscale_replica_probe (token) values ($1)', params: [token], returnsRows: false }) satisfies Statement<void>,
+  probeWrite: (token: string) =>
+    ({
+      name: 'write replica probe',
+      text: 'insert into pgscale_replica_probe (token) values ($1)',
+      params: [token],
+      returnsRows: false,
+    }) satisfies Statement<void>,
   probeRead: (token: string) => rows<{ token: string }>('read replica probe', 'select token from pgscale_replica_probe where token = $1', [token]),
   probeTableDrop: () => command('drop replica probe table', 'drop table if exists pgscale_replica_probe'),
   inRecovery: () => rows<{ in_recovery: boolean }>('in recovery', 'select pg_is_in_recovery() as in_recovery'),
   /** A standby's replay position against a primary's LSN (the shutdown checkpoint it must have received). */
   replayedUpTo: (lsn: string) =>
-    rows<{ replayed: string | null; reached: boolean | null }>('replayed up to', 'select pg_last_wal_replay_lsn()::text as replayed, pg_last_wal_replay_lsn() >= $1::pg_lsn as reached', [lsn]),
+    rows<{ replayed: string | null; reached: boolean | null }>(
+      'replayed up to',
+      'select pg_last_wal_replay_lsn()::text as replayed, pg_last_wal_replay_lsn() >= $1::pg_lsn as reached',
+      [lsn],
+    ),
 };
 
 // ---------------------------------------------------------------- tablespaces (pgscale tablespaces)
@@ -470,7 +533,8 @@ export interface RelationStatsRow {
 }
 
 /** How a lock_timeout-bounded ALTER TABLE … SET TABLESPACE reports that it gave up waiting. */
-export const isLockTimeout = (e: unknown): boolean => /lock timeout|55P03/.test(e instanceof Error ? `${e.message} ${(e as { code?: string }).code ?? ''}` : String(e));
+export const isLockTimeout = (e: unknown): boolean =>
+  /lock timeout|55P03/.test(e instanceof Error ? `${e.message} ${(e as { code?: string }).code ?? ''}` : String(e));
 
 const doTag = '$pgscale$';
 
@@ -481,13 +545,31 @@ const doTag = '$pgscale$';
 function underLockTimeout(name: string, lockTimeoutMs: number, body: string[], declare = ''): Statement<void> {
   const text = body.join('\n');
   if (text.includes(doTag)) throw new Error(`${name}: statement contains ${doTag}`);
-  return command(name, [`DO ${doTag}`, ...(declare ? [`DECLARE ${declare}`] : []), 'BEGIN', `  PERFORM set_config('lock_timeout', '${Math.round(lockTimeoutMs)}ms', true);`, ...body.map((l) => `  ${l}`), `END ${doTag}`].join('\n'));
+  return command(
+    name,
+    [
+      `DO ${doTag}`,
+      ...(declare ? [`DECLARE ${declare}`] : []),
+      'BEGIN',
+      `  PERFORM set_config('lock_timeout', '${Math.round(lockTimeoutMs)}ms', true);`,
+      ...body.map((l) => `  ${l}`),
+      `END ${doTag}`,
+    ].join('\n'),
+  );
 }
 
 export const tablespaceStatements = {
   /** The database, its counters' reset time and the server's clock (ISO 8601): the frame of a snapshot. */
   statsFrame: () =>
-    rows<{ database: string; taken_at: string; stats_reset: string | null; postmaster_start: string; server_version_num: number; system_identifier: string; default_tablespace: string }>(
+    rows<{
+      database: string;
+      taken_at: string;
+      stats_reset: string | null;
+      postmaster_start: string;
+      server_version_num: number;
+      system_identifier: string;
+      default_tablespace: string;
+    }>(
       'tablespaces: statistics frame',
       `select current_database() as database, to_json(now())#>>'{}' as taken_at,
               (select to_json(stats_reset)#>>'{}' from pg_stat_database where datname = current_database()) as stats_reset,
@@ -556,15 +638,18 @@ export const tablespaceStatements = {
         where n.nspname = $1 and c.relname = $2 and not x.indisvalid and ic.relname ~ '_cc(new|old)[0-9]*$'`,
       [schema, table],
     ),
-  dropIndexConcurrently: (schema: string, name: string) => command('tablespaces: drop leftover index', `DROP INDEX CONCURRENTLY IF EXISTS ${qualified(schema, name)}`),
-  rowCount: (schema: string, name: string) => rows<{ count: number }>('tablespaces: row count', `select count(*)::float8 as count from ${qualified(schema, name)}`),
+  dropIndexConcurrently: (schema: string, name: string) =>
+    command('tablespaces: drop leftover index', `DROP INDEX CONCURRENTLY IF EXISTS ${qualified(schema, name)}`),
+  rowCount: (schema: string, name: string) =>
+    rows<{ count: number }>('tablespaces: row count', `select count(*)::float8 as count from ${qualified(schema, name)}`),
   tablespaceList: () =>
     rows<{ name: string; location: string; options: string[] | null; owner: string }>(
       'tablespaces: list',
       `select spcname as name, pg_tablespace_location(oid) as location, spcoptions as options, pg_get_userbyid(spcowner) as owner
          from pg_tablespace order by 1`,
     ),
-  createTablespace: (name: string, location: string) => command('tablespaces: create', `CREATE TABLESPACE ${quoteIdent(name)} LOCATION ${quoteLiteral(location)}`),
+  createTablespace: (name: string, location: string) =>
+    command('tablespaces: create', `CREATE TABLESPACE ${quoteIdent(name)} LOCATION ${quoteLiteral(location)}`),
   dropTablespace: (name: string) => command('tablespaces: drop', `DROP TABLESPACE IF EXISTS ${quoteIdent(name)}`),
   /** Planner and prefetch settings of a tablespace; names are checked so nothing else reaches the text. */
   setTablespaceOptions: (name: string, options: Record<string, number>) => {
@@ -574,7 +659,8 @@ export const tablespaceStatements = {
     });
     return command('tablespaces: options', `ALTER TABLESPACE ${quoteIdent(name)} SET (${list.join(', ')})`);
   },
-  resetTablespaceOptions: (name: string, options: readonly string[]) => command('tablespaces: reset options', `ALTER TABLESPACE ${quoteIdent(name)} RESET (${options.filter((o) => /^[a-z_]+$/.test(o)).join(', ')})`),
+  resetTablespaceOptions: (name: string, options: readonly string[]) =>
+    command('tablespaces: reset options', `ALTER TABLESPACE ${quoteIdent(name)} RESET (${options.filter((o) => /^[a-z_]+$/.test(o)).join(', ')})`),
   /**
    * Moves a table's heap (its TOAST follows) under a short lock_timeout. With `countRows`, a
    * REPEATABLE READ transaction counts the rows before taking the lock and again after the rewrite,
@@ -586,13 +672,18 @@ export const tablespaceStatements = {
     const rel = qualified(schema, name);
     const move = `ALTER TABLE ${rel} SET TABLESPACE ${quoteIdent(ts)};`;
     if (!countRows) return underLockTimeout('tablespaces: move table', lockTimeoutMs, [move]);
-    const counted = underLockTimeout('tablespaces: move table, rows counted', lockTimeoutMs, [
-      `SELECT count(*) INTO before FROM ${rel};`,
-      `LOCK TABLE ${rel} IN ACCESS EXCLUSIVE MODE;`,
-      move,
-      `SELECT count(*) INTO after FROM ${rel};`,
-      `IF before <> after THEN RAISE EXCEPTION 'row count changed by the move: % before, % after', before, after; END IF;`,
-    ], 'before bigint; after bigint;');
+    const counted = underLockTimeout(
+      'tablespaces: move table, rows counted',
+      lockTimeoutMs,
+      [
+        `SELECT count(*) INTO before FROM ${rel};`,
+        `LOCK TABLE ${rel} IN ACCESS EXCLUSIVE MODE;`,
+        move,
+        `SELECT count(*) INTO after FROM ${rel};`,
+        `IF before <> after THEN RAISE EXCEPTION 'row count changed by the move: % before, % after', before, after; END IF;`,
+      ],
+      'before bigint; after bigint;',
+    );
     return { ...counted, text: `BEGIN ISOLATION LEVEL REPEATABLE READ;\n${counted.text};\nCOMMIT` };
   },
   /** Ends a transaction a failed multi-statement text left open (a warning, no error, when there is none). */
@@ -617,9 +708,9 @@ export const tablespaceStatements = {
         where n.nspname = $1 and c.relname = $2`,
       [schema, name],
     ),
-  tempTablespaces: () => rows<{ setting: string; source: string }>('tablespaces: temp_tablespaces', `select setting, source from pg_settings where name = 'temp_tablespaces'`),
+  tempTablespaces: () =>
+    rows<{ setting: string; source: string }>('tablespaces: temp_tablespaces', `select setting, source from pg_settings where name = 'temp_tablespaces'`),
   resetTempTablespaces: () => command('tablespaces: reset temp_tablespaces', 'ALTER SYSTEM RESET temp_tablespaces'),
-
 };
 
 export interface ReplicationSettings {
@@ -686,7 +777,14 @@ async function audited<T>(audit: AuditSink | undefined, target: string, st: Stat
     audit?.record({ kind: 'sql', target, sql: st.text, params: st.params.length, rows: result.length, durationMs: Math.round(performance.now() - started) });
     return result;
   } catch (e) {
-    audit?.record({ kind: 'sql', target, sql: st.text, params: st.params.length, error: redact(String(e)), durationMs: Math.round(performance.now() - started) });
+    audit?.record({
+      kind: 'sql',
+      target,
+      sql: st.text,
+      params: st.params.length,
+      error: redact(String(e)),
+      durationMs: Math.round(performance.now() - started),
+    });
     throw e;
   }
 }

@@ -22,12 +22,20 @@ Methods: dumpall (one pg_dumpall stream; restores into any newer major), paralle
 
   static override flags = {
     to: Flags.string({ summary: 'New directory for the backup (must not exist).', required: true }),
-    method: Flags.option({ options: backupMethods, summary: 'dumpall (any newer major), parallel (pg_dump -Fd -j per database), physical (pg_basebackup; same major only).', default: 'dumpall' })(),
+    method: Flags.option({
+      options: backupMethods,
+      summary: 'dumpall (any newer major), parallel (pg_dump -Fd -j per database), physical (pg_basebackup; same major only).',
+      default: 'dumpall',
+    })(),
     jobs: Flags.integer({ summary: 'Parallel jobs in all (parallel method; default: the CPUs available).', min: 1, max: 256 }),
     'exclude-database': Flags.string({ summary: 'Leave this database out, by exact name (repeatable); the manifest records it as not held.', multiple: true }),
     compress: Flags.option({ options: ['zstd', 'gzip'] as const, summary: 'Compressor (zstd by default; gzip where zstd is missing).', default: 'zstd' })(),
     level: Flags.integer({ summary: 'Compression level (zstd 1-19, gzip 1-9).', default: 3, min: 1, max: 19 }),
-    verify: Flags.option({ options: ['checksum', 'restore'] as const, summary: 'checksum: check every file against the manifest; restore: also restore a dumpall backup into a scratch cluster and compare row counts.', default: 'checksum' })(),
+    verify: Flags.option({
+      options: ['checksum', 'restore'] as const,
+      summary: 'checksum: check every file against the manifest; restore: also restore a dumpall backup into a scratch cluster and compare row counts.',
+      default: 'checksum',
+    })(),
     'restore-bindir': Flags.string({ summary: 'Bindir of the PostgreSQL version to restore into for --verify restore (default: the newest installed).' }),
     'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
   };
@@ -35,9 +43,12 @@ Methods: dumpall (one pg_dumpall stream; restores into any newer major), paralle
   async run(): Promise<OperationResult> {
     const f = this.flags;
     if (f.compress === 'gzip' && f.level > 9) throw badInput('gzip levels are 1 to 9');
-    if (f.method === 'physical' && f['exclude-database']?.length) throw badInput('a physical backup copies the whole cluster: --exclude-database applies to dumpall and parallel only');
-    if (f.method === 'dumpall' && f.jobs !== undefined) throw badInput('--jobs applies to --method parallel: pg_dumpall is one stream', 'add --method parallel, or drop --jobs');
-    if (f.verify === 'restore' && f.method !== 'dumpall') throw badInput('--verify restore applies to the dumpall method', `check a ${f.method} backup with \`pgscale backup restore DIR --to NEWPGDATA\``);
+    if (f.method === 'physical' && f['exclude-database']?.length)
+      throw badInput('a physical backup copies the whole cluster: --exclude-database applies to dumpall and parallel only');
+    if (f.method === 'dumpall' && f.jobs !== undefined)
+      throw badInput('--jobs applies to --method parallel: pg_dumpall is one stream', 'add --method parallel, or drop --jobs');
+    if (f.verify === 'restore' && f.method !== 'dumpall')
+      throw badInput('--verify restore applies to the dumpall method', `check a ${f.method} backup with \`pgscale backup restore DIR --to NEWPGDATA\``);
     const target = await resolveTarget({ pgdata: f.pgdata, bindir: f.bindir, dsn: f.dsn, runner: this.runner, audit: this.audit, requireRunning: true });
     let restoreBindir: string | null = null;
     if (f.verify === 'restore') {
@@ -47,7 +58,9 @@ Methods: dumpall (one pg_dumpall stream; restores into any newer major), paralle
     const params: BackupParams = {
       access: target.access,
       dest: resolve(f.to),
-      protectedPaths: target.cluster ? [target.cluster.dataDir, ...target.cluster.tablespaces.map((t) => t.location), ...(target.cluster.wal.symlink ? [target.cluster.wal.path] : [])] : [],
+      protectedPaths: target.cluster
+        ? [target.cluster.dataDir, ...target.cluster.tablespaces.map((t) => t.location), ...(target.cluster.wal.symlink ? [target.cluster.wal.path] : [])]
+        : [],
       compression: { compressor: f.compress, level: f.level },
       // a physical copy is not much smaller than the cluster, and before 18 it is checked unpacked beside itself
       estimateBytes: (await estimateBackupBytes(this.runner, target.access)) * (f.method === 'physical' ? 4 : 1),

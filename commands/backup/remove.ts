@@ -15,7 +15,8 @@ export interface RemoveResult {
 
 export default class BackupRemove extends PgscaleCommand<typeof BackupRemove> {
   static override summary = 'Remove a pgscale backup, on purpose: the only way a verified backup is ever deleted (no undo removes one).';
-  static override description = 'Refuses a directory that is not a pgscale backup (no readable manifest.json). Asks first at a terminal; without one, needs --yes. --dry-run names what would go.';
+  static override description =
+    'Refuses a directory that is not a pgscale backup (no readable manifest.json). Asks first at a terminal; without one, needs --yes. --dry-run names what would go.';
   static override args = { dir: Args.string({ description: 'Backup directory (holding manifest.json).', required: true }) };
   static override examples = ['<%= config.bin %> backup remove /backups/pre-upgrade --yes'];
 

@@ -44,7 +44,9 @@ export default class BackupRestore extends OperationCommand<typeof BackupRestore
     if (f.to) {
       const pgdata = resolve(f.to);
       const installations = await findInstallations(this.runner, f.bindir ? [f.bindir] : []);
-      const install = f.bindir ? installations.find((i) => i.bindir === f.bindir) : installations.find((i) => (method === 'physical' ? i.major === sourceMajor : i.major >= sourceMajor));
+      const install = f.bindir
+        ? installations.find((i) => i.bindir === f.bindir)
+        : installations.find((i) => (method === 'physical' ? i.major === sourceMajor : i.major >= sourceMajor));
       if (!install) throw badInput(`no PostgreSQL ${sourceMajor}${method === 'physical' ? '' : ' or newer'} installation to restore into`, 'pass --bindir');
       const ownerName = f.owner ?? (isRoot() ? 'postgres' : currentUser().name);
       if (!userByName(ownerName)) throw badInput(`OS user ${ownerName} does not exist`, 'pass --owner');

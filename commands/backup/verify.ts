@@ -8,7 +8,8 @@ import { existsSync, statSync } from 'node:fs';
 import { formatBytes } from '../../src/format.js';
 
 export default class BackupVerify extends PgscaleCommand<typeof BackupVerify> {
-  static override summary = 'Re-check an existing backup: every file against the manifest, the dump decompressed in full, and the method\'s own check (pg_restore --list, pg_verifybackup).';
+  static override summary =
+    "Re-check an existing backup: every file against the manifest, the dump decompressed in full, and the method's own check (pg_restore --list, pg_verifybackup).";
   static override args = { dir: Args.string({ description: 'Backup directory (holding manifest.json).', required: true }) };
 
   async run(): Promise<ArchiveCheck & { dir: string }> {
@@ -26,7 +27,9 @@ export default class BackupVerify extends PgscaleCommand<typeof BackupVerify> {
     });
     if (!result.ok) throw new PgscaleError(`backup ${dir} is damaged: ${result.problems.join('; ')}`, ExitCode.Refused);
     const held = manifest.databases.filter((d) => d.dumped !== false);
-    this.log(`ok: ${dir}: ${methodOf(manifest)} backup, ${formatBytes(result.compressedBytes)}${result.uncompressedBytes ? ` (dump ${formatBytes(result.uncompressedBytes)} decompressed)` : ''}, every checksum matches (PostgreSQL ${manifest.serverVersion}, ${held.length} of ${manifest.databases.length} databases held)`);
+    this.log(
+      `ok: ${dir}: ${methodOf(manifest)} backup, ${formatBytes(result.compressedBytes)}${result.uncompressedBytes ? ` (dump ${formatBytes(result.uncompressedBytes)} decompressed)` : ''}, every checksum matches (PostgreSQL ${manifest.serverVersion}, ${held.length} of ${manifest.databases.length} databases held)`,
+    );
     return { dir, ...result };
   }
 }

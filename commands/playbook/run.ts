@@ -7,8 +7,12 @@ import { interruptSignal } from '../../src/pipeline/session.js';
 
 export default class PlaybookRun extends OperationCommand<typeof PlaybookRun> {
   static override summary = 'Run a YAML playbook (a maintenance window): its steps in order, resumable by running it again.';
-  static override description = 'Every step runs as its own pgscale command with the playbook\'s cluster flags and its own; progress is kept in the state directory. Without a TTY every confirmation needs --yes.';
-  static override examples = ['<%= config.bin %> playbook run playbooks/upgrade-16-to-17.yaml --yes', '<%= config.bin %> playbook run playbooks/upgrade-16-to-17.yaml --dry-run'];
+  static override description =
+    "Every step runs as its own pgscale command with the playbook's cluster flags and its own; progress is kept in the state directory. Without a TTY every confirmation needs --yes.";
+  static override examples = [
+    '<%= config.bin %> playbook run playbooks/upgrade-16-to-17.yaml --yes',
+    '<%= config.bin %> playbook run playbooks/upgrade-16-to-17.yaml --dry-run',
+  ];
   static override args = { file: Args.string({ description: 'Playbook (YAML).', required: true }) };
 
   async run(): Promise<PlaybookResult> {

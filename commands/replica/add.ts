@@ -28,7 +28,9 @@ The password comes from a libpq password file (--replication-passfile or PGPASSF
     'tablespace-mapping': Flags.string({ summary: 'OLD=NEW: where a tablespace of the primary goes on the replica (repeatable).', multiple: true }),
     'replica-port': Flags.integer({ summary: "The standby's port (default: the primary's; on this host the primary's + 1)." }),
     'replica-socket-dir': Flags.string({ summary: "The standby's socket directory (default: the primary's)." }),
-    'primary-address': Flags.string({ summary: 'Where the replica reaches the primary (default: this host as the replica sees it over ssh; 127.0.0.1 for local).' }),
+    'primary-address': Flags.string({
+      summary: 'Where the replica reaches the primary (default: this host as the replica sees it over ssh; 127.0.0.1 for local).',
+    }),
     'replica-address': Flags.string({ summary: "The replica's address as the primary sees it (default: from the ssh connection; 127.0.0.1 for local)." }),
     'replication-passfile': Flags.string({ summary: 'libpq password file with the replication role password (default: PGPASSFILE).' }),
     'max-rate': Flags.string({ summary: 'pg_basebackup --max-rate (e.g. 100M): spares a busy primary.' }),
@@ -51,7 +53,7 @@ The password comes from a libpq password file (--replication-passfile or PGPASSF
     const replicaDir = absoluteDir('replica-pgdata', f['replica-pgdata']);
     const resolved = await resolveTarget({ pgdata: f.pgdata, bindir: f.bindir, dsn: f.dsn, runner: this.runner, audit: this.audit, requireRunning: true });
     const cluster = resolved.cluster!;
-    if (isLocal(host) && replicaDir === cluster.dataDir) throw badInput('--replica-pgdata is the primary\'s own data directory');
+    if (isLocal(host) && replicaDir === cluster.dataDir) throw badInput("--replica-pgdata is the primary's own data directory");
     const slot = f.slot ?? slotNameFor(f.host, replicaDir);
     if (!validSlotName(slot)) throw badInput(`slot name "${slot}": lower-case letters, digits and _ only, at most 63`);
 
@@ -73,11 +75,17 @@ The password comes from a libpq password file (--replication-passfile or PGPASSF
       if (eq <= 0) throw badInput(`--tablespace-mapping ${m}: expected OLD=NEW`);
       const location = m.slice(0, eq);
       const ts = cluster.tablespaces.find((t) => t.location === location);
-      if (!ts) throw badInput(`--tablespace-mapping ${m}: the primary has no tablespace at ${location}`, `its tablespaces: ${cluster.tablespaces.map((t) => t.location).join(', ') || 'none'}`);
+      if (!ts)
+        throw badInput(
+          `--tablespace-mapping ${m}: the primary has no tablespace at ${location}`,
+          `its tablespaces: ${cluster.tablespaces.map((t) => t.location).join(', ') || 'none'}`,
+        );
       mappings.push({ name: ts.name ?? String(ts.oid), location, target: absoluteDir('tablespace-mapping', m.slice(eq + 1)) });
     }
     // a tablespace left unmapped keeps its path on a remote host; the checks refuse that on this host
-    for (const t of cluster.tablespaces) if (!mappings.some((m) => m.location === t.location) && !isLocal(host)) mappings.push({ name: t.name ?? String(t.oid), location: t.location, target: t.location });
+    for (const t of cluster.tablespaces)
+      if (!mappings.some((m) => m.location === t.location) && !isLocal(host))
+        mappings.push({ name: t.name ?? String(t.oid), location: t.location, target: t.location });
 
     const params: ReplicaParams = {
       primaryDataDir: cluster.dataDir,
@@ -108,6 +116,9 @@ The password comes from a libpq password file (--replication-passfile or PGPASSF
       params.promptedPassfile = true;
     }
     const facts = await gatherPrimary(this.planningContext(), params);
-    return this.runPlan(await this.planOperation('replica-add', { ...params, createRole: !facts.role.exists, hbaRulePresent: facts.hbaRulePresent }), f['plan-out']);
+    return this.runPlan(
+      await this.planOperation('replica-add', { ...params, createRole: !facts.role.exists, hbaRulePresent: facts.hbaRulePresent }),
+      f['plan-out'],
+    );
   }
 }

@@ -5,7 +5,8 @@ import { judgeReplicas, type ReplicaEntry } from '../../src/replica/list.js';
 import { statements } from '../../src/sql.js';
 
 export default class ReplicaList extends PgscaleCommand<typeof ReplicaList> {
-  static override summary = 'Show every standby and replication slot of a primary: state, lag, wal_status, safe_wal_size, retained WAL; what to do about lost or inactive slots.';
+  static override summary =
+    'Show every standby and replication slot of a primary: state, lag, wal_status, safe_wal_size, retained WAL; what to do about lost or inactive slots.';
 
   async run(): Promise<{ primary: string; replicas: ReplicaEntry[] }> {
     const f = this.flags;
@@ -17,7 +18,9 @@ export default class ReplicaList extends PgscaleCommand<typeof ReplicaList> {
       if (!replicas.length) this.log('no replication slots and no standbys');
       for (const r of replicas) {
         const b = (n: number | null) => (n === null ? '-' : formatBytes(n));
-        this.log(`${r.slot ?? '(no slot)'}  ${r.state}  from ${r.clientAddress ?? '-'}  lag ${b(r.lagBytes)}${r.lagSeconds !== null ? ` / ${r.lagSeconds.toFixed(1)} s` : ''}  wal_status ${r.walStatus ?? '-'}  safe_wal_size ${b(r.safeWalSize)}  retained ${b(r.retainedBytes)}`);
+        this.log(
+          `${r.slot ?? '(no slot)'}  ${r.state}  from ${r.clientAddress ?? '-'}  lag ${b(r.lagBytes)}${r.lagSeconds !== null ? ` / ${r.lagSeconds.toFixed(1)} s` : ''}  wal_status ${r.walStatus ?? '-'}  safe_wal_size ${b(r.safeWalSize)}  retained ${b(r.retainedBytes)}`,
+        );
         if (r.advice) this.log(`  → ${r.advice}`);
       }
     }

@@ -11,7 +11,8 @@ import { connectionAddresses, promptedPassfilePath, type ReplicaRemoveParams } f
 
 export default class ReplicaRemove extends OperationCommand<typeof ReplicaRemove> {
   static override summary = 'Remove a replica on purpose: stop the standby, drop its slot, remove its pg_hba rule and (unless --keep-data) its files.';
-  static override description = 'The pg_hba rule pgscale added for it (marked with the slot name) is kept while another standby still streams through it. Dropping the slot is the point of no return: the replica would have to be cloned again.';
+  static override description =
+    'The pg_hba rule pgscale added for it (marked with the slot name) is kept while another standby still streams through it. Dropping the slot is the point of no return: the replica would have to be cloned again.';
   static override flags = {
     ...replicaFlags,
     'keep-data': Flags.boolean({ summary: 'Keep the data directory (and its password file and log).', default: false }),

@@ -31,14 +31,32 @@ Checks before anything: free space on every volume for what moves there, WAL spa
   static override flags = {
     ...temperatureFlags,
     // a playbook flag holds one value: there the volumes are one comma-separated list
-    volume: Flags.string({ summary: 'PATH=hot|warm|cold (or PATH: tier from its storage class). Repeatable or comma-separated, one volume per tier.', multiple: true, delimiter: ',' }),
-    force: Flags.boolean({ summary: 'Accept a volume on the data directory\'s device (a warning instead of a refusal).', default: false }),
+    volume: Flags.string({
+      summary: 'PATH=hot|warm|cold (or PATH: tier from its storage class). Repeatable or comma-separated, one volume per tier.',
+      multiple: true,
+      delimiter: ',',
+    }),
+    force: Flags.boolean({ summary: "Accept a volume on the data directory's device (a warning instead of a refusal).", default: false }),
     'allow-blocking': Flags.boolean({ summary: 'Move heaps above --blocking-limit-mb too, though readers and writers wait for the copy.', default: false }),
     'blocking-limit-mb': Flags.integer({ summary: 'Largest heap moved by a blocking rewrite without --allow-blocking.', default: 1024, min: 0 }),
     // while an ACCESS EXCLUSIVE request waits, every later query on the table queues behind it: the wait must stay short
-    'lock-timeout': Flags.integer({ summary: 'Milliseconds each attempt waits for a table lock (clients queue behind a waiting request, so keep it short).', default: 200, min: 10 }),
-    'lock-retries': Flags.integer({ summary: 'Attempts after the first when the lock is not granted; the pauses double from 200 ms, at most 10 s.', default: 8, min: 0, max: 20 }),
-    'verify-rows': Flags.boolean({ summary: 'Count each table\'s rows in one snapshot before its lock and after its rewrite (a difference undoes the move); --no-verify-rows shortens the lock by that scan.', default: true, allowNo: true }),
+    'lock-timeout': Flags.integer({
+      summary: 'Milliseconds each attempt waits for a table lock (clients queue behind a waiting request, so keep it short).',
+      default: 200,
+      min: 10,
+    }),
+    'lock-retries': Flags.integer({
+      summary: 'Attempts after the first when the lock is not granted; the pauses double from 200 ms, at most 10 s.',
+      default: 8,
+      min: 0,
+      max: 20,
+    }),
+    'verify-rows': Flags.boolean({
+      summary:
+        "Count each table's rows in one snapshot before its lock and after its rewrite (a difference undoes the move); --no-verify-rows shortens the lock by that scan.",
+      default: true,
+      allowNo: true,
+    }),
     'copy-rate-mb': Flags.integer({ summary: 'MB per second assumed for the duration estimate.', default: 100, min: 1 }),
     'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
   };
@@ -49,12 +67,17 @@ Checks before anything: free space on every volume for what moves there, WAL spa
     if (args.length === 0) throw badInput('where to? pass --volume PATH=hot|warm|cold (one per tier)', 'e.g. --volume /mnt/hdd/pg=cold');
     const facts = await gatherTemperature({ runner: this.runner, audit: this.audit }, f, this.stateDirPath);
     const cluster = facts.resolved.cluster;
-    if (!cluster) throw badInput('tablespaces place works on a cluster on this host: pass --pgdata', 'the volumes and the tablespace directories must be reachable here');
+    if (!cluster)
+      throw badInput('tablespaces place works on a cluster on this host: pass --pgdata', 'the volumes and the tablespace directories must be reachable here');
 
     const volumes: TierVolume[] = [];
     for (const a of args) {
       const volume = realish(resolve(a.path));
-      if (isInside(volume, cluster.dataDir)) throw badInput(`--volume ${a.path} is inside the data directory ${cluster.dataDir}`, 'a tablespace belongs on another volume, outside the data directory');
+      if (isInside(volume, cluster.dataDir))
+        throw badInput(
+          `--volume ${a.path} is inside the data directory ${cluster.dataDir}`,
+          'a tablespace belongs on another volume, outside the data directory',
+        );
       let storageClass: StorageClass = 'unknown';
       try {
         storageClass = (await detectStorage(this.hostRoot, volume)).storageClass;
@@ -65,17 +88,31 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       if (volumes.some((v) => v.tier === tier)) throw badInput(`two volumes for the ${tier} tier`, 'pass one --volume per tier');
       const name = tablespaceName(tier);
       const location = join(volume, name);
-      volumes.push({ tier, volume, location, tablespace: name, storageClass, options: tablespaceOptionsFor(storageClass, tier), existed: false, previousOptions: [] });
+      volumes.push({
+        tier,
+        volume,
+        location,
+        tablespace: name,
+        storageClass,
+        options: tablespaceOptionsFor(storageClass, tier),
+        existed: false,
+        previousOptions: [],
+      });
     }
     volumes.sort((a, b) => tiers.indexOf(a.tier) - tiers.indexOf(b.tier));
 
     const access = facts.resolved.access;
     const database = facts.live.database;
-    const { existing, temp, wal } = await withDb({ runner: this.runner, audit: this.audit }, access, async (db) => ({
-      existing: await db.query(tablespaceStatements.tablespaceList()),
-      temp: (await db.query(tablespaceStatements.tempTablespaces()))[0],
-      wal: (await db.query(statements.walSizing()))[0],
-    }), database);
+    const { existing, temp, wal } = await withDb(
+      { runner: this.runner, audit: this.audit },
+      access,
+      async (db) => ({
+        existing: await db.query(tablespaceStatements.tablespaceList()),
+        temp: (await db.query(tablespaceStatements.tempTablespaces()))[0],
+        wal: (await db.query(statements.walSizing()))[0],
+      }),
+      database,
+    );
     for (const v of volumes) {
       const found = existing.find((t) => t.name === v.tablespace && t.location === v.location);
       v.existed = found !== undefined;

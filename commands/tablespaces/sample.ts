@@ -18,10 +18,19 @@ export default class TablespacesSample extends OperationCommand<typeof Tablespac
   static override flags = { ...databaseFlag };
 
   async run(): Promise<SampleResult> {
-    const resolved = await resolveTarget({ pgdata: this.flags.pgdata, bindir: this.flags.bindir, dsn: this.flags.dsn, runner: this.runner, audit: this.audit, requireRunning: true });
+    const resolved = await resolveTarget({
+      pgdata: this.flags.pgdata,
+      bindir: this.flags.bindir,
+      dsn: this.flags.dsn,
+      runner: this.runner,
+      audit: this.audit,
+      requireRunning: true,
+    });
     const snap = await takeSnapshot({ runner: this.runner, audit: this.audit }, resolved.access, this.flags.database ?? resolved.access.database ?? 'postgres');
     const file = this.flags['dry-run'] ? null : saveSnapshot(this.stateDir, snap);
-    this.log(`${file ? `snapshot ${file}` : 'dry run: snapshot not written'}: ${snap.relations.length} relations of ${snap.database} at ${snap.takenAt}${snap.statsReset ? ` (counters since ${snap.statsReset})` : ''}`);
+    this.log(
+      `${file ? `snapshot ${file}` : 'dry run: snapshot not written'}: ${snap.relations.length} relations of ${snap.database} at ${snap.takenAt}${snap.statsReset ? ` (counters since ${snap.statsReset})` : ''}`,
+    );
     return { file, database: snap.database, takenAt: snap.takenAt, statsReset: snap.statsReset, relations: snap.relations.length };
   }
 }

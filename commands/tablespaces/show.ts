@@ -15,7 +15,9 @@ export default class TablespacesShow extends OperationCommand<typeof Tablespaces
     const w = Math.max(8, ...report.relations.map((r) => r.relation.length));
     this.log(`${report.database}: ${report.basis}, ${report.from} → ${report.to}`);
     for (const r of report.relations) {
-      this.log(`${r.tier.padEnd(4)}  ${r.relation.padEnd(w)}  ${formatBytes(r.totalBytes).padStart(8)}  ${(r.tablespace || '(default)').padEnd(14)}  ${r.reason}`);
+      this.log(
+        `${r.tier.padEnd(4)}  ${r.relation.padEnd(w)}  ${formatBytes(r.totalBytes).padStart(8)}  ${(r.tablespace || '(default)').padEnd(14)}  ${r.reason}`,
+      );
     }
     return report;
   }

@@ -27,7 +27,7 @@ A stopped cluster is moved the same way and stays stopped. Exit codes: 2 bad inp
   static override flags = {
     to: Flags.string({ summary: 'Directory for the WAL on its own volume: absent or empty; created 0700, owned by the data directory owner.' }),
     'to-data-dir': Flags.boolean({ summary: 'Move the WAL back into the data directory (pg_wal becomes a plain directory again).' }),
-    force: Flags.boolean({ summary: 'Accept a --to directory on the data directory\'s device (a warning instead of a refusal).', default: false }),
+    force: Flags.boolean({ summary: "Accept a --to directory on the data directory's device (a warning instead of a refusal).", default: false }),
     'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
   };
 
@@ -47,7 +47,8 @@ A stopped cluster is moved the same way and stays stopped. Exit codes: 2 bad inp
     if (f['to-data-dir']) target = join(cluster.dataDir, 'pg_wal');
     else {
       target = realish(resolve(f.to!));
-      if (isInside(target, cluster.dataDir)) throw badInput(`--to ${f.to} is inside the data directory ${cluster.dataDir}`, 'to move the WAL back into the data directory, use --to-data-dir');
+      if (isInside(target, cluster.dataDir))
+        throw badInput(`--to ${f.to} is inside the data directory ${cluster.dataDir}`, 'to move the WAL back into the data directory, use --to-data-dir');
     }
     let walBytes = 0;
     try {
@@ -56,7 +57,10 @@ A stopped cluster is moved the same way and stays stopped. Exit codes: 2 bad inp
       /* the checks say what is wrong with it */
     }
     // the server's identity now, while it runs as its DBA started it: a start after the move repeats it
-    const server = await gatherClusterIdentity({ dataDir: cluster.dataDir, bindir: cluster.bindir ?? '', owner, configFile: cluster.configFile, stateDir: this.stateDirPath }, this.runner);
+    const server = await gatherClusterIdentity(
+      { dataDir: cluster.dataDir, bindir: cluster.bindir ?? '', owner, configFile: cluster.configFile, stateDir: this.stateDirPath },
+      this.runner,
+    );
     const params: WalMoveParams = {
       dataDir: cluster.dataDir,
       major: cluster.major,

@@ -168,7 +168,13 @@ function modeProblem(dir: string, path: string): string | undefined {
  * the trailer), every other file's sha256; then the method's own proof — pg_restore --list of
  * each database's dump, or pg_verifybackup of a physical backup.
  */
-export async function checkArchive(dir: string, manifest: BackupManifest, runner: Runner, signal?: AbortSignal, tools: ArchiveTools = {}): Promise<ArchiveCheck> {
+export async function checkArchive(
+  dir: string,
+  manifest: BackupManifest,
+  runner: Runner,
+  signal?: AbortSignal,
+  tools: ArchiveTools = {},
+): Promise<ArchiveCheck> {
   const problems: string[] = [];
   let compressedBytes = 0;
   let uncompressedBytes = 0;
@@ -207,7 +213,7 @@ async function methodProof(dir: string, manifest: BackupManifest, runner: Runner
       if (res.exitCode !== 0) problems.push(`the dump of database ${JSON.stringify(d.name)} cannot be read: ${describeFailure(inv, res)}`);
     }
   } else if (methodOf(manifest) === 'physical') {
-    if (!tools.verifyBindir) return ['no pg_verifybackup of the backup\'s major version to check it with'];
+    if (!tools.verifyBindir) return ["no pg_verifybackup of the backup's major version to check it with"];
     problems.push(...(await verifyPhysical(dir, runner, signal, tools.verifyBindir)));
   }
   return problems;
@@ -251,15 +257,33 @@ async function verifyPhysical(dir: string, runner: Runner, signal: AbortSignal |
  * Unpacks one tar of a physical backup into dir: read (and decompressed) by pgscale, which alone
  * may read the 0700 backup, and written by tar as `owner` when given (a restored data directory).
  */
-export async function untar(runner: Runner, ctx: { signal?: AbortSignal; trackProcess: (pgid: number) => void }, file: string, dir: string, owner?: OsUser): Promise<void> {
-  const reader = file.endsWith('.zst') ? { program: 'zstd', args: ['-q', '-d', '-c', file] } : file.endsWith('.gz') ? { program: 'gzip', args: ['-d', '-c', file] } : file.endsWith('.lz4') ? { program: 'lz4', args: ['-q', '-d', '-c', file] } : { program: 'cat', args: [file] };
+export async function untar(
+  runner: Runner,
+  ctx: { signal?: AbortSignal; trackProcess: (pgid: number) => void },
+  file: string,
+  dir: string,
+  owner?: OsUser,
+): Promise<void> {
+  const reader = file.endsWith('.zst')
+    ? { program: 'zstd', args: ['-q', '-d', '-c', file] }
+    : file.endsWith('.gz')
+      ? { program: 'gzip', args: ['-d', '-c', file] }
+      : file.endsWith('.lz4')
+        ? { program: 'lz4', args: ['-q', '-d', '-c', file] }
+        : { program: 'cat', args: [file] };
   const read = runner.stream({ ...reader, signal: ctx.signal, onStart: ctx.trackProcess });
   read.stdin.end();
   const tar = runner.stream({ program: 'tar', args: ['-x', '-f', '-', '-C', dir], runAs: owner, signal: ctx.signal, onStart: ctx.trackProcess });
-  await Promise.all([pipeline(read.stdout, tar.stdin), pipeline(tar.stdout, async function* (s) { for await (const _ of s); })]).catch(() => undefined);
+  await Promise.all([
+    pipeline(read.stdout, tar.stdin),
+    pipeline(tar.stdout, async function* (s) {
+      for await (const _ of s);
+    }),
+  ]).catch(() => undefined);
   const [rr, tr] = await Promise.all([read.result, tar.result]);
   if (ctx.signal?.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
-  if (rr.exitCode !== 0 || tr.exitCode !== 0) throw new PgscaleError(`unpacking ${file}: ${(rr.exitCode !== 0 ? rr : tr).stderr.trim() || 'failed'}`, ExitCode.FailedAfterChange);
+  if (rr.exitCode !== 0 || tr.exitCode !== 0)
+    throw new PgscaleError(`unpacking ${file}: ${(rr.exitCode !== 0 ? rr : tr).stderr.trim() || 'failed'}`, ExitCode.FailedAfterChange);
 }
 
 /** Where a physical backup's pg_basebackup output lives inside the backup directory. */
@@ -273,7 +297,8 @@ async function checkStream(dir: string, manifest: BackupManifest, runner: Runner
   const mode = modeProblem(dir, dumpFile);
   if (mode) problems.push(mode);
   const compressed = await sha256File(file);
-  if (compressed.sha256 !== manifest.compressedSha256) problems.push(`compressed sha256 ${compressed.sha256} differs from the manifest's ${manifest.compressedSha256}`);
+  if (compressed.sha256 !== manifest.compressedSha256)
+    problems.push(`compressed sha256 ${compressed.sha256} differs from the manifest's ${manifest.compressedSha256}`);
   const dec = decompressArgv(manifest.compression, file);
   const proc = runner.stream({ ...dec, args: dec.args, signal });
   proc.stdin.end();
@@ -286,6 +311,6 @@ async function checkStream(dir: string, manifest: BackupManifest, runner: Runner
   const sha = digest.sha256();
   if (sha !== manifest.uncompressedSha256) problems.push(`decompressed sha256 ${sha} differs from the manifest's ${manifest.uncompressedSha256}`);
   if (digest.bytes !== manifest.uncompressedBytes) problems.push(`decompressed ${digest.bytes} bytes, the manifest says ${manifest.uncompressedBytes}`);
-  if (!digest.complete()) problems.push('the dump does not end with pg_dumpall\'s completion trailer');
+  if (!digest.complete()) problems.push("the dump does not end with pg_dumpall's completion trailer");
   return { ok: problems.length === 0, problems, compressedBytes: compressed.bytes, uncompressedBytes: digest.bytes };
 }

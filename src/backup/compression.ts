@@ -13,9 +13,7 @@ export interface CompressionSpec {
 export const compressedSuffix: Record<Compressor, string> = { zstd: '.zst', gzip: '.gz' };
 
 export function compressArgv(spec: CompressionSpec): { program: string; args: string[] } {
-  return spec.compressor === 'zstd'
-    ? { program: 'zstd', args: ['-q', '-T0', `-${spec.level}`, '-c'] }
-    : { program: 'gzip', args: [`-${spec.level}`, '-c'] };
+  return spec.compressor === 'zstd' ? { program: 'zstd', args: ['-q', '-T0', `-${spec.level}`, '-c'] } : { program: 'gzip', args: [`-${spec.level}`, '-c'] };
 }
 
 export function decompressArgv(spec: CompressionSpec, file: string): { program: string; args: string[] } {

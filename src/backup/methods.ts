@@ -40,13 +40,25 @@ export function baseBackupCompression(clientMajor: number, serverMajor: number, 
 /** A database name as a pg_dumpall --exclude-database pattern that matches it and only it. */
 export const exactPattern = (name: string) => `"${name.replace(/"/g, '""')}"`;
 
-export function pgDumpInvocation(access: ClusterAccess, database: string, out: string, jobs: number, compression: string, extra: Partial<Invocation>): Invocation {
+export function pgDumpInvocation(
+  access: ClusterAccess,
+  database: string,
+  out: string,
+  jobs: number,
+  compression: string,
+  extra: Partial<Invocation>,
+): Invocation {
   // the database name travels in PGDATABASE: as an argument, one containing "=" would be read as a connection string
   return clientInvocation({ ...access, database }, 'pg_dump', ['--no-password', '-Fd', '-j', String(jobs), '-Z', compression, '-f', out], extra);
 }
 
 export function baseBackupInvocation(access: ClusterAccess, out: string, compression: string, extra: Partial<Invocation>): Invocation {
-  return clientInvocation(access, 'pg_basebackup', ['--no-password', '-D', out, '-Ft', '-X', 'stream', '--checkpoint=fast', `--compress=${compression}`, '--manifest-checksums=CRC32C'], extra);
+  return clientInvocation(
+    access,
+    'pg_basebackup',
+    ['--no-password', '-D', out, '-Ft', '-X', 'stream', '--checkpoint=fast', `--compress=${compression}`, '--manifest-checksums=CRC32C'],
+    extra,
+  );
 }
 
 /**
@@ -73,15 +85,18 @@ export async function runWeighted(capacity: number, tasks: readonly { weight: nu
     if (failure || signal.aborted) break;
     free -= need;
     running.push(
-      task.run().then(
-        () => undefined,
-        (error: unknown) => {
-          failure ??= { error };
-        },
-      ).finally(() => {
-        free += need;
-        waiting?.();
-      }),
+      task
+        .run()
+        .then(
+          () => undefined,
+          (error: unknown) => {
+            failure ??= { error };
+          },
+        )
+        .finally(() => {
+          free += need;
+          waiting?.();
+        }),
     );
   }
   await Promise.all(running);

@@ -136,12 +136,26 @@ export class TablespaceRelocation extends Transform {
  * psql -f - fed by a reader pgscale runs itself (it alone may read the 0700 backup): the
  * decompressed pg_dumpall stream (tablespaces relocated), or pg_restore's script output.
  */
-async function feedPsql(ctx: StepContext, access: ClusterAccess, reader: Invocation, database: string, manifest: BackupManifest, relocation?: Map<string, string>): Promise<string[]> {
+async function feedPsql(
+  ctx: StepContext,
+  access: ClusterAccess,
+  reader: Invocation,
+  database: string,
+  manifest: BackupManifest,
+  relocation?: Map<string, string>,
+): Promise<string[]> {
   const read = ctx.runner.stream({ ...reader, signal: ctx.signal, onStart: ctx.trackProcess });
   read.stdin.end();
-  const psql = ctx.runner.stream(clientInvocation({ ...access, database }, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], { signal: ctx.signal, onStart: ctx.trackProcess }));
+  const psql = ctx.runner.stream(
+    clientInvocation({ ...access, database }, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], { signal: ctx.signal, onStart: ctx.trackProcess }),
+  );
   const feed = relocation ? pipeline(read.stdout, new TablespaceRelocation(relocation), psql.stdin) : pipeline(read.stdout, psql.stdin);
-  await Promise.all([feed, pipeline(psql.stdout, async function* (s) { for await (const _ of s); })]);
+  await Promise.all([
+    feed,
+    pipeline(psql.stdout, async function* (s) {
+      for await (const _ of s);
+    }),
+  ]);
   const [rr, pr] = await Promise.all([read.result, psql.result]);
   if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
   if (rr.exitCode !== 0) throw new PgscaleError(`${basename(reader.program)} failed: ${rr.stderr.trim().slice(-500)}`, ExitCode.FailedAfterChange);
@@ -170,10 +184,21 @@ async function loadParallel(ctx: StepContext, access: ClusterAccess, p: RestoreP
       continue;
     }
     // with -C the dump creates its database (connecting first to postgres); otherwise the name is postgres or template1
-    const inv = clientInvocation({ ...access, runAs: null }, 'pg_restore', ['--no-password', '-j', String(p.jobs), ...(create ? ['-C', '-d', 'postgres'] : ['-d', d.name]), dir], { signal: ctx.signal, onStart: ctx.trackProcess });
+    const inv = clientInvocation(
+      { ...access, runAs: null },
+      'pg_restore',
+      ['--no-password', '-j', String(p.jobs), ...(create ? ['-C', '-d', 'postgres'] : ['-d', d.name]), dir],
+      { signal: ctx.signal, onStart: ctx.trackProcess },
+    );
     const res = await ctx.runner.run(inv);
     if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
-    if (res.exitCode !== 0) errors.push(...res.stderr.split('\n').filter((l) => /error:/i.test(l)).map((l) => `${d.name}: ${l}`));
+    if (res.exitCode !== 0)
+      errors.push(
+        ...res.stderr
+          .split('\n')
+          .filter((l) => /error:/i.test(l))
+          .map((l) => `${d.name}: ${l}`),
+      );
   }
   return errors;
 }
@@ -225,7 +250,18 @@ async function initdbArgs(ctx: StepContext, t: DataDirTarget, manifest: BackupMa
   const shape = manifest.shape;
   if (!shape) throw new PgscaleError('the manifest predates restore support (no encoding and locale recorded)', ExitCode.FailedAfterChange);
   const { major } = await probeBindir(ctx.runner, t.bindir, 'explicit');
-  const args = initdbArguments({ dataDir: t.pgdata, superuser: shape.superuser, encoding: shape.encoding, collate: shape.collate, ctype: shape.ctype, provider: shape.provider, icuLocale: shape.icuLocale, checksums: true, newMajor: major, waldir: null }).slice(2);
+  const args = initdbArguments({
+    dataDir: t.pgdata,
+    superuser: shape.superuser,
+    encoding: shape.encoding,
+    collate: shape.collate,
+    ctype: shape.ctype,
+    provider: shape.provider,
+    icuLocale: shape.icuLocale,
+    checksums: true,
+    newMajor: major,
+    waldir: null,
+  }).slice(2);
   return [...args, '--auth-local=peer', '--auth-host=scram-sha-256'];
 }
 
@@ -255,32 +291,76 @@ export const restoreLoadStep = defineStep<RestoreParams>({
     } catch (e) {
       return [check.fail('backup readable', (e as Error).message)];
     }
-    out.push(manifest.token === p.backupToken ? check.pass('backup readable', `${methodOf(manifest)} backup of PostgreSQL ${manifest.serverVersion}, ${heldDatabases(manifest).length} databases`) : check.fail('backup readable', `${p.source} holds another backup than the one planned`));
-    out.push(existsSync(join(p.source, 'verified.json')) ? check.pass('backup verified', 'verified when it was made') : check.fail('backup verified', `${p.source} was never verified`, `check it with \`pgscale backup verify ${p.source}\``));
+    out.push(
+      manifest.token === p.backupToken
+        ? check.pass('backup readable', `${methodOf(manifest)} backup of PostgreSQL ${manifest.serverVersion}, ${heldDatabases(manifest).length} databases`)
+        : check.fail('backup readable', `${p.source} holds another backup than the one planned`),
+    );
+    out.push(
+      existsSync(join(p.source, 'verified.json'))
+        ? check.pass('backup verified', 'verified when it was made')
+        : check.fail('backup verified', `${p.source} was never verified`, `check it with \`pgscale backup verify ${p.source}\``),
+    );
     const sourceMajor = Math.floor(manifest.serverVersionNum / 10000);
     if (p.target.kind === 'pgdata') {
       const t = p.target;
       for (const dir of [t.pgdata, t.tablespaceDir]) {
-        out.push(isEmptyOrAbsent(dir) ? check.pass(`target empty: ${dir}`, `${dir} is ${existsSync(dir) ? 'empty' : 'absent'}`) : check.fail(`target empty: ${dir}`, `${dir} is not empty: a restore never writes over anything`, 'name a new or empty directory'));
+        out.push(
+          isEmptyOrAbsent(dir)
+            ? check.pass(`target empty: ${dir}`, `${dir} is ${existsSync(dir) ? 'empty' : 'absent'}`)
+            : check.fail(`target empty: ${dir}`, `${dir} is not empty: a restore never writes over anything`, 'name a new or empty directory'),
+        );
       }
-      if (isInside(realish(t.pgdata), realish(p.source)) || isInside(realish(p.source), realish(t.pgdata))) out.push(check.fail('target apart from the backup', `${t.pgdata} and ${p.source} overlap`));
-      const major = await probeBindir(ctx.runner, t.bindir, 'explicit').then((i) => i.major, () => 0);
+      if (isInside(realish(t.pgdata), realish(p.source)) || isInside(realish(p.source), realish(t.pgdata)))
+        out.push(check.fail('target apart from the backup', `${t.pgdata} and ${p.source} overlap`));
+      const major = await probeBindir(ctx.runner, t.bindir, 'explicit').then(
+        (i) => i.major,
+        () => 0,
+      );
       if (!major) out.push(check.fail('server version', `no working postgres in ${t.bindir}`, 'pass --bindir'));
-      else if (p.method === 'physical' ? major !== sourceMajor : major < sourceMajor) out.push(check.fail('server version', `a ${p.method} backup of PostgreSQL ${sourceMajor} cannot be restored into ${major}${p.method === 'physical' ? ': a physical copy needs the same major' : ''}`, `pass --bindir of a PostgreSQL ${sourceMajor}${p.method === 'physical' ? '' : ' or newer'} installation`));
+      else if (p.method === 'physical' ? major !== sourceMajor : major < sourceMajor)
+        out.push(
+          check.fail(
+            'server version',
+            `a ${p.method} backup of PostgreSQL ${sourceMajor} cannot be restored into ${major}${p.method === 'physical' ? ': a physical copy needs the same major' : ''}`,
+            `pass --bindir of a PostgreSQL ${sourceMajor}${p.method === 'physical' ? '' : ' or newer'} installation`,
+          ),
+        );
       else out.push(check.pass('server version', `PostgreSQL ${major} for a backup of ${sourceMajor}`));
       const parent = realish(dirname(t.pgdata));
       let probe = parent;
       while (!existsSync(probe)) probe = dirname(probe);
       const fs = statfsSync(probe);
       const need = manifest.databases.filter((d) => d.dumped !== false).reduce((a, d) => a + d.bytes, 0);
-      out.push(fs.bavail * fs.bsize >= need ? check.pass('free space', `${formatBytes(fs.bavail * fs.bsize)} free at ${probe}; the databases took ${formatBytes(need)}`) : check.fail('free space', `only ${formatBytes(fs.bavail * fs.bsize)} free at ${probe}; the databases took ${formatBytes(need)}`));
+      out.push(
+        fs.bavail * fs.bsize >= need
+          ? check.pass('free space', `${formatBytes(fs.bavail * fs.bsize)} free at ${probe}; the databases took ${formatBytes(need)}`)
+          : check.fail('free space', `only ${formatBytes(fs.bavail * fs.bsize)} free at ${probe}; the databases took ${formatBytes(need)}`),
+      );
     } else {
       if (p.method === 'physical') out.push(check.fail('logical backup', 'a physical backup restores into a new data directory only', 'use --to NEWPGDATA'));
       try {
-        const [dbs, tables, version] = await withDb(ctx, p.target.access, async (db) => [await db.query(statements.userDatabases()), await db.query(statements.userTableCount()), await db.query(statements.serverVersionNum())] as const);
-        out.push(dbs.length === 0 && tables[0]!.count === 0 ? check.pass('target empty', 'no user databases, no tables in postgres') : check.fail('target empty', `the server holds ${dbs.length ? `databases ${dbs.map((d) => JSON.stringify(d.name)).join(', ')}` : `${tables[0]!.count} tables in postgres`}: a restore never writes over anything`, 'restore into a new cluster (--to NEWPGDATA) or an empty server'));
+        const [dbs, tables, version] = await withDb(
+          ctx,
+          p.target.access,
+          async (db) =>
+            [await db.query(statements.userDatabases()), await db.query(statements.userTableCount()), await db.query(statements.serverVersionNum())] as const,
+        );
+        out.push(
+          dbs.length === 0 && tables[0]!.count === 0
+            ? check.pass('target empty', 'no user databases, no tables in postgres')
+            : check.fail(
+                'target empty',
+                `the server holds ${dbs.length ? `databases ${dbs.map((d) => JSON.stringify(d.name)).join(', ')}` : `${tables[0]!.count} tables in postgres`}: a restore never writes over anything`,
+                'restore into a new cluster (--to NEWPGDATA) or an empty server',
+              ),
+        );
         const major = Math.floor(version[0]!.server_version_num / 10000);
-        out.push(major >= sourceMajor ? check.pass('server version', `PostgreSQL ${major} for a backup of ${sourceMajor}`) : check.fail('server version', `a backup of PostgreSQL ${sourceMajor} cannot be restored into ${major}`));
+        out.push(
+          major >= sourceMajor
+            ? check.pass('server version', `PostgreSQL ${major} for a backup of ${sourceMajor}`)
+            : check.fail('server version', `a backup of PostgreSQL ${sourceMajor} cannot be restored into ${major}`),
+        );
       } catch (e) {
         out.push(check.fail('server reachable', (e as Error).message));
       }
@@ -292,14 +372,44 @@ export const restoreLoadStep = defineStep<RestoreParams>({
     if (p.target.kind === 'pgdata') {
       const t = p.target;
       actions.push({ kind: 'file', path: t.pgdata, change: 'mkdir', mode: '0700', note: `owned by ${t.owner}` });
-      if (p.method === 'physical') actions.push({ kind: 'command', argv: ['tar', '-x', '-f', join(p.source, physicalDir, 'base.tar.*'), '-C', t.pgdata], runAs: t.owner, note: `then pg_wal.tar into pg_wal and each tablespace's tar into ${t.tablespaceDir}/OID (tablespace_map rewritten to match)` });
-      else actions.push({ kind: 'command', argv: [join(t.bindir, 'initdb'), '-D', t.pgdata, ...(await initdbArgs(ctx, t, readManifest(p.source)))], runAs: t.owner, note: 'encoding, locale and bootstrap superuser from the manifest' });
-      actions.push({ kind: 'service', action: 'start', target: t.pgdata, note: 'on a private socket (no TCP), archiving off; postgresql.auto.conf put back when it stops' });
+      if (p.method === 'physical')
+        actions.push({
+          kind: 'command',
+          argv: ['tar', '-x', '-f', join(p.source, physicalDir, 'base.tar.*'), '-C', t.pgdata],
+          runAs: t.owner,
+          note: `then pg_wal.tar into pg_wal and each tablespace's tar into ${t.tablespaceDir}/OID (tablespace_map rewritten to match)`,
+        });
+      else
+        actions.push({
+          kind: 'command',
+          argv: [join(t.bindir, 'initdb'), '-D', t.pgdata, ...(await initdbArgs(ctx, t, readManifest(p.source)))],
+          runAs: t.owner,
+          note: 'encoding, locale and bootstrap superuser from the manifest',
+        });
+      actions.push({
+        kind: 'service',
+        action: 'start',
+        target: t.pgdata,
+        note: 'on a private socket (no TCP), archiving off; postgresql.auto.conf put back when it stops',
+      });
     }
-    if (p.method === 'dumpall') actions.push({ kind: 'command', argv: ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], note: 'fed the decompressed dump; CREATE TABLESPACE locations relocated' });
+    if (p.method === 'dumpall')
+      actions.push({
+        kind: 'command',
+        argv: ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'],
+        note: 'fed the decompressed dump; CREATE TABLESPACE locations relocated',
+      });
     if (p.method === 'parallel') {
-      actions.push({ kind: 'command', argv: ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'], note: 'fed the decompressed globals (roles, tablespaces relocated)' });
-      actions.push({ kind: 'command', argv: ['pg_restore', '-j', String(p.jobs), '-C', '-d', 'postgres', join(p.source, 'db-I')], note: 'once per database (postgres and template1 restored into themselves, without -C)' });
+      actions.push({
+        kind: 'command',
+        argv: ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'],
+        note: 'fed the decompressed globals (roles, tablespaces relocated)',
+      });
+      actions.push({
+        kind: 'command',
+        argv: ['pg_restore', '-j', String(p.jobs), '-C', '-d', 'postgres', join(p.source, 'db-I')],
+        note: 'once per database (postgres and template1 restored into themselves, without -C)',
+      });
     }
     if (p.target.kind === 'pgdata') actions.push({ kind: 'service', action: 'stop', target: p.target.pgdata });
     return actions;
@@ -308,12 +418,18 @@ export const restoreLoadStep = defineStep<RestoreParams>({
     rmSync(markerPath(ctx, loadedMarker), { force: true });
     const manifest = readManifest(p.source);
     if (p.target.kind === 'server' && existsSync(markerPath(ctx, 'restore.started'))) {
-      throw new PgscaleError('an interrupted restore into a running server cannot be continued in place', ExitCode.Refused, 'roll this run back (it drops the databases it created), then restore again');
+      throw new PgscaleError(
+        'an interrupted restore into a running server cannot be continued in place',
+        ExitCode.Refused,
+        'roll this run back (it drops the databases it created), then restore again',
+      );
     }
     writeFileAtomic(markerPath(ctx, 'restore.started'), new Date().toISOString());
     if (p.target.kind === 'pgdata') await prepareDataDir(ctx, p.target, p, manifest);
     const t = p.target;
-    const relocation = new Map<string, string>(t.kind === 'pgdata' ? (manifest.shape?.tablespaces ?? []).map((ts, k) => [ts.location, relocatedTablespace(t, k)]) : []);
+    const relocation = new Map<string, string>(
+      t.kind === 'pgdata' ? (manifest.shape?.tablespaces ?? []).map((ts, k) => [ts.location, relocatedTablespace(t, k)]) : [],
+    );
     const errors = await withTarget(ctx, p, manifest, async (access) => {
       if (p.method === 'physical') return [];
       const found = await feedPsql(ctx, access, decompressArgv(manifest.compression, join(p.source, manifest.dumpFile!)), 'postgres', manifest, relocation);
@@ -348,23 +464,38 @@ export const restoreLoadStep = defineStep<RestoreParams>({
     rmSync(markerPath(ctx, 'restore.started'), { force: true });
     rmSync(markerPath(ctx, loadedMarker), { force: true });
   },
-  rollbackNote: (p) => (p.target.kind === 'pgdata' ? `remove ${p.target.pgdata} and ${p.target.tablespaceDir} (they were empty or absent before)` : 'drop the databases the restore created (the server held none before)'),
+  rollbackNote: (p) =>
+    p.target.kind === 'pgdata'
+      ? `remove ${p.target.pgdata} and ${p.target.tablespaceDir} (they were empty or absent before)`
+      : 'drop the databases the restore created (the server held none before)',
   estimateSeconds: (p) => estimateBackupSeconds(p.method, p.databaseBytes, p.jobs, 'restore'),
 });
 
 export const restoreVerifyStep = defineStep<RestoreParams>({
   kind: 'restore.verify',
-  title: () => 'Verify: every table\'s row count against the manifest',
+  title: () => "Verify: every table's row count against the manifest",
   check: async () => [],
   async plan(_ctx, p) {
-    return [{ kind: 'sql', target: describeTarget(p.target), sql: statements.tableRowCounts().text, note: 'in every restored database; compared with the counts the manifest took right after the dump' }];
+    return [
+      {
+        kind: 'sql',
+        target: describeTarget(p.target),
+        sql: statements.tableRowCounts().text,
+        note: 'in every restored database; compared with the counts the manifest took right after the dump',
+      },
+    ];
   },
   async apply(ctx, p) {
     const manifest = readManifest(p.source);
     const expected = manifest.rowCounts ?? {};
     const restored = await withTarget(ctx, p, manifest, (access) => tableRowCounts(ctx, access, Object.keys(expected)));
     const problems = compareRowCounts(expected, restored);
-    if (problems.length) throw new PgscaleError(`restore verification failed: ${problems.slice(0, 10).join('; ')}`, ExitCode.FailedAfterChange, 'row counts were taken right after the dump: a cluster written during the backup differs');
+    if (problems.length)
+      throw new PgscaleError(
+        `restore verification failed: ${problems.slice(0, 10).join('; ')}`,
+        ExitCode.FailedAfterChange,
+        'row counts were taken right after the dump: a cluster written during the backup differs',
+      );
     const tables = Object.values(expected).reduce((a, t) => a + Object.keys(t).length, 0);
     const detail = `${tables} tables in ${Object.keys(expected).length} databases: row counts match the manifest`;
     writeFileAtomic(markerPath(ctx, verifiedMarker), JSON.stringify({ token: p.token, detail }));
@@ -380,8 +511,12 @@ export const restoreVerifyStep = defineStep<RestoreParams>({
 
 export const restoreOperation = defineOperation<RestoreParams>({
   name: 'restore',
-  describeTarget: (p) => ({ description: describeTarget(p.target), lockKey: p.target.kind === 'pgdata' ? `restore:${p.target.pgdata}` : `server:${p.target.access.host ?? 'localhost'}:${p.target.access.port ?? 5432}` }),
-  summary: (p) => `Restore the ${p.method} backup ${p.source} into ${p.target.kind === 'pgdata' ? `a new data directory ${p.target.pgdata}` : `the running server ${describeTarget(p.target)}`} (${p.jobs} jobs)`,
+  describeTarget: (p) => ({
+    description: describeTarget(p.target),
+    lockKey: p.target.kind === 'pgdata' ? `restore:${p.target.pgdata}` : `server:${p.target.access.host ?? 'localhost'}:${p.target.access.port ?? 5432}`,
+  }),
+  summary: (p) =>
+    `Restore the ${p.method} backup ${p.source} into ${p.target.kind === 'pgdata' ? `a new data directory ${p.target.pgdata}` : `the running server ${describeTarget(p.target)}`} (${p.jobs} jobs)`,
   steps: (p) => [
     { id: 'load', kind: restoreLoadStep.kind, params: p },
     { id: 'verify', kind: restoreVerifyStep.kind, params: p },
@@ -397,4 +532,3 @@ export const restoreOperation = defineOperation<RestoreParams>({
 });
 
 export const newRestoreToken = () => randomBytes(8).toString('hex');
-

@@ -4,7 +4,19 @@
  * only then an atomic rename to DEST. An incomplete backup never carries the final name.
  */
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  statfsSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { clientInvocation, openDb, osUserOf, type ClusterAccess, withDb } from '../cluster/access.js';
@@ -20,11 +32,33 @@ import { fsyncPath, isInside, realish } from '../files.js';
 import { describeFailure, isRoot, type Runner } from '../runner.js';
 import { statements } from '../sql.js';
 import {
-  Digest, checkArchive, databaseDumpDir, fileEntries, filesUnder, manifestName, physicalDir, readManifest, sha256File,
-  type BackupManifest, type BackupMethod, type ClusterShape, type DatabaseEntry,
+  Digest,
+  checkArchive,
+  databaseDumpDir,
+  fileEntries,
+  filesUnder,
+  manifestName,
+  physicalDir,
+  readManifest,
+  sha256File,
+  type BackupManifest,
+  type BackupMethod,
+  type ClusterShape,
+  type DatabaseEntry,
 } from './archive.js';
 import { compressArgv, compressedSuffix, decompressArgv, type CompressionSpec } from './compression.js';
-import { baseBackupCompression, baseBackupInvocation, clientVersion, exactPattern, jobShares, lendTo, pgDumpCompression, pgDumpInvocation, runWeighted, takeBack } from './methods.js';
+import {
+  baseBackupCompression,
+  baseBackupInvocation,
+  clientVersion,
+  exactPattern,
+  jobShares,
+  lendTo,
+  pgDumpCompression,
+  pgDumpInvocation,
+  runWeighted,
+  takeBack,
+} from './methods.js';
 
 interface BackupCore extends JsonObject {
   access: ClusterAccess;
@@ -91,7 +125,9 @@ async function rowCounts(ctx: StepContext, access: ClusterAccess, databases: rea
   const out: Record<string, Record<string, number>> = {};
   for (const name of databases) {
     if (name === 'template1') continue;
-    out[name] = Object.fromEntries((await withDb(ctx, { ...access, database: name }, (db) => db.query(statements.tableRowCounts()))).map((r) => [r.table_name, Number(r.row_count)]));
+    out[name] = Object.fromEntries(
+      (await withDb(ctx, { ...access, database: name }, (db) => db.query(statements.tableRowCounts()))).map((r) => [r.table_name, Number(r.row_count)]),
+    );
   }
   return out;
 }
@@ -103,10 +139,21 @@ const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
  * without a word (pg_dumpall skips it), so it must be allowed or excluded by name. A physical
  * backup copies every database whatever its flags.
  */
-export function judgeDatabases(method: BackupMethod, databases: readonly { name: string; allow_connections: boolean }[], exclude: readonly string[]): CheckResult[] {
+export function judgeDatabases(
+  method: BackupMethod,
+  databases: readonly { name: string; allow_connections: boolean }[],
+  exclude: readonly string[],
+): CheckResult[] {
   const out: CheckResult[] = [];
   const unknown = exclude.filter((n) => !databases.some((d) => d.name === n));
-  if (unknown.length) out.push(check.fail('excluded databases exist', `--exclude-database names no database of the cluster: ${unknown.map((n) => JSON.stringify(n)).join(', ')}`, 'name each excluded database exactly as pg_database spells it'));
+  if (unknown.length)
+    out.push(
+      check.fail(
+        'excluded databases exist',
+        `--exclude-database names no database of the cluster: ${unknown.map((n) => JSON.stringify(n)).join(', ')}`,
+        'name each excluded database exactly as pg_database spells it',
+      ),
+    );
   if (method === 'physical') {
     out.push(check.pass('every database backed up', `a physical backup copies all ${databases.length} databases`));
     return out;
@@ -114,11 +161,13 @@ export function judgeDatabases(method: BackupMethod, databases: readonly { name:
   const refusing = databases.filter((d) => !d.allow_connections && !exclude.includes(d.name));
   if (refusing.length) {
     const names = refusing.map((d) => d.name);
-    out.push(check.fail(
-      'every database backed up',
-      `${names.map((n) => JSON.stringify(n)).join(', ')} ${names.length === 1 ? 'refuses' : 'refuse'} connections (datallowconn = false): a logical backup cannot dump ${names.length === 1 ? 'it' : 'them'}, and pg_dumpall would leave ${names.length === 1 ? 'it' : 'them'} out without a word`,
-      `allow connections (${names.map((n) => `ALTER DATABASE ${quoteIdent(n)} ALLOW_CONNECTIONS true`).join('; ')}), or leave ${names.length === 1 ? 'it' : 'them'} out by name: ${displayArgv(names.flatMap((n) => ['--exclude-database', n]))}`,
-    ));
+    out.push(
+      check.fail(
+        'every database backed up',
+        `${names.map((n) => JSON.stringify(n)).join(', ')} ${names.length === 1 ? 'refuses' : 'refuse'} connections (datallowconn = false): a logical backup cannot dump ${names.length === 1 ? 'it' : 'them'}, and pg_dumpall would leave ${names.length === 1 ? 'it' : 'them'} out without a word`,
+        `allow connections (${names.map((n) => `ALTER DATABASE ${quoteIdent(n)} ALLOW_CONNECTIONS true`).join('; ')}), or leave ${names.length === 1 ? 'it' : 'them'} out by name: ${displayArgv(names.flatMap((n) => ['--exclude-database', n]))}`,
+      ),
+    );
   } else {
     const left = exclude.length ? `; left out by name: ${exclude.map((n) => JSON.stringify(n)).join(', ')}` : '';
     out.push(check.pass('every database backed up', `${databases.length - exclude.length} databases will be dumped${left}`));
@@ -134,9 +183,12 @@ const globalsArgs = ['--no-password', '--globals-only'];
 
 function dumpTitle(p: BackupParams): string {
   switch (methodOf(p)) {
-    case 'dumpall': return `Dump the cluster with pg_dumpall into ${staging(p)}`;
-    case 'parallel': return `Dump the globals with pg_dumpall and each database with pg_dump -Fd (${p.jobs ?? 1} jobs) into ${staging(p)}`;
-    case 'physical': return `Copy the cluster with pg_basebackup (tar, backup manifest) into ${staging(p)}`;
+    case 'dumpall':
+      return `Dump the cluster with pg_dumpall into ${staging(p)}`;
+    case 'parallel':
+      return `Dump the globals with pg_dumpall and each database with pg_dump -Fd (${p.jobs ?? 1} jobs) into ${staging(p)}`;
+    case 'physical':
+      return `Copy the cluster with pg_basebackup (tar, backup manifest) into ${staging(p)}`;
   }
 }
 
@@ -161,7 +213,15 @@ async function streamDump(ctx: StepContext, p: BackupParams, args: string[], fil
     clearInterval(ticker);
   }
   const [dres, cres] = await Promise.all([dump.result, compress.result]);
-  const failure = writeError ? `cannot write ${file}: ${writeError.message}` : dres.exitCode !== 0 ? `pg_dumpall failed: ${dres.stderr.trim() || dres.signal}` : cres.exitCode !== 0 ? `${c.program} failed: ${cres.stderr.trim() || cres.signal}` : !digest.complete() ? 'pg_dumpall output has no completion trailer' : undefined;
+  const failure = writeError
+    ? `cannot write ${file}: ${writeError.message}`
+    : dres.exitCode !== 0
+      ? `pg_dumpall failed: ${dres.stderr.trim() || dres.signal}`
+      : cres.exitCode !== 0
+        ? `${c.program} failed: ${cres.stderr.trim() || cres.signal}`
+        : !digest.complete()
+          ? 'pg_dumpall output has no completion trailer'
+          : undefined;
   if (failure) failDump(p, failure);
   fsyncPath(file);
   return { uncompressedBytes: digest.bytes, uncompressedSha256: digest.sha256(), compressedBytes: statSync(file).size };
@@ -183,28 +243,35 @@ async function parallelDumps(ctx: StepContext, p: BackupParams, databases: reado
   const todo = databases.map((d, index) => ({ d, index })).filter(({ d, index }) => d.dumped && !existsSync(join(dir, databaseDone(index))));
   todo.sort((a, b) => b.d.bytes - a.d.bytes);
   const jobs = Math.max(1, p.jobs ?? 1);
-  const shares = jobShares(todo.map(({ d }) => d), jobs);
+  const shares = jobShares(
+    todo.map(({ d }) => d),
+    jobs,
+  );
   let finished = databases.filter((d) => d.dumped).length - todo.length;
   const total = databases.filter((d) => d.dumped).length;
   const inner = new AbortController();
   const onAbort = () => inner.abort();
   ctx.signal.addEventListener('abort', onAbort, { once: true });
   try {
-    await runWeighted(jobs, todo.map(({ d, index }, k) => ({
-      weight: shares[k]!,
-      run: async () => {
-        const out = join(dir, databaseDumpDir(index));
-        rmSync(out, { recursive: true, force: true });
-        const inv = pgDumpInvocation(p.access, d.name, out, shares[k]!, compression, { signal: inner.signal, onStart: ctx.trackProcess });
-        const res = await ctx.runner.run(inv);
-        if (res.exitCode !== 0) {
-          inner.abort();
-          throw new Error(`database ${JSON.stringify(d.name)}: ${describeFailure(inv, res)}`);
-        }
-        writeFileSync(join(dir, databaseDone(index)), '', { mode: 0o600 });
-        ctx.progress.message(`${++finished} of ${total} databases dumped`);
-      },
-    })), inner.signal);
+    await runWeighted(
+      jobs,
+      todo.map(({ d, index }, k) => ({
+        weight: shares[k]!,
+        run: async () => {
+          const out = join(dir, databaseDumpDir(index));
+          rmSync(out, { recursive: true, force: true });
+          const inv = pgDumpInvocation(p.access, d.name, out, shares[k]!, compression, { signal: inner.signal, onStart: ctx.trackProcess });
+          const res = await ctx.runner.run(inv);
+          if (res.exitCode !== 0) {
+            inner.abort();
+            throw new Error(`database ${JSON.stringify(d.name)}: ${describeFailure(inv, res)}`);
+          }
+          writeFileSync(join(dir, databaseDone(index)), '', { mode: 0o600 });
+          ctx.progress.message(`${++finished} of ${total} databases dumped`);
+        },
+      })),
+      inner.signal,
+    );
   } catch (e) {
     if (ctx.signal.aborted) throw e;
     failDump(p, (e as Error).message);
@@ -219,10 +286,22 @@ export const dumpStep = defineStep<BackupParams>({
   async check(ctx, p) {
     const out: CheckResult[] = [];
     const dest = realish(p.dest);
-    out.push(existsSync(p.dest) ? check.fail('destination absent', `${p.dest} already exists; pgscale never overwrites a backup`) : check.pass('destination absent', `${p.dest} does not exist yet`));
-    out.push(existsSync(staging(p)) ? check.fail('no leftover staging directory', `${staging(p)} exists (an interrupted backup?): resume that run, or remove it`) : check.pass('no leftover staging directory', `${staging(p)} does not exist`));
+    out.push(
+      existsSync(p.dest)
+        ? check.fail('destination absent', `${p.dest} already exists; pgscale never overwrites a backup`)
+        : check.pass('destination absent', `${p.dest} does not exist yet`),
+    );
+    out.push(
+      existsSync(staging(p))
+        ? check.fail('no leftover staging directory', `${staging(p)} exists (an interrupted backup?): resume that run, or remove it`)
+        : check.pass('no leftover staging directory', `${staging(p)} does not exist`),
+    );
     const inside = p.protectedPaths.find((d) => isInside(dest, realish(d)));
-    out.push(inside ? check.fail('not inside the cluster', `${p.dest} is inside ${inside}: a backup there would be copied into itself and lost with the cluster`) : check.pass('not inside the cluster', 'outside the data directory and tablespaces'));
+    out.push(
+      inside
+        ? check.fail('not inside the cluster', `${p.dest} is inside ${inside}: a backup there would be copied into itself and lost with the cluster`)
+        : check.pass('not inside the cluster', 'outside the data directory and tablespaces'),
+    );
     const parent = dirname(dest);
     let writable = true;
     try {
@@ -230,7 +309,12 @@ export const dumpStep = defineStep<BackupParams>({
       if (!statSync(parent).isDirectory()) throw new Error('not a directory');
     } catch (e) {
       writable = false;
-      out.push(check.fail('destination writable', `cannot create ${p.dest}: ${parent} is ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'not writable'}`));
+      out.push(
+        check.fail(
+          'destination writable',
+          `cannot create ${p.dest}: ${parent} is ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'not writable'}`,
+        ),
+      );
     }
     if (writable) {
       out.push(check.pass('destination writable', `${parent} is writable`));
@@ -245,16 +329,30 @@ export const dumpStep = defineStep<BackupParams>({
     if (methodOf(p) !== 'physical') {
       const compressor = compressArgv(p.compression);
       const cres = await ctx.runner.run({ program: compressor.program, args: ['--version'] });
-      out.push(cres.exitCode === 0 ? check.pass('compressor installed', `${compressor.program} found`) : check.fail('compressor installed', `${compressor.program} is not installed`));
+      out.push(
+        cres.exitCode === 0
+          ? check.pass('compressor installed', `${compressor.program} found`)
+          : check.fail('compressor installed', `${compressor.program} is not installed`),
+      );
     }
     if (methodOf(p) === 'physical') {
       const v = p.verifyBindir ? await ctx.runner.run({ program: join(p.verifyBindir, 'pg_verifybackup'), args: ['--version'] }) : undefined;
-      out.push(v?.exitCode === 0
-        ? check.pass('pg_verifybackup', `${join(p.verifyBindir!, 'pg_verifybackup')} checks the backup`)
-        : check.fail('pg_verifybackup', `a physical backup is checked with pg_verifybackup, which ${p.verifyBindir ?? 'the client bindir'} lacks`, 'install the PostgreSQL client programs of the server\'s version, or use --method parallel'));
+      out.push(
+        v?.exitCode === 0
+          ? check.pass('pg_verifybackup', `${join(p.verifyBindir!, 'pg_verifybackup')} checks the backup`)
+          : check.fail(
+              'pg_verifybackup',
+              `a physical backup is checked with pg_verifybackup, which ${p.verifyBindir ?? 'the client bindir'} lacks`,
+              "install the PostgreSQL client programs of the server's version, or use --method parallel",
+            ),
+      );
     }
     try {
-      const [facts, databases] = await withDb(ctx, p.access, async (db) => [await db.query(statements.serverVersionNum()), await db.query(statements.clusterDatabases())] as const);
+      const [facts, databases] = await withDb(
+        ctx,
+        p.access,
+        async (db) => [await db.query(statements.serverVersionNum()), await db.query(statements.clusterDatabases())] as const,
+      );
       const serverMajor = Math.floor(facts[0]!.server_version_num / 10000);
       out.push(check.pass('server reachable', `PostgreSQL ${facts[0]!.server_version} answers`));
       out.push(...judgeDatabases(methodOf(p), databases, excluded(p)));
@@ -262,7 +360,14 @@ export const dumpStep = defineStep<BackupParams>({
       for (const program of programs) {
         const dv = await clientVersion(ctx.runner, p.access, program);
         if (!dv) out.push(check.fail(`${program} version`, `no working ${program} in ${p.access.bindir}`));
-        else if (methodOf(p) === 'physical' ? dv.major !== serverMajor : dv.major < serverMajor) out.push(check.fail(`${program} version`, `${program} ${dv.version} cannot back up a ${serverMajor} server; ${methodOf(p) === 'physical' ? 'pg_basebackup must be of the server\'s major version' : `${program} must be at least the server's version`}`, 'pass --bindir with the matching client programs'));
+        else if (methodOf(p) === 'physical' ? dv.major !== serverMajor : dv.major < serverMajor)
+          out.push(
+            check.fail(
+              `${program} version`,
+              `${program} ${dv.version} cannot back up a ${serverMajor} server; ${methodOf(p) === 'physical' ? "pg_basebackup must be of the server's major version" : `${program} must be at least the server's version`}`,
+              'pass --bindir with the matching client programs',
+            ),
+          );
         else out.push(check.pass(`${program} version`, `${program} ${dv.version} for server ${serverMajor}`));
       }
     } catch (e) {
@@ -278,19 +383,40 @@ export const dumpStep = defineStep<BackupParams>({
     const c = compressArgv(p.compression);
     if (stream) {
       actions.push(
-        { kind: 'command', argv: ['pg_dumpall', ...(methodOf(p) === 'dumpall' ? dumpallArgs(p) : globalsArgs)], runAs: owner, env, note: `connection from the environment${owner ? ` (as ${owner})` : ''}; output hashed (sha256) and piped to the compressor` },
+        {
+          kind: 'command',
+          argv: ['pg_dumpall', ...(methodOf(p) === 'dumpall' ? dumpallArgs(p) : globalsArgs)],
+          runAs: owner,
+          env,
+          note: `connection from the environment${owner ? ` (as ${owner})` : ''}; output hashed (sha256) and piped to the compressor`,
+        },
         { kind: 'command', argv: [c.program, ...c.args], output: join(staging(p), stream), note: 'file created 0600' },
       );
     }
     if (methodOf(p) === 'parallel') {
       const client = await clientVersion(ctx.runner, p.access, 'pg_dump');
-      actions.push({ kind: 'command', argv: ['pg_dump', '--no-password', '-Fd', '-j', 'N', '-Z', pgDumpCompression(client?.major ?? 0, p.compression), '-f', join(staging(p), 'db-I')], runAs: owner, env, note: `once per database (PGDATABASE), largest first, side by side within ${p.jobs ?? 1} jobs in all (N in proportion to its size); files taken back 0600` });
+      actions.push({
+        kind: 'command',
+        argv: ['pg_dump', '--no-password', '-Fd', '-j', 'N', '-Z', pgDumpCompression(client?.major ?? 0, p.compression), '-f', join(staging(p), 'db-I')],
+        runAs: owner,
+        env,
+        note: `once per database (PGDATABASE), largest first, side by side within ${p.jobs ?? 1} jobs in all (N in proportion to its size); files taken back 0600`,
+      });
     }
     if (methodOf(p) === 'physical') {
       const client = await clientVersion(ctx.runner, p.access, 'pg_basebackup');
       const server = await withDb(ctx, p.access, (db) => db.query(statements.serverVersionNum())).catch(() => []);
       const serverMajor = Math.floor((server[0]?.server_version_num ?? 0) / 10000);
-      actions.push({ kind: 'command', argv: ['pg_basebackup', ...baseBackupInvocation(p.access, join(staging(p), physicalDir), baseBackupCompression(client?.major ?? 0, serverMajor, p.compression), {}).args], runAs: owner, env: ['PGHOST', 'PGPORT', 'PGUSER'], note: 'a replication connection; WAL streamed alongside; files taken back 0600' });
+      actions.push({
+        kind: 'command',
+        argv: [
+          'pg_basebackup',
+          ...baseBackupInvocation(p.access, join(staging(p), physicalDir), baseBackupCompression(client?.major ?? 0, serverMajor, p.compression), {}).args,
+        ],
+        runAs: owner,
+        env: ['PGHOST', 'PGPORT', 'PGUSER'],
+        note: 'a replication connection; WAL streamed alongside; files taken back 0600',
+      });
     }
     return actions;
   },
@@ -321,14 +447,18 @@ export const dumpStep = defineStep<BackupParams>({
     const serverMajor = Math.floor(gathered.facts.server_version_num / 10000);
     let stream: DumpDone['stream'] = null;
     const streamFile = streamFileName(method, p.compression);
-    if (streamFile) stream = await streamDump(ctx, p, method === 'dumpall' ? dumpallArgs(p) : globalsArgs, join(dir, streamFile), method === 'dumpall' ? estimate : 0);
+    if (streamFile)
+      stream = await streamDump(ctx, p, method === 'dumpall' ? dumpallArgs(p) : globalsArgs, join(dir, streamFile), method === 'dumpall' ? estimate : 0);
     if (method !== 'dumpall') {
       lendTo(dir, osUserOf(p.access));
       try {
         if (method === 'parallel') await parallelDumps(ctx, p, databases, pgDumpCompression(client?.major ?? 0, p.compression));
         else {
           rmSync(join(dir, physicalDir), { recursive: true, force: true });
-          const inv = baseBackupInvocation(p.access, join(dir, physicalDir), baseBackupCompression(client?.major ?? 0, serverMajor, p.compression), { signal: ctx.signal, onStart: ctx.trackProcess });
+          const inv = baseBackupInvocation(p.access, join(dir, physicalDir), baseBackupCompression(client?.major ?? 0, serverMajor, p.compression), {
+            signal: ctx.signal,
+            onStart: ctx.trackProcess,
+          });
           ctx.progress.message(`pg_basebackup of ~${formatBytes(estimate)}`);
           const res = await ctx.runner.run(inv);
           if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
@@ -339,8 +469,12 @@ export const dumpStep = defineStep<BackupParams>({
       }
     }
     // counted after the dump, not before: a table locked by a client blocks the dump first, where a kill or Ctrl-C stops it cleanly
-    ctx.progress.message('counting every table\'s rows');
-    const counts = await rowCounts(ctx, p.access, databases.filter((d) => d.dumped && d.allowConnections).map((d) => d.name));
+    ctx.progress.message("counting every table's rows");
+    const counts = await rowCounts(
+      ctx,
+      p.access,
+      databases.filter((d) => d.dumped && d.allowConnections).map((d) => d.name),
+    );
     const done: DumpDone = {
       method,
       startedAt,
@@ -377,7 +511,10 @@ export const dumpStep = defineStep<BackupParams>({
     }
     const files = filesUnder(staging(p)).filter(isPayload);
     const dumped = done.databases.filter((d) => d.dumped).length;
-    return { ok: true, detail: `${dumped} of ${done.databases.length} databases${file && done.stream ? `, ${formatBytes(done.stream.uncompressedBytes)} dumped, ${formatBytes(done.stream.compressedBytes)} compressed` : ''}${files.length ? `, ${files.length} files` : ''}` };
+    return {
+      ok: true,
+      detail: `${dumped} of ${done.databases.length} databases${file && done.stream ? `, ${formatBytes(done.stream.uncompressedBytes)} dumped, ${formatBytes(done.stream.compressedBytes)} compressed` : ''}${files.length ? `, ${files.length} files` : ''}`,
+    };
   },
   async rollback(_ctx, p) {
     rmSync(staging(p), { recursive: true, force: true });
@@ -400,7 +537,11 @@ export interface MethodEstimate {
  * budget: what the upgrade plan shows beside the method it takes.
  */
 export function backupTimes(databaseBytes: number, jobs: number): MethodEstimate[] {
-  const into: Record<BackupMethod, string> = { dumpall: 'any version as new or newer', parallel: 'any version as new or newer', physical: 'the same major only' };
+  const into: Record<BackupMethod, string> = {
+    dumpall: 'any version as new or newer',
+    parallel: 'any version as new or newer',
+    physical: 'the same major only',
+  };
   return (['dumpall', 'parallel', 'physical'] as const).map((method) => ({
     method,
     backupSeconds: Math.round(estimateBackupSeconds(method, databaseBytes, jobs)),
@@ -425,7 +566,15 @@ export const manifestStep = defineStep<BackupParams>({
   title: () => 'Write the manifest (versions, every database with its size and whether it is held, sha256 of every file)',
   check: async () => [],
   async plan(_ctx, p) {
-    return [{ kind: 'file', path: join(staging(p), manifestName), change: 'create', mode: '0600', note: 'method, server and client versions, every database of pg_database but template0 with its size and whether the backup holds it, encoding and locale, tablespaces, byte counts and sha256 of every file, row counts, start/end, options' }];
+    return [
+      {
+        kind: 'file',
+        path: join(staging(p), manifestName),
+        change: 'create',
+        mode: '0600',
+        note: 'method, server and client versions, every database of pg_database but template0 with its size and whether the backup holds it, encoding and locale, tablespaces, byte counts and sha256 of every file, row counts, start/end, options',
+      },
+    ];
   },
   async apply(_ctx, p) {
     const dir = staging(p);
@@ -461,7 +610,12 @@ export const manifestStep = defineStep<BackupParams>({
     const dir = existsSync(join(p.dest, manifestName)) ? p.dest : staging(p);
     try {
       const m = readManifest(dir);
-      return m.token === p.token ? { ok: true, detail: `manifest written (${m.databases.filter((d) => d.dumped).length} of ${m.databases.length} databases held, ${(m.files?.length ?? 0) + (m.dumpFile ? 1 : 0)} files)` } : { ok: false, detail: 'the manifest belongs to another backup' };
+      return m.token === p.token
+        ? {
+            ok: true,
+            detail: `manifest written (${m.databases.filter((d) => d.dumped).length} of ${m.databases.length} databases held, ${(m.files?.length ?? 0) + (m.dumpFile ? 1 : 0)} files)`,
+          }
+        : { ok: false, detail: 'the manifest belongs to another backup' };
     } catch (e) {
       return { ok: false, detail: (e as Error).message };
     }
@@ -480,7 +634,12 @@ async function restoreAndCompare(ctx: StepContext, p: BackupParams, manifest: Ba
     const file = join(staging(p), manifest.dumpFile!);
     const [dec, restore] = [
       ctx.runner.stream({ ...decompressArgv(manifest.compression, file), signal: ctx.signal, onStart: ctx.trackProcess }),
-      ctx.runner.stream(clientInvocation(scratch, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=0', '-d', 'postgres', '-f', '-'], { signal: ctx.signal, onStart: ctx.trackProcess })),
+      ctx.runner.stream(
+        clientInvocation(scratch, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=0', '-d', 'postgres', '-f', '-'], {
+          signal: ctx.signal,
+          onStart: ctx.trackProcess,
+        }),
+      ),
     ];
     dec.stdin.end();
     await Promise.all([pipeline(dec.stdout, restore.stdin), pipeline(restore.stdout, drain())]);
@@ -513,13 +672,17 @@ function drain() {
 
 const methodProofNote: Record<BackupMethod, string> = {
   dumpall: 'sha256 and byte count compared with the manifest; completion trailer checked',
-  parallel: 'the globals decompressed and checked like a pg_dumpall stream; every pg_dump file\'s sha256 compared; pg_restore --list reads every database\'s table of contents',
-  physical: 'every file\'s sha256 compared; pg_verifybackup checks the tars against pg_basebackup\'s backup_manifest',
+  parallel:
+    "the globals decompressed and checked like a pg_dumpall stream; every pg_dump file's sha256 compared; pg_restore --list reads every database's table of contents",
+  physical: "every file's sha256 compared; pg_verifybackup checks the tars against pg_basebackup's backup_manifest",
 };
 
 export const verifyStep = defineStep<BackupParams>({
   kind: 'backup.verify',
-  title: (p) => (p.restoreBindir ? 'Verify: decompress and checksum, restore into a scratch cluster, compare row counts' : `Verify: ${methodOf(p) === 'dumpall' ? 'decompress and checksum' : methodOf(p) === 'parallel' ? 'checksum every file, read every table of contents' : 'checksum every file, pg_verifybackup'}`),
+  title: (p) =>
+    p.restoreBindir
+      ? 'Verify: decompress and checksum, restore into a scratch cluster, compare row counts'
+      : `Verify: ${methodOf(p) === 'dumpall' ? 'decompress and checksum' : methodOf(p) === 'parallel' ? 'checksum every file, read every table of contents' : 'checksum every file, pg_verifybackup'}`,
   check: async () => [],
   async plan(_ctx, p) {
     const file = streamFileName(methodOf(p), p.compression);
@@ -528,10 +691,20 @@ export const verifyStep = defineStep<BackupParams>({
       const dec = decompressArgv(p.compression, join(staging(p), file));
       actions.push({ kind: 'command', argv: [dec.program, ...dec.args], note: methodProofNote[methodOf(p)] });
     }
-    if (methodOf(p) === 'parallel') actions.push({ kind: 'command', argv: [join(p.access.bindir, 'pg_restore'), '--list', join(staging(p), 'db-I')], note: 'once per database' });
-    if (methodOf(p) === 'physical') actions.push({ kind: 'command', argv: [join(p.verifyBindir ?? '', 'pg_verifybackup'), '--no-parse-wal', '--quiet', join(staging(p), physicalDir)], note: methodProofNote.physical });
+    if (methodOf(p) === 'parallel')
+      actions.push({ kind: 'command', argv: [join(p.access.bindir, 'pg_restore'), '--list', join(staging(p), 'db-I')], note: 'once per database' });
+    if (methodOf(p) === 'physical')
+      actions.push({
+        kind: 'command',
+        argv: [join(p.verifyBindir ?? '', 'pg_verifybackup'), '--no-parse-wal', '--quiet', join(staging(p), physicalDir)],
+        note: methodProofNote.physical,
+      });
     if (p.restoreBindir) {
-      actions.push({ kind: 'command', argv: [join(p.restoreBindir, 'initdb'), '-D', `${p.dest}.restore-check/data`], note: 'scratch cluster, removed afterwards; the dump is restored with psql and every table\'s row count compared' });
+      actions.push({
+        kind: 'command',
+        argv: [join(p.restoreBindir, 'initdb'), '-D', `${p.dest}.restore-check/data`],
+        note: "scratch cluster, removed afterwards; the dump is restored with psql and every table's row count compared",
+      });
     }
     return actions;
   },
@@ -584,7 +757,9 @@ export const publishStep = defineStep<BackupParams>({
   async verify(_ctx, p) {
     if (existsSync(staging(p))) return { ok: false, detail: `${staging(p)} still exists` };
     try {
-      return readManifest(p.dest).token === p.token ? { ok: true, detail: `backup complete at ${p.dest}` } : { ok: false, detail: `${p.dest} holds another backup` };
+      return readManifest(p.dest).token === p.token
+        ? { ok: true, detail: `backup complete at ${p.dest}` }
+        : { ok: false, detail: `${p.dest} holds another backup` };
     } catch (e) {
       return { ok: false, detail: (e as Error).message };
     }
@@ -601,10 +776,18 @@ export const publishStep = defineStep<BackupParams>({
 
 export const backupOperation = defineOperation<BackupParams>({
   name: 'backup',
-  describeTarget: (p) => ({ description: `${p.access.host ?? 'localhost'}:${p.access.port ?? 5432}`, lockKey: p.protectedPaths[0] ? `cluster:${p.protectedPaths[0]}` : `server:${p.access.host ?? 'localhost'}:${p.access.port ?? 5432}` }),
+  describeTarget: (p) => ({
+    description: `${p.access.host ?? 'localhost'}:${p.access.port ?? 5432}`,
+    lockKey: p.protectedPaths[0] ? `cluster:${p.protectedPaths[0]}` : `server:${p.access.host ?? 'localhost'}:${p.access.port ?? 5432}`,
+  }),
   summary: (p) => {
-    const how = methodOf(p) === 'dumpall' ? 'pg_dumpall' : methodOf(p) === 'parallel' ? `parallel (pg_dump -Fd, ${p.jobs ?? 1} jobs)` : 'physical (pg_basebackup)';
-    const left = excluded(p).length ? `, leaving out ${excluded(p).map((n) => JSON.stringify(n)).join(', ')}` : '';
+    const how =
+      methodOf(p) === 'dumpall' ? 'pg_dumpall' : methodOf(p) === 'parallel' ? `parallel (pg_dump -Fd, ${p.jobs ?? 1} jobs)` : 'physical (pg_basebackup)';
+    const left = excluded(p).length
+      ? `, leaving out ${excluded(p)
+          .map((n) => JSON.stringify(n))
+          .join(', ')}`
+      : '';
     return `${how} backup of ${p.access.host ?? 'localhost'}:${p.access.port ?? 5432} to ${p.dest} (${p.compression.compressor} level ${p.compression.level}${p.restoreBindir ? ', restore-verified' : ''}${left})`;
   },
   steps: (p) => [

@@ -85,7 +85,14 @@ export interface ResolvedTarget {
  * From --pgdata / --bindir / --dsn / PG* to a cluster to work on. With a data directory the socket
  * and port come from postmaster.pid; as root the clients run as the data directory's owner.
  */
-export async function resolveTarget(opts: { pgdata?: string; bindir?: string; dsn?: string; runner: Runner; audit?: AuditSink; requireRunning?: boolean }): Promise<ResolvedTarget> {
+export async function resolveTarget(opts: {
+  pgdata?: string;
+  bindir?: string;
+  dsn?: string;
+  runner: Runner;
+  audit?: AuditSink;
+  requireRunning?: boolean;
+}): Promise<ResolvedTarget> {
   const conn = resolveConnection(opts.dsn);
   const installations = await findInstallations(opts.runner, opts.bindir ? [opts.bindir] : []);
   const pgdata = opts.pgdata ?? (opts.dsn || conn.host ? undefined : process.env.PGDATA);
@@ -118,6 +125,14 @@ export async function resolveTarget(opts: { pgdata?: string; bindir?: string; ds
   return {
     cluster: undefined,
     lockKey: `server:${conn.host ?? 'localhost'}:${conn.port ?? 5432}`,
-    access: { host: conn.host ?? null, port: conn.port ?? null, user: conn.user ?? null, database: conn.database ?? 'postgres', passfile: conn.passfile ?? null, bindir, runAs: null },
+    access: {
+      host: conn.host ?? null,
+      port: conn.port ?? null,
+      user: conn.user ?? null,
+      database: conn.database ?? 'postgres',
+      passfile: conn.passfile ?? null,
+      bindir,
+      runAs: null,
+    },
   };
 }

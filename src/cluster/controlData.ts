@@ -1,13 +1,7 @@
 /** pg_controldata output, parsed. Labels are stable across 9.6–18; run it with LC_ALL=C. */
 
 export type ClusterControlState =
-  | 'starting up'
-  | 'shut down'
-  | 'shut down in recovery'
-  | 'shutting down'
-  | 'in crash recovery'
-  | 'in archive recovery'
-  | 'in production';
+  'starting up' | 'shut down' | 'shut down in recovery' | 'shutting down' | 'in crash recovery' | 'in archive recovery' | 'in production';
 
 export interface ControlData {
   controlVersion: number;

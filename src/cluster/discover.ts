@@ -74,7 +74,11 @@ async function runningPostmasters(roots: DiscoveryRoots): Promise<ClusterCandida
 }
 
 /** Every candidate once (by data dir), keeping each way it was found. */
-export async function discoverClusters(explicit: readonly string[], env: NodeJS.ProcessEnv, roots = defaultDiscoveryRoots): Promise<{ candidate: ClusterCandidate; foundBy: string[] }[]> {
+export async function discoverClusters(
+  explicit: readonly string[],
+  env: NodeJS.ProcessEnv,
+  roots = defaultDiscoveryRoots,
+): Promise<{ candidate: ClusterCandidate; foundBy: string[] }[]> {
   const all: ClusterCandidate[] = [
     ...explicit.map((dataDir) => ({ dataDir, foundBy: 'flag' })),
     ...(env.PGDATA ? [{ dataDir: env.PGDATA, foundBy: 'PGDATA' }] : []),

@@ -94,7 +94,8 @@ export async function assertDataDirectory(dir: string): Promise<void> {
   try {
     await access(join(dir, 'PG_VERSION'), constants.R_OK);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EACCES') throw badInput(`data directory ${dir} is not readable by this user`, 'run pgscale as the cluster owner or as root');
+    if ((e as NodeJS.ErrnoException).code === 'EACCES')
+      throw badInput(`data directory ${dir} is not readable by this user`, 'run pgscale as the cluster owner or as root');
     throw badInput(`${dir} is not a PostgreSQL data directory (no PG_VERSION file)`, 'point --pgdata at the directory initdb created');
   }
 }

@@ -50,7 +50,14 @@ function privateServer(runner: Runner, bindir: string, pgdata: string, privateDi
  * TCP, authentication (trust on the private socket only) and archiving (a restored copy must
  * never archive into the source's archive).
  */
-export async function startPrivateServer(runner: Runner, bindir: string, pgdata: string, privateDir: string, owner: OsUser, superuser: string): Promise<PrivateServer> {
+export async function startPrivateServer(
+  runner: Runner,
+  bindir: string,
+  pgdata: string,
+  privateDir: string,
+  owner: OsUser,
+  superuser: string,
+): Promise<PrivateServer> {
   const socket = ownedDir(join(privateDir, 'socket'), owner);
   const hba = join(privateDir, 'pg_hba.conf');
   writeFileSync(hba, 'local all all trust\n', { mode: 0o600 });
@@ -61,7 +68,10 @@ export async function startPrivateServer(runner: Runner, bindir: string, pgdata:
     await server.start({ timeoutSeconds: 600, privateSocketDir: socket, settings: { port: String(port), hba_file: hba, archive_mode: 'off', fsync: 'off' } });
   } catch (e) {
     const log = server.id.log;
-    throw new PgscaleError(`private server: ${(e as Error).message}${existsSync(log) ? `\n${readFileSync(log, 'utf8').split('\n').slice(-8).join('\n')}` : ''}`, ExitCode.FailedAfterChange);
+    throw new PgscaleError(
+      `private server: ${(e as Error).message}${existsSync(log) ? `\n${readFileSync(log, 'utf8').split('\n').slice(-8).join('\n')}` : ''}`,
+      ExitCode.FailedAfterChange,
+    );
   }
   return {
     access: { host: socket, port, user: superuser, database: 'postgres', passfile: null, bindir, runAs: owner.name },
@@ -82,7 +92,13 @@ export async function initdb(runner: Runner, bindir: string, pgdata: string, own
   if (res.exitCode !== 0) throw new PgscaleError(`initdb: ${describeFailure(inv, res)}`, ExitCode.FailedAfterChange);
 }
 
-export async function withScratchCluster<T>(runner: Runner, bindir: string, dir: string, owner: OsUser, use: (access: ClusterAccess) => Promise<T>): Promise<T> {
+export async function withScratchCluster<T>(
+  runner: Runner,
+  bindir: string,
+  dir: string,
+  owner: OsUser,
+  use: (access: ClusterAccess) => Promise<T>,
+): Promise<T> {
   const pgdata = join(dir, 'data');
   ownedDir(dir, owner);
   let server: PrivateServer | undefined;

@@ -28,17 +28,28 @@ export interface ServerLogChoice {
  */
 export function chooseServerLog(f: ServerLogFacts): ServerLogChoice | undefined {
   if (f.loggingCollector && f.writableLogDirectory) {
-    return { path: join(f.writableLogDirectory, 'pgscale-startup.log'), why: `logging_collector is on: the server keeps logging in ${f.writableLogDirectory}; only its output before the collector starts goes to this file there` };
+    return {
+      path: join(f.writableLogDirectory, 'pgscale-startup.log'),
+      why: `logging_collector is on: the server keeps logging in ${f.writableLogDirectory}; only its output before the collector starts goes to this file there`,
+    };
   }
-  if (f.parentWritable) return { path: join(dirname(f.dataDir), `${basename(f.dataDir)}.pgscale-server.log`), why: 'beside the data directory (logging_collector is off)' };
-  if (f.writableStateDir) return { path: join(f.writableStateDir, `server-${basename(f.dataDir)}.log`), why: `in pgscale's state directory (logging_collector is off and the owner cannot write beside the data directory)` };
+  if (f.parentWritable)
+    return { path: join(dirname(f.dataDir), `${basename(f.dataDir)}.pgscale-server.log`), why: 'beside the data directory (logging_collector is off)' };
+  if (f.writableStateDir)
+    return {
+      path: join(f.writableStateDir, `server-${basename(f.dataDir)}.log`),
+      why: `in pgscale's state directory (logging_collector is off and the owner cannot write beside the data directory)`,
+    };
   return undefined;
 }
 
 const truthy = (v: string | undefined) => v !== undefined && /^(on|true|yes|1|t|y)$/i.test(v.trim());
 
 /** Gathers the facts as the data directory's owner and chooses. `setting` gives the configured value (command line over files). */
-export async function serverLogPath(runner: Runner, o: { dataDir: string; owner: OsUser; setting: (name: string) => string | undefined; stateDir: string }): Promise<ServerLogChoice | undefined> {
+export async function serverLogPath(
+  runner: Runner,
+  o: { dataDir: string; owner: OsUser; setting: (name: string) => string | undefined; stateDir: string },
+): Promise<ServerLogChoice | undefined> {
   const writable = async (dir: string) => (await runner.run({ program: 'test', args: ['-w', dir], runAs: o.owner, cwd: '/' })).exitCode === 0;
   const logDir = o.setting('log_directory') ?? 'log';
   const absLogDir = isAbsolute(logDir) ? logDir : join(o.dataDir, logDir);

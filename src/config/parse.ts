@@ -42,8 +42,15 @@ export function parseConfigText(text: string, file: string): ConfigLine[] {
       for (;;) {
         if (i2 >= rest.length) throw fail('unterminated quoted string');
         const c = rest[i2]!;
-        if (c === "'" && rest[i2 + 1] === "'") { value += "'"; i2 += 2; continue; }
-        if (c === "'") { i2++; break; }
+        if (c === "'" && rest[i2 + 1] === "'") {
+          value += "'";
+          i2 += 2;
+          continue;
+        }
+        if (c === "'") {
+          i2++;
+          break;
+        }
         if (c === '\\' && i2 + 1 < rest.length) {
           const n = rest[i2 + 1]!;
           value += ({ b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' } as Record<string, string>)[n] ?? n;

@@ -23,16 +23,4 @@ export {
   isCloseEnough,
   CLOSE_ENOUGH_TOLERANCE,
 } from './values.js';
-export {
-  KiB,
-  MiB,
-  GiB,
-  TiB,
-  type MemoryUnit,
-  type TimeUnit,
-  type Unit,
-  convertUnits,
-  formatMemory,
-  formatDuration,
-  parseQuantity,
-} from './units.js';
+export { KiB, MiB, GiB, TiB, type MemoryUnit, type TimeUnit, type Unit, convertUnits, formatMemory, formatDuration, parseQuantity } from './units.js';

@@ -148,7 +148,7 @@ async function cgroupDirectories(root: HostRoot, mount: MountEntry, cgroupPath: 
     return [mount.mountPoint];
   }
   const dirs = [leaf];
-  for (let dir = leaf; dir !== mount.mountPoint; ) {
+  for (let dir = leaf; dir !== mount.mountPoint;) {
     dir = posix.dirname(dir);
     dirs.push(dir);
   }
@@ -176,7 +176,11 @@ async function locateCgroups(
     }
   }
   if (foundV1) {
-    notes.push(`cgroup v1: ${CONTROLLERS.filter((c) => v1[c].length > 0).map((c) => `${c} at ${v1[c][0]}`).join(', ')}`);
+    notes.push(
+      `cgroup v1: ${CONTROLLERS.filter((c) => v1[c].length > 0)
+        .map((c) => `${c} at ${v1[c][0]}`)
+        .join(', ')}`,
+    );
     return { version: 1, dirs: v1 };
   }
 
@@ -249,9 +253,24 @@ async function tightest<T>(
 async function readLimits(root: HostRoot, cgroups: CgroupDirs, host: Resources): Promise<CgroupLimits> {
   const { version, dirs } = cgroups;
   return {
-    cpuQuota: await tightest(dirs.cpu, (dir) => readCpuQuota(root, version, dir), (l) => l.cpus, host.cpus),
-    cpuset: await tightest(dirs.cpuset, (dir) => readCpuset(root, version, dir), (l) => l.cpus, host.cpus),
-    memory: await tightest(dirs.memory, (dir) => readMemoryLimit(root, version, dir), (l) => l.bytes, host.memoryBytes),
+    cpuQuota: await tightest(
+      dirs.cpu,
+      (dir) => readCpuQuota(root, version, dir),
+      (l) => l.cpus,
+      host.cpus,
+    ),
+    cpuset: await tightest(
+      dirs.cpuset,
+      (dir) => readCpuset(root, version, dir),
+      (l) => l.cpus,
+      host.cpus,
+    ),
+    memory: await tightest(
+      dirs.memory,
+      (dir) => readMemoryLimit(root, version, dir),
+      (l) => l.bytes,
+      host.memoryBytes,
+    ),
   };
 }
 
@@ -281,9 +300,7 @@ export async function detectCompute(root: HostRoot): Promise<ComputeProfile> {
   const cgroupText = await root.read(PROC_CGROUP);
   const memberships = cgroupText === undefined ? [] : parseProcCgroup(cgroupText, PROC_CGROUP);
   const cgroups = await locateCgroups(root, await readMountTable(root), memberships, notes);
-  const limits: CgroupLimits = cgroups
-    ? await readLimits(root, cgroups, host)
-    : { cpuQuota: null, cpuset: null, memory: null };
+  const limits: CgroupLimits = cgroups ? await readLimits(root, cgroups, host) : { cpuQuota: null, cpuset: null, memory: null };
 
   const exactCpus = Math.min(host.cpus, limits.cpuQuota?.cpus ?? Infinity, limits.cpuset?.cpus ?? Infinity);
   const effective = {

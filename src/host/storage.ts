@@ -6,16 +6,7 @@ import { posix } from 'node:path';
 import { badInput } from '../errors.js';
 import type { HostRoot } from './hostRoot.js';
 import { findMountForPath, readMountTable } from './mounts.js';
-import type {
-  Classification,
-  Confidence,
-  DiskEvidence,
-  DiskInfo,
-  MountEntry,
-  StorageClass,
-  StorageInfo,
-  Transport,
-} from './types.js';
+import type { Classification, Confidence, DiskEvidence, DiskInfo, MountEntry, StorageClass, StorageInfo, Transport } from './types.js';
 
 /** Filesystems whose data lives in RAM. */
 const MEMORY_FILESYSTEMS = new Set(['tmpfs', 'ramfs']);
@@ -91,7 +82,11 @@ const ROTATIONAL_TRUST: Partial<Record<Transport, Confidence>> = { sata: 'high',
  * believed as far as the transport allows.
  */
 export function classifyDisk(disk: DiskEvidence): Classification {
-  const identity = [disk.vendor, disk.model].filter((part) => part !== null).join(' ').replace(/\s+/g, ' ').trim();
+  const identity = [disk.vendor, disk.model]
+    .filter((part) => part !== null)
+    .join(' ')
+    .replace(/\s+/g, ' ')
+    .trim();
   const evidence = [
     `transport ${disk.transport}`,
     `driver ${disk.driver ?? 'unknown'}`,
@@ -125,23 +120,11 @@ export function classifyDisk(disk: DiskEvidence): Classification {
 // ---------------------------------------------------------------- classifying a stack (pure)
 
 /** Fastest first: a stack over different kinds of disk is as slow as its slowest member. */
-const SPEED_ORDER: readonly StorageClass[] = [
-  'tmpfs',
-  'local-nvme',
-  'ssd',
-  'network-block',
-  'virtual-disk',
-  'network-fs',
-  'hdd',
-  'loop',
-  'unknown',
-];
+const SPEED_ORDER: readonly StorageClass[] = ['tmpfs', 'local-nvme', 'ssd', 'network-block', 'virtual-disk', 'network-fs', 'hdd', 'loop', 'unknown'];
 const CONFIDENCE_ORDER: readonly Confidence[] = ['high', 'medium', 'low'];
 
-const weakest = (confidences: readonly Confidence[]): Confidence =>
-  CONFIDENCE_ORDER[Math.max(...confidences.map((c) => CONFIDENCE_ORDER.indexOf(c)))]!;
-const lowered = (confidence: Confidence): Confidence =>
-  CONFIDENCE_ORDER[Math.min(CONFIDENCE_ORDER.indexOf(confidence) + 1, CONFIDENCE_ORDER.length - 1)]!;
+const weakest = (confidences: readonly Confidence[]): Confidence => CONFIDENCE_ORDER[Math.max(...confidences.map((c) => CONFIDENCE_ORDER.indexOf(c)))]!;
+const lowered = (confidence: Confidence): Confidence => CONFIDENCE_ORDER[Math.min(CONFIDENCE_ORDER.indexOf(confidence) + 1, CONFIDENCE_ORDER.length - 1)]!;
 
 /** One verdict for everything at the bottom of a stack: their shared class, or the slowest one with less confidence. */
 export function combineClassifications(members: readonly Classification[]): Classification {

@@ -99,32 +99,12 @@ export interface CgroupMembership {
  * - loop: a loop device whose backing file is not visible here;
  * - unknown: nothing to go on.
  */
-export type StorageClass =
-  | 'local-nvme'
-  | 'network-block'
-  | 'ssd'
-  | 'hdd'
-  | 'virtual-disk'
-  | 'network-fs'
-  | 'tmpfs'
-  | 'loop'
-  | 'unknown';
+export type StorageClass = 'local-nvme' | 'network-block' | 'ssd' | 'hdd' | 'virtual-disk' | 'network-fs' | 'tmpfs' | 'loop' | 'unknown';
 
 export type Confidence = 'high' | 'medium' | 'low';
 
 /** How a disk is attached, from its sysfs path and name. */
-export type Transport =
-  | 'nvme'
-  | 'nvme-fabrics'
-  | 'sata'
-  | 'scsi'
-  | 'virtio-blk'
-  | 'virtio-scsi'
-  | 'xen'
-  | 'hyper-v'
-  | 'usb'
-  | 'mmc'
-  | 'unknown';
+export type Transport = 'nvme' | 'nvme-fabrics' | 'sata' | 'scsi' | 'virtio-blk' | 'virtio-scsi' | 'xen' | 'hyper-v' | 'usb' | 'mmc' | 'unknown';
 
 export interface Classification {
   storageClass: StorageClass;

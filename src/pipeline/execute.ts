@@ -155,7 +155,9 @@ async function confirmStep(step: PlannedStep, steps: readonly PlannedStep[], opt
   const why = [
     step.downtime ? 'the cluster will be unavailable' : '',
     pnr === step ? 'it is the point of no return' : pnr ? `"${pnr.title}" after it is the point of no return` : '',
-  ].filter(Boolean).join('; ');
+  ]
+    .filter(Boolean)
+    .join('; ');
   if (!opts.confirm) throw refused(`"${step.title}" needs confirmation (${why})`, 'run it at a terminal, or pass --yes');
   if (!(await opts.confirm(`Next: ${step.title} — ${why}. Continue?`))) throw refused('not confirmed: stopped before this step; nothing more was changed');
 }
@@ -216,7 +218,10 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
     const pending = segment.filter((s) => !finished(s.id));
     if (pending.length === 0) continue;
     if (askAt && segment[0] === askAt && !finished(askAt.id)) await confirmStep(askAt, state.plan.steps, opts);
-    await runTaskList(pending.map((step) => ({ title: step.title, run: (task) => runOne(step, task) })), opts.progress);
+    await runTaskList(
+      pending.map((step) => ({ title: step.title, run: (task) => runOne(step, task) })),
+      opts.progress,
+    );
   }
 }
 
@@ -234,7 +239,11 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
     const err = e instanceof PgscaleError ? e : new PgscaleError((e as Error).message, ExitCode.FailedAfterChange);
     if (err.exitCode === ExitCode.Interrupted || opts.signal.aborted) {
       appendEvent(state.dir, { type: 'run-interrupted', step: [...state.steps].find(([, s]) => s === 'failed')?.[0] });
-      throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, await nextWays(state, opts, `continue with \`pgscale resume ${state.id}\``, `undo with \`pgscale rollback ${state.id}\``));
+      throw new PgscaleError(
+        `interrupted; the journal of run ${state.id} is consistent`,
+        ExitCode.Interrupted,
+        await nextWays(state, opts, `continue with \`pgscale resume ${state.id}\``, `undo with \`pgscale rollback ${state.id}\``),
+      );
     }
     appendEvent(state.dir, { type: 'run-failed', error: err.message });
     if (!changedAnything(state)) {
@@ -247,14 +256,26 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
       const kept = await undoBeforeDowntime(state, opts);
       releaseLock(opts.stateDir, key, state.id);
       const keptNote = kept.length ? ` (kept: ${kept.join(', ')})` : '';
-      throw new PgscaleError(`${err.message}\nwhat the run prepared before downtime was undone${keptNote}`, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
+      throw new PgscaleError(
+        `${err.message}\nwhat the run prepared before downtime was undone${keptNote}`,
+        err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange,
+        err.hint,
+      );
     }
     // the lock stays: nothing else may touch this cluster until the run is resumed or rolled back
     if (err.exitCode === ExitCode.Refused) {
       // a confirmation declined after the steps that need none: refused (README: "not confirmed"), and what ran is kept
-      throw new PgscaleError(err.message, ExitCode.Refused, `the steps before it are done and kept: \`pgscale resume ${state.id}\` asks again, \`pgscale rollback ${state.id}\` undoes them`);
+      throw new PgscaleError(
+        err.message,
+        ExitCode.Refused,
+        `the steps before it are done and kept: \`pgscale resume ${state.id}\` asks again, \`pgscale rollback ${state.id}\` undoes them`,
+      );
     }
-    throw new PgscaleError(err.message, ExitCode.FailedAfterChange, await nextWays(state, opts, `fix the cause, then \`pgscale resume ${state.id}\``, `\`pgscale rollback ${state.id}\``));
+    throw new PgscaleError(
+      err.message,
+      ExitCode.FailedAfterChange,
+      await nextWays(state, opts, `fix the cause, then \`pgscale resume ${state.id}\``, `\`pgscale rollback ${state.id}\``),
+    );
   }
   appendEvent(state.dir, { type: 'run-done' });
   releaseLock(opts.stateDir, key, state.id);
@@ -284,22 +305,33 @@ async function undoBeforeDowntime(state: RunState, opts: ExecuteOptions): Promis
 }
 
 async function undoSteps(state: RunState, opts: ExecuteOptions, undo: readonly PlannedStep[]): Promise<void> {
-  await runTaskList(undo.map((step) => ({
-    title: `undo: ${step.title}`,
-    run: async (task) => {
-      const def = stepDefinition(step.kind);
-      try {
-        await def.rollback?.(
-          { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: progressFor(task, opts.progress), outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined },
-          step.params,
-        );
-      } catch (e) {
-        appendEvent(state.dir, { type: 'rollback-failed', step: step.id, error: (e as Error).message });
-        throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
-      }
-      appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
-    },
-  })), opts.progress);
+  await runTaskList(
+    undo.map((step) => ({
+      title: `undo: ${step.title}`,
+      run: async (task) => {
+        const def = stepDefinition(step.kind);
+        try {
+          await def.rollback?.(
+            {
+              runner: opts.runner,
+              audit: opts.audit,
+              signal: opts.signal,
+              progress: progressFor(task, opts.progress),
+              outputs: state.outputs,
+              runDir: state.dir,
+              trackProcess: () => undefined,
+            },
+            step.params,
+          );
+        } catch (e) {
+          appendEvent(state.dir, { type: 'rollback-failed', step: step.id, error: (e as Error).message });
+          throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
+        }
+        appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
+      },
+    })),
+    opts.progress,
+  );
 }
 
 /** A confirmation nobody can give (no TTY, no --yes) is known before the first step: refuse then, not after work that must be undone. */
@@ -329,7 +361,8 @@ export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunRep
 export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<RunReport> {
   const state = readRun(opts.stateDir, runId);
   if (state.status === 'completed') throw refused(`run ${runId} already completed`);
-  if (state.status === 'rolled-back' || state.status === 'rolling-back' || state.status === 'rollback-failed') throw refused(`run ${runId} was rolled back (${state.status}); make a new plan`);
+  if (state.status === 'rolled-back' || state.status === 'rolling-back' || state.status === 'rollback-failed')
+    throw refused(`run ${runId} was rolled back (${state.status}); make a new plan`);
   if (state.status === 'running') throw refused(`run ${runId} is still running`);
   assertConfirmable(state.plan.steps, (s) => !['done', 'skipped'].includes(state.steps.get(s.id) ?? 'pending'), opts);
   acquireLock(opts.stateDir, state.plan.target.lockKey, runId, runId);
@@ -345,8 +378,17 @@ export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<Ru
 async function rollbackRefusal(state: RunState, opts: ExecuteOptions): Promise<{ message: string; hint: string } | undefined> {
   const touched = state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending'));
   const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
-  if (pastNoReturn) return { message: `run ${state.id} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, hint: pastNoReturn.rollback };
-  const probe: StepContext = { runner: opts.runner, audit: opts.audit, signal: opts.signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: state.outputs, runDir: state.dir, trackProcess: () => undefined };
+  if (pastNoReturn)
+    return { message: `run ${state.id} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, hint: pastNoReturn.rollback };
+  const probe: StepContext = {
+    runner: opts.runner,
+    audit: opts.audit,
+    signal: opts.signal,
+    progress: { message: () => undefined, bytes: () => undefined },
+    outputs: state.outputs,
+    runDir: state.dir,
+    trackProcess: () => undefined,
+  };
   for (const step of [...touched].reverse()) {
     const why = await stepDefinition(step.kind).refusesRollback?.(probe, step.params);
     if (why) return { message: `run ${state.id} cannot be rolled back: ${why}`, hint: step.rollback };

@@ -125,19 +125,48 @@ export function readRun(stateDir: string, id: string): RunState {
   let status: RunStatus = 'killed';
   for (const e of events) {
     switch (e.type) {
-      case 'run-started': status = 'running'; break;
-      case 'step-started': steps.set(e.step, 'running'); break;
-      case 'process': processes.set(e.step, [...(processes.get(e.step) ?? []), e.pgid]); break;
-      case 'step-done': steps.set(e.step, 'done'); outputs.set(e.step, e.outputs); processes.delete(e.step); break;
-      case 'step-skipped': steps.set(e.step, 'skipped'); processes.delete(e.step); break;
-      case 'step-failed': steps.set(e.step, e.clean ? 'pending' : 'failed'); break;
-      case 'run-interrupted': status = 'interrupted'; break;
-      case 'run-failed': status = 'failed'; break;
-      case 'run-done': status = 'completed'; break;
-      case 'rollback-started': status = 'rolling-back'; break;
-      case 'step-rolled-back': steps.set(e.step, 'rolled-back'); break;
-      case 'rollback-failed': status = 'rollback-failed'; break;
-      case 'rollback-done': status = 'rolled-back'; break;
+      case 'run-started':
+        status = 'running';
+        break;
+      case 'step-started':
+        steps.set(e.step, 'running');
+        break;
+      case 'process':
+        processes.set(e.step, [...(processes.get(e.step) ?? []), e.pgid]);
+        break;
+      case 'step-done':
+        steps.set(e.step, 'done');
+        outputs.set(e.step, e.outputs);
+        processes.delete(e.step);
+        break;
+      case 'step-skipped':
+        steps.set(e.step, 'skipped');
+        processes.delete(e.step);
+        break;
+      case 'step-failed':
+        steps.set(e.step, e.clean ? 'pending' : 'failed');
+        break;
+      case 'run-interrupted':
+        status = 'interrupted';
+        break;
+      case 'run-failed':
+        status = 'failed';
+        break;
+      case 'run-done':
+        status = 'completed';
+        break;
+      case 'rollback-started':
+        status = 'rolling-back';
+        break;
+      case 'step-rolled-back':
+        steps.set(e.step, 'rolled-back');
+        break;
+      case 'rollback-failed':
+        status = 'rollback-failed';
+        break;
+      case 'rollback-done':
+        status = 'rolled-back';
+        break;
     }
   }
   const lock = readLock(stateDir, plan.target.lockKey);
@@ -207,10 +236,16 @@ export function acquireLock(stateDir: string, key: string, runId: string, takeOv
         status = undefined;
       }
       if (status === 'running' || status === 'rolling-back') {
-        throw refused(`another pgscale run (${held.runId}, pid ${held.pid}) is working on ${key}`, 'wait for it to finish; two runs on one cluster are never allowed');
+        throw refused(
+          `another pgscale run (${held.runId}, pid ${held.pid}) is working on ${key}`,
+          'wait for it to finish; two runs on one cluster are never allowed',
+        );
       }
       if (held.runId !== takeOverFrom && status && status !== 'completed' && status !== 'rolled-back') {
-        throw refused(`run ${held.runId} on ${key} did not finish (${status})`, `finish it with \`pgscale resume ${held.runId}\` or undo it with \`pgscale rollback ${held.runId}\``);
+        throw refused(
+          `run ${held.runId} on ${key} did not finish (${status})`,
+          `finish it with \`pgscale resume ${held.runId}\` or undo it with \`pgscale rollback ${held.runId}\``,
+        );
       }
     }
     rmSync(path, { force: true });

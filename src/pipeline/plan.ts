@@ -109,7 +109,8 @@ export function actionDrift(reviewed: Plan, now: Plan): string[] {
   for (const s of reviewed.steps) {
     const n = nowById.get(s.id);
     if (!n) out.push(`step ${s.id}: no longer part of the plan`);
-    else if (JSON.stringify(n.actions) !== JSON.stringify(s.actions)) out.push(`step ${s.id} (${s.title}): its commands or file changes differ from the reviewed plan`);
+    else if (JSON.stringify(n.actions) !== JSON.stringify(s.actions))
+      out.push(`step ${s.id} (${s.title}): its commands or file changes differ from the reviewed plan`);
   }
   for (const n of now.steps) if (!reviewed.steps.some((s) => s.id === n.id)) out.push(`step ${n.id}: new since the plan was reviewed`);
   return out;

@@ -72,7 +72,10 @@ export function readPlanFile(path: string): Plan {
     throw badInput(code ? `cannot read plan file ${path}: ${code}` : `plan file ${path} is not JSON: ${(e as Error).message}`);
   }
   if (!validate(data)) {
-    const why = (validate.errors ?? []).slice(0, 5).map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ');
+    const why = (validate.errors ?? [])
+      .slice(0, 5)
+      .map((e) => `${e.instancePath || '/'} ${e.message}`)
+      .join('; ');
     throw badInput(`plan file ${path} does not match the plan schema: ${why}`);
   }
   return data as unknown as Plan;

@@ -12,7 +12,15 @@ export type JsonObject = { [key: string]: Json };
 export type PlannedAction =
   | { kind: 'command'; argv: string[]; runAs?: string; env?: string[]; output?: string; note?: string }
   | { kind: 'sql'; target: string; sql: string; note?: string }
-  | { kind: 'file'; path: string; change: 'create' | 'modify' | 'delete' | 'rename' | 'mkdir' | 'symlink'; to?: string; mode?: string; diff?: string; note?: string }
+  | {
+      kind: 'file';
+      path: string;
+      change: 'create' | 'modify' | 'delete' | 'rename' | 'mkdir' | 'symlink';
+      to?: string;
+      mode?: string;
+      diff?: string;
+      note?: string;
+    }
   | { kind: 'service'; action: 'start' | 'stop' | 'restart' | 'reload'; target: string; note?: string };
 
 export type CheckSeverity = 'error' | 'warning' | 'info';

@@ -9,7 +9,18 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { badInput } from '../errors.js';
 
-export const playbookCommands = ['detect', 'backup', 'upgrade', 'wal move', 'tune', 'tablespaces sample', 'tablespaces show', 'tablespaces place', 'replica add', 'replica remove'] as const;
+export const playbookCommands = [
+  'detect',
+  'backup',
+  'upgrade',
+  'wal move',
+  'tune',
+  'tablespaces sample',
+  'tablespaces show',
+  'tablespaces place',
+  'replica add',
+  'replica remove',
+] as const;
 export type PlaybookCommand = (typeof playbookCommands)[number];
 
 export type FlagValue = string | number | boolean;
@@ -64,7 +75,10 @@ export function parsePlaybook(text: string, file: string): Playbook {
     throw badInput(`playbook ${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
   }
   if (!validate(data)) {
-    const why = (validate.errors ?? []).slice(0, 5).map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ');
+    const why = (validate.errors ?? [])
+      .slice(0, 5)
+      .map((e) => `${e.instancePath || '/'} ${e.message}`)
+      .join('; ');
     throw badInput(`playbook ${file} does not match the playbook schema: ${why}`, `each step is one of: ${playbookCommands.join(', ')}, with its flags`);
   }
   const doc = data as { name: string; cluster?: Record<string, string>; steps: Record<string, Record<string, FlagValue> | null>[] };

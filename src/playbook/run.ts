@@ -75,7 +75,11 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
     if (exitCode !== 0) {
       if (!o.dryRun) save();
       result.steps.push({ index, command: step.command, outcome: 'failed', runId: started, exitCode });
-      throw new PgscaleError(`playbook ${pb.name} stopped at step ${index + 1} (${step.command}), exit code ${exitCode}`, exitCode as ExitCode, 'fix the cause and run the playbook again: finished steps are skipped and an unfinished run is resumed');
+      throw new PgscaleError(
+        `playbook ${pb.name} stopped at step ${index + 1} (${step.command}), exit code ${exitCode}`,
+        exitCode as ExitCode,
+        'fix the cause and run the playbook again: finished steps are skipped and an unfinished run is resumed',
+      );
     }
     if (!o.dryRun) {
       progress.done.push(index);

@@ -31,7 +31,8 @@ export const SSH_FAILURE = 255;
 
 /** Refuses a destination that ssh could read as an option or that names nothing. */
 export function validateDestination(destination: string): string {
-  if (!destination || destination.startsWith('-') || /[\s\0]/.test(destination)) throw badInput(`"${destination}" is not an ssh destination`, 'pass --host user@host, an alias from ~/.ssh/config, or local');
+  if (!destination || destination.startsWith('-') || /[\s\0]/.test(destination))
+    throw badInput(`"${destination}" is not an ssh destination`, 'pass --host user@host, an alias from ~/.ssh/config, or local');
   return destination;
 }
 
@@ -69,11 +70,16 @@ export function sshOptions(host: HostSpec, controlDir: string, connectTimeoutSec
   const opts: string[] = [];
   if (host.sshConfig) opts.push('-F', host.sshConfig);
   opts.push(
-    '-o', 'BatchMode=yes',
-    '-o', `ConnectTimeout=${connectTimeoutSeconds}`,
-    '-o', 'ControlMaster=auto',
-    '-o', `ControlPath=${join(controlDir, '%C')}`,
-    '-o', 'ControlPersist=30',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    `ConnectTimeout=${connectTimeoutSeconds}`,
+    '-o',
+    'ControlMaster=auto',
+    '-o',
+    `ControlPath=${join(controlDir, '%C')}`,
+    '-o',
+    'ControlPersist=30',
     // stdin/stdout carry data (passfiles, progress): no pseudo-terminal
     '-T',
   );
@@ -83,7 +89,8 @@ export function sshOptions(host: HostSpec, controlDir: string, connectTimeoutSec
 /** What ssh's own failure (exit 255) means, in one sentence, from its stderr. */
 export function describeSshFailure(destination: string, stderr: string): string {
   const s = stderr.trim();
-  if (/Host key verification failed|No .* host key is known|REMOTE HOST IDENTIFICATION HAS CHANGED/i.test(s)) return `the host key of ${destination} is not known (or changed): check its fingerprint and add it to known_hosts (pgscale never turns host key checking off)`;
+  if (/Host key verification failed|No .* host key is known|REMOTE HOST IDENTIFICATION HAS CHANGED/i.test(s))
+    return `the host key of ${destination} is not known (or changed): check its fingerprint and add it to known_hosts (pgscale never turns host key checking off)`;
   if (/Permission denied/i.test(s)) return `ssh to ${destination} was refused (no usable key; BatchMode allows no password prompt): set up key authentication`;
   if (/Could not resolve hostname/i.test(s)) return `the host name of ${destination} does not resolve`;
   if (/timed out|No route to host|Connection refused|Network is unreachable/i.test(s)) return `${destination} is unreachable: ${s.split('\n').pop()}`;
@@ -179,7 +186,9 @@ export class SshRunner implements Runner {
   /** Ends the multiplexed connection and removes its private directory. */
   async close(): Promise<void> {
     if (this.user) {
-      await this.local.run({ program: 'ssh', args: [...sshOptions(this.host, this.controlDir), '-O', 'exit', '--', this.host.destination] }).catch(() => undefined);
+      await this.local
+        .run({ program: 'ssh', args: [...sshOptions(this.host, this.controlDir), '-O', 'exit', '--', this.host.destination] })
+        .catch(() => undefined);
     }
     this.removeControlDir();
   }

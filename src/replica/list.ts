@@ -21,7 +21,8 @@ const num = (v: string | null) => (v === null ? null : Number(v));
 export function judgeReplicas(rows: readonly ReplicationOverviewRow[], pgdata: string): ReplicaEntry[] {
   return rows.map((r) => {
     let advice: string | null = null;
-    if (r.wal_status === 'lost') advice = `slot ${r.slot_name} lost WAL the replica needs: the replica must be rebuilt — pgscale replica remove --pgdata ${pgdata} --host HOST --replica-pgdata DIR --slot ${r.slot_name}, then pgscale replica add --pgdata ${pgdata} --host HOST --replica-pgdata DIR --slot ${r.slot_name}`;
+    if (r.wal_status === 'lost')
+      advice = `slot ${r.slot_name} lost WAL the replica needs: the replica must be rebuilt — pgscale replica remove --pgdata ${pgdata} --host HOST --replica-pgdata DIR --slot ${r.slot_name}, then pgscale replica add --pgdata ${pgdata} --host HOST --replica-pgdata DIR --slot ${r.slot_name}`;
     else if (r.wal_status === 'unreserved') advice = `slot ${r.slot_name} is about to lose WAL (past max_slot_wal_keep_size): bring its replica back now`;
     else if (r.slot_name && !r.active) advice = `inactive slot ${r.slot_name} retains WAL: start its replica, or remove it (pgscale replica remove)`;
     else if (!r.slot_name) advice = 'a standby without a slot: the primary may recycle WAL it still needs';

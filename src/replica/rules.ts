@@ -10,7 +10,11 @@ import { check, type CheckResult } from '../pipeline/step.js';
 export function slotNameFor(host: string, replicaDir: string): string {
   const base = replicaDir.split('/').filter(Boolean).pop() ?? 'data';
   const raw = `pgscale_${host === 'local' ? 'local' : host.replace(/^.*@/, '')}_${base}`;
-  const clean = raw.toLowerCase().replace(/[^a-z0-9_]+/g, '_').replace(/_+/g, '_').replace(/_$/, '');
+  const clean = raw
+    .toLowerCase()
+    .replace(/[^a-z0-9_]+/g, '_')
+    .replace(/_+/g, '_')
+    .replace(/_$/, '');
   if (clean.length <= 63) return clean;
   const hash = createHash('sha256').update(raw).digest('hex').slice(0, 8);
   return `${clean.slice(0, 54)}_${hash}`;
@@ -104,7 +108,17 @@ export interface HbaRuleRow {
 
 /** Whether the server's rules let the role replicate from the address with scram, through an exact rule. */
 export const hbaAllows = (rules: readonly HbaRuleRow[], role: string, address: string): boolean =>
-  rules.some((r) => r.type === 'host' && r.database?.length === 1 && r.database[0] === 'replication' && r.user_name?.length === 1 && r.user_name[0] === role && r.address === address && r.netmask === '255.255.255.255' && r.auth_method === 'scram-sha-256');
+  rules.some(
+    (r) =>
+      r.type === 'host' &&
+      r.database?.length === 1 &&
+      r.database[0] === 'replication' &&
+      r.user_name?.length === 1 &&
+      r.user_name[0] === role &&
+      r.address === address &&
+      r.netmask === '255.255.255.255' &&
+      r.auth_method === 'scram-sha-256',
+  );
 
 // ---- judging ----
 
@@ -169,7 +183,12 @@ const versionText = (v: string) => /(\d+(?:\.\d+)*)/.exec(v)?.[1] ?? v;
 
 export function listensOn(listen: string, address: string): boolean {
   const list = listen.split(',').map((s) => s.trim());
-  return list.includes('*') || list.includes(address) || (address === '0.0.0.0' ? false : list.includes('0.0.0.0')) || (address === '127.0.0.1' && list.includes('localhost'));
+  return (
+    list.includes('*') ||
+    list.includes(address) ||
+    (address === '0.0.0.0' ? false : list.includes('0.0.0.0')) ||
+    (address === '127.0.0.1' && list.includes('localhost'))
+  );
 }
 
 /** A size proposed for max_slot_wal_keep_size: half the WAL volume's free space, whole GB, at least 1 GB. */
@@ -180,30 +199,112 @@ export function proposedSlotKeep(walVolumeFree: number | null): string {
 
 export function judgePrimary(f: PrimaryFacts, want: Intent): CheckResult[] {
   const out: CheckResult[] = [];
-  out.push(f.inRecovery ? check.fail('primary', 'the server is a standby: replicas are cloned from the primary') : check.pass('primary', `PostgreSQL ${f.version}`));
-  out.push(f.walLevel === 'replica' || f.walLevel === 'logical' ? check.pass('wal_level', f.walLevel) : check.fail('wal_level', `wal_level is ${f.walLevel}: set it to replica (a restart) first`));
+  out.push(
+    f.inRecovery ? check.fail('primary', 'the server is a standby: replicas are cloned from the primary') : check.pass('primary', `PostgreSQL ${f.version}`),
+  );
+  out.push(
+    f.walLevel === 'replica' || f.walLevel === 'logical'
+      ? check.pass('wal_level', f.walLevel)
+      : check.fail('wal_level', `wal_level is ${f.walLevel}: set it to replica (a restart) first`),
+  );
   const freeSenders = f.maxWalSenders - f.sendersInUse;
-  out.push(freeSenders >= 2 ? check.pass('max_wal_senders', `${freeSenders} of ${f.maxWalSenders} free (the copy uses 2, the standby 1)`) : check.fail('max_wal_senders', `${f.sendersInUse} of ${f.maxWalSenders} wal senders in use: pg_basebackup -X stream needs 2 free — raise max_wal_senders (a restart)`));
+  out.push(
+    freeSenders >= 2
+      ? check.pass('max_wal_senders', `${freeSenders} of ${f.maxWalSenders} free (the copy uses 2, the standby 1)`)
+      : check.fail(
+          'max_wal_senders',
+          `${f.sendersInUse} of ${f.maxWalSenders} wal senders in use: pg_basebackup -X stream needs 2 free — raise max_wal_senders (a restart)`,
+        ),
+  );
   const freeSlots = f.maxReplicationSlots - f.slotsInUse;
-  out.push(freeSlots >= 1 ? check.pass('max_replication_slots', `${freeSlots} of ${f.maxReplicationSlots} free`) : check.fail('max_replication_slots', `all ${f.maxReplicationSlots} replication slots are in use: raise max_replication_slots (a restart) or drop an unused slot`));
-  out.push(f.slotExists ? check.fail('slot', `a replication slot named ${want.slot} exists already: pass another --slot, or remove the replica that uses it`) : check.pass('slot', `${want.slot} is free; it is created reserving WAL before the copy`));
-  if (f.maxSlotWalKeepSize === -1) out.push(check.warn('max_slot_wal_keep_size', `-1: an offline replica's slot retains WAL without limit and can fill the WAL volume${f.walVolumeFree !== null ? ` (${formatBytes(f.walVolumeFree)} free)` : ''} — set max_slot_wal_keep_size = '${proposedSlotKeep(f.walVolumeFree)}' (a reload; pgscale tune proposes it too)`));
+  out.push(
+    freeSlots >= 1
+      ? check.pass('max_replication_slots', `${freeSlots} of ${f.maxReplicationSlots} free`)
+      : check.fail(
+          'max_replication_slots',
+          `all ${f.maxReplicationSlots} replication slots are in use: raise max_replication_slots (a restart) or drop an unused slot`,
+        ),
+  );
+  out.push(
+    f.slotExists
+      ? check.fail('slot', `a replication slot named ${want.slot} exists already: pass another --slot, or remove the replica that uses it`)
+      : check.pass('slot', `${want.slot} is free; it is created reserving WAL before the copy`),
+  );
+  if (f.maxSlotWalKeepSize === -1)
+    out.push(
+      check.warn(
+        'max_slot_wal_keep_size',
+        `-1: an offline replica's slot retains WAL without limit and can fill the WAL volume${f.walVolumeFree !== null ? ` (${formatBytes(f.walVolumeFree)} free)` : ''} — set max_slot_wal_keep_size = '${proposedSlotKeep(f.walVolumeFree)}' (a reload; pgscale tune proposes it too)`,
+      ),
+    );
   else out.push(check.pass('max_slot_wal_keep_size', `${formatBytes(f.maxSlotWalKeepSize)}: a slot retains at most that much WAL`));
   if (!f.role.exists) {
-    out.push(want.createRole && f.passwordAvailable ? check.pass('replication role', `${want.role} does not exist: it is created with LOGIN REPLICATION and a SCRAM verifier of the password from the passfile`) : check.fail('replication role', `${want.role} does not exist and no password source names it: put "${want.primaryAddress ?? '*'}:PORT:replication:${want.role}:PASSWORD" in a 0600 file given by --replication-passfile or PGPASSFILE`));
+    out.push(
+      want.createRole && f.passwordAvailable
+        ? check.pass(
+            'replication role',
+            `${want.role} does not exist: it is created with LOGIN REPLICATION and a SCRAM verifier of the password from the passfile`,
+          )
+        : check.fail(
+            'replication role',
+            `${want.role} does not exist and no password source names it: put "${want.primaryAddress ?? '*'}:PORT:replication:${want.role}:PASSWORD" in a 0600 file given by --replication-passfile or PGPASSFILE`,
+          ),
+    );
   } else {
     const lacks = [!f.role.replication && 'REPLICATION', !f.role.login && 'LOGIN', !f.role.scram && 'a SCRAM password'].filter(Boolean);
-    out.push(lacks.length ? check.fail('replication role', `${want.role} lacks ${lacks.join(', ')}: ALTER ROLE ${want.role} WITH ${!f.role.replication ? 'REPLICATION ' : ''}${!f.role.login ? 'LOGIN ' : ''}; set its password with psql's \\password (scram)`) : check.pass('replication role', `${want.role} has LOGIN, REPLICATION and a SCRAM password`));
-    out.push(f.passwordAvailable ? check.pass('replication password', 'found in the passfile; the replica gets its own 0600 copy') : check.fail('replication password', `no entry for ${want.role} (database replication) in the passfile: give one with --replication-passfile or PGPASSFILE`));
+    out.push(
+      lacks.length
+        ? check.fail(
+            'replication role',
+            `${want.role} lacks ${lacks.join(', ')}: ALTER ROLE ${want.role} WITH ${!f.role.replication ? 'REPLICATION ' : ''}${!f.role.login ? 'LOGIN ' : ''}; set its password with psql's \\password (scram)`,
+          )
+        : check.pass('replication role', `${want.role} has LOGIN, REPLICATION and a SCRAM password`),
+    );
+    out.push(
+      f.passwordAvailable
+        ? check.pass('replication password', 'found in the passfile; the replica gets its own 0600 copy')
+        : check.fail(
+            'replication password',
+            `no entry for ${want.role} (database replication) in the passfile: give one with --replication-passfile or PGPASSFILE`,
+          ),
+    );
   }
   if (want.primaryAddress) {
-    out.push(listensOn(f.listenAddresses, want.primaryAddress) ? check.pass('primary listens', `listen_addresses '${f.listenAddresses}' covers ${want.primaryAddress}`) : check.fail('primary listens', `the replica reaches the primary at ${want.primaryAddress}, but listen_addresses is '${f.listenAddresses}': add it (a restart) or pass --primary-address`));
+    out.push(
+      listensOn(f.listenAddresses, want.primaryAddress)
+        ? check.pass('primary listens', `listen_addresses '${f.listenAddresses}' covers ${want.primaryAddress}`)
+        : check.fail(
+            'primary listens',
+            `the replica reaches the primary at ${want.primaryAddress}, but listen_addresses is '${f.listenAddresses}': add it (a restart) or pass --primary-address`,
+          ),
+    );
   }
   if (f.hbaErrors.length) out.push(check.fail('pg_hba.conf', `the server reports errors in pg_hba.conf: ${f.hbaErrors.join('; ')}`));
-  else if (want.replicaAddress) out.push(f.hbaRulePresent ? check.pass('pg_hba rule', `host replication ${want.role} ${want.replicaAddress}/32 scram-sha-256 is present`) : check.info('pg_hba rule', `host replication ${want.role} ${want.replicaAddress}/32 scram-sha-256 is added (diff below) and the configuration reloaded`));
-  out.push(f.configOutsideDataDir ? check.fail('configuration', 'postgresql.conf lives outside the data directory: pg_basebackup does not copy it, and this layout is not supported for replicas yet') : check.pass('configuration', 'postgresql.conf is inside the data directory: the copy carries it'));
+  else if (want.replicaAddress)
+    out.push(
+      f.hbaRulePresent
+        ? check.pass('pg_hba rule', `host replication ${want.role} ${want.replicaAddress}/32 scram-sha-256 is present`)
+        : check.info(
+            'pg_hba rule',
+            `host replication ${want.role} ${want.replicaAddress}/32 scram-sha-256 is added (diff below) and the configuration reloaded`,
+          ),
+    );
+  out.push(
+    f.configOutsideDataDir
+      ? check.fail(
+          'configuration',
+          'postgresql.conf lives outside the data directory: pg_basebackup does not copy it, and this layout is not supported for replicas yet',
+        )
+      : check.pass('configuration', 'postgresql.conf is inside the data directory: the copy carries it'),
+  );
   for (const t of want.tablespaceTargets) {
-    if (want.local && t.target === t.location) out.push(check.fail('tablespace mapping', `tablespace ${t.name} is at ${t.location}; on this host the replica needs another place: --tablespace-mapping ${t.location}=NEW`));
+    if (want.local && t.target === t.location)
+      out.push(
+        check.fail(
+          'tablespace mapping',
+          `tablespace ${t.name} is at ${t.location}; on this host the replica needs another place: --tablespace-mapping ${t.location}=NEW`,
+        ),
+      );
   }
   return out;
 }
@@ -212,14 +313,31 @@ export function judgeHost(h: HostFacts, want: Intent, primaryMajor: number, prim
   const out: CheckResult[] = [];
   if (h.sshError) return [check.fail('ssh', h.sshError)];
   if (!want.local) out.push(check.pass('ssh', `${h.destination} reached non-interactively, host key known`));
-  if (!want.replicaAddress || !want.primaryAddress) out.push(check.fail('addresses', `the replica's address as the primary sees it is unknown: pass --replica-address and --primary-address`));
+  if (!want.replicaAddress || !want.primaryAddress)
+    out.push(check.fail('addresses', `the replica's address as the primary sees it is unknown: pass --replica-address and --primary-address`));
   else out.push(check.pass('addresses', `the replica connects from ${want.replicaAddress} to the primary at ${want.primaryAddress}`));
-  out.push(h.ownerExists ? check.pass('replica owner', 'the account exists on the replica host') : check.fail('replica owner', 'the account that is to own the replica does not exist on the replica host'));
+  out.push(
+    h.ownerExists
+      ? check.pass('replica owner', 'the account exists on the replica host')
+      : check.fail('replica owner', 'the account that is to own the replica does not exist on the replica host'),
+  );
   if (!h.version) out.push(check.fail('replica binaries', 'no postgres in the replica bindir on that host: pass --replica-bindir'));
   else {
     const major = versionMajor(h.version);
-    if (major !== primaryMajor) out.push(check.fail('replica binaries', `PostgreSQL ${versionText(h.version)} there, the primary is ${primaryMajor}: a physical replica needs the same major version`));
-    else if (versionText(h.version) !== versionText(primaryVersion)) out.push(check.warn('replica binaries', `${versionText(h.version)} there, ${versionText(primaryVersion)} on the primary: same major, minors differ — keep standbys at or above the primary's minor`));
+    if (major !== primaryMajor)
+      out.push(
+        check.fail(
+          'replica binaries',
+          `PostgreSQL ${versionText(h.version)} there, the primary is ${primaryMajor}: a physical replica needs the same major version`,
+        ),
+      );
+    else if (versionText(h.version) !== versionText(primaryVersion))
+      out.push(
+        check.warn(
+          'replica binaries',
+          `${versionText(h.version)} there, ${versionText(primaryVersion)} on the primary: same major, minors differ — keep standbys at or above the primary's minor`,
+        ),
+      );
     else out.push(check.pass('replica binaries', `PostgreSQL ${versionText(h.version)}, as on the primary`));
   }
   const mounts = new Map<string, { avail: number; need: number; paths: string[] }>();
@@ -227,7 +345,13 @@ export function judgeHost(h: HostFacts, want: Intent, primaryMajor: number, prim
     const what = p.path === want.replicaDir ? 'data directory' : p.path === want.replicaWaldir ? 'WAL directory' : 'tablespace';
     if (p.state === 'nonempty') out.push(check.fail('target directory', `${p.path} (${what}) is not empty`));
     else if (p.state === 'notdir') out.push(check.fail('target directory', `${p.path} (${what}) exists and is not a directory`));
-    else if (!p.writable) out.push(check.fail('target directory', `${p.path} (${what}): ${p.state === 'absent' ? 'its parent does not exist or' : 'it'} is not writable by the replica's owner`));
+    else if (!p.writable)
+      out.push(
+        check.fail(
+          'target directory',
+          `${p.path} (${what}): ${p.state === 'absent' ? 'its parent does not exist or' : 'it'} is not writable by the replica's owner`,
+        ),
+      );
     else out.push(check.pass('target directory', `${p.path} (${what}) is ${p.state}, writable by the owner`));
     if (p.mount !== null && p.avail !== null) {
       const m = mounts.get(p.mount) ?? { avail: p.avail, need: 0, paths: [] };
@@ -237,13 +361,20 @@ export function judgeHost(h: HostFacts, want: Intent, primaryMajor: number, prim
     }
   }
   for (const [mount, m] of mounts) {
-    out.push(m.need <= m.avail ? check.pass('free space', `${mount}: ${formatBytes(m.avail)} free for ${formatBytes(m.need)} (${m.paths.join(', ')})`) : check.fail('free space', `${mount}: ${formatBytes(m.avail)} free, the replica needs ${formatBytes(m.need)} there (${m.paths.join(', ')})`));
+    out.push(
+      m.need <= m.avail
+        ? check.pass('free space', `${mount}: ${formatBytes(m.avail)} free for ${formatBytes(m.need)} (${m.paths.join(', ')})`)
+        : check.fail('free space', `${mount}: ${formatBytes(m.avail)} free, the replica needs ${formatBytes(m.need)} there (${m.paths.join(', ')})`),
+    );
   }
   return out;
 }
 
 /** Bytes each target directory must hold: data (without tablespaces), WAL (max_wal_size), each tablespace; 10 % margin. */
-export function spaceNeeds(f: Pick<PrimaryFacts, 'dataBytes' | 'walBytes' | 'tablespaces'>, want: Pick<Intent, 'replicaDir' | 'replicaWaldir' | 'tablespaceTargets'>): Map<string, number> {
+export function spaceNeeds(
+  f: Pick<PrimaryFacts, 'dataBytes' | 'walBytes' | 'tablespaces'>,
+  want: Pick<Intent, 'replicaDir' | 'replicaWaldir' | 'tablespaceTargets'>,
+): Map<string, number> {
   const margin = (n: number) => Math.round(n * 1.1);
   const tsBytes = f.tablespaces.reduce((a, t) => a + t.bytes, 0);
   const need = new Map<string, number>();
@@ -263,9 +394,18 @@ export function parseBasebackupProgress(chunk: string): { doneBytes: number; tot
 
 /** libpq connection options and the major that introduced them: an older server's walreceiver refuses them. */
 const conninfoOptionSince: Record<string, number> = {
-  require_auth: 16, sslcertmode: 16, load_balance_hosts: 16, gssdelegation: 16,
+  require_auth: 16,
+  sslcertmode: 16,
+  load_balance_hosts: 16,
+  gssdelegation: 16,
   sslnegotiation: 17,
-  sslkeylogfile: 18, min_protocol_version: 18, max_protocol_version: 18, oauth_issuer: 18, oauth_client_id: 18, oauth_client_secret: 18, oauth_scope: 18,
+  sslkeylogfile: 18,
+  min_protocol_version: 18,
+  max_protocol_version: 18,
+  oauth_issuer: 18,
+  oauth_client_id: 18,
+  oauth_client_secret: 18,
+  oauth_scope: 18,
 };
 
 /** A conninfo string split into its `key=value` words, each kept as written (quotes and escapes intact). */

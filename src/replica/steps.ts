@@ -27,8 +27,23 @@ import { describeFailure, type Invocation, type OsUser, type Runner } from '../r
 import { PostgresServer, type ServerIdentity } from '../server/postgres.js';
 import { PsqlDb, statements } from '../sql.js';
 import {
-  conninfoForServer, hbaAllows, hbaMarker, hbaRule, insertHbaRule, judgeHost, judgePrimary, parseBasebackupProgress, pgpassLine, pgpassLookup, removeHbaRule, scramVerifier, spaceNeeds,
-  type HostFacts, type Intent, type PathProbe, type PrimaryFacts,
+  conninfoForServer,
+  hbaAllows,
+  hbaMarker,
+  hbaRule,
+  insertHbaRule,
+  judgeHost,
+  judgePrimary,
+  parseBasebackupProgress,
+  pgpassLine,
+  pgpassLookup,
+  removeHbaRule,
+  scramVerifier,
+  spaceNeeds,
+  type HostFacts,
+  type Intent,
+  type PathProbe,
+  type PrimaryFacts,
 } from './rules.js';
 
 export interface TablespaceMapping extends JsonObject {
@@ -91,7 +106,14 @@ function ownerAccount(p: HostSide): OsUser {
   if (!u) throw new PgscaleError(`OS user ${p.replicaOwner} does not exist`, ExitCode.FailedAfterChange);
   return u;
 }
-const asOwner = (p: HostSide, program: string, args: string[], extra: Partial<Invocation> = {}): Invocation => ({ program, args, runAs: ownerAccount(p), cwd: '/', ...extra, env: { LC_ALL: 'C', ...extra.env } });
+const asOwner = (p: HostSide, program: string, args: string[], extra: Partial<Invocation> = {}): Invocation => ({
+  program,
+  args,
+  runAs: ownerAccount(p),
+  cwd: '/',
+  ...extra,
+  env: { LC_ALL: 'C', ...extra.env },
+});
 
 async function onHost(ctx: StepContext, p: HostSide, inv: Invocation, what: string): Promise<string> {
   const res = await hostRunner(ctx, p).run(inv);
@@ -99,7 +121,9 @@ async function onHost(ctx: StepContext, p: HostSide, inv: Invocation, what: stri
   return res.stdout;
 }
 
-export function standbyIdentity(p: Pick<ReplicaParams, 'replicaBindir' | 'replicaDir' | 'replicaPort' | 'replicaSocketDir' | 'replicaAddress' | 'replicaOwner'>): ServerIdentity {
+export function standbyIdentity(
+  p: Pick<ReplicaParams, 'replicaBindir' | 'replicaDir' | 'replicaPort' | 'replicaSocketDir' | 'replicaAddress' | 'replicaOwner'>,
+): ServerIdentity {
   const listen = p.replicaAddress ?? '';
   return {
     bindir: p.replicaBindir,
@@ -116,7 +140,8 @@ export function standbyIdentity(p: Pick<ReplicaParams, 'replicaBindir' | 'replic
   };
 }
 
-const standby = (ctx: StepContext, p: ReplicaParams) => new PostgresServer(standbyIdentity(p), hostRunner(ctx, p), isLocal(p.host) ? undefined : remoteAccount(p.replicaOwner));
+const standby = (ctx: StepContext, p: ReplicaParams) =>
+  new PostgresServer(standbyIdentity(p), hostRunner(ctx, p), isLocal(p.host) ? undefined : remoteAccount(p.replicaOwner));
 
 // ---- gathering ----
 
@@ -242,7 +267,9 @@ const checksStep = defineStep<ReplicaParams>({
     const primary = await gatherPrimary(ctx, p);
     const out: CheckResult[] = [...judgePrimary(primary, intent), ...judgeHost(host, intent, primary.major, primary.version, spaceNeeds(primary, intent))];
     const mapped = new Set(p.tablespaces.map((t) => t.location));
-    for (const t of primary.tablespaces) if (!mapped.has(t.location)) out.push(check.fail('tablespace mapping', `tablespace ${t.name} (${t.location}) has no place on the replica: --tablespace-mapping ${t.location}=DIR`));
+    for (const t of primary.tablespaces)
+      if (!mapped.has(t.location))
+        out.push(check.fail('tablespace mapping', `tablespace ${t.name} (${t.location}) has no place on the replica: --tablespace-mapping ${t.location}=DIR`));
     return out;
   },
   plan: async () => [],
@@ -255,7 +282,14 @@ const roleStep = defineStep<ReplicaParams>({
   kind: 'replica-role',
   title: (p) => `Create the replication role ${p.role} (LOGIN REPLICATION, SCRAM password from the passfile)`,
   check: async () => [],
-  plan: async (_ctx, p) => [{ kind: 'sql', target: 'primary', sql: `create role ${p.role} with login replication password 'SCRAM-SHA-256$…'`, note: 'the SCRAM verifier is computed by pgscale from the passfile entry: the password itself is not sent' }],
+  plan: async (_ctx, p) => [
+    {
+      kind: 'sql',
+      target: 'primary',
+      sql: `create role ${p.role} with login replication password 'SCRAM-SHA-256$…'`,
+      note: 'the SCRAM verifier is computed by pgscale from the passfile entry: the password itself is not sent',
+    },
+  ],
   async apply(ctx, p) {
     const password = readPassword(p);
     if (!password) throw new PgscaleError(`no password for ${p.role} in ${p.passfile ?? 'any passfile'}`, ExitCode.FailedNoChange);
@@ -263,7 +297,9 @@ const roleStep = defineStep<ReplicaParams>({
   },
   async verify(ctx, p) {
     const [r] = await withDb(ctx, p.access, (db) => db.query(statements.replicationRole(p.role)));
-    return r?.rolreplication && r.scram ? { ok: true, detail: `${p.role} exists with REPLICATION and a SCRAM password` } : { ok: false, detail: `${p.role} missing or without REPLICATION/SCRAM` };
+    return r?.rolreplication && r.scram
+      ? { ok: true, detail: `${p.role} exists with REPLICATION and a SCRAM password` }
+      : { ok: false, detail: `${p.role} missing or without REPLICATION/SCRAM` };
   },
   async rollback(ctx, p) {
     // the role did not exist when the plan was made (this step is planned only then)
@@ -322,7 +358,9 @@ const hbaStep = defineStep<ReplicaParams>({
     await reloadPrimary(ctx, p);
   },
   async verify(ctx, p) {
-    return (await hbaAllowsNow(ctx, p)) ? { ok: true, detail: `pg_hba allows ${p.role} from ${p.replicaAddress}` } : { ok: false, detail: 'the server does not read the rule' };
+    return (await hbaAllowsNow(ctx, p))
+      ? { ok: true, detail: `pg_hba allows ${p.role} from ${p.replicaAddress}` }
+      : { ok: false, detail: 'the server does not read the rule' };
   },
   async rollback(ctx, p) {
     const file = await hbaFileOf(ctx, p);
@@ -389,11 +427,31 @@ const passfileStep = defineStep<ReplicaParams>({
   kind: 'replica-passfile',
   title: (p) => `Write the replica's password file ${replicaPassfile(p.replicaDir)} (0600, owner ${p.replicaOwner})`,
   check: async () => [],
-  plan: async (_ctx, p) => [{ kind: 'file', path: `${p.host.destination}:${replicaPassfile(p.replicaDir)}`, change: 'create', mode: '0600', note: `${p.primaryAddress}:${p.primaryPort}:replication:${p.role}:*** — used by pg_basebackup and then by primary_conninfo` }],
+  plan: async (_ctx, p) => [
+    {
+      kind: 'file',
+      path: `${p.host.destination}:${replicaPassfile(p.replicaDir)}`,
+      change: 'create',
+      mode: '0600',
+      note: `${p.primaryAddress}:${p.primaryPort}:replication:${p.role}:*** — used by pg_basebackup and then by primary_conninfo`,
+    },
+  ],
   async apply(ctx, p) {
     const password = readPassword(p);
-    if (!password) throw new PgscaleError(`no password for ${p.role} in ${p.passfile ?? 'any passfile'}`, ExitCode.FailedNoChange, 'give a passfile with --replication-passfile or PGPASSFILE');
-    await onHost(ctx, p, asOwner(p, 'sh', ['-c', writeFileScript, 'sh', replicaPassfile(p.replicaDir)], { input: pgpassLine(p.primaryAddress!, p.primaryPort, 'replication', p.role, password) }), 'writing the password file');
+    if (!password)
+      throw new PgscaleError(
+        `no password for ${p.role} in ${p.passfile ?? 'any passfile'}`,
+        ExitCode.FailedNoChange,
+        'give a passfile with --replication-passfile or PGPASSFILE',
+      );
+    await onHost(
+      ctx,
+      p,
+      asOwner(p, 'sh', ['-c', writeFileScript, 'sh', replicaPassfile(p.replicaDir)], {
+        input: pgpassLine(p.primaryAddress!, p.primaryPort, 'replication', p.role, password),
+      }),
+      'writing the password file',
+    );
   },
   async verify(ctx, p) {
     const res = await hostRunner(ctx, p).run(asOwner(p, 'test', ['-s', replicaPassfile(p.replicaDir)]));
@@ -407,7 +465,25 @@ const passfileStep = defineStep<ReplicaParams>({
 });
 
 export function basebackupInvocation(p: ReplicaParams): Invocation {
-  const args = ['-h', p.primaryAddress ?? '', '-p', String(p.primaryPort), '-U', p.role, '-D', p.replicaDir, '-S', p.slot, '-R', '-X', 'stream', '-c', 'fast', '-P', '-w'];
+  const args = [
+    '-h',
+    p.primaryAddress ?? '',
+    '-p',
+    String(p.primaryPort),
+    '-U',
+    p.role,
+    '-D',
+    p.replicaDir,
+    '-S',
+    p.slot,
+    '-R',
+    '-X',
+    'stream',
+    '-c',
+    'fast',
+    '-P',
+    '-w',
+  ];
   if (p.replicaWaldir) args.push('--waldir', p.replicaWaldir);
   for (const t of p.tablespaces) args.push('-T', `${t.location.replace(/=/g, '\\=')}=${t.target.replace(/=/g, '\\=')}`);
   if (p.maxRate) args.push('-r', p.maxRate);
@@ -419,7 +495,12 @@ const copyTargets = (p: ReplicaParams) => [p.replicaDir, ...(p.replicaWaldir ? [
 
 /** Empties the copy's directories (they were absent or empty before the run), as their owner. */
 async function clearCopy(ctx: StepContext, p: ReplicaParams): Promise<void> {
-  await onHost(ctx, p, asOwner(p, 'sh', ['-c', 'for d do if [ -d "$d" ]; then find "$d" -mindepth 1 -delete; fi; done', 'sh', ...copyTargets(p)]), 'emptying the copy');
+  await onHost(
+    ctx,
+    p,
+    asOwner(p, 'sh', ['-c', 'for d do if [ -d "$d" ]; then find "$d" -mindepth 1 -delete; fi; done', 'sh', ...copyTargets(p)]),
+    'emptying the copy',
+  );
 }
 
 const basebackupStep = defineStep<ReplicaParams>({
@@ -428,7 +509,15 @@ const basebackupStep = defineStep<ReplicaParams>({
   check: async () => [],
   plan: async (_ctx, p) => {
     const inv = basebackupInvocation(p);
-    return [{ kind: 'command', argv: [inv.program, ...inv.args], runAs: p.replicaOwner, env: [`PGPASSFILE=${replicaPassfile(p.replicaDir)}`], note: `on ${p.host.destination}; -R writes standby.signal and primary_conninfo (with that passfile)` }];
+    return [
+      {
+        kind: 'command',
+        argv: [inv.program, ...inv.args],
+        runAs: p.replicaOwner,
+        env: [`PGPASSFILE=${replicaPassfile(p.replicaDir)}`],
+        note: `on ${p.host.destination}; -R writes standby.signal and primary_conninfo (with that passfile)`,
+      },
+    ];
   },
   async apply(ctx, p) {
     await slotReleased(ctx, p);
@@ -460,13 +549,27 @@ const basebackupStep = defineStep<ReplicaParams>({
   },
   async verify(ctx, p) {
     // backup_manifest is written last: its presence means the copy completed
-    const res = await hostRunner(ctx, p).run(asOwner(p, 'test', ['-f', join(p.replicaDir, 'backup_manifest'), '-a', '-f', join(p.replicaDir, 'standby.signal')]));
+    const res = await hostRunner(ctx, p).run(
+      asOwner(p, 'test', ['-f', join(p.replicaDir, 'backup_manifest'), '-a', '-f', join(p.replicaDir, 'standby.signal')]),
+    );
     return res.exitCode === 0 ? { ok: true, detail: `complete copy in ${p.replicaDir}` } : { ok: false, detail: 'no complete copy' };
   },
   async rollback(ctx, p) {
     await standby(ctx, p).stop({ immediateAfterTimeout: true, timeoutSeconds: 60 });
     await clearCopy(ctx, p);
-    await onHost(ctx, p, asOwner(p, 'rm', ['-rf', '--', p.replicaDir, replicaLog(p.replicaDir), ...(p.replicaWaldir ? [p.replicaWaldir] : []), ...p.tablespaces.map((t) => t.target)]), 'removing the copy');
+    await onHost(
+      ctx,
+      p,
+      asOwner(p, 'rm', [
+        '-rf',
+        '--',
+        p.replicaDir,
+        replicaLog(p.replicaDir),
+        ...(p.replicaWaldir ? [p.replicaWaldir] : []),
+        ...p.tablespaces.map((t) => t.target),
+      ]),
+      'removing the copy',
+    );
   },
   rollbackNote: (p) => `remove ${copyTargets(p).join(', ')} (they were absent or empty)`,
   estimateSeconds: () => 60,
@@ -496,7 +599,13 @@ const startStep = defineStep<ReplicaParams>({
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const replicaDb = (ctx: StepContext, p: ReplicaParams) =>
-  new PsqlDb(hostRunner(ctx, p), join(p.replicaBindir, 'psql'), { host: p.replicaSocketDir, port: p.replicaPort, user: p.replicaOwner, database: p.access.database ?? 'postgres' }, ownerAccount(p), ctx.audit);
+  new PsqlDb(
+    hostRunner(ctx, p),
+    join(p.replicaBindir, 'psql'),
+    { host: p.replicaSocketDir, port: p.replicaPort, user: p.replicaOwner, database: p.access.database ?? 'postgres' },
+    ownerAccount(p),
+    ctx.audit,
+  );
 
 const verifyStep = defineStep<ReplicaParams>({
   kind: 'replica-verify',
@@ -515,7 +624,12 @@ const verifyStep = defineStep<ReplicaParams>({
       const [r] = await withDb(ctx, p.access, (db) => db.query(statements.standbyOnSlot(p.slot)));
       if (r?.state === 'streaming' && Number(r.lag_bytes ?? Infinity) <= p.maxLagBytes) break;
       last = r ? `state ${r.state}, lag ${r.lag_bytes} bytes` : last;
-      if (Date.now() > deadline) throw new PgscaleError(`the standby does not stream through ${p.slot}: ${last}`, ExitCode.FailedAfterChange, `its log is ${replicaLog(p.replicaDir)} on ${p.host.destination}`);
+      if (Date.now() > deadline)
+        throw new PgscaleError(
+          `the standby does not stream through ${p.slot}: ${last}`,
+          ExitCode.FailedAfterChange,
+          `its log is ${replicaLog(p.replicaDir)} on ${p.host.destination}`,
+        );
       await sleep(200);
     }
     const token = randomUUID();
@@ -541,7 +655,9 @@ const verifyStep = defineStep<ReplicaParams>({
     if (r?.state !== 'streaming') return { ok: false, detail: `not streaming through ${p.slot}` };
     if (!ctx.outputs.has('verify')) {
       // resume: the probe row must have been read in a finished apply
-      const [rec] = await replicaDb(ctx, p).query(statements.inRecovery()).catch(() => [undefined]);
+      const [rec] = await replicaDb(ctx, p)
+        .query(statements.inRecovery())
+        .catch(() => [undefined]);
       if (!rec?.in_recovery) return { ok: false, detail: 'the replica does not answer as a standby' };
     }
     return { ok: true, detail: `streaming from ${r.client_addr ?? 'local socket'} through ${p.slot}, lag ${formatBytes(Number(r.lag_bytes ?? 0))}` };
@@ -551,8 +667,12 @@ const verifyStep = defineStep<ReplicaParams>({
 
 export const replicaAddOperation = defineOperation<ReplicaParams & { createRole: boolean; hbaRulePresent: boolean }>({
   name: 'replica-add',
-  describeTarget: (p) => ({ description: `replica of ${p.primaryDataDir} on ${p.host.destination} in ${p.replicaDir}`, lockKey: `cluster:${p.primaryDataDir}` }),
-  summary: (p) => `Add a streaming replica of the PostgreSQL ${p.primaryMajor} primary ${p.primaryDataDir} on ${p.host.destination} in ${p.replicaDir}, through slot ${p.slot}`,
+  describeTarget: (p) => ({
+    description: `replica of ${p.primaryDataDir} on ${p.host.destination} in ${p.replicaDir}`,
+    lockKey: `cluster:${p.primaryDataDir}`,
+  }),
+  summary: (p) =>
+    `Add a streaming replica of the PostgreSQL ${p.primaryMajor} primary ${p.primaryDataDir} on ${p.host.destination} in ${p.replicaDir}, through slot ${p.slot}`,
   steps: (p) => [
     { id: 'checks', kind: checksStep.kind, params: p },
     ...(p.createRole ? [{ id: 'role', kind: roleStep.kind, params: p }] : []),
@@ -575,7 +695,18 @@ type RemoveCtxParams = ReplicaRemoveParams;
 
 const standbyOf = (ctx: StepContext, p: RemoveCtxParams) =>
   new PostgresServer(
-    { bindir: p.replicaBindir, dataDir: p.replicaDir, configFile: null, options: [], port: 0, socketDirs: [], listenAddresses: '', owner: p.replicaOwner, log: replicaLog(p.replicaDir), origins: { port: 'default', sockets: 'default', listen: 'default' } },
+    {
+      bindir: p.replicaBindir,
+      dataDir: p.replicaDir,
+      configFile: null,
+      options: [],
+      port: 0,
+      socketDirs: [],
+      listenAddresses: '',
+      owner: p.replicaOwner,
+      log: replicaLog(p.replicaDir),
+      origins: { port: 'default', sockets: 'default', listen: 'default' },
+    },
     hostRunner(ctx, p),
     isLocal(p.host) ? undefined : remoteAccount(p.replicaOwner),
   );
@@ -586,7 +717,11 @@ const removeStopStep = defineStep<RemoveCtxParams>({
   async check(ctx, p) {
     const res = await hostRunner(ctx, p).run(asOwner(p, 'test', ['-f', join(p.replicaDir, 'standby.signal')]));
     if (res.exitCode === 255 && !isLocal(p.host)) return [check.fail('ssh', res.stderr.trim())];
-    return [res.exitCode === 0 ? check.pass('replica', `${p.replicaDir} is a standby's data directory`) : check.warn('replica', `${p.replicaDir} has no standby.signal (already removed, or not a standby): only the slot and the pg_hba rule are removed`)];
+    return [
+      res.exitCode === 0
+        ? check.pass('replica', `${p.replicaDir} is a standby's data directory`)
+        : check.warn('replica', `${p.replicaDir} has no standby.signal (already removed, or not a standby): only the slot and the pg_hba rule are removed`),
+    ];
   },
   plan: async (_ctx, p) => [{ kind: 'service', action: 'stop', target: `${p.host.destination}:${p.replicaDir}` }],
   async apply(ctx, p) {
@@ -632,21 +767,34 @@ const removeHbaStep = defineStep<RemoveCtxParams>({
   },
   async verify(ctx, p) {
     const text = readFileSync(await hbaFileOf(ctx, p), 'utf8');
-    return text.includes(hbaMarker(p.slot)) && !ctx.outputs.get('hba')?.kept ? { ok: false, detail: 'rule still present' } : { ok: true, detail: 'rule removed' };
+    return text.includes(hbaMarker(p.slot)) && !ctx.outputs.get('hba')?.kept
+      ? { ok: false, detail: 'rule still present' }
+      : { ok: true, detail: 'rule removed' };
   },
   rollbackNote: () => 'none needed',
 });
 
 const removeDataStep = defineStep<RemoveCtxParams>({
   kind: 'replica-remove-data',
-  title: (p) => `Remove ${p.replicaDir}, its WAL and tablespace directories, ${replicaPassfile(p.replicaDir)} and ${replicaLog(p.replicaDir)} on ${p.host.destination}`,
+  title: (p) =>
+    `Remove ${p.replicaDir}, its WAL and tablespace directories, ${replicaPassfile(p.replicaDir)} and ${replicaLog(p.replicaDir)} on ${p.host.destination}`,
   check: async () => [],
   plan: async (_ctx, p) => [{ kind: 'file', path: `${p.host.destination}:${p.replicaDir}`, change: 'delete' }],
   async apply(ctx, p) {
     // the WAL directory and tablespaces may live elsewhere: follow pg_wal and pg_tblspc links first
-    const out = await onHost(ctx, p, asOwner(p, 'sh', ['-c', 'for l in "$1"/pg_wal "$1"/pg_tblspc/*; do [ -L "$l" ] && readlink -- "$l"; done; true', 'sh', p.replicaDir]), 'reading the replica layout');
+    const out = await onHost(
+      ctx,
+      p,
+      asOwner(p, 'sh', ['-c', 'for l in "$1"/pg_wal "$1"/pg_tblspc/*; do [ -L "$l" ] && readlink -- "$l"; done; true', 'sh', p.replicaDir]),
+      'reading the replica layout',
+    );
     const elsewhere = out.split('\n').filter(Boolean);
-    await onHost(ctx, p, asOwner(p, 'rm', ['-rf', '--', p.replicaDir, ...elsewhere, replicaPassfile(p.replicaDir), replicaLog(p.replicaDir)]), 'removing the replica');
+    await onHost(
+      ctx,
+      p,
+      asOwner(p, 'rm', ['-rf', '--', p.replicaDir, ...elsewhere, replicaPassfile(p.replicaDir), replicaLog(p.replicaDir)]),
+      'removing the replica',
+    );
   },
   async verify(ctx, p) {
     const res = await hostRunner(ctx, p).run(asOwner(p, 'test', ['-e', p.replicaDir]));

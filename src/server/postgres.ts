@@ -126,7 +126,7 @@ export function startOptions(id: ServerIdentity, opts: StartOptions = {}): strin
   // a port taken from PGPORT in the server's environment would not survive a start from pgscale's
   if (id.origins.port === 'environment (PGPORT)' && optionValue(out, 'port') === undefined) out.push('-p', String(id.port));
   if (id.configFile && optionValue(out, 'config_file') === undefined) out.push('-c', `config_file=${id.configFile}`);
-  if (opts.privateSocketDir) out.push('-c', "listen_addresses=", '-c', `unix_socket_directories=${opts.privateSocketDir}`);
+  if (opts.privateSocketDir) out.push('-c', 'listen_addresses=', '-c', `unix_socket_directories=${opts.privateSocketDir}`);
   for (const [k, v] of Object.entries(opts.settings ?? {})) out.push('-c', `${k}=${v}`);
   return out;
 }
@@ -187,7 +187,9 @@ export class PostgresServer {
     if (!pidFile) return { state: 'stopped', pid: undefined, pmStatus: undefined };
     const st = await this.runner.run(this.statusInvocation());
     // pg_ctl status: 0 running, 3 not running (a stale pid file), 4 no accessible data directory
-    return st.exitCode === 0 ? { state: 'running', pid: pidFile.pid, pmStatus: pidFile.status } : { state: 'stale', pid: pidFile.pid, pmStatus: pidFile.status };
+    return st.exitCode === 0
+      ? { state: 'running', pid: pidFile.pid, pmStatus: pidFile.status }
+      : { state: 'stale', pid: pidFile.pid, pmStatus: pidFile.status };
   }
 
   async isRunning(): Promise<boolean> {
@@ -211,7 +213,11 @@ export class PostgresServer {
     const res = await this.runner.run(this.stopInvocation('fast', opts.timeoutSeconds));
     if (res.exitCode === 0 || !(await this.isRunning())) return;
     if (!opts.immediateAfterTimeout) {
-      throw new PgscaleError(`stopping the server of ${this.id.dataDir}: ${describeFailure(this.stopInvocation('fast'), res)}`, code, 'a session may be stuck; stop it yourself (pg_ctl stop -m immediate after checking), then resume');
+      throw new PgscaleError(
+        `stopping the server of ${this.id.dataDir}: ${describeFailure(this.stopInvocation('fast'), res)}`,
+        code,
+        'a session may be stuck; stop it yourself (pg_ctl stop -m immediate after checking), then resume',
+      );
     }
     await this.must(this.stopInvocation('immediate', 60), `stopping the server of ${this.id.dataDir} (immediate)`, code);
   }
@@ -228,7 +234,10 @@ export class PostgresServer {
 
   /** pg_isready against a socket directory (default: the identity's first). */
   async ready(socketDir?: string, port?: number): Promise<boolean> {
-    const host = socketDir ?? this.id.socketDirs[0] ?? (this.id.listenAddresses.split(',')[0]?.trim() === '*' ? 'localhost' : this.id.listenAddresses.split(',')[0]?.trim() || '/tmp');
+    const host =
+      socketDir ??
+      this.id.socketDirs[0] ??
+      (this.id.listenAddresses.split(',')[0]?.trim() === '*' ? 'localhost' : this.id.listenAddresses.split(',')[0]?.trim() || '/tmp');
     const res = await this.runner.run(this.invocation('pg_isready', ['-q', '-h', host, '-p', String(port ?? this.id.port), '-t', '5']));
     return res.exitCode === 0;
   }
@@ -258,8 +267,18 @@ function readOr<T>(read: () => T, fallback: T): T {
 function startFacts(dataDir: string): StartFacts {
   const pidFile = readOr(() => parsePostmasterPid(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8')), undefined);
   if (pidFile && postmasterServes(pidFile.pid, dataDir)) {
-    const argv = readOr(() => readFileSync(`/proc/${pidFile.pid}/cmdline`, 'utf8').split('\0').filter((a, i, all) => a !== '' || i < all.length - 1), undefined);
-    const env = new Map(readOr(() => readFileSync(`/proc/${pidFile.pid}/environ`, 'utf8').split('\0'), [] as string[]).filter((e) => e.includes('=')).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)] as [string, string]));
+    const argv = readOr(
+      () =>
+        readFileSync(`/proc/${pidFile.pid}/cmdline`, 'utf8')
+          .split('\0')
+          .filter((a, i, all) => a !== '' || i < all.length - 1),
+      undefined,
+    );
+    const env = new Map(
+      readOr(() => readFileSync(`/proc/${pidFile.pid}/environ`, 'utf8').split('\0'), [] as string[])
+        .filter((e) => e.includes('='))
+        .map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)] as [string, string]),
+    );
     if (argv?.length) return { argv, env, pidFile };
   }
   // postmaster.opts: the program unquoted, then every argument quoted; argv keeps the program first as /proc does
@@ -316,7 +335,12 @@ export function gatherIdentity(input: GatherIdentityInput): ServerIdentity {
  * environment (PGPORT) over the configuration files over the compiled-in default. A running
  * server's postmaster.pid has the effective port and first socket directory: it wins for values.
  */
-export function judgeListening(f: { options: readonly string[]; env: ReadonlyMap<string, string>; configured: GatherIdentityInput['configured']; running: PostmasterPid | undefined }): Pick<ServerIdentity, 'port' | 'socketDirs' | 'listenAddresses' | 'origins'> {
+export function judgeListening(f: {
+  options: readonly string[];
+  env: ReadonlyMap<string, string>;
+  configured: GatherIdentityInput['configured'];
+  running: PostmasterPid | undefined;
+}): Pick<ServerIdentity, 'port' | 'socketDirs' | 'listenAddresses' | 'origins'> {
   const pick = (name: 'port' | 'unix_socket_directories' | 'listen_addresses', envName?: string): { value: string | undefined; origin: SettingOrigin } => {
     const cmd = optionValue(f.options, name);
     if (cmd !== undefined) return { value: cmd, origin: 'command line' };

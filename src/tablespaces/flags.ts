@@ -4,16 +4,24 @@ import { badInput } from '../errors.js';
 import { defaultThresholds, tiers, type Thresholds } from './temperature.js';
 
 export const databaseFlag = {
-  database: Flags.string({ summary: 'The database whose relations are sampled and placed (default: the connection\'s, else postgres).' }),
+  database: Flags.string({ summary: "The database whose relations are sampled and placed (default: the connection's, else postgres)." }),
 };
 
 export const temperatureFlags = {
   ...databaseFlag,
   'hot-per-minute': Flags.string({ summary: `Scans plus row writes per minute from which a relation is hot (default ${defaultThresholds.hotPerMinute}).` }),
   'cold-per-minute': Flags.string({ summary: `Scans plus row writes per minute up to which a relation is cold (default ${defaultThresholds.coldPerMinute}).` }),
-  'cold-partition-days': Flags.string({ summary: `A time-range partition that ended more than this many days ago is cold unless hot (default ${defaultThresholds.coldPartitionAgeDays}).` }),
-  margin: Flags.string({ summary: `Hysteresis: the fraction by which a relation must pass a threshold to leave its current tier (default ${defaultThresholds.margin}).` }),
-  'data-dir-tier': Flags.string({ summary: 'The tier the data directory\'s storage counts as: relations in the default tablespace are on it.', options: [...tiers], default: 'hot' }),
+  'cold-partition-days': Flags.string({
+    summary: `A time-range partition that ended more than this many days ago is cold unless hot (default ${defaultThresholds.coldPartitionAgeDays}).`,
+  }),
+  margin: Flags.string({
+    summary: `Hysteresis: the fraction by which a relation must pass a threshold to leave its current tier (default ${defaultThresholds.margin}).`,
+  }),
+  'data-dir-tier': Flags.string({
+    summary: "The tier the data directory's storage counts as: relations in the default tablespace are on it.",
+    options: [...tiers],
+    default: 'hot',
+  }),
 };
 
 function nonNegative(flag: string, v: string | undefined, dflt: number): number {

@@ -16,7 +16,17 @@ export interface TemperatureFacts {
   report: TemperatureReport;
 }
 
-type Flags = { pgdata?: string; bindir?: string; dsn?: string; database?: string; 'data-dir-tier': string; 'hot-per-minute'?: string; 'cold-per-minute'?: string; 'cold-partition-days'?: string; margin?: string };
+type Flags = {
+  pgdata?: string;
+  bindir?: string;
+  dsn?: string;
+  database?: string;
+  'data-dir-tier': string;
+  'hot-per-minute'?: string;
+  'cold-per-minute'?: string;
+  'cold-partition-days'?: string;
+  margin?: string;
+};
 
 export async function gatherTemperature(cmd: { runner: Runner; audit: AuditSink }, f: Flags, stateDir: string): Promise<TemperatureFacts> {
   const thresholds = thresholdsFrom(f);
@@ -33,7 +43,19 @@ export async function gatherTemperature(cmd: { runner: Runner; audit: AuditSink 
           ...s,
           relations: s.relations.flatMap((r) => {
             const l = now.get(`${r.schema}.${r.name}`);
-            return l ? [{ ...r, tablespace: l.tablespace, heap_bytes: l.heap_bytes, total_bytes: l.total_bytes, indexes: l.indexes, parent_schema: l.parent_schema, parent_name: l.parent_name }] : [];
+            return l
+              ? [
+                  {
+                    ...r,
+                    tablespace: l.tablespace,
+                    heap_bytes: l.heap_bytes,
+                    total_bytes: l.total_bytes,
+                    indexes: l.indexes,
+                    parent_schema: l.parent_schema,
+                    parent_name: l.parent_name,
+                  },
+                ]
+              : [];
           }),
         },
   );

@@ -19,7 +19,8 @@ export interface VolumeArg {
 export function parseVolumeArg(arg: string): VolumeArg {
   const eq = arg.lastIndexOf('=');
   if (eq < 0) {
-    if (!arg.startsWith('/')) throw badInput(`--volume ${arg}: not an absolute path`, 'pass --volume /mnt/cold=cold (or --volume /mnt/cold to take the tier from its storage class)');
+    if (!arg.startsWith('/'))
+      throw badInput(`--volume ${arg}: not an absolute path`, 'pass --volume /mnt/cold=cold (or --volume /mnt/cold to take the tier from its storage class)');
     return { path: arg };
   }
   const path = arg.slice(0, eq);
@@ -162,7 +163,10 @@ export function decidePlacement(temps: readonly RelationTemperature[], stats: re
     const r = byKey.get(t.relation)!;
     const blocking = r.heap_bytes > o.blockingLimitBytes;
     if (blocking && !o.allowBlocking) {
-      out.refused.push({ relation: t.relation, why: `its heap is ${r.heap_bytes} bytes, above the ${o.blockingLimitBytes}-byte limit for a move that blocks the table (ALTER TABLE … SET TABLESPACE holds ACCESS EXCLUSIVE for the copy) and no online method is installed (pg_repack)` });
+      out.refused.push({
+        relation: t.relation,
+        why: `its heap is ${r.heap_bytes} bytes, above the ${o.blockingLimitBytes}-byte limit for a move that blocks the table (ALTER TABLE … SET TABLESPACE holds ACCESS EXCLUSIVE for the copy) and no online method is installed (pg_repack)`,
+      });
       continue;
     }
     out.moves.push({
@@ -195,7 +199,13 @@ export function decidePlacement(temps: readonly RelationTemperature[], stats: re
     const hottest = [...leaves].sort((a, b) => b.perMinute - a.perMinute)[0]!;
     const to = targets[hottest.tier];
     if (to === undefined || to === p.tablespace) continue;
-    out.parents.push({ schema: p.schema, name: p.name, from: p.tablespace, to, why: `its hottest partition ${hottest.relation} is ${hottest.tier}: new partitions are created in ${show(to)}` });
+    out.parents.push({
+      schema: p.schema,
+      name: p.name,
+      from: p.tablespace,
+      to,
+      why: `its hottest partition ${hottest.relation} is ${hottest.tier}: new partitions are created in ${show(to)}`,
+    });
   }
   return out;
 }

@@ -28,21 +28,26 @@ export interface Snapshot {
 }
 
 export async function takeSnapshot(ctx: { runner: Runner; audit?: AuditSink }, access: ClusterAccess, database: string): Promise<Snapshot> {
-  return withDb(ctx, access, async (db) => {
-    const [frame] = await db.query(tablespaceStatements.statsFrame());
-    const relations = await db.query(tablespaceStatements.relationStats());
-    return {
-      format: 'pgscale-stats/1',
-      database: frame!.database,
-      systemIdentifier: frame!.system_identifier,
-      serverVersionNum: frame!.server_version_num,
-      takenAt: new Date(frame!.taken_at).toISOString(),
-      statsReset: frame!.stats_reset ? new Date(frame!.stats_reset).toISOString() : null,
-      postmasterStart: new Date(frame!.postmaster_start).toISOString(),
-      defaultTablespace: frame!.default_tablespace,
-      relations,
-    };
-  }, database);
+  return withDb(
+    ctx,
+    access,
+    async (db) => {
+      const [frame] = await db.query(tablespaceStatements.statsFrame());
+      const relations = await db.query(tablespaceStatements.relationStats());
+      return {
+        format: 'pgscale-stats/1',
+        database: frame!.database,
+        systemIdentifier: frame!.system_identifier,
+        serverVersionNum: frame!.server_version_num,
+        takenAt: new Date(frame!.taken_at).toISOString(),
+        statsReset: frame!.stats_reset ? new Date(frame!.stats_reset).toISOString() : null,
+        postmasterStart: new Date(frame!.postmaster_start).toISOString(),
+        defaultTablespace: frame!.default_tablespace,
+        relations,
+      };
+    },
+    database,
+  );
 }
 
 const snapshotDir = (stateDir: string, systemIdentifier: string, database: string) =>
@@ -66,7 +71,9 @@ export function loadSnapshots(stateDir: string, systemIdentifier: string, databa
   const dir = snapshotDir(stateDir, systemIdentifier, database);
   let names: string[];
   try {
-    names = readdirSync(dir).filter((n) => n.endsWith('.json')).sort();
+    names = readdirSync(dir)
+      .filter((n) => n.endsWith('.json'))
+      .sort();
   } catch {
     names = [];
   }
@@ -105,7 +112,8 @@ export function tierOfTablespace(tablespace: string, dataDirTier: Tier): Tier | 
 
 /** Judges every table and partition (not partitioned parents: they hold no rows) of the newest snapshot. */
 export function temperatureReport(snaps: readonly Snapshot[], t: Thresholds, dataDirTier: Tier): TemperatureReport {
-  if (snaps.length === 0) throw refused('no statistics snapshot of this database yet', 'take one with `pgscale tablespaces sample`, let the workload run, then take another');
+  if (snaps.length === 0)
+    throw refused('no statistics snapshot of this database yet', 'take one with `pgscale tablespaces sample`, let the workload run, then take another');
   const now = snaps[snaps.length - 1]!;
   const before = snaps.length > 1 ? snaps[snaps.length - 2] : undefined;
   const origin = before?.takenAt ?? now.statsReset ?? now.postmasterStart;
@@ -143,6 +151,20 @@ export function temperatureReport(snaps: readonly Snapshot[], t: Thresholds, dat
 }
 
 function zeroCounters(r: RelationStatsRow): RelationStatsRow {
-  const counters = ['seq_scan', 'seq_tup_read', 'idx_scan', 'idx_tup_fetch', 'n_tup_ins', 'n_tup_upd', 'n_tup_del', 'heap_blks_read', 'heap_blks_hit', 'idx_blks_read', 'idx_blks_hit', 'toast_blks_read', 'toast_blks_hit'] as const;
+  const counters = [
+    'seq_scan',
+    'seq_tup_read',
+    'idx_scan',
+    'idx_tup_fetch',
+    'n_tup_ins',
+    'n_tup_upd',
+    'n_tup_del',
+    'heap_blks_read',
+    'heap_blks_hit',
+    'idx_blks_read',
+    'idx_blks_hit',
+    'toast_blks_read',
+    'toast_blks_hit',
+  ] as const;
   return { ...r, ...Object.fromEntries(counters.map((k) => [k, 0])) };
 }

@@ -109,7 +109,11 @@ async function withLockRetries(ctx: StepContext, db: Db, lock: LockPolicy, what:
       await db.query(ts.rollback()).catch(() => undefined); // a broken connection: the original error tells
       if (!isLockTimeout(e)) throw e;
       if (attempt >= lock.retries) {
-        throw new PgscaleError(`${what}: the lock was not granted within ${lock.lockTimeoutMs} ms in ${attempt + 1} attempts (sessions hold it)`, ExitCode.FailedAfterChange, 'see pg_locks / pg_stat_activity for the holder; `pgscale resume` tries again');
+        throw new PgscaleError(
+          `${what}: the lock was not granted within ${lock.lockTimeoutMs} ms in ${attempt + 1} attempts (sessions hold it)`,
+          ExitCode.FailedAfterChange,
+          'see pg_locks / pg_stat_activity for the holder; `pgscale resume` tries again',
+        );
       }
       const pause = Math.min(lock.backoffMs * 2 ** attempt, 10_000);
       ctx.progress.message(`${what}: lock not granted, attempt ${attempt + 2} of ${lock.retries + 1} in ${pause} ms`);
@@ -142,7 +146,12 @@ export async function placeChecks(ctx: StepContext, p: PlaceParams): Promise<Che
   for (const v of p.volumes) {
     const label = `${v.tier} volume ${v.volume}`;
     if (isInside(realish(v.location), p.dataDir)) {
-      out.push(check.fail(`${label}: outside the data directory`, `${v.location} is inside ${p.dataDir}: a tablespace there would be copied into itself by pg_basebackup and break upgrades`));
+      out.push(
+        check.fail(
+          `${label}: outside the data directory`,
+          `${v.location} is inside ${p.dataDir}: a tablespace there would be copied into itself by pg_basebackup and break upgrades`,
+        ),
+      );
       continue;
     }
     if (!existsSync(v.volume) || !statSync(v.volume).isDirectory()) {
@@ -151,40 +160,88 @@ export async function placeChecks(ctx: StepContext, p: PlaceParams): Promise<Che
     }
     const same = existing.find((t) => t.name === v.tablespace);
     const atLocation = existing.find((t) => t.location === v.location);
-    if (same && same.location !== v.location) out.push(check.fail(`${label}: tablespace name`, `a tablespace named ${v.tablespace} already exists at ${same.location || 'the data directory'}, not at ${v.location}`));
-    else if (atLocation && atLocation.name !== v.tablespace) out.push(check.fail(`${label}: tablespace name`, `${v.location} is already the location of tablespace ${atLocation.name}`));
+    if (same && same.location !== v.location)
+      out.push(
+        check.fail(
+          `${label}: tablespace name`,
+          `a tablespace named ${v.tablespace} already exists at ${same.location || 'the data directory'}, not at ${v.location}`,
+        ),
+      );
+    else if (atLocation && atLocation.name !== v.tablespace)
+      out.push(check.fail(`${label}: tablespace name`, `${v.location} is already the location of tablespace ${atLocation.name}`));
     else if (same) out.push(check.pass(`${label}: tablespace name`, `${v.tablespace} exists at ${v.location}: used as it is`));
-    else if (existsSync(v.location) && readdirSync(v.location).length > 0) out.push(check.fail(`${label}: tablespace directory`, `${v.location} exists and is not empty`));
+    else if (existsSync(v.location) && readdirSync(v.location).length > 0)
+      out.push(check.fail(`${label}: tablespace directory`, `${v.location} exists and is not empty`));
     else out.push(check.pass(`${label}: tablespace name`, `${v.tablespace} is created at ${v.location} (0700, owned by ${p.owner})`));
     if (!same) {
-      out.push((await ownerCanWrite(ctx, p.owner, v.volume)) ? check.pass(`${label}: writable by ${p.owner}`, `${p.owner} can create ${v.location}`) : check.fail(`${label}: writable by ${p.owner}`, `${p.owner} (the cluster owner) cannot write to ${v.volume}`));
+      out.push(
+        (await ownerCanWrite(ctx, p.owner, v.volume))
+          ? check.pass(`${label}: writable by ${p.owner}`, `${p.owner} can create ${v.location}`)
+          : check.fail(`${label}: writable by ${p.owner}`, `${p.owner} (the cluster owner) cannot write to ${v.volume}`),
+      );
     }
     if (statSync(v.volume).dev === dataDev) {
       const detail = `${v.volume} is on the data directory's device: the ${v.tier} tier would gain nothing`;
-      out.push(p.force ? check.warn(`${label}: separate device`, `${detail} (accepted with --force)`) : check.fail(`${label}: separate device`, `${detail}; pass --force to accept it`));
+      out.push(
+        p.force
+          ? check.warn(`${label}: separate device`, `${detail} (accepted with --force)`)
+          : check.fail(`${label}: separate device`, `${detail}; pass --force to accept it`),
+      );
     } else out.push(check.pass(`${label}: separate device`, `${v.storageClass} storage, apart from the data directory`));
     const need = byTarget.get(v.tablespace) ?? 0;
     const want = need === 0 ? 0 : Math.round(need * 1.1) + 16 * 1024 ** 2;
     const free = freeBytes(v.volume);
-    out.push(free >= want ? check.pass(`${label}: free space`, `${formatBytes(free)} free for ${formatBytes(need)} moving there`) : check.fail(`${label}: free space`, `not enough: ${formatBytes(need)} moves there (with margin ${formatBytes(want)}), ${formatBytes(free)} free`));
+    out.push(
+      free >= want
+        ? check.pass(`${label}: free space`, `${formatBytes(free)} free for ${formatBytes(need)} moving there`)
+        : check.fail(`${label}: free space`, `not enough: ${formatBytes(need)} moves there (with margin ${formatBytes(want)}), ${formatBytes(free)} free`),
+    );
   }
   // a moved relation is written to the WAL in full (wal_level above minimal); checkpoints recycle it between moves
   const largest = Math.max(0, ...p.moves.map((m) => m.totalBytes));
   if (largest > 0) {
     const need = largest + p.maxWalBytes;
     const free = freeBytes(p.walDir);
-    out.push(free >= need ? check.pass('WAL space', `${formatBytes(free)} free in ${p.walDir} for up to ${formatBytes(largest)} of WAL per move plus max_wal_size`) : check.fail('WAL space', `${formatBytes(free)} free in ${p.walDir}: the largest move writes ${formatBytes(largest)} of WAL on top of max_wal_size (${formatBytes(p.maxWalBytes)})`));
+    out.push(
+      free >= need
+        ? check.pass('WAL space', `${formatBytes(free)} free in ${p.walDir} for up to ${formatBytes(largest)} of WAL per move plus max_wal_size`)
+        : check.fail(
+            'WAL space',
+            `${formatBytes(free)} free in ${p.walDir}: the largest move writes ${formatBytes(largest)} of WAL on top of max_wal_size (${formatBytes(p.maxWalBytes)})`,
+          ),
+    );
   }
   for (const r of p.refused) out.push(check.fail(`size limit: ${r.relation}`, `${r.why}; pass --allow-blocking to move it anyway`));
-  for (const m of p.moves.filter((m) => m.blocking)) out.push(check.warn(`blocking move: ${m.schema}.${m.name}`, `${formatBytes(m.heapBytes)} heap: readers and writers wait for its copy (allowed with --allow-blocking)`));
+  for (const m of p.moves.filter((m) => m.blocking))
+    out.push(
+      check.warn(
+        `blocking move: ${m.schema}.${m.name}`,
+        `${formatBytes(m.heapBytes)} heap: readers and writers wait for its copy (allowed with --allow-blocking)`,
+      ),
+    );
   const slow = p.moves.flatMap((m) => m.indexes.filter((i) => i.method === 'alter-index').map((i) => `${i.schema}.${i.name}`));
-  if (slow.length) out.push(check.warn('indexes moved by rewrite', `${slow.join(', ')} move with ALTER INDEX (blocks writes to the table): ${p.serverVersionNum < 140000 ? 'REINDEX CONCURRENTLY … TABLESPACE needs 14+' : 'exclusion-constraint indexes cannot be rebuilt concurrently'}`));
+  if (slow.length)
+    out.push(
+      check.warn(
+        'indexes moved by rewrite',
+        `${slow.join(', ')} move with ALTER INDEX (blocks writes to the table): ${p.serverVersionNum < 140000 ? 'REINDEX CONCURRENTLY … TABLESPACE needs 14+' : 'exclusion-constraint indexes cannot be rebuilt concurrently'}`,
+      ),
+    );
   const standbys = await onDb(ctx, p, (db) => db.query(statements.standbys()));
   if (standbys.length && p.volumes.some((v) => !existing.some((t) => t.name === v.tablespace))) {
-    out.push(check.warn('standbys', `${standbys.map((s) => s.application_name).join(', ')} replay CREATE TABLESPACE with the same path: ${p.volumes.map((v) => v.location).join(', ')} must be creatable there by the server account`));
+    out.push(
+      check.warn(
+        'standbys',
+        `${standbys.map((s) => s.application_name).join(', ')} replay CREATE TABLESPACE with the same path: ${p.volumes.map((v) => v.location).join(', ')} must be creatable there by the server account`,
+      ),
+    );
   }
   if (p.staying.length) out.push(check.info('staying', p.staying.map((s) => `${s.relation} (${s.tier}): ${s.why}`).join('; ')));
-  out.push(p.moves.length ? check.info('moves', `${p.moves.length} relation${p.moves.length === 1 ? '' : 's'}, ${formatBytes(p.moves.reduce((a, m) => a + m.totalBytes, 0))}`) : check.info('moves', 'every relation is on its tier already'));
+  out.push(
+    p.moves.length
+      ? check.info('moves', `${p.moves.length} relation${p.moves.length === 1 ? '' : 's'}, ${formatBytes(p.moves.reduce((a, m) => a + m.totalBytes, 0))}`)
+      : check.info('moves', 'every relation is on its tier already'),
+  );
   return out;
 }
 
@@ -193,7 +250,9 @@ export const prepareStep = defineStep<PlaceParams>({
   title: (p) => {
     const created = p.volumes.filter((v) => !v.existed);
     const one = created.length === 1;
-    return created.length ? `Create tablespace${one ? '' : 's'} ${created.map((v) => `${v.tablespace} (${v.location})`).join(', ')} with ${one ? 'its' : 'their'} planner settings` : 'Set the planner settings of the existing tablespaces';
+    return created.length
+      ? `Create tablespace${one ? '' : 's'} ${created.map((v) => `${v.tablespace} (${v.location})`).join(', ')} with ${one ? 'its' : 'their'} planner settings`
+      : 'Set the planner settings of the existing tablespaces';
   },
   check: placeChecks,
   async plan(_ctx, p) {
@@ -203,7 +262,12 @@ export const prepareStep = defineStep<PlaceParams>({
         actions.push({ kind: 'file', path: v.location, change: 'mkdir', mode: '0700', note: `owned by ${p.owner}` });
         actions.push({ kind: 'sql', target: target(p), sql: ts.createTablespace(v.tablespace, v.location).text });
       }
-      actions.push({ kind: 'sql', target: target(p), sql: ts.setTablespaceOptions(v.tablespace, v.options).text, note: `${v.storageClass} storage on the ${v.tier} tier` });
+      actions.push({
+        kind: 'sql',
+        target: target(p),
+        sql: ts.setTablespaceOptions(v.tablespace, v.options).text,
+        note: `${v.storageClass} storage on the ${v.tier} tier`,
+      });
     }
     return actions;
   },
@@ -253,7 +317,13 @@ export const prepareStep = defineStep<PlaceParams>({
       fsyncPath(dirname(v.location));
     }
   },
-  rollbackNote: (p) => `drop the tablespaces this run created (${p.volumes.filter((v) => !v.existed).map((v) => v.tablespace).join(', ') || 'none'}) and their directories; put back the settings of those it found`,
+  rollbackNote: (p) =>
+    `drop the tablespaces this run created (${
+      p.volumes
+        .filter((v) => !v.existed)
+        .map((v) => v.tablespace)
+        .join(', ') || 'none'
+    }) and their directories; put back the settings of those it found`,
   estimateSeconds: (p) => 1 + p.volumes.length,
 });
 
@@ -273,7 +343,9 @@ async function placeRelation(ctx: StepContext, p: MoveParams, heapTo: string, in
     let retries = 0;
     if (heapNow !== heapTo) {
       ctx.progress.message(`${relation(m)}: heap → ${shown(heapTo)}`);
-      retries = await withLockRetries(ctx, db, p.lock, `moving ${relation(m)}`, () => ts.moveTable(m.schema, m.name, name(heapTo, p.defaultTablespace), p.lock.lockTimeoutMs, p.countRows));
+      retries = await withLockRetries(ctx, db, p.lock, `moving ${relation(m)}`, () =>
+        ts.moveTable(m.schema, m.name, name(heapTo, p.defaultTablespace), p.lock.lockTimeoutMs, p.countRows),
+      );
     }
     const moved: string[] = [];
     for (const i of m.indexes) {
@@ -281,7 +353,10 @@ async function placeRelation(ctx: StepContext, p: MoveParams, heapTo: string, in
       if (now.find((r) => r.kind === 'index' && r.relation === i.name)?.tablespace === to) continue;
       ctx.progress.message(`${i.schema}.${i.name} → ${shown(to)}`);
       if (i.method === 'reindex-concurrently') await db.query(ts.reindexConcurrently(i.schema, i.name, name(to, p.defaultTablespace)));
-      else await withLockRetries(ctx, db, p.lock, `moving ${i.schema}.${i.name}`, () => ts.moveIndex(i.schema, i.name, name(to, p.defaultTablespace), p.lock.lockTimeoutMs));
+      else
+        await withLockRetries(ctx, db, p.lock, `moving ${i.schema}.${i.name}`, () =>
+          ts.moveIndex(i.schema, i.name, name(to, p.defaultTablespace), p.lock.lockTimeoutMs),
+        );
       moved.push(i.name);
     }
     return { heapMoved: heapNow !== heapTo, lockRetries: retries, indexesMoved: moved };
@@ -290,7 +365,8 @@ async function placeRelation(ctx: StepContext, p: MoveParams, heapTo: string, in
 
 export const moveStep = defineStep<MoveParams>({
   kind: 'tablespaces.move',
-  title: (p) => `Move ${relation(p.move)} (${formatBytes(p.move.totalBytes)}, ${p.move.tier}) from ${shown(p.move.from)} to ${shown(p.move.to)}${p.move.indexes.length ? ` with its ${p.move.indexes.length} index${p.move.indexes.length === 1 ? '' : 'es'}` : ''}`,
+  title: (p) =>
+    `Move ${relation(p.move)} (${formatBytes(p.move.totalBytes)}, ${p.move.tier}) from ${shown(p.move.from)} to ${shown(p.move.to)}${p.move.indexes.length ? ` with its ${p.move.indexes.length} index${p.move.indexes.length === 1 ? '' : 'es'}` : ''}`,
   check: async () => [],
   async plan(_ctx, p) {
     const m = p.move;
@@ -305,7 +381,12 @@ export const moveStep = defineStep<MoveParams>({
     ];
     for (const i of m.indexes) {
       const st = i.method === 'reindex-concurrently' ? ts.reindexConcurrently(i.schema, i.name, to) : ts.moveIndex(i.schema, i.name, to, p.lock.lockTimeoutMs);
-      actions.push({ kind: 'sql', target: target(p), sql: st.text, note: i.method === 'reindex-concurrently' ? `${formatBytes(i.bytes)}, rebuilt online` : `${formatBytes(i.bytes)}, rewritten under lock` });
+      actions.push({
+        kind: 'sql',
+        target: target(p),
+        sql: st.text,
+        note: i.method === 'reindex-concurrently' ? `${formatBytes(i.bytes)}, rebuilt online` : `${formatBytes(i.bytes)}, rewritten under lock`,
+      });
     }
     return actions;
   },
@@ -335,9 +416,14 @@ async function setParentDefault(ctx: StepContext, p: ParentParams, to: string): 
   await onDb(ctx, p, async (db) => {
     const [now] = await db.query(ts.partitionedDefault(schema!, parent!));
     if (!now) throw new PgscaleError(`${schema}.${parent} no longer exists`, ExitCode.FailedAfterChange);
-    if (now.tablespace !== to) await withLockRetries(ctx, db, p.lock, `default of ${schema}.${parent}`, () => ts.setPartitionedDefault('TABLE', schema!, parent!, name(to, p.defaultTablespace), p.lock.lockTimeoutMs));
+    if (now.tablespace !== to)
+      await withLockRetries(ctx, db, p.lock, `default of ${schema}.${parent}`, () =>
+        ts.setPartitionedDefault('TABLE', schema!, parent!, name(to, p.defaultTablespace), p.lock.lockTimeoutMs),
+      );
     for (const i of now.indexes.filter((i) => i.tablespace !== to)) {
-      await withLockRetries(ctx, db, p.lock, `default of ${i.schema}.${i.name}`, () => ts.setPartitionedDefault('INDEX', i.schema, i.name, name(to, p.defaultTablespace), p.lock.lockTimeoutMs));
+      await withLockRetries(ctx, db, p.lock, `default of ${i.schema}.${i.name}`, () =>
+        ts.setPartitionedDefault('INDEX', i.schema, i.name, name(to, p.defaultTablespace), p.lock.lockTimeoutMs),
+      );
     }
   });
 }
@@ -347,7 +433,14 @@ export const parentStep = defineStep<ParentParams>({
   title: (p) => `Set the default tablespace of partitioned ${p.parent.schema}.${p.parent.name} (and its partitioned indexes) to ${shown(p.parent.to!)}`,
   check: async () => [],
   async plan(_ctx, p) {
-    return [{ kind: 'sql', target: target(p), sql: ts.setPartitionedDefault('TABLE', p.parent.schema!, p.parent.name!, name(p.parent.to!, p.defaultTablespace), p.lock.lockTimeoutMs).text, note: `${p.parent.why}; catalog only, no data moves; its partitioned indexes get the same default` }];
+    return [
+      {
+        kind: 'sql',
+        target: target(p),
+        sql: ts.setPartitionedDefault('TABLE', p.parent.schema!, p.parent.name!, name(p.parent.to!, p.defaultTablespace), p.lock.lockTimeoutMs).text,
+        note: `${p.parent.why}; catalog only, no data moves; its partitioned indexes get the same default`,
+      },
+    ];
   },
   apply: async (ctx, p) => {
     await setParentDefault(ctx, p, p.parent.to!);
@@ -389,7 +482,9 @@ export const tempStep = defineStep<TempParams>({
   },
   async verify(ctx, p) {
     const [row] = await withDb(ctx, p.access, (db) => db.query(ts.tempTablespaces()));
-    return row?.setting === p.to ? { ok: true, detail: `temp_tablespaces = ${row.setting}` } : { ok: false, detail: `temp_tablespaces is "${row?.setting ?? ''}"` };
+    return row?.setting === p.to
+      ? { ok: true, detail: `temp_tablespaces = ${row.setting}` }
+      : { ok: false, detail: `temp_tablespaces is "${row?.setting ?? ''}"` };
   },
   async rollback(ctx, p) {
     await setTemp(ctx, p, p.previous);
@@ -410,9 +505,16 @@ export const placeOperation = defineOperation<PlaceParams>({
   steps: (p) => {
     const common = { access: p.access, database: p.database, defaultTablespace: p.defaultTablespace, lock: p.lock };
     const steps: StepData[] = [{ id: 'prepare', kind: prepareStep.kind, params: p }];
-    for (const m of p.moves) steps.push({ id: `move-${safeId(relation(m))}`, kind: moveStep.kind, params: { ...common, countRows: p.countRows, copyBytesPerSecond: p.copyBytesPerSecond, move: m } });
-    for (const parent of p.parents) steps.push({ id: `default-${safeId(`${parent.schema}.${parent.name}`)}`, kind: parentStep.kind, params: { ...common, parent } });
-    if (p.tempTablespaces !== null) steps.push({ id: 'temp-tablespaces', kind: tempStep.kind, params: { access: p.access, to: p.tempTablespaces, previous: p.previousTempTablespaces } });
+    for (const m of p.moves)
+      steps.push({
+        id: `move-${safeId(relation(m))}`,
+        kind: moveStep.kind,
+        params: { ...common, countRows: p.countRows, copyBytesPerSecond: p.copyBytesPerSecond, move: m },
+      });
+    for (const parent of p.parents)
+      steps.push({ id: `default-${safeId(`${parent.schema}.${parent.name}`)}`, kind: parentStep.kind, params: { ...common, parent } });
+    if (p.tempTablespaces !== null)
+      steps.push({ id: 'temp-tablespaces', kind: tempStep.kind, params: { access: p.access, to: p.tempTablespaces, previous: p.previousTempTablespaces } });
     return steps;
   },
   async fingerprint(ctx, p) {

@@ -94,7 +94,11 @@ export function classify(a: Activity, t: Thresholds, current: Tier | undefined, 
   if (opts.partitionEnds) {
     const ageDays = (opts.now.getTime() - opts.partitionEnds.getTime()) / 86_400_000;
     if (ageDays > t.coldPartitionAgeDays) {
-      return { tier: 'cold', perMinute, reason: `time-range partition ended ${Math.floor(ageDays)} days ago (> ${t.coldPartitionAgeDays}) and not hot: ${what}` };
+      return {
+        tier: 'cold',
+        perMinute,
+        reason: `time-range partition ended ${Math.floor(ageDays)} days ago (> ${t.coldPartitionAgeDays}) and not hot: ${what}`,
+      };
     }
   }
   if (perMinute <= coldLine) return { tier: 'cold', perMinute, reason: `${what} ≤ ${fmt(coldLine)}${held('cold')}` };

@@ -155,7 +155,14 @@ const pgtuneStorage: Record<StorageClass, PgtuneStorage> = {
 };
 
 // pgtune has no read-replica type; a reporting replica serves web-like traffic
-const pgtuneWorkload: Record<WorkloadProfile, PgtuneWorkload> = { oltp: 'oltp', web: 'web', dw: 'dw', mixed: 'mixed', desktop: 'desktop', 'read-replica': 'web' };
+const pgtuneWorkload: Record<WorkloadProfile, PgtuneWorkload> = {
+  oltp: 'oltp',
+  web: 'web',
+  dw: 'dw',
+  mixed: 'mixed',
+  desktop: 'desktop',
+  'read-replica': 'web',
+};
 
 /** Both anchors' settings for the machine a SystemProfile describes. */
 export function anchorsFor(p: SystemProfile): { pgtune: AnchorSettings; timescaledbTune: AnchorSettings } {

@@ -75,10 +75,12 @@ export function checkTuneFlags(f: TuneFlags): TuneInputs {
   const memoryBytes = f.memory === undefined ? undefined : parseMemoryFlag(f.memory);
   if (f.cpus !== undefined && !(Number.isInteger(f.cpus) && f.cpus >= 1)) throw badInput(`--cpus ${f.cpus}: a whole number of at least 1`);
   const storage = f.storage === undefined ? undefined : storageClassFromFlag(f.storage);
-  if (f.maxConnections !== undefined && !(Number.isInteger(f.maxConnections) && f.maxConnections >= 1)) throw badInput(`--max-connections ${f.maxConnections}: a whole number of at least 1`);
+  if (f.maxConnections !== undefined && !(Number.isInteger(f.maxConnections) && f.maxConnections >= 1))
+    throw badInput(`--max-connections ${f.maxConnections}: a whole number of at least 1`);
   let pgMajor: number | undefined;
   if (f.pgVersion !== undefined) {
-    if (!/^\s*\d+\s*$/.test(f.pgVersion)) throw badInput(`unknown --pg-version ${f.pgVersion}; known: ${KNOWN_MAJORS.join(', ')}`, 'pass a major version, e.g. --pg-version 17');
+    if (!/^\s*\d+\s*$/.test(f.pgVersion))
+      throw badInput(`unknown --pg-version ${f.pgVersion}; known: ${KNOWN_MAJORS.join(', ')}`, 'pass a major version, e.g. --pg-version 17');
     pgMajor = loadCatalog(f.pgVersion).major;
   }
   const walWriteBytesPerSecond = f.walRate === undefined ? undefined : parseWalRateFlag(f.walRate);
@@ -116,7 +118,14 @@ export interface TuneCluster {
   notes: string[];
 }
 
-export async function readTuneCluster(opts: { pgdata?: string; bindir?: string; dsn?: string; runner: Runner; audit?: AuditSink; stateDir: string }): Promise<TuneCluster> {
+export async function readTuneCluster(opts: {
+  pgdata?: string;
+  bindir?: string;
+  dsn?: string;
+  runner: Runner;
+  audit?: AuditSink;
+  stateDir: string;
+}): Promise<TuneCluster> {
   const resolved = await resolveTarget({ pgdata: opts.pgdata, bindir: opts.bindir, dsn: opts.dsn, runner: opts.runner, audit: opts.audit });
   const info = resolved.cluster;
   const notes: string[] = [];
@@ -132,7 +141,9 @@ export async function readTuneCluster(opts: { pgdata?: string; bindir?: string; 
         alterSystem = Boolean(a?.superuser && a.allowed);
         for (const r of await db.query(statements.dbRoleSettings())) {
           for (const s of r.settings ?? []) {
-            notes.push(`${s.split('=')[0]} is also set for ${r.role ? `role ${r.role}` : 'every role'}${r.database ? ` in database ${r.database}` : ''} (ALTER ${r.role ? 'ROLE' : 'DATABASE'} … SET), which wins over the files for those sessions`);
+            notes.push(
+              `${s.split('=')[0]} is also set for ${r.role ? `role ${r.role}` : 'every role'}${r.database ? ` in database ${r.database}` : ''} (ALTER ${r.role ? 'ROLE' : 'DATABASE'} … SET), which wins over the files for those sessions`,
+            );
           }
         }
       } finally {
@@ -155,17 +166,52 @@ export async function readTuneCluster(opts: { pgdata?: string; bindir?: string; 
     const inst = (await findInstallations(opts.runner, [opts.bindir])).find((i) => i.bindir === opts.bindir);
     if (inst?.major === info.major) serverBindir = opts.bindir;
   }
-  const identity = info && owner && serverBindir ? await gatherClusterIdentity({ dataDir: info.dataDir, bindir: serverBindir, owner, configFile, stateDir: opts.stateDir }, opts.runner) : null;
-  return { info, access: resolved.access, lockKey: resolved.lockKey, major, dataDir: info?.dataDir ?? null, configFile, owner, serverBindir, running, identity, server, alterSystem, notes };
+  const identity =
+    info && owner && serverBindir
+      ? await gatherClusterIdentity({ dataDir: info.dataDir, bindir: serverBindir, owner, configFile, stateDir: opts.stateDir }, opts.runner)
+      : null;
+  return {
+    info,
+    access: resolved.access,
+    lockKey: resolved.lockKey,
+    major,
+    dataDir: info?.dataDir ?? null,
+    configFile,
+    owner,
+    serverBindir,
+    running,
+    identity,
+    server,
+    alterSystem,
+    notes,
+  };
 }
 
 // ---------------------------------------------------------------- the system profile
 
 /** Background workers that common extensions register (they share max_worker_processes with parallel query). */
-const EXTENSION_WORKERS: Record<string, number> = { timescaledb: 8, pg_cron: 1, pg_partman_bgw: 1, pglogical: 2, citus: 2, pg_squeeze: 1, pg_prewarm: 1, pg_wait_sampling: 1 };
+const EXTENSION_WORKERS: Record<string, number> = {
+  timescaledb: 8,
+  pg_cron: 1,
+  pg_partman_bgw: 1,
+  pglogical: 2,
+  citus: 2,
+  pg_squeeze: 1,
+  pg_prewarm: 1,
+  pg_wait_sampling: 1,
+};
 
 export function extensionWorkers(sharedPreloadLibraries: string | undefined): { count: number; libraries: string[] } {
-  const libs = (sharedPreloadLibraries ?? '').split(',').map((l) => l.trim().replace(/^['"]|['"]$/g, '').replace(/^.*\//, '').replace(/\.so$/, '')).filter(Boolean);
+  const libs = (sharedPreloadLibraries ?? '')
+    .split(',')
+    .map((l) =>
+      l
+        .trim()
+        .replace(/^['"]|['"]$/g, '')
+        .replace(/^.*\//, '')
+        .replace(/\.so$/, ''),
+    )
+    .filter(Boolean);
   return { count: libs.reduce((a, l) => a + (EXTENSION_WORKERS[l] ?? 0), 0), libraries: libs.filter((l) => EXTENSION_WORKERS[l] !== undefined) };
 }
 
@@ -211,7 +257,10 @@ export interface ProfileResult {
   notes: string[];
 }
 
-export async function systemProfile(inputs: TuneInputs, ctx: { runner: Runner; hostRoot: HostRoot; cluster?: TuneCluster; effective?: EffectiveConfig; catalog: GucCatalog }): Promise<ProfileResult> {
+export async function systemProfile(
+  inputs: TuneInputs,
+  ctx: { runner: Runner; hostRoot: HostRoot; cluster?: TuneCluster; effective?: EffectiveConfig; catalog: GucCatalog },
+): Promise<ProfileResult> {
   const notes: string[] = [];
   const c = ctx.cluster;
   let memoryBytes = inputs.memoryBytes;
@@ -222,7 +271,9 @@ export async function systemProfile(inputs: TuneInputs, ctx: { runner: Runner; h
     if (memoryBytes === undefined) {
       memoryBytes = compute.effective.memoryBytes;
       memoryIsCgroupLimit = compute.limits.memory !== null && compute.limits.memory.bytes <= compute.host.memoryBytes;
-      notes.push(`memory ${describeMemory(memoryBytes)}: ${memoryIsCgroupLimit ? `the cgroup limit (${compute.limits.memory!.source})` : 'detected RAM'} (--memory overrides)`);
+      notes.push(
+        `memory ${describeMemory(memoryBytes)}: ${memoryIsCgroupLimit ? `the cgroup limit (${compute.limits.memory!.source})` : 'detected RAM'} (--memory overrides)`,
+      );
     }
     if (vcpus === undefined) {
       vcpus = compute.effective.cpus;
@@ -242,7 +293,7 @@ export async function systemProfile(inputs: TuneInputs, ctx: { runner: Runner; h
     }
   }
   if (c && !c.dataDir && (inputs.memoryBytes === undefined || inputs.cpus === undefined || inputs.storage === undefined)) {
-    notes.push('the server was reached over the network: the hardware detected is this host\'s; pass --memory, --cpus and --storage for the database host');
+    notes.push("the server was reached over the network: the hardware detected is this host's; pass --memory, --cpus and --storage for the database host");
   }
   let walVolumeBytes: number | undefined;
   if (c?.info) {
@@ -259,7 +310,11 @@ export async function systemProfile(inputs: TuneInputs, ctx: { runner: Runner; h
     // PGDG packages are built with lz4 and zstd, and from 18 on with liburing
     const pgdg: BuildFeature[] = pgMajor >= 18 ? ['lz4', 'zstd', 'liburing'] : ['lz4', 'zstd'];
     buildFeatures = c ? [] : pgdg;
-    notes.push(c ? 'build features not probed (no local server programs): lz4, zstd and io_uring are not assumed' : `no PostgreSQL ${pgMajor} installed here to ask: assuming a PGDG build (${pgdg.join(', ')})`);
+    notes.push(
+      c
+        ? 'build features not probed (no local server programs): lz4, zstd and io_uring are not assumed'
+        : `no PostgreSQL ${pgMajor} installed here to ask: assuming a PGDG build (${pgdg.join(', ')})`,
+    );
   } else notes.push(`build: ${buildFeatures.length ? buildFeatures.join(', ') : 'no lz4, zstd or io_uring'}`);
   const preload = ctx.effective ? effectiveSetting(ctx.effective, ctx.catalog, 'shared_preload_libraries')?.text : undefined;
   const ext = extensionWorkers(preload);
@@ -325,9 +380,17 @@ export interface TuneDecision {
   warnings: string[];
 }
 
-export async function decideTune(inputs: TuneInputs, target: TuneTarget, cluster: TuneCluster, ctx: { runner: Runner; hostRoot: HostRoot }): Promise<TuneDecision> {
+export async function decideTune(
+  inputs: TuneInputs,
+  target: TuneTarget,
+  cluster: TuneCluster,
+  ctx: { runner: Runner; hostRoot: HostRoot },
+): Promise<TuneDecision> {
   if (inputs.pgMajor !== undefined && inputs.pgMajor !== cluster.major) {
-    throw badInput(`--pg-version ${inputs.pgMajor} does not match the cluster, which runs PostgreSQL ${cluster.major}`, 'leave --pg-version out when tuning a cluster');
+    throw badInput(
+      `--pg-version ${inputs.pgMajor} does not match the cluster, which runs PostgreSQL ${cluster.major}`,
+      'leave --pg-version out when tuning a cluster',
+    );
   }
   const catalog = loadCatalog(cluster.major);
   // a syntax error anywhere in the files is the DBA's to fix first: reported with file and line
@@ -353,7 +416,11 @@ const KEPT_REASON = 'unchanged: written by an earlier pgscale tune run';
 function includeFileText(d: TuneDecision, changes: readonly SettingChange[], existing: string | undefined, path: string): string {
   const old = new Map(existing === undefined ? [] : parseConfigText(existing, path).map((l) => [l.name, l.value]));
   const changed = new Map(changes.map((c) => [c.name, c]));
-  const recommended = new Set(Object.values(d.set.areas).flat().map((r) => r.name));
+  const recommended = new Set(
+    Object.values(d.set.areas)
+      .flat()
+      .map((r) => r.name),
+  );
   const areas = {} as Record<TuneArea, Recommendation[]>;
   for (const area of TUNE_AREAS) {
     areas[area] = d.set.areas[area].flatMap((r): Recommendation[] => {
@@ -387,12 +454,15 @@ function plannedFile(path: string, role: string, edits: FileEdit[]): { file: Pla
   };
 }
 
-
 function requireLocal(c: TuneCluster): { dataDir: string; owner: OsUser; bindir: string; identity: ServerIdentity } {
   if (!c.dataDir || !c.owner) {
-    throw badInput('applying needs the cluster\'s data directory on this host (--pgdata): pgscale backs up, edits and validates its files', 'run pgscale on the database host, or use --format sql and apply the statements yourself');
+    throw badInput(
+      "applying needs the cluster's data directory on this host (--pgdata): pgscale backs up, edits and validates its files",
+      'run pgscale on the database host, or use --format sql and apply the statements yourself',
+    );
   }
-  if (!c.serverBindir || !c.identity) throw badInput(`no PostgreSQL ${c.major} server programs (postgres, pg_ctl) found to validate the configuration with`, 'pass --bindir');
+  if (!c.serverBindir || !c.identity)
+    throw badInput(`no PostgreSQL ${c.major} server programs (postgres, pg_ctl) found to validate the configuration with`, 'pass --bindir');
   return { dataDir: c.dataDir, owner: c.owner, bindir: c.serverBindir, identity: c.identity };
 }
 
@@ -440,7 +510,13 @@ export function tuneParams(d: TuneDecision, accepted: Accepted): TuneParams {
       // the server rewrites postgresql.auto.conf: backed up, and its new content checked by value
       planned.push({ file: { path: autoConf, role: 'postgresql.auto.conf', before: fileState(autoConf), edits: [], after: null }, text: null });
     } else {
-      planned.push(plannedFile(autoConf, 'postgresql.auto.conf', auto.map((s) => ({ kind: 'set-auto', name: s.name, value: s.text }))));
+      planned.push(
+        plannedFile(
+          autoConf,
+          'postgresql.auto.conf',
+          auto.map((s) => ({ kind: 'set-auto', name: s.name, value: s.text })),
+        ),
+      );
     }
   }
 
@@ -449,7 +525,12 @@ export function tuneParams(d: TuneDecision, accepted: Accepted): TuneParams {
   for (const p of planned) if (p.file.after) overlay.set(p.file.path, p.text);
   if (alterSystem.length) {
     const cur = existsSync(autoConf) ? readFileSync(autoConf) : undefined;
-    const next = applyEdits(autoConf, cur, alterSystem.map((a) => ({ kind: 'set-auto', ...a })), () => Buffer.alloc(0));
+    const next = applyEdits(
+      autoConf,
+      cur,
+      alterSystem.map((a) => ({ kind: 'set-auto', ...a })),
+      () => Buffer.alloc(0),
+    );
     overlay.set(autoConf, next ? next.toString('latin1') : null);
   }
   const after = readEffectiveConfig({ configFile: c.configFile, dataDir, catalog: d.catalog, source: overlayFiles(realFiles, overlay) });
@@ -464,7 +545,16 @@ export function tuneParams(d: TuneDecision, accepted: Accepted): TuneParams {
   const restartNeeded = changes.some((s) => s.recommended.restart);
   const restart = c.running && restartNeeded && accepted.restart;
   const where = d.target === 'include' ? `${INCLUDE_DIR}/${INCLUDE_FILE}` : d.target === 'conf' ? 'postgresql.conf' : 'postgresql.auto.conf (ALTER SYSTEM)';
-  const restartText = !restartNeeded ? 'no restart needed' : !c.running ? 'take effect when the server starts' : restart ? 'the server is restarted' : `a restart is left pending (${changes.filter((s) => s.recommended.restart).map((s) => s.name).join(', ')})`;
+  const restartText = !restartNeeded
+    ? 'no restart needed'
+    : !c.running
+      ? 'take effect when the server starts'
+      : restart
+        ? 'the server is restarted'
+        : `a restart is left pending (${changes
+            .filter((s) => s.recommended.restart)
+            .map((s) => s.name)
+            .join(', ')})`;
   return {
     operation: 'tune',
     dataDir,
@@ -494,7 +584,9 @@ export function tuneParams(d: TuneDecision, accepted: Accepted): TuneParams {
  * left to write for them, only the restart to complete.
  */
 export function pendingOwnRestarts(areas: readonly AreaChanges[]): SettingChange[] {
-  return areas.flatMap((a) => a.settings).filter((s) => s.status === 'keep' && s.recommended.restart && s.current?.origin !== 'command-line' && s.current?.running?.pendingRestart === true);
+  return areas
+    .flatMap((a) => a.settings)
+    .filter((s) => s.status === 'keep' && s.recommended.restart && s.current?.origin !== 'command-line' && s.current?.running?.pendingRestart === true);
 }
 
 /** The `tune` operation that only completes a pending restart of pgscale's settings (consent given): nothing is written. */
@@ -502,7 +594,7 @@ export function restartParams(d: TuneDecision): TuneParams {
   const c = d.cluster;
   const { dataDir, owner, bindir, identity } = requireLocal(c);
   const pending = pendingOwnRestarts(d.areas);
-  if (!c.running || pending.length === 0) throw refused('no restart of pgscale\'s settings is pending');
+  if (!c.running || pending.length === 0) throw refused("no restart of pgscale's settings is pending");
   return {
     operation: 'tune',
     dataDir,
@@ -539,12 +631,21 @@ export interface RestoreDecision {
 /** The newest completed tune run of the cluster that no restore has put back yet. */
 function runToRestore(stateDir: string, dataDir: string): { id: string; dir: string; params: TuneParams } {
   const runs = listRuns(stateDir);
-  const restored = new Set(runs.filter((r) => r.plan.operation === 'tune-restore' && r.status === 'completed').map((r) => (r.plan.params as TuneParams).restoredRun));
-  const candidates = runs.filter((r) => r.plan.operation === 'tune' && r.status === 'completed' && r.plan.target.lockKey === `cluster:${dataDir}` && !restored.has(r.id));
+  const restored = new Set(
+    runs.filter((r) => r.plan.operation === 'tune-restore' && r.status === 'completed').map((r) => (r.plan.params as TuneParams).restoredRun),
+  );
+  const candidates = runs.filter(
+    (r) => r.plan.operation === 'tune' && r.status === 'completed' && r.plan.target.lockKey === `cluster:${dataDir}` && !restored.has(r.id),
+  );
   const last = candidates[candidates.length - 1];
   if (!last) {
-    const open = runs.find((r) => r.plan.operation === 'tune' && r.plan.target.lockKey === `cluster:${dataDir}` && !['completed', 'rolled-back'].includes(r.status));
-    throw refused(`no completed pgscale tune run of ${dataDir} to restore in ${stateDir}`, open ? `run ${open.id} did not finish: undo it with \`pgscale rollback ${open.id}\`` : 'see `pgscale runs` (and --state-dir)');
+    const open = runs.find(
+      (r) => r.plan.operation === 'tune' && r.plan.target.lockKey === `cluster:${dataDir}` && !['completed', 'rolled-back'].includes(r.status),
+    );
+    throw refused(
+      `no completed pgscale tune run of ${dataDir} to restore in ${stateDir}`,
+      open ? `run ${open.id} did not finish: undo it with \`pgscale rollback ${open.id}\`` : 'see `pgscale runs` (and --state-dir)',
+    );
   }
   return { id: last.id, dir: last.dir, params: last.plan.params as TuneParams };
 }
@@ -561,7 +662,8 @@ export function decideRestore(cluster: TuneCluster, stateDir: string, restartCon
     const edits: FileEdit[] = m.existed && m.copy ? [{ kind: 'restore', from: join(run.dir, 'backup', m.copy), sha256: m.sha256! }] : [{ kind: 'delete' }];
     const tuned = run.params.files.find((f) => f.path === m.path)?.after;
     const now = fileState(m.path);
-    if (tuned && now.sha256 !== tuned.sha256) warnings.push(`${m.path} changed since run ${run.id} tuned it: restoring discards those edits (this run backs them up first)`);
+    if (tuned && now.sha256 !== tuned.sha256)
+      warnings.push(`${m.path} changed since run ${run.id} tuned it: restoring discards those edits (this run backs them up first)`);
     const role = run.params.files.find((f) => f.path === m.path)?.role ?? m.path;
     const p = plannedFile(m.path, role, edits);
     files.push(p.file);

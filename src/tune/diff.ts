@@ -58,7 +58,13 @@ export function planChanges(set: RecommendationSet, config: EffectiveConfig, cat
       return { area, name: rec.name, recommended: rec, text: formatValue(rec.value), current, status, via };
     });
     const changes = settings.filter((s) => s.status === 'change');
-    return { area, settings, changes, restart: changes.filter((c) => c.recommended.restart).length, reload: changes.filter((c) => !c.recommended.restart).length };
+    return {
+      area,
+      settings,
+      changes,
+      restart: changes.filter((c) => c.recommended.restart).length,
+      reload: changes.filter((c) => !c.recommended.restart).length,
+    };
   });
 }
 
@@ -69,9 +75,13 @@ export function precedenceNotes(areas: readonly AreaChanges[], target: TuneTarge
   const out: string[] = [];
   for (const s of areas.flatMap((a) => a.settings)) {
     if (s.status === 'blocked') {
-      out.push(`${s.name} is set on the server's command line (${s.current?.text}): no configuration file can change it, so it stays; restart the server without it to take ${s.text}`);
+      out.push(
+        `${s.name} is set on the server's command line (${s.current?.text}): no configuration file can change it, so it stays; restart the server without it to take ${s.text}`,
+      );
     } else if (s.status === 'change' && s.via === 'auto' && target !== 'sql') {
-      out.push(`${s.name} is set in ${describeOrigin(s.current!, relativeTo)}, which the server reads after every other file: ${s.text} is written there, or it would not take effect`);
+      out.push(
+        `${s.name} is set in ${describeOrigin(s.current!, relativeTo)}, which the server reads after every other file: ${s.text} is written there, or it would not take effect`,
+      );
     }
   }
   return out;
@@ -118,7 +128,10 @@ export function areaTexts(a: AreaChanges, relativeTo?: string): { before: string
 
 export function areaHeading(a: AreaChanges): string {
   if (a.changes.length === 0) return `${a.area}: no change`;
-  const parts = [a.restart ? `${a.restart} need${a.restart === 1 ? 's' : ''} a restart` : '', a.reload ? `${a.reload} take${a.reload === 1 ? 's' : ''} effect on reload` : ''].filter(Boolean);
+  const parts = [
+    a.restart ? `${a.restart} need${a.restart === 1 ? 's' : ''} a restart` : '',
+    a.reload ? `${a.reload} take${a.reload === 1 ? 's' : ''} effect on reload` : '',
+  ].filter(Boolean);
   return `${a.area}: ${a.changes.length} change${a.changes.length === 1 ? '' : 's'} (${parts.join(', ')})`;
 }
 
@@ -131,7 +144,11 @@ export function renderAreaDiff(a: AreaChanges, relativeTo?: string): string {
   const { before, after } = areaTexts(a, relativeTo);
   const patch = createTwoFilesPatch(`effective/${a.area}`, `pgscale/${a.area}`, before, after, undefined, undefined, { context: Number.MAX_SAFE_INTEGER });
   // the Index:/==== lines say nothing here
-  const body = patch.split('\n').filter((l) => !l.startsWith('Index:') && !/^=+$/.test(l)).join('\n').trimEnd();
+  const body = patch
+    .split('\n')
+    .filter((l) => !l.startsWith('Index:') && !/^=+$/.test(l))
+    .join('\n')
+    .trimEnd();
   return `## ${areaHeading(a)}\n${body}\n`;
 }
 
@@ -141,7 +158,8 @@ export function renderDiff(areas: readonly AreaChanges[], relativeTo?: string): 
   const unchanged = areas.filter((a) => a.changes.length === 0).map((a) => a.area);
   const total = allChanges(areas);
   const restart = total.filter((c) => c.recommended.restart).length;
-  const head = `${total.length} setting${total.length === 1 ? '' : 's'} to change in ${changed.length} area${changed.length === 1 ? '' : 's'}: ${restart} need${restart === 1 ? 's' : ''} a server restart, ${total.length - restart} a reload` +
+  const head =
+    `${total.length} setting${total.length === 1 ? '' : 's'} to change in ${changed.length} area${changed.length === 1 ? '' : 's'}: ${restart} need${restart === 1 ? 's' : ''} a server restart, ${total.length - restart} a reload` +
     (unchanged.length ? `; nothing to change in ${unchanged.join(', ')}` : '');
   return `${head}\n\n${changed.map((a) => renderAreaDiff(a, relativeTo)).join('\n')}`;
 }

@@ -35,7 +35,8 @@ function decode(bytes: Buffer): { text: string; encode: (text: string) => Buffer
 }
 
 /** What pgscale writes into a file of unknown encoding: ASCII only. */
-const asciiOnly = (text: string) => text.normalize('NFKD').replace(/[^\x20-\x7e\t]/g, (c) => ({ '—': '-', '–': '-', '×': 'x', '≥': '>=', '≤': '<=', '…': '...' })[c] ?? '?');
+const asciiOnly = (text: string) =>
+  text.normalize('NFKD').replace(/[^\x20-\x7e\t]/g, (c) => ({ '—': '-', '–': '-', '×': 'x', '≥': '>=', '≤': '<=', '…': '...' })[c] ?? '?');
 
 // guc-file.l reads letters, digits, _ . - : / unquoted; anything else is quoted
 const bareWord = /^[A-Za-z0-9_.\-:/]+$/;

@@ -86,7 +86,8 @@ export function readConfigFiles(path: string, source: FileSource, files: string[
   for (const entry of parseConfigText(text, file)) {
     if (entry.name === 'include') {
       const target = rel(entry.value);
-      if (source.read(target) === undefined) throw badInput(`could not open configuration file ${target} (included from ${file} line ${entry.line}): no such file`);
+      if (source.read(target) === undefined)
+        throw badInput(`could not open configuration file ${target} (included from ${file} line ${entry.line}): no such file`);
       out.push(...readConfigFiles(target, source, files, depth + 1));
     } else if (entry.name === 'include_if_exists') {
       const target = rel(entry.value);
@@ -240,7 +241,8 @@ export function readEffectiveConfig(opts: ReadEffectiveOptions): EffectiveConfig
   }
   for (const s of settings.values()) {
     if (s.invalid) warnings.push(`${s.file}:${s.line}: ${s.invalid}; the server ignores the line on reload and refuses to start with it`);
-    else if (!findSetting(opts.catalog, s.name) && !s.name.includes('.')) warnings.push(`${s.file}:${s.line}: "${s.name}" is not a setting of PostgreSQL ${opts.catalog.major}`);
+    else if (!findSetting(opts.catalog, s.name) && !s.name.includes('.'))
+      warnings.push(`${s.file}:${s.line}: "${s.name}" is not a setting of PostgreSQL ${opts.catalog.major}`);
   }
 
   for (const row of opts.server ?? []) {
@@ -251,7 +253,13 @@ export function readEffectiveConfig(opts: ReadEffectiveOptions): EffectiveConfig
     const live = serverValue(def, row);
     const fromFile = settings.get(name);
     if (COMMAND_LINE_SOURCES.has(row.source)) {
-      settings.set(name, { name, text: live.text, value: live.value, origin: 'command-line', overrides: fromFile ? [...fromFile.overrides, { file: fromFile.file!, line: fromFile.line!, text: fromFile.text }] : [] });
+      settings.set(name, {
+        name,
+        text: live.text,
+        value: live.value,
+        origin: 'command-line',
+        overrides: fromFile ? [...fromFile.overrides, { file: fromFile.file!, line: fromFile.line!, text: fromFile.text }] : [],
+      });
       continue;
     }
     if (fromFile) {
@@ -263,7 +271,15 @@ export function readEffectiveConfig(opts: ReadEffectiveOptions): EffectiveConfig
     if (!opts.configFile && row.sourcefile) {
       // no files to read (a remote server): pg_settings names the file and line
       const auto = row.sourcefile.endsWith('/postgresql.auto.conf');
-      settings.set(name, { name, text: live.text, value: live.value, origin: auto ? 'auto' : 'file', file: row.sourcefile, line: row.sourceline ?? 0, overrides: [] });
+      settings.set(name, {
+        name,
+        text: live.text,
+        value: live.value,
+        origin: auto ? 'auto' : 'file',
+        file: row.sourcefile,
+        line: row.sourceline ?? 0,
+        overrides: [],
+      });
       continue;
     }
     // nothing in the files: the built-in or computed default (wal_buffers from shared_buffers…); a value

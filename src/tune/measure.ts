@@ -57,7 +57,10 @@ export function parseFsyncOutput(text: string): Partial<Record<WalSyncMethod, nu
 }
 
 /** The WAL rate from an insert-position window and pg_stat_wal's average since reset: the higher, with both figures. */
-export function walRateFrom(window: { bytes: number; seconds: number } | undefined, sinceReset: { bytes: number; seconds: number } | undefined): { bytesPerSecond: number; source: string } | undefined {
+export function walRateFrom(
+  window: { bytes: number; seconds: number } | undefined,
+  sinceReset: { bytes: number; seconds: number } | undefined,
+): { bytesPerSecond: number; source: string } | undefined {
   const rate = (s: { bytes: number; seconds: number }) => (s.seconds > 0 ? s.bytes / s.seconds : 0);
   const parts: string[] = [];
   if (window) parts.push(`${describeMemory(window.bytes)} in a ${formatNumber(Math.round(window.seconds))}s sample`);
@@ -82,7 +85,9 @@ async function walRateOf(db: Db, windowMs: number): Promise<{ bytesPerSecond: nu
   } catch {
     /* pg_stat_wal is 14+ */
   }
-  return walRateFrom(window, sinceReset) ?? 'WAL rate not measured: no WAL written during the sample and no pg_stat_wal history; pass --wal-rate for the peak rate';
+  return (
+    walRateFrom(window, sinceReset) ?? 'WAL rate not measured: no WAL written during the sample and no pg_stat_wal history; pass --wal-rate for the peak rate'
+  );
 }
 
 async function largestPartitionTree(access: ClusterAccess, runner: Runner, db: Db): Promise<number> {
@@ -114,7 +119,8 @@ export async function fsyncOnWalVolume(runner: Runner, bindir: string, walDir: s
   const res = await runner.run({ program, args: ['-s', String(FSYNC_SECONDS), '-f', file], runAs: owner, cwd: '/', timeoutMs: 120_000 });
   await runner.run({ program: 'rm', args: ['-f', file], runAs: owner, cwd: '/' });
   const opsPerSecond = parseFsyncOutput(res.stdout);
-  if (res.exitCode !== 0 || Object.keys(opsPerSecond).length === 0) return `WAL flushes not measured: pg_test_fsync failed (${(res.stderr || res.stdout).trim().split('\n').pop()})`;
+  if (res.exitCode !== 0 || Object.keys(opsPerSecond).length === 0)
+    return `WAL flushes not measured: pg_test_fsync failed (${(res.stderr || res.stdout).trim().split('\n').pop()})`;
   return { path: walDir, seconds: FSYNC_SECONDS, opsPerSecond };
 }
 
@@ -181,7 +187,15 @@ export async function randomReadsOnDataVolume(runner: Runner, dataDir: string, o
   await runner.run({ program: 'rm', args: ['-f', file], runAs: owner, cwd: '/' });
   if (res.exitCode !== 0) return `random reads not measured: the probe failed (${res.stderr.trim().split('\n').pop()})`;
   const r = JSON.parse(res.stdout) as { serial: number; parallel: number; direct: boolean };
-  return { path: dataDir, serialIops: r.serial, parallelIops: r.parallel, depth: PROBE_DEPTH, direct: r.direct, fileBytes: PROBE_FILE_BYTES, seconds: PROBE_SECONDS };
+  return {
+    path: dataDir,
+    serialIops: r.serial,
+    parallelIops: r.parallel,
+    depth: PROBE_DEPTH,
+    direct: r.direct,
+    fileBytes: PROBE_FILE_BYTES,
+    seconds: PROBE_SECONDS,
+  };
 }
 
 export interface Measurements {
@@ -229,11 +243,17 @@ export async function measureCluster(ctx: {
   }
   if (ctx.dataDir && ctx.owner && ctx.walDir) {
     const walDir = realpathSync(ctx.walDir);
-    const fsync = ctx.bindir ? await fsyncOnWalVolume(ctx.runner, ctx.bindir, walDir, ctx.owner) : 'WAL flushes not measured: no server programs of the cluster\'s version here';
+    const fsync = ctx.bindir
+      ? await fsyncOnWalVolume(ctx.runner, ctx.bindir, walDir, ctx.owner)
+      : "WAL flushes not measured: no server programs of the cluster's version here";
     if (typeof fsync === 'string') notes.push(fsync);
     else {
       out.storage.fsync = fsync;
-      notes.push(`WAL flushes measured (pg_test_fsync -s ${fsync.seconds}, ${walDir}): ${Object.entries(fsync.opsPerSecond).map(([k, v]) => `${k} ${formatNumber(Math.round(v))}/s`).join(', ')}`);
+      notes.push(
+        `WAL flushes measured (pg_test_fsync -s ${fsync.seconds}, ${walDir}): ${Object.entries(fsync.opsPerSecond)
+          .map(([k, v]) => `${k} ${formatNumber(Math.round(v))}/s`)
+          .join(', ')}`,
+      );
     }
     const reads = ctx.probeReads ? await randomReadsOnDataVolume(ctx.runner, ctx.dataDir, ctx.owner) : 'random reads not measured: --storage given';
     if (typeof reads === 'string') notes.push(reads);

@@ -54,9 +54,15 @@ const sqlSyntax: Syntax = {
 function measuredFigures(m: StorageMeasurement | undefined): string {
   const parts: string[] = [];
   const r = m?.randomRead;
-  if (r?.direct) parts.push(`random 8kB reads ${formatNumber(Math.round(r.serialIops))}/s one at a time, ${formatNumber(Math.round(r.parallelIops))}/s ${r.depth} at once`);
+  if (r?.direct)
+    parts.push(`random 8kB reads ${formatNumber(Math.round(r.serialIops))}/s one at a time, ${formatNumber(Math.round(r.parallelIops))}/s ${r.depth} at once`);
   const f = m?.fsync;
-  if (f) parts.push(`WAL flushes ${Object.entries(f.opsPerSecond).map(([k, v]) => `${k} ${formatNumber(Math.round(v))}/s`).join(', ')} (pg_test_fsync)`);
+  if (f)
+    parts.push(
+      `WAL flushes ${Object.entries(f.opsPerSecond)
+        .map(([k, v]) => `${k} ${formatNumber(Math.round(v))}/s`)
+        .join(', ')} (pg_test_fsync)`,
+    );
   return parts.length ? ` (measured: ${parts.join('; ')})` : '';
 }
 

@@ -192,7 +192,11 @@ export function sizeFor(p: SystemProfile, catalog: GucCatalog): Sizing {
 
   // memory left for backends once the fixed consumers are counted
   const available =
-    p.memoryBytes - memoryHeadroom(p.memoryBytes) - sharedBuffersBytes - walBuffersBytes - maintenanceWorkMemBytes -
+    p.memoryBytes -
+    memoryHeadroom(p.memoryBytes) -
+    sharedBuffersBytes -
+    walBuffersBytes -
+    maintenanceWorkMemBytes -
     autovacuumMaxWorkers * (autovacuumWorkMemBytes + BACKEND_OVERHEAD_BYTES);
   const perProcessAt = (workMem: number) => BACKEND_OVERHEAD_BYTES + workMem * hashMemMultiplier * nodesPerQuery;
 
@@ -203,7 +207,10 @@ export function sizeFor(p: SystemProfile, catalog: GucCatalog): Sizing {
     connections = { value: p.maxConnections, source: 'user', workloadDefault, fitAtTarget };
   } else {
     const capped = Math.max(MIN_CONNECTIONS, Math.floor(fitAtTarget / 10) * 10);
-    connections = capped < workloadDefault ? { value: capped, source: 'memory', workloadDefault, fitAtTarget } : { value: workloadDefault, source: 'workload', workloadDefault, fitAtTarget };
+    connections =
+      capped < workloadDefault
+        ? { value: capped, source: 'memory', workloadDefault, fitAtTarget }
+        : { value: workloadDefault, source: 'workload', workloadDefault, fitAtTarget };
   }
 
   const processes = connections.value + parallel.maxParallelWorkers;

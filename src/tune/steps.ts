@@ -13,7 +13,24 @@
  *   verify   pg_settings shows every value (close-enough rule), nothing is pending_restart that
  *            should not be, and the server reports no configuration file errors.
  */
-import { chownSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, rmdirSync, statSync, writeSync, accessSync, constants, chmodSync } from 'node:fs';
+import {
+  chownSync,
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  rmdirSync,
+  statSync,
+  writeSync,
+  accessSync,
+  constants,
+  chmodSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { createTwoFilesPatch } from 'diff';
 import { withDb as withAccess, type ClusterAccess } from '../cluster/access.js';
@@ -99,7 +116,8 @@ export function postgresCArgs(p: Pick<TuneParams, 'dataDir' | 'configFile'>, nam
 const serverOf = (runner: Runner, p: TuneParams) => new PostgresServer(p.server, runner);
 const serverRunning = (runner: Runner, p: TuneParams) => serverOf(runner, p).isRunning();
 /** A fast stop (no immediate one: nobody consented to crash recovery), then a start as the server ran. */
-const restartServer = (ctx: StepContext, p: TuneParams) => serverOf(ctx.runner, p).restart({ timeoutSeconds: 300 }, { timeoutSeconds: 300, signal: ctx.signal });
+const restartServer = (ctx: StepContext, p: TuneParams) =>
+  serverOf(ctx.runner, p).restart({ timeoutSeconds: 300 }, { timeoutSeconds: 300, signal: ctx.signal });
 
 export function fileState(path: string): FileState {
   try {
@@ -130,7 +148,6 @@ function writeBytesAtomic(path: string, data: Buffer, mode: number, uid: number,
 }
 
 const withDb = <T>(ctx: StepContext, p: TuneParams, use: (db: Db) => Promise<T>): Promise<T> => withAccess(ctx, p.access, use);
-
 
 // ---------------------------------------------------------------- backup
 
@@ -209,7 +226,13 @@ export const backupStep = defineStep<TuneParams>({
   async plan(ctx, p) {
     return p.files.map((f, i): PlannedAction =>
       f.before.exists
-        ? { kind: 'file', path: join(ctx.runDir, 'runs', 'RUN', 'backup', backupName(i, f.path)), change: 'create', mode: '0600', note: `byte-for-byte copy of ${f.path} (sha256 ${f.before.sha256?.slice(0, 12)}…) in the run's own directory (RUN: its id) under the state directory` }
+        ? {
+            kind: 'file',
+            path: join(ctx.runDir, 'runs', 'RUN', 'backup', backupName(i, f.path)),
+            change: 'create',
+            mode: '0600',
+            note: `byte-for-byte copy of ${f.path} (sha256 ${f.before.sha256?.slice(0, 12)}…) in the run's own directory (RUN: its id) under the state directory`,
+          }
         : { kind: 'file', path: f.path, change: 'create', note: 'does not exist yet: the backup records that, so a restore removes it' },
     );
   },
@@ -222,14 +245,24 @@ export const backupStep = defineStep<TuneParams>({
       const st = data ? statSync(f.path) : undefined;
       const copy = data ? backupName(i, f.path) : null;
       if (data && copy) writeBytesAtomic(join(dir, copy), data, 0o600, process.getuid?.() ?? 0, process.getgid?.() ?? 0);
-      manifest.files.push({ path: f.path, existed: Boolean(data), sha256: data ? sha256(data) : null, mode: st ? st.mode & 0o7777 : null, uid: st?.uid ?? null, gid: st?.gid ?? null, copy });
+      manifest.files.push({
+        path: f.path,
+        existed: Boolean(data),
+        sha256: data ? sha256(data) : null,
+        mode: st ? st.mode & 0o7777 : null,
+        uid: st?.uid ?? null,
+        gid: st?.gid ?? null,
+        copy,
+      });
     });
     writeFileAtomic(manifestPath(ctx.runDir), JSON.stringify(manifest, null, 2) + '\n');
     return { backupDir: dir, files: manifest.files.filter((f) => f.existed).length };
   },
   async verify(ctx, p) {
     const problem = backupIntact(ctx.runDir, p);
-    return problem ? { ok: false, detail: problem } : { ok: true, detail: `${p.files.filter((f) => f.before.exists).length} file(s) backed up in ${backupDir(ctx.runDir)}` };
+    return problem
+      ? { ok: false, detail: problem }
+      : { ok: true, detail: `${p.files.filter((f) => f.before.exists).length} file(s) backed up in ${backupDir(ctx.runDir)}` };
   },
   rollbackNote: () => 'nothing: the backup stays in the run directory',
 });
@@ -309,15 +342,30 @@ export const writeStep = defineStep<TuneParams>({
     return out;
   },
   async plan(_ctx, p) {
-    const actions: PlannedAction[] = p.createDirs.filter((d) => !existsSync(d)).map((d) => ({ kind: 'file', path: d, change: 'mkdir', mode: '0700', note: `owned by ${p.owner}` }));
+    const actions: PlannedAction[] = p.createDirs
+      .filter((d) => !existsSync(d))
+      .map((d) => ({ kind: 'file', path: d, change: 'mkdir', mode: '0700', note: `owned by ${p.owner}` }));
     for (const f of p.files) {
       if (!f.after) continue;
       const change = !f.after.exists ? 'delete' : f.before.exists ? 'modify' : 'create';
       const note = f.edits.some((e) => e.kind === 'restore') ? 'restored byte for byte from the backup' : undefined;
       const diff = change === 'delete' ? undefined : fileDiff(f);
-      actions.push({ kind: 'file', path: f.path, change, ...(f.before.mode !== null ? { mode: f.before.mode.toString(8).padStart(4, '0') } : { mode: '0600' }), ...(diff ? { diff } : {}), ...(note ? { note } : {}) });
+      actions.push({
+        kind: 'file',
+        path: f.path,
+        change,
+        ...(f.before.mode !== null ? { mode: f.before.mode.toString(8).padStart(4, '0') } : { mode: '0600' }),
+        ...(diff ? { diff } : {}),
+        ...(note ? { note } : {}),
+      });
     }
-    for (const a of p.alterSystem) actions.push({ kind: 'sql', target: `${p.access.host}:${p.access.port}`, sql: statements.alterSystemSet(a.name, a.value).text, note: 'postgresql.auto.conf is read after every other file' });
+    for (const a of p.alterSystem)
+      actions.push({
+        kind: 'sql',
+        target: `${p.access.host}:${p.access.port}`,
+        sql: statements.alterSystemSet(a.name, a.value).text,
+        note: 'postgresql.auto.conf is read after every other file',
+      });
     for (const d of p.removeDirs) actions.push({ kind: 'file', path: d, change: 'delete', note: 'only if empty' });
     return actions;
   },
@@ -433,10 +481,19 @@ export const validateStep = defineStep<TuneParams>({
   title: () => 'Validate with the real server (postgres -C) before any reload or restart',
   async check(_ctx, p) {
     const missing = missingServerPrograms(p.bindir);
-    return [missing.length ? fail('server programs', `${missing.join(', ')} missing from ${p.bindir}: pass --bindir`) : pass('server programs', `postgres and pg_ctl of ${p.major} in ${p.bindir}`)];
+    return [
+      missing.length
+        ? fail('server programs', `${missing.join(', ')} missing from ${p.bindir}: pass --bindir`)
+        : pass('server programs', `postgres and pg_ctl of ${p.major} in ${p.bindir}`),
+    ];
   },
   async plan(_ctx, p) {
-    return validatedNames(p).map((name): PlannedAction => ({ kind: 'command', argv: [join(p.bindir, 'postgres'), ...postgresCArgs(p, name)], runAs: p.owner, note: name === validatedNames(p)[0] ? 'reads every configuration file as the server would; a rejection puts the previous files back' : undefined }));
+    return validatedNames(p).map((name): PlannedAction => ({
+      kind: 'command',
+      argv: [join(p.bindir, 'postgres'), ...postgresCArgs(p, name)],
+      runAs: p.owner,
+      note: name === validatedNames(p)[0] ? 'reads every configuration file as the server would; a rejection puts the previous files back' : undefined,
+    }));
   },
   async apply(ctx, p) {
     const problems = await serverReadsFiles(ctx, p);
@@ -468,7 +525,9 @@ interface LiveSetting {
 async function liveSettings(ctx: StepContext, p: TuneParams): Promise<Map<string, LiveSetting>> {
   const catalog = loadCatalog(p.major);
   const rows = await withDb(ctx, p, (db) => db.query(statements.allSettings()));
-  return new Map(rows.map((r) => [r.name.toLowerCase(), { value: serverValue(findSetting(catalog, r.name), r).text, pending: r.pending_restart, source: r.source }]));
+  return new Map(
+    rows.map((r) => [r.name.toLowerCase(), { value: serverValue(findSetting(catalog, r.name), r).text, pending: r.pending_restart, source: r.source }]),
+  );
 }
 
 async function pendingRestart(ctx: StepContext, p: TuneParams): Promise<string[]> {
@@ -506,7 +565,9 @@ async function fileErrors(ctx: StepContext, p: TuneParams): Promise<string[]> {
   const rows = await withDb(ctx, p, (db) => db.query(statements.configFileErrors()));
   // a restart-context value waiting for a restart shows up here too ("setting could not be applied", or
   // "cannot be changed without restarting" once its line is gone): pending_restart covers those
-  return rows.filter((r) => r.error !== 'setting could not be applied' && !/cannot be changed without restarting the server/.test(r.error)).map((r) => `${r.sourcefile ?? '?'}:${r.sourceline ?? '?'}${r.name ? ` ${r.name}` : ''}: ${r.error}`);
+  return rows
+    .filter((r) => r.error !== 'setting could not be applied' && !/cannot be changed without restarting the server/.test(r.error))
+    .map((r) => `${r.sourcefile ?? '?'}:${r.sourceline ?? '?'}${r.name ? ` ${r.name}` : ''}: ${r.error}`);
 }
 
 export const reloadStep = defineStep<TuneParams>({
@@ -514,11 +575,21 @@ export const reloadStep = defineStep<TuneParams>({
   title: () => 'Reload the configuration (pg_reload_conf())',
   check: async () => [],
   async plan(_ctx, p) {
-    return [{ kind: 'sql', target: `${p.access.host}:${p.access.port}`, sql: statements.reloadConf().text, note: `then pg_settings must show the ${p.expect.filter((e) => !e.restart).length} reload-context setting(s)` }];
+    return [
+      {
+        kind: 'sql',
+        target: `${p.access.host}:${p.access.port}`,
+        sql: statements.reloadConf().text,
+        note: `then pg_settings must show the ${p.expect.filter((e) => !e.restart).length} reload-context setting(s)`,
+      },
+    ];
   },
   async apply(ctx, p) {
     await withDb(ctx, p, (db) => db.query(statements.reloadConf()));
-    await poll(async () => mismatches(p, await liveSettings(ctx, p), (e) => !e.restart), (m) => m.length === 0);
+    await poll(
+      async () => mismatches(p, await liveSettings(ctx, p), (e) => !e.restart),
+      (m) => m.length === 0,
+    );
     return { reloaded: true };
   },
   async verify(ctx, p) {
@@ -532,11 +603,23 @@ export const reloadStep = defineStep<TuneParams>({
 
 export const restartStep = defineStep<TuneParams>({
   kind: 'tune.restart',
-  title: (p) => `Restart the server (fast stop, then start as it ran) for ${p.expect.filter((e) => e.restart).map((e) => e.name).join(', ')}`,
+  title: (p) =>
+    `Restart the server (fast stop, then start as it ran) for ${p.expect
+      .filter((e) => e.restart)
+      .map((e) => e.name)
+      .join(', ')}`,
   downtime: true,
   async check(_ctx, p) {
     return [
-      p.server.log ? info('restart consented', `restart-context settings: ${p.expect.filter((e) => e.restart).map((e) => e.name).join(', ')}; the server log goes to ${p.server.log}`) : fail('server log', noServerLog(p.server)),
+      p.server.log
+        ? info(
+            'restart consented',
+            `restart-context settings: ${p.expect
+              .filter((e) => e.restart)
+              .map((e) => e.name)
+              .join(', ')}; the server log goes to ${p.server.log}`,
+          )
+        : fail('server log', noServerLog(p.server)),
       info('started as it runs', describeStart(p.server)),
     ];
   },
@@ -556,8 +639,17 @@ export const restartStep = defineStep<TuneParams>({
   },
   async verify(ctx, p) {
     if (!(await serverRunning(ctx.runner, p))) return { ok: false, detail: 'the server is not running' };
-    const wrong = mismatches(p, await poll(() => liveSettings(ctx, p), () => true), (e) => e.restart);
-    return wrong.length ? { ok: false, detail: wrong.join('; ') } : { ok: true, detail: `running with the ${p.expect.filter((e) => e.restart).length} restart-context setting(s)` };
+    const wrong = mismatches(
+      p,
+      await poll(
+        () => liveSettings(ctx, p),
+        () => true,
+      ),
+      (e) => e.restart,
+    );
+    return wrong.length
+      ? { ok: false, detail: wrong.join('; ') }
+      : { ok: true, detail: `running with the ${p.expect.filter((e) => e.restart).length} restart-context setting(s)` };
   },
   estimateSeconds: () => 5,
   rollbackNote: () => 'nothing (the write step puts the files back and restarts again)',
@@ -598,8 +690,23 @@ export const verifyStep = defineStep<TuneParams>({
   check: async () => [],
   async plan(ctx, p) {
     const status = serverOf(ctx.runner, p).statusInvocation();
-    if (!p.running) return [{ kind: 'command', argv: [status.program, ...status.args], runAs: p.owner, note: 'the server is stopped: the new values take effect when it starts (validated with postgres -C)' }];
-    return [{ kind: 'sql', target: `${p.access.host}:${p.access.port}`, sql: statements.allSettings().text, note: 'values compared with the close-enough rule; pending_restart only where a restart was not consented' }];
+    if (!p.running)
+      return [
+        {
+          kind: 'command',
+          argv: [status.program, ...status.args],
+          runAs: p.owner,
+          note: 'the server is stopped: the new values take effect when it starts (validated with postgres -C)',
+        },
+      ];
+    return [
+      {
+        kind: 'sql',
+        target: `${p.access.host}:${p.access.port}`,
+        sql: statements.allSettings().text,
+        note: 'values compared with the close-enough rule; pending_restart only where a restart was not consented',
+      },
+    ];
   },
   async apply(ctx, p) {
     const v = await verifySettings(ctx, p);
@@ -614,10 +721,12 @@ export const verifyStep = defineStep<TuneParams>({
 const writesNothing = (p: TuneParams) => p.files.length === 0 && p.alterSystem.length === 0 && p.createDirs.length === 0 && p.removeDirs.length === 0;
 
 function tuneSteps(p: TuneParams) {
-  const steps = writesNothing(p) ? [] : [
-    { id: 'backup', kind: backupStep.kind, params: p },
-    { id: 'write', kind: writeStep.kind, params: p },
-  ];
+  const steps = writesNothing(p)
+    ? []
+    : [
+        { id: 'backup', kind: backupStep.kind, params: p },
+        { id: 'write', kind: writeStep.kind, params: p },
+      ];
   steps.push({ id: 'validate', kind: validateStep.kind, params: p });
   if (p.running && !writesNothing(p)) steps.push({ id: 'reload', kind: reloadStep.kind, params: p });
   if (p.running && p.restart) steps.push({ id: 'restart', kind: restartStep.kind, params: p });

@@ -47,7 +47,12 @@ export interface IncludeRef {
   path: string;
 }
 
-export function migrateConfigText(text: string, file: string, input: MigrationInput, removed: readonly RemovedSetting[]): { text: string; notes: string[]; includes: IncludeRef[] } {
+export function migrateConfigText(
+  text: string,
+  file: string,
+  input: MigrationInput,
+  removed: readonly RemovedSetting[],
+): { text: string; notes: string[]; includes: IncludeRef[] } {
   const lines = text.split('\n');
   const notes: string[] = [];
   const includes: IncludeRef[] = [];
@@ -87,7 +92,10 @@ export function migrateConfigText(text: string, file: string, input: MigrationIn
 /** The files include_dir reads: *.conf, not hidden, in name order. */
 function confFilesIn(dir: string): string[] {
   try {
-    return readdirSync(dir).filter((n) => n.endsWith('.conf') && !n.startsWith('.')).sort().map((n) => join(dir, n));
+    return readdirSync(dir)
+      .filter((n) => n.endsWith('.conf') && !n.startsWith('.'))
+      .sort()
+      .map((n) => join(dir, n));
   } catch {
     return [];
   }

@@ -38,7 +38,10 @@ export interface UpgradeChoices {
 
 /** The default target: the next installed major after the source (17 for a 16 cluster). */
 export function defaultTargetVersion(sourceMajor: number, installations: readonly Installation[]): number | undefined {
-  return installations.map((i) => i.major).filter((m) => m > sourceMajor).sort((a, b) => a - b)[0];
+  return installations
+    .map((i) => i.major)
+    .filter((m) => m > sourceMajor)
+    .sort((a, b) => a - b)[0];
 }
 
 /** /var/lib/postgresql/16/main → /var/lib/postgresql/17/main; otherwise DATA-17 beside it. */
@@ -66,7 +69,18 @@ function nearestExisting(path: string): string {
 }
 
 /** initdb options reproducing the old cluster's encoding, locale, provider and checksum setting. */
-export function initdbArguments(o: { dataDir: string; superuser: string; encoding: string; collate: string; ctype: string; provider: string; icuLocale: string | null; checksums: boolean; newMajor: number; waldir: string | null }): string[] {
+export function initdbArguments(o: {
+  dataDir: string;
+  superuser: string;
+  encoding: string;
+  collate: string;
+  ctype: string;
+  provider: string;
+  icuLocale: string | null;
+  checksums: boolean;
+  newMajor: number;
+  waldir: string | null;
+}): string[] {
   const args = ['-D', o.dataDir, '-U', o.superuser, '-E', o.encoding, `--lc-collate=${o.collate}`, `--lc-ctype=${o.ctype}`];
   if (o.provider === 'i') args.push('--locale-provider=icu', `--icu-locale=${o.icuLocale}`);
   else if (o.provider === 'b') args.push('--locale-provider=builtin', `--builtin-locale=${o.icuLocale}`);
@@ -86,8 +100,11 @@ export async function upgradeTarget(o: { pgdata?: string; bindir?: string; dsn?:
 export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; audit?: AuditSink; hostRoot: HostRoot }): Promise<UpgradeParams> {
   const target = await upgradeTarget({ pgdata: c.pgdata, bindir: c.oldBindir, dsn: c.dsn, runner: ctx.runner, audit: ctx.audit });
   const old = target.cluster;
-  if (!old) throw badInput('pgscale upgrade needs the old cluster\'s data directory: pass --pgdata');
-  const installations = await findInstallations(ctx.runner, [c.oldBindir, c.newBindir].filter((b): b is string => Boolean(b)));
+  if (!old) throw badInput("pgscale upgrade needs the old cluster's data directory: pass --pgdata");
+  const installations = await findInstallations(
+    ctx.runner,
+    [c.oldBindir, c.newBindir].filter((b): b is string => Boolean(b)),
+  );
   const oldBindir = c.oldBindir ?? old.bindir ?? bindirOfPostmaster(old.pid);
   if (!oldBindir) throw badInput(`no PostgreSQL ${old.major} installation found for ${old.dataDir}`, 'pass --old-bindir');
   const newMajor = c.toVersion ?? (c.newBindir ? installations.find((i) => i.bindir === c.newBindir)?.major : defaultTargetVersion(old.major, installations));
@@ -109,18 +126,35 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
     [locale] = await db.query(statements.clusterLocale());
     [superuser] = await db.query(statements.bootstrapSuperuser());
     [walSegment] = await db.query(statements.settings(['wal_segment_size']));
-    listening = new Map((await db.query(statements.settingSources(['port', 'unix_socket_directories', 'listen_addresses', 'hba_file', 'logging_collector', 'log_directory']))).map((r) => [r.name, r]));
+    listening = new Map(
+      (
+        await db.query(statements.settingSources(['port', 'unix_socket_directories', 'listen_addresses', 'hba_file', 'logging_collector', 'log_directory']))
+      ).map((r) => [r.name, r]),
+    );
   } finally {
     await db.close();
   }
-  if (!locale || !superuser) throw refused('could not read the old cluster\'s locale and bootstrap superuser');
+  if (!locale || !superuser) throw refused("could not read the old cluster's locale and bootstrap superuser");
   const waldir = c.waldir ? resolve(c.waldir) : null;
-  const backupDest = c.noBackup ? null : resolve(c.backupTo ?? join(c.stateDir, 'backups', `${basename(old.dataDir)}-${old.major}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`));
+  const backupDest = c.noBackup
+    ? null
+    : resolve(
+        c.backupTo ?? join(c.stateDir, 'backups', `${basename(old.dataDir)}-${old.major}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`),
+      );
   const access = target.access;
   const ownerAccount = userByName(old.owner);
   if (!ownerAccount) throw badInput(`OS user ${old.owner} (owner of ${old.dataDir}) does not exist`);
-  const serverLog = await serverLogPath(ctx.runner, { dataDir: old.dataDir, owner: ownerAccount, setting: (name) => listening.get(name)?.setting, stateDir: c.stateDir });
-  if (!serverLog) throw refused(`the owner ${old.owner} can write neither beside ${old.dataDir} nor in the state directory: pgscale has no place for the server's start-up log`, 'make the data directory\'s parent writable by its owner, or run pgscale as the owner with a --state-dir it can write');
+  const serverLog = await serverLogPath(ctx.runner, {
+    dataDir: old.dataDir,
+    owner: ownerAccount,
+    setting: (name) => listening.get(name)?.setting,
+    stateDir: c.stateDir,
+  });
+  if (!serverLog)
+    throw refused(
+      `the owner ${old.owner} can write neither beside ${old.dataDir} nor in the state directory: pgscale has no place for the server's start-up log`,
+      "make the data directory's parent writable by its owner, or run pgscale as the owner with a --state-dir it can write",
+    );
   // captured now: pg_upgrade rewrites postmaster.opts when it starts the old server in binary-upgrade mode
   const fromConfig = (name: string) => (listening.get(name)?.source === 'configuration file' ? listening.get(name)?.setting : undefined);
   const oldServer = gatherIdentity({
@@ -132,8 +166,12 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
     log: serverLog.path,
   });
   const hbaFile = listening.get('hba_file')?.setting;
-  if (!hbaFile) throw refused('could not read the old server\'s hba_file');
-  const newServer = carriedIdentity(oldServer, { bindir: newBindir, dataDir: newDataDir, log: join(dirname(newDataDir), `${basename(newDataDir)}.pgscale-server.log`) });
+  if (!hbaFile) throw refused("could not read the old server's hba_file");
+  const newServer = carriedIdentity(oldServer, {
+    bindir: newBindir,
+    dataDir: newDataDir,
+    log: join(dirname(newDataDir), `${basename(newDataDir)}.pgscale-server.log`),
+  });
   return {
     old: {
       dataDir: old.dataDir,
@@ -151,7 +189,18 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
     access,
     mode,
     jobs: c.jobs ?? Math.max(1, compute.effective.cpus),
-    initdbArgs: initdbArguments({ dataDir: newDataDir, superuser: superuser.rolname, encoding: locale.encoding, collate: locale.collate, ctype: locale.ctype, provider: locale.provider, icuLocale: locale.icu_locale, checksums: old.checksums === true, newMajor, waldir }),
+    initdbArgs: initdbArguments({
+      dataDir: newDataDir,
+      superuser: superuser.rolname,
+      encoding: locale.encoding,
+      collate: locale.collate,
+      ctype: locale.ctype,
+      provider: locale.provider,
+      icuLocale: locale.icu_locale,
+      checksums: old.checksums === true,
+      newMajor,
+      waldir,
+    }),
     superuser: superuser.rolname,
     maxTransactionSeconds: c.maxTransactionSeconds,
     sampleTables: 20,

@@ -16,7 +16,9 @@ export function upgradeReport(run: RunReport, p: UpgradeParams): UpgradeReport {
   const downtimeSeconds = typeof stopped === 'string' && typeof back === 'string' ? (Date.parse(back) - Date.parse(stopped)) / 1000 : null;
   const nextSteps = [
     `point your service manager at PostgreSQL ${p.new.major}: data directory ${p.new.dataDir}, binaries ${p.new.bindir}`,
-    p.mode === 'link' ? `the old data directory ${p.old.dataDir} now shares files with the new cluster: never start it; remove it once you are confident (pg_upgrade's delete_old_cluster.sh is in ${p.workDir})` : `the old cluster in ${p.old.dataDir} is intact and stopped: remove it once you are confident`,
+    p.mode === 'link'
+      ? `the old data directory ${p.old.dataDir} now shares files with the new cluster: never start it; remove it once you are confident (pg_upgrade's delete_old_cluster.sh is in ${p.workDir})`
+      : `the old cluster in ${p.old.dataDir} is intact and stopped: remove it once you are confident`,
     'rebuild every physical standby from the new primary (pg_basebackup); recreate logical slots the checks listed',
     ...(p.backup ? [`the pre-upgrade backup is in ${p.backup.dest} (pgscale backup verify checks it)`] : []),
     ...findings(run).map((f) => `look into: ${f}`),

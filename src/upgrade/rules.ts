@@ -52,7 +52,9 @@ export const blockMarker = '# pgscale-upgrade: connection block';
 export function blockedHba(original: string, own: { user: string; local: boolean; peer: boolean }): string {
   const user = `"${own.user.replace(/"/g, '')}"`;
   const lines = [
-    own.local ? `local all ${user} ${own.peer ? 'peer' : 'scram-sha-256'}\t${blockMarker} (pgscale itself)` : `host all ${user} all scram-sha-256\t${blockMarker} (pgscale itself)`,
+    own.local
+      ? `local all ${user} ${own.peer ? 'peer' : 'scram-sha-256'}\t${blockMarker} (pgscale itself)`
+      : `host all ${user} all scram-sha-256\t${blockMarker} (pgscale itself)`,
     `local all all reject\t${blockMarker}`,
     `host all all all reject\t${blockMarker}`,
   ];
@@ -91,11 +93,18 @@ export interface PlanFacts {
 export function planChecks(f: PlanFacts): CheckResult[] {
   const out: CheckResult[] = [];
   const pgVersion = Number(f.pgVersion);
-  if (f.oldBinaryMajor === undefined) out.push(check.fail('old binaries version', 'the old bindir\'s postgres -V gave no version'));
-  else if (f.oldBinaryMajor !== pgVersion) out.push(check.fail('old binaries version', `the old bindir holds PostgreSQL ${f.oldBinaryMajor}, but ${f.oldDataDir}/PG_VERSION says ${f.pgVersion}: pass the --old-bindir of PostgreSQL ${f.pgVersion}`));
+  if (f.oldBinaryMajor === undefined) out.push(check.fail('old binaries version', "the old bindir's postgres -V gave no version"));
+  else if (f.oldBinaryMajor !== pgVersion)
+    out.push(
+      check.fail(
+        'old binaries version',
+        `the old bindir holds PostgreSQL ${f.oldBinaryMajor}, but ${f.oldDataDir}/PG_VERSION says ${f.pgVersion}: pass the --old-bindir of PostgreSQL ${f.pgVersion}`,
+      ),
+    );
   else out.push(check.pass('old binaries version', `PostgreSQL ${f.oldBinaryMajor}, as PG_VERSION`));
-  if (f.newBinaryMajor === undefined) out.push(check.fail('new binaries version', 'the new bindir\'s postgres -V gave no version'));
-  else if (f.newBinaryMajor !== f.newMajor) out.push(check.fail('new binaries version', `the new bindir holds PostgreSQL ${f.newBinaryMajor}, not ${f.newMajor}`));
+  if (f.newBinaryMajor === undefined) out.push(check.fail('new binaries version', "the new bindir's postgres -V gave no version"));
+  else if (f.newBinaryMajor !== f.newMajor)
+    out.push(check.fail('new binaries version', `the new bindir holds PostgreSQL ${f.newBinaryMajor}, not ${f.newMajor}`));
   else out.push(check.pass('new binaries version', `PostgreSQL ${f.newBinaryMajor}`));
 
   const containment: string[] = [];
@@ -103,23 +112,50 @@ export function planChecks(f: PlanFacts): CheckResult[] {
   if (inside(f.oldDataDir, f.newDataDir)) containment.push(`the old data directory ${f.oldDataDir} is inside the new one ${f.newDataDir}`);
   for (const ts of f.tablespaces) if (inside(f.newDataDir, ts)) containment.push(`the new data directory is inside the tablespace ${ts}`);
   if (f.waldir) {
-    for (const [what, dir] of [['old', f.oldDataDir], ['new', f.newDataDir]] as const) {
+    for (const [what, dir] of [
+      ['old', f.oldDataDir],
+      ['new', f.newDataDir],
+    ] as const) {
       if (inside(f.waldir, dir) || inside(dir, f.waldir)) containment.push(`the WAL directory ${f.waldir} and the ${what} data directory ${dir} overlap`);
     }
   }
-  out.push(containment.length ? check.fail('separate directories', `${containment.join('; ')}: choose a directory beside the old data directory`) : check.pass('separate directories', 'the new data directory, WAL directory and old cluster do not contain one another'));
+  out.push(
+    containment.length
+      ? check.fail('separate directories', `${containment.join('; ')}: choose a directory beside the old data directory`)
+      : check.pass('separate directories', 'the new data directory, WAL directory and old cluster do not contain one another'),
+  );
 
   const np = f.newParent;
-  out.push(np.ownerCanWrite || np.willBeCreatedByPgscale
-    ? check.pass('new data directory writable', np.willBeCreatedByPgscale ? `pgscale creates the missing directories under ${np.path} for ${f.owner}` : `${f.owner} may create ${f.newDataDir} in ${np.path}`)
-    : check.fail('new data directory writable', `${f.owner} (the cluster owner, who runs initdb) cannot create entries in ${np.path}: make it writable for ${f.owner}, or choose another --new-pgdata`));
+  out.push(
+    np.ownerCanWrite || np.willBeCreatedByPgscale
+      ? check.pass(
+          'new data directory writable',
+          np.willBeCreatedByPgscale
+            ? `pgscale creates the missing directories under ${np.path} for ${f.owner}`
+            : `${f.owner} may create ${f.newDataDir} in ${np.path}`,
+        )
+      : check.fail(
+          'new data directory writable',
+          `${f.owner} (the cluster owner, who runs initdb) cannot create entries in ${np.path}: make it writable for ${f.owner}, or choose another --new-pgdata`,
+        ),
+  );
 
-  out.push(f.refusingConnections.length
-    ? check.fail('databases allow connections', `${f.refusingConnections.join(', ')} ${f.refusingConnections.length === 1 ? 'has' : 'have'} datallowconn = false, which pg_upgrade refuses: ALTER DATABASE … WITH ALLOW_CONNECTIONS true (set it back afterwards), or drop ${f.refusingConnections.length === 1 ? 'it' : 'them'}`)
-    : check.pass('databases allow connections', 'every database but template0 allows connections'));
-  out.push(f.regColumns.length
-    ? check.fail('reg* columns', `${f.regColumns.slice(0, 5).join(', ')}${f.regColumns.length > 5 ? ` and ${f.regColumns.length - 5} more` : ''}: pg_upgrade cannot carry columns of these OID-referencing types; change them to text or oid first`)
-    : check.pass('reg* columns', 'no user table stores OID-referencing reg* types'));
+  out.push(
+    f.refusingConnections.length
+      ? check.fail(
+          'databases allow connections',
+          `${f.refusingConnections.join(', ')} ${f.refusingConnections.length === 1 ? 'has' : 'have'} datallowconn = false, which pg_upgrade refuses: ALTER DATABASE … WITH ALLOW_CONNECTIONS true (set it back afterwards), or drop ${f.refusingConnections.length === 1 ? 'it' : 'them'}`,
+        )
+      : check.pass('databases allow connections', 'every database but template0 allows connections'),
+  );
+  out.push(
+    f.regColumns.length
+      ? check.fail(
+          'reg* columns',
+          `${f.regColumns.slice(0, 5).join(', ')}${f.regColumns.length > 5 ? ` and ${f.regColumns.length - 5} more` : ''}: pg_upgrade cannot carry columns of these OID-referencing types; change them to text or oid first`,
+        )
+      : check.pass('reg* columns', 'no user table stores OID-referencing reg* types'),
+  );
   return out;
 }
 
@@ -137,9 +173,9 @@ export function catalogDifferences(before: CatalogFacts, after: CatalogFacts): s
       diffs.push(`database ${dbname} is missing`);
       continue;
     }
-    for (const [rel, fact] of Object.entries(rels)) if (now[rel] !== fact) diffs.push(`${dbname}.${rel}: ${fact} before, ${now[rel] ?? 'missing'} after (kind relfilenode main fsm vm init)`);
+    for (const [rel, fact] of Object.entries(rels))
+      if (now[rel] !== fact) diffs.push(`${dbname}.${rel}: ${fact} before, ${now[rel] ?? 'missing'} after (kind relfilenode main fsm vm init)`);
     for (const rel of Object.keys(now)) if (!(rel in rels)) diffs.push(`${dbname}.${rel}: new`);
   }
   return diffs;
 }
-

@@ -90,10 +90,12 @@ export function parseStandbyLayout(text: string): StandbyLayout {
     pgVersion: get('version'),
     bindir: exe ? exe.replace(/\/[^/]+$/, '') : null,
     waldir: get('waldir'),
-    tablespaces: lines.filter((l) => l.startsWith('tablespace=')).map((l) => {
-      const [oid, ...rest] = l.slice('tablespace='.length).split(' ');
-      return { oid: oid!, location: rest.join(' ') };
-    }),
+    tablespaces: lines
+      .filter((l) => l.startsWith('tablespace='))
+      .map((l) => {
+        const [oid, ...rest] = l.slice('tablespace='.length).split(' ');
+        return { oid: oid!, location: rest.join(' ') };
+      }),
     slot: confValue(conf, 'primary_slot_name') || null,
     conninfo: parseConninfo(confValue(conf, 'primary_conninfo') ?? ''),
   };
@@ -130,14 +132,33 @@ export function judgeOldStandby(f: OldStandbyFacts, maxLagBytes: number): CheckR
   const out: CheckResult[] = [];
   if (l.pgVersion !== String(f.oldMajor)) out.push(check.fail(n('version'), `PG_VERSION says ${l.pgVersion ?? 'nothing'}, the primary is ${f.oldMajor}`));
   if (!l.standbySignal) out.push(check.fail(n('standby'), 'no standby.signal in its data directory: not a streaming standby'));
-  if (!l.pid || !l.port || !l.socketDir || !l.bindir) out.push(check.fail(n('running'), 'not running (no postmaster.pid): a standby is upgraded while it streams, so that it is known to be caught up'));
-  if (!l.slot) out.push(check.fail(n('slot'), 'it streams without a replication slot: pgscale cannot tell from the primary that it is caught up; give it a slot (primary_slot_name) or pass --replicas leave'));
+  if (!l.pid || !l.port || !l.socketDir || !l.bindir)
+    out.push(check.fail(n('running'), 'not running (no postmaster.pid): a standby is upgraded while it streams, so that it is known to be caught up'));
+  if (!l.slot)
+    out.push(
+      check.fail(
+        n('slot'),
+        'it streams without a replication slot: pgscale cannot tell from the primary that it is caught up; give it a slot (primary_slot_name) or pass --replicas leave',
+      ),
+    );
   else if (!f.streaming?.state) out.push(check.fail(n('streaming'), `no walsender on slot ${l.slot}: the standby does not stream`));
   else if (f.streaming.state !== 'streaming') out.push(check.fail(n('streaming'), `state ${f.streaming.state} on slot ${l.slot}, not streaming`));
-  else if (f.streaming.lagBytes === null || f.streaming.lagBytes > maxLagBytes) out.push(check.fail(n('caught up'), `replay lag ${f.streaming.lagBytes === null ? 'unknown' : formatBytes(f.streaming.lagBytes)} on slot ${l.slot} (limit ${formatBytes(maxLagBytes)}): let it catch up, or pass --replicas leave`));
+  else if (f.streaming.lagBytes === null || f.streaming.lagBytes > maxLagBytes)
+    out.push(
+      check.fail(
+        n('caught up'),
+        `replay lag ${f.streaming.lagBytes === null ? 'unknown' : formatBytes(f.streaming.lagBytes)} on slot ${l.slot} (limit ${formatBytes(maxLagBytes)}): let it catch up, or pass --replicas leave`,
+      ),
+    );
   else out.push(check.pass(n('streaming'), `through slot ${l.slot}, replay lag ${formatBytes(f.streaming.lagBytes)}`));
-  if (!l.conninfo.user || !l.conninfo.passfile || !l.conninfo.host) out.push(check.fail(n('primary_conninfo'), `primary_conninfo needs user, host and passfile for a rebuild (found ${Object.keys(l.conninfo).join(', ') || 'none'})`));
-  const layout = [`data ${l.waldir ? `with WAL in ${l.waldir}` : 'with WAL inside'}`, `${l.tablespaces.length} tablespace${l.tablespaces.length === 1 ? '' : 's'}${l.tablespaces.length ? ` (${l.tablespaces.map((t) => t.location).join(', ')})` : ''}`];
+  if (!l.conninfo.user || !l.conninfo.passfile || !l.conninfo.host)
+    out.push(
+      check.fail(n('primary_conninfo'), `primary_conninfo needs user, host and passfile for a rebuild (found ${Object.keys(l.conninfo).join(', ') || 'none'})`),
+    );
+  const layout = [
+    `data ${l.waldir ? `with WAL in ${l.waldir}` : 'with WAL inside'}`,
+    `${l.tablespaces.length} tablespace${l.tablespaces.length === 1 ? '' : 's'}${l.tablespaces.length ? ` (${l.tablespaces.map((t) => t.location).join(', ')})` : ''}`,
+  ];
   out.push(check.info(n('layout'), layout.join(', ')));
   return out;
 }
@@ -160,20 +181,37 @@ export function judgeUnknownStandbys(entries: readonly ReplicationEntry[], known
   for (const e of entries) {
     if (e.slotType === 'logical') continue;
     if (e.slot && knownSlots.has(e.slot)) continue;
-    const who = e.slot ? `slot ${e.slot}${e.active ? ` (streaming to ${e.clientAddress ?? 'a local socket'})` : ' (inactive)'}` : `the walsender ${e.applicationName ?? '?'} from ${e.clientAddress ?? 'a local socket'}`;
-    if (method === 'leave') out.push(check.warn('unknown standby', `${who}: left on the old version (--replicas leave); it cannot follow the upgraded primary${e.slot ? ', and its slot is not carried by pg_upgrade' : ''}`));
-    else if (!e.active && e.slot) out.push(check.warn('unused slot', `${who}: not carried by pg_upgrade; recreate it on the new primary if something still needs it`));
+    const who = e.slot
+      ? `slot ${e.slot}${e.active ? ` (streaming to ${e.clientAddress ?? 'a local socket'})` : ' (inactive)'}`
+      : `the walsender ${e.applicationName ?? '?'} from ${e.clientAddress ?? 'a local socket'}`;
+    if (method === 'leave')
+      out.push(
+        check.warn(
+          'unknown standby',
+          `${who}: left on the old version (--replicas leave); it cannot follow the upgraded primary${e.slot ? ', and its slot is not carried by pg_upgrade' : ''}`,
+        ),
+      );
+    else if (!e.active && e.slot)
+      out.push(check.warn('unused slot', `${who}: not carried by pg_upgrade; recreate it on the new primary if something still needs it`));
     else out.push(check.fail('unknown standby', `${who} is not one pgscale knows: name it with --replica HOST:PGDATA, or pass --replicas leave`));
   }
   return out;
 }
 
 /** The method: what the DBA asked for, else rsync in link mode when every standby passes its rsync checks, else rebuild. */
-export function chooseMethod(requested: ReplicasMethod | undefined, o: { standbys: number; linkMode: boolean; rsyncChecksPass: boolean }): { method: ReplicasMethod; why: string } {
+export function chooseMethod(
+  requested: ReplicasMethod | undefined,
+  o: { standbys: number; linkMode: boolean; rsyncChecksPass: boolean },
+): { method: ReplicasMethod; why: string } {
   if (requested) return { method: requested, why: 'as asked (--replicas)' };
   if (o.standbys === 0) return { method: 'leave', why: 'no standbys' };
-  if (!o.linkMode) return { method: 'rebuild', why: 'the primary is upgraded in copy mode: rsync needs link mode; each standby is cloned again from the new primary once it accepts writes' };
-  if (!o.rsyncChecksPass) return { method: 'rebuild', why: 'a standby fails a check of the rsync method: each standby is cloned again from the new primary once it accepts writes' };
+  if (!o.linkMode)
+    return {
+      method: 'rebuild',
+      why: 'the primary is upgraded in copy mode: rsync needs link mode; each standby is cloned again from the new primary once it accepts writes',
+    };
+  if (!o.rsyncChecksPass)
+    return { method: 'rebuild', why: 'a standby fails a check of the rsync method: each standby is cloned again from the new primary once it accepts writes' };
   return { method: 'rsync', why: 'every standby passes the rsync checks (link mode)' };
 }
 
@@ -202,7 +240,20 @@ export function rebuildCommand(t: RebuildTarget): string {
   args.push('--replica-pgdata', t.replicaDir);
   if (t.replicaWaldir) args.push('--replica-waldir', t.replicaWaldir);
   for (const ts of t.tablespaces) args.push('--tablespace-mapping', `${ts.location}=${ts.target}`);
-  args.push('--replica-bindir', t.replicaBindir, '--replica-owner', t.replicaOwner, '--replica-port', String(t.replicaPort), '--replica-socket-dir', t.replicaSocketDir, '--slot', t.slot, '--replication-user', t.role);
+  args.push(
+    '--replica-bindir',
+    t.replicaBindir,
+    '--replica-owner',
+    t.replicaOwner,
+    '--replica-port',
+    String(t.replicaPort),
+    '--replica-socket-dir',
+    t.replicaSocketDir,
+    '--slot',
+    t.slot,
+    '--replication-user',
+    t.role,
+  );
   if (t.primaryAddress) args.push('--primary-address', t.primaryAddress);
   if (t.replicaAddress) args.push('--replica-address', t.replicaAddress);
   return `${args.map(shellQuote).join(' ')} --replication-passfile FILE`;

@@ -26,8 +26,17 @@ import { PostgresServer } from '../server/postgres.js';
 import { statements } from '../sql.js';
 import type { UpgradeParams } from './params.js';
 import {
-  chooseMethod, judgeOldStandby, judgeUnknownStandbys, newVersionPath, parseStandbyLayout, rebuildCommand, rsyncBlockers,
-  type ReplicasMethod, type ReplicationEntry, type StandbyLayout, type StreamingFacts,
+  chooseMethod,
+  judgeOldStandby,
+  judgeUnknownStandbys,
+  newVersionPath,
+  parseStandbyLayout,
+  rebuildCommand,
+  rsyncBlockers,
+  type ReplicasMethod,
+  type ReplicationEntry,
+  type StandbyLayout,
+  type StreamingFacts,
 } from './standbyRules.js';
 
 export interface StandbyPlan extends JsonObject {
@@ -86,7 +95,11 @@ for l in "$d"/pg_tblspc/*; do [ -L "$l" ] && printf 'tablespace=%s %s\\n' "\${l#
 for f in "$d/postgresql.conf" "$d/postgresql.auto.conf"; do [ -f "$f" ] && grep -E '^[[:space:]]*primary_(conninfo|slot_name)' "$f" | sed 's/^/conf=/'; done
 true`;
 
-export async function gatherLayout(ctx: Ctx, host: HostSpec, dir: string): Promise<{ owner: string | null; layout: StandbyLayout | null; sshError: string | null }> {
+export async function gatherLayout(
+  ctx: Ctx,
+  host: HostSpec,
+  dir: string,
+): Promise<{ owner: string | null; layout: StandbyLayout | null; sshError: string | null }> {
   const runner = runnerFor(host, ctx);
   const st = await runner.run({ program: 'stat', args: ['-c', '%U', '--', dir], cwd: '/' });
   if (st.exitCode === 255 && !isLocal(host)) return { owner: null, layout: null, sshError: st.stderr.trim() };
@@ -102,7 +115,15 @@ type StreamEntry = ReplicationEntry & StreamingFacts;
 
 async function replicationEntries(ctx: Ctx, p: UpgradeParams): Promise<StreamEntry[]> {
   const rows = await withDb(ctx, p.access, (db) => db.query(statements.replicationOverview()));
-  return rows.map((r) => ({ slot: r.slot_name, slotType: r.slot_type, applicationName: r.application_name, clientAddress: r.client_addr, active: Boolean(r.active), state: r.state, lagBytes: r.lag_bytes === null ? null : Number(r.lag_bytes) }));
+  return rows.map((r) => ({
+    slot: r.slot_name,
+    slotType: r.slot_type,
+    applicationName: r.application_name,
+    clientAddress: r.client_addr,
+    active: Boolean(r.active),
+    state: r.state,
+    lagBytes: r.lag_bytes === null ? null : Number(r.lag_bytes),
+  }));
 }
 
 /** The primary's tablespaces by oid (pg_tblspc links): a standby's link of the same oid is that tablespace's copy. */
@@ -117,7 +138,15 @@ function primaryTablespaces(dataDir: string): Map<string, string> {
 }
 
 /** The replica module's parameters for the new version's standby, beside the old one on its host. */
-function newStandby(p: UpgradeParams, host: HostSpec, oldDir: string, owner: string, l: StandbyLayout, clientAddress: string | null, maxLagBytes: number): ReplicaParams | null {
+function newStandby(
+  p: UpgradeParams,
+  host: HostSpec,
+  oldDir: string,
+  owner: string,
+  l: StandbyLayout,
+  clientAddress: string | null,
+  maxLagBytes: number,
+): ReplicaParams | null {
   if (!l.port || !l.socketDir || !l.slot || !l.conninfo.user) return null;
   const locations = primaryTablespaces(p.old.dataDir);
   return {
@@ -127,7 +156,11 @@ function newStandby(p: UpgradeParams, host: HostSpec, oldDir: string, owner: str
     host,
     replicaDir: newVersionPath(oldDir, p.old.major, p.new.major),
     replicaWaldir: l.waldir ? newVersionPath(l.waldir, p.old.major, p.new.major) : null,
-    tablespaces: l.tablespaces.map((t) => ({ name: t.oid, location: locations.get(t.oid) ?? t.location, target: newVersionPath(t.location, p.old.major, p.new.major) })),
+    tablespaces: l.tablespaces.map((t) => ({
+      name: t.oid,
+      location: locations.get(t.oid) ?? t.location,
+      target: newVersionPath(t.location, p.old.major, p.new.major),
+    })),
     replicaBindir: p.new.bindir,
     replicaOwner: owner,
     replicaPort: l.port,
@@ -167,8 +200,15 @@ export async function decideStandbys(c: StandbyChoices, p: UpgradeParams, ctx: C
   const standbys: StandbyPlan[] = [];
   for (const [name, s] of found) {
     const g = await gatherLayout(ctx, s.host, s.dataDir);
-    const client = g.layout?.slot ? entries.find((e) => e.slot === g.layout!.slot)?.clientAddress ?? null : null;
-    standbys.push({ name, source: s.source, host: s.host, oldDataDir: s.dataDir, layout: g.layout, replica: g.owner && g.layout ? newStandby(p, s.host, s.dataDir, g.owner, g.layout, client, c.maxLagBytes) : null });
+    const client = g.layout?.slot ? (entries.find((e) => e.slot === g.layout!.slot)?.clientAddress ?? null) : null;
+    standbys.push({
+      name,
+      source: s.source,
+      host: s.host,
+      oldDataDir: s.dataDir,
+      layout: g.layout,
+      replica: g.owner && g.layout ? newStandby(p, s.host, s.dataDir, g.owner, g.layout, client, c.maxLagBytes) : null,
+    });
   }
   // no standby anywhere and nothing asked: the upgrade has no standby steps at all
   if (!c.method && !standbys.length && !entries.some((e) => e.slotType !== 'logical')) return null;
@@ -194,7 +234,11 @@ export async function rsyncProblems(ctx: Ctx, p: UpgradeParams, s: StandbyPlan):
     rsyncHere: here.exitCode === 0,
     rsyncThere: there.exitCode === 0,
     externalWal: s.layout?.waldir ?? p.new.waldir ?? primaryWal,
-    tablespaceProblem: !s.replica ? 'the standby\'s layout is unknown' : missing.length ? `tablespaces without a place on the standby: ${missing.map((t) => t.location).join(', ')}` : null,
+    tablespaceProblem: !s.replica
+      ? "the standby's layout is unknown"
+      : missing.length
+        ? `tablespaces without a place on the standby: ${missing.map((t) => t.location).join(', ')}`
+        : null,
   });
 }
 
@@ -202,7 +246,9 @@ export async function rsyncProblems(ctx: Ctx, p: UpgradeParams, s: StandbyPlan):
 export async function standbyChecks(ctx: StepContext, p: UpgradeParams): Promise<CheckResult[]> {
   const r = p.replicas;
   if (!r) return [];
-  const out: CheckResult[] = [check.info('standbys', `${r.standbys.length ? r.standbys.map((s) => `${s.name} (${s.source})`).join(', ') : 'none known'}: ${r.method} — ${r.why}`)];
+  const out: CheckResult[] = [
+    check.info('standbys', `${r.standbys.length ? r.standbys.map((s) => `${s.name} (${s.source})`).join(', ') : 'none known'}: ${r.method} — ${r.why}`),
+  ];
   const entries = await replicationEntries(ctx, p);
   const known = new Set(r.standbys.map((s) => s.layout?.slot).filter((s): s is string => Boolean(s)));
   out.push(...judgeUnknownStandbys(entries, known, r.method));
@@ -211,7 +257,13 @@ export async function standbyChecks(ctx: StepContext, p: UpgradeParams): Promise
     return out;
   }
 
-  if (r.standbys.length) out.push(check.info('replication slots', `pg_upgrade does not carry ${p.old.major}'s slots: ${r.standbys.map((s) => s.layout?.slot ?? '?').join(', ')} ${r.standbys.length === 1 ? 'is' : 'are'} created on the new primary before ${r.standbys.length === 1 ? 'its standby starts' : 'each standby starts'}`));
+  if (r.standbys.length)
+    out.push(
+      check.info(
+        'replication slots',
+        `pg_upgrade does not carry ${p.old.major}'s slots: ${r.standbys.map((s) => s.layout?.slot ?? '?').join(', ')} ${r.standbys.length === 1 ? 'is' : 'are'} created on the new primary before ${r.standbys.length === 1 ? 'its standby starts' : 'each standby starts'}`,
+      ),
+    );
   const newVersion = (await ctx.runner.run({ program: join(p.new.bindir, 'postgres'), args: ['--version'] })).stdout.trim();
   for (const s of r.standbys) {
     const g = await gatherLayout(ctx, s.host, s.oldDataDir);
@@ -228,15 +280,37 @@ export async function standbyChecks(ctx: StepContext, p: UpgradeParams): Promise
     const primary = await gatherPrimary(ctx, { ...s.replica, access: p.access });
     // rsync links the unchanged files: it needs no room for a copy, and the tablespaces keep their places
     const rsync = r.method === 'rsync';
-    const intent = { role: s.replica.role, slot: s.replica.slot, primaryAddress: s.replica.primaryAddress, replicaAddress: s.replica.replicaAddress, replicaDir: s.replica.replicaDir, replicaWaldir: s.replica.replicaWaldir, tablespaceTargets: rsync ? [] : s.replica.tablespaces, local: isLocal(s.host), createRole: false };
+    const intent = {
+      role: s.replica.role,
+      slot: s.replica.slot,
+      primaryAddress: s.replica.primaryAddress,
+      replicaAddress: s.replica.replicaAddress,
+      replicaDir: s.replica.replicaDir,
+      replicaWaldir: s.replica.replicaWaldir,
+      tablespaceTargets: rsync ? [] : s.replica.tablespaces,
+      local: isLocal(s.host),
+      createRole: false,
+    };
     const judged = judgeHost(host, intent, p.new.major, newVersion || String(p.new.major), rsync ? new Map() : spaceNeeds(primary, intent));
     out.push(...judged.map((c) => ({ ...c, name: `standby ${s.name}: ${c.name === 'replica binaries' ? `PostgreSQL ${p.new.major} binaries` : c.name}` })));
     if (rsync) {
       const problems = await rsyncProblems(ctx, p, s);
-      out.push(problems.length ? check.fail(`standby ${s.name}: rsync`, `${problems.join('; ')}: use --replicas rebuild`) : check.pass(`standby ${s.name}: rsync`, `rsync on both ends; ${s.oldDataDir} is brought level with the primary's files by rsync --hard-links --size-only before the new primary starts, then started as ${s.replica.replicaDir}`));
+      out.push(
+        problems.length
+          ? check.fail(`standby ${s.name}: rsync`, `${problems.join('; ')}: use --replicas rebuild`)
+          : check.pass(
+              `standby ${s.name}: rsync`,
+              `rsync on both ends; ${s.oldDataDir} is brought level with the primary's files by rsync --hard-links --size-only before the new primary starts, then started as ${s.replica.replicaDir}`,
+            ),
+      );
       continue;
     }
-    out.push(check.info(`standby ${s.name}: rebuild`, `into ${s.replica.host.destination}:${s.replica.replicaDir} through slot ${s.replica.slot} once the new primary accepts writes; about ${formatDuration(Math.max(5, primary.dataBytes / assumedCopyRate))} for ${formatBytes(primary.dataBytes)} at ${formatBytes(assumedCopyRate)}/s`));
+    out.push(
+      check.info(
+        `standby ${s.name}: rebuild`,
+        `into ${s.replica.host.destination}:${s.replica.replicaDir} through slot ${s.replica.slot} once the new primary accepts writes; about ${formatDuration(Math.max(5, primary.dataBytes / assumedCopyRate))} for ${formatBytes(primary.dataBytes)} at ${formatBytes(assumedCopyRate)}/s`,
+      ),
+    );
     if (versionMajor(newVersion) !== p.new.major) out.push(check.fail('new binaries', `${p.new.bindir}/postgres --version says ${newVersion}`));
   }
   return out;
@@ -249,7 +323,12 @@ export const standbysCheckStep = defineStep<UpgradeParams>({
   plan: async () => [],
   async apply(ctx, p) {
     const failed = (await standbyChecks(ctx, p)).filter((c) => !c.passed && c.severity === 'error');
-    if (failed.length) throw new PgscaleError(`a standby is not ready: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`, ExitCode.FailedNoChange, 'nothing is stopped yet: fix it (or pass --replicas leave), then run the upgrade again');
+    if (failed.length)
+      throw new PgscaleError(
+        `a standby is not ready: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`,
+        ExitCode.FailedNoChange,
+        'nothing is stopped yet: fix it (or pass --replicas leave), then run the upgrade again',
+      );
   },
   verify: async () => ({ ok: true, detail: 'every standby streams and is caught up' }),
   rollbackNote: () => 'nothing to undo (read-only)',
@@ -283,7 +362,14 @@ export function writeRecord(p: UpgradeParams, s: StandbyPlan, r: StandbyRecord):
 /** The old standby's server: stopped before its new version is cloned (it cannot follow the new primary). */
 export function oldStandby(ctx: StepContext, s: StandbyPlan): PostgresServer {
   const r = s.replica!;
-  const id = standbyIdentity({ replicaBindir: s.layout?.bindir ?? r.replicaBindir, replicaDir: s.oldDataDir, replicaPort: r.replicaPort, replicaSocketDir: r.replicaSocketDir, replicaAddress: r.replicaAddress, replicaOwner: r.replicaOwner });
+  const id = standbyIdentity({
+    replicaBindir: s.layout?.bindir ?? r.replicaBindir,
+    replicaDir: s.oldDataDir,
+    replicaPort: r.replicaPort,
+    replicaSocketDir: r.replicaSocketDir,
+    replicaAddress: r.replicaAddress,
+    replicaOwner: r.replicaOwner,
+  });
   return new PostgresServer({ ...id, log: `${s.oldDataDir}.log` }, runnerFor(s.host, ctx), isLocal(s.host) ? undefined : remoteAccount(r.replicaOwner));
 }
 
@@ -311,7 +397,7 @@ async function rebuildOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): P
   await oldStandby(ctx, s).stop({ immediateAfterTimeout: true, timeoutSeconds: 60 });
   // the new standby's password file: the old one's, copied 0600 beside the new data directory
   const oldPassfile = s.layout?.conninfo.passfile;
-  if (!oldPassfile) throw new Error('the old standby\'s primary_conninfo names no passfile');
+  if (!oldPassfile) throw new Error("the old standby's primary_conninfo names no passfile");
   const copy = await runner.run({ program: 'install', args: ['-m', '0600', '--', oldPassfile, replicaPassfile(r.replicaDir)], runAs: account, cwd: '/' });
   if (copy.exitCode !== 0) throw new Error(`copying ${oldPassfile}: ${copy.stderr.trim()}`);
   const subCtx = { ...ctx, outputs: new Map<string, JsonObject>() };
@@ -342,7 +428,8 @@ export async function clearFailed(ctx: StepContext, s: StandbyPlan): Promise<voi
 
 export const rebuildStandbysStep = defineStep<UpgradeParams>({
   kind: 'upgrade.standbys-rebuild',
-  title: (p) => `Rebuild ${p.replicas?.standbys.length ?? 0} standbys from the new primary, ${p.replicas?.concurrency ?? 2} at a time: stop the old one, slot, pg_basebackup, start, verify`,
+  title: (p) =>
+    `Rebuild ${p.replicas?.standbys.length ?? 0} standbys from the new primary, ${p.replicas?.concurrency ?? 2} at a time: stop the old one, slot, pg_basebackup, start, verify`,
   check: async () => [],
   async plan(ctx, p) {
     return (p.replicas?.standbys ?? []).flatMap((s) => {
@@ -350,8 +437,18 @@ export const rebuildStandbysStep = defineStep<UpgradeParams>({
       if (!r) return [];
       return [
         { kind: 'service' as const, action: 'stop' as const, target: `old standby ${s.name}` },
-        { kind: 'file' as const, path: `${s.host.destination}:${replicaPassfile(r.replicaDir)}`, change: 'create' as const, mode: '0600', note: `copied from ${s.layout?.conninfo.passfile ?? '?'}` },
-        ...replicaStepKinds.map((k) => ({ kind: 'command' as const, argv: [stepDefinition(k).title(r)], note: `on ${s.host.destination}; by hand: ${commandFor(s)}` })),
+        {
+          kind: 'file' as const,
+          path: `${s.host.destination}:${replicaPassfile(r.replicaDir)}`,
+          change: 'create' as const,
+          mode: '0600',
+          note: `copied from ${s.layout?.conninfo.passfile ?? '?'}`,
+        },
+        ...replicaStepKinds.map((k) => ({
+          kind: 'command' as const,
+          argv: [stepDefinition(k).title(r)],
+          note: `on ${s.host.destination}; by hand: ${commandFor(s)}`,
+        })),
       ];
     });
   },
@@ -386,17 +483,25 @@ export const rebuildStandbysStep = defineStep<UpgradeParams>({
     const open = records.filter(([, r]) => !r || r.state === 'rebuilding');
     if (open.length) return { ok: false, detail: `not yet rebuilt: ${open.map(([s]) => s.name).join(', ')}` };
     const failed = records.filter(([, r]) => r?.state === 'failed');
-    return { ok: true, detail: failed.length ? `${records.length - failed.length} rebuilt; FAILED (the primary's upgrade stands): ${failed.map(([s, r]) => `${s.name}: ${r!.detail} — rebuild it with: ${r!.command ?? 'pgscale replica add …'}`).join('; ')}` : `${records.length} standbys stream from the new primary through new slots` };
+    return {
+      ok: true,
+      detail: failed.length
+        ? `${records.length - failed.length} rebuilt; FAILED (the primary's upgrade stands): ${failed.map(([s, r]) => `${s.name}: ${r!.detail} — rebuild it with: ${r!.command ?? 'pgscale replica add …'}`).join('; ')}`
+        : `${records.length} standbys stream from the new primary through new slots`,
+    };
   },
   async rollback(ctx, p) {
     // reached only when the upgrade itself can still go back (copy mode): the old standbys follow the old primary again
     for (const s of p.replicas?.standbys ?? []) {
       if (!s.replica) continue;
       await clearFailed(ctx, s);
-      await oldStandby(ctx, s).start().catch(() => undefined);
+      await oldStandby(ctx, s)
+        .start()
+        .catch(() => undefined);
       rmSync(recordFile(p, s), { force: true });
     }
   },
-  rollbackNote: () => 'stop and remove the new standbys and their slots, start the old standbys again (copy mode only; past the point of no return the rebuilt standbys stay)',
+  rollbackNote: () =>
+    'stop and remove the new standbys and their slots, start the old standbys again (copy mode only; past the point of no return the rebuilt standbys stay)',
   estimateSeconds: () => 60,
 });

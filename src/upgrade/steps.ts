@@ -3,7 +3,20 @@
  * `pg_upgrade --check` against the live old cluster, then (downtime) stop old, pg_upgrade, start
  * new on the old port, extension updates, verification and analyze after service is back.
  */
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  statfsSync,
+  writeFileSync,
+} from 'node:fs';
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { clientInvocation, osUserOf, withDb } from '../cluster/access.js';
@@ -25,10 +38,14 @@ import { rebuildStandbysStep, standbysCheckStep } from './standbys.js';
 import { rsyncStepsAfter } from './standbysRsync.js';
 import { blockedHba, catalogDifferences, listeningOrigin, planChecks, withoutBlock, type CatalogFacts } from './rules.js';
 
-
 const owner = (p: UpgradeParams) => osUserOf({ ...p.access, runAs: p.old.owner })!;
 const bin = (dir: string, program: string) => join(dir, program);
-const asOwner = (p: UpgradeParams, program: string, args: string[], extra: Partial<Invocation> = {}): Invocation => ({ program, args, runAs: owner(p), ...extra });
+const asOwner = (p: UpgradeParams, program: string, args: string[], extra: Partial<Invocation> = {}): Invocation => ({
+  program,
+  args,
+  runAs: owner(p),
+  ...extra,
+});
 /** The old or the new server, with the identity captured when the run was planned. */
 const serverOf = (ctx: StepContext, p: UpgradeParams, side: 'old' | 'new') => new PostgresServer(p[side].server, ctx.runner);
 /** A socket directory only pgscale uses: pg_upgrade's servers and the new server's first start listen there, no TCP. */
@@ -55,7 +72,9 @@ async function controlState(ctx: StepContext, p: UpgradeParams, side: 'old' | 'n
 function newVersionTablespaceDirs(p: UpgradeParams): string[] {
   return p.old.tablespaces.flatMap((loc) => {
     try {
-      return readdirSync(loc).filter((n) => n.startsWith(`PG_${p.new.major}_`)).map((n) => join(loc, n));
+      return readdirSync(loc)
+        .filter((n) => n.startsWith(`PG_${p.new.major}_`))
+        .map((n) => join(loc, n));
     } catch {
       return [];
     }
@@ -125,7 +144,8 @@ async function gatherPlanFacts(ctx: StepContext, p: UpgradeParams, pgVersion: st
   const regColumns: string[] = [];
   try {
     refusingConnections = (await withDb(ctx, p.access, (db) => db.query(statements.databasesRefusingConnections()))).map((r) => r.name);
-    for (const dbname of await databases(ctx, p)) regColumns.push(...(await withDb(ctx, p.access, (db) => db.query(statements.regTypeColumns()), dbname)).map((r) => `${dbname}: ${r.column_name}`));
+    for (const dbname of await databases(ctx, p))
+      regColumns.push(...(await withDb(ctx, p.access, (db) => db.query(statements.regTypeColumns()), dbname)).map((r) => `${dbname}: ${r.column_name}`));
   } catch {
     /* unreachable: the "old cluster reachable" check says so */
   }
@@ -148,32 +168,69 @@ async function gatherPlanFacts(ctx: StepContext, p: UpgradeParams, pgVersion: st
 }
 
 function describeConfigFile(p: UpgradeParams): string {
-  return p.old.server.configFile ? `configuration carried from ${p.old.server.configFile} into ${join(p.new.configDir, 'postgresql.conf')}` : 'configuration carried into the new data directory';
+  return p.old.server.configFile
+    ? `configuration carried from ${p.old.server.configFile} into ${join(p.new.configDir, 'postgresql.conf')}`
+    : 'configuration carried into the new data directory';
 }
 
 export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
-  for (const [side, program] of [['old', 'postgres'], ['old', 'pg_controldata'], ['new', 'postgres'], ['new', 'initdb'], ['new', 'pg_upgrade'], ['new', 'pg_ctl']] as const) {
+  for (const [side, program] of [
+    ['old', 'postgres'],
+    ['old', 'pg_controldata'],
+    ['new', 'postgres'],
+    ['new', 'initdb'],
+    ['new', 'pg_upgrade'],
+    ['new', 'pg_ctl'],
+  ] as const) {
     if (!existsSync(bin(p[side].bindir, program))) out.push(check.fail(`${side} binaries`, `${bin(p[side].bindir, program)} is missing`));
   }
   if (p.new.major <= p.old.major) out.push(check.fail('target version', `target ${p.new.major} is not newer than the cluster's ${p.old.major}`));
   else out.push(check.pass('target version', `${p.old.major} → ${p.new.major}`));
   const oldVersion = readFileSync(join(p.old.dataDir, 'PG_VERSION'), 'utf8').trim();
-  out.push(oldVersion === String(p.old.major) ? check.pass('old data directory version', `PG_VERSION ${oldVersion}`) : check.fail('old data directory version', `PG_VERSION says ${oldVersion}, expected ${p.old.major}`));
+  out.push(
+    oldVersion === String(p.old.major)
+      ? check.pass('old data directory version', `PG_VERSION ${oldVersion}`)
+      : check.fail('old data directory version', `PG_VERSION says ${oldVersion}, expected ${p.old.major}`),
+  );
   out.push(...planChecks(await gatherPlanFacts(ctx, p, oldVersion)));
   out.push(check.info('where the new server listens', `${listeningOrigin(p.new.server)}: as the old server (${describeConfigFile(p)})`));
 
   if (postmastersOn([p.new.dataDir]).length) out.push(check.fail('new data directory', `${p.new.dataDir} belongs to a running cluster`));
-  else out.push(dirEmptyOrAbsent(p.new.dataDir) ? check.pass('new data directory', `${p.new.dataDir} is empty or absent`) : check.fail('new data directory', `${p.new.dataDir} is not empty`));
+  else
+    out.push(
+      dirEmptyOrAbsent(p.new.dataDir)
+        ? check.pass('new data directory', `${p.new.dataDir} is empty or absent`)
+        : check.fail('new data directory', `${p.new.dataDir} is not empty`),
+    );
   if (p.new.waldir) {
     const mountRoot = existsSync(join(p.new.waldir, 'lost+found'));
-    out.push(dirEmptyOrAbsent(p.new.waldir) ? check.pass('WAL directory', `${p.new.waldir} is empty or absent`) : check.fail('WAL directory', `${p.new.waldir} is not empty${mountRoot ? ' (a filesystem root: use a subdirectory such as ' + join(p.new.waldir, 'pg_wal') + ')' : ''}`));
+    out.push(
+      dirEmptyOrAbsent(p.new.waldir)
+        ? check.pass('WAL directory', `${p.new.waldir} is empty or absent`)
+        : check.fail(
+            'WAL directory',
+            `${p.new.waldir} is not empty${mountRoot ? ' (a filesystem root: use a subdirectory such as ' + join(p.new.waldir, 'pg_wal') + ')' : ''}`,
+          ),
+    );
     const sameDevice = statSync(existingAncestor(p.new.waldir)).dev === statSync(existingAncestor(p.new.dataDir)).dev;
-    if (sameDevice) out.push(p.force ? check.warn('WAL on its own device', `${p.new.waldir} is on the data directory's device (accepted with --force)`) : check.fail('WAL on its own device', `${p.new.waldir} is on the same device as ${p.new.dataDir}: a dedicated WAL volume must be another device (--force to accept)`));
+    if (sameDevice)
+      out.push(
+        p.force
+          ? check.warn('WAL on its own device', `${p.new.waldir} is on the data directory's device (accepted with --force)`)
+          : check.fail(
+              'WAL on its own device',
+              `${p.new.waldir} is on the same device as ${p.new.dataDir}: a dedicated WAL volume must be another device (--force to accept)`,
+            ),
+      );
     else out.push(check.pass('WAL on its own device', `${p.new.waldir} is on another device than the data`));
   }
   const stale = newVersionTablespaceDirs(p);
-  out.push(stale.length ? check.fail('tablespace directories', `already present for ${p.new.major}: ${stale.join(', ')}`) : check.pass('tablespace directories', `no PG_${p.new.major}_* directories in ${p.old.tablespaces.length} tablespaces`));
+  out.push(
+    stale.length
+      ? check.fail('tablespace directories', `already present for ${p.new.major}: ${stale.join(', ')}`)
+      : check.pass('tablespace directories', `no PG_${p.new.major}_* directories in ${p.old.tablespaces.length} tablespaces`),
+  );
 
   // space: copy needs the data again on the new data directory's filesystem; link/clone only catalogs and WAL
   const target = existingAncestor(p.new.dataDir);
@@ -181,10 +238,21 @@ export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise
   const free = fs.bavail * fs.bsize;
   const dataBytes = treeBytes(p.old.dataDir);
   const need = p.mode === 'copy' || p.mode === 'copy-file-range' ? dataBytes * 1.1 : Math.max(256 * 1024 ** 2, dataBytes * 0.05);
-  out.push(free >= need ? check.pass('disk space', `${formatBytes(free)} free at ${target}; ${p.mode} mode needs about ${formatBytes(need)}`) : check.fail('disk space', `only ${formatBytes(free)} free at ${target}; ${p.mode} mode needs about ${formatBytes(need)}`));
+  out.push(
+    free >= need
+      ? check.pass('disk space', `${formatBytes(free)} free at ${target}; ${p.mode} mode needs about ${formatBytes(need)}`)
+      : check.fail('disk space', `only ${formatBytes(free)} free at ${target}; ${p.mode} mode needs about ${formatBytes(need)}`),
+  );
   if (p.mode === 'link' || p.mode === 'clone') {
     const same = statSync(p.old.dataDir).dev === statSync(target).dev;
-    out.push(same ? check.pass(`${p.mode} mode filesystem`, 'old and new data directories are on one filesystem') : check.fail(`${p.mode} mode filesystem`, `${p.new.dataDir} is on another filesystem than ${p.old.dataDir}: ${p.mode} mode needs one filesystem; use --mode copy or a new data directory beside the old one`));
+    out.push(
+      same
+        ? check.pass(`${p.mode} mode filesystem`, 'old and new data directories are on one filesystem')
+        : check.fail(
+            `${p.mode} mode filesystem`,
+            `${p.new.dataDir} is on another filesystem than ${p.old.dataDir}: ${p.mode} mode needs one filesystem; use --mode copy or a new data directory beside the old one`,
+          ),
+    );
   }
 
   try {
@@ -193,31 +261,68 @@ export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise
       if (facts?.in_recovery) out.push(check.fail('primary', 'the old cluster is a standby: upgrade the primary, then rebuild standbys'));
       else out.push(check.pass('primary', 'the old cluster is a primary'));
       const [prepared] = await db.query(statements.preparedTransactions());
-      out.push(prepared?.count ? check.fail('prepared transactions', `${prepared.count} prepared transactions: commit or roll them back first`) : check.pass('prepared transactions', 'none'));
-      const settings = new Map((await db.query(statements.settings(['wal_level', 'max_slot_wal_keep_size', 'shared_preload_libraries']))).map((s) => [s.name, s.setting]));
+      out.push(
+        prepared?.count
+          ? check.fail('prepared transactions', `${prepared.count} prepared transactions: commit or roll them back first`)
+          : check.pass('prepared transactions', 'none'),
+      );
+      const settings = new Map(
+        (await db.query(statements.settings(['wal_level', 'max_slot_wal_keep_size', 'shared_preload_libraries']))).map((s) => [s.name, s.setting]),
+      );
       const standbys = await db.query(statements.standbys());
-      if (standbys.length && p.replicas && p.replicas.method !== 'leave') out.push(check.info('physical standbys', `${standbys.length} streaming: handled by the standbys checks below (--replicas ${p.replicas.method})`));
+      if (standbys.length && p.replicas && p.replicas.method !== 'leave')
+        out.push(check.info('physical standbys', `${standbys.length} streaming: handled by the standbys checks below (--replicas ${p.replicas.method})`));
       else if (standbys.length) {
-        out.push(check.warn('physical standbys', `${standbys.map((s) => `${s.application_name}${s.client_addr ? '@' + s.client_addr : ''} (${s.state})`).join(', ')}: after the upgrade each is rebuilt with pg_basebackup from the new primary (reclone); they cannot follow a pg_upgrade`));
+        out.push(
+          check.warn(
+            'physical standbys',
+            `${standbys.map((s) => `${s.application_name}${s.client_addr ? '@' + s.client_addr : ''} (${s.state})`).join(', ')}: after the upgrade each is rebuilt with pg_basebackup from the new primary (reclone); they cannot follow a pg_upgrade`,
+          ),
+        );
         if (settings.get('wal_level') === 'minimal') out.push(check.fail('wal_level', 'wal_level is minimal but standbys exist'));
       } else out.push(check.info('physical standbys', 'none'));
       const slots = await db.query(statements.replicationSlots());
       const logical = slots.filter((s) => s.slot_type === 'logical');
-      if (logical.length && p.old.major < 17) out.push(check.warn('logical replication slots', `${logical.map((s) => `${s.slot_name} (${s.plugin}, ${s.database})`).join(', ')}: not carried over from ${p.old.major}; recreate them on the new cluster after the upgrade with pg_create_logical_replication_slot and resynchronise their consumers`));
+      if (logical.length && p.old.major < 17)
+        out.push(
+          check.warn(
+            'logical replication slots',
+            `${logical.map((s) => `${s.slot_name} (${s.plugin}, ${s.database})`).join(', ')}: not carried over from ${p.old.major}; recreate them on the new cluster after the upgrade with pg_create_logical_replication_slot and resynchronise their consumers`,
+          ),
+        );
       else out.push(check.info('logical replication slots', logical.length ? `${logical.length}, carried over by pg_upgrade (17+ source)` : 'none'));
       const subs = await db.query(statements.subscriptions());
-      if (subs.length) out.push(check.warn('subscriptions', `${subs.map((s) => `${s.name} in ${s.database}`).join(', ')}: ${p.old.major < 17 ? 'their replication origins are not carried over: after the upgrade, ALTER SUBSCRIPTION … REFRESH PUBLICATION / copy_data decides how they resume' : 'carried over; they restart from their origins'}`));
-      const preload = (settings.get('shared_preload_libraries') ?? '').split(',').map((s) => s.trim().replace(/^"|"$/g, '')).filter(Boolean);
+      if (subs.length)
+        out.push(
+          check.warn(
+            'subscriptions',
+            `${subs.map((s) => `${s.name} in ${s.database}`).join(', ')}: ${p.old.major < 17 ? 'their replication origins are not carried over: after the upgrade, ALTER SUBSCRIPTION … REFRESH PUBLICATION / copy_data decides how they resume' : 'carried over; they restart from their origins'}`,
+          ),
+        );
+      const preload = (settings.get('shared_preload_libraries') ?? '')
+        .split(',')
+        .map((s) => s.trim().replace(/^"|"$/g, ''))
+        .filter(Boolean);
       const libs = await libraryDirs(ctx, p);
       for (const lib of preload) {
         const found = libs.some((d) => existsSync(join(d.lib, `${lib.replace(/^\$libdir\//, '')}.so`)));
-        out.push(found ? check.pass(`preload library ${lib}`, `present for ${p.new.major}`) : check.fail(`preload library ${lib}`, `${lib}.so is not installed for PostgreSQL ${p.new.major}`));
+        out.push(
+          found
+            ? check.pass(`preload library ${lib}`, `present for ${p.new.major}`)
+            : check.fail(`preload library ${lib}`, `${lib}.so is not installed for PostgreSQL ${p.new.major}`),
+        );
       }
       const maxSlot = settings.get('max_slot_wal_keep_size');
       if (p.new.major === 17 && maxSlot !== undefined && maxSlot !== '-1') {
         const res = await ctx.runner.run({ program: bin(p.new.bindir, 'postgres'), args: ['-V'] });
         const minor = Number(/17\.(\d+)/.exec(res.stdout)?.[1] ?? 99);
-        if (minor <= 5) out.push(check.warn('max_slot_wal_keep_size', `new binaries are 17.${minor}: pg_upgrade needs max_slot_wal_keep_size = -1 during the upgrade (17.0–17.5); pg_upgrade sets it for its own servers, keep the old value in the config`));
+        if (minor <= 5)
+          out.push(
+            check.warn(
+              'max_slot_wal_keep_size',
+              `new binaries are 17.${minor}: pg_upgrade needs max_slot_wal_keep_size = -1 during the upgrade (17.0–17.5); pg_upgrade sets it for its own servers, keep the old value in the config`,
+            ),
+          );
       }
     });
     const libs = await libraryDirs(ctx, p);
@@ -225,13 +330,24 @@ export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise
       const exts = await withDb(ctx, p.access, (db) => db.query(statements.extensions()), dbname);
       for (const e of exts.filter((x) => x.name !== 'plpgsql')) {
         const ok = libs.some((d) => existsSync(join(d.share, 'extension', `${e.name}.control`)));
-        out.push(ok ? check.pass(`extension ${e.name} (${dbname})`, `available for ${p.new.major}`) : check.fail(`extension ${e.name} (${dbname})`, `${e.name} ${e.version} is installed in ${dbname} but not available for PostgreSQL ${p.new.major}`));
+        out.push(
+          ok
+            ? check.pass(`extension ${e.name} (${dbname})`, `available for ${p.new.major}`)
+            : check.fail(`extension ${e.name} (${dbname})`, `${e.name} ${e.version} is installed in ${dbname} but not available for PostgreSQL ${p.new.major}`),
+        );
       }
     }
   } catch (e) {
     out.push(check.fail('old cluster reachable', `${(e as Error).message} (the old cluster must be running for the checks and the backup)`));
   }
-  out.push(check.info('statistics', p.new.major >= 18 ? 'carried over by pg_upgrade (18+); vacuumdb --analyze-in-stages --missing-stats-only fills the rest' : `not carried over before 18: vacuumdb --analyze-in-stages runs after the new cluster is back (about ${formatDuration(Math.max(5, dataBytes / (200 * 1024 ** 2)))})`));
+  out.push(
+    check.info(
+      'statistics',
+      p.new.major >= 18
+        ? 'carried over by pg_upgrade (18+); vacuumdb --analyze-in-stages --missing-stats-only fills the rest'
+        : `not carried over before 18: vacuumdb --analyze-in-stages runs after the new cluster is back (about ${formatDuration(Math.max(5, dataBytes / (200 * 1024 ** 2)))})`,
+    ),
+  );
   return out;
 }
 
@@ -240,7 +356,14 @@ const initdbStep = defineStep<UpgradeParams>({
   title: (p) => `Create the PostgreSQL ${p.new.major} cluster in ${p.new.dataDir}${p.new.waldir ? ` with WAL in ${p.new.waldir}` : ''}`,
   check: upgradeChecks,
   async plan(_ctx, p) {
-    return [{ kind: 'command', argv: [bin(p.new.bindir, 'initdb'), ...p.initdbArgs], runAs: p.old.owner, note: 'encoding, locale, provider and checksum setting copied from the old cluster' }];
+    return [
+      {
+        kind: 'command',
+        argv: [bin(p.new.bindir, 'initdb'), ...p.initdbArgs],
+        runAs: p.old.owner,
+        note: 'encoding, locale, provider and checksum setting copied from the old cluster',
+      },
+    ];
   },
   async apply(ctx, p) {
     rmSync(p.new.dataDir, { recursive: true, force: true });
@@ -290,11 +413,21 @@ const configStep = defineStep<UpgradeParams>({
   async check(_ctx, p) {
     const m = migration(p);
     const notes = m.files.flatMap((f) => f.notes);
-    return [...m.blockers.map((b) => check.fail('configuration for the new version', b)), check.info('configuration migration', notes.length ? notes.join('; ') : 'every setting carries over unchanged')];
+    return [
+      ...m.blockers.map((b) => check.fail('configuration for the new version', b)),
+      check.info('configuration migration', notes.length ? notes.join('; ') : 'every setting carries over unchanged'),
+    ];
   },
   async plan(_ctx, p) {
     const m = migration(p);
-    return m.files.map((f): PlannedAction => ({ kind: 'file', path: f.to, change: 'create', mode: '0600', note: `from ${f.from}${f.notes.length ? `: ${f.notes.join('; ')}` : ', unchanged'}`, diff: f.before !== f.after ? m.diff.split(/(?=^Index: |^===)/m).find((d) => d.includes(f.to)) ?? undefined : undefined }));
+    return m.files.map((f): PlannedAction => ({
+      kind: 'file',
+      path: f.to,
+      change: 'create',
+      mode: '0600',
+      note: `from ${f.from}${f.notes.length ? `: ${f.notes.join('; ')}` : ', unchanged'}`,
+      diff: f.before !== f.after ? (m.diff.split(/(?=^Index: |^===)/m).find((d) => d.includes(f.to)) ?? undefined) : undefined,
+    }));
   },
   async apply(_ctx, p) {
     const m = migration(p);
@@ -313,7 +446,9 @@ const configStep = defineStep<UpgradeParams>({
     const args = ['-D', p.new.dataDir, '-C', 'shared_preload_libraries'];
     if (p.new.configDir !== p.new.dataDir) args.push('-c', `config_file=${join(p.new.configDir, 'postgresql.conf')}`);
     const res = await ctx.runner.run(asOwner(p, bin(p.new.bindir, 'postgres'), args));
-    return res.exitCode === 0 ? { ok: true, detail: `${m.files.length} files carried; postgres ${p.new.major} accepts them` } : { ok: false, detail: `postgres ${p.new.major} rejects the configuration: ${res.stderr.trim()}` };
+    return res.exitCode === 0
+      ? { ok: true, detail: `${m.files.length} files carried; postgres ${p.new.major} accepts them` }
+      : { ok: false, detail: `postgres ${p.new.major} rejects the configuration: ${res.stderr.trim()}` };
   },
   async rollback() {
     /* the files live in the new cluster, which the initdb step's rollback removes */
@@ -322,7 +457,26 @@ const configStep = defineStep<UpgradeParams>({
 });
 
 function pgUpgradeArgs(p: UpgradeParams, newPort: number, check: boolean, socketDir: string): string[] {
-  const args = ['-b', p.old.bindir, '-B', p.new.bindir, '-d', p.old.dataDir, '-D', p.new.dataDir, '-p', String(p.old.port), '-P', String(newPort), '-s', socketDir, '-U', p.superuser, '-j', String(p.jobs)];
+  const args = [
+    '-b',
+    p.old.bindir,
+    '-B',
+    p.new.bindir,
+    '-d',
+    p.old.dataDir,
+    '-D',
+    p.new.dataDir,
+    '-p',
+    String(p.old.port),
+    '-P',
+    String(newPort),
+    '-s',
+    socketDir,
+    '-U',
+    p.superuser,
+    '-j',
+    String(p.jobs),
+  ];
   // the old server's other options (port, sockets) are pg_upgrade's own choice while it runs
   if (p.old.server.configFile) args.push('-o', `-c config_file=${p.old.server.configFile}`);
   if (p.new.configDir !== p.new.dataDir) args.push('-O', `-c config_file=${join(p.new.configDir, 'postgresql.conf')}`);
@@ -348,7 +502,14 @@ const precheckStep = defineStep<UpgradeParams>({
   title: () => 'pg_upgrade --check against the live old cluster',
   check: async () => [],
   async plan(_ctx, p) {
-    return [{ kind: 'command', argv: [bin(p.new.bindir, 'pg_upgrade'), ...pgUpgradeArgs(p, 0, true, socketOf(p)).map((a, i, all) => (all[i - 1] === '-P' ? 'FREE_PORT' : a))], runAs: p.old.owner, note: 'the old cluster keeps running; nothing is changed' }];
+    return [
+      {
+        kind: 'command',
+        argv: [bin(p.new.bindir, 'pg_upgrade'), ...pgUpgradeArgs(p, 0, true, socketOf(p)).map((a, i, all) => (all[i - 1] === '-P' ? 'FREE_PORT' : a))],
+        runAs: p.old.owner,
+        note: 'the old cluster keeps running; nothing is changed',
+      },
+    ];
   },
   async apply(ctx, p) {
     ensureWorkDir(p);
@@ -359,7 +520,9 @@ const precheckStep = defineStep<UpgradeParams>({
     return { output: res.stdout.split('\n').filter((l) => /ok$|Clusters are compatible/.test(l.trim())).length };
   },
   async verify(_ctx, p) {
-    return existsSync(join(p.workDir, 'check-passed')) ? { ok: true, detail: 'clusters are compatible' } : { ok: false, detail: 'pg_upgrade --check has not passed' };
+    return existsSync(join(p.workDir, 'check-passed'))
+      ? { ok: true, detail: 'clusters are compatible' }
+      : { ok: false, detail: 'pg_upgrade --check has not passed' };
   },
   async rollback(_ctx, p) {
     rmSync(join(p.workDir, 'check-passed'), { force: true });
@@ -371,7 +534,12 @@ const precheckStep = defineStep<UpgradeParams>({
 async function catalogFacts(ctx: StepContext, access: UpgradeParams['access'], dbnames: readonly string[]): Promise<CatalogFacts> {
   const out: CatalogFacts = {};
   for (const dbname of dbnames) {
-    out[dbname] = Object.fromEntries((await withDb(ctx, access, (db) => db.query(statements.catalogFacts()), dbname)).map((r) => [r.relation, `${r.kind} ${r.relfilenode} ${r.main} ${r.fsm} ${r.vm} ${r.init}`]));
+    out[dbname] = Object.fromEntries(
+      (await withDb(ctx, access, (db) => db.query(statements.catalogFacts()), dbname)).map((r) => [
+        r.relation,
+        `${r.kind} ${r.relfilenode} ${r.main} ${r.fsm} ${r.vm} ${r.init}`,
+      ]),
+    );
   }
   return out;
 }
@@ -397,7 +565,11 @@ async function blockConnections(ctx: StepContext, p: UpgradeParams): Promise<voi
   replaceKeepingOwner(p.old.hbaFile, blockedHba(current, own));
   await serverOf(ctx, p, 'old').reload();
   const errors = await withDb(ctx, p.access, (db) => db.query(statements.hbaErrors()));
-  if (errors.length) throw new PgscaleError(`the blocked pg_hba.conf does not parse: ${errors.map((e) => `line ${e.line_number}: ${e.error}`).join('; ')}`, ExitCode.FailedAfterChange);
+  if (errors.length)
+    throw new PgscaleError(
+      `the blocked pg_hba.conf does not parse: ${errors.map((e) => `line ${e.line_number}: ${e.error}`).join('; ')}`,
+      ExitCode.FailedAfterChange,
+    );
 }
 
 /** Gives the old pg_hba.conf back (and the old server its rules, when it runs). */
@@ -418,10 +590,24 @@ const stopOldStep = defineStep<UpgradeParams>({
   async plan(ctx, p) {
     const stop = serverOf(ctx, p, 'old').stopInvocation('fast');
     return [
-      { kind: 'sql', target: 'old cluster', sql: `-- refuse if a transaction is older than ${p.maxTransactionSeconds} s\n${statements.oldestTransactionSeconds().text}` },
-      { kind: 'file', path: p.old.hbaFile, change: 'modify', note: `reject rules for every other client at the top (pgscale's own connection first); the original is kept in ${savedHba(p)} and restored when the new cluster opens or on rollback` },
+      {
+        kind: 'sql',
+        target: 'old cluster',
+        sql: `-- refuse if a transaction is older than ${p.maxTransactionSeconds} s\n${statements.oldestTransactionSeconds().text}`,
+      },
+      {
+        kind: 'file',
+        path: p.old.hbaFile,
+        change: 'modify',
+        note: `reject rules for every other client at the top (pgscale's own connection first); the original is kept in ${savedHba(p)} and restored when the new cluster opens or on rollback`,
+      },
       { kind: 'service', action: 'reload', target: `old cluster (${p.old.dataDir})` },
-      { kind: 'sql', target: 'old cluster', sql: `${statements.terminateOtherSessions().text};\ncheckpoint`, note: 'then, per database, the catalog facts below (O(catalog): no row is read)' },
+      {
+        kind: 'sql',
+        target: 'old cluster',
+        sql: `${statements.terminateOtherSessions().text};\ncheckpoint`,
+        note: 'then, per database, the catalog facts below (O(catalog): no row is read)',
+      },
       { kind: 'sql', target: 'old cluster, every database', sql: statements.catalogFacts().text },
       { kind: 'command', argv: startArgv(stop), runAs: p.old.owner, note: 'fast shutdown; immediate is never used without your consent' },
     ];
@@ -434,7 +620,11 @@ const stopOldStep = defineStep<UpgradeParams>({
       const [oldest] = await withDb(ctx, p.access, (db) => db.query(statements.oldestTransactionSeconds()));
       if ((oldest?.seconds ?? 0) > p.maxTransactionSeconds) {
         await liftBlock(ctx, p);
-        throw new PgscaleError(`a transaction has been open for ${Math.round(oldest!.seconds)} s (limit ${p.maxTransactionSeconds} s): not stopping the old cluster`, ExitCode.FailedNoChange, 'end it (or raise --max-transaction-age), then run the upgrade again: this run undoes what it prepared');
+        throw new PgscaleError(
+          `a transaction has been open for ${Math.round(oldest!.seconds)} s (limit ${p.maxTransactionSeconds} s): not stopping the old cluster`,
+          ExitCode.FailedNoChange,
+          'end it (or raise --max-transaction-age), then run the upgrade again: this run undoes what it prepared',
+        );
       }
       await blockConnections(ctx, p);
       blockedAt = new Date().toISOString();
@@ -455,7 +645,9 @@ const stopOldStep = defineStep<UpgradeParams>({
     const old = serverOf(ctx, p, 'old');
     const state = await controlState(ctx, p, 'old');
     const running = await old.isRunning();
-    return !running && state === 'shut down' && existsSync(factsFile(p)) ? { ok: true, detail: 'connections blocked, old cluster shut down cleanly' } : { ok: false, detail: `old cluster ${running ? 'running' : state ?? 'unknown'}` };
+    return !running && state === 'shut down' && existsSync(factsFile(p))
+      ? { ok: true, detail: 'connections blocked, old cluster shut down cleanly' }
+      : { ok: false, detail: `old cluster ${running ? 'running' : (state ?? 'unknown')}` };
   },
   async rollback(ctx, p) {
     // what pg_upgrade left running was stopped by its own step's rollback, which runs first
@@ -500,7 +692,12 @@ async function stopLeftovers(ctx: StepContext, p: UpgradeParams): Promise<void> 
   const found = await stopLeftoverPostmasters([p.old.dataDir, p.new.dataDir]);
   if (found.length) ctx.progress.message(`stopped ${found.map((pm) => `${pm.dataDir} (pid ${pm.pid}${pm.unsafe ? ', fsync=off' : ''})`).join(', ')}`);
   const still = postmastersOn([p.old.dataDir, p.new.dataDir]);
-  if (still.length) throw new PgscaleError(`servers still running on ${still.map((pm) => `${pm.dataDir} (pid ${pm.pid})`).join(', ')}`, ExitCode.FailedAfterChange, 'stop them (pg_ctl stop -m immediate after checking), then retry');
+  if (still.length)
+    throw new PgscaleError(
+      `servers still running on ${still.map((pm) => `${pm.dataDir} (pid ${pm.pid})`).join(', ')}`,
+      ExitCode.FailedAfterChange,
+      'stop them (pg_ctl stop -m immediate after checking), then retry',
+    );
 }
 
 /** Link mode disables the old cluster by renaming global/pg_control: undoing that is the rollback. */
@@ -519,7 +716,14 @@ const pgUpgradeStep = defineStep<UpgradeParams>({
   downtime: true,
   check: async () => [],
   async plan(_ctx, p) {
-    return [{ kind: 'command', argv: [bin(p.new.bindir, 'pg_upgrade'), ...pgUpgradeArgs(p, 0, false, privateSocketDir(p)).map((a, i, all) => (all[i - 1] === '-P' ? 'FREE_PORT' : a))], runAs: p.old.owner, note: `its servers listen only in ${privateSocketDir(p)}; ${p.mode === 'link' ? 'hard links: the old cluster stays restorable until the new one starts (global/pg_control.old is renamed back on rollback)' : 'the old cluster is left intact'}` }];
+    return [
+      {
+        kind: 'command',
+        argv: [bin(p.new.bindir, 'pg_upgrade'), ...pgUpgradeArgs(p, 0, false, privateSocketDir(p)).map((a, i, all) => (all[i - 1] === '-P' ? 'FREE_PORT' : a))],
+        runAs: p.old.owner,
+        note: `its servers listen only in ${privateSocketDir(p)}; ${p.mode === 'link' ? 'hard links: the old cluster stays restorable until the new one starts (global/pg_control.old is renamed back on rollback)' : 'the old cluster is left intact'}`,
+      },
+    ];
   },
   async apply(ctx, p) {
     ensureWorkDir(p);
@@ -534,7 +738,11 @@ const pgUpgradeStep = defineStep<UpgradeParams>({
     }
     ensurePrivateSocketDir(p);
     writeFileAtomic(marker, new Date().toISOString());
-    const inv = asOwner(p, bin(p.new.bindir, 'pg_upgrade'), pgUpgradeArgs(p, await freePort(), false, privateSocketDir(p)), { cwd: p.workDir, signal: ctx.signal, onStart: ctx.trackProcess });
+    const inv = asOwner(p, bin(p.new.bindir, 'pg_upgrade'), pgUpgradeArgs(p, await freePort(), false, privateSocketDir(p)), {
+      cwd: p.workDir,
+      signal: ctx.signal,
+      onStart: ctx.trackProcess,
+    });
     ctx.progress.message(`pg_upgrade --${p.mode} running`);
     const res = await ctx.runner.run(inv);
     if (res.exitCode !== 0) {
@@ -546,7 +754,9 @@ const pgUpgradeStep = defineStep<UpgradeParams>({
   },
   async verify(ctx, p) {
     const state = await controlState(ctx, p, 'new');
-    return existsSync(join(p.workDir, 'pg_upgrade-done')) && state ? { ok: true, detail: `upgraded (${p.mode} mode)` } : { ok: false, detail: 'pg_upgrade has not completed' };
+    return existsSync(join(p.workDir, 'pg_upgrade-done')) && state
+      ? { ok: true, detail: `upgraded (${p.mode} mode)` }
+      : { ok: false, detail: 'pg_upgrade has not completed' };
   },
   async rollback(ctx, p) {
     await stopLeftovers(ctx, p);
@@ -554,7 +764,10 @@ const pgUpgradeStep = defineStep<UpgradeParams>({
     rmSync(join(p.workDir, 'pg_upgrade-started'), { force: true });
     rmSync(join(p.workDir, 'pg_upgrade-done'), { force: true });
   },
-  rollbackNote: (p) => (p.mode === 'link' ? 'stop what pg_upgrade left running, rename the old global/pg_control.old back (the new cluster has never started, so the shared files are unchanged)' : 'stop what pg_upgrade left running; copy mode leaves the old cluster intact'),
+  rollbackNote: (p) =>
+    p.mode === 'link'
+      ? 'stop what pg_upgrade left running, rename the old global/pg_control.old back (the new cluster has never started, so the shared files are unchanged)'
+      : 'stop what pg_upgrade left running; copy mode leaves the old cluster intact',
   estimateSeconds: (p) => (p.mode === 'link' || p.mode === 'clone' ? 20 : 60),
 });
 
@@ -580,8 +793,18 @@ const startNewStep = defineStep<UpgradeParams>({
   check: async () => [],
   async plan(ctx, p) {
     return [
-      { kind: 'command', argv: startArgv(serverOf(ctx, p, 'new').startInvocation({ privateSocketDir: privateSocketDir(p) })), runAs: p.old.owner, note: `socket in ${privateSocketDir(p)}, no TCP: no client can reach it yet` },
-      { kind: 'sql', target: 'new cluster (private socket), every database', sql: statements.catalogFacts().text, note: 'compared with the facts taken before the stop: same relations, relfilenodes and fork sizes' },
+      {
+        kind: 'command',
+        argv: startArgv(serverOf(ctx, p, 'new').startInvocation({ privateSocketDir: privateSocketDir(p) })),
+        runAs: p.old.owner,
+        note: `socket in ${privateSocketDir(p)}, no TCP: no client can reach it yet`,
+      },
+      {
+        kind: 'sql',
+        target: 'new cluster (private socket), every database',
+        sql: statements.catalogFacts().text,
+        note: 'compared with the facts taken before the stop: same relations, relfilenodes and fork sizes',
+      },
       { kind: 'sql', target: 'new cluster (private socket)', sql: statements.scratchWrite().text },
     ];
   },
@@ -599,7 +822,12 @@ const startNewStep = defineStep<UpgradeParams>({
     const diffs = catalogDifferences(before, after);
     // before the point of no return (copy mode) a difference stops the run: the old cluster is intact.
     // Past it (link/clone) nothing can go back: the difference is reported, never a dead end.
-    if (diffs.length && !sharesFiles(p)) throw new PgscaleError(`catalog facts differ after pg_upgrade: ${diffs.slice(0, 10).join('; ')}`, ExitCode.FailedAfterChange, '`pgscale rollback` gives the old cluster back (copy mode left it intact)');
+    if (diffs.length && !sharesFiles(p))
+      throw new PgscaleError(
+        `catalog facts differ after pg_upgrade: ${diffs.slice(0, 10).join('; ')}`,
+        ExitCode.FailedAfterChange,
+        '`pgscale rollback` gives the old cluster back (copy mode left it intact)',
+      );
     await withDb(ctx, access, (db) => db.query(statements.scratchWrite()));
     const relations = Object.values(before).reduce((a, r) => a + Object.keys(r).length, 0);
     writeFileAtomic(verifiedPrivately(p), JSON.stringify({ relations, differences: diffs.slice(0, 50) }));
@@ -609,10 +837,15 @@ const startNewStep = defineStep<UpgradeParams>({
     if (!existsSync(verifiedPrivately(p))) return { ok: false, detail: 'not verified yet' };
     if (!(await serverOf(ctx, p, 'new').isRunning())) return { ok: false, detail: 'new cluster not running' };
     const v = JSON.parse(readFileSync(verifiedPrivately(p), 'utf8')) as { relations: number; differences: string[] };
-    return { ok: true, detail: `${v.relations} relations ${v.differences.length ? `compared, ${v.differences.length} DIFFER (reported; past the point of no return)` : 'match (relfilenodes and fork sizes)'}; a write and a checkpoint succeeded` };
+    return {
+      ok: true,
+      detail: `${v.relations} relations ${v.differences.length ? `compared, ${v.differences.length} DIFFER (reported; past the point of no return)` : 'match (relfilenodes and fork sizes)'}; a write and a checkpoint succeeded`,
+    };
   },
   async refusesRollback(_ctx, p) {
-    return sharesFiles(p) && existsSync(startedMarker(p)) ? `the new cluster has started on files it shares with the old one (${p.mode} mode): the old cluster can no longer start` : undefined;
+    return sharesFiles(p) && existsSync(startedMarker(p))
+      ? `the new cluster has started on files it shares with the old one (${p.mode} mode): the old cluster can no longer start`
+      : undefined;
   },
   async rollback(ctx, p) {
     await serverOf(ctx, p, 'new').stop();
@@ -656,7 +889,9 @@ const openStep = defineStep<UpgradeParams>({
     if (existsSync(savedHba(p))) return { ok: false, detail: 'the connection block is still in place' };
     try {
       const answer = await newMajorAnswering(ctx, p.access);
-      return answer.major === p.new.major ? { ok: true, detail: `PostgreSQL ${answer.version} accepts connections and writes where the old one listened` } : { ok: false, detail: `port ${p.new.server.port} answers with ${answer.version}` };
+      return answer.major === p.new.major
+        ? { ok: true, detail: `PostgreSQL ${answer.version} accepts connections and writes where the old one listened` }
+        : { ok: false, detail: `port ${p.new.server.port} answers with ${answer.version}` };
     } catch (e) {
       return { ok: false, detail: (e as Error).message };
     }
@@ -664,7 +899,8 @@ const openStep = defineStep<UpgradeParams>({
   async rollback(ctx, p) {
     await serverOf(ctx, p, 'new').stop();
   },
-  rollbackNote: (p) => (sharesFiles(p) ? 'not reached by a rollback (past the point of no return)' : 'stop the new cluster (copy mode: the old cluster is intact and starts again)'),
+  rollbackNote: (p) =>
+    sharesFiles(p) ? 'not reached by a rollback (past the point of no return)' : 'stop the new cluster (copy mode: the old cluster is intact and starts again)',
   estimateSeconds: () => 3,
 });
 
@@ -673,18 +909,30 @@ const extensionsStep = defineStep<UpgradeParams>({
   title: () => 'Update extensions (the script pg_upgrade generated)',
   check: async () => [],
   async plan(_ctx, p) {
-    return [{ kind: 'command', argv: [bin(p.new.bindir, 'psql'), '-X', '-v', 'ON_ERROR_STOP=1', '-d', 'postgres', '-f', join(p.workDir, 'update_extensions.sql')], runAs: p.old.owner, note: 'only if pg_upgrade wrote the script' }];
+    return [
+      {
+        kind: 'command',
+        argv: [bin(p.new.bindir, 'psql'), '-X', '-v', 'ON_ERROR_STOP=1', '-d', 'postgres', '-f', join(p.workDir, 'update_extensions.sql')],
+        runAs: p.old.owner,
+        note: 'only if pg_upgrade wrote the script',
+      },
+    ];
   },
   async apply(ctx, p) {
     const script = join(p.workDir, 'update_extensions.sql');
     if (!existsSync(script)) return { updated: false };
-    await must(ctx, clientInvocation({ ...p.access, bindir: p.new.bindir }, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', 'postgres', '-f', script]), 'updating extensions');
+    await must(
+      ctx,
+      clientInvocation({ ...p.access, bindir: p.new.bindir }, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', 'postgres', '-f', script]),
+      'updating extensions',
+    );
     return { updated: true };
   },
   async verify(ctx, p) {
     const outdated: string[] = [];
     for (const dbname of await databases(ctx, p)) {
-      for (const e of await withDb(ctx, p.access, (db) => db.query(statements.outdatedExtensions()), dbname)) outdated.push(`${e.name} ${e.installed}→${e.available} in ${dbname}`);
+      for (const e of await withDb(ctx, p.access, (db) => db.query(statements.outdatedExtensions()), dbname))
+        outdated.push(`${e.name} ${e.installed}→${e.available} in ${dbname}`);
     }
     // only what pg_upgrade's script covers must be current; others are the DBA's choice to update
     if (existsSync(join(p.workDir, 'update_extensions.sql')) && outdated.length) {
@@ -692,7 +940,12 @@ const extensionsStep = defineStep<UpgradeParams>({
       const missed = outdated.filter((o) => script.includes(`"${o.split(' ')[0]}"`) || script.includes(` ${o.split(' ')[0]};`));
       if (missed.length) return { ok: false, detail: `still outdated: ${missed.join(', ')}` };
     }
-    return { ok: true, detail: outdated.length ? `extensions updated where needed; newer versions available: ${outdated.join(', ')}` : 'every extension is at its default version' };
+    return {
+      ok: true,
+      detail: outdated.length
+        ? `extensions updated where needed; newer versions available: ${outdated.join(', ')}`
+        : 'every extension is at its default version',
+    };
   },
   rollbackNote: () => 'not undone (extension updates are part of the new cluster)',
 });
@@ -704,12 +957,18 @@ const extensionsStep = defineStep<UpgradeParams>({
  */
 const verifyStep = defineStep<UpgradeParams>({
   kind: 'upgrade.verify',
-  title: (p) => `Deep verification while service is back: exact row counts of the ${p.sampleTables} largest tables per database, amcheck of their indexes where installed (reported)`,
+  title: (p) =>
+    `Deep verification while service is back: exact row counts of the ${p.sampleTables} largest tables per database, amcheck of their indexes where installed (reported)`,
   check: async () => [],
   async plan(_ctx, p) {
     return [
       { kind: 'sql', target: 'new cluster, every database', sql: statements.sampleRowCounts(p.sampleTables).text },
-      { kind: 'sql', target: 'new cluster, databases with amcheck', sql: statements.btIndexCheck('INDEX').text, note: 'for each btree index of the sampled tables' },
+      {
+        kind: 'sql',
+        target: 'new cluster, databases with amcheck',
+        sql: statements.btIndexCheck('INDEX').text,
+        note: 'for each btree index of the sampled tables',
+      },
     ];
   },
   async apply(ctx, p) {
@@ -719,20 +978,25 @@ const verifyStep = defineStep<UpgradeParams>({
     let indexes = 0;
     for (const dbname of await databases(ctx, p)) {
       try {
-        await withDb(ctx, p.access, async (db) => {
-          const sample = await db.query(statements.sampleRowCounts(p.sampleTables));
-          tables += sample.length;
-          rows += sample.reduce((a, r) => a + Number(r.row_count), 0);
-          if (!(await db.query(statements.amcheckInstalled()))[0]?.installed || sample.length === 0) return;
-          for (const { index_name } of await db.query(statements.btreeIndexesOf(sample.map((r) => r.table_name)))) {
-            try {
-              await db.query(statements.btIndexCheck(index_name));
-              indexes++;
-            } catch (e) {
-              findings.push(`${dbname}.${index_name}: ${(e as Error).message}`);
+        await withDb(
+          ctx,
+          p.access,
+          async (db) => {
+            const sample = await db.query(statements.sampleRowCounts(p.sampleTables));
+            tables += sample.length;
+            rows += sample.reduce((a, r) => a + Number(r.row_count), 0);
+            if (!(await db.query(statements.amcheckInstalled()))[0]?.installed || sample.length === 0) return;
+            for (const { index_name } of await db.query(statements.btreeIndexesOf(sample.map((r) => r.table_name)))) {
+              try {
+                await db.query(statements.btIndexCheck(index_name));
+                indexes++;
+              } catch (e) {
+                findings.push(`${dbname}.${index_name}: ${(e as Error).message}`);
+              }
             }
-          }
-        }, dbname);
+          },
+          dbname,
+        );
       } catch (e) {
         findings.push(`${dbname}: ${(e as Error).message}`);
       }
@@ -745,21 +1009,33 @@ const verifyStep = defineStep<UpgradeParams>({
     const marker = join(p.workDir, 'verified');
     if (!existsSync(marker)) return { ok: false, detail: 'not verified yet' };
     const v = JSON.parse(readFileSync(marker, 'utf8')) as { tables: number; rows: number; indexesChecked: number; findings: string[] };
-    return { ok: true, detail: `${v.tables} tables read in full (${v.rows} rows), ${v.indexesChecked} indexes checked with amcheck; ${v.findings.length ? `FINDINGS: ${v.findings.slice(0, 5).join('; ')}` : 'no findings'}` };
+    return {
+      ok: true,
+      detail: `${v.tables} tables read in full (${v.rows} rows), ${v.indexesChecked} indexes checked with amcheck; ${v.findings.length ? `FINDINGS: ${v.findings.slice(0, 5).join('; ')}` : 'no findings'}`,
+    };
   },
   rollbackNote: () => 'nothing to undo (read-only)',
 });
 
 const analyzeStep = defineStep<UpgradeParams>({
   kind: 'upgrade.analyze',
-  title: (p) => (p.new.major >= 18 ? 'vacuumdb --analyze-in-stages --missing-stats-only (service is back)' : 'vacuumdb --analyze-in-stages (service is back; statistics are not carried before 18)'),
+  title: (p) =>
+    p.new.major >= 18
+      ? 'vacuumdb --analyze-in-stages --missing-stats-only (service is back)'
+      : 'vacuumdb --analyze-in-stages (service is back; statistics are not carried before 18)',
   check: async () => [],
   async plan(_ctx, p) {
-    return [{ kind: 'command', argv: [bin(p.new.bindir, 'vacuumdb'), ...analyzeArgs(p)], runAs: p.access.runAs ?? undefined, env: ['PGHOST', 'PGPORT', 'PGUSER'] }];
+    return [
+      { kind: 'command', argv: [bin(p.new.bindir, 'vacuumdb'), ...analyzeArgs(p)], runAs: p.access.runAs ?? undefined, env: ['PGHOST', 'PGPORT', 'PGUSER'] },
+    ];
   },
   async apply(ctx, p) {
     ctx.progress.message('analyzing in stages');
-    await must(ctx, clientInvocation({ ...p.access, bindir: p.new.bindir }, 'vacuumdb', analyzeArgs(p), { signal: ctx.signal, onStart: ctx.trackProcess }), 'vacuumdb');
+    await must(
+      ctx,
+      clientInvocation({ ...p.access, bindir: p.new.bindir }, 'vacuumdb', analyzeArgs(p), { signal: ctx.signal, onStart: ctx.trackProcess }),
+      'vacuumdb',
+    );
     writeFileAtomic(join(p.workDir, 'analyzed'), new Date().toISOString());
   },
   async verify(_ctx, p) {
@@ -785,7 +1061,8 @@ function configFingerprint(p: UpgradeParams): string {
 export const upgradeOperation = defineOperation<UpgradeParams>({
   name: 'upgrade',
   describeTarget: (p) => ({ description: `${p.old.dataDir} (PostgreSQL ${p.old.major}, port ${p.old.port})`, lockKey: `cluster:${p.old.dataDir}` }),
-  summary: (p) => `Upgrade ${p.old.dataDir} from PostgreSQL ${p.old.major} to ${p.new.major} into ${p.new.dataDir} (--${p.mode}, ${p.jobs} jobs${p.new.waldir ? `, WAL on ${p.new.waldir}` : ''}${p.backup ? `, backup to ${p.backup.dest} first` : ', NO backup'})`,
+  summary: (p) =>
+    `Upgrade ${p.old.dataDir} from PostgreSQL ${p.old.major} to ${p.new.major} into ${p.new.dataDir} (--${p.mode}, ${p.jobs} jobs${p.new.waldir ? `, WAL on ${p.new.waldir}` : ''}${p.backup ? `, backup to ${p.backup.dest} first` : ', NO backup'})`,
   steps: (p) => [
     ...(p.backup ? backupOperation.steps(p.backup).map((s): StepData => ({ ...s, id: `backup-${s.id}` })) : []),
     ...upgradeSteps.flatMap((s, i): StepData[] => [
@@ -802,7 +1079,15 @@ export const upgradeOperation = defineOperation<UpgradeParams>({
       serverVersion: (await db.query(statements.serverVersionNum()))[0]?.server_version ?? null,
       databases: (await db.query(statements.databases())).map((d) => d.name),
     }));
-    return { ...identity, oldMajor: p.old.major, oldDataDir: p.old.dataDir, port: p.old.port, newDataDir: p.new.dataDir, configuration: configFingerprint(p), listening: listeningOrigin(p.old.server) };
+    return {
+      ...identity,
+      oldMajor: p.old.major,
+      oldDataDir: p.old.dataDir,
+      port: p.old.port,
+      newDataDir: p.new.dataDir,
+      configuration: configFingerprint(p),
+      listening: listeningOrigin(p.old.server),
+    };
   },
   // a verified backup taken first is kept when the run undoes itself before downtime
   keptByAutomaticUndo: ['backup.publish'],

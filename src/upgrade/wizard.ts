@@ -29,7 +29,11 @@ export async function askUpgradeChoices(given: UpgradeChoices, facts: WizardFact
   if (!choices.toVersion && major) {
     const targets = [...new Set(facts.installations.map((i) => i.major).filter((m) => m > major))].sort((a, b) => a - b);
     if (targets.length) {
-      choices.toVersion = await select({ message: 'Target version?', default: defaultTargetVersion(major, facts.installations), choices: targets.map((m) => ({ name: String(m), value: m })) });
+      choices.toVersion = await select({
+        message: 'Target version?',
+        default: defaultTargetVersion(major, facts.installations),
+        choices: targets.map((m) => ({ name: String(m), value: m })),
+      });
     }
   }
   if (!choices.newPgdata && cluster && choices.toVersion) {
@@ -48,7 +52,10 @@ export async function askUpgradeChoices(given: UpgradeChoices, facts: WizardFact
     });
   }
   if (choices.waldir === undefined && (await confirm({ message: 'Put WAL on a dedicated volume?', default: false }))) {
-    choices.waldir = await input({ message: 'WAL directory (empty or absent, on another device):', validate: (v) => (v.startsWith('/') ? true : 'an absolute path') });
+    choices.waldir = await input({
+      message: 'WAL directory (empty or absent, on another device):',
+      validate: (v) => (v.startsWith('/') ? true : 'an absolute path'),
+    });
   }
   if (!choices.noBackup && !choices.backupTo) {
     if (await confirm({ message: 'Take a pg_dumpall backup first? (strongly advised)', default: true })) {

@@ -7,7 +7,21 @@
  * O_EXCL | O_NOFOLLOW and changed through their descriptors: a symlink planted in the target can
  * never redirect a write.
  */
-import { closeSync, constants, existsSync, fchmodSync, fchownSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, statSync, type Stats } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fchmodSync,
+  fchownSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  type Stats,
+} from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncPath } from '../files.js';
@@ -54,7 +68,11 @@ export function listTree(root: string): TreeEntry[] {
         out.push({ rel, type: 'dir', size: 0, mode: st.mode & 0o7777 });
         walk(path, rel);
       } else if (st.isFile()) out.push({ rel, type: 'file', size: st.size, mode: st.mode & 0o7777 });
-      else throw new PgscaleError(`${path} is neither a regular file nor a directory: a WAL directory holds only segments, history files and status directories`, ExitCode.FailedAfterChange);
+      else
+        throw new PgscaleError(
+          `${path} is neither a regular file nor a directory: a WAL directory holds only segments, history files and status directories`,
+          ExitCode.FailedAfterChange,
+        );
     }
   };
   walk(root, '');

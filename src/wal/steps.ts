@@ -13,7 +13,20 @@
  * At every instant one of them is complete WAL the server can start from, so a crash anywhere
  * leaves a state that `pgscale resume` finishes and `pgscale rollback` undoes.
  */
-import { accessSync, constants, existsSync, readdirSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, statfsSync, symlinkSync, unlinkSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  statfsSync,
+  symlinkSync,
+  unlinkSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type ClusterAccess, withDb } from '../cluster/access.js';
 import { lastValues, readConfigTree } from '../config/parse.js';
@@ -64,7 +77,6 @@ export interface WalMoveParams extends JsonObject {
   walBytes: number;
 }
 
-
 const pgWal = (p: WalMoveParams) => join(p.dataDir, 'pg_wal');
 const oldWal = (p: WalMoveParams) => join(p.dataDir, 'pg_wal.pgscale-old');
 const newWal = (p: WalMoveParams) => join(p.dataDir, 'pg_wal.pgscale-new');
@@ -89,7 +101,13 @@ function ownerOf(p: WalMoveParams): OsUser {
 /** Whom to give new files: the owner when we are root; nobody (files are already ours) when we are the owner. */
 const chownTo = (p: WalMoveParams): OsUser | undefined => (isRoot() ? ownerOf(p) : undefined);
 
-const asOwner = (p: WalMoveParams, prog: string, args: string[], extra: Partial<Invocation> = {}): Invocation => ({ program: prog, args, runAs: ownerOf(p), env: { LC_ALL: 'C' }, ...extra });
+const asOwner = (p: WalMoveParams, prog: string, args: string[], extra: Partial<Invocation> = {}): Invocation => ({
+  program: prog,
+  args,
+  runAs: ownerOf(p),
+  env: { LC_ALL: 'C' },
+  ...extra,
+});
 
 const STOP_SECONDS = 600;
 const serverOf = (runner: Runner, p: WalMoveParams) => new PostgresServer(p.server, runner);
@@ -115,7 +133,11 @@ async function startServer(ctx: StepContext, p: WalMoveParams): Promise<void> {
 /** Refuses to touch WAL files under a running server. */
 async function assertStopped(ctx: StepContext, p: WalMoveParams): Promise<void> {
   if (await serverRunning(ctx.runner, p)) {
-    throw new PgscaleError(`the server of ${p.dataDir} is running again: WAL files cannot be moved under it`, ExitCode.FailedAfterChange, `stop it (pg_ctl stop -D ${p.dataDir} -m fast), then resume`);
+    throw new PgscaleError(
+      `the server of ${p.dataDir} is running again: WAL files cannot be moved under it`,
+      ExitCode.FailedAfterChange,
+      `stop it (pg_ctl stop -D ${p.dataDir} -m fast), then resume`,
+    );
   }
 }
 
@@ -154,7 +176,11 @@ async function maxWalSize(ctx: StepContext, p: WalMoveParams, running: boolean):
     const value = lastValues([...entries, ...(existsSync(auto) ? readConfigTree(auto) : [])]).get('max_wal_size');
     if (value) {
       const m = /^(\d+)\s*(kB|MB|GB|TB)?$/.exec(value.value.trim());
-      if (m) return { bytes: Number(m[1]) * { kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 }[(m[2] ?? 'MB') as 'kB'], from: `${value.file} line ${value.line}` };
+      if (m)
+        return {
+          bytes: Number(m[1]) * { kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 }[(m[2] ?? 'MB') as 'kB'],
+          from: `${value.file} line ${value.line}`,
+        };
     }
   } catch {
     /* unreadable configuration: the default */
@@ -174,11 +200,22 @@ async function describeDevice(path: string): Promise<string> {
 /** Every precondition, before anything changes: the first step's check(). */
 export async function walMoveChecks(ctx: StepContext, p: WalMoveParams): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
-  out.push(existsSync(join(p.dataDir, 'PG_VERSION')) ? check.pass('cluster', `PostgreSQL ${p.major} cluster in ${p.dataDir}, owned by ${p.owner}`) : check.fail('cluster', `${p.dataDir} is no longer a data directory`));
+  out.push(
+    existsSync(join(p.dataDir, 'PG_VERSION'))
+      ? check.pass('cluster', `PostgreSQL ${p.major} cluster in ${p.dataDir}, owned by ${p.owner}`)
+      : check.fail('cluster', `${p.dataDir} is no longer a data directory`),
+  );
   if (p.major < 10) out.push(check.fail('version', `PostgreSQL ${p.major} keeps its WAL in pg_xlog: pgscale moves pg_wal (10 and later)`));
   const missing = missingServerPrograms(p.server.bindir);
   if (missing.length) {
-    out.push(check.fail('server programs', p.server.bindir ? `${missing.join(', ')} missing from ${p.server.bindir}` : `no PostgreSQL ${p.major} installation found (${missing.join(', ')}): pass --bindir`));
+    out.push(
+      check.fail(
+        'server programs',
+        p.server.bindir
+          ? `${missing.join(', ')} missing from ${p.server.bindir}`
+          : `no PostgreSQL ${p.major} installation found (${missing.join(', ')}): pass --bindir`,
+      ),
+    );
     return out;
   }
   out.push(check.pass('server programs', `pg_ctl and pg_controldata of ${p.major} in ${p.server.bindir}`));
@@ -187,21 +224,47 @@ export async function walMoveChecks(ctx: StepContext, p: WalMoveParams): Promise
   const running = await serverRunning(ctx.runner, p);
   const control = await controlData(ctx.runner, p);
   if (running) out.push(check.info('server state', `running: it is stopped (pg_ctl stop -m fast) for the copy and started again after it — downtime`));
-  else if (existsSync(join(p.dataDir, 'postmaster.pid'))) out.push(check.fail('server state', `not running, but ${join(p.dataDir, 'postmaster.pid')} is left from a server that did not shut down: start the cluster once so it recovers, then retry`));
-  else if (!cleanlyShutDown(control?.state)) out.push(check.fail('server state', `stopped, but not cleanly (pg_control says "${control?.state ?? 'unreadable'}"): start it once so it recovers and stop it, then retry`));
+  else if (existsSync(join(p.dataDir, 'postmaster.pid')))
+    out.push(
+      check.fail(
+        'server state',
+        `not running, but ${join(p.dataDir, 'postmaster.pid')} is left from a server that did not shut down: start the cluster once so it recovers, then retry`,
+      ),
+    );
+  else if (!cleanlyShutDown(control?.state))
+    out.push(
+      check.fail(
+        'server state',
+        `stopped, but not cleanly (pg_control says "${control?.state ?? 'unreadable'}"): start it once so it recovers and stop it, then retry`,
+      ),
+    );
   else out.push(check.info('server state', `stopped cleanly (${control!.state}): it stays stopped`));
-  if (running !== p.wasRunning) out.push(check.fail('server state unchanged', `the server ${running ? 'runs' : 'is stopped'} now but ${p.wasRunning ? 'ran' : 'was stopped'} when the plan was made: make a new plan`));
+  if (running !== p.wasRunning)
+    out.push(
+      check.fail(
+        'server state unchanged',
+        `the server ${running ? 'runs' : 'is stopped'} now but ${p.wasRunning ? 'ran' : 'was stopped'} when the plan was made: make a new plan`,
+      ),
+    );
   out.push(check.info('role', p.role === 'standby' ? 'a standby: its WAL moves the same way; it resumes replay from the new location' : 'a primary'));
 
   // where the WAL is and where it goes
   const walNow = lexists(pgWal(p)) ? realpathSync(pgWal(p)) : undefined;
   if (!walNow) out.push(check.fail('WAL location', `${pgWal(p)} is missing`));
   else if (p.destination === 'volume' && walNow === p.target) out.push(check.fail('WAL location', `the WAL is already in ${p.target}`));
-  else if (p.destination === 'data-dir' && !lstatOrUndefined(pgWal(p))!.isSymbolicLink()) out.push(check.fail('WAL location', `the WAL is already in the data directory (${pgWal(p)} is a directory)`));
+  else if (p.destination === 'data-dir' && !lstatOrUndefined(pgWal(p))!.isSymbolicLink())
+    out.push(check.fail('WAL location', `the WAL is already in the data directory (${pgWal(p)} is a directory)`));
   else if (walNow !== p.source) out.push(check.fail('WAL location', `the WAL is in ${walNow} now, not in ${p.source} as planned: make a new plan`));
   else out.push(check.pass('WAL location', `now in ${p.source}; moves to ${where(p)}`));
   const leftovers = [oldWal(p), newWal(p)].filter(lexists);
-  out.push(leftovers.length ? check.fail('no unfinished move', `${leftovers.join(' and ')} exist: an earlier move did not finish — \`pgscale resume\` or \`pgscale rollback\` it (see \`pgscale runs\`), or remove them`) : check.pass('no unfinished move', 'no pg_wal.pgscale-old / pg_wal.pgscale-new in the data directory'));
+  out.push(
+    leftovers.length
+      ? check.fail(
+          'no unfinished move',
+          `${leftovers.join(' and ')} exist: an earlier move did not finish — \`pgscale resume\` or \`pgscale rollback\` it (see \`pgscale runs\`), or remove them`,
+        )
+      : check.pass('no unfinished move', 'no pg_wal.pgscale-old / pg_wal.pgscale-new in the data directory'),
+  );
 
   let walBytes = 0;
   try {
@@ -217,8 +280,12 @@ export async function walMoveChecks(ctx: StepContext, p: WalMoveParams): Promise
 
   if (p.destination === 'volume') {
     const parent = dirname(p.target);
-    if (isInside(p.target, p.dataDir)) out.push(check.fail('target outside the data directory', `${p.target} is inside ${p.dataDir}: to bring the WAL back into the data directory use --to-data-dir`));
-    if (isInside(p.target, p.source) || isInside(p.source, p.target)) out.push(check.fail('target apart from the WAL', `${p.target} and the current WAL directory ${p.source} contain one another`));
+    if (isInside(p.target, p.dataDir))
+      out.push(
+        check.fail('target outside the data directory', `${p.target} is inside ${p.dataDir}: to bring the WAL back into the data directory use --to-data-dir`),
+      );
+    if (isInside(p.target, p.source) || isInside(p.source, p.target))
+      out.push(check.fail('target apart from the WAL', `${p.target} and the current WAL directory ${p.source} contain one another`));
     const pst = lstatOrUndefined(parent);
     if (!pst || !statSync(parent).isDirectory()) {
       out.push(check.fail('target parent exists', `${parent} does not exist: create it (or mount the WAL volume) first`));
@@ -232,8 +299,15 @@ export async function walMoveChecks(ctx: StepContext, p: WalMoveParams): Promise
       const entries = readdirSync(p.target);
       if (entries.length === 0) out.push(check.pass('target empty or absent', `${p.target} is an empty directory`));
       else {
-        const mountRoot = entries.includes('lost+found') ? ` — it holds lost+found, so it is a filesystem's root: use a subdirectory such as ${join(p.target, 'pg_wal')}` : '';
-        out.push(check.fail('target empty or absent', `${p.target} is not empty (${entries.length} entries: ${entries.slice(0, 5).join(', ')}${entries.length > 5 ? ', …' : ''})${mountRoot}`));
+        const mountRoot = entries.includes('lost+found')
+          ? ` — it holds lost+found, so it is a filesystem's root: use a subdirectory such as ${join(p.target, 'pg_wal')}`
+          : '';
+        out.push(
+          check.fail(
+            'target empty or absent',
+            `${p.target} is not empty (${entries.length} entries: ${entries.slice(0, 5).join(', ')}${entries.length > 5 ? ', …' : ''})${mountRoot}`,
+          ),
+        );
       }
     }
     const existing = tst ? p.target : parent;
@@ -251,18 +325,40 @@ export async function walMoveChecks(ctx: StepContext, p: WalMoveParams): Promise
     }
     // the server must reach the directory: every ancestor searchable by the owner
     const reach = await ctx.runner.run(asOwner(p, 'test', ['-x', parent]));
-    out.push(reach.exitCode === 0 ? check.pass('owner reaches the target', `${p.owner} can search ${parent}`) : check.fail('owner reaches the target', `${p.owner} cannot reach ${parent} (a parent directory is not searchable by it): the server could not open its WAL there`));
-    if (tst && !canOwn && tst.uid !== me?.uid) out.push(check.fail('target owner and mode', `${p.target} belongs to uid ${tst.uid}: only root can give it to ${p.owner}`));
-    else out.push(canOwn ? check.pass('target owner and mode', `${p.target} will be owned by ${p.owner}, mode 0700`) : check.fail('target owner and mode', `pgscale runs as ${me?.name}: only root or ${p.owner} can create ${p.owner}'s WAL directory`));
+    out.push(
+      reach.exitCode === 0
+        ? check.pass('owner reaches the target', `${p.owner} can search ${parent}`)
+        : check.fail(
+            'owner reaches the target',
+            `${p.owner} cannot reach ${parent} (a parent directory is not searchable by it): the server could not open its WAL there`,
+          ),
+    );
+    if (tst && !canOwn && tst.uid !== me?.uid)
+      out.push(check.fail('target owner and mode', `${p.target} belongs to uid ${tst.uid}: only root can give it to ${p.owner}`));
+    else
+      out.push(
+        canOwn
+          ? check.pass('target owner and mode', `${p.target} will be owned by ${p.owner}, mode 0700`)
+          : check.fail('target owner and mode', `pgscale runs as ${me?.name}: only root or ${p.owner} can create ${p.owner}'s WAL directory`),
+      );
     const fs = statfsSync(existing);
     const free = fs.bavail * fs.bsize;
     const detail = `${formatBytes(free)} free at ${existing}; needs ${formatBytes(need)} (WAL now ${formatBytes(walBytes)}, max_wal_size ${formatBytes(maxWal.bytes)} from ${maxWal.from}, plus a margin)`;
     out.push(free >= need ? check.pass('free space', detail) : check.fail('free space', `not enough: ${detail}`));
   } else {
-    out.push(check.info('device', `the WAL leaves ${p.source} on ${await describeDevice(p.source)} for the data directory's device, ${await describeDevice(p.dataDir)}`));
+    out.push(
+      check.info(
+        'device',
+        `the WAL leaves ${p.source} on ${await describeDevice(p.source)} for the data directory's device, ${await describeDevice(p.dataDir)}`,
+      ),
+    );
     try {
       accessSync(p.dataDir, constants.W_OK | constants.X_OK);
-      out.push(canOwn ? check.pass('data directory writable', `${pgWal(p)} will be a directory owned by ${p.owner}, mode 0700`) : check.fail('data directory writable', `only root or ${p.owner} can create ${p.owner}'s WAL directory`));
+      out.push(
+        canOwn
+          ? check.pass('data directory writable', `${pgWal(p)} will be a directory owned by ${p.owner}, mode 0700`)
+          : check.fail('data directory writable', `only root or ${p.owner} can create ${p.owner}'s WAL directory`),
+      );
     } catch (e) {
       out.push(check.fail('data directory writable', `cannot write into ${p.dataDir}: ${(e as NodeJS.ErrnoException).code}`));
     }
@@ -294,7 +390,9 @@ export const stopStep = defineStep<WalMoveParams>({
       return [{ kind: 'command', argv: [inv.program, ...inv.args], runAs: p.owner, note: 'checks the cluster state is "shut down"; nothing is changed' }];
     }
     const inv = server.stopInvocation('fast', STOP_SECONDS);
-    return [{ kind: 'command', argv: [inv.program, ...inv.args], runAs: p.owner, note: 'a fast shutdown: sessions are ended, a shutdown checkpoint is written' }];
+    return [
+      { kind: 'command', argv: [inv.program, ...inv.args], runAs: p.owner, note: 'a fast shutdown: sessions are ended, a shutdown checkpoint is written' },
+    ];
   },
   async apply(ctx, p) {
     if (await serverRunning(ctx.runner, p)) {
@@ -312,7 +410,9 @@ export const stopStep = defineStep<WalMoveParams>({
   async verify(ctx, p) {
     if (await serverRunning(ctx.runner, p)) return { ok: false, detail: 'the server is running' };
     const control = await controlData(ctx.runner, p);
-    return cleanlyShutDown(control?.state) ? { ok: true, detail: `server stopped (${control!.state})` } : { ok: false, detail: `pg_control says "${control?.state ?? 'unreadable'}", not shut down` };
+    return cleanlyShutDown(control?.state)
+      ? { ok: true, detail: `server stopped (${control!.state})` }
+      : { ok: false, detail: `pg_control says "${control?.state ?? 'unreadable'}", not shut down` };
   },
   async rollback(ctx, p) {
     if (p.wasRunning && !(await serverRunning(ctx.runner, p))) await startServer(ctx, p);
@@ -328,9 +428,15 @@ export const copyStep = defineStep<WalMoveParams>({
   check: async () => [],
   async plan(_ctx, p) {
     const actions: PlannedAction[] = [];
-    if (p.destination === 'volume') actions.push({ kind: 'file', path: p.target, change: p.targetExisted ? 'modify' : 'mkdir', mode: '0700', note: `owned by ${p.owner}` });
+    if (p.destination === 'volume')
+      actions.push({ kind: 'file', path: p.target, change: p.targetExisted ? 'modify' : 'mkdir', mode: '0700', note: `owned by ${p.owner}` });
     else actions.push({ kind: 'file', path: newWal(p), change: 'mkdir', mode: '0700', note: `owned by ${p.owner}; becomes pg_wal at the swap` });
-    actions.push({ kind: 'file', path: staging(p), change: 'create', note: `every file and directory of ${p.source} (about ${formatBytes(p.walBytes)}), owner ${p.owner}, modes and times kept, each file fsynced, then the directories; afterwards names, sizes and the sha256 of every file are compared with the source` });
+    actions.push({
+      kind: 'file',
+      path: staging(p),
+      change: 'create',
+      note: `every file and directory of ${p.source} (about ${formatBytes(p.walBytes)}), owner ${p.owner}, modes and times kept, each file fsynced, then the directories; afterwards names, sizes and the sha256 of every file are compared with the source`,
+    });
     return actions;
   },
   async apply(ctx, p) {
@@ -351,12 +457,15 @@ export const copyStep = defineStep<WalMoveParams>({
     if (!st || !st.isDirectory()) return { ok: false, detail: `${dir} does not exist` };
     if ((st.mode & 0o777) !== 0o700 || st.uid !== ownerOf(p).uid) return { ok: false, detail: `${dir} is not 0700 owned by ${p.owner}` };
     const cmp = await compareTrees(p.source, dir, ctx.signal);
-    return cmp.same ? { ok: true, detail: `${cmp.files} file${cmp.files === 1 ? '' : 's'}, ${formatBytes(cmp.bytes)}, identical by name, size and sha256` } : { ok: false, detail: `the copy differs: ${cmp.differences.join('; ')}` };
+    return cmp.same
+      ? { ok: true, detail: `${cmp.files} file${cmp.files === 1 ? '' : 's'}, ${formatBytes(cmp.bytes)}, identical by name, size and sha256` }
+      : { ok: false, detail: `the copy differs: ${cmp.differences.join('; ')}` };
   },
   async rollback(_ctx, p) {
     const dir = staging(p);
     if (!lexists(dir)) return;
-    if (lexists(pgWal(p)) && realpathSync(pgWal(p)) === realpathSync(dir)) throw new PgscaleError(`${dir} is the live WAL (pg_wal leads to it): not removed`, ExitCode.FailedAfterChange);
+    if (lexists(pgWal(p)) && realpathSync(pgWal(p)) === realpathSync(dir))
+      throw new PgscaleError(`${dir} is the live WAL (pg_wal leads to it): not removed`, ExitCode.FailedAfterChange);
     if (p.destination === 'volume' && p.targetExisted) emptyDirectory(dir);
     else {
       rmSync(dir, { recursive: true, force: true });
@@ -390,14 +499,16 @@ export const swapStep = defineStep<WalMoveParams>({
       throw new PgscaleError(`${newWal(p)} is not the staged new pg_wal`, ExitCode.FailedAfterChange);
     }
     if (!lexists(oldWal(p))) renameSync(pgWal(p), oldWal(p));
-    else if (lexists(pgWal(p))) throw new PgscaleError(`both ${pgWal(p)} and ${oldWal(p)} exist and pg_wal is not the new one: resolve by hand`, ExitCode.FailedAfterChange);
+    else if (lexists(pgWal(p)))
+      throw new PgscaleError(`both ${pgWal(p)} and ${oldWal(p)} exist and pg_wal is not the new one: resolve by hand`, ExitCode.FailedAfterChange);
     fsyncPath(p.dataDir);
     renameSync(newWal(p), pgWal(p));
     fsyncPath(p.dataDir);
     return { pgWal: p.destination === 'volume' ? p.target : pgWal(p) };
   },
   async verify(_ctx, p) {
-    if (!swapped(p)) return { ok: false, detail: p.destination === 'volume' ? `${pgWal(p)} is not a symlink to ${p.target}` : `${pgWal(p)} is not a directory` };
+    if (!swapped(p))
+      return { ok: false, detail: p.destination === 'volume' ? `${pgWal(p)} is not a symlink to ${p.target}` : `${pgWal(p)} is not a directory` };
     return { ok: true, detail: p.destination === 'volume' ? `pg_wal → ${p.target}` : 'pg_wal is a directory in the data directory' };
   },
   async rollback(ctx, p) {
@@ -409,7 +520,8 @@ export const swapStep = defineStep<WalMoveParams>({
       return;
     }
     if (lexists(pgWal(p))) {
-      if (!swapped(p)) throw new PgscaleError(`both ${pgWal(p)} and ${oldWal(p)} exist and pg_wal is not the new one: resolve by hand`, ExitCode.FailedAfterChange);
+      if (!swapped(p))
+        throw new PgscaleError(`both ${pgWal(p)} and ${oldWal(p)} exist and pg_wal is not the new one: resolve by hand`, ExitCode.FailedAfterChange);
       // the server may have run on the new WAL: that is now the true WAL, so the old directory gets its contents
       const oldDir = oldWalDirectory(p);
       if (!oldDir) throw new PgscaleError(`${oldWal(p)} points to a directory that no longer exists`, ExitCode.FailedAfterChange);
@@ -422,7 +534,8 @@ export const swapStep = defineStep<WalMoveParams>({
     if (p.destination === 'volume' && lstatOrUndefined(newWal(p))?.isSymbolicLink()) unlinkSync(newWal(p));
     fsyncPath(p.dataDir);
   },
-  rollbackNote: () => 'stop the server if it runs, copy back any WAL written at the new location since the swap (sha256-compared), and put the old pg_wal back in place',
+  rollbackNote: () =>
+    'stop the server if it runs, copy back any WAL written at the new location since the swap (sha256-compared), and put the old pg_wal back in place',
   estimateSeconds: () => 1,
 });
 
@@ -435,11 +548,13 @@ async function proveWalAtTarget(ctx: StepContext, p: WalMoveParams): Promise<Jso
     await db.query(statements.walMarker());
     const [sw] = await db.query(statements.walSwitch());
     const switched = sw!.wal_file;
-    if (!existsSync(join(p.target, switched))) throw new PgscaleError(`after pg_switch_wal() the completed WAL file ${switched} is not in ${p.target}`, ExitCode.FailedAfterChange);
+    if (!existsSync(join(p.target, switched)))
+      throw new PgscaleError(`after pg_switch_wal() the completed WAL file ${switched} is not in ${p.target}`, ExitCode.FailedAfterChange);
     await db.query(statements.checkpoint());
     const [now] = await db.query(statements.currentWalFile());
     const current = now!.wal_file!;
-    if (current === switched) throw new PgscaleError(`pg_switch_wal() did not move the server to a new WAL file (still ${current})`, ExitCode.FailedAfterChange);
+    if (current === switched)
+      throw new PgscaleError(`pg_switch_wal() did not move the server to a new WAL file (still ${current})`, ExitCode.FailedAfterChange);
     if (!existsSync(join(p.target, current))) throw new PgscaleError(`the server writes ${current}, which is not in ${p.target}`, ExitCode.FailedAfterChange);
     return { before, switched, current };
   });
@@ -452,9 +567,12 @@ export const startStep = defineStep<WalMoveParams>({
   check: async () => [],
   async plan(ctx, p) {
     const inv = serverOf(ctx.runner, p).startInvocation({ timeoutSeconds: STOP_SECONDS });
-    const actions: PlannedAction[] = [{ kind: 'command', argv: [inv.program, ...inv.args], runAs: p.owner, note: `started as it ran when planned: ${describeListening(p.server)}` }];
+    const actions: PlannedAction[] = [
+      { kind: 'command', argv: [inv.program, ...inv.args], runAs: p.owner, note: `started as it ran when planned: ${describeListening(p.server)}` },
+    ];
     if (p.role === 'primary') {
-      for (const st of [statements.walMarker(), statements.walSwitch(), statements.checkpoint(), statements.currentWalFile()]) actions.push({ kind: 'sql', target: `${p.access.host}:${p.access.port}`, sql: st.text });
+      for (const st of [statements.walMarker(), statements.walSwitch(), statements.checkpoint(), statements.currentWalFile()])
+        actions.push({ kind: 'sql', target: `${p.access.host}:${p.access.port}`, sql: st.text });
       actions[1]!.note = `a WAL record, a switch to a new WAL file and a checkpoint: the completed and the new WAL file must both be in ${p.target}`;
     }
     return actions;
@@ -476,7 +594,9 @@ export const startStep = defineStep<WalMoveParams>({
       const [pos] = await withDb(ctx, p.access, (db) => db.query(statements.currentWalFile()));
       if (pos?.in_recovery) return { ok: true, detail: 'the standby runs and accepts connections, its pg_wal in the new location' };
       const file = pos?.wal_file ?? '';
-      return existsSync(join(p.target, file)) ? { ok: true, detail: `the server runs and writes ${file} in ${p.target}` } : { ok: false, detail: `the current WAL file ${file} is not in ${p.target}` };
+      return existsSync(join(p.target, file))
+        ? { ok: true, detail: `the server runs and writes ${file} in ${p.target}` }
+        : { ok: false, detail: `the current WAL file ${file} is not in ${p.target}` };
     } catch (e) {
       return { ok: false, detail: `the server does not accept connections: ${(e as Error).message}` };
     }
@@ -500,12 +620,16 @@ function removeWalDirectory(dir: string): void {
 
 export const cleanupStep = defineStep<WalMoveParams>({
   kind: 'wal.cleanup',
-  title: (p) => (p.source === pgWal(p) ? `Remove the old WAL (${oldWal(p)}, the former pg_wal directory)` : `Remove the old WAL directory ${p.source} and the symlink ${oldWal(p)}`),
+  title: (p) =>
+    p.source === pgWal(p)
+      ? `Remove the old WAL (${oldWal(p)}, the former pg_wal directory)`
+      : `Remove the old WAL directory ${p.source} and the symlink ${oldWal(p)}`,
   pointOfNoReturn: true,
   check: async () => [],
   async plan(_ctx, p) {
     const actions: PlannedAction[] = [];
-    if (p.source !== pgWal(p)) actions.push({ kind: 'file', path: p.source, change: 'delete', note: 'the old WAL directory (only emptied if it is a mount point)' });
+    if (p.source !== pgWal(p))
+      actions.push({ kind: 'file', path: p.source, change: 'delete', note: 'the old WAL directory (only emptied if it is a mount point)' });
     actions.push({ kind: 'file', path: oldWal(p), change: 'delete', note: p.source === pgWal(p) ? 'the old WAL directory' : 'the old symlink' });
     return actions;
   },
@@ -523,16 +647,20 @@ export const cleanupStep = defineStep<WalMoveParams>({
   },
   async verify(_ctx, p) {
     if (lexists(oldWal(p))) return { ok: false, detail: `${oldWal(p)} still exists` };
-    return swapped(p) ? { ok: true, detail: `the old WAL is removed; WAL lives in ${where(p)}` } : { ok: false, detail: `${pgWal(p)} is not the new WAL location` };
+    return swapped(p)
+      ? { ok: true, detail: `the old WAL is removed; WAL lives in ${where(p)}` }
+      : { ok: false, detail: `${pgWal(p)} is not the new WAL location` };
   },
-  rollbackNote: (p) => `none: the old WAL is gone. To put the WAL back, run \`pgscale wal move\` again (${p.destination === 'volume' ? '--to-data-dir' : `--to ${p.source}`})`,
-  estimateSeconds: (p) => 1 + p.walBytes / (1024 ** 3),
+  rollbackNote: (p) =>
+    `none: the old WAL is gone. To put the WAL back, run \`pgscale wal move\` again (${p.destination === 'volume' ? '--to-data-dir' : `--to ${p.source}`})`,
+  estimateSeconds: (p) => 1 + p.walBytes / 1024 ** 3,
 });
 
 export const walMoveOperation = defineOperation<WalMoveParams>({
   name: 'wal-move',
   describeTarget: (p) => ({ description: `cluster ${p.dataDir}`, lockKey: `cluster:${p.dataDir}` }),
-  summary: (p) => `Move the WAL of the PostgreSQL ${p.major} cluster in ${p.dataDir} from ${p.source} to ${where(p)}${p.wasRunning ? ' (the server is stopped during the copy)' : ' (the server stays stopped)'}`,
+  summary: (p) =>
+    `Move the WAL of the PostgreSQL ${p.major} cluster in ${p.dataDir} from ${p.source} to ${where(p)}${p.wasRunning ? ' (the server is stopped during the copy)' : ' (the server stays stopped)'}`,
   steps: (p) => {
     const steps: StepData[] = [
       { id: 'stop', kind: stopStep.kind, params: p },
@@ -552,7 +680,8 @@ export const walMoveOperation = defineOperation<WalMoveParams>({
       walLocation: lexists(pgWal(p)) ? realpathSync(pgWal(p)) : null,
       walIsSymlink: lstatOrUndefined(pgWal(p))?.isSymbolicLink() ?? false,
       running: p.server.bindir ? await serverRunning(ctx.runner, p) : null,
-      target: p.destination === 'data-dir' ? 'data directory' : !tst ? 'absent' : tst.isDirectory() && readdirSync(p.target).length === 0 ? 'empty' : 'not empty',
+      target:
+        p.destination === 'data-dir' ? 'data directory' : !tst ? 'absent' : tst.isDirectory() && readdirSync(p.target).length === 0 ? 'empty' : 'not empty',
     };
   },
 });

@@ -14,7 +14,14 @@ function commandIds(): string[] {
     for (const e of readdirSync(d, { withFileTypes: true })) {
       const p = join(d, e.name);
       if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith('.js')) out.push(relative(root, p).replace(/\.js$/, '').replace(/\/index$/, '').split('/').join(' '));
+      else if (e.name.endsWith('.js'))
+        out.push(
+          relative(root, p)
+            .replace(/\.js$/, '')
+            .replace(/\/index$/, '')
+            .split('/')
+            .join(' '),
+        );
     }
   };
   walk(root);
@@ -42,7 +49,10 @@ test('detect --json against a fixture host parses and honours the cgroup limit',
 });
 
 test('malformed cgroup files: clear message naming the file, exit code 2, JSON error under --json', async () => {
-  for (const [fixture, file] of [['malformed-cgroup-cpu', 'cpu.max'], ['malformed-cgroup-memory', 'memory.max']] as const) {
+  for (const [fixture, file] of [
+    ['malformed-cgroup-cpu', 'cpu.max'],
+    ['malformed-cgroup-memory', 'memory.max'],
+  ] as const) {
     const res = await runCli(['detect', '--host-root', hostFixture(fixture)]);
     assert.equal(res.code, 2, res.stderr);
     assert.match(res.stderr, new RegExp(file.replace('.', '\\.')));

@@ -42,7 +42,8 @@ export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult
  * mktemp -d makes) is out of its reach, and a test running pgscale as that user cannot mean anything.
  */
 export function cliRunnableBy(user: { uid: number; gid: number }): boolean {
-  const probe = (flag: string, path: string) => spawnSync('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'test', flag, path]).status === 0;
+  const probe = (flag: string, path: string) =>
+    spawnSync('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', 'test', flag, path]).status === 0;
   return probe('-x', process.execPath) && probe('-r', cliEntry);
 }
 

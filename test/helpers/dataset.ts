@@ -32,8 +32,10 @@ export function datasetConf(version: number): string[] {
 export function removedInConf(oldVersion: number, newVersion: number): { name: string; fate: 'commented' | 'renamed'; newName?: string }[] {
   const out: { name: string; fate: 'commented' | 'renamed'; newName?: string }[] = [];
   if (oldVersion <= 16 && newVersion >= 17) out.push({ name: 'old_snapshot_threshold', fate: 'commented' });
-  if (oldVersion <= 15 && newVersion >= 16) out.push({ name: 'vacuum_defer_cleanup_age', fate: 'commented' }, { name: 'promote_trigger_file', fate: 'commented' });
-  if (oldVersion === 17 && newVersion >= 18) out.push({ name: 'extension_destdir', fate: 'commented' }, { name: 'ssl_ecdh_curve', fate: 'renamed', newName: 'ssl_groups' });
+  if (oldVersion <= 15 && newVersion >= 16)
+    out.push({ name: 'vacuum_defer_cleanup_age', fate: 'commented' }, { name: 'promote_trigger_file', fate: 'commented' });
+  if (oldVersion === 17 && newVersion >= 18)
+    out.push({ name: 'extension_destdir', fate: 'commented' }, { name: 'ssl_ecdh_curve', fate: 'renamed', newName: 'ssl_groups' });
   return out;
 }
 
@@ -55,7 +57,8 @@ export async function loadDataset(c: TestCluster, o: DatasetOptions = {}): Promi
   const extensions = o.extensions ?? true;
   await c.sql(`create database ${datasetDb}`);
   if (o.tablespaceDir) await c.sql(`create tablespace cold location '${o.tablespaceDir}'`);
-  await c.sql(`
+  await c.sql(
+    `
     ${extensions ? 'create extension pgcrypto; create extension pg_stat_statements;' : ''}
     create type mood as enum ('sad', 'ok', 'happy');
     create sequence order_no;
@@ -111,11 +114,17 @@ export async function loadDataset(c: TestCluster, o: DatasetOptions = {}): Promi
     create unique index item_summary_status on item_summary (status);
 
     select lo_from_bytea(${datasetLargeObject}, convert_to(repeat('large object payload ', 5000), 'UTF8'));
-    ${o.tablespaceDir ? `create table archive (id int primary key using index tablespace cold, note text) tablespace cold;
+    ${
+      o.tablespaceDir
+        ? `create table archive (id int primary key using index tablespace cold, note text) tablespace cold;
     insert into archive select g, repeat(md5(g::text), 4) from generate_series(1, ${Math.max(100, Math.floor(rows / 10))}) g;
-    create index archive_note on archive (note) tablespace cold;` : ''}
+    create index archive_note on archive (note) tablespace cold;`
+        : ''
+    }
     analyze;
-  `, datasetDb);
+  `,
+    datasetDb,
+  );
 }
 
 /** A small dataset (fast to load and to upgrade): same shape, fewer rows, no tablespace. */
@@ -129,15 +138,19 @@ export type Checksums = Record<string, string>;
  * relations live in which tablespace.
  */
 export async function tableChecksums(c: TestCluster, db = datasetDb): Promise<Checksums> {
-  const relations = (await c.sql(
-    `select format('%I.%I', n.nspname, r.relname) || '|' || r.relkind::text
+  const relations = (
+    await c.sql(
+      `select format('%I.%I', n.nspname, r.relname) || '|' || r.relkind::text
        from pg_class r join pg_namespace n on n.oid = r.relnamespace
       where r.relkind in ('r', 'm') and r.relpersistence = 'p'
         and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%'
         and r.relname <> 'pgscale_write_probe'
       order by 1`,
-    db,
-  )).split('\n').filter(Boolean);
+      db,
+    )
+  )
+    .split('\n')
+    .filter(Boolean);
   const out: Checksums = {};
   const queries = relations.map((line) => {
     const [name, kind] = line.split('|') as [string, string];
@@ -168,11 +181,13 @@ export interface AmcheckResult {
 /** amcheck on every btree index (heapallindexed) and verify_heapam on every table, toast table and matview. */
 export async function amcheckClean(c: TestCluster, db = datasetDb): Promise<AmcheckResult> {
   await c.sql('create extension if not exists amcheck', db);
-  const indexes = Number(await c.sql(
-    `select count(*) from pg_index i join pg_class c on c.oid = i.indexrelid join pg_am am on am.oid = c.relam
+  const indexes = Number(
+    await c.sql(
+      `select count(*) from pg_index i join pg_class c on c.oid = i.indexrelid join pg_am am on am.oid = c.relam
       where am.amname = 'btree' and c.relpersistence <> 't' and i.indisvalid and i.indisready`,
-    db,
-  ));
+      db,
+    ),
+  );
   // one psql session: a temporary function turns each failing check into a row
   const report = await c.sql(
     `create function pg_temp.index_check(idx regclass) returns text language plpgsql as $$

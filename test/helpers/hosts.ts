@@ -78,7 +78,12 @@ export function createHost(name: string, n: number): TestHost {
     // first every other process in the namespace: sshd's per-connection children (a killed client's
     // session waits on a dead connection for hours and keeps the namespace alive), servers started
     // over ssh; the listening sshd, still running, reaps its children
-    const others = () => spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number).filter((pid) => pid !== sshd?.pid && !zombie(pid));
+    const others = () =>
+      spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' })
+        .stdout.split('\n')
+        .filter(Boolean)
+        .map(Number)
+        .filter((pid) => pid !== sshd?.pid && !zombie(pid));
     for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
       for (const pid of others()) signal(pid, sig);
       for (let i = 0; i < 30 && others().length; i++) spawnSync('sleep', ['0.1']);

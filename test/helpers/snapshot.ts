@@ -94,8 +94,27 @@ export interface HeldLock {
 export async function holdTableLock(cluster: TestCluster, database: string, table: string): Promise<HeldLock> {
   const psql: ChildProcessWithoutNullStreams = spawn(
     'setpriv',
-    ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', join(cluster.bindir, 'psql'), '-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1',
-      '-h', cluster.socketDir, '-p', String(cluster.port), '-U', cluster.superuser, '-d', database],
+    [
+      '--reuid',
+      String(serverUser.uid),
+      '--regid',
+      String(serverUser.gid),
+      '--init-groups',
+      join(cluster.bindir, 'psql'),
+      '-X',
+      '-q',
+      '-At',
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-h',
+      cluster.socketDir,
+      '-p',
+      String(cluster.port),
+      '-U',
+      cluster.superuser,
+      '-d',
+      database,
+    ],
     { cwd: '/', stdio: ['pipe', 'pipe', 'pipe'] },
   );
   let stdout = '';
@@ -107,10 +126,15 @@ export async function holdTableLock(cluster: TestCluster, database: string, tabl
   let exited = false;
   void closed.then(() => (exited = true));
   try {
-    await waitFor(`the lock on ${database}.${table}`, () => {
-      if (exited && !stdout.includes('locked')) throw new Error(`psql holding the lock exited: ${stderr}`);
-      return stdout.includes('locked');
-    }, 20_000, 20);
+    await waitFor(
+      `the lock on ${database}.${table}`,
+      () => {
+        if (exited && !stdout.includes('locked')) throw new Error(`psql holding the lock exited: ${stderr}`);
+        return stdout.includes('locked');
+      },
+      20_000,
+      20,
+    );
   } catch (e) {
     psql.kill('SIGKILL');
     throw e;

@@ -37,7 +37,10 @@ export class Terminal {
 
   /** The question waiting for an answer: inquirer shows it as "? …" (then its choices) until answered ("✔ …"). */
   pendingPrompt(): string | undefined {
-    const lines = this.screen().split('\n').map((l) => l.trimEnd()).filter(Boolean);
+    const lines = this.screen()
+      .split('\n')
+      .map((l) => l.trimEnd())
+      .filter(Boolean);
     const i = lines.findLastIndex((l) => l.startsWith('? '));
     if (i < 0) return undefined;
     return lines.slice(i + 1).every((l) => /^(❯ | {2}\S|↑↓)/.test(l)) ? lines[i] : undefined;
@@ -60,7 +63,8 @@ export class Terminal {
       const pending = this.pendingPrompt();
       if (pending && prompt.test(pending)) break;
       const exited = /\[exit (\d+)\]/.exec(this.screen());
-      if (exited || Date.now() > until) assert.fail(`expected the prompt ${prompt}${exited ? `, but pgscale exited ${exited[1]}` : ''}; screen:\n${this.screen()}`);
+      if (exited || Date.now() > until)
+        assert.fail(`expected the prompt ${prompt}${exited ? `, but pgscale exited ${exited[1]}` : ''}; screen:\n${this.screen()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
     const asked = this.pendingPrompt()!;
@@ -88,4 +92,3 @@ export class Terminal {
     spawnSync('tmux', ['-L', tmuxSocket, 'kill-session', '-t', this.name], { stdio: 'ignore' });
   }
 }
-

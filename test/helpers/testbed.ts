@@ -19,7 +19,10 @@ export const runner = new ZxRunner();
 
 /** The account servers run as: `postgres` when root (PostgreSQL refuses root), else ourselves. */
 export const serverUser: OsUser = isRoot()
-  ? (userByName('postgres') ?? (() => { throw new Error('tests as root need a "postgres" OS account'); })())
+  ? (userByName('postgres') ??
+    (() => {
+      throw new Error('tests as root need a "postgres" OS account');
+    })())
   : currentUser();
 
 const bindirs = new Map<number, string>();
@@ -64,7 +67,11 @@ export function teardownAll(): void {
   while (teardowns.length) runTeardown(teardowns[teardowns.length - 1]!);
 }
 process.on('exit', teardownAll);
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { teardownAll(); process.exit(130); });
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.once(sig, () => {
+    teardownAll();
+    process.exit(130);
+  });
 
 /** Whether a data directory lives under `dir` or keeps WAL or a tablespace there. */
 function dataDirUses(dataDir: string, dir: string): boolean {
@@ -175,7 +182,9 @@ export class TestCluster {
       listenAddresses: '',
       owner: serverUser.name,
       log: this.logFile,
-      origins: this.options.length ? { port: 'command line', sockets: 'command line', listen: 'command line' } : { port: 'configuration', sockets: 'configuration', listen: 'configuration' },
+      origins: this.options.length
+        ? { port: 'command line', sockets: 'command line', listen: 'command line' }
+        : { port: 'configuration', sockets: 'configuration', listen: 'configuration' },
     };
     return new PostgresServer(identity, runner);
   }
@@ -200,7 +209,11 @@ export class TestCluster {
   /** Runs SQL through psql as the server account (peer auth); returns unaligned tuples-only output. */
   async sql(sql: string, db = 'postgres'): Promise<string> {
     const res = await must(
-      this.inv('psql', ['-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-h', this.socketDir, '-p', String(this.port), '-U', this.superuser, '-d', db, '-f', '-'], sql),
+      this.inv(
+        'psql',
+        ['-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-h', this.socketDir, '-p', String(this.port), '-U', this.superuser, '-d', db, '-f', '-'],
+        sql,
+      ),
     );
     return res.stdout.trim();
   }
@@ -232,7 +245,24 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
   const cluster = new TestCluster(opts.version, bin, pgdata, port, socketDir, join(parent, 'server.log'), options, configFile);
   onTeardown(`stop ${pgdata}`, () => {
     if (existsSync(join(pgdata, 'postmaster.pid'))) {
-      spawnSync('setpriv', ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', join(bin, 'pg_ctl'), '-D', pgdata, '-m', 'immediate', '-w', 'stop'], { stdio: 'ignore', cwd: '/' });
+      spawnSync(
+        'setpriv',
+        [
+          '--reuid',
+          String(serverUser.uid),
+          '--regid',
+          String(serverUser.gid),
+          '--init-groups',
+          join(bin, 'pg_ctl'),
+          '-D',
+          pgdata,
+          '-m',
+          'immediate',
+          '-w',
+          'stop',
+        ],
+        { stdio: 'ignore', cwd: '/' },
+      );
     }
   });
   if (opts.start !== false) await cluster.start();

@@ -32,7 +32,10 @@ const clientRole = (): string => {
  * every `intervalMs` (default 50) and, with `reader`, reading on a second connection. Bounded:
  * stops by itself after `maxSeconds` (default 600).
  */
-export async function startWriter(cluster: Pick<TestCluster, 'sql' | 'socketDir' | 'port'>, opts: { intervalMs?: number; reader?: boolean; maxSeconds?: number; database?: string } = {}): Promise<Writer> {
+export async function startWriter(
+  cluster: Pick<TestCluster, 'sql' | 'socketDir' | 'port'>,
+  opts: { intervalMs?: number; reader?: boolean; maxSeconds?: number; database?: string } = {},
+): Promise<Writer> {
   const role = clientRole();
   const database = opts.database ?? 'postgres';
   await cluster.sql(
@@ -78,10 +81,12 @@ export async function startWriter(cluster: Pick<TestCluster, 'sql' | 'socketDir'
     lastAck = now;
     acknowledged.push(id);
   });
-  const reading = opts.reader ? loop(async (c) => {
-    await c.query('SELECT count(*) FROM pgscale_writer');
-    reads++;
-  }) : Promise.resolve();
+  const reading = opts.reader
+    ? loop(async (c) => {
+        await c.query('SELECT count(*) FROM pgscale_writer');
+        reads++;
+      })
+    : Promise.resolve();
   const limit = setTimeout(() => (running = false), (opts.maxSeconds ?? 600) * 1000);
   return {
     async stop() {

@@ -27,7 +27,11 @@ interface Started {
 
 /** Like runCli, but the process is ours to signal while it runs. */
 function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Started {
-  const child = spawn(process.execPath, [cliEntry, ...args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [cliEntry, ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, NO_COLOR: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -53,7 +57,10 @@ async function runs(stateDir: string): Promise<RunSummary[]> {
 function journal(stateDir: string, runId: string): StampedEvent[] {
   const text = readFileSync(join(stateDir, 'runs', runId, 'journal.jsonl'), 'utf8');
   // every line parses: the journal is never torn by a kill between events
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as StampedEvent);
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as StampedEvent);
 }
 
 describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs servers as postgres: needs root' }, () => {
@@ -106,7 +113,10 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
           const report = parseJson<RunReport>(resumed);
           assert.equal(report.runId, run.id);
           assert.equal(report.status, 'completed');
-          assert.ok(report.steps.every((s) => s.state === 'done' || s.state === 'skipped'), JSON.stringify(report.steps));
+          assert.ok(
+            report.steps.every((s) => s.state === 'done' || s.state === 'skipped'),
+            JSON.stringify(report.steps),
+          );
           await assertVerifies(dest);
         });
       }
@@ -196,7 +206,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         // resume while the lock is still held: it must stop the orphans first (they cannot end on their own)
         const resume = startCli(['resume', '--state-dir', stateDir, '--json']);
         try {
-          await waitFor('resume to stop the killed run\'s pg_dumpall', () => !orphans.some(processGroupAlive), 30_000);
+          await waitFor("resume to stop the killed run's pg_dumpall", () => !orphans.some(processGroupAlive), 30_000);
         } finally {
           await lock.release();
         }

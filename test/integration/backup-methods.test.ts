@@ -30,8 +30,15 @@ const closedDb = 'closed';
 const dbArg = (name: string) => (name.includes('=') ? `dbname='${name.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'` : name);
 const databases = [datasetDb, oddDb, 'aux'];
 
-function startCli(args: string[], env: NodeJS.ProcessEnv = {}): { kill(s: NodeJS.Signals): void; done: Promise<CliResult & { signal: NodeJS.Signals | null }> } {
-  const child = spawn(process.execPath, [cliEntry, ...args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function startCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): { kill(s: NodeJS.Signals): void; done: Promise<CliResult & { signal: NodeJS.Signals | null }> } {
+  const child = spawn(process.execPath, [cliEntry, ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, NO_COLOR: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -73,7 +80,10 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
     pg = await createCluster({ version: 17, conf: ['fsync = off', 'max_wal_senders = 4'] });
     await loadDataset(pg, { ...smallDataset, extensions: false, tablespaceDir: mkdirOwned(join(work, 'cold')) });
     await pg.sql(`create database "${oddDb.replace(/"/g, '""')}"; create database aux;`);
-    await pg.sql(`create table "odd ""table""" (id int primary key, v text); insert into "odd ""table""" select g, md5(g::text) from generate_series(1, 500) g; select lo_from_bytea(777, 'second large object');`, dbArg(oddDb));
+    await pg.sql(
+      `create table "odd ""table""" (id int primary key, v text); insert into "odd ""table""" select g, md5(g::text) from generate_series(1, 500) g; select lo_from_bytea(777, 'second large object');`,
+      dbArg(oddDb),
+    );
     await pg.sql(`create table t (id int, v text) tablespace cold; insert into t select g, repeat('x', g % 50) from generate_series(1, 3000) g;`, 'aux');
     for (const db of databases) before_[db] = await tableChecksums(pg, dbArg(db));
     await pg.sql(`create database ${closedDb}; alter database ${closedDb} allow_connections false;`);
@@ -85,7 +95,10 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
       const res = await backup(dest, ['--method', method]);
       assert.equal(res.code, 3, res.stderr);
       assert.match(res.stderr, /every database backed up: "closed" refuses connections \(datallowconn = false\)/);
-      assert.match(res.stderr, /hint: nothing was changed; allow connections \(ALTER DATABASE "closed" ALLOW_CONNECTIONS true\), or leave it out by name: --exclude-database closed/);
+      assert.match(
+        res.stderr,
+        /hint: nothing was changed; allow connections \(ALTER DATABASE "closed" ALLOW_CONNECTIONS true\), or leave it out by name: --exclude-database closed/,
+      );
       assert.equal(existsSync(dest), false);
       assert.equal(existsSync(`${dest}.partial`), false);
     }
@@ -101,9 +114,17 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
     const ok = await backup(dest, ['--exclude-database', closedDb]);
     assert.equal(ok.code, 0, ok.stderr);
     const m = JSON.parse(readFileSync(join(dest, 'manifest.json'), 'utf8')) as BackupManifest;
-    assert.deepEqual(m.databases.map((d) => [d.name, d.allowConnections, d.dumped]).sort(), [
-      ['aux', true, true], [datasetDb, true, true], [closedDb, false, false], ['postgres', true, true], ['template1', true, true], [oddDb, true, true],
-    ].sort());
+    assert.deepEqual(
+      m.databases.map((d) => [d.name, d.allowConnections, d.dumped]).sort(),
+      [
+        ['aux', true, true],
+        [datasetDb, true, true],
+        [closedDb, false, false],
+        ['postgres', true, true],
+        ['template1', true, true],
+        [oddDb, true, true],
+      ].sort(),
+    );
     for (const d of m.databases) assert.ok(d.bytes > 1_000_000, `${d.name} has its size`);
     assert.deepEqual(m.excludedDatabases, [closedDb]);
   });
@@ -111,7 +132,13 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
   for (const method of ['dumpall', 'parallel', 'physical'] as const) {
     test(`${method}: backup (0700/0600, manifest), backup verify, restore --to a new data directory with identical checksums`, async () => {
       const dest = join(work, `b-${method}`);
-      const res = await backup(dest, ['--method', method, ...(method === 'physical' ? [] : ['--exclude-database', closedDb]), ...(method === 'parallel' ? ['--jobs', '2'] : []), '--json']);
+      const res = await backup(dest, [
+        '--method',
+        method,
+        ...(method === 'physical' ? [] : ['--exclude-database', closedDb]),
+        ...(method === 'parallel' ? ['--jobs', '2'] : []),
+        '--json',
+      ]);
       assert.equal(res.code, 0, res.stdout + res.stderr);
       assert.equal(parseJson<OperationResult>(res).run?.status, 'completed');
       assert.equal(statSync(dest).mode & 0o777, 0o700);
@@ -127,11 +154,25 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
       const m = JSON.parse(readFileSync(join(dest, 'manifest.json'), 'utf8')) as BackupManifest;
       assert.equal(m.method, method);
       assert.equal(m.databases.find((d) => d.name === closedDb)?.dumped, method === 'physical');
-      assert.equal(m.databases.filter((d) => d.name !== closedDb).every((d) => d.dumped), true);
-      assert.deepEqual(m.shape?.tablespaces.map((t) => t.name), ['cold']);
+      assert.equal(
+        m.databases.filter((d) => d.name !== closedDb).every((d) => d.dumped),
+        true,
+      );
+      assert.deepEqual(
+        m.shape?.tablespaces.map((t) => t.name),
+        ['cold'],
+      );
       if (method !== 'dumpall') assert.ok((m.files?.length ?? 0) > 3, `${m.files?.length} files listed with their sha256`);
-      if (method === 'parallel') assert.ok(m.files!.some((f) => f.path.endsWith('.dat.zst')), 'pg_dump compressed with zstd');
-      if (method === 'physical') assert.ok(m.files!.some((f) => f.path === 'base/base.tar.zst') && m.files!.some((f) => f.path === 'base/backup_manifest'), 'server-side zstd tar with its backup_manifest');
+      if (method === 'parallel')
+        assert.ok(
+          m.files!.some((f) => f.path.endsWith('.dat.zst')),
+          'pg_dump compressed with zstd',
+        );
+      if (method === 'physical')
+        assert.ok(
+          m.files!.some((f) => f.path === 'base/base.tar.zst') && m.files!.some((f) => f.path === 'base/backup_manifest'),
+          'server-side zstd tar with its backup_manifest',
+        );
 
       const verified = await runCli(['backup', 'verify', dest, '--bindir', pg.bindir]);
       assert.equal(verified.code, 0, verified.stderr);
@@ -148,7 +189,8 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
       const c = await startRestored(pgdata, parent);
       try {
         await assertSameData(c);
-        if (method === 'physical') assert.equal(await c.sql(`select datallowconn from pg_database where datname = '${closedDb}'`), 'f', 'the closed database came along');
+        if (method === 'physical')
+          assert.equal(await c.sql(`select datallowconn from pg_database where datname = '${closedDb}'`), 'f', 'the closed database came along');
         const location = await c.sql(`select pg_tablespace_location(oid) from pg_tablespace where spcname = 'cold'`);
         assert.ok(location.startsWith(`${pgdata}.tablespaces/`), `tablespace relocated: ${location}`);
       } finally {
@@ -220,16 +262,40 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
       const dest = join(work, 'kill-parallel');
       const killState = join(work, 'state-kill-parallel');
       // one job: databases go largest first (app, then aux); the lock is taken once the row counts are done
-      const run = startCli(['backup', '--pgdata', pg.pgdata, '--bindir', pg.bindir, '--state-dir', killState, '--to', dest, '--method', 'parallel', '--jobs', '1', '--exclude-database', closedDb]);
+      const run = startCli([
+        'backup',
+        '--pgdata',
+        pg.pgdata,
+        '--bindir',
+        pg.bindir,
+        '--state-dir',
+        killState,
+        '--to',
+        dest,
+        '--method',
+        'parallel',
+        '--jobs',
+        '1',
+        '--exclude-database',
+        closedDb,
+      ]);
       await waitFor('the globals dump to start', () => existsSync(join(`${dest}.partial`, 'globals.sql.zst')), 60_000, 5);
       const lock = await holdTableLock(pg, 'aux', 't');
       try {
-        await waitFor('app dumped while aux waits at the lock', async () => existsSync(join(`${dest}.partial`, 'db-0.done')) && (await lockWaiters(pg)) > 0, 60_000);
+        await waitFor(
+          'app dumped while aux waits at the lock',
+          async () => existsSync(join(`${dest}.partial`, 'db-0.done')) && (await lockWaiters(pg)) > 0,
+          60_000,
+        );
         run.kill('SIGKILL');
         assert.equal((await run.done).signal, 'SIGKILL');
         assert.equal(existsSync(dest), false);
         // databases are numbered in name order: app is db-0, aux db-1
-        assert.deepEqual(readdirSync(`${dest}.partial`).filter((f) => f.endsWith('.done')), ['db-0.done'], 'app finished; aux did not');
+        assert.deepEqual(
+          readdirSync(`${dest}.partial`).filter((f) => f.endsWith('.done')),
+          ['db-0.done'],
+          'app finished; aux did not',
+        );
         const appDumpedAt = statSync(join(`${dest}.partial`, 'db-0.done')).mtimeMs;
         await lock.release();
         const resumed = await runCli(['resume', '--state-dir', killState, '--json']);
@@ -243,11 +309,27 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
     });
 
     // dumpall is killed at every step boundary in backup-faults.test.ts
-    for (const [method, at] of [['physical', 'dump:started'], ['physical', 'verify:started']] as const) {
+    for (const [method, at] of [
+      ['physical', 'dump:started'],
+      ['physical', 'verify:started'],
+    ] as const) {
       test(`${method}: SIGKILL at ${at}, resume completes a backup that verifies`, async () => {
         const dest = join(work, `kill-${method}-${at.replace(':', '-')}`);
         const killState = join(work, `state-kill-${method}-${at.replace(':', '-')}`);
-        const args = ['backup', '--pgdata', pg.pgdata, '--bindir', pg.bindir, '--state-dir', killState, '--to', dest, '--method', method, ...(method === 'physical' ? [] : ['--exclude-database', closedDb])];
+        const args = [
+          'backup',
+          '--pgdata',
+          pg.pgdata,
+          '--bindir',
+          pg.bindir,
+          '--state-dir',
+          killState,
+          '--to',
+          dest,
+          '--method',
+          method,
+          ...(method === 'physical' ? [] : ['--exclude-database', closedDb]),
+        ];
         const killed = await startCli(args, { PGSCALE_FAILPOINT: at }).done;
         assert.equal(killed.signal, 'SIGKILL', killed.stderr);
         assert.equal(existsSync(dest), false);

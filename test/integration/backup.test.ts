@@ -7,7 +7,23 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, statfsSync, writeFileSync, openSync, writeSync, closeSync, fstatSync, readSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  statfsSync,
+  writeFileSync,
+  openSync,
+  writeSync,
+  closeSync,
+  fstatSync,
+  readSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { bindir, createCluster, createLoopVolume, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
 import { cliRunnableBy, parseJson, runCli, type CliOptions, type CliResult } from '../helpers/cli.js';
@@ -86,10 +102,20 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
 
     const md = await runCli(['backup', '--bindir', pg16.bindir, '--pgdata', pg16.pgdata, '--to', dest, '--state-dir', freshState, '--dry-run']);
     assert.equal(md.code, 0, md.stderr);
-    for (const id of ['dump', 'manifest', 'verify', 'publish']) assert.match(md.stdout, new RegExp(`^### \\d\\. .*\\(\`${id}\`\\)`, 'm'), `step ${id} in the markdown`);
+    for (const id of ['dump', 'manifest', 'verify', 'publish'])
+      assert.match(md.stdout, new RegExp(`^### \\d\\. .*\\(\`${id}\`\\)`, 'm'), `step ${id} in the markdown`);
     assert.match(md.stdout, /^## Checks$/m);
     assert.match(md.stdout, /^\| check \| result \| detail \|$/m);
-    for (const check of ['destination absent', 'no leftover staging directory', 'not inside the cluster', 'destination writable', 'free space', 'compressor installed', 'server reachable', 'pg_dumpall version']) {
+    for (const check of [
+      'destination absent',
+      'no leftover staging directory',
+      'not inside the cluster',
+      'destination writable',
+      'free space',
+      'compressor installed',
+      'server reachable',
+      'pg_dumpall version',
+    ]) {
       assert.match(md.stdout, new RegExp(`^\\| ${check} \\| pass \\|`, 'm'), `check "${check}" passed in the table`);
     }
     assert.match(md.stdout, /expected downtime: none/);
@@ -103,7 +129,10 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
     const out = parseJson<OperationResult>(js);
     assert.equal(out.applied, false);
     assert.equal(out.plan.operation, 'backup');
-    assert.deepEqual(out.plan.steps.map((s) => s.id), ['dump', 'manifest', 'verify', 'publish']);
+    assert.deepEqual(
+      out.plan.steps.map((s) => s.id),
+      ['dump', 'manifest', 'verify', 'publish'],
+    );
     for (const s of out.plan.steps) assert.ok(s.actions.length > 0, `step ${s.id} has actions`);
     assert.ok(out.plan.steps[0]!.actions.some((a) => a.kind === 'command' && a.argv[0] === 'pg_dumpall'));
     assert.ok(out.plan.steps[3]!.actions.some((a) => a.kind === 'file' && a.change === 'rename' && a.to === dest));
@@ -251,24 +280,31 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
       assertNothingLeft(dest, res);
     });
 
-    test('the destination is not writable by the user running pgscale (nobody; exit 3)', { skip: !cliRunnableBy(nobodyAccount) && 'this checkout is not reachable by the nobody account' }, async () => {
-      const nobody = userByName('nobody');
-      assert.ok(nobody, 'the nobody account exists');
-      const rootOnly = scratchDir('pgscale-rootonly-');
-      chownSync(rootOnly, 0, 0);
-      chmodSync(rootOnly, 0o755);
-      const nobodyState = scratchDir('pgscale-nobody-state-');
-      chownSync(nobodyState, nobody.uid, nobody.gid);
-      const dest = join(rootOnly, 'backup');
-      // nobody cannot use the postgres account's socket: it connects over TCP with a password
-      const res = await runCli(['backup', '--bindir', pg16.bindir, '--dsn', `host=127.0.0.1 port=${pg16.port} user=u`, '--to', dest, '--state-dir', nobodyState], {
-        asUser: nobody,
-        env: { PGPASSWORD: password, HOME: '/' },
-      });
-      assert.equal(res.code, 3, res.stderr);
-      assert.match(res.stderr, new RegExp(`destination writable: cannot create ${lit(dest)}: ${lit(rootOnly)} is not writable`));
-      assertNothingLeft(dest, res);
-    });
+    test(
+      'the destination is not writable by the user running pgscale (nobody; exit 3)',
+      { skip: !cliRunnableBy(nobodyAccount) && 'this checkout is not reachable by the nobody account' },
+      async () => {
+        const nobody = userByName('nobody');
+        assert.ok(nobody, 'the nobody account exists');
+        const rootOnly = scratchDir('pgscale-rootonly-');
+        chownSync(rootOnly, 0, 0);
+        chmodSync(rootOnly, 0o755);
+        const nobodyState = scratchDir('pgscale-nobody-state-');
+        chownSync(nobodyState, nobody.uid, nobody.gid);
+        const dest = join(rootOnly, 'backup');
+        // nobody cannot use the postgres account's socket: it connects over TCP with a password
+        const res = await runCli(
+          ['backup', '--bindir', pg16.bindir, '--dsn', `host=127.0.0.1 port=${pg16.port} user=u`, '--to', dest, '--state-dir', nobodyState],
+          {
+            asUser: nobody,
+            env: { PGPASSWORD: password, HOME: '/' },
+          },
+        );
+        assert.equal(res.code, 3, res.stderr);
+        assert.match(res.stderr, new RegExp(`destination writable: cannot create ${lit(dest)}: ${lit(rootOnly)} is not writable`));
+        assertNothingLeft(dest, res);
+      },
+    );
 
     test('wrong port (exit 4: cannot connect, nothing attempted)', async () => {
       const dest = join(work, 'wrong-port');
@@ -283,7 +319,9 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
       const pwState = scratchDir('pgscale-pw-state-');
       const dsn = `host=127.0.0.1 port=${pg16.port} user=u`;
       const dest = join(work, 'bad-password');
-      const bad = await runCli(['backup', '--bindir', pg16.bindir, '--dsn', dsn, '--to', dest, '--state-dir', pwState, '--verbose'], { env: { PGPASSWORD: wrongPassword } });
+      const bad = await runCli(['backup', '--bindir', pg16.bindir, '--dsn', dsn, '--to', dest, '--state-dir', pwState, '--verbose'], {
+        env: { PGPASSWORD: wrongPassword },
+      });
       assert.equal(bad.code, 4, bad.stderr);
       assert.match(bad.stderr, /cannot connect to PostgreSQL at u@127\.0\.0\.1:\d+\/postgres: password authentication failed for user "u"/);
       assertNothingLeft(dest, bad);
@@ -292,7 +330,9 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
 
       // the right password over TCP: a complete backup, and still the password is nowhere
       const good = join(work, 'good-password');
-      const ok = await runCli(['backup', '--bindir', pg16.bindir, '--dsn', dsn, '--to', good, '--state-dir', pwState, '--verbose'], { env: { PGPASSWORD: password } });
+      const ok = await runCli(['backup', '--bindir', pg16.bindir, '--dsn', dsn, '--to', good, '--state-dir', pwState, '--verbose'], {
+        env: { PGPASSWORD: password },
+      });
       assert.equal(ok.code, 0, ok.stderr);
       assert.ok(existsSync(join(good, 'manifest.json')));
       for (const text of [ok.stdout, ok.stderr]) assert.equal(text.includes(password), false, 'the password is not echoed');
@@ -327,30 +367,34 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
       dumpall: /the destination filled up during the dump: cannot write .*dumpall\.sql\.zst: ENOSPC: no space left on device/,
       parallel: /the destination filled up during the dump: database "rnd": .*pg_dump failed .*No space left on device/s,
     };
-    for (const [method, failure] of Object.entries(fullVolumeFailure)) test(`${method}: the estimate passes but the destination fills up mid-dump (exit 4, nothing left)`, async () => {
-      const vol = createLoopVolume(72);
-      const dest = join(vol.mountPoint, 'backup');
-      // what pgscale will estimate (half the databases' size, at least 16 MiB): leave just a little more than that free
-      const dbBytes = Number(await big.sql('select sum(pg_database_size(oid)) from pg_database'));
-      const estimate = Math.max(16 * MiB, Math.round(dbBytes * 0.5));
-      const target = estimate + 3 * MiB;
-      const fs = statfsSync(vol.mountPoint);
-      const free = fs.bavail * fs.bsize;
-      assert.ok(free > target, `the volume has ${free} bytes free, need more than ${target}`);
-      const filler = join(vol.mountPoint, 'filler');
-      writeFileSync(filler, Buffer.alloc(free - target));
-      const nowFree = statfsSync(vol.mountPoint).bavail * fs.bsize;
-      // the compressed dump is at least the incompressible bytes; root may also use the reserved 5 %
-      const reserved = (fs.bfree - fs.bavail) * fs.bsize;
-      assert.ok(nowFree >= estimate && nowFree + reserved < bigRandomBytes - 4 * MiB, `free ${nowFree} (+${reserved} reserved) lies between the estimate ${estimate} and the dump (> ${bigRandomBytes})`);
+    for (const [method, failure] of Object.entries(fullVolumeFailure))
+      test(`${method}: the estimate passes but the destination fills up mid-dump (exit 4, nothing left)`, async () => {
+        const vol = createLoopVolume(72);
+        const dest = join(vol.mountPoint, 'backup');
+        // what pgscale will estimate (half the databases' size, at least 16 MiB): leave just a little more than that free
+        const dbBytes = Number(await big.sql('select sum(pg_database_size(oid)) from pg_database'));
+        const estimate = Math.max(16 * MiB, Math.round(dbBytes * 0.5));
+        const target = estimate + 3 * MiB;
+        const fs = statfsSync(vol.mountPoint);
+        const free = fs.bavail * fs.bsize;
+        assert.ok(free > target, `the volume has ${free} bytes free, need more than ${target}`);
+        const filler = join(vol.mountPoint, 'filler');
+        writeFileSync(filler, Buffer.alloc(free - target));
+        const nowFree = statfsSync(vol.mountPoint).bavail * fs.bsize;
+        // the compressed dump is at least the incompressible bytes; root may also use the reserved 5 %
+        const reserved = (fs.bfree - fs.bavail) * fs.bsize;
+        assert.ok(
+          nowFree >= estimate && nowFree + reserved < bigRandomBytes - 4 * MiB,
+          `free ${nowFree} (+${reserved} reserved) lies between the estimate ${estimate} and the dump (> ${bigRandomBytes})`,
+        );
 
-      const res = await backup(big, ['--to', dest, '--method', method]);
-      assert.equal(res.code, 4, res.stderr);
-      assert.match(res.stderr, failure);
-      assertNothingLeft(dest, res);
-      assert.deepEqual(readdirSync(vol.mountPoint).sort(), ['filler', 'lost+found']);
-      assert.equal(sizeOf(filler), free - target);
-      vol.unmount();
-    });
+        const res = await backup(big, ['--to', dest, '--method', method]);
+        assert.equal(res.code, 4, res.stderr);
+        assert.match(res.stderr, failure);
+        assertNothingLeft(dest, res);
+        assert.deepEqual(readdirSync(vol.mountPoint).sort(), ['filler', 'lost+found']);
+        assert.equal(sizeOf(filler), free - target);
+        vol.unmount();
+      });
   });
 });

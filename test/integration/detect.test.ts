@@ -140,17 +140,21 @@ describe('pgscale detect: bad input is refused with a clear message and exit cod
     assert.match(res.stderr, /is not a PostgreSQL data directory \(no PG_VERSION file\)/);
   });
 
-  test('an unreadable data directory', { skip: (!isRoot() && 'needs root to run as another user') || (!cliRunnableBy(nobody) && 'this checkout is not reachable by the nobody account') }, async () => {
-    const dir = scratchDir();
-    const pgdata = join(dir, 'locked');
-    mkdirSync(pgdata, { mode: 0o700 });
-    writeFileSync(join(pgdata, 'PG_VERSION'), '16\n');
-    const res = await runCli(['detect', '--pgdata', pgdata, '--json'], { asUser: nobody, env: { HOME: '/tmp' } });
-    assert.equal(res.code, 2, res.stdout + res.stderr);
-    const err = parseJson<{ error: { message: string; exitCode: number; kind: string } }>(res);
-    assert.match(err.error.message, /not readable/);
-    assert.equal(err.error.kind, 'bad-input');
-  });
+  test(
+    'an unreadable data directory',
+    { skip: (!isRoot() && 'needs root to run as another user') || (!cliRunnableBy(nobody) && 'this checkout is not reachable by the nobody account') },
+    async () => {
+      const dir = scratchDir();
+      const pgdata = join(dir, 'locked');
+      mkdirSync(pgdata, { mode: 0o700 });
+      writeFileSync(join(pgdata, 'PG_VERSION'), '16\n');
+      const res = await runCli(['detect', '--pgdata', pgdata, '--json'], { asUser: nobody, env: { HOME: '/tmp' } });
+      assert.equal(res.code, 2, res.stdout + res.stderr);
+      const err = parseJson<{ error: { message: string; exitCode: number; kind: string } }>(res);
+      assert.match(err.error.message, /not readable/);
+      assert.equal(err.error.kind, 'bad-input');
+    },
+  );
 
   test('--bindir without postgres', async () => {
     const dir = scratchDir();

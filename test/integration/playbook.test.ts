@@ -48,5 +48,5 @@ test('a playbook runs backup then upgrade without a TTY; killed mid-way, running
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /step 1\/2: backup: already done/);
   assert.match(again.stderr, /step 2\/2: upgrade: pgscale resume /);
-  assert.match(await cluster.sql('select current_setting(\'server_version_num\')::int / 10000 || \':\' || count(*) from kept'), /^17:20000$/);
+  assert.match(await cluster.sql("select current_setting('server_version_num')::int / 10000 || ':' || count(*) from kept"), /^17:20000$/);
 });

@@ -34,15 +34,24 @@ describe('wal move and tune restarts keep the server where clients find it', { s
   async function withClients(t: TestContext, label: string, work: () => Promise<CliResult>): Promise<CliResult> {
     const writer: Writer = await startWriter(c, { reader: true });
     await new Promise((r) => setTimeout(r, 300));
-    const outcome = await work().then((res) => ({ res }), (failure: unknown) => ({ failure }));
+    const outcome = await work().then(
+      (res) => ({ res }),
+      (failure: unknown) => ({ failure }),
+    );
     await new Promise((r) => setTimeout(r, 500));
     const report = await writer.stop();
     if ('failure' in outcome) throw outcome.failure;
-    t.diagnostic(`${label}: longest write gap ${report.longestGapMs} ms, ${report.acknowledged.length} writes acknowledged, ${report.errors} client errors, ${report.reads} reads`);
+    t.diagnostic(
+      `${label}: longest write gap ${report.longestGapMs} ms, ${report.acknowledged.length} writes acknowledged, ${report.errors} client errors, ${report.reads} reads`,
+    );
     assert.ok(report.acknowledged.length > 10, `${label}: writes acknowledged: ${report.acknowledged.length}`);
     assert.deepEqual(await missingWrites(c, report), [], `${label}: every acknowledged write survives`);
     assert.deepEqual(await listening(), where, `${label}: the server answers on the same socket directory and port, reading the same config_file`);
-    assert.deepEqual(readdirSync(c.pgdata).filter((n) => /pgscale.*\.log$/.test(n)), [], `${label}: no pgscale log inside PGDATA`);
+    assert.deepEqual(
+      readdirSync(c.pgdata).filter((n) => /pgscale.*\.log$/.test(n)),
+      [],
+      `${label}: no pgscale log inside PGDATA`,
+    );
     return outcome.res;
   }
 
@@ -54,8 +63,26 @@ describe('wal move and tune restarts keep the server where clients find it', { s
     assert.deepEqual(where, { port: String(c.port), sockets: c.socketDir, listen: '', config: c.configFile });
   });
 
-  const wal = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli(['wal', 'move', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, ...args], { env });
-  const tune = (args: string[]) => runCli(['tune', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--profile', 'oltp', '--cpus', '2', '--storage', 'ssd', '--json', ...args]);
+  const wal = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    runCli(['wal', 'move', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, ...args], { env });
+  const tune = (args: string[]) =>
+    runCli([
+      'tune',
+      '--pgdata',
+      c.pgdata,
+      '--bindir',
+      c.bindir,
+      '--state-dir',
+      stateDir,
+      '--profile',
+      'oltp',
+      '--cpus',
+      '2',
+      '--storage',
+      'ssd',
+      '--json',
+      ...args,
+    ]);
 
   test('wal move: the plan shows where the listening settings come from; the run brings the server back in place', async (t) => {
     const target = join(vol.mountPoint, 'wal');
@@ -105,7 +132,10 @@ describe('wal move and tune restarts keep the server where clients find it', { s
     assert.equal(res.code, 0, res.stderr + res.stdout);
     const out = parseJson<TuneResult>(res);
     assert.equal(out.run?.status, 'completed', res.stderr);
-    assert.ok(out.run?.steps.some((s) => s.id === 'restart' && s.state === 'done'), 'the run restarted the server');
+    assert.ok(
+      out.run?.steps.some((s) => s.id === 'restart' && s.state === 'done'),
+      'the run restarted the server',
+    );
     assert.equal(await c.sql('SHOW shared_buffers'), '384MB');
   });
 });

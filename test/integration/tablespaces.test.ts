@@ -32,7 +32,10 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
       left join pg_tablespace t on t.oid = c.reltablespace where n.nspname = 'public' and c.relkind in ('r', 'i', 'p', 'I') order by 1`);
     return Object.fromEntries(out.split('\n').map((l) => l.split('=') as [string, string]));
   };
-  const allDefault = (p: Record<string, string>) => Object.entries(p).filter(([, ts]) => ts !== '').map(([r]) => r);
+  const allDefault = (p: Record<string, string>) =>
+    Object.entries(p)
+      .filter(([, ts]) => ts !== '')
+      .map(([r]) => r);
 
   before(async () => {
     hot = createLoopVolume(32);
@@ -58,7 +61,12 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     assert.equal(statSync(file).mode & 0o777, 0o600);
     assert.equal(statSync(join(stateDir, 'tablespaces')).mode & 0o777, 0o700);
     // a small bounded workload on hot_t only
-    await c.sql(Array.from({ length: 300 }, (_, i) => `update hot_t set v = v + 1 where id = ${(i % 2000) + 1}; select v from hot_t where id = ${((i * 7) % 2000) + 1};`).join('\n'));
+    await c.sql(
+      Array.from(
+        { length: 300 },
+        (_, i) => `update hot_t set v = v + 1 where id = ${(i % 2000) + 1}; select v from hot_t where id = ${((i * 7) % 2000) + 1};`,
+      ).join('\n'),
+    );
     await new Promise((r) => setTimeout(r, 1100)); // the counters reach pg_stat at the next flush (≤ 1 s)
     assert.equal((await cli(['sample'])).code, 0);
     const res = await cli(['show', '--json']);
@@ -123,7 +131,10 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     planFile = join(stateDir, 'place.plan.json');
     const plan = parseJson<OperationResult>(await place([...volumes(), '--dry-run', '--plan-out', planFile])).plan;
     assert.equal(statSync(planFile).mode & 0o777, 0o600);
-    assert.deepEqual(plan.steps.map((s) => s.id), ['prepare', ...partitions.map((p) => `move-public.${p}`), 'default-public.history', 'temp-tablespaces']);
+    assert.deepEqual(
+      plan.steps.map((s) => s.id),
+      ['prepare', ...partitions.map((p) => `move-public.${p}`), 'default-public.history', 'temp-tablespaces'],
+    );
     assert.ok(plan.steps.every((s) => !s.downtime));
     assert.equal(allDefault(await placement()).length, 0);
     assert.ok(!existsSync(join(cold.mountPoint, 'pgscale_cold')));
@@ -135,7 +146,10 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     await c.sql(`create tablespace pgscale_hot location '${mkdirOwned(join(hot.mountPoint, 'pgscale_hot'))}' with (random_page_cost = 3)`);
     // SHARE conflicts with the move's ACCESS EXCLUSIVE, not with the size and catalog reads of planning
     const holder = c.sql(`begin; lock table ${part} in share mode; select pg_sleep(60); commit;`).catch(() => undefined);
-    await waitFor('the held lock', async () => (await c.sql(`select count(*) from pg_locks where relation = '${part}'::regclass and mode = 'ShareLock' and granted`)) === '1');
+    await waitFor(
+      'the held lock',
+      async () => (await c.sql(`select count(*) from pg_locks where relation = '${part}'::regclass and mode = 'ShareLock' and granted`)) === '1',
+    );
     const started = Date.now();
     const res = await cli(['place', '--yes', ...volumes(), '--lock-timeout', '100', '--lock-retries', '2']);
     await c.sql(`select pg_terminate_backend(pid) from pg_stat_activity where query like '%pg_sleep(60)%' and pid <> pg_backend_pid()`);
@@ -147,7 +161,10 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     assert.equal((await placement())[part], '', 'the partition stayed where it was');
     const rb = await runCli(['rollback', '--state-dir', stateDir, '--yes', '--json']);
     assert.equal(rb.code, 0, rb.stderr + rb.stdout);
-    assert.equal(await c.sql(`select string_agg(spcname || ':' || coalesce(array_to_string(spcoptions, ','), ''), ' ') from pg_tablespace where spcname like 'pgscale%'`), 'pgscale_hot:random_page_cost=3');
+    assert.equal(
+      await c.sql(`select string_agg(spcname || ':' || coalesce(array_to_string(spcoptions, ','), ''), ' ') from pg_tablespace where spcname like 'pgscale%'`),
+      'pgscale_hot:random_page_cost=3',
+    );
     assert.ok(!existsSync(join(cold.mountPoint, 'pgscale_cold')), 'the directory it made is gone');
     assert.deepEqual(allDefault(await placement()), []);
     await c.sql('drop tablespace pgscale_hot');
@@ -171,7 +188,9 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     })();
     try {
       // the reviewed plan file, applied as it is
-      const killed = await runCli(['apply', planFile, '--state-dir', stateDir, '--yes', '--json'], { env: { PGSCALE_FAILPOINT: `move-public.${partitions[1]}:started` } });
+      const killed = await runCli(['apply', planFile, '--state-dir', stateDir, '--yes', '--json'], {
+        env: { PGSCALE_FAILPOINT: `move-public.${partitions[1]}:started` },
+      });
       assert.equal(killed.code, null, `expected SIGKILL: ${killed.stderr}${killed.stdout}`);
       const p1 = await placement();
       assert.equal(p1[partitions[0]!], 'pgscale_cold', 'the first partition moved before the kill');
@@ -201,7 +220,10 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     const loc = join(cold.mountPoint, 'pgscale_cold');
     assert.equal(statSync(loc).mode & 0o777, 0o700);
     assert.equal(statSync(loc).uid, serverUser.uid);
-    assert.equal(await c.sql(`select array_to_string(spcoptions, ',') from pg_tablespace where spcname = 'pgscale_cold'`), 'random_page_cost=4,effective_io_concurrency=2,maintenance_io_concurrency=10');
+    assert.equal(
+      await c.sql(`select array_to_string(spcoptions, ',') from pg_tablespace where spcname = 'pgscale_cold'`),
+      'random_page_cost=4,effective_io_concurrency=2,maintenance_io_concurrency=10',
+    );
     assert.equal(await c.sql('show temp_tablespaces'), 'pgscale_hot');
     assert.equal(await c.sql('select count(*) from history'), String(15000 + acked.length));
     assert.equal(await c.sql(`select count(*) from pg_index where not indisvalid`), '0', 'no invalid index left by the kill');

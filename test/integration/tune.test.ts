@@ -37,15 +37,18 @@ const show = (r: CliResult) => `exit ${r.code}\nstdout:\n${r.stdout.slice(-4000)
 /** pg_settings as name → {setting, unit, pending}. */
 async function settings(c: TestCluster): Promise<Map<string, { setting: string; pending: boolean }>> {
   const out = await c.sql(`select name || '|' || setting || '|' || pending_restart from pg_settings`);
-  return new Map(out.split('\n').map((l) => {
-    const [name, setting, pending] = l.split('|');
-    return [name!, { setting: setting!, pending: pending === 'true' }];
-  }));
+  return new Map(
+    out.split('\n').map((l) => {
+      const [name, setting, pending] = l.split('|');
+      return [name!, { setting: setting!, pending: pending === 'true' }];
+    }),
+  );
 }
 
 describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as postgres and bind-mounts a read-only directory: needs root' }, () => {
   let state: string;
-  const tune = (c: TestCluster, args: string[]) => runCli(['tune', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', state, ...HW, ...args], { timeoutMs: 180_000 });
+  const tune = (c: TestCluster, args: string[]) =>
+    runCli(['tune', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', state, ...HW, ...args], { timeoutMs: 180_000 });
 
   before(() => {
     state = join(scratchDir('pgscale-tune-state-'), 'state');
@@ -60,7 +63,7 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       before(async () => {
         c = await createCluster({ version, start: false, conf: ['fsync = off', "include 'dba.conf'"] });
         // a DBA include file: work_mem there is changed (pgscale.conf is read after it), jit already as recommended
-        writeFileSync(join(c.pgdata, 'dba.conf'), '# the DBA\'s own settings\nwork_mem = 1MB\njit = off\n');
+        writeFileSync(join(c.pgdata, 'dba.conf'), "# the DBA's own settings\nwork_mem = 1MB\njit = off\n");
         chownSync(join(c.pgdata, 'dba.conf'), serverUser.uid, serverUser.gid);
         await c.start();
         // postgresql.auto.conf overrides every file: the recommended 1.1 must go there to take effect
@@ -81,7 +84,10 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
         assert.match(res.stdout, /^-work_mem = 1MB +# dba\.conf:2$/m, 'the include file is where work_mem comes from');
         assert.match(res.stdout, /^-random_page_cost = 3 +# postgresql\.auto\.conf:\d+ \(ALTER SYSTEM\)$/m);
         assert.match(res.stdout, /^\+random_page_cost = 1\.1 +# reload: /m);
-        assert.match(res.stdout, /# warning: random_page_cost is set in postgresql\.auto\.conf:\d+ \(ALTER SYSTEM\), which the server reads after every other file: 1\.1 is written there/);
+        assert.match(
+          res.stdout,
+          /# warning: random_page_cost is set in postgresql\.auto\.conf:\d+ \(ALTER SYSTEM\), which the server reads after every other file: 1\.1 is written there/,
+        );
         assert.doesNotMatch(res.stdout, /^[-+]jit = /m, 'jit = off in dba.conf is already the recommendation');
         assert.match(res.stdout, /# pgscale plan: tune/, 'the plan is shown');
         assert.deepEqual(shas(touched), original, 'no file changed');
@@ -93,7 +99,10 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
         assert.equal(res.code, 0, show(res));
         const out = parseJson<TuneResult>(res);
         assert.equal(out.run?.status, 'completed');
-        assert.deepEqual(out.run?.steps.map((s) => s.id), ['backup', 'write', 'validate', 'reload', 'restart', 'verify']);
+        assert.deepEqual(
+          out.run?.steps.map((s) => s.id),
+          ['backup', 'write', 'validate', 'reload', 'restart', 'verify'],
+        );
         assert.deepEqual(out.restartPending, []);
         const changes = out.changes!.filter((x) => x.status === 'change');
         assert.ok(changes.length >= 10, `${changes.length} changes`);
@@ -103,9 +112,16 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
         for (const ch of changes) {
           const def = findSetting(catalog, ch.name)!;
           const now = live.get(ch.name)!;
-          assert.ok(isCloseEnough(parseSetting(def, now.setting), parseSetting(def, ch.recommended)), `${ch.name}: pg_settings ${now.setting}, recommended ${ch.recommended}`);
+          assert.ok(
+            isCloseEnough(parseSetting(def, now.setting), parseSetting(def, ch.recommended)),
+            `${ch.name}: pg_settings ${now.setting}, recommended ${ch.recommended}`,
+          );
         }
-        assert.deepEqual([...live].filter(([, s]) => s.pending).map(([n]) => n), [], 'nothing pending a restart');
+        assert.deepEqual(
+          [...live].filter(([, s]) => s.pending).map(([n]) => n),
+          [],
+          'nothing pending a restart',
+        );
         assert.equal(live.get('shared_buffers')!.setting, String((512 * 1024) / 8));
         assert.equal(live.get('random_page_cost')!.setting, '1.1', 'the auto.conf value was changed where it wins');
         assert.match(readFileSync(join(c.pgdata, 'postgresql.auto.conf'), 'utf8'), /^random_page_cost = '1\.1'$/m);
@@ -123,7 +139,10 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
         const res = await tune(c, ['--yes', '--json']);
         assert.equal(res.code, 0, show(res));
         const out = parseJson<TuneResult>(res);
-        assert.deepEqual(out.changes!.filter((x) => x.status === 'change').map((x) => `${x.name}: ${x.current} → ${x.recommended}`), []);
+        assert.deepEqual(
+          out.changes!.filter((x) => x.status === 'change').map((x) => `${x.name}: ${x.current} → ${x.recommended}`),
+          [],
+        );
         assert.equal(out.run, undefined, 'nothing applied');
         const text = await tune(c, []);
         assert.match(text.stdout, /^no change: every recommended setting is already close enough/m);
@@ -138,7 +157,10 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
         assert.equal(live.get('shared_buffers')!.setting, '16384');
         assert.equal(live.get('random_page_cost')!.setting, '3');
         assert.equal(live.get('work_mem')!.setting, '1024');
-        assert.deepEqual([...live].filter(([, s]) => s.pending).map(([n]) => n), []);
+        assert.deepEqual(
+          [...live].filter(([, s]) => s.pending).map(([n]) => n),
+          [],
+        );
         const again = await tune(c, ['--restore', '--yes']);
         assert.equal(again.code, 3, `nothing left to restore\n${show(again)}`);
         assert.match(again.stderr, /no completed pgscale tune run of .* to restore/);
@@ -161,7 +183,7 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       const res = await tune(c, ['--target', 'conf', '--yes']);
       assert.equal(res.code, 0, show(res));
       const conf = readFileSync(join(c.pgdata, 'postgresql.conf'), 'utf8');
-      assert.match(conf, /^shared_buffers = 512MB\t\t# pgscale tune \(was 128MB\): 25 % of the 2GB of RAM/m, 'initdb\'s line, rewritten where it was');
+      assert.match(conf, /^shared_buffers = 512MB\t\t# pgscale tune \(was 128MB\): 25 % of the 2GB of RAM/m, "initdb's line, rewritten where it was");
       assert.equal(conf.match(/^shared_buffers =/gm)!.length, 1);
       assert.match(conf, /\nrandom_page_cost = 1\.1\t\t# pgscale tune: flash reads randomly/, 'a setting no line had is appended');
       assert.equal(existsSync(join(c.pgdata, 'conf.d')), false, 'no include file');
@@ -169,7 +191,10 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       assert.equal(live.get('shared_buffers')!.setting, '65536');
       assert.equal(live.get('random_page_cost')!.setting, '1.1');
       const again = await tune(c, ['--target', 'conf', '--json']);
-      assert.deepEqual(parseJson<TuneResult>(again).changes!.filter((x) => x.status === 'change'), []);
+      assert.deepEqual(
+        parseJson<TuneResult>(again).changes!.filter((x) => x.status === 'change'),
+        [],
+      );
       const restore = await tune(c, ['--restore', '--yes']);
       assert.equal(restore.code, 0, show(restore));
       assert.deepEqual(shas(touched), original);
@@ -180,10 +205,20 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       const res = await tune(c, ['--apply', '--json']);
       assert.equal(res.code, 0, show(res));
       const out = parseJson<TuneResult>(res);
-      assert.deepEqual(out.run?.steps.map((s) => s.id), ['backup', 'write', 'validate', 'reload', 'verify'], 'no restart step');
+      assert.deepEqual(
+        out.run?.steps.map((s) => s.id),
+        ['backup', 'write', 'validate', 'reload', 'verify'],
+        'no restart step',
+      );
       assert.deepEqual(out.restartPending?.sort(), ['shared_buffers', 'wal_buffers']);
       const live = await settings(c);
-      assert.deepEqual([...live].filter(([, s]) => s.pending).map(([n]) => n).sort(), ['shared_buffers', 'wal_buffers']);
+      assert.deepEqual(
+        [...live]
+          .filter(([, s]) => s.pending)
+          .map(([n]) => n)
+          .sort(),
+        ['shared_buffers', 'wal_buffers'],
+      );
       assert.equal(live.get('random_page_cost')!.setting, '1.1', 'reload-context settings are in effect');
       const text = await tune(c, []);
       assert.match(text.stdout, /# warning: already waiting for a restart before pgscale changes anything: shared_buffers, wal_buffers/);
@@ -250,7 +285,11 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       // 100 connections on 2GB: work_mem stays at PostgreSQL's 4MB (a warning asks for fewer connections)
       assert.equal(live.get('work_mem')!.setting, '4096');
       const again = await tune(c, ['--target', 'sql', '--json']);
-      assert.deepEqual(parseJson<TuneResult>(again).changes!.filter((x) => x.status === 'change'), [], 'no churn');
+      assert.deepEqual(
+        parseJson<TuneResult>(again).changes!.filter((x) => x.status === 'change'),
+        [],
+        'no churn',
+      );
       const restore = await tune(c, ['--restore', '--yes']);
       assert.equal(restore.code, 0, show(restore));
       assert.deepEqual(shas(touched), original);
@@ -339,7 +378,11 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
     });
 
     test('--memory 0 and nonsense units', async () => {
-      for (const [memory, why] of [['0', /--memory 0: give a unit/], ['0GB', /memory must be more than 0/], ['12XB', /--memory 12XB: unknown unit "XB"/]] as const) {
+      for (const [memory, why] of [
+        ['0', /--memory 0: give a unit/],
+        ['0GB', /memory must be more than 0/],
+        ['12XB', /--memory 12XB: unknown unit "XB"/],
+      ] as const) {
         const res = await run(['--memory', memory, '--yes']);
         assert.equal(res.code, 2, show(res));
         assert.match(res.stderr, why);
@@ -363,7 +406,8 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
 
     test('measured, not guessed: WAL rate, pg_test_fsync on the WAL volume, a random-read probe, partitions; seconds, no file left', async () => {
       await c.sql('create table events (id bigint, at date) partition by range (at)');
-      for (let i = 0; i < 40; i++) await c.sql(`create table events_${i} partition of events for values from ('2020-01-01'::date + ${i}) to ('2020-01-01'::date + ${i + 1})`);
+      for (let i = 0; i < 40; i++)
+        await c.sql(`create table events_${i} partition of events for values from ('2020-01-01'::date + ${i}) to ('2020-01-01'::date + ${i + 1})`);
       const started = Date.now();
       const res = await run(['--memory', '2GB', '--cpus', '2', '--profile', 'oltp', '--dry-run', '--json']);
       const seconds = (Date.now() - started) / 1000;
@@ -385,7 +429,9 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       assert.match(reason('max_locks_per_transaction'), /^the largest partition tree has 40 partitions/);
       assert.equal(out.changes!.find((ch) => ch.name === 'max_locks_per_transaction')!.recommended, '128');
       // the probes' temporary files are gone
-      const leftovers = [join(c.pgdata, 'pg_wal'), join(c.pgdata, 'base', 'pgsql_tmp')].flatMap((d) => (existsSync(d) ? readdirSync(d) : [])).filter((f) => f.startsWith('pgscale-'));
+      const leftovers = [join(c.pgdata, 'pg_wal'), join(c.pgdata, 'base', 'pgsql_tmp')]
+        .flatMap((d) => (existsSync(d) ? readdirSync(d) : []))
+        .filter((f) => f.startsWith('pgscale-'));
       assert.deepEqual(leftovers, []);
       // --wal-rate wins over a sample; --storage over the read probe
       const given = await run([...HW.filter((a) => a !== '--no-measure'), '--wal-rate', '20MB/s', '--dry-run']);
@@ -397,7 +443,7 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
 
     test('a configuration file with a syntax error, reported with file and line', async () => {
       const broken = join(confDir, 'broken.conf');
-      writeFileSync(broken, "# fine\nwork_mem = = 4MB\n");
+      writeFileSync(broken, '# fine\nwork_mem = = 4MB\n');
       const saved = readFileSync(confFile);
       appendFileSync(confFile, "include 'broken.conf'\n");
       const files0 = shas(files);

@@ -46,7 +46,25 @@ async function freshCase(): Promise<Case> {
   await old.start();
   const newDataDir = join(parent, 'data-17');
   const stateDir = join(parent, 'state');
-  const args = ['upgrade', '--pgdata', pgdata, '--old-bindir', template.bindir, '--new-bindir', bindir(17), '--to-version', '17', '--new-pgdata', newDataDir, '--mode', 'link', '--no-backup', '--state-dir', stateDir, '--yes'];
+  const args = [
+    'upgrade',
+    '--pgdata',
+    pgdata,
+    '--old-bindir',
+    template.bindir,
+    '--new-bindir',
+    bindir(17),
+    '--to-version',
+    '17',
+    '--new-pgdata',
+    newDataDir,
+    '--mode',
+    'link',
+    '--no-backup',
+    '--state-dir',
+    stateDir,
+    '--yes',
+  ];
   return { old, newDataDir, stateDir, args };
 }
 
@@ -63,7 +81,10 @@ async function resumeCompletes(k: Case): Promise<void> {
   assert.equal(res.code, 0, fail('resume', res));
   const run = parseJson<RunReport>(res);
   assert.equal(run.status, 'completed');
-  assert.deepEqual(run.steps.filter((s) => s.state !== 'done' && s.state !== 'skipped').map((s) => `${s.id}: ${s.state}`), []);
+  assert.deepEqual(
+    run.steps.filter((s) => s.state !== 'done' && s.state !== 'skipped').map((s) => `${s.id}: ${s.state}`),
+    [],
+  );
   const next = newCluster(k);
   assert.equal(Math.floor(Number(await next.sql('show server_version_num')) / 10000), 17);
   assert.equal(running(k.old.pgdata), false, 'the old cluster is stopped');
@@ -102,7 +123,8 @@ function processesOf(k: Case): { pgUpgrade: string[]; postmasterDirs: string[] }
     if (!argv.some((a) => a.startsWith(parent))) continue;
     if (argv[0]?.endsWith('/pg_upgrade')) pgUpgrade.push(`${pid}: ${argv.join(' ')}`);
     // a server pg_upgrade started runs in binary-upgrade mode (-b): never one to leave behind
-    if (argv[0]?.endsWith('/postgres') && argv.includes('-D')) postmasterDirs.push(argv[argv.indexOf('-D') + 1]!.replace(/"/g, '') + (argv.includes('-b') ? ' (binary-upgrade mode, started by pg_upgrade)' : ''));
+    if (argv[0]?.endsWith('/postgres') && argv.includes('-D'))
+      postmasterDirs.push(argv[argv.indexOf('-D') + 1]!.replace(/"/g, '') + (argv.includes('-b') ? ' (binary-upgrade mode, started by pg_upgrade)' : ''));
   }
   return { pgUpgrade, postmasterDirs };
 }
@@ -114,103 +136,122 @@ function onlyServer(k: Case, dataDir: string): void {
   assert.deepEqual(p.postmasterDirs, [dataDir], 'only the expected server runs');
 }
 
-describe('pgscale upgrade: SIGKILL at every step boundary, then resume or rollback', { skip: !isRoot() && 'servers run as postgres: needs root', concurrency: 2 }, () => {
-  before(async () => {
-    template = await createCluster({ version: 16, checksums: true, conf: datasetConf(16) });
-    await loadDataset(template, smallDataset);
-    baseline = await tableChecksums(template);
-    await template.stop();
-  });
-
-  // before the new cluster starts (link mode): resume completes, and on another copy rollback restores
-  for (const failpoint of ['initdb:started', 'config:started', 'precheck:started', 'stop-old:started', 'pg_upgrade:started', 'pg_upgrade:applied', 'start-new:started']) {
-    test(`killed at ${failpoint}: resume completes`, async () => {
-      const k = await freshCase();
-      await killedAt(k, failpoint);
-      await resumeCompletes(k);
+describe(
+  'pgscale upgrade: SIGKILL at every step boundary, then resume or rollback',
+  { skip: !isRoot() && 'servers run as postgres: needs root', concurrency: 2 },
+  () => {
+    before(async () => {
+      template = await createCluster({ version: 16, checksums: true, conf: datasetConf(16) });
+      await loadDataset(template, smallDataset);
+      baseline = await tableChecksums(template);
+      await template.stop();
     });
-    test(`killed at ${failpoint}: rollback restores the old cluster`, async () => {
-      const k = await freshCase();
-      await killedAt(k, failpoint);
-      await rollbackRestores(k);
-    });
-  }
 
-  // after the new cluster started in link mode: rollback is refused, resume completes
-  for (const failpoint of ['open:started', 'extensions:started', 'verify:started', 'analyze:started']) {
-    test(`killed at ${failpoint}: rollback refused past the point of no return, resume completes`, async () => {
+    // before the new cluster starts (link mode): resume completes, and on another copy rollback restores
+    for (const failpoint of [
+      'initdb:started',
+      'config:started',
+      'precheck:started',
+      'stop-old:started',
+      'pg_upgrade:started',
+      'pg_upgrade:applied',
+      'start-new:started',
+    ]) {
+      test(`killed at ${failpoint}: resume completes`, async () => {
+        const k = await freshCase();
+        await killedAt(k, failpoint);
+        await resumeCompletes(k);
+      });
+      test(`killed at ${failpoint}: rollback restores the old cluster`, async () => {
+        const k = await freshCase();
+        await killedAt(k, failpoint);
+        await rollbackRestores(k);
+      });
+    }
+
+    // after the new cluster started in link mode: rollback is refused, resume completes
+    for (const failpoint of ['open:started', 'extensions:started', 'verify:started', 'analyze:started']) {
+      test(`killed at ${failpoint}: rollback refused past the point of no return, resume completes`, async () => {
+        const k = await freshCase();
+        await killedAt(k, failpoint);
+        const rb = await runCli(['rollback', '--state-dir', k.stateDir, '--yes']);
+        assert.equal(rb.code, 3, fail('rollback past the point of no return', rb));
+        assert.match(rb.stderr, /past its point of no return \("Start PostgreSQL 17 on a private socket and verify it"\): it cannot be rolled back/);
+        assert.match(
+          rb.stderr,
+          /hint: past this point the old cluster's files are shared with the new one: rollback is refused; `pgscale resume` finishes the upgrade, or restore from the backup \(none was taken: --no-backup\)/,
+        );
+        assert.ok(running(k.newDataDir), 'the refused rollback left the new cluster running');
+        await resumeCompletes(k);
+      });
+    }
+
+    test('killed after the new cluster started privately (link mode, step not yet recorded): rollback refused before undoing anything, resume completes', async () => {
       const k = await freshCase();
-      await killedAt(k, failpoint);
+      await killedAt(k, 'start-new:applied');
       const rb = await runCli(['rollback', '--state-dir', k.stateDir, '--yes']);
-      assert.equal(rb.code, 3, fail('rollback past the point of no return', rb));
-      assert.match(rb.stderr, /past its point of no return \("Start PostgreSQL 17 on a private socket and verify it"\): it cannot be rolled back/);
-      assert.match(rb.stderr, /hint: past this point the old cluster's files are shared with the new one: rollback is refused; `pgscale resume` finishes the upgrade, or restore from the backup \(none was taken: --no-backup\)/);
-      assert.ok(running(k.newDataDir), 'the refused rollback left the new cluster running');
+      assert.equal(rb.code, 3, fail('rollback after the new cluster started', rb));
+      assert.match(rb.stderr, /cannot be rolled back: the new cluster has started on files it shares with the old one \(link mode\)/);
+      assert.doesNotMatch(rb.stderr, /pgscale rollback/, 'the hint offers no rollback');
+      assert.ok(existsSync(join(k.old.pgdata, 'global', 'pg_control.old')), 'the old cluster was left disabled');
       await resumeCompletes(k);
     });
-  }
 
-  test('killed after the new cluster started privately (link mode, step not yet recorded): rollback refused before undoing anything, resume completes', async () => {
-    const k = await freshCase();
-    await killedAt(k, 'start-new:applied');
-    const rb = await runCli(['rollback', '--state-dir', k.stateDir, '--yes']);
-    assert.equal(rb.code, 3, fail('rollback after the new cluster started', rb));
-    assert.match(rb.stderr, /cannot be rolled back: the new cluster has started on files it shares with the old one \(link mode\)/);
-    assert.doesNotMatch(rb.stderr, /pgscale rollback/, 'the hint offers no rollback');
-    assert.ok(existsSync(join(k.old.pgdata, 'global', 'pg_control.old')), 'the old cluster was left disabled');
-    await resumeCompletes(k);
-  });
+    /**
+     * Starts the upgrade, SIGKILLs pgscale inside pg_upgrade --link: `afterMs` after pg_upgrade
+     * started, or (no afterMs) once a server pg_upgrade started (binary-upgrade mode) is up, the worst
+     * moment. pg_upgrade (detached from pgscale's process group) may keep going.
+     */
+    async function killedInsidePgUpgrade(k: Case, afterMs?: number): Promise<void> {
+      const child = spawn(process.execPath, [cliEntry, ...k.args], {
+        cwd: repoRoot,
+        env: { ...process.env, NO_COLOR: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      const started = Date.now();
+      const waitFor = async (what: string, done: () => boolean) => {
+        while (!done()) {
+          if (Date.now() - started > 120_000 || child.exitCode !== null) assert.fail(`${what}:\n${output}`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      };
+      // the real run, not pg_upgrade --check
+      await waitFor('pg_upgrade --link did not start', () => processesOf(k).pgUpgrade.some((p) => p.includes('--link')));
+      if (afterMs === undefined) await waitFor('pg_upgrade started no server', () => processesOf(k).postmasterDirs.some((d) => d.includes('binary-upgrade')));
+      else await new Promise((r) => setTimeout(r, afterMs));
+      child.kill('SIGKILL');
+      assert.equal(await exited, null);
+    }
 
-  /**
-   * Starts the upgrade, SIGKILLs pgscale inside pg_upgrade --link: `afterMs` after pg_upgrade
-   * started, or (no afterMs) once a server pg_upgrade started (binary-upgrade mode) is up, the worst
-   * moment. pg_upgrade (detached from pgscale's process group) may keep going.
-   */
-  async function killedInsidePgUpgrade(k: Case, afterMs?: number): Promise<void> {
-    const child = spawn(process.execPath, [cliEntry, ...k.args], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    const started = Date.now();
-    const waitFor = async (what: string, done: () => boolean) => {
-      while (!done()) {
-        if (Date.now() - started > 120_000 || child.exitCode !== null) assert.fail(`${what}:\n${output}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    };
-    // the real run, not pg_upgrade --check
-    await waitFor('pg_upgrade --link did not start', () => processesOf(k).pgUpgrade.some((p) => p.includes('--link')));
-    if (afterMs === undefined) await waitFor('pg_upgrade started no server', () => processesOf(k).postmasterDirs.some((d) => d.includes('binary-upgrade')));
-    else await new Promise((r) => setTimeout(r, afterMs));
-    child.kill('SIGKILL');
-    assert.equal(await exited, null);
-  }
-
-  test('killed while pg_upgrade runs (its orphan keeps going): resume stops it and what it started, and completes', async () => {
-    const k = await freshCase();
-    await killedInsidePgUpgrade(k);
-    assert.notDeepEqual(processesOf(k).pgUpgrade, [], 'the orphaned pg_upgrade is still at work');
-    await resumeCompletes(k);
-  });
-
-  test('killed while pg_upgrade runs: rollback stops it and what it started, and restores the old cluster', async () => {
-    const k = await freshCase();
-    await killedInsidePgUpgrade(k);
-    await rollbackRestores(k);
-  });
-
-  // kills at several points inside pg_upgrade (schema dump, restore, linking): no server with fsync=off survives either way
-  for (const afterMs of [300, 1000, 2000]) {
-    test(`killed ${afterMs} ms into pg_upgrade: resume completes`, async () => {
+    test('killed while pg_upgrade runs (its orphan keeps going): resume stops it and what it started, and completes', async () => {
       const k = await freshCase();
-      await killedInsidePgUpgrade(k, afterMs);
+      await killedInsidePgUpgrade(k);
+      assert.notDeepEqual(processesOf(k).pgUpgrade, [], 'the orphaned pg_upgrade is still at work');
       await resumeCompletes(k);
     });
-    test(`killed ${afterMs} ms into pg_upgrade: rollback restores the old cluster`, async () => {
+
+    test('killed while pg_upgrade runs: rollback stops it and what it started, and restores the old cluster', async () => {
       const k = await freshCase();
-      await killedInsidePgUpgrade(k, afterMs);
+      await killedInsidePgUpgrade(k);
       await rollbackRestores(k);
     });
-  }
-});
+
+    // kills at several points inside pg_upgrade (schema dump, restore, linking): no server with fsync=off survives either way
+    for (const afterMs of [300, 1000, 2000]) {
+      test(`killed ${afterMs} ms into pg_upgrade: resume completes`, async () => {
+        const k = await freshCase();
+        await killedInsidePgUpgrade(k, afterMs);
+        await resumeCompletes(k);
+      });
+      test(`killed ${afterMs} ms into pg_upgrade: rollback restores the old cluster`, async () => {
+        const k = await freshCase();
+        await killedInsidePgUpgrade(k, afterMs);
+        await rollbackRestores(k);
+      });
+    }
+  },
+);

@@ -38,7 +38,24 @@ async function productionCluster(): Promise<TestCluster> {
 }
 
 function upgradeArgs(old: TestCluster, newDataDir: string, stateDir: string, mode: 'link' | 'copy'): string[] {
-  return ['upgrade', '--pgdata', old.pgdata, '--old-bindir', old.bindir, '--new-bindir', bindir(17), '--to-version', '17', '--new-pgdata', newDataDir, '--mode', mode, '--no-backup', '--state-dir', stateDir];
+  return [
+    'upgrade',
+    '--pgdata',
+    old.pgdata,
+    '--old-bindir',
+    old.bindir,
+    '--new-bindir',
+    bindir(17),
+    '--to-version',
+    '17',
+    '--new-pgdata',
+    newDataDir,
+    '--mode',
+    mode,
+    '--no-backup',
+    '--state-dir',
+    stateDir,
+  ];
 }
 
 /** The server on the old socket and port is a 17 whose postmaster runs from newDataDir with the old command-line options. */
@@ -63,8 +80,21 @@ async function upgradeUnderLoad(t: TestContext, mode: 'link' | 'copy'): Promise<
   // the plan shows where the new server will listen, and why
   const dry = await runCli([...args, '--dry-run'], { timeoutMs: TIMEOUT });
   assert.equal(dry.code, 0, fail('dry-run', dry));
-  assert.match(dry.stdout, new RegExp(`where the new server listens \\| pass \\| port ${old.port} from command line, sockets ${old.socketDir} from command line, listen_addresses '' from command line`));
-  for (const check of ['old binaries version', 'new binaries version', 'separate directories', 'new data directory writable', 'databases allow connections', 'reg\\* columns']) assert.match(dry.stdout, new RegExp(`^\\| ${check} \\| pass \\|`, 'm'));
+  assert.match(
+    dry.stdout,
+    new RegExp(
+      `where the new server listens \\| pass \\| port ${old.port} from command line, sockets ${old.socketDir} from command line, listen_addresses '' from command line`,
+    ),
+  );
+  for (const check of [
+    'old binaries version',
+    'new binaries version',
+    'separate directories',
+    'new data directory writable',
+    'databases allow connections',
+    'reg\\* columns',
+  ])
+    assert.match(dry.stdout, new RegExp(`^\\| ${check} \\| pass \\|`, 'm'));
 
   const writer = await startWriter(old, { reader: true });
   await new Promise((r) => setTimeout(r, 500));
@@ -82,21 +112,31 @@ async function upgradeUnderLoad(t: TestContext, mode: 'link' | 'copy'): Promise<
 
   const next = await servesWhereTheOldOneDid(old, newDataDir, 17);
   assert.deepEqual(await missingWrites(next, clients), [], 'every acknowledged write survived');
-  assert.ok(Number(await next.sql(`select count(*) from pgscale_writer where at > '${ended}'`)) > 5, 'the writer found 17 where it wrote to 16 and kept writing');
+  assert.ok(
+    Number(await next.sql(`select count(*) from pgscale_writer where at > '${ended}'`)) > 5,
+    'the writer found 17 where it wrote to 16 and kept writing',
+  );
   assert.ok(clients.reads > 0, 'the reader read');
   assert.equal(await next.sql('select count(*) from accounts'), '20000');
   // the connection block is gone and the old pg_hba.conf is as it was
   assert.equal(readFileSync(join(dirname(old.configPath), 'pg_hba.conf'), 'utf8'), hbaBefore);
   assert.equal(existsSync(join(old.pgdata, 'postmaster.pid')), false, 'the old cluster is stopped');
   assert.ok(out.report.downtimeSeconds !== null && out.report.downtimeSeconds > 0);
-  t.diagnostic(`${mode}: longest gap between acknowledged writes ${clients.longestGapMs} ms; pgscale's downtime ${out.report.downtimeSeconds} s; ${clients.acknowledged.length} writes, ${clients.errors} client errors`);
+  t.diagnostic(
+    `${mode}: longest gap between acknowledged writes ${clients.longestGapMs} ms; pgscale's downtime ${out.report.downtimeSeconds} s; ${clients.acknowledged.length} writes, ${clients.errors} client errors`,
+  );
   // the writer saw no more downtime than pgscale measured, plus its 50 ms interval and a reconnect
-  assert.ok(clients.longestGapMs < out.report.downtimeSeconds! * 1000 + 3000, `client gap ${clients.longestGapMs} ms vs downtime ${out.report.downtimeSeconds} s`);
+  assert.ok(
+    clients.longestGapMs < out.report.downtimeSeconds! * 1000 + 3000,
+    `client gap ${clients.longestGapMs} ms vs downtime ${out.report.downtimeSeconds} s`,
+  );
   await next.stop();
 }
 
 describe('pgscale upgrade: production patterns', { skip: !isRoot() && 'servers run as postgres: needs root' }, () => {
-  test('16 → 17 link mode, options on the command line, config outside PGDATA, a writer and a reader reconnecting', { timeout: 600_000 }, (t) => upgradeUnderLoad(t, 'link'));
+  test('16 → 17 link mode, options on the command line, config outside PGDATA, a writer and a reader reconnecting', { timeout: 600_000 }, (t) =>
+    upgradeUnderLoad(t, 'link'),
+  );
   test('16 → 17 copy mode, the same', { timeout: 600_000 }, (t) => upgradeUnderLoad(t, 'copy'));
 
   test('rollback before the point of no return: the old server runs again where it ran, with its options, unblocked', { timeout: 600_000 }, async () => {
@@ -107,7 +147,10 @@ describe('pgscale upgrade: production patterns', { skip: !isRoot() && 'servers r
     const stateDir = join(work, 'state');
     const newDataDir = join(dirname(old.pgdata), 'data-17');
     const writer = await startWriter(old, { reader: true });
-    const killed = await runCli([...upgradeArgs(old, newDataDir, stateDir, 'link'), '--yes'], { env: { PGSCALE_FAILPOINT: 'pg_upgrade:applied' }, timeoutMs: TIMEOUT });
+    const killed = await runCli([...upgradeArgs(old, newDataDir, stateDir, 'link'), '--yes'], {
+      env: { PGSCALE_FAILPOINT: 'pg_upgrade:applied' },
+      timeoutMs: TIMEOUT,
+    });
     assert.equal(killed.code, null, fail('pgscale was to be killed after pg_upgrade', killed));
     assert.match(readFileSync(hba, 'utf8'), /reject/, 'connections are blocked during downtime');
     const rb = await runCli(['rollback', '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: TIMEOUT });
@@ -181,7 +224,12 @@ describe('pgscale upgrade: every check before the first change', { skip: !isRoot
   test('a new data directory whose parent the cluster owner cannot write: refused (3)', async () => {
     const parent = join(work, 'root-only');
     mkdirSync(parent, { mode: 0o755 }); // root's, as we are root
-    await refusedWithNothingLeft(args(join(parent, 'data-17'), ['--yes']), 3, /new data directory writable: postgres \(the cluster owner, who runs initdb\) cannot create entries in .*root-only/, join(parent, 'data-17'));
+    await refusedWithNothingLeft(
+      args(join(parent, 'data-17'), ['--yes']),
+      3,
+      /new data directory writable: postgres \(the cluster owner, who runs initdb\) cannot create entries in .*root-only/,
+      join(parent, 'data-17'),
+    );
   });
 
   test('--new-pgdata inside the old PGDATA: refused (3)', async () => {
@@ -190,7 +238,11 @@ describe('pgscale upgrade: every check before the first change', { skip: !isRoot
     assert.equal(r.code, 3, fail('inside', r));
     assert.match(r.stderr, /separate directories: the new data directory .*pg17 is inside the old one/);
     assert.equal(existsSync(newDataDir), false);
-    assert.deepEqual(readdirSync(old.pgdata).filter((n) => /pg_upgrade|pgscale|pg17/.test(n)), [], 'nothing written into the old PGDATA');
+    assert.deepEqual(
+      readdirSync(old.pgdata).filter((n) => /pg_upgrade|pgscale|pg17/.test(n)),
+      [],
+      'nothing written into the old PGDATA',
+    );
   });
 
   test('no TTY and no --yes: refused (3) before anything ran', async () => {
@@ -199,7 +251,7 @@ describe('pgscale upgrade: every check before the first change', { skip: !isRoot
     await refusedWithNothingLeft(args(newDataDir), 3, /needs confirmation and nobody can be asked: nothing was done/, newDataDir);
   });
 
-  test('the old cluster\'s bindir comes from its running postmaster (/proc/PID/exe) when not given', async () => {
+  test("the old cluster's bindir comes from its running postmaster (/proc/PID/exe) when not given", async () => {
     const newDataDir = join(work, 'f', 'data-17');
     const r = args(newDataDir, ['--dry-run', '--json']);
     r.splice(r.indexOf('--old-bindir'), 2);

@@ -58,12 +58,14 @@ interface Case {
  * Returns the reason when this pair of binaries has that incompatibility.
  */
 async function schemaRestoreIncompatibility(old: TestCluster, to: number): Promise<string | undefined> {
-  const tagged = Number(await old.sql(
-    `select count(*) from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+  const tagged = Number(
+    await old.sql(
+      `select count(*) from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
        cross join lateral pg_options_to_table(a.attoptions) o
       where n.nspname = 'public' and o.option_name = 'pg_attver'`,
-    datasetDb,
-  ));
+      datasetDb,
+    ),
+  );
   if (tagged === 0) return undefined;
   const newSettings = spawnSync(join(bindir(to), 'postgres'), ['--describe-config'], { encoding: 'utf8' }).stdout;
   if (newSettings.includes('composite_type_mismatch')) return undefined;
@@ -75,7 +77,16 @@ async function schemaRestoreIncompatibility(old: TestCluster, to: number): Promi
  * with exit 5 and pg_upgrade's log named, and `pgscale rollback` gives the old cluster back running
  * with identical data and the new data directory removed.
  */
-async function failedUpgradeRollsBack(t: TestContext, k: Case, old: TestCluster, before: Record<string, string>, args: string[], stateDir: string, newDataDir: string, reason: string): Promise<void> {
+async function failedUpgradeRollsBack(
+  t: TestContext,
+  k: Case,
+  old: TestCluster,
+  before: Record<string, string>,
+  args: string[],
+  stateDir: string,
+  newDataDir: string,
+  reason: string,
+): Promise<void> {
   t.diagnostic(`${k.from} → ${k.to} cannot succeed with the test bed's binaries: ${reason}; asserting failure in downtime and rollback instead`);
   const res = await runCli([...args, '--yes', '--json'], { timeoutMs: UPGRADE_TIMEOUT });
   assert.equal(res.code, 5, fail('upgrade', res));
@@ -112,8 +123,20 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
   const waldir = walVolume ? join(walVolume.mountPoint, 'pg_wal') : undefined;
   const stateDir = join(work, 'state');
   const args = [
-    'upgrade', '--pgdata', old.pgdata, '--old-bindir', old.bindir, '--new-bindir', bindir(k.to), '--to-version', String(k.to),
-    '--mode', k.mode, '--state-dir', stateDir, ...(waldir ? ['--waldir', waldir] : []),
+    'upgrade',
+    '--pgdata',
+    old.pgdata,
+    '--old-bindir',
+    old.bindir,
+    '--new-bindir',
+    bindir(k.to),
+    '--to-version',
+    String(k.to),
+    '--mode',
+    k.mode,
+    '--state-dir',
+    stateDir,
+    ...(waldir ? ['--waldir', waldir] : []),
     ...(k.viaPlanFile ? ['--backup-to', join(work, 'backup')] : ['--no-backup']),
   ];
 
@@ -130,7 +153,18 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
     assert.match(md, /expected downtime: \d/);
     assert.match(md, /point of no return: after step `start-new`/);
     assert.match(md, /## Checks/);
-    for (const check of ['target version', 'new data directory', 'WAL directory', 'WAL on its own device', 'disk space', 'link mode filesystem', 'primary', 'preload library pg_stat_statements', `extension pgcrypto (${datasetDb})`, `extension pg_stat_statements (${datasetDb})`]) {
+    for (const check of [
+      'target version',
+      'new data directory',
+      'WAL directory',
+      'WAL on its own device',
+      'disk space',
+      'link mode filesystem',
+      'primary',
+      'preload library pg_stat_statements',
+      `extension pgcrypto (${datasetDb})`,
+      `extension pg_stat_statements (${datasetDb})`,
+    ]) {
       assert.match(md, new RegExp(`^\\| ${check.replace(/[()]/g, '\\$&')} \\| pass \\|`, 'm'), `check "${check}" passed in the plan`);
     }
     // the configuration diff: the removed setting goes out, commented with the reason
@@ -152,7 +186,10 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
     assert.ok(out.report && typeof out.report.downtimeSeconds === 'number' && out.report.downtimeSeconds > 0, 'the report measures downtime');
   }
   assert.equal(run.status, 'completed');
-  assert.deepEqual(run.steps.filter((s) => s.state !== 'done').map((s) => s.id), []);
+  assert.deepEqual(
+    run.steps.filter((s) => s.state !== 'done').map((s) => s.id),
+    [],
+  );
   assert.ok(Date.parse(String(run.outputs.open?.acceptingWritesAt)) > Date.parse(String(run.outputs['stop-old']?.stoppedAt)));
   // verified before clients came back: every relation's relfilenode and fork sizes as before the stop
   assert.deepEqual(run.outputs['start-new']?.catalogDifferences, []);
@@ -170,7 +207,13 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
 
   // extensions: pg_upgrade's update script ran (pg_stat_statements and amcheck have newer versions in the new major)
   assert.equal(run.outputs.extensions?.updated, true, 'update_extensions.sql was applied');
-  assert.equal(await next.sql(`select string_agg(name || ' ' || installed_version || ' < ' || default_version, ', ') from pg_available_extensions where installed_version <> default_version`, datasetDb), '');
+  assert.equal(
+    await next.sql(
+      `select string_agg(name || ' ' || installed_version || ' < ' || default_version, ', ') from pg_available_extensions where installed_version <> default_version`,
+      datasetDb,
+    ),
+    '',
+  );
 
   // nothing lost, nothing corrupt
   assert.deepEqual(await tableChecksums(next), before);
@@ -178,10 +221,16 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
   assert.deepEqual(check.errors, []);
   assert.ok(check.btreeIndexes > 100 && check.relations > 50, `amcheck covered ${check.btreeIndexes} indexes and ${check.relations} relations`);
   const tsDirs = readdirSync(join(tsVolume.mountPoint, 'ts'));
-  assert.ok(tsDirs.some((d) => d.startsWith(`PG_${k.to}_`)), `tablespace has a PG_${k.to} directory: ${tsDirs.join(', ')}`);
+  assert.ok(
+    tsDirs.some((d) => d.startsWith(`PG_${k.to}_`)),
+    `tablespace has a PG_${k.to} directory: ${tsDirs.join(', ')}`,
+  );
 
   // writes, then a restart through pg_ctl, and the write is still there
-  await next.sql(`insert into items (id, name, created) values (${rows + 1}, 'after upgrade', now()); insert into archive values (-1, 'after'); select nextval('order_no'); refresh materialized view item_summary`, datasetDb);
+  await next.sql(
+    `insert into items (id, name, created) values (${rows + 1}, 'after upgrade', now()); insert into archive values (-1, 'after'); select nextval('order_no'); refresh materialized view item_summary`,
+    datasetDb,
+  );
   await next.stop();
   assert.equal(running(newDataDir), false);
   await next.start();
@@ -193,7 +242,8 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
   const conf = readFileSync(join(newDataDir, 'postgresql.conf'), 'utf8');
   for (const r of removedInConf(k.from, k.to)) {
     assert.doesNotMatch(conf, new RegExp(`^${r.name}\\s*=`, 'm'), `${r.name} is no longer set`);
-    if (r.fate === 'commented') assert.match(conf, new RegExp(`^#${r.name} = .*\\t# pgscale: commented out, (removed in \\d+: .{20,}|a Debian/PGDG packaging patch.*)$`, 'm'));
+    if (r.fate === 'commented')
+      assert.match(conf, new RegExp(`^#${r.name} = .*\\t# pgscale: commented out, (removed in \\d+: .{20,}|a Debian/PGDG packaging patch.*)$`, 'm'));
     else {
       assert.match(conf, new RegExp(`^${r.newName} = .*\\t# pgscale: renamed to ${r.newName} in ${k.to}: .+; was: ${r.name} = `, 'm'));
       assert.equal(await next.sql(`show ${r.newName}`), 'prime256v1');
@@ -217,15 +267,22 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
     assert.equal(readlinkSync(link), waldir);
     assert.equal(statSync(realpathSync(link)).dev, statSync(walVolume.mountPoint).dev, 'WAL is on the dedicated volume');
     assert.notEqual(statSync(walVolume.mountPoint).dev, statSync(newDataDir).dev);
-    assert.ok(readdirSync(waldir!).some((f) => /^[0-9A-F]{24}$/.test(f)), 'WAL segments are written there');
+    assert.ok(
+      readdirSync(waldir!).some((f) => /^[0-9A-F]{24}$/.test(f)),
+      'WAL segments are written there',
+    );
   }
 }
 
 describe('pgscale upgrade: real major upgrades', { skip: !isRoot() && 'loop volumes need root' }, () => {
-  test('16 → 17, link mode, WAL on a dedicated volume, through a reviewed plan file and `pgscale apply`', { timeout: 600_000 }, (t) => upgradeCase(t, { from: 16, to: 17, mode: 'link', checksums: true, waldir: true, viaPlanFile: true }));
+  test('16 → 17, link mode, WAL on a dedicated volume, through a reviewed plan file and `pgscale apply`', { timeout: 600_000 }, (t) =>
+    upgradeCase(t, { from: 16, to: 17, mode: 'link', checksums: true, waldir: true, viaPlanFile: true }),
+  );
   test('16 → 17, copy mode', { timeout: 600_000 }, (t) => upgradeCase(t, { from: 16, to: 17, mode: 'copy', checksums: false }));
   test('15 → 17, link mode', { timeout: 600_000 }, (t) => upgradeCase(t, { from: 15, to: 17, mode: 'link', checksums: false }));
-  test('17 → 18, link mode, no checksums (18 would enable them by default)', { timeout: 600_000 }, (t) => upgradeCase(t, { from: 17, to: 18, mode: 'link', checksums: false }));
+  test('17 → 18, link mode, no checksums (18 would enable them by default)', { timeout: 600_000 }, (t) =>
+    upgradeCase(t, { from: 17, to: 18, mode: 'link', checksums: false }),
+  );
   test('17 → 18, copy mode, with checksums', { timeout: 600_000 }, (t) => upgradeCase(t, { from: 17, to: 18, mode: 'copy', checksums: true }));
 });
 
@@ -246,12 +303,29 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
   });
 
   const base = (extra: string[], o: { newDataDir?: string } = {}) => [
-    'upgrade', '--pgdata', old.pgdata, '--old-bindir', old.bindir, '--new-bindir', bindir(17), '--new-pgdata', o.newDataDir ?? newDataDir,
-    '--state-dir', stateDir, '--no-backup', '--yes', ...extra,
+    'upgrade',
+    '--pgdata',
+    old.pgdata,
+    '--old-bindir',
+    old.bindir,
+    '--new-bindir',
+    bindir(17),
+    '--new-pgdata',
+    o.newDataDir ?? newDataDir,
+    '--state-dir',
+    stateDir,
+    '--no-backup',
+    '--yes',
+    ...extra,
   ];
 
   /** Exit code and message, then: the old cluster still runs; no new data directory, no work directory, no run. */
-  async function assertNothingChanged(r: CliResult, code: number, message: RegExp, o: { newDataDir?: string; newDataDirExisted?: boolean } = {}): Promise<void> {
+  async function assertNothingChanged(
+    r: CliResult,
+    code: number,
+    message: RegExp,
+    o: { newDataDir?: string; newDataDirExisted?: boolean } = {},
+  ): Promise<void> {
     assert.equal(r.code, code, fail('expected a refusal', r));
     assert.match(r.stderr, /^pgscale: error: /m);
     assert.match(r.stderr, message);
@@ -272,7 +346,7 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
     if (old && running(old.pgdata)) assert.deepEqual(await tableChecksums(old), baseline, 'the refused attempts changed no data');
   });
 
-  test('a target version lower than or equal to the cluster\'s: bad input (2)', async () => {
+  test("a target version lower than or equal to the cluster's: bad input (2)", async () => {
     let r = await runCli(base(['--to-version', '16']));
     await assertNothingChanged(r, 2, /--to-version 16 is not newer than the cluster's version 16/);
     r = await runCli(base(['--to-version', '15']));
@@ -280,7 +354,23 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
   });
 
   test('a --new-bindir that does not exist: bad input (2)', async () => {
-    const r = await runCli(['upgrade', '--pgdata', old.pgdata, '--old-bindir', old.bindir, '--new-bindir', '/nonexistent/pg17/bin', '--to-version', '17', '--new-pgdata', newDataDir, '--state-dir', stateDir, '--no-backup', '--yes']);
+    const r = await runCli([
+      'upgrade',
+      '--pgdata',
+      old.pgdata,
+      '--old-bindir',
+      old.bindir,
+      '--new-bindir',
+      '/nonexistent/pg17/bin',
+      '--to-version',
+      '17',
+      '--new-pgdata',
+      newDataDir,
+      '--state-dir',
+      stateDir,
+      '--no-backup',
+      '--yes',
+    ]);
     await assertNothingChanged(r, 2, /\/nonexistent\/pg17\/bin has no executable "postgres"/);
   });
 
@@ -309,14 +399,14 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
     assert.deepEqual(readdirSync(vol.mountPoint), ['lost+found']);
   });
 
-  test('a WAL target on the data directory\'s device without --force: refused (3)', async () => {
+  test("a WAL target on the data directory's device without --force: refused (3)", async () => {
     const waldir = join(work, 'wal-same-device');
     const r = await runCli(base(['--to-version', '17', '--waldir', waldir]));
     await assertNothingChanged(r, 3, /WAL on its own device: .* is on the same device as .*--force to accept/);
     assert.equal(existsSync(waldir), false);
   });
 
-  test('not enough space for copy mode on the new data directory\'s volume: refused (3)', async () => {
+  test("not enough space for copy mode on the new data directory's volume: refused (3)", async () => {
     const tiny = createLoopVolume(16);
     const dir = join(tiny.mountPoint, 'data-17');
     const r = await runCli(base(['--to-version', '17', '--mode', 'copy'], { newDataDir: dir }));
@@ -327,7 +417,9 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
     const vol = createLoopVolume(64);
     const dir = join(vol.mountPoint, 'data-17');
     const r = await runCli(base(['--to-version', '17', '--mode', 'link'], { newDataDir: dir }));
-    await assertNothingChanged(r, 3, /link mode filesystem: .* is on another filesystem than .*: link mode needs one filesystem; use --mode copy/, { newDataDir: dir });
+    await assertNothingChanged(r, 3, /link mode filesystem: .* is on another filesystem than .*: link mode needs one filesystem; use --mode copy/, {
+      newDataDir: dir,
+    });
     assert.deepEqual(readdirSync(vol.mountPoint), ['lost+found']);
   });
 
@@ -336,7 +428,11 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
     await old.sql('create extension adminpack', datasetDb);
     try {
       const r = await runCli(base(['--to-version', '17']));
-      await assertNothingChanged(r, 3, new RegExp(`extension adminpack \\(${datasetDb}\\): adminpack [\\d.]+ is installed in ${datasetDb} but not available for PostgreSQL 17`));
+      await assertNothingChanged(
+        r,
+        3,
+        new RegExp(`extension adminpack \\(${datasetDb}\\): adminpack [\\d.]+ is installed in ${datasetDb} but not available for PostgreSQL 17`),
+      );
     } finally {
       await old.sql('drop extension adminpack', datasetDb);
     }
@@ -347,14 +443,37 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
     const standbyDir = join(parent, 'data');
     const sock = mkdirOwned(join(parent, 'sock'));
     const port = await freePort();
-    const bb = await runner.run({ program: join(bindir(17), 'pg_basebackup'), args: ['-h', old.socketDir, '-p', String(old.port), '-U', old.superuser, '-D', standbyDir, '-R', '-X', 'stream', '-c', 'fast'], runAs: serverUser });
+    const bb = await runner.run({
+      program: join(bindir(17), 'pg_basebackup'),
+      args: ['-h', old.socketDir, '-p', String(old.port), '-U', old.superuser, '-D', standbyDir, '-R', '-X', 'stream', '-c', 'fast'],
+      runAs: serverUser,
+    });
     assert.equal(bb.exitCode, 0, bb.stderr);
-    writeFileSync(join(standbyDir, 'postgresql.conf'), `${readFileSync(join(standbyDir, 'postgresql.conf'), 'utf8')}\n# standby\nport = ${port}\nunix_socket_directories = '${sock}'\n`);
+    writeFileSync(
+      join(standbyDir, 'postgresql.conf'),
+      `${readFileSync(join(standbyDir, 'postgresql.conf'), 'utf8')}\n# standby\nport = ${port}\nunix_socket_directories = '${sock}'\n`,
+    );
     const standby = new TestCluster(16, old.bindir, standbyDir, port, sock, join(parent, 'server.log'));
     await standby.start();
     assert.equal(await standby.sql('select pg_is_in_recovery()'), 't');
     const standbyNew = join(parent, 'data-17');
-    const r = await runCli(['upgrade', '--pgdata', standbyDir, '--old-bindir', old.bindir, '--new-bindir', bindir(17), '--to-version', '17', '--new-pgdata', standbyNew, '--state-dir', stateDir, '--no-backup', '--yes']);
+    const r = await runCli([
+      'upgrade',
+      '--pgdata',
+      standbyDir,
+      '--old-bindir',
+      old.bindir,
+      '--new-bindir',
+      bindir(17),
+      '--to-version',
+      '17',
+      '--new-pgdata',
+      standbyNew,
+      '--state-dir',
+      stateDir,
+      '--no-backup',
+      '--yes',
+    ]);
     assert.equal(r.code, 3, fail('standby', r));
     assert.match(r.stderr, /is a standby: upgrade the primary, then rebuild the standbys from it/);
     assert.ok(running(standbyDir));
@@ -370,7 +489,8 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
     assert.match(r.stdout, /- expected downtime: \d.* \(steps: stop-old, pg_upgrade, start-new, open\)/);
     assert.match(r.stdout, /- point of no return: after step `start-new`/);
     assert.match(r.stdout, /- checks: \d+ passed, 0 blocking/);
-    for (const check of ['disk space', 'link mode filesystem', 'new data directory', 'prepared transactions', 'preload library pg_stat_statements']) assert.match(r.stdout, new RegExp(`^\\| ${check} \\| pass \\|`, 'm'));
+    for (const check of ['disk space', 'link mode filesystem', 'new data directory', 'prepared transactions', 'preload library pg_stat_statements'])
+      assert.match(r.stdout, new RegExp(`^\\| ${check} \\| pass \\|`, 'm'));
     await assertUntouched();
   });
 });

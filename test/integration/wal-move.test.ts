@@ -16,7 +16,9 @@ function layout(pgdata: string, ...targets: string[]): string[] {
     const st = lstatSync(join(path, name));
     return `${join(path, name)} ${st.isSymbolicLink() ? `-> ${readlinkSync(join(path, name))}` : st.isDirectory() ? 'dir' : 'file'}`;
   };
-  const out = readdirSync(pgdata).sort().map((n) => entry(pgdata, n));
+  const out = readdirSync(pgdata)
+    .sort()
+    .map((n) => entry(pgdata, n));
   for (const t of targets) out.push(existsSync(t) ? `${t}: ${readdirSync(t).sort().join(',')}` : `${t}: absent`);
   return out;
 }
@@ -82,7 +84,10 @@ describe('pgscale wal move on a real 17 cluster and loop-mounted volumes', { ski
     assert.match(res.stdout, /\| separate device \| pass \|/);
     const json = parseJson<OperationResult>(await move(['--to', target, '--dry-run']));
     assert.equal(json.applied, false);
-    assert.deepEqual(json.plan.steps.map((s) => s.id), ['stop', 'copy', 'swap', 'start', 'cleanup']);
+    assert.deepEqual(
+      json.plan.steps.map((s) => s.id),
+      ['stop', 'copy', 'swap', 'start', 'cleanup'],
+    );
     assert.deepEqual(layout(c.pgdata, target), before);
     assert.ok(await running());
   });
@@ -110,12 +115,27 @@ describe('pgscale wal move on a real 17 cluster and loop-mounted volumes', { ski
       assert.equal(res.code, k.code, `${k.args.join(' ')}: ${res.stderr}`);
       assert.match(res.stderr, k.message, k.args.join(' '));
       if (!k.json) continue;
-      const json = parseJson<{ error: { exitCode: number; kind: string } }>(await runCli(['wal', 'move', '--pgdata', k.pgdata ?? c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--yes', '--json', ...k.args]));
+      const json = parseJson<{ error: { exitCode: number; kind: string } }>(
+        await runCli(['wal', 'move', '--pgdata', k.pgdata ?? c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--yes', '--json', ...k.args]),
+      );
       assert.equal(json.error.exitCode, k.code);
       assert.equal(json.error.kind, k.code === 2 ? 'bad-input' : 'refused');
     }
     // --force turns the same-device refusal into a warning (shown on a dry run)
-    const forced = await runCli(['wal', 'move', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--to', sameDevice, '--force', '--dry-run']);
+    const forced = await runCli([
+      'wal',
+      'move',
+      '--pgdata',
+      c.pgdata,
+      '--bindir',
+      c.bindir,
+      '--state-dir',
+      stateDir,
+      '--to',
+      sameDevice,
+      '--force',
+      '--dry-run',
+    ]);
     assert.equal(forced.code, 0, forced.stderr);
     assert.match(forced.stdout, /warning: separate device: .*accepted with --force/);
     assert.deepEqual(layout(c.pgdata, full, sameDevice, tinyTarget), before);
@@ -162,7 +182,18 @@ describe('pgscale wal move on a real 17 cluster and loop-mounted volumes', { ski
 
   test('SIGKILL at each step boundary, then `pgscale resume` completes', async () => {
     // an even number of points: the loop ends with the WAL back in the data directory
-    const points = ['stop:started', 'stop:applied', 'copy:started', 'copy:applied', 'copy:done', 'swap:started', 'swap:applied', 'swap:done', 'start:applied', 'cleanup:started'];
+    const points = [
+      'stop:started',
+      'stop:applied',
+      'copy:started',
+      'copy:applied',
+      'copy:done',
+      'swap:started',
+      'swap:applied',
+      'swap:done',
+      'start:applied',
+      'cleanup:started',
+    ];
     for (const [i, point] of points.entries()) {
       const toVolume = i % 2 === 0;
       const target = join(vol.mountPoint, `wal-${i}`);
@@ -211,7 +242,10 @@ describe('pgscale wal move on a real 17 cluster and loop-mounted volumes', { ski
     const res = await move(['--to', target]);
     assert.equal(res.code, 0, res.stderr + res.stdout);
     const out = parseJson<OperationResult>(res);
-    assert.deepEqual(out.plan.steps.map((s) => s.id), ['stop', 'copy', 'swap', 'cleanup']);
+    assert.deepEqual(
+      out.plan.steps.map((s) => s.id),
+      ['stop', 'copy', 'swap', 'cleanup'],
+    );
     assert.equal(out.plan.downtimeSeconds, 0);
     // with the server down, max_wal_size comes from the configuration files
     const space = out.plan.steps[0]!.checks.find((k) => k.name === 'free space');

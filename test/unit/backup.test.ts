@@ -16,12 +16,27 @@ test('a logical backup refuses databases that refuse connections, with the fix; 
   const [c] = judgeDatabases('dumpall', dbs, []);
   assert.equal(c?.passed, false);
   assert.match(c!.detail, /"closed", "we\\"ird" refuse connections \(datallowconn = false\)/);
-  assert.equal(c!.fix, `allow connections (ALTER DATABASE "closed" ALLOW_CONNECTIONS true; ALTER DATABASE "we""ird" ALLOW_CONNECTIONS true), or leave them out by name: --exclude-database closed --exclude-database 'we"ird'`);
-  assert.deepEqual(judgeDatabases('parallel', dbs, ['closed', 'we"ird']).map((r) => r.passed), [true]);
+  assert.equal(
+    c!.fix,
+    `allow connections (ALTER DATABASE "closed" ALLOW_CONNECTIONS true; ALTER DATABASE "we""ird" ALLOW_CONNECTIONS true), or leave them out by name: --exclude-database closed --exclude-database 'we"ird'`,
+  );
+  assert.deepEqual(
+    judgeDatabases('parallel', dbs, ['closed', 'we"ird']).map((r) => r.passed),
+    [true],
+  );
   assert.match(judgeDatabases('parallel', dbs, ['closed', 'we"ird'])[0]!.detail, /1 databases will be dumped; left out by name: "closed", "we\\"ird"/);
-  assert.deepEqual(judgeDatabases('physical', dbs, []).map((r) => [r.name, r.passed]), [['every database backed up', true]]);
+  assert.deepEqual(
+    judgeDatabases('physical', dbs, []).map((r) => [r.name, r.passed]),
+    [['every database backed up', true]],
+  );
   const typo = judgeDatabases('dumpall', dbs, ['closd', 'closed', 'we"ird']);
-  assert.deepEqual(typo.map((r) => [r.name, r.passed]), [['excluded databases exist', false], ['every database backed up', true]]);
+  assert.deepEqual(
+    typo.map((r) => [r.name, r.passed]),
+    [
+      ['excluded databases exist', false],
+      ['every database backed up', true],
+    ],
+  );
 });
 
 test('pg_dumpall patterns match one name exactly', () => {
@@ -75,30 +90,41 @@ test('tablespace relocation rewrites CREATE TABLESPACE before the first \\connec
   const dump = [
     'CREATE ROLE app;',
     "CREATE TABLESPACE cold OWNER postgres LOCATION '/srv/o''brien/cold';",
-    "CREATE TABLESPACE \"we ird\" OWNER postgres LOCATION E'/srv/back\\\\slash';",
+    'CREATE TABLESPACE "we ird" OWNER postgres LOCATION E\'/srv/back\\\\slash\';',
     "CREATE TABLESPACE other OWNER postgres LOCATION '/elsewhere';",
     '\\connect app',
     "CREATE TABLESPACE cold OWNER postgres LOCATION '/srv/o''brien/cold';",
     '',
   ].join('\n');
-  const t = new TablespaceRelocation(new Map([["/srv/o'brien/cold", "/new/it's"], ['/srv/back\\slash', '/new/b']]));
+  const t = new TablespaceRelocation(
+    new Map([
+      ["/srv/o'brien/cold", "/new/it's"],
+      ['/srv/back\\slash', '/new/b'],
+    ]),
+  );
   // one byte at a time: lines split across chunks are rewritten all the same
   const chunks: Buffer[] = [];
   for await (const c of Readable.from([...Buffer.from(dump)].map((b) => Buffer.from([b]))).pipe(t)) chunks.push(c as Buffer);
-  assert.equal(Buffer.concat(chunks).toString(), [
-    'CREATE ROLE app;',
-    "CREATE TABLESPACE cold OWNER postgres LOCATION '/new/it''s';",
-    "CREATE TABLESPACE \"we ird\" OWNER postgres LOCATION '/new/b';",
-    "CREATE TABLESPACE other OWNER postgres LOCATION '/elsewhere';",
-    '\\connect app',
-    "CREATE TABLESPACE cold OWNER postgres LOCATION '/srv/o''brien/cold';",
-    '',
-  ].join('\n'));
+  assert.equal(
+    Buffer.concat(chunks).toString(),
+    [
+      'CREATE ROLE app;',
+      "CREATE TABLESPACE cold OWNER postgres LOCATION '/new/it''s';",
+      'CREATE TABLESPACE "we ird" OWNER postgres LOCATION \'/new/b\';',
+      "CREATE TABLESPACE other OWNER postgres LOCATION '/elsewhere';",
+      '\\connect app',
+      "CREATE TABLESPACE cold OWNER postgres LOCATION '/srv/o''brien/cold';",
+      '',
+    ].join('\n'),
+  );
 });
 
 test('expected backup and restore times for the upgrade plan: every method, in seconds, from sizes and rates', () => {
   const times = backupTimes(10e9, 8);
-  assert.deepEqual(times.map((t) => t.method), ['dumpall', 'parallel', 'physical']);
+  assert.deepEqual(
+    times.map((t) => t.method),
+    ['dumpall', 'parallel', 'physical'],
+  );
   for (const t of times) assert.ok(t.backupSeconds > 0 && t.restoreSeconds > 0);
   assert.ok(times[1]!.backupSeconds < times[0]!.backupSeconds, 'parallel beats one stream with 8 jobs');
   assert.ok(times[2]!.restoreSeconds < times[0]!.restoreSeconds, 'a physical copy restores fastest');

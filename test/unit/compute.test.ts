@@ -186,8 +186,14 @@ test('detectCompute: a cgroup v2 container reports its quota and memory limit in
   const profile = await detectCompute(new HostRoot(hostFixture('container-cgroup2-2cpu-4g')));
   assert.deepEqual(profile.limits.cpuQuota, { quotaMicros: 200000, periodMicros: 100000, cpus: 2, source: '/sys/fs/cgroup/cpu.max' });
   assert.deepEqual(profile.limits.memory, { bytes: 4 * GiB, source: '/sys/fs/cgroup/memory.max' });
-  assert.ok(profile.notes.some((note) => note.includes('cpu.max') && note.includes('2 of 64 CPUs')), profile.notes.join('\n'));
-  assert.ok(profile.notes.some((note) => note.includes('memory.max') && note.includes('4.0 GiB')), profile.notes.join('\n'));
+  assert.ok(
+    profile.notes.some((note) => note.includes('cpu.max') && note.includes('2 of 64 CPUs')),
+    profile.notes.join('\n'),
+  );
+  assert.ok(
+    profile.notes.some((note) => note.includes('memory.max') && note.includes('4.0 GiB')),
+    profile.notes.join('\n'),
+  );
 });
 
 for (const [fixture, file, content] of [
@@ -239,7 +245,10 @@ test('detectCompute: a cgroup path the mount does not show falls back to the mou
       host.write('/proc/self/cgroup', `0::${path}\n`);
       const profile = await detectCompute(new HostRoot(host.dir));
       assert.equal(profile.effective.cpus, 2);
-      assert.ok(profile.notes.some((note) => note.includes(`${path} is not visible`)), profile.notes.join('\n'));
+      assert.ok(
+        profile.notes.some((note) => note.includes(`${path} is not visible`)),
+        profile.notes.join('\n'),
+      );
     }
   } finally {
     host.remove();
@@ -257,7 +266,10 @@ test('detectCompute: no cgroup filesystem and no cpu/online: host totals from /p
     assert.equal(profile.cgroupVersion, null);
     assert.deepEqual(profile.host, { cpus: 3, memoryBytes: 2000000 * KiB });
     assert.deepEqual(profile.effective, { cpus: 3, exactCpus: 3, memoryBytes: 2000000 * KiB });
-    assert.ok(profile.notes.some((note) => note.includes('/proc/cpuinfo')), profile.notes.join('\n'));
+    assert.ok(
+      profile.notes.some((note) => note.includes('/proc/cpuinfo')),
+      profile.notes.join('\n'),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

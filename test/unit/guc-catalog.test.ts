@@ -40,10 +40,9 @@ const setting = (major: number, name: string): GucDefinition => {
   return def;
 };
 
-const isBadInput = (message: string) => (e: unknown) =>
-  e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && e.message === message;
+const isBadInput = (message: string) => (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && e.message === message;
 
-test('a catalog per major 13–18, from each version\'s own pg_settings', () => {
+test("a catalog per major 13–18, from each version's own pg_settings", () => {
   assert.deepEqual(KNOWN_MAJORS, [13, 14, 15, 16, 17, 18]);
   for (const major of KNOWN_MAJORS) {
     const catalog = loadCatalog(major);
@@ -117,7 +116,14 @@ test('removedSettings: what the newer server lacks, with renames and reasons', (
   assert.equal(r15to16.has('shared_buffers'), false);
 
   const r13to18 = byName(13, 18);
-  for (const name of ['operator_precedence_warning', 'vacuum_cleanup_index_scale_factor', 'stats_temp_directory', 'promote_trigger_file', 'old_snapshot_threshold', 'ssl_ecdh_curve']) {
+  for (const name of [
+    'operator_precedence_warning',
+    'vacuum_cleanup_index_scale_factor',
+    'stats_temp_directory',
+    'promote_trigger_file',
+    'old_snapshot_threshold',
+    'ssl_ecdh_curve',
+  ]) {
     assert.ok(r13to18.has(name), name);
   }
   assert.equal(r13to18.get('ssl_ecdh_curve')?.rename?.oldNameStillAccepted, true);
@@ -140,7 +146,11 @@ test('build-optional enum values: spelled as some build prints them, present fro
     }
   }
   // the v16 test-bed build has no lz4: the value comes from the table, not the generated file
-  assert.ok(!readRawCatalog(16).settings.find((s) => s.name === 'wal_compression')!.enumValues!.includes('lz4'));
+  assert.ok(
+    !readRawCatalog(16)
+      .settings.find((s) => s.name === 'wal_compression')!
+      .enumValues!.includes('lz4'),
+  );
   assert.ok(setting(16, 'wal_compression').enumValues!.includes('lz4'));
 });
 
@@ -166,7 +176,10 @@ test('units: conversions and the spelling postgresql.conf expects', () => {
   assert.equal(parseQuantity('0.5GB', 'MB'), 512);
   assert.equal(parseQuantity('15min', 's'), 900);
   assert.equal(parseQuantity(' 10 ', 'kB'), 10);
-  assert.throws(() => parseQuantity('10mb', 'kB'), (e: unknown) => e instanceof PgscaleError && /unknown unit "mb"/.test(e.message));
+  assert.throws(
+    () => parseQuantity('10mb', 'kB'),
+    (e: unknown) => e instanceof PgscaleError && /unknown unit "mb"/.test(e.message),
+  );
   assert.throws(() => parseQuantity('10s', 'kB'), PgscaleError);
   assert.throws(() => parseQuantity('lots', 'kB'), PgscaleError);
 });
@@ -182,7 +195,14 @@ test('values: typed from pg_settings or file text, and back', () => {
   assert.deepEqual(parseSetting(timeout, '15min'), durationValue(900_000));
   assert.equal(toBaseUnits(timeout, durationValue(900_000)), 900);
   const jit = setting(17, 'jit');
-  for (const [text, b] of [['on', true], ['OFF', false], ['of', false], ['t', true], ['yes', true], ['0', false]] as const) {
+  for (const [text, b] of [
+    ['on', true],
+    ['OFF', false],
+    ['of', false],
+    ['t', true],
+    ['yes', true],
+    ['0', false],
+  ] as const) {
     assert.deepEqual(parseSetting(jit, text), boolValue(b), text);
   }
   assert.throws(() => parseSetting(jit, 'o'), PgscaleError);
@@ -205,7 +225,7 @@ test('every numeric setting of every catalog: bounds and default survive formatt
   }
 });
 
-test('validation and clamping against a version\'s bounds and values', () => {
+test("validation and clamping against a version's bounds and values", () => {
   const workMem = setting(16, 'work_mem');
   assert.deepEqual(validateValue(workMem, memoryValue(4 * MiB)), { valid: true });
   assert.deepEqual(validateValue(workMem, memoryValue(32 * KiB)), { valid: false, reason: 'work_mem must be at least 64kB' });

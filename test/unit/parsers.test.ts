@@ -14,12 +14,12 @@ import { resolveConnection, libpqEnvironment } from '../../src/connection.js';
 test('postgresql.conf syntax: both forms, quotes, escapes, comments', () => {
   const lines = parseConfigText(
     [
-      "shared_buffers = 128MB   # comment",
-      "work_mem 4MB",
-      "search_path = '\"$user\", public'",
+      'shared_buffers = 128MB   # comment',
+      'work_mem 4MB',
+      'search_path = \'"$user", public\'',
       "log_line_prefix = '%m [%p] it''s\\tok '",
-      "  # indented comment",
-      "Port=5433",
+      '  # indented comment',
+      'Port=5433',
     ].join('\n'),
     'x.conf',
   );
@@ -36,7 +36,11 @@ test('postgresql.conf syntax: both forms, quotes, escapes, comments', () => {
 });
 
 test('postgresql.conf syntax errors name the file and line', () => {
-  for (const [text, line] of [["a = 'open", 1], ['ok = 1\n= 3', 2], ['x = 1 2', 1]] as const) {
+  for (const [text, line] of [
+    ["a = 'open", 1],
+    ['ok = 1\n= 3', 2],
+    ['x = 1 2', 1],
+  ] as const) {
     assert.throws(
       () => parseConfigText(text, '/etc/pg.conf'),
       (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && e.message.includes(`/etc/pg.conf line ${line}`),
@@ -48,7 +52,10 @@ test('include, include_if_exists and include_dir are followed in server order', 
   const dir = mkdtempSync(join(tmpdir(), 'pgscale-conf-'));
   try {
     mkdirSync(join(dir, 'conf.d'));
-    writeFileSync(join(dir, 'postgresql.conf'), "work_mem = 1MB\ninclude 'extra.conf'\ninclude_if_exists 'missing.conf'\ninclude_dir 'conf.d'\nmax_connections = 50\n");
+    writeFileSync(
+      join(dir, 'postgresql.conf'),
+      "work_mem = 1MB\ninclude 'extra.conf'\ninclude_if_exists 'missing.conf'\ninclude_dir 'conf.d'\nmax_connections = 50\n",
+    );
     writeFileSync(join(dir, 'extra.conf'), 'work_mem = 2MB\nport = 6000\n');
     writeFileSync(join(dir, 'conf.d', '10-a.conf'), 'port = 6001\n');
     writeFileSync(join(dir, 'conf.d', '20-b.conf'), 'port = 6002\n');
@@ -110,7 +117,10 @@ test('connection settings follow libpq precedence: DSN over environment', () => 
   const c = resolveConnection('postgresql://alice@db.example:6543/app', { PGHOST: 'other', PGPORT: '5000', PGUSER: 'bob', PGPASSFILE: '/p/.pgpass' });
   assert.deepEqual(c, { host: 'db.example', port: 6543, user: 'alice', database: 'app', passfile: '/p/.pgpass' });
   assert.deepEqual(libpqEnvironment(c), { PGHOST: 'db.example', PGPORT: '6543', PGUSER: 'alice', PGDATABASE: 'app', PGPASSFILE: '/p/.pgpass' });
-  assert.throws(() => resolveConnection(undefined, { PGPORT: 'abc' }), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput);
+  assert.throws(
+    () => resolveConnection(undefined, { PGPORT: 'abc' }),
+    (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput,
+  );
 });
 
 test('PGSERVICE entries come from the service file', () => {
@@ -119,7 +129,10 @@ test('PGSERVICE entries come from the service file', () => {
     writeFileSync(join(dir, 'svc.conf'), '[other]\nhost=h0\n[prod]\nhost=db1\nport=5444\ndbname=app\n');
     const c = resolveConnection(undefined, { PGSERVICE: 'prod', PGSERVICEFILE: join(dir, 'svc.conf'), PGSYSCONFDIR: dir });
     assert.deepEqual(c, { host: 'db1', port: 5444, database: 'app', service: 'prod' });
-    assert.throws(() => resolveConnection(undefined, { PGSERVICE: 'nope', PGSERVICEFILE: join(dir, 'svc.conf'), PGSYSCONFDIR: dir }), /service "nope" not found/);
+    assert.throws(
+      () => resolveConnection(undefined, { PGSERVICE: 'nope', PGSERVICEFILE: join(dir, 'svc.conf'), PGSYSCONFDIR: dir }),
+      /service "nope" not found/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -98,8 +98,23 @@ const toyStartOperation = defineOperation<ToyOp>({
 function setup(failAt = '', withNoReturn = false) {
   const dir = mkdtempSync(join(tmpdir(), 'pgscale-engine-'));
   const audit = new MemoryAuditLog();
-  const ctx: StepContext = { runner: new ZxRunner(audit), audit, signal: new AbortController().signal, progress: { message: () => undefined, bytes: () => undefined }, outputs: new Map(), runDir: dir, trackProcess: () => undefined };
-  const opts: ExecuteOptions = { stateDir: join(dir, 'state'), runner: ctx.runner, audit, progress: 'silent', signal: new AbortController().signal, assumeYes: true };
+  const ctx: StepContext = {
+    runner: new ZxRunner(audit),
+    audit,
+    signal: new AbortController().signal,
+    progress: { message: () => undefined, bytes: () => undefined },
+    outputs: new Map(),
+    runDir: dir,
+    trackProcess: () => undefined,
+  };
+  const opts: ExecuteOptions = {
+    stateDir: join(dir, 'state'),
+    runner: ctx.runner,
+    audit,
+    progress: 'silent',
+    signal: new AbortController().signal,
+    assumeYes: true,
+  };
   return { dir, ctx, opts, params: { dir, failAt, withNoReturn } as ToyOp, done: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
@@ -107,12 +122,22 @@ test('a plan names every step, check and action; it renders as markdown and surv
   const s = setup('', true);
   try {
     const plan = await buildPlan(toyOperation, s.params, s.ctx);
-    assert.deepEqual(plan.steps.map((x) => x.id), ['a', 'b', 'c', 'z']);
+    assert.deepEqual(
+      plan.steps.map((x) => x.id),
+      ['a', 'b', 'c', 'z'],
+    );
     assert.equal(plan.pointOfNoReturn, 'z');
     assert.equal(plan.downtimeSeconds, 7);
     assert.ok(plan.steps.every((x) => x.checks.length === 1 && x.checks[0]!.passed));
     const md = planMarkdown(plan);
-    for (const text of ['# pgscale plan: toy', 'expected downtime: 7.0 s', 'point of no return: after step `z`', '## How to roll back', '- `z`: cannot be undone']) assert.ok(md.includes(text), text);
+    for (const text of [
+      '# pgscale plan: toy',
+      'expected downtime: 7.0 s',
+      'point of no return: after step `z`',
+      '## How to roll back',
+      '- `z`: cannot be undone',
+    ])
+      assert.ok(md.includes(text), text);
     const file = join(s.dir, 'plan.json');
     writePlanFile(file, plan);
     assert.equal(statSync(file).mode & 0o777, 0o600);
@@ -149,10 +174,16 @@ test('a failed run keeps its lock, resumes past its done steps, and a second run
     const [run] = listRuns(s.opts.stateDir);
     assert.equal(run?.status, 'failed');
     assert.deepEqual([...run!.steps.values()], ['done', 'failed', 'pending']);
-    await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /did not finish/.test(e.message));
+    await assert.rejects(
+      startRun(plan, s.opts),
+      (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /did not finish/.test(e.message),
+    );
     const resumed = await resumeRun(run!.id, s.opts);
     assert.equal(resumed.status, 'completed');
-    assert.deepEqual(resumed.steps.map((x) => x.state), ['done', 'done', 'done']);
+    assert.deepEqual(
+      resumed.steps.map((x) => x.state),
+      ['done', 'done', 'done'],
+    );
     const events = readRun(s.opts.stateDir, run!.id).events.map((e) => e.type);
     assert.ok(events.includes('step-skipped') === false, 'a done step is not re-verified into a skip; it is left alone');
     for (const n of ['a', 'b', 'c']) assert.equal(readFileSync(join(s.dir, n), 'utf8'), n);
@@ -188,7 +219,9 @@ test('rollback undoes newest first and is refused past a point of no return', as
     const undone = await rollbackRun(id, s.opts);
     assert.equal(undone.status, 'rolled-back');
     assert.ok(!existsSync(join(s.dir, 'a')) && !existsSync(join(s.dir, 'b')));
-    const order = readRun(s.opts.stateDir, id).events.filter((e) => e.type === 'step-rolled-back').map((e) => (e as { step: string }).step);
+    const order = readRun(s.opts.stateDir, id)
+      .events.filter((e) => e.type === 'step-rolled-back')
+      .map((e) => (e as { step: string }).step);
     assert.deepEqual(order, ['c', 'b', 'a']);
   } finally {
     s.done();
@@ -196,7 +229,14 @@ test('rollback undoes newest first and is refused past a point of no return', as
   const t = setup('', true);
   try {
     const run = await startRun(await buildPlan(toyOperation, t.params, t.ctx), t.opts);
-    await assert.rejects(rollbackRun(run.runId, t.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /point of no return/.test(e.message) && e.hint === 'cannot be undone: restore from the backup');
+    await assert.rejects(
+      rollbackRun(run.runId, t.opts),
+      (e: unknown) =>
+        e instanceof PgscaleError &&
+        e.exitCode === ExitCode.Refused &&
+        /point of no return/.test(e.message) &&
+        e.hint === 'cannot be undone: restore from the backup',
+    );
   } finally {
     t.done();
   }
@@ -211,7 +251,11 @@ test('a step needing confirmation is refused without a TTY or --yes, before anyt
     const answered: string[] = [];
     const s2 = setup('', true);
     try {
-      const run = await startRun(await buildPlan(toyOperation, s2.params, s2.ctx), { ...s2.opts, assumeYes: false, confirm: async (q) => (answered.push(q), true) });
+      const run = await startRun(await buildPlan(toyOperation, s2.params, s2.ctx), {
+        ...s2.opts,
+        assumeYes: false,
+        confirm: async (q) => (answered.push(q), true),
+      });
       assert.equal(run.status, 'completed');
       assert.equal(answered.length, 1);
       assert.match(answered[0]!, /point of no return/);
@@ -227,7 +271,10 @@ test('a failure before downtime undoes what ran and releases the lock: exit 4, n
   const s = setup('b', true);
   try {
     const plan = await buildPlan(toyOperation, s.params, s.ctx);
-    await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.FailedNoChange && /undone/.test(e.message));
+    await assert.rejects(
+      startRun(plan, s.opts),
+      (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.FailedNoChange && /undone/.test(e.message),
+    );
     assert.equal(existsSync(join(s.dir, 'a')), false, 'the done step before the failure was undone');
     const [run] = listRuns(s.opts.stateDir);
     assert.equal(run?.status, 'rolled-back');
@@ -242,7 +289,10 @@ test('without a TTY or --yes a plan with downtime is refused before any step and
   const s = setup('', true);
   try {
     const plan = await buildPlan(toyOperation, s.params, s.ctx);
-    await assert.rejects(startRun(plan, { ...s.opts, assumeYes: false }), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /nothing was done/.test(e.message));
+    await assert.rejects(
+      startRun(plan, { ...s.opts, assumeYes: false }),
+      (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /nothing was done/.test(e.message),
+    );
     assert.equal(existsSync(join(s.dir, 'a')), false);
     assert.deepEqual(listRuns(s.opts.stateDir), []);
   } finally {

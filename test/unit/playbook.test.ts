@@ -14,18 +14,27 @@ test('shipped playbooks are valid', () => {
 });
 
 test('a playbook becomes command lines: cluster flags, step flags, booleans', () => {
-  const pb = parsePlaybook('version: 1\nname: w\ncluster: { pgdata: /pg/16 }\nsteps:\n  - backup: { to: /b, level: 5 }\n  - upgrade: { to-version: 17, no-backup: true, force: false }\n  - detect:\n', 'w.yaml');
-  assert.deepEqual(pb.steps.map((s) => stepArgv(s, pb.cluster, ['--yes'])), [
-    ['backup', '--pgdata', '/pg/16', '--to', '/b', '--level', '5', '--yes'],
-    ['upgrade', '--pgdata', '/pg/16', '--to-version', '17', '--no-backup', '--yes'],
-    ['detect', '--pgdata', '/pg/16', '--yes'],
-  ]);
+  const pb = parsePlaybook(
+    'version: 1\nname: w\ncluster: { pgdata: /pg/16 }\nsteps:\n  - backup: { to: /b, level: 5 }\n  - upgrade: { to-version: 17, no-backup: true, force: false }\n  - detect:\n',
+    'w.yaml',
+  );
+  assert.deepEqual(
+    pb.steps.map((s) => stepArgv(s, pb.cluster, ['--yes'])),
+    [
+      ['backup', '--pgdata', '/pg/16', '--to', '/b', '--level', '5', '--yes'],
+      ['upgrade', '--pgdata', '/pg/16', '--to-version', '17', '--no-backup', '--yes'],
+      ['detect', '--pgdata', '/pg/16', '--yes'],
+    ],
+  );
   assert.notEqual(pb.digest, parsePlaybook('version: 1\nname: w\nsteps:\n  - detect:\n', 'w.yaml').digest);
 });
 
 test('bad playbooks are refused with the reason and exit code 2', () => {
   const bad = (text: string, why: RegExp) =>
-    assert.throws(() => parsePlaybook(text, 'p.yaml'), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && why.test(e.message));
+    assert.throws(
+      () => parsePlaybook(text, 'p.yaml'),
+      (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.BadInput && why.test(e.message),
+    );
   bad('version: 1\nname: x\nsteps:\n  - drop-database: {}\n', /does not match the playbook schema/);
   bad('version: 2\nname: x\nsteps:\n  - detect:\n', /version/);
   bad('version: 1\nname: x\nsteps: []\n', /fewer than 1 items/);

@@ -1,8 +1,24 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  hbaAllows, hbaRule, insertHbaRule, judgeHost, judgePrimary, listensOn, parseBasebackupProgress, pgpassLine, pgpassLookup, proposedSlotKeep, removeHbaRule, scramVerifier, slotNameFor, spaceNeeds, validSlotName,
-  type HostFacts, type Intent, type PrimaryFacts,
+  hbaAllows,
+  hbaRule,
+  insertHbaRule,
+  judgeHost,
+  judgePrimary,
+  listensOn,
+  parseBasebackupProgress,
+  pgpassLine,
+  pgpassLookup,
+  proposedSlotKeep,
+  removeHbaRule,
+  scramVerifier,
+  slotNameFor,
+  spaceNeeds,
+  validSlotName,
+  type HostFacts,
+  type Intent,
+  type PrimaryFacts,
 } from '../../src/replica/rules.js';
 import { judgeReplicas } from '../../src/replica/list.js';
 import type { ReplicationOverviewRow } from '../../src/sql.js';
@@ -45,7 +61,17 @@ test('pg_hba: the rule goes before the first rule, is marked, and only it is rem
   assert.equal(removeHbaRule(added, 'pgscale_db2_main'), text);
   assert.equal(removeHbaRule(added, 'pgscale_other'), added);
   assert.ok(hbaRule('Odd "Role"', '1.2.3.4', 's').startsWith('host replication "Odd ""Role""" 1.2.3.4/32 '));
-  const rows = [{ type: 'host', database: ['replication'], user_name: ['replicator'], address: '10.231.7.2', netmask: '255.255.255.255', auth_method: 'scram-sha-256', error: null }];
+  const rows = [
+    {
+      type: 'host',
+      database: ['replication'],
+      user_name: ['replicator'],
+      address: '10.231.7.2',
+      netmask: '255.255.255.255',
+      auth_method: 'scram-sha-256',
+      error: null,
+    },
+  ];
   assert.ok(hbaAllows(rows, 'replicator', '10.231.7.2'));
   assert.ok(!hbaAllows(rows, 'replicator', '10.231.7.3'));
   assert.ok(!hbaAllows([{ ...rows[0]!, auth_method: 'md5' }], 'replicator', '10.231.7.2'), 'scram only');
@@ -53,12 +79,38 @@ test('pg_hba: the rule goes before the first rule, is marked, and only it is rem
 });
 
 const primary: PrimaryFacts = {
-  major: 17, version: '17.2', inRecovery: false, walLevel: 'replica', maxWalSenders: 10, sendersInUse: 0, maxReplicationSlots: 10, slotsInUse: 0,
-  maxSlotWalKeepSize: -1, listenAddresses: '127.0.0.1,10.231.7.1', walVolumeFree: 40 * 1024 ** 3, slotExists: false,
-  role: { exists: true, replication: true, login: true, scram: true }, passwordAvailable: true, hbaRulePresent: false, hbaErrors: [],
-  configOutsideDataDir: false, tablespaces: [{ name: 'warm', location: '/ts', bytes: 1000 }], dataBytes: 5000, walBytes: 1000,
+  major: 17,
+  version: '17.2',
+  inRecovery: false,
+  walLevel: 'replica',
+  maxWalSenders: 10,
+  sendersInUse: 0,
+  maxReplicationSlots: 10,
+  slotsInUse: 0,
+  maxSlotWalKeepSize: -1,
+  listenAddresses: '127.0.0.1,10.231.7.1',
+  walVolumeFree: 40 * 1024 ** 3,
+  slotExists: false,
+  role: { exists: true, replication: true, login: true, scram: true },
+  passwordAvailable: true,
+  hbaRulePresent: false,
+  hbaErrors: [],
+  configOutsideDataDir: false,
+  tablespaces: [{ name: 'warm', location: '/ts', bytes: 1000 }],
+  dataBytes: 5000,
+  walBytes: 1000,
 };
-const intent: Intent = { role: 'replicator', slot: 's', primaryAddress: '10.231.7.1', replicaAddress: '10.231.7.2', replicaDir: '/r', replicaWaldir: null, tablespaceTargets: [{ name: 'warm', location: '/ts', target: '/rts' }], local: false, createRole: true };
+const intent: Intent = {
+  role: 'replicator',
+  slot: 's',
+  primaryAddress: '10.231.7.1',
+  replicaAddress: '10.231.7.2',
+  replicaDir: '/r',
+  replicaWaldir: null,
+  tablespaceTargets: [{ name: 'warm', location: '/ts', target: '/rts' }],
+  local: false,
+  createRole: true,
+};
 const failed = (cs: { passed: boolean; severity: string; name: string }[]) => cs.filter((c) => !c.passed && c.severity === 'error').map((c) => c.name);
 
 test('judging the primary: each rule can fail on its own', () => {
@@ -70,14 +122,23 @@ test('judging the primary: each rule can fail on its own', () => {
   assert.deepEqual(failed(judgePrimary({ ...primary, sendersInUse: 9 }, intent)), ['max_wal_senders']);
   assert.deepEqual(failed(judgePrimary({ ...primary, slotsInUse: 10 }, intent)), ['max_replication_slots']);
   assert.deepEqual(failed(judgePrimary({ ...primary, slotExists: true }, intent)), ['slot']);
-  assert.deepEqual(failed(judgePrimary({ ...primary, role: { exists: false, replication: false, login: false, scram: false }, passwordAvailable: false }, intent)), ['replication role']);
-  assert.deepEqual(failed(judgePrimary({ ...primary, role: { exists: false, replication: false, login: false, scram: false } }, intent)), [], 'created from the passfile');
+  assert.deepEqual(
+    failed(judgePrimary({ ...primary, role: { exists: false, replication: false, login: false, scram: false }, passwordAvailable: false }, intent)),
+    ['replication role'],
+  );
+  assert.deepEqual(
+    failed(judgePrimary({ ...primary, role: { exists: false, replication: false, login: false, scram: false } }, intent)),
+    [],
+    'created from the passfile',
+  );
   assert.deepEqual(failed(judgePrimary({ ...primary, role: { ...primary.role, scram: false } }, intent)), ['replication role']);
   assert.deepEqual(failed(judgePrimary({ ...primary, passwordAvailable: false }, intent)), ['replication password']);
   assert.deepEqual(failed(judgePrimary({ ...primary, listenAddresses: 'localhost' }, intent)), ['primary listens']);
   assert.deepEqual(failed(judgePrimary({ ...primary, inRecovery: true }, intent)), ['primary']);
   assert.deepEqual(failed(judgePrimary({ ...primary, configOutsideDataDir: true }, intent)), ['configuration']);
-  assert.deepEqual(failed(judgePrimary(primary, { ...intent, local: true, tablespaceTargets: [{ name: 'warm', location: '/ts', target: '/ts' }] })), ['tablespace mapping']);
+  assert.deepEqual(failed(judgePrimary(primary, { ...intent, local: true, tablespaceTargets: [{ name: 'warm', location: '/ts', target: '/ts' }] })), [
+    'tablespace mapping',
+  ]);
   assert.equal(judgePrimary({ ...primary, maxSlotWalKeepSize: 1024 ** 3 }, intent).find((c) => c.name === 'max_slot_wal_keep_size')!.passed, true);
   assert.ok(listensOn('*', '10.0.0.1') && listensOn('localhost', '127.0.0.1') && !listensOn('', '127.0.0.1'));
   assert.equal(proposedSlotKeep(null), '10GB');
@@ -85,13 +146,25 @@ test('judging the primary: each rule can fail on its own', () => {
 });
 
 const host: HostFacts = {
-  destination: 'db2', sshError: null, ownerExists: true, version: 'postgres (PostgreSQL) 17.2',
-  paths: [{ path: '/r', state: 'absent', writable: true, avail: 10_000, mount: '/' }, { path: '/rts', state: 'empty', writable: true, avail: 10_000, mount: '/' }],
+  destination: 'db2',
+  sshError: null,
+  ownerExists: true,
+  version: 'postgres (PostgreSQL) 17.2',
+  paths: [
+    { path: '/r', state: 'absent', writable: true, avail: 10_000, mount: '/' },
+    { path: '/rts', state: 'empty', writable: true, avail: 10_000, mount: '/' },
+  ],
 };
 
 test('judging the host: ssh, owner, versions, directories, space summed per filesystem', () => {
   const need = spaceNeeds(primary, intent);
-  assert.deepEqual([...need], [['/r', Math.round(4000 * 1.1) + Math.round(1000 * 1.1)], ['/rts', 1100]]);
+  assert.deepEqual(
+    [...need],
+    [
+      ['/r', Math.round(4000 * 1.1) + Math.round(1000 * 1.1)],
+      ['/rts', 1100],
+    ],
+  );
   assert.deepEqual(failed(judgeHost(host, intent, 17, '17.2', need)), []);
   assert.deepEqual(failed(judgeHost({ ...host, sshError: 'the host key of db2 is not known' }, intent, 17, '17.2', need)), ['ssh']);
   assert.deepEqual(failed(judgeHost({ ...host, version: 'postgres (PostgreSQL) 16.4' }, intent, 17, '17.2', need)), ['replica binaries']);
@@ -99,21 +172,51 @@ test('judging the host: ssh, owner, versions, directories, space summed per file
   assert.equal(minor.severity, 'warning');
   assert.deepEqual(failed(judgeHost({ ...host, version: null }, intent, 17, '17.2', need)), ['replica binaries']);
   assert.deepEqual(failed(judgeHost({ ...host, ownerExists: false }, intent, 17, '17.2', need)), ['replica owner']);
-  assert.deepEqual(failed(judgeHost({ ...host, paths: [{ ...host.paths[0]!, state: 'nonempty' }, host.paths[1]!] }, intent, 17, '17.2', need)), ['target directory']);
-  assert.deepEqual(failed(judgeHost({ ...host, paths: [{ ...host.paths[0]!, writable: false }, host.paths[1]!] }, intent, 17, '17.2', need)), ['target directory']);
+  assert.deepEqual(failed(judgeHost({ ...host, paths: [{ ...host.paths[0]!, state: 'nonempty' }, host.paths[1]!] }, intent, 17, '17.2', need)), [
+    'target directory',
+  ]);
+  assert.deepEqual(failed(judgeHost({ ...host, paths: [{ ...host.paths[0]!, writable: false }, host.paths[1]!] }, intent, 17, '17.2', need)), [
+    'target directory',
+  ]);
   // each fits alone, not together on one filesystem
   assert.deepEqual(failed(judgeHost({ ...host, paths: host.paths.map((p) => ({ ...p, avail: 6000 })) }, intent, 17, '17.2', need)), ['free space']);
   assert.deepEqual(failed(judgeHost(host, { ...intent, replicaAddress: null }, 17, '17.2', need)), ['addresses']);
 });
 
 test('pg_basebackup progress parsed from -P output', () => {
-  assert.deepEqual(parseBasebackupProgress('   1024/4096 kB (25%), 0/1 tablespace\r   2048/4096 kB (50%), 0/1 tablespace\r'), { doneBytes: 2048 * 1024, totalBytes: 4096 * 1024 });
+  assert.deepEqual(parseBasebackupProgress('   1024/4096 kB (25%), 0/1 tablespace\r   2048/4096 kB (50%), 0/1 tablespace\r'), {
+    doneBytes: 2048 * 1024,
+    totalBytes: 4096 * 1024,
+  });
   assert.equal(parseBasebackupProgress('waiting for checkpoint'), undefined);
 });
 
 test('replica list: lost slots say rebuild with the command, inactive ones retain WAL', () => {
-  const row = (r: Partial<ReplicationOverviewRow>): ReplicationOverviewRow => ({ slot_name: 's', slot_type: 'physical', active: true, wal_status: 'reserved', safe_wal_size: null, retained_bytes: '100', pid: 1, application_name: 'a', client_addr: '10.0.0.2', state: 'streaming', sync_state: 'async', lag_bytes: '0', replay_lag_seconds: null, ...r });
-  const [streaming, lost, inactive, slotless] = judgeReplicas([row({}), row({ slot_name: 'gone', active: false, wal_status: 'lost', state: null, pid: null }), row({ slot_name: 'idle', active: false, state: null, pid: null, retained_bytes: '5000' }), row({ slot_name: null, slot_type: null, active: null, wal_status: null })], '/pg');
+  const row = (r: Partial<ReplicationOverviewRow>): ReplicationOverviewRow => ({
+    slot_name: 's',
+    slot_type: 'physical',
+    active: true,
+    wal_status: 'reserved',
+    safe_wal_size: null,
+    retained_bytes: '100',
+    pid: 1,
+    application_name: 'a',
+    client_addr: '10.0.0.2',
+    state: 'streaming',
+    sync_state: 'async',
+    lag_bytes: '0',
+    replay_lag_seconds: null,
+    ...r,
+  });
+  const [streaming, lost, inactive, slotless] = judgeReplicas(
+    [
+      row({}),
+      row({ slot_name: 'gone', active: false, wal_status: 'lost', state: null, pid: null }),
+      row({ slot_name: 'idle', active: false, state: null, pid: null, retained_bytes: '5000' }),
+      row({ slot_name: null, slot_type: null, active: null, wal_status: null }),
+    ],
+    '/pg',
+  );
   assert.equal(streaming!.advice, null);
   assert.equal(streaming!.state, 'streaming');
   assert.match(lost!.advice!, /must be rebuilt — pgscale replica remove --pgdata \/pg .*--slot gone, then pgscale replica add/);

@@ -1,7 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { describeListening, judgeListening, optionValue, parsePostmasterOpts, pgCtlOptionString, startOptions, withoutDataDir, type ServerIdentity } from '../../src/server/postgres.js';
+import {
+  describeListening,
+  judgeListening,
+  optionValue,
+  parsePostmasterOpts,
+  pgCtlOptionString,
+  startOptions,
+  withoutDataDir,
+  type ServerIdentity,
+} from '../../src/server/postgres.js';
 
 test('postmaster.opts: quoted arguments, -D removed in every spelling', () => {
   const argv = parsePostmasterOpts('/usr/lib/postgresql/16/bin/postgres "-D" "/srv/data" "-p" "5433" "-k" "/run/pg sock" "-c" "listen_addresses="\n');
@@ -11,7 +20,21 @@ test('postmaster.opts: quoted arguments, -D removed in every spelling', () => {
 });
 
 test('option values: every spelling PostgreSQL accepts, the last one wins', () => {
-  const opts = ['-p', '5433', '-c', 'port=5434', '--port=5435', '-k', '/a', '-c', 'unix_socket_directories=/b,/c', '-h', '127.0.0.1', '-cfsync=off', '--config-file=/etc/pg.conf'];
+  const opts = [
+    '-p',
+    '5433',
+    '-c',
+    'port=5434',
+    '--port=5435',
+    '-k',
+    '/a',
+    '-c',
+    'unix_socket_directories=/b,/c',
+    '-h',
+    '127.0.0.1',
+    '-cfsync=off',
+    '--config-file=/etc/pg.conf',
+  ];
   assert.equal(optionValue(opts, 'port'), '5435');
   assert.equal(optionValue(opts, 'unix_socket_directories'), '/b,/c');
   assert.equal(optionValue(opts, 'listen_addresses'), '127.0.0.1');
@@ -24,8 +47,18 @@ test('option values: every spelling PostgreSQL accepts, the last one wins', () =
 
 test('listening: command line over PGPORT over configuration over default, with origins', () => {
   const conf = { port: '5432', unix_socket_directories: "'/var/run/postgresql'", listen_addresses: "'localhost'" };
-  const cmd = judgeListening({ options: ['-p', '5433', '-k', '/run/pg', '-c', 'listen_addresses='], env: new Map([['PGPORT', '6000']]), configured: conf, running: undefined });
-  assert.deepEqual(cmd, { port: 5433, socketDirs: ['/run/pg'], listenAddresses: '', origins: { port: 'command line', sockets: 'command line', listen: 'command line' } });
+  const cmd = judgeListening({
+    options: ['-p', '5433', '-k', '/run/pg', '-c', 'listen_addresses='],
+    env: new Map([['PGPORT', '6000']]),
+    configured: conf,
+    running: undefined,
+  });
+  assert.deepEqual(cmd, {
+    port: 5433,
+    socketDirs: ['/run/pg'],
+    listenAddresses: '',
+    origins: { port: 'command line', sockets: 'command line', listen: 'command line' },
+  });
   const env = judgeListening({ options: [], env: new Map([['PGPORT', '6000']]), configured: {}, running: undefined });
   assert.equal(env.port, 6000);
   assert.equal(env.origins.port, 'environment (PGPORT)');
@@ -35,7 +68,12 @@ test('listening: command line over PGPORT over configuration over default, with 
   const file = judgeListening({ options: [], env: new Map([['PGPORT', '6000']]), configured: conf, running: undefined });
   assert.deepEqual([file.port, file.origins.port, file.socketDirs[0]], [5432, 'configuration', '/var/run/postgresql']);
   // a running server's postmaster.pid has the effective port
-  const live = judgeListening({ options: [], env: new Map(), configured: {}, running: { pid: 1, dataDir: '/d', startedAt: undefined, port: 5999, socketDir: '/s', listenAddress: '*', status: 'ready' } });
+  const live = judgeListening({
+    options: [],
+    env: new Map(),
+    configured: {},
+    running: { pid: 1, dataDir: '/d', startedAt: undefined, port: 5999, socketDir: '/s', listenAddress: '*', status: 'ready' },
+  });
   assert.equal(live.port, 5999);
 });
 
@@ -60,7 +98,13 @@ test('a start repeats the options the server ran with; private starts override t
   assert.equal(optionValue(priv, 'unix_socket_directories'), '/tmp/pgscale-x');
   assert.equal(optionValue(priv, 'port'), '7000');
   // PGPORT of the old server's environment becomes explicit; a config outside PGDATA is named
-  const env = startOptions(identity({ options: [], origins: { port: 'environment (PGPORT)', sockets: 'default', listen: 'default' }, configFile: '/etc/postgresql/17/main/postgresql.conf' }));
+  const env = startOptions(
+    identity({
+      options: [],
+      origins: { port: 'environment (PGPORT)', sockets: 'default', listen: 'default' },
+      configFile: '/etc/postgresql/17/main/postgresql.conf',
+    }),
+  );
   assert.deepEqual(env, ['-p', '5433', '-c', 'config_file=/etc/postgresql/17/main/postgresql.conf']);
 });
 
@@ -68,7 +112,9 @@ test('pg_ctl -o: each option quoted for the shell, so hostile values stay one ar
   const s = pgCtlOptionString(['-k', "/run/it's here", '-c', 'listen_addresses=', '-c', 'x=$(rm -rf /)']);
   assert.equal(s, "-k '/run/it'\\''s here' -c listen_addresses= -c 'x=$(rm -rf /)'");
   // and the shell really splits it back into exactly those arguments
-  const back = spawnSync('sh', ['-c', `printf '%s\\n' ${s}`], { encoding: 'utf8' }).stdout.split('\n').slice(0, -1);
+  const back = spawnSync('sh', ['-c', `printf '%s\\n' ${s}`], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .slice(0, -1);
   assert.deepEqual(back, ['-k', "/run/it's here", '-c', 'listen_addresses=', '-c', 'x=$(rm -rf /)']);
   assert.match(describeListening(identity()), /port 5433 \(command line\), sockets in \/run\/it's here \(command line\), no TCP \(configuration\)/);
 });

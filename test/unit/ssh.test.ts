@@ -33,7 +33,10 @@ test('remote command: hostile arguments arrive byte for byte through a real sh -
 
 test('remote command: environment values and the working directory are data, not shell text', () => {
   const value = "x'; $(id) `id` \n y";
-  const cmd = remoteCommand({ program: 'sh', args: ['-c', 'printf "%s\\0%s\\0" "$PGSCALE_PROBE" "$(pwd)"'], env: { PGSCALE_PROBE: value }, cwd: '/tmp' }, 'root');
+  const cmd = remoteCommand(
+    { program: 'sh', args: ['-c', 'printf "%s\\0%s\\0" "$PGSCALE_PROBE" "$(pwd)"'], env: { PGSCALE_PROBE: value }, cwd: '/tmp' },
+    'root',
+  );
   assert.deepEqual(throughShell(cmd), [value, '/tmp']);
 });
 
@@ -65,7 +68,10 @@ test('destinations: options and whitespace refused', () => {
 });
 
 test('ssh failures explained', () => {
-  assert.match(describeSshFailure('db2', 'No ED25519 host key is known for 10.231.7.2 and you have requested strict checking.\nHost key verification failed.'), /host key of db2 is not known/);
+  assert.match(
+    describeSshFailure('db2', 'No ED25519 host key is known for 10.231.7.2 and you have requested strict checking.\nHost key verification failed.'),
+    /host key of db2 is not known/,
+  );
   assert.match(describeSshFailure('db2', 'root@10.231.7.2: Permission denied (publickey).'), /key authentication/);
   assert.match(describeSshFailure('db2', 'ssh: connect to host 10.231.9.2 port 22: Connection timed out'), /unreachable/);
 });

@@ -40,8 +40,7 @@ test('parseMountInfo: fields, optional fields, super options, octal escapes', ()
 test('parseMountInfo: a line without the " - " separator is bad input naming mountinfo', () => {
   assert.throws(
     () => parseMountInfo('22 1 259:1 / / rw,noatime xfs /dev/nvme0n1p1 rw\n'),
-    (error: unknown) =>
-      error instanceof PgscaleError && error.exitCode === ExitCode.BadInput && error.message.includes('/proc/self/mountinfo'),
+    (error: unknown) => error instanceof PgscaleError && error.exitCode === ExitCode.BadInput && error.message.includes('/proc/self/mountinfo'),
   );
 });
 
@@ -88,7 +87,10 @@ test('classifyDisk: cloud model strings', () => {
   for (const [evidence, storageClass, confidence] of cases) {
     const verdict = classifyDisk(disk(evidence));
     assert.deepEqual([verdict.storageClass, verdict.confidence], [storageClass, confidence], JSON.stringify(evidence));
-    assert.ok(verdict.reasons.some((reason) => reason.includes(evidence.model!)), verdict.reasons.join('\n'));
+    assert.ok(
+      verdict.reasons.some((reason) => reason.includes(evidence.model!)),
+      verdict.reasons.join('\n'),
+    );
   }
 });
 
@@ -109,7 +111,10 @@ test('classifyDisk: transport and rotational flag when the model says nothing', 
     assert.deepEqual([verdict.storageClass, verdict.confidence], [storageClass, confidence], JSON.stringify(evidence));
   }
   const virtio = classifyDisk(disk({ name: 'vda', transport: 'virtio-blk', driver: 'virtio_blk', rotational: true }));
-  assert.ok(virtio.reasons.some((r) => r.includes('driver virtio_blk') && r.includes('rotational 1')), virtio.reasons.join('\n'));
+  assert.ok(
+    virtio.reasons.some((r) => r.includes('driver virtio_blk') && r.includes('rotational 1')),
+    virtio.reasons.join('\n'),
+  );
 });
 
 test('detectTransport: from the kernel name and the sysfs path', () => {
@@ -120,7 +125,14 @@ test('detectTransport: from the kernel name and the sysfs path', () => {
   assert.equal(detectTransport('sda', '/sys/devices/pci0000:00/0000:00:03.0/virtio0/host0/target0:0:1/0:0:1:0/block/sda', null), 'virtio-scsi');
   assert.equal(detectTransport('sda', '/sys/devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda', null), 'sata');
   assert.equal(detectTransport('sdb', '/sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb', null), 'usb');
-  assert.equal(detectTransport('sdc', '/sys/devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0004:00/VMBUS:00/f8b3781b-1e82-4818-a1c3-63d806ec15bb/host0/target0:0:0/0:0:0:2/block/sdc', null), 'hyper-v');
+  assert.equal(
+    detectTransport(
+      'sdc',
+      '/sys/devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0004:00/VMBUS:00/f8b3781b-1e82-4818-a1c3-63d806ec15bb/host0/target0:0:0/0:0:0:2/block/sdc',
+      null,
+    ),
+    'hyper-v',
+  );
   assert.equal(detectTransport('xvdf', '/sys/devices/vbd-51792/block/xvdf', null), 'xen');
 });
 
@@ -132,7 +144,10 @@ test('combineClassifications: one class stays; mixed members give the slowest wi
   assert.deepEqual(combineClassifications([ssd, ssd]).confidence, 'medium');
   const mixed = combineClassifications([nvme, hdd]);
   assert.deepEqual([mixed.storageClass, mixed.confidence], ['hdd', 'medium']);
-  assert.ok(mixed.reasons.some((r) => r.includes('local-nvme, hdd')), mixed.reasons.join('\n'));
+  assert.ok(
+    mixed.reasons.some((r) => r.includes('local-nvme, hdd')),
+    mixed.reasons.join('\n'),
+  );
   const weakMixed = combineClassifications([nvme, ssd]);
   assert.deepEqual([weakMixed.storageClass, weakMixed.confidence], ['ssd', 'low']);
   assert.equal(combineClassifications([]).storageClass, 'unknown');
@@ -294,7 +309,10 @@ for (const expected of expectations) {
     assert.equal(info.mount.fsType, expected.fsType);
     assert.deepEqual(info.stack, expected.stack);
     for (const text of expected.evidence) {
-      assert.ok(info.reasons.some((reason) => reason.includes(text)), `no reason mentions ${text}:\n${info.reasons.join('\n')}`);
+      assert.ok(
+        info.reasons.some((reason) => reason.includes(text)),
+        `no reason mentions ${text}:\n${info.reasons.join('\n')}`,
+      );
     }
   });
 }

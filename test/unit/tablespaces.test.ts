@@ -4,19 +4,57 @@ import assert from 'node:assert/strict';
 import { PgscaleError } from '../../src/errors.js';
 import { parsePlaybook, stepArgv } from '../../src/playbook/playbook.js';
 import { quoteIdent, tablespaceStatements, type RelationStatsRow } from '../../src/sql.js';
-import { bytesByTarget, decidePlacement, estimateMoveSeconds, parseVolumeArg, tablespaceOptionsFor, tierForStorageClass, tierTablespaces } from '../../src/tablespaces/placement.js';
+import {
+  bytesByTarget,
+  decidePlacement,
+  estimateMoveSeconds,
+  parseVolumeArg,
+  tablespaceOptionsFor,
+  tierForStorageClass,
+  tierTablespaces,
+} from '../../src/tablespaces/placement.js';
 import { temperatureReport, tierOfTablespace, type RelationTemperature, type Snapshot } from '../../src/tablespaces/snapshot.js';
 import { activityBetween, classify, defaultThresholds, partitionUpperBound, type Activity } from '../../src/tablespaces/temperature.js';
 
 const now = new Date('2026-06-01T00:00:00Z');
-const activity = (perMinute: number, over = 600): Activity => ({ seconds: over, scans: Math.round((perMinute * over) / 60), writes: 0, tuplesRead: 0, blocksRead: 0, blocksHit: 0, counterReset: false });
+const activity = (perMinute: number, over = 600): Activity => ({
+  seconds: over,
+  scans: Math.round((perMinute * over) / 60),
+  writes: 0,
+  tuplesRead: 0,
+  blocksRead: 0,
+  blocksHit: 0,
+  counterReset: false,
+});
 
 function row(name: string, o: Partial<RelationStatsRow> = {}): RelationStatsRow {
   return {
-    schema: 'public', name, kind: 'r', tablespace: '', heap_bytes: 1e6, total_bytes: 1.5e6, row_estimate: 1000, is_partition: false,
-    parent_schema: null, parent_name: null, partition_bound: null, seq_scan: 0, seq_tup_read: 0, idx_scan: 0, idx_tup_fetch: 0,
-    n_tup_ins: 0, n_tup_upd: 0, n_tup_del: 0, last_seq_scan: null, last_idx_scan: null, heap_blks_read: 0, heap_blks_hit: 0,
-    idx_blks_read: 0, idx_blks_hit: 0, toast_blks_read: 0, toast_blks_hit: 0,
+    schema: 'public',
+    name,
+    kind: 'r',
+    tablespace: '',
+    heap_bytes: 1e6,
+    total_bytes: 1.5e6,
+    row_estimate: 1000,
+    is_partition: false,
+    parent_schema: null,
+    parent_name: null,
+    partition_bound: null,
+    seq_scan: 0,
+    seq_tup_read: 0,
+    idx_scan: 0,
+    idx_tup_fetch: 0,
+    n_tup_ins: 0,
+    n_tup_upd: 0,
+    n_tup_del: 0,
+    last_seq_scan: null,
+    last_idx_scan: null,
+    heap_blks_read: 0,
+    heap_blks_hit: 0,
+    idx_blks_read: 0,
+    idx_blks_hit: 0,
+    toast_blks_read: 0,
+    toast_blks_hit: 0,
     indexes: [{ schema: 'public', name: `${name}_pkey`, bytes: 5e5, tablespace: '', idx_scan: 0, idx_blks_read: 0, idx_blks_hit: 0, exclusion: false }],
     ...o,
   };
@@ -59,8 +97,12 @@ test('classify: an old time-range partition is cold unless hot', () => {
   assert.equal(c.tier, 'cold');
   assert.match(c.reason, /time-range partition ended 1216 days ago \(> 30\)/);
   assert.equal(classify(activity(100), defaultThresholds, 'hot', { now, partitionEnds: ends }).tier, 'hot');
-  assert.equal(classify(activity(10), defaultThresholds, undefined, { now, partitionEnds: new Date('2026-05-20T00:00:00Z') }).tier, 'warm', 'a recent partition is judged by its rate');
-  assert.equal(partitionUpperBound("FOR VALUES FROM (1) TO (100)"), undefined);
+  assert.equal(
+    classify(activity(10), defaultThresholds, undefined, { now, partitionEnds: new Date('2026-05-20T00:00:00Z') }).tier,
+    'warm',
+    'a recent partition is judged by its rate',
+  );
+  assert.equal(partitionUpperBound('FOR VALUES FROM (1) TO (100)'), undefined);
   assert.equal(partitionUpperBound("FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2024-02-01 00:00:00+00')")?.toISOString(), '2024-02-01T00:00:00.000Z');
   assert.equal(partitionUpperBound(null), undefined);
 });
@@ -76,17 +118,37 @@ test('activityBetween: deltas of scans, writes and blocks; a counter reset count
 });
 
 test('temperatureReport: two snapshots give rates; one gives rates since stats_reset; none is refused', () => {
-  const snap = (at: string, rel: RelationStatsRow[]): Snapshot => ({ format: 'pgscale-stats/1', database: 'app', systemIdentifier: '1', serverVersionNum: 170000, takenAt: at, statsReset: '2026-05-31T23:00:00Z', postmasterStart: '2026-05-31T00:00:00Z', defaultTablespace: 'pg_default', relations: rel });
+  const snap = (at: string, rel: RelationStatsRow[]): Snapshot => ({
+    format: 'pgscale-stats/1',
+    database: 'app',
+    systemIdentifier: '1',
+    serverVersionNum: 170000,
+    takenAt: at,
+    statsReset: '2026-05-31T23:00:00Z',
+    postmasterStart: '2026-05-31T00:00:00Z',
+    defaultTablespace: 'pg_default',
+    relations: rel,
+  });
   const s1 = snap('2026-06-01T00:00:00Z', [row('busy', { idx_scan: 1000 }), row('idle'), row('p', { kind: 'p' })]);
   const s2 = snap('2026-06-01T00:10:00Z', [row('busy', { idx_scan: 2000 }), row('idle'), row('p', { kind: 'p' }), row('new', { n_tup_ins: 6000 })]);
   const r = temperatureReport([s1, s2], defaultThresholds, 'hot');
   assert.equal(r.basis, 'two snapshots');
-  assert.deepEqual(r.relations.map((x) => [x.name, x.tier, Math.round(x.perMinute)]), [['busy', 'hot', 100], ['idle', 'cold', 0], ['new', 'hot', 600]]);
+  assert.deepEqual(
+    r.relations.map((x) => [x.name, x.tier, Math.round(x.perMinute)]),
+    [
+      ['busy', 'hot', 100],
+      ['idle', 'cold', 0],
+      ['new', 'hot', 600],
+    ],
+  );
   const one = temperatureReport([s1], defaultThresholds, 'hot');
   assert.equal(one.basis, 'since stats_reset');
   assert.equal(one.from, '2026-05-31T23:00:00Z');
   assert.equal(Math.round(one.relations[0]!.perMinute), 17);
-  assert.throws(() => temperatureReport([], defaultThresholds, 'hot'), (e) => e instanceof PgscaleError && e.exitCode === 3);
+  assert.throws(
+    () => temperatureReport([], defaultThresholds, 'hot'),
+    (e) => e instanceof PgscaleError && e.exitCode === 3,
+  );
   assert.equal(tierOfTablespace('', 'warm'), 'warm');
   assert.equal(tierOfTablespace('pgscale_cold', 'hot'), 'cold');
   assert.equal(tierOfTablespace('fast_ssd', 'hot'), null);
@@ -95,7 +157,12 @@ test('temperatureReport: two snapshots give rates; one gives rates since stats_r
 test('parseVolumeArg and storage-class tiers: unknown tiers and relative paths are bad input', () => {
   assert.deepEqual(parseVolumeArg('/mnt/a=b=cold'), { path: '/mnt/a=b', tier: 'cold' });
   assert.deepEqual(parseVolumeArg('/mnt/nvme'), { path: '/mnt/nvme' });
-  for (const bad of ['/mnt/x=lukewarm', 'rel=cold', 'relative']) assert.throws(() => parseVolumeArg(bad), (e) => e instanceof PgscaleError && e.exitCode === 2, bad);
+  for (const bad of ['/mnt/x=lukewarm', 'rel=cold', 'relative'])
+    assert.throws(
+      () => parseVolumeArg(bad),
+      (e) => e instanceof PgscaleError && e.exitCode === 2,
+      bad,
+    );
   assert.equal(tierForStorageClass('local-nvme'), 'hot');
   assert.equal(tierForStorageClass('hdd'), 'cold');
   assert.equal(tierForStorageClass('network-block'), 'warm');
@@ -107,13 +174,30 @@ test('parseVolumeArg and storage-class tiers: unknown tiers and relative paths a
 });
 
 function temp(name: string, tier: RelationTemperature['tier'], o: Partial<RelationTemperature> = {}): RelationTemperature {
-  return { relation: `public.${name}`, schema: 'public', name, parent: null, tablespace: '', currentTier: 'hot', totalBytes: 1.5e6, tier, perMinute: tier === 'hot' ? 100 : 0, reason: `${tier} because`, ...o };
+  return {
+    relation: `public.${name}`,
+    schema: 'public',
+    name,
+    parent: null,
+    tablespace: '',
+    currentTier: 'hot',
+    totalBytes: 1.5e6,
+    tier,
+    perMinute: tier === 'hot' ? 100 : 0,
+    reason: `${tier} because`,
+    ...o,
+  };
 }
 
 test('decidePlacement: cold relations move with their indexes, hot ones stay, limits and methods apply', () => {
   const stats = [
     row('hot_t'),
-    row('old', { indexes: [...row('old').indexes, { schema: 'public', name: 'old_excl', bytes: 1e5, tablespace: '', idx_scan: 0, idx_blks_read: 0, idx_blks_hit: 0, exclusion: true }] }),
+    row('old', {
+      indexes: [
+        ...row('old').indexes,
+        { schema: 'public', name: 'old_excl', bytes: 1e5, tablespace: '', idx_scan: 0, idx_blks_read: 0, idx_blks_hit: 0, exclusion: true },
+      ],
+    }),
     row('big', { heap_bytes: 5e9, total_bytes: 6e9 }),
     row('warmish'),
     row('mine', { tablespace: 'fast_ssd' }),
@@ -134,41 +218,102 @@ test('decidePlacement: cold relations move with their indexes, hot ones stay, li
   ];
   const opts = { dataDirTier: 'hot' as const, declaredTiers: ['cold' as const], serverVersionNum: 170000, blockingLimitBytes: 1024 ** 3, allowBlocking: false };
   const p = decidePlacement(temps, stats, opts);
-  assert.deepEqual(p.moves.map((m) => [m.name, m.from, m.to]), [['old', '', 'pgscale_cold'], ['back', 'pgscale_cold', ''], ['h_2023', '', 'pgscale_cold']]);
-  assert.deepEqual(p.moves[0]!.indexes.map((i) => [i.name, i.method]), [['old_pkey', 'reindex-concurrently'], ['old_excl', 'alter-index']]);
-  assert.deepEqual(p.refused.map((r) => r.relation), ['public.big']);
+  assert.deepEqual(
+    p.moves.map((m) => [m.name, m.from, m.to]),
+    [
+      ['old', '', 'pgscale_cold'],
+      ['back', 'pgscale_cold', ''],
+      ['h_2023', '', 'pgscale_cold'],
+    ],
+  );
+  assert.deepEqual(
+    p.moves[0]!.indexes.map((i) => [i.name, i.method]),
+    [
+      ['old_pkey', 'reindex-concurrently'],
+      ['old_excl', 'alter-index'],
+    ],
+  );
+  assert.deepEqual(
+    p.refused.map((r) => r.relation),
+    ['public.big'],
+  );
   assert.match(p.refused[0]!.why, /ACCESS EXCLUSIVE/);
-  assert.deepEqual(p.staying.map((s) => [s.relation, s.why.replace(/ \(.*/, '')]), [
-    ['public.hot_t', 'already on the hot tier'],
-    ['public.warmish', 'no volume for the warm tier'],
-    ['public.mine', 'in tablespace fast_ssd, which pgscale does not manage'],
-    ['public.h_2026', 'already on the hot tier'],
-  ]);
+  assert.deepEqual(
+    p.staying.map((s) => [s.relation, s.why.replace(/ \(.*/, '')]),
+    [
+      ['public.hot_t', 'already on the hot tier'],
+      ['public.warmish', 'no volume for the warm tier'],
+      ['public.mine', 'in tablespace fast_ssd, which pgscale does not manage'],
+      ['public.h_2026', 'already on the hot tier'],
+    ],
+  );
   assert.deepEqual(p.parents, [], 'the parent follows its hottest partition, which stays in the default');
   const allowed = decidePlacement(temps, stats, { ...opts, allowBlocking: true });
   assert.equal(allowed.moves.find((m) => m.name === 'big')?.blocking, true);
   const old = decidePlacement(temps, stats, { ...opts, serverVersionNum: 130000 });
-  assert.ok(old.moves.every((m) => m.indexes.every((i) => i.method === 'alter-index')), 'before 14 indexes move by rewrite');
+  assert.ok(
+    old.moves.every((m) => m.indexes.every((i) => i.method === 'alter-index')),
+    'before 14 indexes move by rewrite',
+  );
   const allCold = decidePlacement([temp('h_2023', 'cold', { parent: 'public.h' }), temp('h_2026', 'cold', { parent: 'public.h' })], stats, opts);
-  assert.deepEqual(allCold.parents.map((x) => [x.name, x.from, x.to]), [['h', '', 'pgscale_cold']]);
-  assert.deepEqual([...bytesByTarget(p.moves)], [['pgscale_cold', 3e6], ['', 1.5e6]]);
+  assert.deepEqual(
+    allCold.parents.map((x) => [x.name, x.from, x.to]),
+    [['h', '', 'pgscale_cold']],
+  );
+  assert.deepEqual(
+    [...bytesByTarget(p.moves)],
+    [
+      ['pgscale_cold', 3e6],
+      ['', 1.5e6],
+    ],
+  );
   assert.equal(Math.round(estimateMoveSeconds({ heapBytes: 100e6, indexes: [] }, 100e6, true)), 3, '1 s + 1.5 × the heap at the copy rate');
-  assert.equal(Math.round(estimateMoveSeconds({ heapBytes: 100e6, indexes: [{ schema: 's', name: 'i', bytes: 50e6, from: '', method: 'reindex-concurrently' }] }, 100e6, false)), 3);
+  assert.equal(
+    Math.round(
+      estimateMoveSeconds({ heapBytes: 100e6, indexes: [{ schema: 's', name: 'i', bytes: 50e6, from: '', method: 'reindex-concurrently' }] }, 100e6, false),
+    ),
+    3,
+  );
 });
 
 test('SQL text: identifiers are quoted, the move counts rows under its lock and lock_timeout bounds every wait', () => {
   assert.equal(quoteIdent('we"ird'), '"we""ird"');
   const text = tablespaceStatements.moveTable('public', 'Mixed Case', 'pgscale_cold', 1500, true).text;
-  assert.match(text, /^BEGIN ISOLATION LEVEL REPEATABLE READ;\nDO \$pgscale\$\nDECLARE before bigint; after bigint;\nBEGIN\n  PERFORM set_config\('lock_timeout', '1500ms', true\);/);
+  assert.match(
+    text,
+    /^BEGIN ISOLATION LEVEL REPEATABLE READ;\nDO \$pgscale\$\nDECLARE before bigint; after bigint;\nBEGIN\n  PERFORM set_config\('lock_timeout', '1500ms', true\);/,
+  );
   assert.match(text, /SELECT count\(\*\) INTO before FROM "public"\."Mixed Case";\n  LOCK TABLE "public"\."Mixed Case" IN ACCESS EXCLUSIVE MODE;/);
   assert.match(text, /END \$pgscale\$;\nCOMMIT$/);
   assert.match(text, /ALTER TABLE "public"\."Mixed Case" SET TABLESPACE "pgscale_cold";/);
   assert.match(text, /RAISE EXCEPTION 'row count changed/);
-  assert.equal(tablespaceStatements.moveTable('public', 't', 'pg_default', 200, false).text, `DO $pgscale$\nBEGIN\n  PERFORM set_config('lock_timeout', '200ms', true);\n  ALTER TABLE "public"."t" SET TABLESPACE "pg_default";\nEND $pgscale$`);
+  assert.equal(
+    tablespaceStatements.moveTable('public', 't', 'pg_default', 200, false).text,
+    `DO $pgscale$\nBEGIN\n  PERFORM set_config('lock_timeout', '200ms', true);\n  ALTER TABLE "public"."t" SET TABLESPACE "pg_default";\nEND $pgscale$`,
+  );
   assert.throws(() => tablespaceStatements.moveIndex('public', 'x$pgscale$y', 'ts', 100), /contains/);
 });
 
 test('playbooks take the tablespaces commands, volumes as one comma-separated flag', () => {
-  const pb = parsePlaybook(['version: 1', 'name: tiers', 'steps:', '  - tablespaces sample: { database: app }', '  - tablespaces place: { database: app, volume: "/mnt/nvme=hot,/mnt/hdd=cold" }'].join('\n'), 'tiers.yaml');
-  assert.deepEqual(stepArgv(pb.steps[1]!, { pgdata: '/pg' }, ['--yes']), ['tablespaces', 'place', '--pgdata', '/pg', '--database', 'app', '--volume', '/mnt/nvme=hot,/mnt/hdd=cold', '--yes']);
+  const pb = parsePlaybook(
+    [
+      'version: 1',
+      'name: tiers',
+      'steps:',
+      '  - tablespaces sample: { database: app }',
+      '  - tablespaces place: { database: app, volume: "/mnt/nvme=hot,/mnt/hdd=cold" }',
+    ].join('\n'),
+    'tiers.yaml',
+  );
+  assert.deepEqual(stepArgv(pb.steps[1]!, { pgdata: '/pg' }, ['--yes']), [
+    'tablespaces',
+    'place',
+    '--pgdata',
+    '/pg',
+    '--database',
+    'app',
+    '--volume',
+    '/mnt/nvme=hot,/mnt/hdd=cold',
+    '--yes',
+  ]);
 });

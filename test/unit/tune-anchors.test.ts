@@ -1,6 +1,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GiB, KNOWN_MAJORS, KiB, MiB, boolValue, enumValue, findSetting, loadCatalog, memoryValue, numberValue, validateValue } from '../../src/gucCatalog/index.js';
+import {
+  GiB,
+  KNOWN_MAJORS,
+  KiB,
+  MiB,
+  boolValue,
+  enumValue,
+  findSetting,
+  loadCatalog,
+  memoryValue,
+  numberValue,
+  validateValue,
+} from '../../src/gucCatalog/index.js';
 import { WORKLOAD_PROFILES, anchorsFor, pgtune, timescaledbTune } from '../../src/tune/index.js';
 import { HARDWARE } from './tune-fixtures.js';
 

@@ -67,7 +67,10 @@ test('later lines win: an included file over postgresql.conf, the last include_d
   assert.deepEqual(work.value, memoryValue(16 * MiB));
   assert.equal(work.origin, 'file');
   assert.equal(describeOrigin(work, dir), 'conf.d/20-work.conf:2');
-  assert.deepEqual(work.overrides.map((o) => `${o.file.slice(dir.length + 1)}:${o.line} ${o.text}`), ['postgresql.conf:3 4MB', 'conf.d/10-first.conf:1 8MB']);
+  assert.deepEqual(
+    work.overrides.map((o) => `${o.file.slice(dir.length + 1)}:${o.line} ${o.text}`),
+    ['postgresql.conf:3 4MB', 'conf.d/10-first.conf:1 8MB'],
+  );
   assert.deepEqual(c.settings.get('max_wal_size')!.value, memoryValue(2 * GiB));
   assert.deepEqual(c.settings.get('effective_cache_size')!.value, memoryValue(3 * GiB));
   assert.deepEqual(c.settings.get('maintenance_work_mem')!.value, memoryValue(256 * MiB), 'include_if_exists of a present file is read');
@@ -82,7 +85,10 @@ test('postgresql.auto.conf wins over every other file, even lines after include_
   assert.equal(describeOrigin(rpc, dir), 'postgresql.auto.conf:3 (ALTER SYSTEM)');
   const cpt = c.settings.get('checkpoint_timeout')!;
   assert.deepEqual(cpt.value, durationValue(20 * 60_000));
-  assert.deepEqual(cpt.overrides.map((o) => o.text), ['10min']);
+  assert.deepEqual(
+    cpt.overrides.map((o) => o.text),
+    ['10min'],
+  );
 });
 
 test('pg_settings: the command line beats the files, running values and pending restarts are kept, defaults come from the server', () => {
@@ -123,13 +129,16 @@ test('a syntax error is bad input naming the file and the line; a missing includ
   const tmp = mkdtempSync(join(tmpdir(), 'pgscale-tune-eff-'));
   try {
     writeFileSync(join(tmp, 'postgresql.conf'), "shared_buffers = 128MB\ninclude 'bad.conf'\n");
-    writeFileSync(join(tmp, 'bad.conf'), "work_mem = 4MB\nmax_wal_size = = 1GB\n");
+    writeFileSync(join(tmp, 'bad.conf'), 'work_mem = 4MB\nmax_wal_size = = 1GB\n');
     assert.throws(
       () => readEffectiveConfig({ configFile: join(tmp, 'postgresql.conf'), dataDir: tmp, catalog }),
       (e: unknown) => e instanceof PgscaleError && e.exitCode === 2 && e.message.includes(`${join(tmp, 'bad.conf')} line 2`),
     );
     writeFileSync(join(tmp, 'postgresql.conf'), "include 'gone.conf'\n");
-    assert.throws(() => readEffectiveConfig({ configFile: join(tmp, 'postgresql.conf'), dataDir: tmp, catalog }), /gone\.conf \(included from .*postgresql\.conf line 1\)/);
+    assert.throws(
+      () => readEffectiveConfig({ configFile: join(tmp, 'postgresql.conf'), dataDir: tmp, catalog }),
+      /gone\.conf \(included from .*postgresql\.conf line 1\)/,
+    );
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -140,7 +149,10 @@ test('diff grouping: per area, close enough is kept, auto.conf settings are chan
   const server = [row('max_wal_size', '2048', 'MB', 'command line', { context: 'sighup' })];
   const c = read(server);
   const areas = planChanges(set, c, catalog, 'include');
-  assert.deepEqual(areas.map((a) => a.area), ['memory', 'connections', 'parallelism', 'wal', 'io', 'autovacuum', 'profile']);
+  assert.deepEqual(
+    areas.map((a) => a.area),
+    ['memory', 'connections', 'parallelism', 'wal', 'io', 'autovacuum', 'profile'],
+  );
   const byName = new Map(areas.flatMap((a) => a.settings).map((s) => [s.name, s]));
   assert.equal(byName.get('random_page_cost')!.via, 'auto', 'random_page_cost lives in postgresql.auto.conf');
   assert.equal(byName.get('random_page_cost')!.status, 'change');
@@ -154,11 +166,20 @@ test('diff grouping: per area, close enough is kept, auto.conf settings are chan
   const notes = precedenceNotes(areas, 'include');
   assert.ok(notes.some((n) => n.startsWith('random_page_cost is set in') && n.includes('ALTER SYSTEM')));
   assert.ok(notes.some((n) => n.startsWith("max_wal_size is set on the server's command line")));
-  const walText = renderDiff(areas.filter((a) => a.area === 'wal'), dir);
+  const walText = renderDiff(
+    areas.filter((a) => a.area === 'wal'),
+    dir,
+  );
   const blockedLine = walText.split('\n').find((l) => l.startsWith(' max_wal_size = '))!;
   assert.match(blockedLine, /# server command line; cannot change it to \S+$/);
   assert.equal(blockedLine.match(/server command line/g)!.length, 1, 'said once');
-  assert.equal(planChanges(set, c, catalog, 'sql').flatMap((a) => a.changes).every((ch) => ch.via === 'auto'), true, '--target sql writes everything through ALTER SYSTEM');
+  assert.equal(
+    planChanges(set, c, catalog, 'sql')
+      .flatMap((a) => a.changes)
+      .every((ch) => ch.via === 'auto'),
+    true,
+    '--target sql writes everything through ALTER SYSTEM',
+  );
 });
 
 test('the close-enough rule: within 10 % stays, beyond changes', () => {
@@ -182,7 +203,10 @@ test('the unified diff: grouped by area, "-" the effective line with its origin,
   const text = renderDiff(areas, dir);
   const changes = allChanges(areas);
   const restart = changes.filter((c) => c.recommended.restart).length;
-  assert.match(text, new RegExp(`^${changes.length} settings to change in \\d areas: ${restart} needs? a server restart, ${changes.length - restart} a reload`));
+  assert.match(
+    text,
+    new RegExp(`^${changes.length} settings to change in \\d areas: ${restart} needs? a server restart, ${changes.length - restart} a reload`),
+  );
   assert.match(text, /^## memory: \d+ changes \(1 needs a restart, \d+ take effect on reload\)$/m);
   assert.match(text, /^--- effective\/memory$/m);
   assert.match(text, /^\+\+\+ pgscale\/memory$/m);
@@ -190,7 +214,11 @@ test('the unified diff: grouped by area, "-" the effective line with its origin,
   assert.match(text, /^\+shared_buffers = 4GB +# RESTART: 25 % of the 16GB of RAM/m);
   assert.match(text, /^-random_page_cost = 1\.5 +# postgresql\.auto\.conf:3 \(ALTER SYSTEM\)$/m);
   assert.match(text, /^\+random_page_cost = 1\.1 +# reload: flash reads randomly/m);
-  assert.match(text, /^ work_mem = 16MB +# conf\.d\/20-work\.conf:2; close enough to 17MB$/m, 'a close-enough value is a context line, with where it comes from');
+  assert.match(
+    text,
+    /^ work_mem = 16MB +# conf\.d\/20-work\.conf:2; close enough to 17MB$/m,
+    'a close-enough value is a context line, with where it comes from',
+  );
   assert.match(text, /^-max_wal_size = 2GB +# extra\.conf:1$/m);
   assert.match(text, /^ checkpoint_completion_target = 0\.9 +# default; close enough to 0\.9$/m, 'unchanged settings are context lines');
   for (const c of changes) assert.ok(text.includes(`+${c.name} = ${c.text}`), `${c.name} in the diff`);
@@ -217,39 +245,66 @@ test('edits: the include line becomes the last directive once, settings replaced
   const once = applyEdits(file, base, [{ kind: 'include-last', target, line }], () => Buffer.alloc(0))!;
   assert.equal(once.toString(), `shared_buffers = 128MB\nwork_mem = 4MB\n${line}\n`);
   assert.equal(applyEdits(file, once, [{ kind: 'include-last', target, line }], () => Buffer.alloc(0))!.toString(), once.toString(), 'idempotent');
-  const set = applyEdits(file, base, [
-    { kind: 'set', name: 'shared_buffers', value: '4GB', line: 1, comment: 'pgscale tune (was 128MB)' },
-    { kind: 'set', name: 'random_page_cost', value: '1.1', line: null, comment: 'pgscale tune' },
-  ], () => Buffer.alloc(0))!.toString();
+  const set = applyEdits(
+    file,
+    base,
+    [
+      { kind: 'set', name: 'shared_buffers', value: '4GB', line: 1, comment: 'pgscale tune (was 128MB)' },
+      { kind: 'set', name: 'random_page_cost', value: '1.1', line: null, comment: 'pgscale tune' },
+    ],
+    () => Buffer.alloc(0),
+  )!.toString();
   assert.equal(set.split('\n')[0], 'shared_buffers = 4GB\t\t# pgscale tune (was 128MB)');
   assert.match(set, /\nrandom_page_cost = 1\.1\t\t# pgscale tune\n$/);
   const auto = applyEdits('/d/postgresql.auto.conf', undefined, [{ kind: 'set-auto', name: 'work_mem', value: '64MB' }], () => Buffer.alloc(0))!.toString();
   assert.equal(auto, "# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\nwork_mem = '64MB'\n");
-  const again = applyEdits('/d/postgresql.auto.conf', Buffer.from(auto + "work_mem = '1MB'\n"), [{ kind: 'set-auto', name: 'work_mem', value: '8MB' }], () => Buffer.alloc(0))!.toString();
+  const again = applyEdits('/d/postgresql.auto.conf', Buffer.from(auto + "work_mem = '1MB'\n"), [{ kind: 'set-auto', name: 'work_mem', value: '8MB' }], () =>
+    Buffer.alloc(0),
+  )!.toString();
   assert.equal(again.match(/work_mem/g)!.length, 1, 'one entry per setting, as ALTER SYSTEM keeps it');
   assert.match(again, /work_mem = '8MB'/);
 });
 
 test('edits keep a non-UTF-8 file byte for byte and add only ASCII to it; restores are byte-identical', () => {
   const latin1 = Buffer.concat([Buffer.from('# R'), Buffer.from([0xe9]), Buffer.from('glage\nshared_buffers = 128MB\n')]);
-  const out = applyEdits('/x/postgresql.conf', latin1, [{ kind: 'set', name: 'work_mem', value: '8MB', line: null, comment: 'why — 2 × 3' }], () => Buffer.alloc(0))!;
+  const out = applyEdits('/x/postgresql.conf', latin1, [{ kind: 'set', name: 'work_mem', value: '8MB', line: null, comment: 'why — 2 × 3' }], () =>
+    Buffer.alloc(0),
+  )!;
   assert.deepEqual(out.subarray(0, latin1.length), latin1);
   assert.ok([...out.subarray(latin1.length)].every((b) => b < 0x80));
   const backup = Buffer.from([0, 1, 2, 0xff]);
-  assert.deepEqual(applyEdits('/x/f', Buffer.from('new'), [{ kind: 'restore', from: '/b', sha256: sha256(backup) }], () => backup), backup);
+  assert.deepEqual(
+    applyEdits('/x/f', Buffer.from('new'), [{ kind: 'restore', from: '/b', sha256: sha256(backup) }], () => backup),
+    backup,
+  );
   assert.throws(() => applyEdits('/x/f', undefined, [{ kind: 'restore', from: '/b', sha256: 'bad' }], () => backup), /does not match/);
-  assert.equal(applyEdits('/x/f', Buffer.from('x'), [{ kind: 'delete' }], () => backup), null);
+  assert.equal(
+    applyEdits('/x/f', Buffer.from('x'), [{ kind: 'delete' }], () => backup),
+    null,
+  );
 });
 
 test('flags: memory sizes with units, profiles and versions checked before anything is read', () => {
   assert.equal(parseMemoryFlag('64GB'), 64 * GiB);
   assert.equal(parseMemoryFlag('512mb'), 512 * MiB);
   assert.equal(parseMemoryFlag('1.5G'), 1.5 * GiB);
-  for (const bad of ['0', '0GB', '12XB', 'lots', '64', '-1GB', '100MB']) assert.throws(() => parseMemoryFlag(bad), (e: unknown) => e instanceof PgscaleError && e.exitCode === 2, bad);
+  for (const bad of ['0', '0GB', '12XB', 'lots', '64', '-1GB', '100MB'])
+    assert.throws(
+      () => parseMemoryFlag(bad),
+      (e: unknown) => e instanceof PgscaleError && e.exitCode === 2,
+      bad,
+    );
   assert.throws(() => checkTuneFlags({ profile: 'banking' }), /unknown --profile banking; known: oltp, web, dw, mixed, desktop, read-replica/);
   assert.throws(() => checkTuneFlags({ pgVersion: '12' }), /unknown --pg-version 12; known: 13–18/);
   assert.throws(() => checkTuneFlags({ pgVersion: 'latest' }), /unknown --pg-version latest/);
   assert.throws(() => checkTuneFlags({ storage: 'tape' }), /unknown --storage tape/);
-  assert.deepEqual(checkTuneFlags({ profile: 'dw', memory: '8GB', pgVersion: '16' }), { workload: 'dw', memoryBytes: 8 * GiB, cpus: undefined, storage: undefined, maxConnections: undefined, pgMajor: 16 });
+  assert.deepEqual(checkTuneFlags({ profile: 'dw', memory: '8GB', pgVersion: '16' }), {
+    workload: 'dw',
+    memoryBytes: 8 * GiB,
+    cpus: undefined,
+    storage: undefined,
+    maxConnections: undefined,
+    pgMajor: 16,
+  });
   assert.deepEqual(extensionWorkers("'timescaledb', pg_stat_statements,pg_cron"), { count: 9, libraries: ['timescaledb', 'pg_cron'] });
 });

@@ -18,9 +18,19 @@ import type { RandomReadMeasurement } from '../../src/tune/types.js';
 import { fixturesDir } from '../helpers/paths.js';
 import { HARDWARE } from './tune-fixtures.js';
 
-const valueOf = (set: RecommendationSet, name: string): GucValue | undefined => Object.values(set.areas).flat().find((r) => r.name === name)?.value;
-const reasonOf = (set: RecommendationSet, name: string): string => Object.values(set.areas).flat().find((r) => r.name === name)!.reason;
-const profile = (over: Partial<SystemProfile> & Pick<SystemProfile, 'pgMajor'>): SystemProfile => ({ ...HARDWARE['8GB/2 vCPU network SSD']!, workload: 'oltp', ...over });
+const valueOf = (set: RecommendationSet, name: string): GucValue | undefined =>
+  Object.values(set.areas)
+    .flat()
+    .find((r) => r.name === name)?.value;
+const reasonOf = (set: RecommendationSet, name: string): string =>
+  Object.values(set.areas)
+    .flat()
+    .find((r) => r.name === name)!.reason;
+const profile = (over: Partial<SystemProfile> & Pick<SystemProfile, 'pgMajor'>): SystemProfile => ({
+  ...HARDWARE['8GB/2 vCPU network SSD']!,
+  workload: 'oltp',
+  ...over,
+});
 const run = (p: SystemProfile) => recommend(p, loadCatalog(p.pgMajor));
 
 test('headroom scales with memory: 20 % on small hosts, 256MB up to 2.5GB, 10 % above', () => {
@@ -30,7 +40,7 @@ test('headroom scales with memory: 20 % on small hosts, 256MB up to 2.5GB, 10 % 
   assert.equal(memoryHeadroom(64 * GiB), Math.floor(6.4 * GiB));
 });
 
-test('work_mem: PostgreSQL\'s 4MB at least; a budget that cannot hold it says how many connections fit, with a pooler', () => {
+test("work_mem: PostgreSQL's 4MB at least; a budget that cannot hold it says how many connections fit, with a pooler", () => {
   const small = run(profile({ pgMajor: 17, memoryBytes: 512 * MiB, vcpus: 1, storage: 'ssd' }));
   assert.deepEqual(valueOf(small, 'work_mem'), memoryValue(4 * MiB));
   assert.equal(small.memoryBudget.fits, false);
@@ -74,18 +84,26 @@ test('the 1GB VACUUM limit is claimed, and applied, only before 17', () => {
   assert.match(reasonOf(big(17), 'autovacuum_work_mem'), /PostgreSQL 17 has no 1GB VACUUM limit/);
 });
 
-test('prefetch never below the version\'s default without a reason: 18\'s 16 on an HDD, maintenance consistent', () => {
+test("prefetch never below the version's default without a reason: 18's 16 on an HDD, maintenance consistent", () => {
   const hdd = (pgMajor: number) => run(profile({ pgMajor, storage: 'hdd' }));
   assert.deepEqual(valueOf(hdd(17), 'effective_io_concurrency'), numberValue(2));
   assert.equal(valueOf(hdd(17), 'maintenance_io_concurrency'), undefined, 'the default 10 stays');
   assert.deepEqual(valueOf(hdd(18), 'effective_io_concurrency'), numberValue(16));
   assert.match(reasonOf(hdd(18), 'effective_io_concurrency'), /PostgreSQL 18's default 16, not the 2/);
-  assert.equal(valueOf(hdd(18), 'maintenance_io_concurrency'), undefined, '18\'s default 16 stays, as deep as queries');
+  assert.equal(valueOf(hdd(18), 'maintenance_io_concurrency'), undefined, "18's default 16 stays, as deep as queries");
   const nvme = run(profile({ pgMajor: 18, storage: 'local-nvme' }));
   assert.deepEqual(valueOf(nvme, 'maintenance_io_concurrency'), valueOf(nvme, 'effective_io_concurrency'));
 });
 
-const probe = (serialIops: number, parallelIops: number, direct = true): RandomReadMeasurement => ({ path: '/d', serialIops, parallelIops, depth: 16, direct, fileBytes: 128 * MiB, seconds: 1.5 });
+const probe = (serialIops: number, parallelIops: number, direct = true): RandomReadMeasurement => ({
+  path: '/d',
+  serialIops,
+  parallelIops,
+  depth: 16,
+  direct,
+  fileBytes: 128 * MiB,
+  seconds: 1.5,
+});
 
 test('random reads measured: random_page_cost from latency, prefetch depth from scaling; page-cache figures ignored', () => {
   assert.equal(randomPageCostFromProbe(probe(10_000, 80_000))!.value, 1.1);
@@ -123,7 +141,7 @@ test('pg_test_fsync: its first section parsed; wal_sync_method only for a clear 
   assert.match(groupCommitFromFsync(2561, 'oltp')!.reason, /half of the 2,?561µs one WAL flush takes/);
   assert.equal(groupCommitFromFsync(80, 'oltp')!.delayUs, 0);
   assert.equal(groupCommitFromFsync(2561, 'dw'), undefined);
-  assert.equal(groupCommitFromFsync(1e9, 'web')!.delayUs, 100_000, 'commit_delay\'s maximum');
+  assert.equal(groupCommitFromFsync(1e9, 'web')!.delayUs, 100_000, "commit_delay's maximum");
 
   const set = run(profile({ pgMajor: 17, storageMeasured: { fsync: { path: '/w', seconds: 1, opsPerSecond: parseFsyncOutput(text) } } }));
   assert.deepEqual(valueOf(set, 'wal_sync_method'), enumValue('fdatasync'));
@@ -144,7 +162,16 @@ test('max_wal_size from the WAL rate: measured (higher of the sample and the ave
   assert.equal(rate.bytesPerSecond, 10 * MiB);
   assert.match(rate.source, /50MB in a 5s sample, 36GB in 10h since pg_stat_wal was reset/);
   assert.equal(walRateFrom({ bytes: 0, seconds: 5 }, undefined), undefined);
-  const fast = run(profile({ pgMajor: 17, memoryBytes: 256 * GiB, vcpus: 64, walWriteBytesPerSecond: rate.bytesPerSecond, walWriteRateSource: rate.source, walVolumeBytes: undefined }));
+  const fast = run(
+    profile({
+      pgMajor: 17,
+      memoryBytes: 256 * GiB,
+      vcpus: 64,
+      walWriteBytesPerSecond: rate.bytesPerSecond,
+      walWriteRateSource: rate.source,
+      walVolumeBytes: undefined,
+    }),
+  );
   // 10MB/s × 900s × 1.9 = 16.7GB
   const maxWal = valueOf(fast, 'max_wal_size') as { bytes: number };
   assert.ok(maxWal.bytes >= 16.7 * GiB && maxWal.bytes <= 18 * GiB, String(maxWal.bytes));
@@ -171,8 +198,15 @@ test('jit off for OLTP, web, mixed and desktop, on for analytics; lz4 TOAST wher
   assert.deepEqual(valueOf(run(profile({ pgMajor: 16 })), 'default_toast_compression'), enumValue('lz4'));
   const unbuilt = run(profile({ pgMajor: 16, buildFeatures: [] }));
   assert.equal(valueOf(unbuilt, 'default_toast_compression'), undefined);
-  assert.deepEqual(unbuilt.dropped.find((d) => d.name === 'default_toast_compression'), { area: 'profile', name: 'default_toast_compression', reason: '"lz4" needs a build with lz4' });
-  assert.equal(run(profile({ pgMajor: 13 })).dropped.find((d) => d.name === 'default_toast_compression'), undefined, 'not proposed before 14');
+  assert.deepEqual(
+    unbuilt.dropped.find((d) => d.name === 'default_toast_compression'),
+    { area: 'profile', name: 'default_toast_compression', reason: '"lz4" needs a build with lz4' },
+  );
+  assert.equal(
+    run(profile({ pgMajor: 13 })).dropped.find((d) => d.name === 'default_toast_compression'),
+    undefined,
+    'not proposed before 14',
+  );
 
   assert.equal(locksForPartitions(undefined), undefined);
   assert.equal(locksForPartitions(32), undefined, '64 locks hold 32 partitions and their indexes');

@@ -34,15 +34,21 @@ import {
 } from '../../src/tune/index.js';
 import { HARDWARE, type Hardware } from './tune-fixtures.js';
 
-const profileOf = (hw: Hardware, workload: SystemProfile['workload'], pgMajor: number): SystemProfile =>
-  Object.freeze({ ...hw, workload, pgMajor });
+const profileOf = (hw: Hardware, workload: SystemProfile['workload'], pgMajor: number): SystemProfile => Object.freeze({ ...hw, workload, pgMajor });
 
-const settingsOf = (set: RecommendationSet) => new Map(Object.values(set.areas).flat().map((r) => [r.name, r.value]));
+const settingsOf = (set: RecommendationSet) =>
+  new Map(
+    Object.values(set.areas)
+      .flat()
+      .map((r) => [r.name, r.value]),
+  );
 const valueOf = (set: RecommendationSet, name: string): GucValue | undefined => settingsOf(set).get(name);
 
 /** Every hardware fixture × workload × catalog version. */
 const everyCase = Object.entries(HARDWARE).flatMap(([hwName, hw]) =>
-  WORKLOAD_PROFILES.flatMap((workload) => KNOWN_MAJORS.map((major) => ({ label: `${hwName}, ${workload}, PostgreSQL ${major}`, profile: profileOf(hw, workload, major) }))),
+  WORKLOAD_PROFILES.flatMap((workload) =>
+    KNOWN_MAJORS.map((major) => ({ label: `${hwName}, ${workload}, PostgreSQL ${major}`, profile: profileOf(hw, workload, major) })),
+  ),
 );
 
 test('every fixture, workload and version: values the server accepts, restart from the catalog', () => {
@@ -102,7 +108,15 @@ test('every fixture, workload and version: a re-run on the tuned cluster propose
         .flat()
         .map((r) => {
           const def = findSetting(catalog, r.name)!;
-          return [r.name, parseSetting(def, String(toBaseUnits(def, r.value)).replace(/^true$/, 'on').replace(/^false$/, 'off'))] as const;
+          return [
+            r.name,
+            parseSetting(
+              def,
+              String(toBaseUnits(def, r.value))
+                .replace(/^true$/, 'on')
+                .replace(/^false$/, 'off'),
+            ),
+          ] as const;
         }),
     );
     assert.deepEqual(changesNeeded(set, shown), [], label);
@@ -116,7 +130,12 @@ test('changesNeeded: missing settings and values off by more than 10 %', () => {
   current.set('shared_buffers', memoryValue(15 * GiB));
   current.set('random_page_cost', numberValue(4));
   current.delete('jit');
-  assert.deepEqual(changesNeeded(set, current).map((r) => r.name).sort(), ['jit', 'random_page_cost']);
+  assert.deepEqual(
+    changesNeeded(set, current)
+      .map((r) => r.name)
+      .sort(),
+    ['jit', 'random_page_cost'],
+  );
 });
 
 test('64GB/16 vCPU NVMe: 25 % / 75 % memory, flash costs, lz4 WAL, io_uring on 18', () => {
@@ -157,7 +176,7 @@ test('a 4GB container on a 256GB host: memory follows the cgroup limit', () => {
   }
 });
 
-test('connections shrink to what memory carries; a user\'s count is kept and warned about', () => {
+test("connections shrink to what memory carries; a user's count is kept and warned about", () => {
   const tiny = recommend(profileOf(HARDWARE['1GB/1 vCPU tiny VM']!, 'oltp', 16), loadCatalog(16));
   assert.deepEqual(valueOf(tiny, 'max_connections'), numberValue(20));
   // 20 is the floor, not what fits: the reason says how many do
@@ -184,7 +203,7 @@ test('WAL: sized from the write rate, bounded by the WAL volume', () => {
   assert.deepEqual(valueOf(hdd, 'wal_compression'), enumValue('pglz'), 'no lz4 in the build, slow disk');
 
   const net = recommend(profileOf(HARDWARE['8GB/2 vCPU network SSD']!, 'dw', 16), loadCatalog(16));
-  assert.deepEqual(valueOf(net, 'max_wal_size'), memoryValue(10 * GiB), 'half the 20GB WAL volume, not dw\'s 16GB');
+  assert.deepEqual(valueOf(net, 'max_wal_size'), memoryValue(10 * GiB), "half the 20GB WAL volume, not dw's 16GB");
   assert.match(net.areas.wal.find((r) => r.name === 'max_wal_size')!.reason, /half the 20GB WAL volume/);
 
   const squeezed = recommend({ ...profileOf(HARDWARE['16GB/4 vCPU HDD']!, 'oltp', 17), walVolumeBytes: 8 * GiB }, loadCatalog(17));
@@ -197,10 +216,17 @@ test('version-appropriate values: wal_compression type and io settings by versio
   assert.deepEqual(valueOf(net(13), 'wal_compression'), { kind: 'bool', value: true });
   assert.deepEqual(valueOf(net(15), 'wal_compression'), enumValue('lz4'));
   for (const major of [13, 14, 15, 16]) {
-    assert.deepEqual(net(major).dropped.map((d) => d.name), ['io_combine_limit', 'io_max_combine_limit', 'io_method', 'io_workers'], `${major}`);
+    assert.deepEqual(
+      net(major).dropped.map((d) => d.name),
+      ['io_combine_limit', 'io_max_combine_limit', 'io_method', 'io_workers'],
+      `${major}`,
+    );
   }
   assert.deepEqual(valueOf(net(17), 'io_combine_limit'), memoryValue(256 * 1024));
-  assert.deepEqual(net(17).dropped.map((d) => d.name), ['io_max_combine_limit', 'io_method', 'io_workers']);
+  assert.deepEqual(
+    net(17).dropped.map((d) => d.name),
+    ['io_max_combine_limit', 'io_method', 'io_workers'],
+  );
   assert.deepEqual(net(18).dropped, []);
   assert.deepEqual(valueOf(net(18), 'io_method'), enumValue('worker'), 'no liburing in this build');
   assert.equal(net(17).areas.autovacuum.find((r) => r.name === 'autovacuum_max_workers')!.restart, true);
@@ -219,9 +245,15 @@ test('read-replica: hot standby feedback, bounded replay delay, parallel reads',
 test('checkProposal: unknown settings and unbuilt values dropped, out-of-range values clamped', () => {
   const catalog = loadCatalog(16);
   const profile = profileOf(HARDWARE['1GB/1 vCPU tiny VM']!, 'web', 16);
-  assert.deepEqual(checkProposal({ name: 'io_method', value: enumValue('worker'), reason: 'x' }, catalog, profile), { dropped: 'not a setting of PostgreSQL 16' });
-  assert.deepEqual(checkProposal({ name: 'wal_compression', value: enumValue('lz4'), reason: 'x' }, catalog, profile), { dropped: '"lz4" needs a build with lz4' });
-  assert.deepEqual(checkProposal({ name: 'server_version_num', value: numberValue(1), reason: 'x' }, catalog, profile), { dropped: 'read-only in PostgreSQL 16' });
+  assert.deepEqual(checkProposal({ name: 'io_method', value: enumValue('worker'), reason: 'x' }, catalog, profile), {
+    dropped: 'not a setting of PostgreSQL 16',
+  });
+  assert.deepEqual(checkProposal({ name: 'wal_compression', value: enumValue('lz4'), reason: 'x' }, catalog, profile), {
+    dropped: '"lz4" needs a build with lz4',
+  });
+  assert.deepEqual(checkProposal({ name: 'server_version_num', value: numberValue(1), reason: 'x' }, catalog, profile), {
+    dropped: 'read-only in PostgreSQL 16',
+  });
   const clamped = checkProposal({ name: 'effective_io_concurrency', value: numberValue(5000), reason: 'deep queues' }, catalog, profile);
   assert.deepEqual(clamped, {
     kept: { name: 'effective_io_concurrency', value: numberValue(1000), reason: "deep queues (5000 clamped to PostgreSQL 16's maximum 1000)", restart: false },
@@ -259,9 +291,28 @@ test('memoryBudget: the sum of its parts against memory less headroom', () => {
     maintenance: 512 * MiB,
     autovacuum: 768 * MiB,
   });
-  assert.equal(b.totalBytes, Object.values(b.components).reduce((a, c) => a + c));
+  assert.equal(
+    b.totalBytes,
+    Object.values(b.components).reduce((a, c) => a + c),
+  );
   assert.equal(b.fits, true);
-  assert.equal(memoryBudget({ ...b.components, effectiveMemoryBytes: 1 * GiB, sharedBuffersBytes: 1 * GiB, walBuffersBytes: 0, maxConnections: 1, maxParallelWorkers: 0, workMemBytes: 0, hashMemMultiplier: 1, nodesPerQuery: 1, maintenanceWorkMemBytes: 0, autovacuumMaxWorkers: 0, autovacuumWorkMemBytes: 0 }).fits, false);
+  assert.equal(
+    memoryBudget({
+      ...b.components,
+      effectiveMemoryBytes: 1 * GiB,
+      sharedBuffersBytes: 1 * GiB,
+      walBuffersBytes: 0,
+      maxConnections: 1,
+      maxParallelWorkers: 0,
+      workMemBytes: 0,
+      hashMemMultiplier: 1,
+      nodesPerQuery: 1,
+      maintenanceWorkMemBytes: 0,
+      autovacuumMaxWorkers: 0,
+      autovacuumWorkMemBytes: 0,
+    }).fits,
+    false,
+  );
 });
 
 test('profile checks and CLI words', () => {
@@ -275,7 +326,10 @@ test('profile checks and CLI words', () => {
   assert.equal(storageClassFromFlag('network-ssd'), 'network-block');
   assert.equal(storageClassFromFlag('ssd'), 'ssd');
   assert.equal(storageClassFromFlag('hdd'), 'hdd');
-  assert.throws(() => storageClassFromFlag('toString'), (e: unknown) => badInput(e) && /known: nvme, network-ssd, ssd, hdd/.test((e as Error).message));
+  assert.throws(
+    () => storageClassFromFlag('toString'),
+    (e: unknown) => badInput(e) && /known: nvme, network-ssd, ssd, hdd/.test((e as Error).message),
+  );
   assert.equal(workloadFromFlag('read-replica'), 'read-replica');
   assert.throws(() => workloadFromFlag('batch'), badInput);
 });

@@ -31,8 +31,18 @@ test('conf and include: the config parser reads back exactly the recommended val
         const def = findSetting(catalog, line.name)!;
         assert.deepEqual(parseSetting(def, line.value), recs.find((r) => r.name === line.name)!.value, `${format} ${line.name} = ${line.value}`);
       }
-      const restartLines = text.split('\n').filter((l) => l.endsWith('# needs restart')).map((l) => l.split(' ')[0]);
-      assert.deepEqual(restartLines.sort(), recs.filter((r) => r.restart).map((r) => r.name).sort(), `${format}: restart marks`);
+      const restartLines = text
+        .split('\n')
+        .filter((l) => l.endsWith('# needs restart'))
+        .map((l) => l.split(' ')[0]);
+      assert.deepEqual(
+        restartLines.sort(),
+        recs
+          .filter((r) => r.restart)
+          .map((r) => r.name)
+          .sort(),
+        `${format}: restart marks`,
+      );
       for (const r of recs) assert.ok(text.includes(`# ${r.reason}\n${r.name} = `), `${format}: reason above ${r.name}`);
     }
   }
@@ -47,7 +57,13 @@ test('conf: a complete file with the profile in its header and what the version 
   assert.match(text, /^# Worst-case memory: [\d.]+GB of [\d.]+GB/m);
   assert.match(text, /^# io_method \(io\): not a setting of PostgreSQL 16$/m);
   assert.match(text, /^# kernel: sysctl vm\.nr_hugepages=\d+ /m);
-  assert.match(render(sets.find((s) => s.pgMajor === 18)!, 'conf'), /^# \(nothing\)$/m);
+  assert.match(
+    render(
+      sets.find((s) => s.pgMajor === 18)!,
+      'conf',
+    ),
+    /^# \(nothing\)$/m,
+  );
 });
 
 test('sql: one ALTER SYSTEM per recommendation, quoted, then a reload', () => {
@@ -98,5 +114,8 @@ test('include: the header names the include line pgscale tune adds; measured fig
     },
     loadCatalog(17),
   );
-  assert.match(render(measured, 'conf'), /storage +network-block \(measured: random 8kB reads 4,?000\/s one at a time, 30,?000\/s 16 at once; WAL flushes fdatasync 390\/s \(pg_test_fsync\)\)/);
+  assert.match(
+    render(measured, 'conf'),
+    /storage +network-block \(measured: random 8kB reads 4,?000\/s one at a time, 30,?000\/s 16 at once; WAL flushes fdatasync 390\/s \(pg_test_fsync\)\)/,
+  );
 });

@@ -1,13 +1,34 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { blockedHba, blockMarker, carriedIdentity, catalogDifferences, planChecks, withoutBlock, withoutSettings, type PlanFacts } from '../../src/upgrade/rules.js';
+import {
+  blockedHba,
+  blockMarker,
+  carriedIdentity,
+  catalogDifferences,
+  planChecks,
+  withoutBlock,
+  withoutSettings,
+  type PlanFacts,
+} from '../../src/upgrade/rules.js';
 import type { ServerIdentity } from '../../src/server/postgres.js';
 
 const old: ServerIdentity = {
   bindir: '/usr/lib/postgresql/16/bin',
   dataDir: '/srv/pg16',
   configFile: '/etc/pg/16/postgresql.conf',
-  options: ['-p', '5433', '-k', '/run/pg', '-c', 'listen_addresses=', '-c', 'config_file=/etc/pg/16/postgresql.conf', '--hba-file=/etc/pg/16/pg_hba.conf', '-c', 'work_mem=8MB'],
+  options: [
+    '-p',
+    '5433',
+    '-k',
+    '/run/pg',
+    '-c',
+    'listen_addresses=',
+    '-c',
+    'config_file=/etc/pg/16/postgresql.conf',
+    '--hba-file=/etc/pg/16/pg_hba.conf',
+    '-c',
+    'work_mem=8MB',
+  ],
   port: 5433,
   socketDirs: ['/run/pg'],
   listenAddresses: '',
@@ -16,7 +37,7 @@ const old: ServerIdentity = {
   origins: { port: 'command line', sockets: 'command line', listen: 'command line' },
 };
 
-test('the new server keeps the old one\'s options but none naming the old cluster\'s files', () => {
+test("the new server keeps the old one's options but none naming the old cluster's files", () => {
   const n = carriedIdentity(old, { bindir: '/usr/lib/postgresql/17/bin', dataDir: '/srv/pg17', log: '/srv/pg17.log' });
   assert.deepEqual(n.options, ['-p', '5433', '-k', '/run/pg', '-c', 'listen_addresses=', '-c', 'work_mem=8MB']);
   assert.equal(n.configFile, null);
@@ -25,7 +46,10 @@ test('the new server keeps the old one\'s options but none naming the old cluste
   assert.equal(n.dataDir, '/srv/pg17');
   assert.deepEqual(n.origins, old.origins);
   // a port that came from the service's PGPORT is made explicit: pgscale's environment has no PGPORT
-  const env = carriedIdentity({ ...old, options: [], port: 6000, origins: { ...old.origins, port: 'environment (PGPORT)' } }, { bindir: '/b', dataDir: '/d', log: '/l' });
+  const env = carriedIdentity(
+    { ...old, options: [], port: 6000, origins: { ...old.origins, port: 'environment (PGPORT)' } },
+    { bindir: '/b', dataDir: '/d', log: '/l' },
+  );
   assert.deepEqual(env.options, ['-p', '6000']);
   assert.deepEqual(withoutSettings(['-cconfig_file=/x', '--data-directory=/y', '-c', 'fsync=on'], ['config_file', 'data_directory']), ['-c', 'fsync=on']);
 });
@@ -60,7 +84,10 @@ const facts = (over: Partial<PlanFacts> = {}): PlanFacts => ({
   regColumns: [],
   ...over,
 });
-const failed = (f: PlanFacts) => planChecks(f).filter((c) => !c.passed).map((c) => `${c.name}: ${c.detail}`);
+const failed = (f: PlanFacts) =>
+  planChecks(f)
+    .filter((c) => !c.passed)
+    .map((c) => `${c.name}: ${c.detail}`);
 
 test('plan checks: a sound setup passes every rule', () => {
   assert.deepEqual(failed(facts()), []);
@@ -68,13 +95,19 @@ test('plan checks: a sound setup passes every rule', () => {
 });
 
 test('plan checks: binaries of another major than PG_VERSION, or than the target', () => {
-  assert.match(failed(facts({ oldBinaryMajor: 17 })).join('\n'), /old binaries version: the old bindir holds PostgreSQL 17, but \/srv\/pg16\/PG_VERSION says 16/);
+  assert.match(
+    failed(facts({ oldBinaryMajor: 17 })).join('\n'),
+    /old binaries version: the old bindir holds PostgreSQL 17, but \/srv\/pg16\/PG_VERSION says 16/,
+  );
   assert.match(failed(facts({ oldBinaryMajor: undefined })).join('\n'), /old binaries version: .*gave no version/);
   assert.match(failed(facts({ newBinaryMajor: 18 })).join('\n'), /new binaries version: the new bindir holds PostgreSQL 18, not 17/);
 });
 
 test('plan checks: data and WAL directories that contain one another', () => {
-  assert.match(failed(facts({ newDataDir: '/srv/pg16/pg17' })).join('\n'), /separate directories: the new data directory \/srv\/pg16\/pg17 is inside the old one/);
+  assert.match(
+    failed(facts({ newDataDir: '/srv/pg16/pg17' })).join('\n'),
+    /separate directories: the new data directory \/srv\/pg16\/pg17 is inside the old one/,
+  );
   assert.match(failed(facts({ newDataDir: '/srv' })).join('\n'), /the old data directory \/srv\/pg16 is inside the new one \/srv/);
   assert.match(failed(facts({ waldir: '/srv/pg17/wal' })).join('\n'), /the WAL directory \/srv\/pg17\/wal and the new data directory/);
   assert.match(failed(facts({ tablespaces: ['/ts'], newDataDir: '/ts/pg17' })).join('\n'), /inside the tablespace \/ts/);
@@ -82,19 +115,29 @@ test('plan checks: data and WAL directories that contain one another', () => {
 });
 
 test('plan checks: a parent the owner cannot write, unless pgscale creates it', () => {
-  assert.match(failed(facts({ newParent: { path: '/srv', ownerCanWrite: false, willBeCreatedByPgscale: false } })).join('\n'), /new data directory writable: postgres \(the cluster owner, who runs initdb\) cannot create entries in \/srv/);
+  assert.match(
+    failed(facts({ newParent: { path: '/srv', ownerCanWrite: false, willBeCreatedByPgscale: false } })).join('\n'),
+    /new data directory writable: postgres \(the cluster owner, who runs initdb\) cannot create entries in \/srv/,
+  );
   assert.deepEqual(failed(facts({ newParent: { path: '/', ownerCanWrite: false, willBeCreatedByPgscale: true } })), []);
 });
 
 test('plan checks: what pg_upgrade --check refuses — databases refusing connections, reg* columns', () => {
-  assert.match(failed(facts({ refusingConnections: ['archive'] })).join('\n'), /databases allow connections: archive has datallowconn = false, which pg_upgrade refuses: ALTER DATABASE/);
+  assert.match(
+    failed(facts({ refusingConnections: ['archive'] })).join('\n'),
+    /databases allow connections: archive has datallowconn = false, which pg_upgrade refuses: ALTER DATABASE/,
+  );
   assert.match(failed(facts({ regColumns: ['app: public.t.f (regproc)'] })).join('\n'), /reg\* columns: app: public.t.f \(regproc\)/);
 });
 
 test('catalog facts: equal snapshots match; a changed fork size, a missing relation or database is named', () => {
   const before = { app: { 'public.t': 'r 16400 8192 24576 8192 0', 'public.t_pkey': 'i 16403 16384 0 0 0' } };
   assert.deepEqual(catalogDifferences(before, structuredClone(before)), []);
-  assert.deepEqual(catalogDifferences(before, { app: { 'public.t': 'r 16400 16384 24576 8192 0', 'public.t_pkey': 'i 16403 16384 0 0 0' } }), ['app.public.t: r 16400 8192 24576 8192 0 before, r 16400 16384 24576 8192 0 after (kind relfilenode main fsm vm init)']);
-  assert.deepEqual(catalogDifferences(before, { app: { 'public.t': 'r 16400 8192 24576 8192 0' } }), ['app.public.t_pkey: i 16403 16384 0 0 0 before, missing after (kind relfilenode main fsm vm init)']);
+  assert.deepEqual(catalogDifferences(before, { app: { 'public.t': 'r 16400 16384 24576 8192 0', 'public.t_pkey': 'i 16403 16384 0 0 0' } }), [
+    'app.public.t: r 16400 8192 24576 8192 0 before, r 16400 16384 24576 8192 0 after (kind relfilenode main fsm vm init)',
+  ]);
+  assert.deepEqual(catalogDifferences(before, { app: { 'public.t': 'r 16400 8192 24576 8192 0' } }), [
+    'app.public.t_pkey: i 16403 16384 0 0 0 before, missing after (kind relfilenode main fsm vm init)',
+  ]);
   assert.deepEqual(catalogDifferences(before, {}), ['database app is missing']);
 });

@@ -1,8 +1,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  chooseMethod, confValue, judgeOldStandby, judgeUnknownStandbys, newVersionPath, parseConninfo, parseReplicaFlag, parseStandbyLayout, rebuildCommand, rsyncBlockers, standbyAutoConf,
-  type OldStandbyFacts, type StandbyLayout,
+  chooseMethod,
+  confValue,
+  judgeOldStandby,
+  judgeUnknownStandbys,
+  newVersionPath,
+  parseConninfo,
+  parseReplicaFlag,
+  parseStandbyLayout,
+  rebuildCommand,
+  rsyncBlockers,
+  standbyAutoConf,
+  type OldStandbyFacts,
+  type StandbyLayout,
 } from '../../src/upgrade/standbyRules.js';
 import { conninfoForServer } from '../../src/replica/rules.js';
 
@@ -15,11 +26,27 @@ test('conninfo: quoted values with escapes; settings read as postgresql.conf wri
   const lines = autoConf.split('\n');
   assert.equal(confValue(lines, 'primary_slot_name'), 'pgscale_db2_data');
   assert.equal(confValue([...lines, "primary_slot_name = 'other'"], 'primary_slot_name'), 'other');
-  assert.equal(parseConninfo(confValue(lines, 'primary_conninfo')!).passfile, '/srv/it\'s/data.pgpass');
+  assert.equal(parseConninfo(confValue(lines, 'primary_conninfo')!).passfile, "/srv/it's/data.pgpass");
 });
 
 test("a standby's layout from the gathering script's lines", () => {
-  const l = parseStandbyLayout(['pid=4242', 'port=5433', 'socket=/run/pg', 'listen=10.0.0.2', 'exe=/usr/lib/postgresql/16/bin/postgres', 'standby=1', 'version=16', 'waldir=/wal/16', 'tablespace=16385 /ts/warm', ...autoConf.split('\n').filter((x) => x.startsWith('primary')).map((x) => `conf=${x}`)].join('\n'));
+  const l = parseStandbyLayout(
+    [
+      'pid=4242',
+      'port=5433',
+      'socket=/run/pg',
+      'listen=10.0.0.2',
+      'exe=/usr/lib/postgresql/16/bin/postgres',
+      'standby=1',
+      'version=16',
+      'waldir=/wal/16',
+      'tablespace=16385 /ts/warm',
+      ...autoConf
+        .split('\n')
+        .filter((x) => x.startsWith('primary'))
+        .map((x) => `conf=${x}`),
+    ].join('\n'),
+  );
   assert.equal(l.pid, 4242);
   assert.equal(l.port, 5433);
   assert.equal(l.bindir, '/usr/lib/postgresql/16/bin');
@@ -41,11 +68,31 @@ test('new-version paths: the version segment swapped, else -N appended', () => {
 });
 
 const layout = (over: Partial<StandbyLayout> = {}): StandbyLayout => ({
-  pid: 1, port: 5432, socketDir: '/run/pg', listen: '', standbySignal: true, pgVersion: '16', bindir: '/usr/lib/postgresql/16/bin', waldir: null, tablespaces: [], slot: 's1',
-  conninfo: { user: 'rep', host: '10.0.0.1', passfile: '/d.pgpass' }, ...over,
+  pid: 1,
+  port: 5432,
+  socketDir: '/run/pg',
+  listen: '',
+  standbySignal: true,
+  pgVersion: '16',
+  bindir: '/usr/lib/postgresql/16/bin',
+  waldir: null,
+  tablespaces: [],
+  slot: 's1',
+  conninfo: { user: 'rep', host: '10.0.0.1', passfile: '/d.pgpass' },
+  ...over,
 });
-const facts = (over: Partial<OldStandbyFacts> = {}): OldStandbyFacts => ({ name: 'db2:/d', sshError: null, layout: layout(), oldMajor: 16, streaming: { state: 'streaming', lagBytes: 100 }, ...over });
-const failures = (f: OldStandbyFacts) => judgeOldStandby(f, 1024).filter((c) => !c.passed && c.severity === 'error').map((c) => `${c.name}: ${c.detail}`);
+const facts = (over: Partial<OldStandbyFacts> = {}): OldStandbyFacts => ({
+  name: 'db2:/d',
+  sshError: null,
+  layout: layout(),
+  oldMajor: 16,
+  streaming: { state: 'streaming', lagBytes: 100 },
+  ...over,
+});
+const failures = (f: OldStandbyFacts) =>
+  judgeOldStandby(f, 1024)
+    .filter((c) => !c.passed && c.severity === 'error')
+    .map((c) => `${c.name}: ${c.detail}`);
 
 test('old standby checks: streaming and caught up passes; lagging, unreachable, stopped, slotless or unknown refuse', () => {
   assert.deepEqual(failures(facts()), []);
@@ -68,7 +115,13 @@ test('standbys the primary serves that nobody named refuse, unless left; unused 
     { slot: 'cdc', slotType: 'logical', applicationName: null, clientAddress: null, active: true },
   ];
   const r = judgeUnknownStandbys(entries, new Set(['s1']), 'rebuild');
-  assert.deepEqual(r.map((c) => [c.name, c.severity, c.passed]), [['unknown standby', 'error', false], ['unused slot', 'warning', false]]);
+  assert.deepEqual(
+    r.map((c) => [c.name, c.severity, c.passed]),
+    [
+      ['unknown standby', 'error', false],
+      ['unused slot', 'warning', false],
+    ],
+  );
   assert.match(r[0]!.detail, /hand-made from 10\.0\.0\.3 is not one pgscale knows: name it with --replica HOST:PGDATA/);
   assert.ok(judgeUnknownStandbys(entries, new Set(['s1']), 'leave').every((c) => c.severity === 'warning'));
 });
@@ -85,22 +138,44 @@ test('method: as asked; rsync in link mode when every standby passes; else rebui
 test('rsync blockers: link mode, rsync on both ends, WAL inside, tablespaces placed', () => {
   const ok = { linkMode: true, rsyncHere: true, rsyncThere: true, externalWal: null, tablespaceProblem: null };
   assert.deepEqual(rsyncBlockers(ok), []);
-  assert.deepEqual(rsyncBlockers({ ...ok, linkMode: false, rsyncThere: false }), ['the primary is not upgraded in link mode', 'rsync is not installed on the standby host']);
+  assert.deepEqual(rsyncBlockers({ ...ok, linkMode: false, rsyncThere: false }), [
+    'the primary is not upgraded in link mode',
+    'rsync is not installed on the standby host',
+  ]);
   assert.match(rsyncBlockers({ ...ok, externalWal: '/wal/16' })[0]!, /WAL outside the data directory \(\/wal\/16\)/);
 });
 
 test("the standby settings written for rsync: the old conninfo's connection words, the new passfile, the slot", () => {
-  const conf = standbyAutoConf({ user: 'rep', host: '10.0.0.1', port: '5432', sslmode: 'prefer', sslnegotiation: 'postgres', passfile: '/old.pgpass' }, "/srv/it's 17.pgpass", 's1');
+  const conf = standbyAutoConf(
+    { user: 'rep', host: '10.0.0.1', port: '5432', sslmode: 'prefer', sslnegotiation: 'postgres', passfile: '/old.pgpass' },
+    "/srv/it's 17.pgpass",
+    's1',
+  );
   assert.equal(conf, "primary_conninfo = 'user=rep host=10.0.0.1 port=5432 sslmode=prefer passfile=''/srv/it\\\\''s 17.pgpass'''\nprimary_slot_name = 's1'\n");
   assert.equal(parseConninfo(confValue(conf.split('\n'), 'primary_conninfo')!).passfile, "/srv/it's 17.pgpass", 'read back as the server reads it');
 });
 
 test('the exact command that rebuilds a failed standby; --replica parsing', () => {
   const cmd = rebuildCommand({
-    primaryDataDir: '/srv/17/main', destination: 'postgres@db2', sshConfig: null, replicaDir: '/srv/17/replica', replicaWaldir: '/wal/17', tablespaces: [{ location: '/ts/warm', target: '/ts/warm-17' }],
-    replicaBindir: '/usr/lib/postgresql/17/bin', replicaOwner: 'postgres', replicaPort: 5432, replicaSocketDir: '/run/postgresql', slot: 'pgscale_db2_replica', role: 'replicator', primaryAddress: '10.0.0.1', replicaAddress: '10.0.0.2',
+    primaryDataDir: '/srv/17/main',
+    destination: 'postgres@db2',
+    sshConfig: null,
+    replicaDir: '/srv/17/replica',
+    replicaWaldir: '/wal/17',
+    tablespaces: [{ location: '/ts/warm', target: '/ts/warm-17' }],
+    replicaBindir: '/usr/lib/postgresql/17/bin',
+    replicaOwner: 'postgres',
+    replicaPort: 5432,
+    replicaSocketDir: '/run/postgresql',
+    slot: 'pgscale_db2_replica',
+    role: 'replicator',
+    primaryAddress: '10.0.0.1',
+    replicaAddress: '10.0.0.2',
   });
-  assert.equal(cmd, 'pgscale replica add --pgdata /srv/17/main --host postgres@db2 --replica-pgdata /srv/17/replica --replica-waldir /wal/17 --tablespace-mapping /ts/warm=/ts/warm-17 --replica-bindir /usr/lib/postgresql/17/bin --replica-owner postgres --replica-port 5432 --replica-socket-dir /run/postgresql --slot pgscale_db2_replica --replication-user replicator --primary-address 10.0.0.1 --replica-address 10.0.0.2 --replication-passfile FILE');
+  assert.equal(
+    cmd,
+    'pgscale replica add --pgdata /srv/17/main --host postgres@db2 --replica-pgdata /srv/17/replica --replica-waldir /wal/17 --tablespace-mapping /ts/warm=/ts/warm-17 --replica-bindir /usr/lib/postgresql/17/bin --replica-owner postgres --replica-port 5432 --replica-socket-dir /run/postgresql --slot pgscale_db2_replica --replication-user replicator --primary-address 10.0.0.1 --replica-address 10.0.0.2 --replication-passfile FILE',
+  );
   assert.deepEqual(parseReplicaFlag('postgres@db2:/srv/16/main/'), { destination: 'postgres@db2', dataDir: '/srv/16/main' });
   assert.deepEqual(parseReplicaFlag('local:/srv/replica'), { destination: 'local', dataDir: '/srv/replica' });
   assert.equal(parseReplicaFlag('db2:relative'), undefined);

@@ -49,9 +49,21 @@ export function recommendAutovacuum(p: SystemProfile, _catalog: GucCatalog): Are
   if (scale) {
     const replica = p.workload === 'read-replica' ? ' (takes effect after promotion: a standby does not vacuum)' : '';
     proposals.push(
-      { name: 'autovacuum_vacuum_scale_factor', value: numberValue(scale.vacuum), reason: `vacuum once ${formatNumber(scale.vacuum * 100)} % of a table is dead: big tables do not wait for 20 %${replica}` },
-      { name: 'autovacuum_analyze_scale_factor', value: numberValue(scale.analyze), reason: `fresh statistics after ${formatNumber(scale.analyze * 100)} % of a table changed${replica}` },
-      { name: 'autovacuum_vacuum_insert_scale_factor', value: numberValue(scale.insert), reason: `append-mostly tables get frozen and their visibility map set after ${formatNumber(scale.insert * 100)} % new rows${replica}` },
+      {
+        name: 'autovacuum_vacuum_scale_factor',
+        value: numberValue(scale.vacuum),
+        reason: `vacuum once ${formatNumber(scale.vacuum * 100)} % of a table is dead: big tables do not wait for 20 %${replica}`,
+      },
+      {
+        name: 'autovacuum_analyze_scale_factor',
+        value: numberValue(scale.analyze),
+        reason: `fresh statistics after ${formatNumber(scale.analyze * 100)} % of a table changed${replica}`,
+      },
+      {
+        name: 'autovacuum_vacuum_insert_scale_factor',
+        value: numberValue(scale.insert),
+        reason: `append-mostly tables get frozen and their visibility map set after ${formatNumber(scale.insert * 100)} % new rows${replica}`,
+      },
     );
   }
   return onlyProposals(proposals);

@@ -16,14 +16,20 @@ interface StorageIo {
 const STORAGE_IO: Record<StorageClass, StorageIo> = {
   'local-nvme': {
     randomPageCost: { value: 1.1, reason: 'NVMe flash reads randomly almost as fast as sequentially; 1.1 keeps a slight preference for sequential scans' },
-    ioConcurrency: { value: 200, reason: 'NVMe queues are deep; prefetching beyond ~200 requests gains nothing measurable (1000 only lengthens the prefetch distance)' },
+    ioConcurrency: {
+      value: 200,
+      reason: 'NVMe queues are deep; prefetching beyond ~200 requests gains nothing measurable (1000 only lengthens the prefetch distance)',
+    },
   },
   ssd: {
     randomPageCost: { value: 1.1, reason: 'flash reads randomly almost as fast as sequentially' },
     ioConcurrency: { value: 200, reason: 'flash serves many requests at once; 200 keeps device and RAID queues full' },
   },
   'network-block': {
-    randomPageCost: { value: 1.5, reason: 'every random 8kB read pays a network round trip and an IOPS credit, while sequential reads travel in large requests' },
+    randomPageCost: {
+      value: 1.5,
+      reason: 'every random 8kB read pays a network round trip and an IOPS credit, while sequential reads travel in large requests',
+    },
     ioConcurrency: { value: 300, reason: 'network block storage has ~0.5–2 ms latency: only deep queues reach its provisioned throughput' },
   },
   'virtual-disk': {
@@ -49,7 +55,13 @@ const LARGE_IO_BYTES = 256 * KiB;
 function ioMethod(p: SystemProfile): Proposal[] {
   const local = p.storage === 'local-nvme' || p.storage === 'ssd';
   if (p.buildFeatures.includes('liburing') && local && !p.memoryIsCgroupLimit) {
-    return [{ name: 'io_method', value: enumValue('io_uring'), reason: 'io_uring (built in) submits I/O with less overhead than worker processes on fast local storage' }];
+    return [
+      {
+        name: 'io_method',
+        value: enumValue('io_uring'),
+        reason: 'io_uring (built in) submits I/O with less overhead than worker processes on fast local storage',
+      },
+    ];
   }
   const why = !p.buildFeatures.includes('liburing')
     ? 'io_uring is not in this build as far as pgscale could ask it (pg_config --configure, postgres -C)'
@@ -60,7 +72,11 @@ function ioMethod(p: SystemProfile): Proposal[] {
   const workers = Math.min(32, Math.max(3, Math.ceil(p.vcpus / perWorkerCpus)));
   return [
     { name: 'io_method', value: enumValue('worker'), reason: `the default: ${why}` },
-    { name: 'io_workers', value: numberValue(workers), reason: `one I/O worker per ${perWorkerCpus} vCPUs, at least the default 3${perWorkerCpus === 2 ? ': high-latency storage needs more requests in flight' : ''}` },
+    {
+      name: 'io_workers',
+      value: numberValue(workers),
+      reason: `one I/O worker per ${perWorkerCpus} vCPUs, at least the default 3${perWorkerCpus === 2 ? ': high-latency storage needs more requests in flight' : ''}`,
+    },
   ];
 }
 
@@ -73,7 +89,10 @@ const numericDefault = (catalog: GucCatalog, name: string): number | undefined =
 function notBelowDefault(catalog: GucCatalog, name: string, wanted: Decided<number>): Decided<number> {
   const d = numericDefault(catalog, name);
   if (d === undefined || wanted.value >= d) return wanted;
-  return { value: d, reason: `PostgreSQL ${catalog.major}'s default ${d}, not the ${wanted.value} this storage alone would suggest: the server's read streams are built for it (${wanted.reason})` };
+  return {
+    value: d,
+    reason: `PostgreSQL ${catalog.major}'s default ${d}, not the ${wanted.value} this storage alone would suggest: the server's read streams are built for it (${wanted.reason})`,
+  };
 }
 
 export function recommendIo(p: SystemProfile, catalog: GucCatalog): AreaResult {
@@ -89,7 +108,11 @@ export function recommendIo(p: SystemProfile, catalog: GucCatalog): AreaResult {
     // VACUUM, CREATE INDEX and recovery prefetch read the same storage: never shallower than queries, never below the default
     const maintenanceDefault = numericDefault(catalog, 'maintenance_io_concurrency') ?? 10;
     if (eic.value > maintenanceDefault) {
-      proposals.push({ name: 'maintenance_io_concurrency', value: numberValue(eic.value), reason: `as effective_io_concurrency: maintenance and recovery prefetch read the same storage as queries` });
+      proposals.push({
+        name: 'maintenance_io_concurrency',
+        value: numberValue(eic.value),
+        reason: `as effective_io_concurrency: maintenance and recovery prefetch read the same storage as queries`,
+      });
     }
   }
   if (largeIoStorage.has(p.storage)) {

@@ -26,7 +26,10 @@ export function randomPageCostFromProbe(m: RandomReadMeasurement): Decided<numbe
   if (!m.direct) return undefined;
   const latencyUs = 1e6 / m.serialIops;
   const step = RANDOM_PAGE_COST_BY_LATENCY.find((s) => latencyUs <= s.upToUs)!;
-  return { value: step.cost, reason: `measured ${us(m.serialIops)} per random 8kB read on the data volume (${perSecond(m.serialIops)} one at a time): ${step.what}` };
+  return {
+    value: step.cost,
+    reason: `measured ${us(m.serialIops)} per random 8kB read on the data volume (${perSecond(m.serialIops)} one at a time): ${step.what}`,
+  };
 }
 
 /** How much more a device serves with many reads in flight than with one: what prefetching can use. */
@@ -48,9 +51,17 @@ const SYNC_METHOD_MARGIN = 1.25;
 export function walSyncMethodFromFsync(m: FsyncMeasurement): Decided<WalSyncMethod> | undefined {
   const base = m.opsPerSecond[LINUX_DEFAULT_SYNC];
   if (base === undefined) return undefined;
-  const figures = WAL_SYNC_CANDIDATES.filter((c) => m.opsPerSecond[c] !== undefined).map((c) => `${c} ${perSecond(m.opsPerSecond[c]!)}`).join(', ');
-  const best = WAL_SYNC_CANDIDATES.filter((c) => c !== LINUX_DEFAULT_SYNC && (m.opsPerSecond[c] ?? 0) >= base * SYNC_METHOD_MARGIN).sort((a, b) => m.opsPerSecond[b]! - m.opsPerSecond[a]!)[0];
-  if (best) return { value: best, reason: `pg_test_fsync on the WAL volume: ${figures} (8kB write + flush): ${best} is at least ${formatNumber(SYNC_METHOD_MARGIN)}× faster` };
+  const figures = WAL_SYNC_CANDIDATES.filter((c) => m.opsPerSecond[c] !== undefined)
+    .map((c) => `${c} ${perSecond(m.opsPerSecond[c]!)}`)
+    .join(', ');
+  const best = WAL_SYNC_CANDIDATES.filter((c) => c !== LINUX_DEFAULT_SYNC && (m.opsPerSecond[c] ?? 0) >= base * SYNC_METHOD_MARGIN).sort(
+    (a, b) => m.opsPerSecond[b]! - m.opsPerSecond[a]!,
+  )[0];
+  if (best)
+    return {
+      value: best,
+      reason: `pg_test_fsync on the WAL volume: ${figures} (8kB write + flush): ${best} is at least ${formatNumber(SYNC_METHOD_MARGIN)}× faster`,
+    };
   return { value: LINUX_DEFAULT_SYNC, reason: `pg_test_fsync on the WAL volume: ${figures} (8kB write + flush): the Linux default is as fast as any` };
 }
 
@@ -75,7 +86,12 @@ const commitHeavy: ReadonlySet<WorkloadProfile> = new Set(['oltp', 'web', 'mixed
 export function groupCommitFromFsync(flushUs: number, workload: WorkloadProfile): { delayUs: number; siblings: number; reason: string } | undefined {
   if (!commitHeavy.has(workload)) return undefined;
   const flush = `${formatNumber(Math.round(flushUs))}µs`;
-  if (flushUs < GROUP_COMMIT_FROM_US) return { delayUs: 0, siblings: 5, reason: `a WAL flush takes ${flush} (pg_test_fsync): too fast for waiting on other commits to pay (the default)` };
+  if (flushUs < GROUP_COMMIT_FROM_US)
+    return { delayUs: 0, siblings: 5, reason: `a WAL flush takes ${flush} (pg_test_fsync): too fast for waiting on other commits to pay (the default)` };
   const delayUs = Math.min(COMMIT_DELAY_MAX_US, Math.round(flushUs / 2));
-  return { delayUs, siblings: 5, reason: `half of the ${flush} one WAL flush takes (pg_test_fsync): concurrent commits share a flush instead of queueing for the disk` };
+  return {
+    delayUs,
+    siblings: 5,
+    reason: `half of the ${flush} one WAL flush takes (pg_test_fsync): concurrent commits share a flush instead of queueing for the disk`,
+  };
 }

@@ -11,8 +11,7 @@ const DEFAULT_HUGE_PAGE_BYTES = 2 * MiB;
 const HUGE_PAGES_FROM_BYTES = 2 * GiB;
 
 /** The whole shared memory segment: buffers, their descriptors and mapping (~3 %), WAL buffers, locks and the rest. */
-const estimateSharedMemoryBytes = (sharedBuffersBytes: number, walBuffersBytes: number): number =>
-  sharedBuffersBytes * 1.03 + walBuffersBytes + 64 * MiB;
+const estimateSharedMemoryBytes = (sharedBuffersBytes: number, walBuffersBytes: number): number => sharedBuffersBytes * 1.03 + walBuffersBytes + 64 * MiB;
 
 function workMemReason(p: SystemProfile, s: Sizing): string {
   const worstCase = `${s.connections.value} connections + ${s.parallel.maxParallelWorkers} parallel workers × ${s.nodesPerQuery} sort/hash nodes × hash_mem_multiplier ${s.hashMemMultiplier}`;
@@ -60,7 +59,9 @@ export function recommendMemory(p: SystemProfile, catalog: GucCatalog): AreaResu
       value: memoryValue(s.autovacuumWorkMemBytes),
       reason:
         `each of the ${s.autovacuumMaxWorkers} autovacuum workers may hold it at once: together at most 1/8 of memory` +
-        (p.pgMajor < VACUUM_UNCAPPED_FROM ? `, and VACUUM uses no more than 1GB before PostgreSQL ${VACUUM_UNCAPPED_FROM}` : `, at most maintenance_work_mem (PostgreSQL ${p.pgMajor} has no 1GB VACUUM limit)`),
+        (p.pgMajor < VACUUM_UNCAPPED_FROM
+          ? `, and VACUUM uses no more than 1GB before PostgreSQL ${VACUUM_UNCAPPED_FROM}`
+          : `, at most maintenance_work_mem (PostgreSQL ${p.pgMajor} has no 1GB VACUUM limit)`),
     },
   ];
   const advisories: KernelAdvisory[] = [];

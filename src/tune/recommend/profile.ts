@@ -54,7 +54,8 @@ export function recommendProfile(p: SystemProfile, _catalog: GucCatalog): AreaRe
     proposals.push({
       name: 'default_toast_compression',
       value: enumValue('lz4'),
-      reason: 'large values compress and decompress several times faster than with pglz at a similar ratio (only values stored from now on; pg_dump/restore keeps each column\'s method)',
+      reason:
+        "large values compress and decompress several times faster than with pglz at a similar ratio (only values stored from now on; pg_dump/restore keeps each column's method)",
     });
   }
   if (p.workload === 'dw') {

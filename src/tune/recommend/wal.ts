@@ -34,7 +34,9 @@ function walCompression(p: SystemProfile, catalog: GucCatalog): Proposal | undef
   const slow = slowWalStorage.has(p.storage);
   if (def.type === 'bool') {
     // 13 and 14 only have pglz
-    return slow ? { name: def.name, value: boolValue(true), reason: 'full-page images compressed with pglz: less WAL to write on slow storage, for some CPU' } : undefined;
+    return slow
+      ? { name: def.name, value: boolValue(true), reason: 'full-page images compressed with pglz: less WAL to write on slow storage, for some CPU' }
+      : undefined;
   }
   const fast = (['lz4', 'zstd'] as const).find((algo) => def.enumValues?.includes(algo) && p.buildFeatures.includes(algo));
   if (fast) {
@@ -61,7 +63,9 @@ function maxWalSize(p: SystemProfile, timeoutMs: number): { bytes: number; reaso
     const cap = roundDownSize(p.walVolumeBytes * WAL_VOLUME_SHARE);
     if (bytes > cap) {
       if (p.walWriteBytesPerSecond !== undefined) {
-        warnings.push(`the ${formatMemory(p.walVolumeBytes)} WAL volume is too small for the write rate: checkpoints will be forced by WAL volume more often than every ${formatDuration(timeoutMs)}`);
+        warnings.push(
+          `the ${formatMemory(p.walVolumeBytes)} WAL volume is too small for the write rate: checkpoints will be forced by WAL volume more often than every ${formatDuration(timeoutMs)}`,
+        );
       }
       bytes = cap;
       reason += `; cut to half the ${formatMemory(p.walVolumeBytes)} WAL volume, which also holds WAL kept for slots and archiving`;
@@ -82,7 +86,11 @@ function fromFsync(p: SystemProfile): Proposal[] {
   if (group) {
     out.push({ name: 'commit_delay', value: numberValue(group.delayUs), reason: group.reason });
     if (group.delayUs > 0) {
-      out.push({ name: 'commit_siblings', value: numberValue(group.siblings), reason: `the default: commits wait only when ${group.siblings} other transactions are active, so a lone committer never does` });
+      out.push({
+        name: 'commit_siblings',
+        value: numberValue(group.siblings),
+        reason: `the default: commits wait only when ${group.siblings} other transactions are active, so a lone committer never does`,
+      });
     }
   }
   return out;
@@ -103,7 +111,11 @@ export function recommendWal(p: SystemProfile, catalog: GucCatalog): AreaResult 
           : 'shared_buffers/32, at most one 16MB WAL segment (what -1 would pick)',
     },
     { name: 'max_wal_size', value: memoryValue(maxWal.bytes), reason: maxWal.reason },
-    { name: 'min_wal_size', value: memoryValue(minWalBytes), reason: 'a quarter of max_wal_size stays preallocated so bursts reuse segments instead of creating them' },
+    {
+      name: 'min_wal_size',
+      value: memoryValue(minWalBytes),
+      reason: 'a quarter of max_wal_size stays preallocated so bursts reuse segments instead of creating them',
+    },
     {
       name: 'checkpoint_timeout',
       value: durationValue(timeoutMs),
@@ -112,7 +124,11 @@ export function recommendWal(p: SystemProfile, catalog: GucCatalog): AreaResult 
           ? 'fewer checkpoints write fewer full-page images; crash recovery may take a few minutes longer'
           : 'the default: a desktop favours quick crash recovery',
     },
-    { name: 'checkpoint_completion_target', value: numberValue(COMPLETION_TARGET), reason: 'spread checkpoint writes over 90 % of the interval (the default from 14 on)' },
+    {
+      name: 'checkpoint_completion_target',
+      value: numberValue(COMPLETION_TARGET),
+      reason: 'spread checkpoint writes over 90 % of the interval (the default from 14 on)',
+    },
   ];
   const compression = walCompression(p, catalog);
   if (compression) proposals.push(compression);
