@@ -10,6 +10,11 @@ import '../src/operations.js';
 import { decideUpgrade, type UpgradeChoices } from '../src/upgrade/decide.js';
 import { upgradeReport, type UpgradeReport } from '../src/upgrade/report.js';
 import { askUpgradeChoices } from '../src/upgrade/wizard.js';
+import { badInput } from '../src/errors.js';
+import { closeRemoteRunners, validateDestination } from '../src/remote/ssh.js';
+import { decideStandbys } from '../src/upgrade/standbys.js';
+import { parseReplicaFlag } from '../src/upgrade/standbyRules.js';
+import { resolve } from 'node:path';
 
 export default class Upgrade extends OperationCommand<typeof Upgrade> {
   static override summary = 'Major upgrade with pg_upgrade, checked, journaled and reversible until the new cluster starts.';
@@ -40,10 +45,36 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
       min: 0,
     }),
     'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
+    replicas: Flags.option({
+      options: ['rsync', 'rebuild', 'leave'] as const,
+      summary:
+        'What happens to the physical standbys: rsync (link mode, before the new primary starts), rebuild (pg_basebackup from the new primary), leave (default: rsync when every standby passes its checks, else rebuild).',
+    })(),
+    replica: Flags.string({
+      summary:
+        'A standby to upgrade with the primary, HOST:PGDATA (HOST an ssh destination or local; repeatable). Standbys pgscale created are found on their own.',
+      multiple: true,
+    }),
+    'ssh-config': Flags.string({ summary: "ssh -F FILE for the standbys' hosts." }),
+    'max-lag': Flags.integer({ summary: 'A standby lagging more than this (bytes of replay) refuses the run before downtime.', default: 16 * 1024 * 1024 }),
   };
 
   async run(): Promise<OperationResult & { report?: UpgradeReport }> {
+    try {
+      return await this.upgrade();
+    } finally {
+      await closeRemoteRunners();
+    }
+  }
+
+  private async upgrade(): Promise<OperationResult & { report?: UpgradeReport }> {
     const f = this.flags;
+    const named = (f.replica ?? []).map((v) => {
+      const r = parseReplicaFlag(v);
+      if (!r) throw badInput(`--replica ${v}: expected HOST:/absolute/pgdata`, 'HOST is an ssh destination (user@db2, an alias) or local');
+      if (r.destination !== 'local') validateDestination(r.destination);
+      return r;
+    });
     let choices: UpgradeChoices = {
       pgdata: f.pgdata,
       dsn: f.dsn,
@@ -73,6 +104,11 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
     if (choices.noBackup && !this.jsonEnabled())
       this.logToStderr('warning: --no-backup: past the point of no return only your own backup can restore the old data');
     const params = await decideUpgrade(choices, { runner: this.runner, audit: this.audit, hostRoot: this.hostRoot });
+    params.replicas = await decideStandbys(
+      { method: f.replicas, named, sshConfig: f['ssh-config'] ? resolve(f['ssh-config']) : null, maxLagBytes: f['max-lag'], stateDir: this.stateDir },
+      params,
+      { runner: this.runner, audit: this.audit },
+    );
     // the default backup location lives in the state directory, which a run creates anyway (a dry run creates nothing)
     if (params.backup && !choices.backupTo && !f['dry-run']) mkdirSync(dirname(params.backup.dest), { recursive: true, mode: 0o700 });
     const plan = await this.planOperation('upgrade', params);

@@ -470,6 +470,13 @@ do $pgscale$ begin execute format('drop role if exists %I', current_setting('pgs
   probeRead: (token: string) => rows<{ token: string }>('read replica probe', 'select token from pgscale_replica_probe where token = $1', [token]),
   probeTableDrop: () => command('drop replica probe table', 'drop table if exists pgscale_replica_probe'),
   inRecovery: () => rows<{ in_recovery: boolean }>('in recovery', 'select pg_is_in_recovery() as in_recovery'),
+  /** A standby's replay position against a primary's LSN (the shutdown checkpoint it must have received). */
+  replayedUpTo: (lsn: string) =>
+    rows<{ replayed: string | null; reached: boolean | null }>(
+      'replayed up to',
+      'select pg_last_wal_replay_lsn()::text as replayed, pg_last_wal_replay_lsn() >= $1::pg_lsn as reached',
+      [lsn],
+    ),
 };
 
 // ---------------------------------------------------------------- tablespaces (pgscale tablespaces)

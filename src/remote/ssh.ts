@@ -174,6 +174,11 @@ export class SshRunner implements Runner {
     return { ...s, result: s.result.then((r) => (this.record(inv, r), r)) };
   }
 
+  /** The ssh command line for a program that opens its own connection (rsync -e): this runner's options, each word quoted by shellQuote. */
+  transportCommand(): string {
+    return ['ssh', ...sshOptions(this.host, this.controlDir)].map(shellQuote).join(' ');
+  }
+
   runPipeline(_p: Pipeline): Promise<RunResult> {
     return Promise.reject(new Error('pipelines run on this host only'));
   }

@@ -391,3 +391,58 @@ export function parseBasebackupProgress(chunk: string): { doneBytes: number; tot
   const m = all[all.length - 1];
   return m ? { doneBytes: Number(m[1]) * 1024, totalBytes: Number(m[2]) * 1024 } : undefined;
 }
+
+/** libpq connection options and the major that introduced them: an older server's walreceiver refuses them. */
+const conninfoOptionSince: Record<string, number> = {
+  require_auth: 16,
+  sslcertmode: 16,
+  load_balance_hosts: 16,
+  gssdelegation: 16,
+  sslnegotiation: 17,
+  sslkeylogfile: 18,
+  min_protocol_version: 18,
+  max_protocol_version: 18,
+  oauth_issuer: 18,
+  oauth_client_id: 18,
+  oauth_client_secret: 18,
+  oauth_scope: 18,
+};
+
+/** A conninfo string split into its `key=value` words, each kept as written (quotes and escapes intact). */
+function conninfoWords(s: string): string[] {
+  const words: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (let i = 0; i < s.length; i++) {
+    const ch = s[i]!;
+    if (ch === '\\' && i + 1 < s.length) {
+      cur += ch + s[++i];
+      continue;
+    }
+    if (ch === "'") quoted = !quoted;
+    if (ch === ' ' && !quoted) {
+      if (cur) words.push(cur);
+      cur = '';
+    } else cur += ch;
+  }
+  if (cur) words.push(cur);
+  return words;
+}
+
+/**
+ * postgresql.auto.conf with primary_conninfo stripped of options the standby's server does not
+ * know: `pg_basebackup -R` of a newer libpq (Debian's wrapper picks the newest) writes every option
+ * it has, and a 16 walreceiver refuses sslnegotiation (17) with "invalid connection option".
+ */
+export function conninfoForServer(autoConf: string, serverMajor: number): string {
+  return autoConf
+    .split('\n')
+    .map((line) => {
+      const m = /^(\s*primary_conninfo\s*=\s*)'((?:[^'\\]|''|\\.)*)'(.*)$/.exec(line);
+      if (!m) return line;
+      const words = conninfoWords(m[2]!.replace(/''|\\(.)/g, (q, c: string | undefined) => (q === "''" ? "'" : c!)));
+      const kept = words.filter((w) => (conninfoOptionSince[w.slice(0, w.indexOf('='))] ?? 0) <= serverMajor);
+      return kept.length === words.length ? line : `${m[1]}'${kept.join(' ').replace(/['\\]/g, (c) => c + c)}'${m[3]}`;
+    })
+    .join('\n');
+}

@@ -27,6 +27,7 @@ import { describeFailure, type Invocation, type OsUser, type Runner } from '../r
 import { PostgresServer, type ServerIdentity } from '../server/postgres.js';
 import { PsqlDb, statements } from '../sql.js';
 import {
+  conninfoForServer,
   hbaAllows,
   hbaMarker,
   hbaRule,
@@ -540,6 +541,11 @@ const basebackupStep = defineStep<ReplicaParams>({
     run.stdout.resume();
     const res = await run.result;
     if (res.exitCode !== 0) throw new PgscaleError(`pg_basebackup on ${p.host.destination}: ${describeFailure(inv, res)}`, ExitCode.FailedAfterChange);
+    // a newer pg_basebackup may write connection options this server's walreceiver refuses
+    const autoConf = join(p.replicaDir, 'postgresql.auto.conf');
+    const text = await onHost(ctx, p, asOwner(p, 'cat', ['--', autoConf]), 'reading postgresql.auto.conf');
+    const fitted = conninfoForServer(text, p.primaryMajor);
+    if (fitted !== text) await onHost(ctx, p, asOwner(p, 'sh', ['-c', writeFileScript, 'sh', autoConf], { input: fitted }), 'writing postgresql.auto.conf');
   },
   async verify(ctx, p) {
     // backup_manifest is written last: its presence means the copy completed

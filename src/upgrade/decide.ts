@@ -205,6 +205,7 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
     maxTransactionSeconds: c.maxTransactionSeconds,
     sampleTables: 20,
     force: c.force,
+    replicas: null, // decided by decideStandbys (src/upgrade/standbys.ts) when the caller handles standbys
     workDir: join(dirname(newDataDir), `.${basename(newDataDir)}.pgscale-upgrade`),
     backup: backupDest
       ? {

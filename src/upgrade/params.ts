@@ -3,6 +3,7 @@ import type { BackupParams } from '../backup/steps.js';
 import type { ClusterAccess } from '../cluster/access.js';
 import type { JsonObject } from '../pipeline/step.js';
 import type { ServerIdentity } from '../server/postgres.js';
+import type { UpgradeReplicas } from './standbys.js';
 
 export type UpgradeMode = 'link' | 'clone' | 'copy' | 'copy-file-range';
 
@@ -55,4 +56,6 @@ export interface UpgradeParams extends JsonObject {
   /** pg_upgrade's working directory (update_extensions.sql is written there). */
   workDir: string;
   backup: BackupParams | null;
+  /** The physical standbys and what happens to them (null: none to handle). */
+  replicas: UpgradeReplicas | null;
 }

@@ -34,6 +34,8 @@ import { statements } from '../sql.js';
 import { backupOperation } from '../backup/steps.js';
 import { migrateConfig } from './configMigration.js';
 import type { UpgradeParams } from './params.js';
+import { rebuildStandbysStep, standbysCheckStep } from './standbys.js';
+import { rsyncStepsAfter } from './standbysRsync.js';
 import { blockedHba, catalogDifferences, listeningOrigin, planChecks, withoutBlock, type CatalogFacts } from './rules.js';
 
 const owner = (p: UpgradeParams) => osUserOf({ ...p.access, runAs: p.old.owner })!;
@@ -268,7 +270,9 @@ export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise
         (await db.query(statements.settings(['wal_level', 'max_slot_wal_keep_size', 'shared_preload_libraries']))).map((s) => [s.name, s.setting]),
       );
       const standbys = await db.query(statements.standbys());
-      if (standbys.length) {
+      if (standbys.length && p.replicas && p.replicas.method !== 'leave')
+        out.push(check.info('physical standbys', `${standbys.length} streaming: handled by the standbys checks below (--replicas ${p.replicas.method})`));
+      else if (standbys.length) {
         out.push(
           check.warn(
             'physical standbys',
@@ -1061,7 +1065,13 @@ export const upgradeOperation = defineOperation<UpgradeParams>({
     `Upgrade ${p.old.dataDir} from PostgreSQL ${p.old.major} to ${p.new.major} into ${p.new.dataDir} (--${p.mode}, ${p.jobs} jobs${p.new.waldir ? `, WAL on ${p.new.waldir}` : ''}${p.backup ? `, backup to ${p.backup.dest} first` : ', NO backup'})`,
   steps: (p) => [
     ...(p.backup ? backupOperation.steps(p.backup).map((s): StepData => ({ ...s, id: `backup-${s.id}` })) : []),
-    ...upgradeSteps.map((s, i): StepData => ({ id: stepIds[i]!, kind: s.kind, params: p })),
+    ...upgradeSteps.flatMap((s, i): StepData[] => [
+      // the standbys are checked again right before the stop, and rebuilt once the new primary accepts writes
+      ...(p.replicas && stepIds[i] === 'stop-old' ? [{ id: 'standbys', kind: standbysCheckStep.kind, params: p }] : []),
+      { id: stepIds[i]!, kind: s.kind, params: p },
+      ...(p.replicas?.method === 'rebuild' && stepIds[i] === 'open' ? [{ id: 'standbys-rebuild', kind: rebuildStandbysStep.kind, params: p }] : []),
+      ...(p.replicas?.method === 'rsync' ? rsyncStepsAfter(stepIds[i]!).map((s) => ({ id: s.id, kind: s.kind, params: p })) : []),
+    ]),
   ],
   async fingerprint(ctx, p) {
     const identity = await withDb(ctx, p.access, async (db) => ({

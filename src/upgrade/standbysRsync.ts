@@ -1,0 +1,345 @@
+/**
+ * The rsync method (link mode), in the order of the pg_upgrade documentation ("Upgrade streaming
+ * replication and log-shipping standby servers"):
+ *   after the primary's clean stop — each standby is stopped once it has replayed the primary's
+ *     shutdown checkpoint, and its `Latest checkpoint location` must equal the primary's (a
+ *     mismatch stops the run before pg_upgrade: the old primary and standbys are restartable);
+ *   after pg_upgrade --link, before the new primary starts — from this host, per standby,
+ *     `rsync --archive --delete --hard-links --size-only --no-inc-recursive OLD NEW host:PARENT`
+ *     for the data directory and each tablespace's version directories; standby.signal,
+ *     primary_conninfo (passfile) and primary_slot_name written into the new data directory;
+ *   once the new primary accepts writes — its physical slot created, the standby started and
+ *     verified (streaming, a row written on the primary read there) through the replica steps.
+ * The standby's data directory name may differ from the primary's: the transfer goes through a
+ * staging directory beside it holding a link under the primary's name (rsync --keep-dirlinks).
+ */
+import { readdirSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { ExitCode, PgscaleError } from '../errors.js';
+import { userByName } from '../osUser.js';
+import { defineStep, stepDefinition, type JsonObject, type StepContext } from '../pipeline/step.js';
+import { isLocal, remoteAccount, runnerFor, SshRunner } from '../remote/ssh.js';
+import { replicaPassfile } from '../replica/steps.js';
+import { describeFailure, type Invocation, type OsUser } from '../runner.js';
+import { PostgresServer } from '../server/postgres.js';
+import { PsqlDb, statements } from '../sql.js';
+import type { UpgradeParams } from './params.js';
+import { standbyAutoConf } from './standbyRules.js';
+import { commandFor, oldStandby, readRecord, writeRecord, type StandbyPlan, type StandbyRecord } from './standbys.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const owned = (s: StandbyPlan): OsUser => (isLocal(s.host) ? userByName(s.replica!.replicaOwner)! : remoteAccount(s.replica!.replicaOwner));
+const rsyncable = (p: UpgradeParams) => (p.replicas?.standbys ?? []).filter((s) => s.replica);
+
+async function onHost(ctx: StepContext, s: StandbyPlan, inv: Invocation, what: string): Promise<string> {
+  const res = await runnerFor(s.host, ctx).run({ cwd: '/', ...inv });
+  if (res.exitCode !== 0) throw new Error(`${what} on ${s.host.destination}: ${describeFailure(inv, res)}`);
+  return res.stdout;
+}
+
+/** Waits until the standby has replayed up to the primary's shutdown checkpoint, stops it and compares both pg_controldata. */
+async function stopAtCheckpoint(ctx: StepContext, p: UpgradeParams, s: StandbyPlan, checkpoint: string): Promise<void> {
+  const r = s.replica!;
+  const old = oldStandby(ctx, s);
+  if (await old.isRunning()) {
+    const db = new PsqlDb(
+      runnerFor(s.host, ctx),
+      join(s.layout?.bindir ?? p.old.bindir, 'psql'),
+      { host: r.replicaSocketDir, port: r.replicaPort, user: r.replicaOwner, database: 'postgres' },
+      owned(s),
+      ctx.audit,
+    );
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const [row] = await db.query(statements.replayedUpTo(checkpoint)).catch(() => [undefined]);
+      if (row?.reached) break;
+      if (Date.now() > deadline)
+        throw new PgscaleError(
+          `standby ${s.name} has not replayed the primary's shutdown checkpoint ${checkpoint} (at ${row?.replayed ?? 'unknown'})`,
+          ExitCode.FailedAfterChange,
+          '`pgscale rollback` starts the old primary and its standbys again',
+        );
+      await sleep(200);
+    }
+    await old.stop({ timeoutSeconds: 120 });
+  }
+  const mine = (await old.controlData())?.latestCheckpoint;
+  if (mine !== checkpoint)
+    throw new PgscaleError(
+      `standby ${s.name}: Latest checkpoint location ${mine ?? 'unreadable'}, the primary's ${checkpoint}: it did not receive the shutdown checkpoint, so rsync cannot bring it level`,
+      ExitCode.FailedAfterChange,
+      '`pgscale rollback` starts the old primary and its standbys again; then upgrade with --replicas rebuild',
+    );
+}
+
+export const stopStandbysStep = defineStep<UpgradeParams>({
+  kind: 'upgrade.standbys-stop',
+  title: () =>
+    "Stop each standby once it has replayed the primary's shutdown checkpoint; compare Latest checkpoint location (pg_controldata) with the primary's",
+  downtime: true,
+  check: async () => [],
+  plan: async (_ctx, p) =>
+    rsyncable(p).map((s) => ({
+      kind: 'service' as const,
+      action: 'stop' as const,
+      target: `standby ${s.name}`,
+      note: "after pg_last_wal_replay_lsn() reaches the primary's shutdown checkpoint; pg_controldata must then show the same Latest checkpoint location",
+    })),
+  async apply(ctx, p) {
+    const primary = await new PostgresServer(p.old.server, ctx.runner).controlData();
+    if (primary?.state !== 'shut down' || !primary.latestCheckpoint)
+      throw new PgscaleError(`the old primary is not shut down cleanly (${primary?.state ?? 'pg_controldata unreadable'})`, ExitCode.FailedAfterChange);
+    for (const s of rsyncable(p)) {
+      if (readRecord(p, s)) continue;
+      await stopAtCheckpoint(ctx, p, s, primary.latestCheckpoint);
+      writeRecord(p, s, { state: 'stopped', detail: `at ${primary.latestCheckpoint}` });
+    }
+    return { checkpoint: primary.latestCheckpoint };
+  },
+  async verify(_ctx, p) {
+    const open = rsyncable(p).filter((s) => !readRecord(p, s));
+    return open.length
+      ? { ok: false, detail: `not stopped at the checkpoint: ${open.map((s) => s.name).join(', ')}` }
+      : { ok: true, detail: "every standby stopped at the primary's shutdown checkpoint" };
+  },
+  async rollback(ctx, p) {
+    for (const s of rsyncable(p)) {
+      await oldStandby(ctx, s)
+        .start()
+        .catch(() => undefined);
+      writeRecord(p, s, { state: 'failed', detail: 'rolled back' });
+    }
+  },
+  rollbackNote: () => 'start the old standbys again (they follow the old primary once it is back)',
+  estimateSeconds: () => 5,
+});
+
+/** rsync's argv: the documented options, -e with this run's ssh connection, the standby's own files protected from --delete. */
+function rsyncArgv(ctx: StepContext, s: StandbyPlan, sources: string[], dest: string, protect: string[]): string[] {
+  // --whole-file: the files that differ are small (catalogs, configuration, stats); rsync 3.2.7's delta transfer
+  // through --keep-dirlinks was seen to fail its own verification on them ("failed verification -- update discarded")
+  const args = [
+    '--archive',
+    '--delete',
+    '--hard-links',
+    '--size-only',
+    '--no-inc-recursive',
+    '--keep-dirlinks',
+    '--whole-file',
+    ...protect.flatMap((x) => ['--exclude', x]),
+  ];
+  const runner = runnerFor(s.host, ctx);
+  if (runner instanceof SshRunner) return [...args, '-e', runner.transportCommand(), ...sources, `${s.host.destination}:${dest}`];
+  return [...args, ...sources, dest];
+}
+
+/** Each tablespace on the primary and where the old standby keeps it (the version directories go side by side there). */
+const standbyTablespaces = (s: StandbyPlan) =>
+  (s.layout?.tablespaces ?? []).map((t) => ({
+    oid: t.oid,
+    standby: t.location,
+    primary: s.replica!.tablespaces.find((m) => m.name === t.oid)?.location ?? t.location,
+  }));
+
+/** The staging directory beside the standby: a link under the primary's name makes rsync's OLD the standby's directory. */
+const stagingOf = (s: StandbyPlan) => join(dirname(s.oldDataDir), `.pgscale-rsync-${s.replica!.slot}`);
+
+async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Promise<StandbyRecord> {
+  const r = s.replica!;
+  const account = owned(s);
+  const stage = stagingOf(s);
+  const oldName = basename(p.old.dataDir);
+  const newName = basename(p.new.dataDir);
+  // a resumed transfer starts over: the new directory was absent or empty when the run was planned (a check)
+  await onHost(
+    ctx,
+    s,
+    {
+      program: 'sh',
+      args: ['-c', 'mkdir -p -m 0700 "$1" && ln -sfn "$2" "$1/$3" && rm -rf -- "$1/$4" "$5"', 'sh', stage, s.oldDataDir, oldName, newName, r.replicaDir],
+      runAs: account,
+    },
+    'preparing the staging directory',
+  );
+  const run = async (sources: string[], dest: string, protect: string[]) => {
+    ctx.progress.message(`${s.name}: rsync ${sources.join(' ')}`);
+    const inv: Invocation = { program: 'rsync', args: rsyncArgv(ctx, s, sources, dest, protect), signal: ctx.signal, onStart: ctx.trackProcess };
+    const res = await ctx.runner.run(inv);
+    if (res.exitCode !== 0) throw new Error(`rsync to ${s.name}: ${describeFailure(inv, res)}`);
+  };
+  // the old standby keeps what makes it a standby: a rollback can start it again
+  await run([p.old.dataDir, p.new.dataDir], `${stage}/`, [`/${oldName}/standby.signal`, `/${oldName}/postgresql.auto.conf`, `/${oldName}/postmaster.*`]);
+  const places = standbyTablespaces(s);
+  for (const t of places) {
+    const dirs = readdirSync(t.primary)
+      .filter((n) => n.startsWith(`PG_${p.old.major}_`) || n.startsWith(`PG_${p.new.major}_`))
+      .map((n) => join(t.primary, n));
+    await run(dirs, `${t.standby}/`, []);
+  }
+  // the new data directory under its own name beside the old one; its tablespace links point at the standby's places
+  const fix = [
+    'mv -T -- "$1/$2" "$3"',
+    'rm -f -- "$1/$4"',
+    'rmdir -- "$1"',
+    'shift 4',
+    'while [ $# -gt 0 ]; do ln -sfn -- "$2" "$NEW/pg_tblspc/$1"; shift 2; done',
+    ': > "$NEW/standby.signal"',
+  ].join(' && ');
+  await onHost(
+    ctx,
+    s,
+    {
+      program: 'sh',
+      args: ['-c', `NEW=$3; ${fix}`, 'sh', stage, newName, r.replicaDir, oldName, ...places.flatMap((t) => [t.oid, t.standby])],
+      runAs: account,
+    },
+    'placing the new data directory',
+  );
+  const passfile = s.layout?.conninfo.passfile;
+  if (!passfile) throw new Error("the old standby's primary_conninfo names no passfile");
+  await onHost(
+    ctx,
+    s,
+    { program: 'install', args: ['-m', '0600', '--', passfile, replicaPassfile(r.replicaDir)], runAs: account },
+    'copying the password file',
+  );
+  const conf = standbyAutoConf(s.layout!.conninfo, replicaPassfile(r.replicaDir), r.slot);
+  await onHost(
+    ctx,
+    s,
+    { program: 'sh', args: ['-c', 'cat >> "$1"', 'sh', join(r.replicaDir, 'postgresql.auto.conf')], runAs: account, input: conf },
+    'writing the standby settings',
+  );
+  return { state: 'synced', detail: `${r.replicaDir} brought level by rsync` };
+}
+
+export const rsyncStandbysStep = defineStep<UpgradeParams>({
+  kind: 'upgrade.standbys-rsync',
+  title: () =>
+    'rsync each standby level with the upgraded primary (hard links, sizes only), before the new primary starts; standby.signal, primary_conninfo and primary_slot_name written',
+  downtime: true,
+  check: async () => [],
+  plan: async (ctx, p) =>
+    rsyncable(p).flatMap((s) => [
+      {
+        kind: 'command' as const,
+        argv: ['rsync', ...rsyncArgv(ctx, s, [p.old.dataDir, p.new.dataDir], `${stagingOf(s)}/`, [])],
+        note: `${stagingOf(s)}/${basename(p.old.dataDir)} links to ${s.oldDataDir}; then ${stagingOf(s)}/${basename(p.new.dataDir)} becomes ${s.replica!.replicaDir}`,
+      },
+      ...standbyTablespaces(s).map((t) => ({
+        kind: 'command' as const,
+        argv: ['rsync', ...rsyncArgv(ctx, s, [`${t.primary}/PG_${p.old.major}_*`, `${t.primary}/PG_${p.new.major}_*`], `${t.standby}/`, [])],
+      })),
+      {
+        kind: 'file' as const,
+        path: `${s.host.destination}:${join(s.replica!.replicaDir, 'postgresql.auto.conf')}`,
+        change: 'modify' as const,
+        note: `standby.signal, primary_conninfo (passfile ${replicaPassfile(s.replica!.replicaDir)}), primary_slot_name ${s.replica!.slot}`,
+      },
+    ]),
+  async apply(ctx, p) {
+    const results: JsonObject[] = [];
+    for (const s of rsyncable(p)) {
+      const prior = readRecord(p, s);
+      if (prior?.state !== 'stopped') {
+        results.push({ standby: s.name, ...(prior ?? {}) });
+        continue;
+      }
+      let rec: StandbyRecord;
+      try {
+        rec = await syncOne(ctx, p, s);
+      } catch (e) {
+        // the primary's upgrade goes on: this standby is reported with the command that rebuilds it
+        rec = { state: 'failed', detail: (e as Error).message, command: `remove ${s.replica!.replicaDir} on ${s.host.destination}, then: ${commandFor(s)}` };
+      }
+      writeRecord(p, s, rec);
+      results.push({ standby: s.name, ...rec });
+    }
+    return { standbys: results };
+  },
+  async verify(_ctx, p) {
+    const open = rsyncable(p).filter((s) => readRecord(p, s)?.state === 'stopped');
+    return open.length
+      ? { ok: false, detail: `not synced yet: ${open.map((s) => s.name).join(', ')}` }
+      : { ok: true, detail: 'every standby synced (or reported)' };
+  },
+  async rollback(ctx, p) {
+    // before the new primary starts the old standbys are intact (their standby files were protected): remove the new copies
+    for (const s of rsyncable(p)) {
+      await onHost(
+        ctx,
+        s,
+        { program: 'rm', args: ['-rf', '--', s.replica!.replicaDir, stagingOf(s), replicaPassfile(s.replica!.replicaDir)], runAs: owned(s) },
+        'removing the new copy',
+      ).catch(() => undefined);
+      writeRecord(p, s, { state: 'stopped', detail: 'rsync rolled back' });
+    }
+  },
+  rollbackNote: () => 'remove the new standby directories (the old standbys keep standby.signal and their settings)',
+  estimateSeconds: () => 10,
+});
+
+export const startStandbysStep = defineStep<UpgradeParams>({
+  kind: 'upgrade.standbys-start',
+  title: () => "Create each standby's physical slot on the new primary, start the standbys, verify they stream and serve a row written now",
+  check: async () => [],
+  plan: async (_ctx, p) =>
+    rsyncable(p).flatMap((s) =>
+      ['replica-slot', 'replica-start', 'replica-verify'].map((k) => ({
+        kind: 'command' as const,
+        argv: [stepDefinition(k).title(s.replica!)],
+        note: `on ${s.host.destination}`,
+      })),
+    ),
+  async apply(ctx, p) {
+    const results: JsonObject[] = [];
+    for (const s of rsyncable(p)) {
+      const prior = readRecord(p, s);
+      if (prior?.state !== 'synced') {
+        results.push({ standby: s.name, ...(prior ?? {}) });
+        continue;
+      }
+      let rec: StandbyRecord;
+      try {
+        for (const kind of ['replica-slot', 'replica-start', 'replica-verify']) {
+          const def = stepDefinition(kind);
+          await def.apply(ctx, s.replica!);
+          const v = await def.verify({ ...ctx, outputs: new Map([['verify', {}]]) }, s.replica!);
+          if (!v.ok) throw new Error(`${def.title(s.replica!)}: ${v.detail}`);
+        }
+        rec = { state: 'rebuilt', detail: `${s.replica!.replicaDir} streams from the new primary through ${s.replica!.slot}` };
+      } catch (e) {
+        // the copy stays for inspection (its tablespace directories sit beside the old ones): stop it, free the slot
+        for (const kind of ['replica-start', 'replica-slot'])
+          await stepDefinition(kind)
+            .rollback?.(ctx, s.replica!)
+            .catch(() => undefined);
+        rec = { state: 'failed', detail: (e as Error).message, command: `remove ${s.replica!.replicaDir} on ${s.host.destination}, then: ${commandFor(s)}` };
+      }
+      writeRecord(p, s, rec);
+      results.push({ standby: s.name, ...rec });
+    }
+    return { standbys: results };
+  },
+  async verify(_ctx, p) {
+    const records = rsyncable(p).map((s) => [s, readRecord(p, s)] as const);
+    const open = records.filter(([, r]) => r?.state === 'synced');
+    if (open.length) return { ok: false, detail: `not started yet: ${open.map(([s]) => s.name).join(', ')}` };
+    const failed = records.filter(([, r]) => r?.state === 'failed');
+    return {
+      ok: true,
+      detail: failed.length
+        ? `FAILED (the primary's upgrade stands): ${failed.map(([s, r]) => `${s.name}: ${r!.detail} — rebuild it with: ${r!.command}`).join('; ')}`
+        : `${records.length} standbys stream from the new primary through new slots`,
+    };
+  },
+  rollbackNote: () => 'not undone: past the point of no return the standbys belong to the new primary',
+});
+
+/** Where the rsync method's steps go in the upgrade: after the primary's stop, after pg_upgrade, after the new primary opens. */
+export function rsyncStepsAfter(upgradeStepId: string): { id: string; kind: string }[] {
+  if (upgradeStepId === 'stop-old') return [{ id: 'standbys-stop', kind: stopStandbysStep.kind }];
+  if (upgradeStepId === 'pg_upgrade') return [{ id: 'standbys-rsync', kind: rsyncStandbysStep.kind }];
+  if (upgradeStepId === 'open') return [{ id: 'standbys-start', kind: startStandbysStep.kind }];
+  return [];
+}
