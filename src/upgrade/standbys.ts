@@ -291,7 +291,7 @@ export async function standbyChecks(ctx: StepContext, p: UpgradeParams): Promise
       local: isLocal(s.host),
       createRole: false,
     };
-    const judged = judgeHost(host, intent, p.new.major, newVersion || String(p.new.major), rsync ? new Map() : spaceNeeds(primary, intent));
+    const judged = judgeHost(host, intent, p.new.major, newVersion || String(p.new.major), rsync ? new Map<string, number>() : spaceNeeds(primary, intent));
     out.push(...judged.map((c) => ({ ...c, name: `standby ${s.name}: ${c.name === 'replica binaries' ? `PostgreSQL ${p.new.major} binaries` : c.name}` })));
     if (rsync) {
       const problems = await rsyncProblems(ctx, p, s);
