@@ -5,6 +5,7 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { formatBytes } from '../format.js';
 import { check, type CheckResult } from '../pipeline/step.js';
+import type { HbaRuleRow } from '../sql.js';
 
 /** A slot name from the host and the directory: lower-case letters, digits and _, at most 63 bytes. */
 export function slotNameFor(host: string, replicaDir: string): string {
@@ -96,17 +97,6 @@ export function removeHbaRule(text: string, slot: string): string {
     .join('\n');
 }
 
-export interface HbaRuleRow {
-  type: string | null;
-  database: string[] | null;
-  user_name: string[] | null;
-  address: string | null;
-  netmask: string | null;
-  auth_method: string | null;
-  error: string | null;
-}
-
-/** Whether the server's rules let the role replicate from the address with scram, through an exact rule. */
 export const hbaAllows = (rules: readonly HbaRuleRow[], role: string, address: string): boolean =>
   rules.some(
     (r) =>

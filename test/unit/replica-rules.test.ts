@@ -63,6 +63,7 @@ test('pg_hba: the rule goes before the first rule, is marked, and only it is rem
   assert.ok(hbaRule('Odd "Role"', '1.2.3.4', 's').startsWith('host replication "Odd ""Role""" 1.2.3.4/32 '));
   const rows = [
     {
+      line_number: 2,
       type: 'host',
       database: ['replication'],
       user_name: ['replicator'],
