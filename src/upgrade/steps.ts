@@ -31,7 +31,7 @@ import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type PlannedAction, type StepContext, type StepData } from '../pipeline/step.js';
 import { describeFailure, isRoot, type Invocation } from '../runner.js';
 import { statements } from '../sql.js';
-import { backupOperation } from '../backup/steps.js';
+import { backupOperation, backupTimes } from '../backup/steps.js';
 import { migrateConfig } from './configMigration.js';
 import type { UpgradeParams } from './params.js';
 import { rebuildStandbysStep, standbysCheckStep } from './standbys.js';
@@ -348,7 +348,20 @@ export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise
         : `not carried over before 18: vacuumdb --analyze-in-stages runs after the new cluster is back (about ${formatDuration(Math.max(5, dataBytes / (200 * 1024 ** 2)))})`,
     ),
   );
+  out.push(check.info('backup methods', backupMethodsNote(p, dataBytes)));
   return out;
+}
+
+/** Each method's expected backup and restore time for this cluster, and which one the run takes: past the point of no return, restore time is what counts. */
+function backupMethodsNote(p: UpgradeParams, dataBytes: number): string {
+  const taken = p.backup ? (p.backup.method ?? 'dumpall') : null;
+  const estimates = backupTimes(dataBytes, p.jobs)
+    .map(
+      (e) =>
+        `${e.method}${e.method === taken ? ' (taken)' : ''}: backup ~${formatDuration(e.backupSeconds)}, restore ~${formatDuration(e.restoreSeconds)}, into ${e.restoresInto}`,
+    )
+    .join('; ');
+  return `${taken ? '' : 'none taken (--no-backup); '}${estimates} (rates assumed, not measured on this host)`;
 }
 
 const initdbStep = defineStep<UpgradeParams>({

@@ -153,6 +153,8 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
     assert.match(md, /expected downtime: \d/);
     assert.match(md, /point of no return: after step `start-new`/);
     assert.match(md, /## Checks/);
+    // what each backup method would cost here, and which one this run takes (its restore is the way back)
+    assert.match(md, /dumpall \(taken\): backup ~[^,]+, restore ~[^,]+, into any version as new or newer; parallel: .*; physical: .*into the same major only/);
     for (const check of [
       'target version',
       'new data directory',
