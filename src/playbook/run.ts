@@ -63,6 +63,32 @@ function parseOutput(text: string): unknown {
   }
 }
 
+/**
+ * The cluster a step works on: the playbook's, until an upgrade step completes — from then on the
+ * upgraded cluster (its data directory and binaries), never the retired one.
+ */
+export function clusterForStep(
+  pb: Playbook,
+  index: number,
+  upgraded: (runId: string) => { dataDir: string; bindir: string } | undefined,
+  runs: Record<string, string>,
+): Record<string, string> {
+  let cluster = { ...pb.cluster };
+  for (let i = 0; i < index; i++) {
+    const runId = runs[i];
+    const next = pb.steps[i]!.command === 'upgrade' && runId ? upgraded(runId) : undefined;
+    if (next) cluster = { ...cluster, pgdata: next.dataDir, bindir: next.bindir };
+  }
+  return cluster;
+}
+
+/** The new cluster of a completed upgrade run. */
+function upgradedCluster(stateDir: string, runId: string): { dataDir: string; bindir: string } | undefined {
+  const run = listRuns(stateDir).find((r) => r.id === runId && r.status === 'completed' && r.plan.operation === 'upgrade');
+  const next = (run?.plan.params as { new?: { dataDir?: unknown; bindir?: unknown } } | undefined)?.new;
+  return typeof next?.dataDir === 'string' && typeof next.bindir === 'string' ? { dataDir: next.dataDir, bindir: next.bindir } : undefined;
+}
+
 export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<PlaybookResult> {
   const progress = o.dryRun ? { digest: pb.digest, done: [], runs: {} } : loadProgress(o.stateDir, pb);
   const save = () => {
@@ -82,7 +108,12 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
     const unfinished = previous ? listRuns(o.stateDir).find((r) => r.id === previous && !['completed', 'rolled-back'].includes(r.status)) : undefined;
     const { argv, env } = unfinished
       ? { argv: ['resume', unfinished.id, ...(o.yes ? ['--yes'] : []), ...(o.json ? ['--json'] : [])], env: { PGSCALE_STATE_DIR: o.stateDir } }
-      : stepInvocation(step, pb.cluster, common, o.stateDir);
+      : stepInvocation(
+          step,
+          clusterForStep(pb, index, (id) => upgradedCluster(o.stateDir, id), progress.runs),
+          common,
+          o.stateDir,
+        );
     o.log(redact(`${label}: pgscale ${argv.join(' ')}`));
     const before = new Set(listRuns(o.stateDir).map((r) => r.id));
     const child = o.runner.stream({ program: process.execPath, args: [o.cli, ...argv], env, signal: o.signal });

@@ -93,6 +93,11 @@ for (const file of shipped) {
       assert.match(await cluster.sql("select current_setting('server_version_num')::int / 10000 || ':' || count(*) from kept"), /^17:5000$/);
       const backup = String(doc.steps[0]!.backup!.to);
       assert.ok(existsSync(join(backup, 'manifest.json')), 'the pre-upgrade backup is there');
+      // the tune step after the upgrade worked on the 17 cluster; the retired 16 directory was not touched
+      const upgraded = await cluster.sql('show data_directory');
+      assert.notEqual(upgraded, cluster.pgdata);
+      assert.ok(existsSync(join(upgraded, 'conf.d', 'pgscale.conf')), `tune wrote into the upgraded cluster ${upgraded}`);
+      assert.ok(!existsSync(join(cluster.pgdata, 'conf.d', 'pgscale.conf')), 'nothing written into the retired cluster');
     }
   });
 }

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parsePlaybook, readPlaybook, stepInvocation } from '../../src/playbook/playbook.js';
+import { clusterForStep } from '../../src/playbook/run.js';
 import { ExitCode, PgscaleError } from '../../src/errors.js';
 import { repoRoot } from '../helpers/paths.js';
 
@@ -47,4 +48,24 @@ test('bad playbooks are refused with the reason and exit code 2', () => {
   bad('version: 1\nname: x\nsteps: []\n', /fewer than 1 items/);
   bad('version: 1\nname: x\nsteps:\n  - backup: { to: [1, 2] }\n', /schema/);
   bad('version: 1\nname: x\nsteps:\n  - backup: {to: /b}\n   bad indent: [\n', /not valid YAML/);
+});
+
+test('after an upgrade step, later steps work on the upgraded cluster, never the retired one', () => {
+  const pb = parsePlaybook(
+    'version: 1\nname: w\ncluster: { pgdata: /pg/16, bindir: /usr/lib/postgresql/16/bin }\nsteps:\n  - backup: { to: /b }\n  - upgrade: { to-version: 17 }\n  - tune: { apply: true }\n',
+    'w.yaml',
+  );
+  const upgraded = (id: string) => (id === 'run-upgrade' ? { dataDir: '/pg/17', bindir: '/usr/lib/postgresql/17/bin' } : undefined);
+  const runs = { 0: 'run-backup', 1: 'run-upgrade' };
+  assert.deepEqual(
+    clusterForStep(pb, 1, upgraded, runs),
+    { pgdata: '/pg/16', bindir: '/usr/lib/postgresql/16/bin' },
+    'the upgrade itself starts from the old cluster',
+  );
+  assert.deepEqual(clusterForStep(pb, 2, upgraded, runs), { pgdata: '/pg/17', bindir: '/usr/lib/postgresql/17/bin' });
+  // an upgrade that did not complete leaves the cluster as it was
+  assert.deepEqual(
+    clusterForStep(pb, 2, () => undefined, runs),
+    pb.cluster,
+  );
 });
