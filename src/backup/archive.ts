@@ -7,7 +7,7 @@ import { copyFileSync, createReadStream, existsSync, mkdirSync, readFileSync, re
 import { join, relative } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ExitCode, PgscaleError, refused } from '../errors.js';
+import { ExitCode, PgscaleError, badInput, refused } from '../errors.js';
 import { describeFailure, type OsUser, type Runner } from '../runner.js';
 import { compressedSuffix, decompressArgv, type CompressionSpec } from './compression.js';
 
@@ -133,7 +133,13 @@ export async function sha256File(path: string): Promise<{ sha256: string; bytes:
 
 export function readManifest(dir: string): BackupManifest {
   const path = join(dir, manifestName);
-  if (!existsSync(path)) throw refused(`${dir} is not a complete pgscale backup: no ${manifestName}`);
+  if (!existsSync(path))
+    throw badInput(
+      `${dir} is not a complete pgscale backup: no ${manifestName}`,
+      dir.endsWith('.partial')
+        ? 'a .partial directory is a backup that never finished: take a new backup'
+        : 'pass the directory that `pgscale backup --to` created (it holds manifest.json)',
+    );
   try {
     const m = JSON.parse(readFileSync(path, 'utf8')) as BackupManifest;
     if (m.format !== 'pgscale-backup/1') throw new Error(`unknown format ${String(m.format)}`);

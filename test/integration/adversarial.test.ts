@@ -273,6 +273,94 @@ const rows: Row[] = [
   { name: '--host-root that does not exist', args: () => ['detect', '--host-root', join(work, 'no-root')], code: 2, message: /No directory found/ },
   { name: 'malformed host facts', args: () => ['detect', '--host-root', hostFixture('malformed-cgroup-cpu')], code: 2, message: /cpu/i },
 
+  // replicas, tablespaces, restores: the commands added since the first table
+  {
+    name: 'replica add of a data directory that does not exist',
+    args: () => ['replica', 'add', '--pgdata', join(work, 'no-such-data'), '--host', 'local', '--replica-pgdata', join(work, 'r')],
+    code: 2,
+    message: /data directory .*no-such-data does not exist/,
+  },
+  {
+    name: 'replica add of a directory that is not a cluster',
+    args: () => ['replica', 'add', '--pgdata', join(work, 'not-a-backup'), '--host', 'local', '--replica-pgdata', join(work, 'r')],
+    code: 2,
+    message: /not a PostgreSQL data directory/,
+  },
+  { name: 'replica list of nothing', args: () => ['replica', 'list', '--pgdata', join(work, 'no-such-data')], code: 2, message: /does not exist/ },
+  {
+    name: 'replica remove of nothing',
+    args: () => ['replica', 'remove', '--pgdata', join(work, 'no-such-data'), '--host', 'local', '--replica-pgdata', join(work, 'r'), '--yes'],
+    code: 2,
+    message: /does not exist/,
+  },
+  {
+    name: 'replica add without --host',
+    args: () => ['replica', 'add', '--pgdata', A.pgdata, '--replica-pgdata', join(work, 'r')],
+    code: 2,
+    message: /Missing required flag host/,
+  },
+  {
+    name: 'tablespaces place with an unknown tier',
+    args: () => ['tablespaces', 'place', '--pgdata', A.pgdata, '--volume', `${work}=lukewarm`],
+    code: 2,
+    message: /unknown tier "lukewarm"/,
+    hint: /hot, warm, cold/,
+  },
+  { name: 'tablespaces show of nothing', args: () => ['tablespaces', 'show', '--pgdata', join(work, 'no-such-data')], code: 2, message: /does not exist/ },
+  { name: 'tablespaces sample of nothing', args: () => ['tablespaces', 'sample', '--pgdata', join(work, 'no-such-data')], code: 2, message: /does not exist/ },
+  {
+    name: 'backup restore of nothing',
+    args: () => ['backup', 'restore', join(work, 'no-such-backup'), '--to', join(work, 'restored')],
+    code: 2,
+    message: /no backup directory/,
+  },
+  {
+    name: 'backup restore of a directory that is not a backup',
+    args: () => ['backup', 'restore', join(work, 'not-a-backup'), '--to', join(work, 'restored')],
+    code: 2,
+    message: /is not a complete pgscale backup: no manifest\.json/,
+    hint: /pgscale backup --to/,
+  },
+  {
+    name: 'backup remove of a directory that is not a backup',
+    args: () => ['backup', 'remove', join(work, 'not-a-backup'), '--yes'],
+    code: 2,
+    message: /no manifest\.json/,
+  },
+  {
+    name: 'physical backup with --exclude-database',
+    args: () => ['backup', '--pgdata', A.pgdata, '--to', join(work, 'b'), '--method', 'physical', '--exclude-database', 'x'],
+    code: 2,
+    message: /a physical backup copies the whole cluster/,
+  },
+  {
+    name: '--jobs with a dumpall backup',
+    args: () => ['backup', '--pgdata', A.pgdata, '--to', join(work, 'b'), '--jobs', '2'],
+    code: 2,
+    message: /--jobs applies to --method parallel/,
+    hint: /--method parallel/,
+  },
+  {
+    name: 'upgrade --replicas not a method',
+    args: () => ['upgrade', '--pgdata', S.pgdata, '--replicas', 'sometimes'],
+    code: 2,
+    message: /to be one of: rsync, rebuild, leave/,
+  },
+  {
+    name: 'upgrade --replica without a host',
+    args: () => ['upgrade', '--pgdata', S.pgdata, '--replica', 'nohostpart'],
+    code: 2,
+    message: /expected HOST:\/absolute\/pgdata/,
+    hint: /ssh destination/,
+  },
+  {
+    name: 'resume --dry-run of an unknown run',
+    args: () => ['resume', '20260101T000000-nosuch-000000', '--dry-run'],
+    code: 2,
+    message: /no run "20260101T000000-nosuch-000000"/,
+    hint: /pgscale runs/,
+  },
+
   // tune inputs
   {
     name: '--memory 0 suggests nothing that fails',

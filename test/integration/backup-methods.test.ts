@@ -248,8 +248,8 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
     assert.match(dry.stdout, /would remove the dumpall backup/);
     assert.ok(existsSync(join(dest, 'manifest.json')));
     const notBackup = await runCli(['backup', 'remove', work, '--yes']);
-    assert.equal(notBackup.code, 3, notBackup.stderr);
-    assert.match(notBackup.stderr, /is not a complete pgscale backup: no manifest\.json/);
+    assert.equal(notBackup.code, 2, notBackup.stderr);
+    assert.match(notBackup.stderr, /is not a complete pgscale backup: no manifest\.json\nhint: pass the directory that `pgscale backup --to` created/);
     assert.ok(existsSync(state), 'nothing removed');
     const gone = await runCli(['backup', 'remove', dest, '--yes', '--json']);
     assert.equal(gone.code, 0, gone.stderr);
