@@ -8,12 +8,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCluster, freePort, mkdirOwned, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
-import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
-import { cliEntry, repoRoot } from '../helpers/paths.js';
+import { parseJson, runCli, startCli } from '../helpers/cli.js';
 import { holdTableLock, lockWaiters, waitFor } from '../helpers/snapshot.js';
 import { datasetDb, loadDataset, smallDataset, tableChecksums, type Checksums } from '../helpers/dataset.js';
 import { isRoot } from '../../src/runner.js';
@@ -29,26 +27,6 @@ const closedDb = 'closed';
 /** psql reads a -d value holding "=" as a connection string: the odd name goes in one. */
 const dbArg = (name: string) => (name.includes('=') ? `dbname='${name.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'` : name);
 const databases = [datasetDb, oddDb, 'aux'];
-
-function startCli(
-  args: string[],
-  env: NodeJS.ProcessEnv = {},
-): { kill(s: NodeJS.Signals): void; done: Promise<CliResult & { signal: NodeJS.Signals | null }> } {
-  const child = spawn(process.execPath, [cliEntry, ...args], {
-    cwd: repoRoot,
-    env: { ...process.env, NO_COLOR: '1', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const done = new Promise<CliResult & { signal: NodeJS.Signals | null }>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return { kill: (s) => child.kill(s), done };
-}
 
 describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs servers as postgres: needs root' }, () => {
   let pg: TestCluster;
