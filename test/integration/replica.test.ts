@@ -1,6 +1,5 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -17,8 +16,8 @@ import {
 } from '../helpers/testbed.js';
 import { createHost, type TestHost } from '../helpers/hosts.js';
 import { hasTmux, Terminal } from '../helpers/terminal.js';
-import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
-import { cliEntry, repoRoot } from '../helpers/paths.js';
+import { parseJson, runCli, startCli, type CliResult } from '../helpers/cli.js';
+import { cliEntry } from '../helpers/paths.js';
 import { isRoot } from '../../src/runner.js';
 import type { ReplicaEntry } from '../../src/replica/list.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
@@ -36,8 +35,20 @@ describe(
     let passfile: string;
     const hostNumber = 40 + (process.pid % 150);
 
+    /** The primary's flags: its data directory, bindir and the test's state directory. */
+    const primaryArgs = (p: TestCluster = c) => ['--pgdata', p.pgdata, '--bindir', p.bindir, '--state-dir', stateDir];
+    /** A replica on this host, its tablespace mapped beside it. */
+    const localArgs = (dir: string, port: number | undefined, tablespaceDir: string) => [
+      '--host',
+      'local',
+      '--replica-pgdata',
+      dir,
+      ...(port === undefined ? [] : ['--replica-port', String(port)]),
+      '--tablespace-mapping',
+      `${tablespace}=${tablespaceDir}`,
+    ];
     const replica = (args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> =>
-      runCli(['replica', ...args, '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--json'], {
+      runCli(['replica', ...args, ...primaryArgs(), '--json'], {
         env: { PGPASSFILE: passfile, ...env },
         timeoutMs: 240_000,
       });
@@ -108,25 +119,7 @@ describe(
       const before = hba();
       const planFile = join(base, 'replica-plan.json');
       const res = await runCli(
-        [
-          'replica',
-          'add',
-          '--pgdata',
-          c.pgdata,
-          '--bindir',
-          c.bindir,
-          '--state-dir',
-          stateDir,
-          '--host',
-          'local',
-          '--replica-pgdata',
-          join(base, 'dry'),
-          '--tablespace-mapping',
-          `${tablespace}=${join(base, 'dry-ts')}`,
-          '--plan-out',
-          planFile,
-          '--dry-run',
-        ],
+        ['replica', 'add', ...primaryArgs(), ...localArgs(join(base, 'dry'), undefined, join(base, 'dry-ts')), '--plan-out', planFile, '--dry-run'],
         { env: { PGPASSFILE: passfile } },
       );
       assert.equal(res.code, 0, res.stderr + res.stdout);
@@ -218,12 +211,7 @@ describe(
         [
           'replica',
           'add',
-          '--pgdata',
-          none.pgdata,
-          '--bindir',
-          none.bindir,
-          '--state-dir',
-          stateDir,
+          ...primaryArgs(none),
           '--host',
           'local',
           '--replica-pgdata',
@@ -244,26 +232,12 @@ describe(
       const dir = join(base, 'killed');
       const before = hba();
       const port = await freePort();
-      const child = spawn(
-        process.execPath,
+      const child = startCli(
         [
-          cliEntry,
           'replica',
           'add',
-          '--pgdata',
-          c.pgdata,
-          '--bindir',
-          c.bindir,
-          '--state-dir',
-          stateDir,
-          '--host',
-          'local',
-          '--replica-pgdata',
-          dir,
-          '--replica-port',
-          String(port),
-          '--tablespace-mapping',
-          `${tablespace}=${join(base, 'killed-ts')}`,
+          ...primaryArgs(),
+          ...localArgs(dir, port, join(base, 'killed-ts')),
           '--replication-user',
           'repl_new',
           '--max-rate',
@@ -271,12 +245,11 @@ describe(
           '--yes',
           '--json',
         ],
-        { cwd: repoRoot, env: { ...process.env, PGPASSFILE: passfile }, stdio: 'ignore' },
+        { PGPASSFILE: passfile },
       );
-      const exited = new Promise((r) => child.on('close', r));
       await eventually('pg_basebackup to write into the directory', async () => existsSync(join(dir, 'base')), 60_000);
       child.kill('SIGKILL');
-      await exited;
+      await child.done;
       assert.ok(!existsSync(join(dir, 'backup_manifest')), 'killed before the copy completed');
 
       const resumed = await runCli(['resume', '--state-dir', stateDir, '--yes', '--json'], { env: { PGPASSFILE: passfile }, timeoutMs: 240_000 });
@@ -306,20 +279,7 @@ describe(
       const localDir = join(base, 'local');
       const localPort = await freePort();
       const localSock = mkdirOwned(join(base, 'local-sock'));
-      const a = await replica([
-        'add',
-        '--yes',
-        '--host',
-        'local',
-        '--replica-pgdata',
-        localDir,
-        '--replica-port',
-        String(localPort),
-        '--replica-socket-dir',
-        localSock,
-        '--tablespace-mapping',
-        `${tablespace}=${join(base, 'local-ts')}`,
-      ]);
+      const a = await replica(['add', '--yes', ...localArgs(localDir, localPort, join(base, 'local-ts')), '--replica-socket-dir', localSock]);
       assert.equal(a.code, 0, a.stdout + a.stderr);
       const remoteDir = join(host.root, 'data');
       const b = await replica(['add', '--yes', ...remoteArgs(remoteDir), '--replica-waldir', join(host.root, 'wal')]);
@@ -404,20 +364,8 @@ describe(
           cliEntry,
           'replica',
           'add',
-          '--pgdata',
-          c.pgdata,
-          '--bindir',
-          c.bindir,
-          '--state-dir',
-          stateDir,
-          '--host',
-          'local',
-          '--replica-pgdata',
-          dir,
-          '--replica-port',
-          String(port),
-          '--tablespace-mapping',
-          `${tablespace}=${join(base, 'prompted-ts')}`,
+          ...primaryArgs(),
+          ...localArgs(dir, port, join(base, 'prompted-ts')),
         ]);
         try {
           // a password prompt is no choice list: wait for the question, then type
@@ -443,30 +391,10 @@ describe(
 
     test('SIGKILL during pg_basebackup on the namespace host: resume completes over ssh, then remove', async () => {
       const dir = join(host.root, 'killed');
-      const child = spawn(
-        process.execPath,
-        [
-          cliEntry,
-          'replica',
-          'add',
-          '--pgdata',
-          c.pgdata,
-          '--bindir',
-          c.bindir,
-          '--state-dir',
-          stateDir,
-          ...remoteArgs(dir),
-          '--max-rate',
-          '2M',
-          '--yes',
-          '--json',
-        ],
-        { cwd: repoRoot, env: { ...process.env, PGPASSFILE: passfile }, stdio: 'ignore' },
-      );
-      const exited = new Promise((r) => child.on('close', r));
+      const child = startCli(['replica', 'add', ...primaryArgs(), ...remoteArgs(dir), '--max-rate', '2M', '--yes', '--json'], { PGPASSFILE: passfile });
       await eventually('pg_basebackup to write on the host', async () => existsSync(join(dir, 'base')), 60_000);
       child.kill('SIGKILL');
-      await exited;
+      await child.done;
       const resumed = await runCli(['resume', '--state-dir', stateDir, '--yes', '--json'], { env: { PGPASSFILE: passfile }, timeoutMs: 240_000 });
       assert.equal(resumed.code, 0, resumed.stdout + resumed.stderr);
       await c.sql(`insert into t values (9101, 'after a remote kill')`);
