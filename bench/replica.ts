@@ -82,27 +82,31 @@ async function main(): Promise<void> {
   const ssh = (args: string[]) => run('ssh', ['-F', host.sshConfig, host.name, ...args]);
 
   const stepTimes: string[] = [];
+  /** replica add/remove of the replica in `dir` on the namespace host, as a DBA types it. */
+  const replicaCommand = (verb: 'add' | 'remove', dir: string) => [
+    cliEntry,
+    'replica',
+    verb,
+    '--pgdata',
+    c.pgdata,
+    '--bindir',
+    c.bindir,
+    '--state-dir',
+    join(base, 'state'),
+    '--host',
+    host.name,
+    '--ssh-config',
+    host.sshConfig,
+    '--replica-pgdata',
+    dir,
+  ];
   const pgscale = async (dir: string): Promise<number> => {
     const t = await must(
       'pgscale replica add',
       run(
         process.execPath,
         [
-          cliEntry,
-          'replica',
-          'add',
-          '--pgdata',
-          c.pgdata,
-          '--bindir',
-          c.bindir,
-          '--state-dir',
-          join(base, 'state'),
-          '--host',
-          host.name,
-          '--ssh-config',
-          host.sshConfig,
-          '--replica-pgdata',
-          dir,
+          ...replicaCommand('add', dir),
           '--replica-socket-dir',
           host.socketDir,
           '--replica-port',
@@ -128,28 +132,7 @@ async function main(): Promise<void> {
       steps.map(([s, n]) => `${s} ${n.toFixed(1)}`).join(', ') +
         `; outside the steps (start-up, planning and checks) ${(t.seconds - steps.reduce((a, [, n]) => a + n, 0)).toFixed(1)}`,
     );
-    await must(
-      'pgscale replica remove',
-      run(process.execPath, [
-        cliEntry,
-        'replica',
-        'remove',
-        '--pgdata',
-        c.pgdata,
-        '--bindir',
-        c.bindir,
-        '--state-dir',
-        join(base, 'state'),
-        '--host',
-        host.name,
-        '--ssh-config',
-        host.sshConfig,
-        '--replica-pgdata',
-        dir,
-        '--yes',
-        '--json',
-      ]),
-    );
+    await must('pgscale replica remove', run(process.execPath, [...replicaCommand('remove', dir), '--yes', '--json']));
     return t.seconds;
   };
   const bare = async (dir: string): Promise<number> => {
