@@ -672,13 +672,19 @@ const stopOldStep = defineStep<UpgradeParams>({
   estimateSeconds: () => 5,
 });
 
-/** pg_upgrade processes working on this run's new data directory (an orphan of a killed run). */
+/**
+ * pg_upgrade and the pg_ctl it runs, working on this run's data directories (orphans of a killed
+ * run). A pg_ctl still starting a server must be waited for too: until that postmaster has moved
+ * into its data directory, /proc does not show it as that directory's server.
+ */
 function pgUpgradeProcesses(p: UpgradeParams): number[] {
   const out: number[] = [];
   for (const name of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
     try {
       const argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
-      if (argv[0]?.endsWith('/pg_upgrade') && argv.includes(p.new.dataDir)) out.push(Number(name));
+      const program = argv[0]?.split('/').pop();
+      const onOurs = argv.includes(p.new.dataDir) || (program === 'pg_ctl' && argv.includes(p.old.dataDir));
+      if ((program === 'pg_upgrade' || program === 'pg_ctl') && onOurs) out.push(Number(name));
     } catch {
       /* gone meanwhile */
     }
