@@ -426,9 +426,12 @@ async function undoSteps(state: RunState, undo: readonly PlannedStep[], opts: Ex
  */
 async function rollbackRefusal(state: RunState, opts: ExecuteOptions): Promise<{ message: string; hint: string } | undefined> {
   const touched = touchedSteps(state);
+  // a completed run has nothing left to resume: its hint names only the step's own way back
+  const hintFor = (step: PlannedStep) =>
+    state.status === 'completed' ? step.rollback : `\`${runCommandLine('resume', state.id, opts.stateDir)}\` finishes the run; ${step.rollback}`;
   const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
   if (pastNoReturn)
-    return { message: `run ${state.id} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, hint: pastNoReturn.rollback };
+    return { message: `run ${state.id} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, hint: hintFor(pastNoReturn) };
   const probe: StepContext = {
     runner: opts.runner,
     audit: opts.audit,
@@ -440,7 +443,7 @@ async function rollbackRefusal(state: RunState, opts: ExecuteOptions): Promise<{
   };
   for (const step of [...touched].reverse()) {
     const why = await stepDefinition(step.kind).refusesRollback?.(probe, step.params);
-    if (why) return { message: `run ${state.id} cannot be rolled back: ${why}`, hint: step.rollback };
+    if (why) return { message: `run ${state.id} cannot be rolled back: ${why}`, hint: hintFor(step) };
   }
   return undefined;
 }

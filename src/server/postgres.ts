@@ -7,7 +7,7 @@
  * Every program runs through a Runner: a local one, or one that reaches another host over ssh.
  */
 import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { ExitCode, PgscaleError } from '../errors.js';
 import { lastValues, readConfigTree } from '../config/parse.js';
 import { serverLogPath } from '../cluster/serverLog.js';
@@ -89,6 +89,18 @@ export function withoutDataDir(args: readonly string[]): string[] {
     else out.push(a);
   }
   return out;
+}
+
+/** The data directory named on a postmaster command line (-D DIR, -DDIR, --pgdata[=]DIR), if any. */
+export function dataDirArg(args: readonly string[]): string | undefined {
+  let dir: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '-D' || a === '--pgdata') dir = args[++i];
+    else if (a.startsWith('-D') && a.length > 2) dir = a.slice(2);
+    else if (a.startsWith('--pgdata=')) dir = a.slice('--pgdata='.length);
+  }
+  return dir;
 }
 
 /**
@@ -390,8 +402,25 @@ export interface RunningPostmaster {
  * puts the servers it starts in their own session, outside any group pgscale tracks).
  */
 export function postmastersOn(dataDirs: readonly string[]): RunningPostmaster[] {
-  const wanted = new Set(dataDirs.map((d) => readOr(() => realpathSync(d), d)));
-  return runningPostmasters().filter((pm) => wanted.has(pm.dataDir));
+  const real = (d: string) => readOr(() => realpathSync(d), d);
+  const wanted = new Set(dataDirs.map(real));
+  // a postmaster still starting has not moved into its data directory yet (its cwd is its
+  // starter's): the -D it was given names the directory it is about to lock
+  const named = (pm: RunningPostmaster) => {
+    const dir = dataDirArg(pm.argv.slice(1));
+    return (
+      dir !== undefined &&
+      wanted.has(
+        real(
+          resolve(
+            readOr(() => readlinkSync(`/proc/${pm.pid}/cwd`), '/'),
+            dir,
+          ),
+        ),
+      )
+    );
+  };
+  return runningPostmasters().filter((pm) => wanted.has(pm.dataDir) || named(pm));
 }
 
 /** Every postmaster running on this host (a postgres whose parent is not one), with its data directory (its cwd). */

@@ -20,8 +20,8 @@ import {
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { clientInvocation, osUserOf, withDb } from '../cluster/access.js';
-import { realish } from '../files.js';
-import { PostgresServer, postmastersOn, stopLeftoverPostmasters } from '../server/postgres.js';
+import { existingAncestor, realish, treeBytes } from '../files.js';
+import { PostgresServer, postmastersOn, stopLeftoverPostmasters, type RunningPostmaster } from '../server/postgres.js';
 import { ExitCode, PgscaleError } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
 import { loadCatalog } from '../gucCatalog/index.js';
@@ -87,30 +87,6 @@ function dirEmptyOrAbsent(path: string): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'ENOENT';
   }
-}
-
-/** The nearest existing ancestor: where a directory to be created will live. */
-function existingAncestor(path: string): string {
-  let p = path;
-  while (!existsSync(p)) p = dirname(p);
-  return p;
-}
-
-function treeBytes(dir: string): number {
-  let total = 0;
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const path = join(d, e.name);
-      if (e.isDirectory()) walk(path);
-      else if (e.isFile()) total += statSync(path).size;
-    }
-  };
-  try {
-    walk(dir);
-  } catch {
-    /* unreadable parts count as zero; the space check says "about" */
-  }
-  return total;
 }
 
 /** Where the new version keeps extension control files and libraries: pg_config's answer, else the usual layouts. */
@@ -504,8 +480,15 @@ function ensureWorkDir(p: UpgradeParams): void {
 const socketOf = (p: UpgradeParams) => (p.access.host?.startsWith('/') ? p.access.host : p.workDir);
 
 /** pg_upgrade prints its failure on stdout and leaves details in the new cluster's pg_upgrade_output.d. */
-function pgUpgradeFailure(p: UpgradeParams, res: { stdout: string }): string {
-  const tail = res.stdout.trim().split('\n').slice(-15).join('\n');
+function pgUpgradeFailure(p: UpgradeParams, res: { stdout: string; stderr: string }): string {
+  // pg_upgrade reports a failed helper program (pg_resetwal, pg_ctl) on stderr, its progress on stdout
+  const tail = [res.stdout, res.stderr]
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .join('\n')
+    .split('\n')
+    .slice(-15)
+    .join('\n');
   const logs = join(p.new.dataDir, 'pg_upgrade_output.d');
   return `${tail}${existsSync(logs) ? `\nlogs: ${logs}` : ''}`;
 }
@@ -708,7 +691,15 @@ async function stopLeftovers(ctx: StepContext, p: UpgradeParams): Promise<void> 
     }
   }
   while (pgUpgradeProcesses(p).length && Date.now() < deadline + 10_000) await new Promise((r) => setTimeout(r, 100));
-  const found = await stopLeftoverPostmasters([p.old.dataDir, p.new.dataDir]);
+  // a server whose pg_ctl was killed (a resume's orphan cleanup kills pg_upgrade's process group)
+  // may still be coming up: scan until two scans half a second apart find none
+  const found: RunningPostmaster[] = [];
+  for (let quiet = 0; quiet < 2 && Date.now() < deadline + 40_000;) {
+    const stopped = await stopLeftoverPostmasters([p.old.dataDir, p.new.dataDir]);
+    found.push(...stopped);
+    quiet = stopped.length ? 0 : quiet + 1;
+    if (quiet < 2) await new Promise((r) => setTimeout(r, 500));
+  }
   if (found.length) ctx.progress.message(`stopped ${found.map((pm) => `${pm.dataDir} (pid ${pm.pid}${pm.unsafe ? ', fsync=off' : ''})`).join(', ')}`);
   const still = postmastersOn([p.old.dataDir, p.new.dataDir]);
   if (still.length)
@@ -873,7 +864,7 @@ const startNewStep = defineStep<UpgradeParams>({
   },
   rollbackNote: (p) =>
     sharesFiles(p)
-      ? `past this point the old cluster's files are shared with the new one: rollback is refused; \`pgscale resume\` finishes the upgrade, or restore from the backup${p.backup ? ` in ${p.backup.dest} (initdb a ${p.old.major} cluster, psql -f the decompressed dumpall.sql)` : ' (none was taken: --no-backup)'}`
+      ? `past this point the old cluster's files are shared with the new one: rollback is refused; to go back, restore from the backup${p.backup ? ` in ${p.backup.dest} (initdb a ${p.old.major} cluster, psql -f the decompressed dumpall.sql)` : ' (none was taken: --no-backup)'}`
       : 'stop the new cluster (copy mode: the old cluster is intact and starts again)',
   estimateSeconds: () => 3,
 });

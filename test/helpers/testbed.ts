@@ -4,7 +4,7 @@
  * Servers run as the unprivileged `postgres` account when the tests run as root.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync, readdirSync, readlinkSync, renameSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, appendFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, ZxRunner, describeFailure, type Invocation, type OsUser, type RunResult } from '../../src/runner.js';
@@ -12,6 +12,7 @@ import { currentUser, userByName } from '../../src/osUser.js';
 import { repoRoot } from './paths.js';
 import { freePort } from '../../src/net.js';
 import { PostgresServer, processAlive, runningPostmasters, type ServerIdentity } from '../../src/server/postgres.js';
+import { lockDir } from '../../src/pipeline/journal.js';
 
 export { freePort };
 
@@ -109,14 +110,44 @@ function stopServersUsing(dir: string): void {
   }
 }
 
+/**
+ * Removes the host-wide run locks held by runs whose state directory lived under `dir`: a case
+ * that failed leaves its run's lock, keyed by the cluster's system identifier, and a later case on
+ * a copy of the same cluster must not meet it.
+ */
+function releaseLocksUnder(dir: string): void {
+  const locks = lockDir();
+  for (const name of existsSync(locks) ? readdirSync(locks) : []) {
+    try {
+      const { stateDir } = JSON.parse(readFileSync(join(locks, name), 'utf8')) as { stateDir?: string };
+      if (stateDir === dir || stateDir?.startsWith(dir + '/')) rmSync(join(locks, name), { force: true });
+    } catch {
+      /* another process's lock, gone or being written */
+    }
+  }
+}
+
+const scratchTeardowns = new Map<string, Teardown>();
+
+/** Tears a scratch dir down now (servers using it stopped, its runs' locks released, removed) instead of at exit. */
+export function removeScratchDir(dir: string): void {
+  const t = scratchTeardowns.get(dir);
+  scratchTeardowns.delete(dir);
+  if (t) runTeardown(t);
+}
+
 /** A temp dir owned by the server account (so a cluster or a pgscale state dir can live in it). */
 export function scratchDir(prefix = 'pgscale-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   if (isRoot()) chownSync(dir, serverUser.uid, serverUser.gid);
-  onTeardown(`rm ${dir}`, () => {
-    stopServersUsing(dir);
-    rmSync(dir, { recursive: true, force: true });
-  });
+  scratchTeardowns.set(
+    dir,
+    onTeardown(`rm ${dir}`, () => {
+      stopServersUsing(dir);
+      releaseLocksUnder(dir);
+      rmSync(dir, { recursive: true, force: true });
+    }),
+  );
   return dir;
 }
 

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { bindir, createCluster, freePort, mkdirOwned, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
+import { bindir, createCluster, freePort, mkdirOwned, removeScratchDir, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
 import { cliEntry, repoRoot } from '../helpers/paths.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { amcheckClean, datasetConf, datasetDb, loadDataset, smallDataset, tableChecksums, type Checksums } from '../helpers/dataset.js';
@@ -36,6 +36,11 @@ async function withTemplate(use: (t: (typeof templates)[number]) => Promise<void
   try {
     await use(t);
   } finally {
+    // the case's servers stop and its run's lock goes with it, passed or failed: the next case on this template starts clean
+    for (const dir of caseDirs.filter((d) => d.template === t)) {
+      caseDirs.splice(caseDirs.indexOf(dir), 1);
+      removeScratchDir(dir.parent);
+    }
     const next = waiting.shift();
     if (next) next(t);
     else templates.push(t);
@@ -50,9 +55,13 @@ interface Case {
   args: string[];
 }
 
+const caseDirs: { template: (typeof templates)[number]; parent: string }[] = [];
+
 /** A running copy of the template cluster on its own port and socket directory. */
-async function freshCase({ cluster: template, baseline }: (typeof templates)[number]): Promise<Case> {
+async function freshCase(t: (typeof templates)[number]): Promise<Case> {
+  const { cluster: template, baseline } = t;
   const parent = scratchDir('pgscale-upfault-');
+  caseDirs.push({ template: t, parent });
   const pgdata = join(parent, 'data');
   execFileSync('cp', ['-a', template.pgdata, pgdata]);
   const sock = mkdirOwned(join(parent, 'sock'));
@@ -199,7 +208,7 @@ describe(
           assert.match(rb.stderr, /past its point of no return \("Start PostgreSQL 17 on a private socket and verify it"\): it cannot be rolled back/);
           assert.match(
             rb.stderr,
-            /hint: past this point the old cluster's files are shared with the new one: rollback is refused; `pgscale resume` finishes the upgrade, or restore from the backup \(none was taken: --no-backup\)/,
+            /hint: `pgscale resume \S+ --state-dir \S+` finishes the run; past this point the old cluster's files are shared with the new one: rollback is refused; to go back, restore from the backup \(none was taken: --no-backup\)/,
           );
           assert.ok(running(k.newDataDir), 'the refused rollback left the new cluster running');
           await resumeCompletes(k);

@@ -158,6 +158,7 @@ describe('pgscale wal move on a real 17 cluster and loop-mounted volumes', { ski
     const rb = await runCli(['rollback', out.run.runId, '--state-dir', stateDir]);
     assert.equal(rb.code, 3, rb.stderr);
     assert.match(rb.stderr, /point of no return/);
+    assert.doesNotMatch(rb.stderr, /pgscale resume/, 'a completed run has nothing to resume: the hint does not offer it');
     await c.stop();
     await c.start();
     assert.equal(await count(), rows);

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import {
+  dataDirArg,
   describeListening,
   judgeListening,
   optionValue,
@@ -17,6 +18,11 @@ test('postmaster.opts: quoted arguments, -D removed in every spelling', () => {
   assert.deepEqual(argv, ['-D', '/srv/data', '-p', '5433', '-k', '/run/pg sock', '-c', 'listen_addresses=']);
   assert.deepEqual(withoutDataDir(argv), ['-p', '5433', '-k', '/run/pg sock', '-c', 'listen_addresses=']);
   assert.deepEqual(withoutDataDir(['-D/x', '--pgdata=/y', '--pgdata', '/z', '-p', '1']), ['-p', '1']);
+  // what withoutDataDir removes is what dataDirArg finds: a starting postmaster is known by it
+  assert.equal(dataDirArg(argv), '/srv/data');
+  assert.equal(dataDirArg(['-D/x', '-p', '1']), '/x');
+  assert.equal(dataDirArg(['--pgdata=/y']), '/y');
+  assert.equal(dataDirArg(['-p', '5433']), undefined);
 });
 
 test('option values: every spelling PostgreSQL accepts, the last one wins', () => {
