@@ -17,7 +17,7 @@ import {
   statfsSync,
   writeFileSync,
 } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { clientInvocation, openDb, osUserOf, type ClusterAccess, withDb } from '../cluster/access.js';
 import { withScratchCluster } from '../cluster/scratch.js';
@@ -28,7 +28,7 @@ import { writeFileAtomic } from '../pipeline/journal.js';
 import { defineOperation } from '../pipeline/plan.js';
 import { displayArgv } from '../pipeline/render.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext } from '../pipeline/step.js';
-import { fsyncPath, isInside, realish } from '../files.js';
+import { existingAncestor, fsyncPath, isInside, realish, treeBytes } from '../files.js';
 import { describeFailure, isRoot, type Runner } from '../runner.js';
 import { statements } from '../sql.js';
 import {
@@ -254,6 +254,10 @@ async function parallelDumps(ctx: StepContext, p: BackupParams, databases: reado
   const inner = new AbortController();
   const onAbort = () => inner.abort();
   ctx.signal.addEventListener('abort', onAbort, { once: true });
+  // databases finish one by one, each after minutes maybe: the bytes written so far show it moving
+  const report = () => ctx.progress.message(`${finished} of ${total} databases dumped, ${formatBytes(treeBytes(dir))} written (compressed)`);
+  report();
+  const ticker = setInterval(report, 2000);
   try {
     await runWeighted(
       jobs,
@@ -269,7 +273,7 @@ async function parallelDumps(ctx: StepContext, p: BackupParams, databases: reado
             throw new Error(`database ${JSON.stringify(d.name)}: ${describeFailure(inv, res)}`);
           }
           writeFileSync(join(dir, databaseDone(index)), '', { mode: 0o600 });
-          ctx.progress.message(`${++finished} of ${total} databases dumped`);
+          finished++;
         },
       })),
       inner.signal,
@@ -278,6 +282,7 @@ async function parallelDumps(ctx: StepContext, p: BackupParams, databases: reado
     if (ctx.signal.aborted) throw e;
     failDump(p, (e as Error).message);
   } finally {
+    clearInterval(ticker);
     ctx.signal.removeEventListener('abort', onAbort);
   }
 }
@@ -304,22 +309,24 @@ export const dumpStep = defineStep<BackupParams>({
         ? check.fail('not inside the cluster', `${p.dest} is inside ${inside}: a backup there would be copied into itself and lost with the cluster`)
         : check.pass('not inside the cluster', 'outside the data directory and tablespaces'),
     );
-    const parent = dirname(dest);
+    // the run creates missing parents (mkdir -p): what must exist and be writable is the nearest existing one
+    const parent = existingAncestor(dirname(dest));
+    const created = parent === dirname(dest) ? '' : ` (${relative(parent, dirname(dest))} is created under it)`;
     let writable = true;
     try {
-      accessSync(parent, constants.W_OK | constants.X_OK);
       if (!statSync(parent).isDirectory()) throw new Error('not a directory');
+      accessSync(parent, constants.W_OK | constants.X_OK);
     } catch (e) {
       writable = false;
       out.push(
         check.fail(
           'destination writable',
-          `cannot create ${p.dest}: ${parent} is ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'not writable'}`,
+          `cannot create ${p.dest}: ${parent} is ${(e as Error).message === 'not a directory' ? 'not a directory' : 'not writable'}`,
         ),
       );
     }
     if (writable) {
-      out.push(check.pass('destination writable', `${parent} is writable`));
+      out.push(check.pass('destination writable', `${parent} is writable${created}`));
       const fs = statfsSync(parent);
       const free = fs.bavail * fs.bsize;
       out.push(

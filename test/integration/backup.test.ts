@@ -123,6 +123,21 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
     assert.match(md.stdout, /^## How to roll back$/m);
     assert.match(md.stdout, /pg_dumpall --no-password/);
     assert.ok(md.stdout.includes(`${dest}.partial`), 'the staging directory is named');
+    // missing parents are created by the run (as the upgrade's default location under a fresh state dir): not a failed check
+    const nested = await runCli([
+      'backup',
+      '--bindir',
+      pg16.bindir,
+      '--pgdata',
+      pg16.pgdata,
+      '--to',
+      join(parent, 'a', 'b', 'backup'),
+      '--state-dir',
+      freshState,
+      '--dry-run',
+    ]);
+    assert.equal(nested.code, 0, nested.stderr);
+    assert.match(nested.stdout, new RegExp(`^\\| destination writable \\| pass \\| ${lit(parent)} is writable \\(a/b is created under it\\)`, 'm'));
 
     const js = await runCli(['backup', '--bindir', pg16.bindir, '--pgdata', pg16.pgdata, '--to', dest, '--state-dir', existingState, '--dry-run', '--json']);
     assert.equal(js.code, 0, js.stderr);
