@@ -8,14 +8,14 @@ import '../src/operations.js';
 export default class Apply extends OperationCommand<typeof Apply> {
   static override summary = 'Execute exactly a reviewed plan file; refuse if the cluster changed since it was made.';
   static override description =
-    "Refused (exit 3, nothing changed): a plan file writable by group or others, or owned by another user (as ssh refuses a loose key); a plan edited after it was made; a cluster that changed since (its fingerprint, any step's commands, its identity); a check that fails now. --dry-run shows the plan and makes the same checks.";
+    "Refused (exit 3, nothing changed): a plan file writable by group or others, or owned by another user (as ssh refuses a loose key); a plan edited after it was made (its seal, an HMAC with a key of this host's pgscale user, is broken) or sealed elsewhere; a cluster that changed since (its fingerprint, any step's commands, its identity); a check that fails now. --dry-run shows the plan and makes the same checks.";
   static override args = { file: Args.file({ description: 'Plan file written with --plan-out.', required: true, exists: true }) };
 
   async run(): Promise<OperationResult> {
     const { args } = await this.parse(Apply);
     const reviewed = readPlanFile(args.file);
     assertTrustedPlanFile(args.file);
-    assertUnedited(args.file, reviewed);
+    assertUnedited(args.file, reviewed, 'apply');
     const now = await buildPlan(operation(reviewed.operation), reviewed.params, this.planningContext());
     const drift = [...fingerprintDrift(reviewed.fingerprint, now.fingerprint), ...actionDrift(reviewed, now)];
     if ((reviewed.target.systemIdentifier ?? null) !== (now.target.systemIdentifier ?? null))

@@ -1,8 +1,14 @@
-/** Plan files: written 0600, read back with their schema checked before anything is trusted. */
+/**
+ * Plan files: written 0600 and sealed (an HMAC with a key only this host's pgscale user holds), read
+ * back with their schema checked and their seal verified before anything is trusted.
+ */
 import { Ajv } from 'ajv';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync, writeFileSync, existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { badInput, refused } from '../errors.js';
 import { operation, planFormat, type Plan } from './plan.js';
+import { defaultStateDir, ensurePrivateDir } from './stateDir.js';
 import { flag, stepDefinition } from './step.js';
 
 const action = {
@@ -23,9 +29,14 @@ export const planSchema = {
   $id: 'https://pgscale.dev/schemas/plan-1.json',
   title: 'pgscale plan',
   type: 'object',
-  required: ['format', 'operation', 'params', 'target', 'createdAt', 'fingerprint', 'summary', 'steps', 'downtimeSeconds', 'pointOfNoReturn', 'risks'],
+  required: ['format', 'operation', 'params', 'target', 'createdAt', 'fingerprint', 'summary', 'steps', 'downtimeSeconds', 'pointOfNoReturn', 'risks', 'seal'],
   properties: {
     format: { const: planFormat },
+    seal: {
+      type: 'object',
+      required: ['keyId', 'hmacSha256'],
+      properties: { keyId: { type: 'string', pattern: '^[0-9a-f]{16}$' }, hmacSha256: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+    },
     operation: { type: 'string' },
     params: { type: 'object' },
     target: {
@@ -63,12 +74,51 @@ export const planSchema = {
 
 const validate = new Ajv({ allErrors: true, strict: false }).compile(planSchema);
 
-export function writePlanFile(path: string, plan: Plan): void {
-  if (existsSync(path)) throw badInput(`plan file ${path} already exists`, 'choose a new name; a reviewed plan is never overwritten');
-  writeFileSync(path, JSON.stringify(plan, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+/** A plan file's seal: which key made it, and the HMAC-SHA256 of the plan's JSON without the seal. */
+interface Seal {
+  keyId: string;
+  hmacSha256: string;
 }
 
-export function readPlanFile(path: string): Plan {
+export type SealedPlan = Plan & { seal: Seal };
+
+/**
+ * The key that seals this user's plan files on this host (0600 beside the host-wide locks): an edit
+ * that keeps a plan consistent (a path replaced everywhere) still breaks the seal, and only someone
+ * who could run pgscale as this user anyway could make a new one.
+ */
+function sealingKey(): Buffer {
+  const path = join(ensurePrivateDir(defaultStateDir()), 'plan-seal.key');
+  try {
+    writeFileSync(path, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  return Buffer.from(readFileSync(path, 'utf8').trim(), 'hex');
+}
+
+const keyIdOf = (key: Buffer) => createHash('sha256').update(key).digest('hex').slice(0, 16);
+const macOf = (key: Buffer, plan: Plan) => createHmac('sha256', key).update(JSON.stringify(plan)).digest('hex');
+
+export function writePlanFile(path: string, plan: Plan): void {
+  if (existsSync(path)) throw badInput(`plan file ${path} already exists`, 'choose a new name; a reviewed plan is never overwritten');
+  const key = sealingKey();
+  const sealed: SealedPlan = { ...plan, seal: { keyId: keyIdOf(key), hmacSha256: macOf(key, plan) } };
+  writeFileSync(path, JSON.stringify(sealed, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+}
+
+/** Whether a plan's seal holds: 'foreign' when another key made it (another host or user), 'broken' when its content changed. */
+function sealState(plan: SealedPlan): { state: 'holds' | 'foreign' | 'broken'; detail: string } {
+  const { seal, ...content } = plan;
+  const key = sealingKey();
+  if (seal.keyId !== keyIdOf(key))
+    return { state: 'foreign', detail: `its seal was made with key ${seal.keyId}, not this pgscale's (${keyIdOf(key)}): another host or another user made it` };
+  return timingSafeEqual(Buffer.from(macOf(key, content), 'hex'), Buffer.from(seal.hmacSha256, 'hex'))
+    ? { state: 'holds', detail: '' }
+    : { state: 'broken', detail: 'its content does not match its seal' };
+}
+
+export function readPlanFile(path: string): SealedPlan {
   let data: unknown;
   try {
     data = JSON.parse(readFileSync(path, 'utf8'));
@@ -145,12 +195,24 @@ export function planEdits(plan: Plan): string[] {
   return out;
 }
 
-/** Refuses an edited plan (see planEdits): shown or applied, a plan is what its parameters run. */
-export function assertUnedited(path: string, plan: Plan): void {
-  const edits = planEdits(plan);
+/**
+ * Refuses an edited plan (its seal broken, or steps that do not follow from its parameters): shown
+ * or applied, a plan is what its parameters run. A plan sealed by another host or user cannot be
+ * verified here: `apply` refuses it; `show` renders it with that said (returned as a warning).
+ */
+export function assertUnedited(path: string, plan: SealedPlan, use: 'apply' | 'show'): string | undefined {
+  const seal = sealState(plan);
+  const edits = [...(seal.state === 'broken' ? [seal.detail] : []), ...planEdits(plan)];
   if (edits.length)
     throw refused(
       `plan file ${path} was edited after it was made:\n${edits.map((e) => `  - ${e}`).join('\n')}`,
       'make and review a new plan with --plan-out; a plan file is never edited by hand',
     );
+  if (seal.state !== 'foreign') return undefined;
+  if (use === 'apply')
+    throw refused(
+      `plan file ${path} cannot be verified: ${seal.detail}`,
+      'make the plan on this host as the user who applies it (--dry-run --plan-out), review it, then apply that file',
+    );
+  return `this plan's seal cannot be verified here: ${seal.detail}`;
 }

@@ -158,6 +158,11 @@ before(async () => {
   const retargeted = JSON.parse(JSON.stringify(plan)) as typeof plan;
   retargeted.steps[0]!.params.dest = join(work, 'elsewhere');
   writeFileSync(join(plans, 'edited-step.json'), JSON.stringify(retargeted), { mode: 0o600 });
+  // an edit that keeps the plan consistent (the trial's `sed s#planned-dest#evil-dest#g`): only the seal tells
+  writeFileSync(join(plans, 'consistent-edit.json'), readFileSync(join(plans, 'good.json'), 'utf8').replaceAll('planned-dest', 'evil-dest'), { mode: 0o600 });
+  const sealedElsewhere = JSON.parse(readFileSync(join(plans, 'good.json'), 'utf8')) as { seal: { keyId: string } };
+  sealedElsewhere.seal.keyId = '0123456789abcdef';
+  writeFileSync(join(plans, 'sealed-elsewhere.json'), JSON.stringify(sealedElsewhere), { mode: 0o600 });
   copyFileSync(join(plans, 'good.json'), join(plans, 'loose.json'));
   chmodSync(join(plans, 'loose.json'), 0o666);
   copyFileSync(join(plans, 'good.json'), join(plans, 'group-writable.json'));
@@ -661,6 +666,33 @@ const rows: Row[] = [
     args: () => ['apply', join(work, 'plans', 'edited-step.json'), '--yes'],
     code: 3,
     message: /was edited after it was made/,
+  },
+  {
+    name: 'apply of a consistently edited plan (a path replaced everywhere)',
+    args: () => ['apply', join(work, 'plans', 'consistent-edit.json'), '--yes'],
+    code: 3,
+    message: /was edited after it was made:\n {2}- its content does not match its seal/,
+    hint: /new plan/,
+  },
+  {
+    name: 'plan show of a consistently edited plan',
+    args: () => ['plan', 'show', join(work, 'plans', 'consistent-edit.json')],
+    code: 3,
+    message: /its content does not match its seal/,
+  },
+  {
+    name: 'apply of a plan sealed by another host or user',
+    args: () => ['apply', join(work, 'plans', 'sealed-elsewhere.json'), '--yes'],
+    code: 3,
+    message: /cannot be verified: its seal was made with key 0123456789abcdef/,
+    hint: /make the plan on this host/,
+  },
+  {
+    name: 'plan show of a plan sealed elsewhere shows it, with a warning',
+    args: () => ['plan', 'show', join(work, 'plans', 'sealed-elsewhere.json')],
+    code: 0,
+    message: /./,
+    stdout: /# pgscale plan: backup/,
   },
   {
     name: 'apply of a plan writable by everyone',
