@@ -250,7 +250,8 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
       throw e;
     }
   };
-  const askAt = confirmationStep(state.plan.steps);
+  // a resume is a decision of its own: asked again at the first downtime or point-of-no-return step still to run
+  const askAt = confirmationStep(state.plan.steps.filter((s) => !finished(s.id)));
   for (const segment of segments(state.plan.steps, askAt)) {
     const pending = segment.filter((s) => !finished(s.id));
     if (pending.length === 0) continue;
@@ -325,8 +326,8 @@ const beforeDowntime = (state: RunState): boolean => !touchedSteps(state).some((
 
 /** A confirmation nobody can give (no TTY, no --yes) is known before the first step: refuse then, not after work that must be undone. */
 function assertConfirmable(steps: readonly PlannedStep[], pending: (s: PlannedStep) => boolean, opts: ExecuteOptions): void {
-  const askAt = confirmationStep(steps);
-  if (askAt && pending(askAt) && !opts.assumeYes && !opts.confirm) {
+  const askAt = confirmationStep(steps.filter(pending));
+  if (askAt && !opts.assumeYes && !opts.confirm) {
     throw refused(`"${askAt.title}" needs confirmation and nobody can be asked: nothing was done`, 'run it at a terminal, or pass --yes');
   }
 }

@@ -9,7 +9,7 @@ import { ExitCode, PgscaleError } from '../../src/errors.js';
 import { resumeRun, rollbackRun, startRun, type ExecuteOptions } from '../../src/pipeline/execute.js';
 import { listRunEntries, listRuns, lockPath, readRun, releaseLock, runLockKey } from '../../src/pipeline/journal.js';
 import { actionDrift, buildPlan, defineOperation, fingerprintDrift, readSystemIdentifier, type Plan } from '../../src/pipeline/plan.js';
-import { assertTrustedPlanFile, planEdits, readPlanFile, writePlanFile } from '../../src/pipeline/planFile.js';
+import { assertTrustedPlanFile, assertUnedited, planEdits, readPlanFile, writePlanFile } from '../../src/pipeline/planFile.js';
 import { treeSnapshot } from '../helpers/snapshot.js';
 import { planMarkdown } from '../../src/pipeline/render.js';
 import { defineStep, type JsonObject, type StepContext } from '../../src/pipeline/step.js';
@@ -155,7 +155,9 @@ test('a plan names every step, check and action; it renders as markdown and surv
     const file = join(s.dir, 'plan.json');
     writePlanFile(file, plan);
     assert.equal(statSync(file).mode & 0o777, 0o600);
-    assert.deepEqual(readPlanFile(file), plan);
+    const { seal, ...content } = readPlanFile(file);
+    assert.deepEqual(content, plan);
+    assert.match(seal.hmacSha256, /^[0-9a-f]{64}$/);
     assert.throws(() => writePlanFile(file, plan), /already exists/);
     writeFileSync(join(s.dir, 'bad.json'), JSON.stringify({ ...plan, steps: 'nope' }));
     assert.throws(() => readPlanFile(join(s.dir, 'bad.json')), /does not match the plan schema/);
@@ -204,6 +206,29 @@ test('a run failing after downtime began keeps its lock, resumes past its done s
     await assert.rejects(resumeRun(run.id, s.opts), /already completed/);
     // the lock is free again
     assert.equal((await startRun(await buildPlan(toyOperation, s.params, s.ctx), s.opts)).status, 'completed');
+  } finally {
+    s.done();
+  }
+});
+
+test('a resume is confirmed anew when a point of no return is still ahead: refused without --yes or a terminal, asked at the first such step', async () => {
+  const s = setup('b', true, true);
+  try {
+    const plan = await buildPlan(toyOperation, s.params, s.ctx);
+    await assert.rejects(startRun(plan, s.opts), (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.FailedAfterChange);
+    const [run] = listRuns(s.opts.stateDir);
+    assert.deepEqual([...run!.steps.values()], ['done', 'done', 'failed', 'pending', 'pending'], 'stopped inside downtime, before z (the point of no return)');
+    // nobody to ask, no --yes: refused before any step, nothing run
+    await assert.rejects(
+      resumeRun(run!.id, { ...s.opts, assumeYes: false }),
+      (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /"write z" needs confirmation and nobody can be asked/.test(e.message),
+    );
+    assert.deepEqual([...readRun(s.opts.stateDir, run!.id).steps.values()], ['done', 'done', 'failed', 'pending', 'pending']);
+    // at a terminal: asked before z, not before the steps that lead to it
+    const asked: string[] = [];
+    const resumed = await resumeRun(run!.id, { ...s.opts, assumeYes: false, confirm: async (q) => (asked.push(q), true) });
+    assert.equal(resumed.status, 'completed');
+    assert.deepEqual(asked, ['Next: write z — the cluster will be unavailable; it is the point of no return. Continue?']);
   } finally {
     s.done();
   }
@@ -411,6 +436,18 @@ test('an edited plan file is named as edited; a plan file others can write is re
     assert.match(edited((p) => (p.operation = 'nope')).join(), /do not make a plan/);
     const file = join(s.dir, 'plan.json');
     writePlanFile(file, plan);
+    assert.equal(assertUnedited(file, readPlanFile(file), 'apply'), undefined);
+    // a consistent edit (every step still follows from the parameters) breaks only the seal
+    const consistent = readPlanFile(file);
+    consistent.createdAt = '2000-01-01T00:00:00.000Z';
+    assert.deepEqual(planEdits(consistent), []);
+    const sealBroken = (e: unknown) => e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /its content does not match its seal/.test(e.message);
+    assert.throws(() => assertUnedited(file, consistent, 'show'), sealBroken);
+    // sealed by another host or user: apply refuses, show warns
+    const foreign = readPlanFile(file);
+    foreign.seal.keyId = '0123456789abcdef';
+    assert.throws(() => assertUnedited(file, foreign, 'apply'), /cannot be verified: its seal was made with key 0123456789abcdef/);
+    assert.match(assertUnedited(file, foreign, 'show') ?? '', /cannot be verified here/);
     assert.doesNotThrow(() => assertTrustedPlanFile(file));
     for (const mode of [0o620, 0o602, 0o666]) {
       chmodSync(file, mode);
