@@ -2,7 +2,7 @@
  * What pgscale knows about one cluster: read from the data directory (PG_VERSION, postmaster.pid,
  * pg_wal, pg_tblspc, config files), pg_controldata, and SQL when the server runs.
  */
-import { constants, lstatSync, readdirSync } from 'node:fs';
+import { constants, existsSync, lstatSync, readdirSync } from 'node:fs';
 import { access, lstat, opendir, readFile, readlink, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AuditSink } from '../audit.js';
@@ -16,6 +16,7 @@ import { parseControlData, type ControlData } from './controlData.js';
 import type { Installation } from './installations.js';
 import type { RhelClusterLayout } from './rhel.js';
 import { parsePostmasterPid, type PostmasterPid } from './postmasterPid.js';
+import { bindirOfPostmaster, optionValue, startedOptions } from '../server/postgres.js';
 
 export type ClusterState = 'running' | 'stopped' | 'stale';
 
@@ -213,9 +214,22 @@ export async function inspectCluster(dataDirArg: string, ctx: InspectContext): P
       "this is not an intact data directory: pass --pgdata with the cluster's data directory",
     );
   const owner = ownerOf(dataDir);
-  const bindir = ctx.installations.find((i) => i.major === major)?.bindir;
+  const pidText = await readText(join(dataDir, 'postmaster.pid'));
+  const pidFile = pidText === undefined ? undefined : parsePostmasterPid(pidText);
+  let state: ClusterState = 'stopped';
+  if (pidFile) state = (await postmasterAlive(pidFile, dataDir)) ? 'running' : 'stale';
+  if (state === 'stale') notes.push(`postmaster.pid names pid ${pidFile!.pid}, which is not a running postmaster for this data directory: the file is stale`);
+  // the binaries that run the server, wherever they are installed; else an installation of its major
+  const bindir = (state === 'running' ? bindirOfPostmaster(pidFile?.pid) : undefined) ?? ctx.installations.find((i) => i.major === major)?.bindir;
 
-  const configFile = ctx.layout?.kind === 'debian' ? join(ctx.layout.confDir, 'postgresql.conf') : join(dataDir, 'postgresql.conf');
+  // a config_file on the command line it was started with wins over where the layout keeps it
+  const startedConfig = optionValue(startedOptions(dataDir), 'config_file');
+  const configFile =
+    startedConfig && existsSync(startedConfig)
+      ? startedConfig
+      : ctx.layout?.kind === 'debian'
+        ? join(ctx.layout.confDir, 'postgresql.conf')
+        : join(dataDir, 'postgresql.conf');
   let settings = new Map<string, string>();
   try {
     const entries = readConfigTree(configFile);
@@ -226,11 +240,6 @@ export async function inspectCluster(dataDirArg: string, ctx: InspectContext): P
     notes.push(`configuration not read: ${(e as Error).message}`);
   }
 
-  const pidText = await readText(join(dataDir, 'postmaster.pid'));
-  const pidFile = pidText === undefined ? undefined : parsePostmasterPid(pidText);
-  let state: ClusterState = 'stopped';
-  if (pidFile) state = (await postmasterAlive(pidFile, dataDir)) ? 'running' : 'stale';
-  if (state === 'stale') notes.push(`postmaster.pid names pid ${pidFile!.pid}, which is not a running postmaster for this data directory: the file is stale`);
   const configuredPort = Number(settings.get('port') ?? 5432);
 
   const control = await controlData(ctx, bindir, dataDir, owner, notes);

@@ -91,6 +91,16 @@ export function withoutDataDir(args: readonly string[]): string[] {
   return out;
 }
 
+/**
+ * The bindir of a running postmaster: its executable (/proc/PID/exe) names it, wherever it is
+ * installed — when the client programs pgscale runs (psql, pg_controldata) are there too.
+ */
+export function bindirOfPostmaster(pid: number | undefined): string | undefined {
+  if (!pid) return undefined;
+  const dir = readOr(() => dirname(readlinkSync(`/proc/${pid}/exe`)), undefined);
+  return dir && ['psql', 'pg_controldata'].every((p) => existsSync(join(dir, p))) ? dir : undefined;
+}
+
 /** The data directory named on a postmaster command line (-D DIR, -DDIR, --pgdata[=]DIR), if any. */
 export function dataDirArg(args: readonly string[]): string | undefined {
   let dir: string | undefined;

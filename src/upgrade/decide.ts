@@ -2,7 +2,7 @@
  * From the DBA's answers (flags or the wizard) and what detection found, the upgrade's exact
  * parameters. Decides; never prompts, never changes anything.
  */
-import { statSync, existsSync, readlinkSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { AuditSink } from '../audit.js';
 import { estimateBackupBytes, newBackupToken } from '../backup/steps.js';
@@ -16,6 +16,7 @@ import { statements } from '../sql.js';
 import { serverLogPath } from '../cluster/serverLog.js';
 import { userByName } from '../osUser.js';
 import { gatherIdentity } from '../server/postgres.js';
+import { existingAncestor } from '../files.js';
 import { carriedIdentity } from './rules.js';
 import type { UpgradeMode, UpgradeParams } from './params.js';
 
@@ -50,22 +51,6 @@ export function defaultNewDataDir(oldDataDir: string, oldMajor: number, newMajor
   const i = parts.lastIndexOf(String(oldMajor));
   if (i > 0) return [...parts.slice(0, i), String(newMajor), ...parts.slice(i + 1)].join('/');
   return join(dirname(oldDataDir), `${basename(oldDataDir)}-${newMajor}`);
-}
-
-/** The bindir of a running postmaster: its executable (/proc/PID/exe) names it, wherever it is installed. */
-export function bindirOfPostmaster(pid: number | undefined): string | undefined {
-  if (!pid) return undefined;
-  try {
-    return dirname(readlinkSync(`/proc/${pid}/exe`));
-  } catch {
-    return undefined;
-  }
-}
-
-function nearestExisting(path: string): string {
-  let p = path;
-  while (!existsSync(p)) p = dirname(p);
-  return p;
 }
 
 /** initdb options reproducing the old cluster's encoding, locale, provider and checksum setting. */
@@ -105,7 +90,7 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
     ctx.runner,
     [c.oldBindir, c.newBindir].filter((b): b is string => Boolean(b)),
   );
-  const oldBindir = c.oldBindir ?? old.bindir ?? bindirOfPostmaster(old.pid);
+  const oldBindir = c.oldBindir ?? old.bindir;
   if (!oldBindir) throw badInput(`no PostgreSQL ${old.major} installation found for ${old.dataDir}`, 'pass --old-bindir');
   const newMajor = c.toVersion ?? (c.newBindir ? installations.find((i) => i.bindir === c.newBindir)?.major : defaultTargetVersion(old.major, installations));
   if (!newMajor) throw badInput(`no PostgreSQL newer than ${old.major} is installed`, 'install the target version, or pass --new-bindir');
@@ -116,7 +101,7 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
   if (newInstall && newInstall.major !== newMajor) throw badInput(`--new-bindir ${newBindir} holds PostgreSQL ${newInstall.major}, not ${newMajor}`);
 
   const newDataDir = resolve(c.newPgdata ?? defaultNewDataDir(old.dataDir, old.major, newMajor));
-  const sameFs = statSync(old.dataDir).dev === statSync(nearestExisting(dirname(newDataDir))).dev;
+  const sameFs = statSync(old.dataDir).dev === statSync(existingAncestor(dirname(newDataDir))).dev;
   const mode: UpgradeMode = c.mode ?? (sameFs ? 'link' : 'copy');
   const compute = await detectCompute(ctx.hostRoot);
 
