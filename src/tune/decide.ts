@@ -628,14 +628,23 @@ export interface RestoreDecision {
   restartNeeded: string[];
 }
 
-/** The newest completed tune run of the cluster that no restore has put back yet. */
+/**
+ * The newest completed tune run of the cluster that wrote files and that no restore has put back
+ * yet. A run that only completed a pending restart wrote nothing (it has no backup): the files to
+ * put back are those of the run before it.
+ */
 function runToRestore(stateDir: string, dataDir: string): { id: string; dir: string; params: TuneParams } {
   const runs = listRuns(stateDir);
   const restored = new Set(
     runs.filter((r) => r.plan.operation === 'tune-restore' && r.status === 'completed').map((r) => (r.plan.params as TuneParams).restoredRun),
   );
   const candidates = runs.filter(
-    (r) => r.plan.operation === 'tune' && r.status === 'completed' && r.plan.target.lockKey === `cluster:${dataDir}` && !restored.has(r.id),
+    (r) =>
+      r.plan.operation === 'tune' &&
+      r.status === 'completed' &&
+      r.plan.target.lockKey === `cluster:${dataDir}` &&
+      !restored.has(r.id) &&
+      readBackupManifest(r.dir) !== undefined,
   );
   const last = candidates[candidates.length - 1];
   if (!last) {

@@ -232,6 +232,17 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       assert.deepEqual(parseJson<TuneResult>(restore).restartPending, pending);
     });
 
+    test('--apply, then --yes completing the restart (a run that writes nothing), then --restore puts back the files of the --apply', async () => {
+      assert.equal((await tune(c, ['--apply'])).code, 0);
+      const completed = await tune(c, ['--yes', '--json']);
+      assert.equal(completed.code, 0, show(completed));
+      assert.equal((await settings(c)).get('shared_buffers')!.setting, '65536', 'the pending restart was completed');
+      const restore = await tune(c, ['--restore', '--yes']);
+      assert.equal(restore.code, 0, show(restore));
+      assert.deepEqual(shas(touched), original);
+      assert.equal((await settings(c)).get('shared_buffers')!.setting, '16384', 'restarted with the files as they were');
+    });
+
     test('a reviewed plan file is applied exactly with `pgscale apply`', async () => {
       const planFile = join(scratchDir('pgscale-tune-plan-'), 'tune.plan.json');
       // --yes at planning time puts the restart into the plan; `apply` asks for it again (or --yes)
