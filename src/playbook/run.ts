@@ -105,7 +105,16 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
       continue;
     }
     const previous = progress.runs[index];
-    const unfinished = previous ? listRuns(o.stateDir).find((r) => r.id === previous && !['completed', 'rolled-back'].includes(r.status)) : undefined;
+    const previousRun = previous ? listRuns(o.stateDir).find((r) => r.id === previous) : undefined;
+    if (previousRun?.status === 'completed' && !o.dryRun) {
+      // finished outside the playbook (`pgscale resume RUN`, as the failed step's hint offered)
+      o.log(`${label}: already done (run ${previousRun.id} completed)`);
+      progress.done.push(index);
+      save();
+      result.steps.push({ index, command: step.command, outcome: 'already done', runId: previousRun.id, exitCode: 0 });
+      continue;
+    }
+    const unfinished = previousRun && !['completed', 'rolled-back'].includes(previousRun.status) ? previousRun : undefined;
     const { argv, env } = unfinished
       ? { argv: ['resume', unfinished.id, ...(o.yes ? ['--yes'] : []), ...(o.json ? ['--json'] : [])], env: { PGSCALE_STATE_DIR: o.stateDir } }
       : stepInvocation(
