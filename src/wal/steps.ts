@@ -25,6 +25,7 @@ import {
   statSync,
   statfsSync,
   symlinkSync,
+  lchownSync,
   unlinkSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -493,7 +494,12 @@ export const swapStep = defineStep<WalMoveParams>({
   async apply(ctx, p) {
     await assertStopped(ctx, p);
     if (swapped(p)) return { pgWal: p.destination === 'volume' ? p.target : pgWal(p) };
-    if (p.destination === 'volume' && !lexists(newWal(p))) symlinkSync(p.target, newWal(p));
+    if (p.destination === 'volume' && !lexists(newWal(p))) {
+      symlinkSync(p.target, newWal(p));
+      // initdb's own pg_wal link belongs to the cluster owner: so does this one
+      const to = chownTo(p);
+      if (to) lchownSync(newWal(p), to.uid, to.gid);
+    }
     const staged = lstatOrUndefined(newWal(p));
     if (!staged || (p.destination === 'volume' ? !staged.isSymbolicLink() || readlinkSync(newWal(p)) !== p.target : !staged.isDirectory())) {
       throw new PgscaleError(`${newWal(p)} is not the staged new pg_wal`, ExitCode.FailedAfterChange);

@@ -48,6 +48,7 @@ describe('pgscale wal move on a real 17 cluster and loop-mounted volumes', { ski
   function assertOnVolume(target: string): void {
     const st = lstatSync(walDir(c));
     assert.ok(st.isSymbolicLink(), 'pg_wal is a symlink');
+    assert.equal(st.uid, serverUser.uid, 'the link belongs to the cluster owner, as the one initdb makes');
     assert.equal(readlinkSync(walDir(c)), target);
     const t = statSync(target);
     assert.equal(t.mode & 0o777, 0o700);
