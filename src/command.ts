@@ -72,7 +72,13 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
     this.flags = flags as BaseFlags<T>;
     try {
       // learns the --dsn password (if any) now, so that no later message can carry it
-      resolveConnection(this.flags.dsn);
+      const { password } = resolveConnection(this.flags.dsn);
+      // every connection of the run (ours and the programs') then has it, through the environment:
+      // plans never hold it, argv of the programs never carries it
+      if (password && this.flags.dsn && process.env.PGPASSWORD === undefined) {
+        process.env.PGPASSWORD = password;
+        this.warn('a password in --dsn is visible to every user of this host (ps): put it in a password file (PGPASSFILE, mode 0600) instead');
+      }
     } catch {
       /* an invalid --dsn is reported by the command that needs it */
     }

@@ -768,6 +768,13 @@ export interface Db {
 
 function connectionError(target: string, err: unknown): PgscaleError {
   const msg = redact(err instanceof Error ? err.message : String(err));
+  // node-postgres' words when the server asks for a password and none was given
+  if (/client password must be a string/.test(msg))
+    return new PgscaleError(
+      `cannot connect to PostgreSQL at ${target}: the server asks for a password and none was given`,
+      ExitCode.FailedNoChange,
+      'put it in a password file (PGPASSFILE or ~/.pgpass, mode 0600) or PGPASSWORD',
+    );
   return new PgscaleError(`cannot connect to PostgreSQL at ${target}: ${msg}`, ExitCode.FailedNoChange, 'check the port, the user and PGPASSFILE / ~/.pgpass');
 }
 

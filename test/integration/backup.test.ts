@@ -354,6 +354,17 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
       assert.ok(readdirSync(join(pwState, 'runs')).length >= 1, 'the run was journaled');
       assert.deepEqual(filesContaining(pwState, password), [], 'no state file (plan, journal, audit log) holds the password');
       assert.deepEqual(filesContaining(good, password), []);
+
+      // the password inside a keyword --dsn (a trial met "client password must be a string" in the
+      // dump step): every connection of the run has it, with a warning, and it is still nowhere
+      const inDsn = join(work, 'dsn-password');
+      const viaDsn = await runCli(['backup', '--bindir', pg16.bindir, '--dsn', `${dsn} password=${password}`, '--to', inDsn, '--state-dir', pwState]);
+      assert.equal(viaDsn.code, 0, viaDsn.stderr);
+      assert.match(viaDsn.stderr, /a password in --dsn is visible to every user of this host \(ps\)/);
+      assert.ok(existsSync(join(inDsn, 'manifest.json')));
+      for (const text of [viaDsn.stdout, viaDsn.stderr]) assert.equal(text.includes(password), false, 'the password is not echoed');
+      assert.deepEqual(filesContaining(pwState, password), []);
+      assert.deepEqual(filesContaining(inDsn, password), []);
     });
 
     test('the server is not running (exit 3)', async () => {
