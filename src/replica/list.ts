@@ -26,6 +26,12 @@ export function judgeReplicas(rows: readonly ReplicationOverviewRow[], pgdata: s
     else if (r.wal_status === 'unreserved') advice = `slot ${r.slot_name} is about to lose WAL (past max_slot_wal_keep_size): bring its replica back now`;
     else if (r.slot_name && !r.active) advice = `inactive slot ${r.slot_name} retains WAL: start its replica, or remove it (pgscale replica remove)`;
     else if (!r.slot_name) advice = 'a standby without a slot: the primary may recycle WAL it still needs';
+    // safe_wal_size is null for a slot that is not lost only when max_slot_wal_keep_size = -1
+    const unlimited =
+      r.slot_name && r.slot_type === 'physical' && r.safe_wal_size === null && r.wal_status !== 'lost'
+        ? `max_slot_wal_keep_size = -1: slot ${r.slot_name} retains WAL without limit while its replica is away, until the WAL volume fills and the primary stops — set max_slot_wal_keep_size (a reload; pgscale tune proposes a value)`
+        : null;
+    if (unlimited) advice = advice ? `${advice}; ${unlimited}` : unlimited;
     return {
       slot: r.slot_name,
       state: r.state ?? (r.slot_name && !r.active ? 'inactive' : 'unknown'),

@@ -192,13 +192,13 @@ test('pg_basebackup progress parsed from -P output', () => {
   assert.equal(parseBasebackupProgress('waiting for checkpoint'), undefined);
 });
 
-test('replica list: lost slots say rebuild with the command, inactive ones retain WAL', () => {
+test('replica list: lost slots say rebuild with the command, inactive ones retain WAL, unlimited ones are named', () => {
   const row = (r: Partial<ReplicationOverviewRow>): ReplicationOverviewRow => ({
     slot_name: 's',
     slot_type: 'physical',
     active: true,
     wal_status: 'reserved',
-    safe_wal_size: null,
+    safe_wal_size: '1000000',
     retained_bytes: '100',
     pid: 1,
     application_name: 'a',
@@ -209,15 +209,20 @@ test('replica list: lost slots say rebuild with the command, inactive ones retai
     replay_lag_seconds: null,
     ...r,
   });
-  const [streaming, lost, inactive, slotless] = judgeReplicas(
+  const [streaming, lost, inactive, slotless, unlimited, idleUnlimited] = judgeReplicas(
     [
       row({}),
-      row({ slot_name: 'gone', active: false, wal_status: 'lost', state: null, pid: null }),
+      row({ slot_name: 'gone', active: false, wal_status: 'lost', state: null, pid: null, safe_wal_size: null }),
       row({ slot_name: 'idle', active: false, state: null, pid: null, retained_bytes: '5000' }),
-      row({ slot_name: null, slot_type: null, active: null, wal_status: null }),
+      row({ slot_name: null, slot_type: null, active: null, wal_status: null, safe_wal_size: null }),
+      row({ slot_name: 'forever', safe_wal_size: null }),
+      row({ slot_name: 'idle2', active: false, state: null, pid: null, safe_wal_size: null }),
     ],
     '/pg',
   );
+  assert.match(unlimited!.advice!, /^max_slot_wal_keep_size = -1: slot forever retains WAL without limit .* set max_slot_wal_keep_size/);
+  assert.match(idleUnlimited!.advice!, /^inactive slot idle2 retains WAL: .*; max_slot_wal_keep_size = -1: slot idle2/);
+  assert.doesNotMatch(lost!.advice!, /max_slot_wal_keep_size = -1/, 'a lost slot has no safe_wal_size either way');
   assert.equal(streaming!.advice, null);
   assert.equal(streaming!.state, 'streaming');
   assert.match(lost!.advice!, /must be rebuilt — pgscale replica remove --pgdata \/pg .*--slot gone, then pgscale replica add/);
