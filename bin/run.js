@@ -5,6 +5,13 @@ import { flush } from '@oclif/core/flush';
 import { handle } from '@oclif/core/handle';
 import { ExitError } from '@oclif/core/errors';
 
+// `pgscale … | head`: the reader went away; stop quietly, as other command-line tools do
+for (const stream of [process.stdout, process.stderr])
+  stream.on('error', (error) => {
+    if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw error;
+  });
+
 // Errors raised before a command runs (an unknown command or topic) keep the error contract:
 // "pgscale: error: …" and a hint, or {"error": {message, hint, exitCode, kind}} under --json; exit 2.
 try {
