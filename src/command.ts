@@ -39,7 +39,7 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
     bindir: Flags.string({ summary: 'Directory holding postgres, pg_ctl, initdb… for that cluster.', helpGroup: 'CLUSTER' }),
     dsn: Flags.string({
       summary:
-        'libpq connection string or URI (or PGSCALE_DSN); PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE and PGSERVICE are honoured too. Never put a password here: use PGPASSFILE.',
+        'libpq connection string or URI (or PGSCALE_DSN); PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE and PGSERVICE are honoured too. A password here is used, but ps shows it: prefer PGPASSFILE.',
       env: 'PGSCALE_DSN',
       helpGroup: 'CLUSTER',
     }),
