@@ -259,13 +259,20 @@ export function judgePrimary(f: PrimaryFacts, want: Intent): CheckResult[] {
           ),
     );
   }
-  if (want.primaryAddress) {
+  if (want.primaryAddress?.startsWith('/'))
+    out.push(
+      check.fail(
+        'primary listens',
+        `${want.primaryAddress} is a socket directory: a replica connects over TCP (its pg_hba rule is host replication ${want.role} ADDRESS/32 scram-sha-256), so --primary-address must be an IP address the primary listens on, e.g. 127.0.0.1 for a replica on this host`,
+      ),
+    );
+  else if (want.primaryAddress) {
     out.push(
       listensOn(f.listenAddresses, want.primaryAddress)
         ? check.pass('primary listens', `listen_addresses '${f.listenAddresses}' covers ${want.primaryAddress}`)
         : check.fail(
             'primary listens',
-            `the replica reaches the primary at ${want.primaryAddress}, but listen_addresses is '${f.listenAddresses}': add it (a restart) or pass --primary-address`,
+            `the replica reaches the primary at ${want.primaryAddress}, but listen_addresses is '${f.listenAddresses}': add ${want.primaryAddress} to listen_addresses (a restart), or give --primary-address an address it listens on`,
           ),
     );
   }

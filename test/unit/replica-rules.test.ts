@@ -135,6 +135,13 @@ test('judging the primary: each rule can fail on its own', () => {
   assert.deepEqual(failed(judgePrimary({ ...primary, role: { ...primary.role, scram: false } }, intent)), ['replication role']);
   assert.deepEqual(failed(judgePrimary({ ...primary, passwordAvailable: false }, intent)), ['replication password']);
   assert.deepEqual(failed(judgePrimary({ ...primary, listenAddresses: 'localhost' }, intent)), ['primary listens']);
+  // a socket directory given as the primary's address (a trial's): refused with why, not "pass --primary-address"
+  const bySocket = judgePrimary({ ...primary, listenAddresses: '' }, { ...intent, primaryAddress: '/run/pg' }).filter((c) => !c.passed);
+  assert.deepEqual(
+    bySocket.map((c) => c.name),
+    ['primary listens'],
+  );
+  assert.match(bySocket[0]!.detail, /\/run\/pg is a socket directory: a replica connects over TCP/);
   assert.deepEqual(failed(judgePrimary({ ...primary, inRecovery: true }, intent)), ['primary']);
   assert.deepEqual(failed(judgePrimary({ ...primary, configOutsideDataDir: true }, intent)), ['configuration']);
   assert.deepEqual(failed(judgePrimary(primary, { ...intent, local: true, tablespaceTargets: [{ name: 'warm', location: '/ts', target: '/ts' }] })), [
