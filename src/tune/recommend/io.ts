@@ -5,7 +5,7 @@ import { KiB } from '../../gucCatalog/units.js';
 import { enumValue, memoryValue, numberValue } from '../../gucCatalog/values.js';
 import type { AreaResult, Proposal, StorageClass, SystemProfile } from '../types.js';
 import { onlyProposals } from './area.js';
-import { ioConcurrencyFromProbe, randomPageCostFromProbe, type Decided } from './measured.js';
+import { currentNumber, ioConcurrencyFromProbe, randomPageCostFromProbe, type Decided } from './measured.js';
 
 interface StorageIo {
   randomPageCost?: { value: number; reason: string };
@@ -99,9 +99,12 @@ export function recommendIo(p: SystemProfile, catalog: GucCatalog): AreaResult {
   const io = STORAGE_IO[p.storage];
   const probe = p.storageMeasured?.randomRead;
   const proposals: Proposal[] = [];
-  const randomPageCost = (probe && randomPageCostFromProbe(probe)) ?? io.randomPageCost;
+  const current = (name: 'random_page_cost' | 'effective_io_concurrency') => currentNumber(p.currentMeasured, name);
+  const randomPageCost = probe ? randomPageCostFromProbe(probe, current('random_page_cost')) : io.randomPageCost;
   if (randomPageCost) proposals.push({ name: 'random_page_cost', value: numberValue(randomPageCost.value), reason: randomPageCost.reason });
-  const wanted = (probe && ioConcurrencyFromProbe(probe)) ?? io.ioConcurrency;
+  const wanted = probe
+    ? ioConcurrencyFromProbe(probe, current('effective_io_concurrency'), numericDefault(catalog, 'effective_io_concurrency'))
+    : io.ioConcurrency;
   if (wanted) {
     const eic = notBelowDefault(catalog, 'effective_io_concurrency', wanted);
     proposals.push({ name: 'effective_io_concurrency', value: numberValue(eic.value), reason: eic.reason });
