@@ -408,7 +408,10 @@ export async function decideTune(
   const set = recommend(profile, catalog);
   const areas = planChanges(set, effective, catalog, target);
   const warnings = [...cluster.notes, ...effective.warnings, ...set.warnings, ...precedenceNotes(areas, target, cluster.dataDir ?? undefined)];
-  const pending = (cluster.server ?? []).filter((s) => s.pending_restart).map((s) => s.name);
+  const pending = pendingNotOwn(
+    (cluster.server ?? []).filter((s) => s.pending_restart).map((s) => s.name),
+    areas,
+  );
   if (pending.length) warnings.push(`already waiting for a restart before pgscale changes anything: ${pending.join(', ')}`);
   return { cluster, catalog, effective, set, areas, target, notes, warnings };
 }
@@ -596,6 +599,12 @@ export function pendingOwnRestarts(areas: readonly AreaChanges[]): SettingChange
   return areas
     .flatMap((a) => a.settings)
     .filter((s) => s.status === 'keep' && s.recommended.restart && s.current?.origin !== 'command-line' && s.current?.running?.pendingRestart === true);
+}
+
+/** Settings the server waits to restart for that are not pgscale's own pending restarts: those are reported, and completed, on their own. */
+export function pendingNotOwn(serverPending: readonly string[], areas: readonly AreaChanges[]): string[] {
+  const own = new Set(pendingOwnRestarts(areas).map((s) => s.name));
+  return serverPending.filter((name) => !own.has(name));
 }
 
 /** The `tune` operation that only completes a pending restart of pgscale's settings (consent given): nothing is written. */
