@@ -1,9 +1,60 @@
 /**
  * Random 8kB reads of a file with O_DIRECT, one at a time and `depth` at once, each for `seconds`:
  * what random_page_cost and effective_io_concurrency are decided from. In-process (worker threads,
- * one blocking reader each), so the database host needs nothing but pgscale; read-only.
+ * one blocking reader each: libuv's pool would cap reads in flight at its 4 threads), so the
+ * database host needs nothing but pgscale; read-only.
  */
 import { Worker } from 'node:worker_threads';
+
+/**
+ * One reader, as source: the single executable bundles pgscale into one file, so a worker cannot
+ * be a module of its own. O_DIRECT wants the buffer aligned to the device's logical block (512 B or
+ * 4 kB) and JavaScript cannot ask for an address: offsets are tried, a misaligned read fails with
+ * EINVAL before any I/O.
+ */
+const READER = `
+const { closeSync, constants, openSync, readSync } = require('node:fs');
+const { parentPort, workerData } = require('node:worker_threads');
+const PAGE = 8192;
+const { path, pages } = workerData;
+function alignedView(fd) {
+  const raw = Buffer.alloc(PAGE + 4096);
+  for (let offset = 0; offset <= 4096; offset += 8) {
+    const view = raw.subarray(offset, offset + PAGE);
+    try {
+      readSync(fd, view, 0, PAGE, 0);
+      return view;
+    } catch (e) {
+      if (e.code !== 'EINVAL') throw e;
+    }
+  }
+  return undefined;
+}
+let fd;
+try {
+  fd = openSync(path, constants.O_RDONLY | constants.O_DIRECT);
+} catch (e) {
+  parentPort.postMessage({ refused: e.message });
+}
+const view = fd === undefined ? undefined : alignedView(fd);
+if (fd !== undefined && !view) {
+  closeSync(fd);
+  parentPort.postMessage({ refused: 'no buffer alignment was accepted for O_DIRECT reads' });
+} else if (view) {
+  parentPort.postMessage({ ready: true });
+  parentPort.once('message', ({ stopAt }) => {
+    const started = Date.now();
+    let reads = 0;
+    while (Date.now() < stopAt) {
+      readSync(fd, view, 0, PAGE, Math.floor(Math.random() * pages) * PAGE);
+      reads++;
+    }
+    const ms = Date.now() - started;
+    closeSync(fd);
+    parentPort.postMessage({ reads, ms });
+  });
+}
+`;
 
 export interface ReaderResult {
   reads: number;
@@ -22,7 +73,7 @@ type FromReader = { ready: true } | { refused: string } | ReaderResult;
 
 /** `readers` threads reading `pages` 8kB pages of `path` at random for `seconds`; a string when O_DIRECT is refused. */
 async function readTogether(path: string, pages: number, readers: number, seconds: number): Promise<ReaderResult[] | string> {
-  const workers = Array.from({ length: readers }, () => new Worker(new URL('./randomReadsWorker.js', import.meta.url), { workerData: { path, pages } }));
+  const workers = Array.from({ length: readers }, () => new Worker(READER, { eval: true, workerData: { path, pages } }));
   const next = (w: Worker) =>
     new Promise<FromReader>((resolve, reject) => {
       w.once('message', resolve);
