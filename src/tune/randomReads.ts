@@ -34,12 +34,12 @@ let fd;
 try {
   fd = openSync(path, constants.O_RDONLY | constants.O_DIRECT);
 } catch (e) {
-  parentPort.postMessage({ refused: e.message });
+  parentPort.postMessage({ refused: 'opening the probe file with O_DIRECT failed: ' + e.message });
 }
 const view = fd === undefined ? undefined : alignedView(fd);
 if (fd !== undefined && !view) {
   closeSync(fd);
-  parentPort.postMessage({ refused: 'no buffer alignment was accepted for O_DIRECT reads' });
+  parentPort.postMessage({ refused: 'the volume accepted no buffer alignment for O_DIRECT reads' });
 } else if (view) {
   parentPort.postMessage({ ready: true });
   parentPort.once('message', ({ stopAt }) => {
@@ -95,7 +95,7 @@ async function readTogether(path: string, pages: number, readers: number, second
   }
 }
 
-/** Reads per second one at a time, then `depth` at once; a string when the file's volume does not take O_DIRECT reads. */
+/** Reads per second one at a time, then `depth` at once; a string when the file cannot be read with O_DIRECT. */
 export async function probeRandomReads(
   path: string,
   fileBytes: number,
