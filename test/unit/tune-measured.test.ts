@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { GiB, MiB, enumValue, loadCatalog, memoryValue, numberValue, boolValue, type GucValue } from '../../src/gucCatalog/index.js';
 import { connectionsThatFit, memoryBudget, memoryHeadroom, recommend, type RecommendationSet, type SystemProfile } from '../../src/tune/index.js';
 import { parseFsyncOutput, fullVolumeReason, walRateFrom } from '../../src/tune/measure.js';
-import { readsPerSecond } from '../../src/tune/randomReads.js';
+import { probeRandomReads, readsPerSecond } from '../../src/tune/randomReads.js';
 import { groupCommitFromFsync, ioConcurrencyFromProbe, randomPageCostFromProbe, walSyncMethodFromFsync } from '../../src/tune/recommend/measured.js';
 import { locksForPartitions } from '../../src/tune/recommend/connections.js';
 import { parseWalRateFlag } from '../../src/tune/flags.js';
@@ -150,7 +150,7 @@ test('pg_test_fsync: its first section parsed; wal_sync_method only for a clear 
   assert.equal(valueOf(run(profile({ pgMajor: 17 })), 'commit_delay'), undefined);
 });
 
-test('read probe: readers side by side add up, each over its own time (a late starter is not counted short)', () => {
+test('read probe: readers side by side add up, each over its own time (a late starter is not counted short); a file it cannot open is a reason', async () => {
   assert.equal(readsPerSecond([{ reads: 1500, ms: 1500 }]), 1000);
   assert.equal(
     readsPerSecond([
@@ -166,6 +166,7 @@ test('read probe: readers side by side add up, each over its own time (a late st
     ]),
     300,
   );
+  assert.match(String(await probeRandomReads('/nonexistent/pgscale-probe', 1 << 20, 0.1, 2)), /^opening the probe file with O_DIRECT failed: ENOENT/);
 });
 
 test('hysteresis: a figure within 25 % of a class boundary keeps the current value, with why; beyond it the class changes', () => {
