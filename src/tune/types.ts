@@ -79,6 +79,8 @@ export interface Proposal {
   name: string;
   value: GucValue;
   reason: string;
+  /** The cluster's current value, kept: a measurement near a class boundary is no reason to change it (the reason says so). */
+  held?: boolean;
 }
 
 /** A kernel setting the recommendations depend on; pgscale advises it, never applies it. */

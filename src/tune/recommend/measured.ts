@@ -10,6 +10,8 @@ import type { FsyncMeasurement, RandomReadMeasurement, SystemProfile, WalSyncMet
 export interface Decided<T> {
   value: T;
   reason: string;
+  /** The current value kept: the figure is near a class boundary. */
+  held?: boolean;
 }
 
 const us = (iops: number) => `${formatNumber(Math.round(1e6 / iops))}µs`;
@@ -63,10 +65,8 @@ export function randomPageCostFromProbe(m: RandomReadMeasurement, current?: numb
   );
   const step = RANDOM_PAGE_COST_BY_LATENCY[c.index]!;
   const figures = `measured ${us(m.serialIops)} per random 8kB read on the data volume (${perSecond(m.serialIops)} one at a time)`;
-  return {
-    value: step.value,
-    reason: c.nearBoundary === undefined ? `${figures}: ${step.what}` : `${figures}: ${keptNear(`${formatNumber(c.nearBoundary)}µs`, String(step.value))}`,
-  };
+  if (c.nearBoundary === undefined) return { value: step.value, reason: `${figures}: ${step.what}` };
+  return { value: step.value, reason: `${figures}: ${keptNear(`${formatNumber(c.nearBoundary)}µs`, String(step.value))}`, held: true };
 }
 
 /**
@@ -87,10 +87,8 @@ export function ioConcurrencyFromProbe(m: RandomReadMeasurement, current?: numbe
   );
   const step = classes[c.index]!;
   const figures = `measured ${perSecond(m.serialIops)} random 8kB reads one at a time, ${perSecond(m.parallelIops)} with ${m.depth} in flight (×${formatNumber(Math.round(scaling * 10) / 10)})`;
-  return {
-    value: step.value,
-    reason: c.nearBoundary === undefined ? `${figures}: ${step.what}` : `${figures}: ${keptNear(`×${formatNumber(c.nearBoundary)}`, String(current))}`,
-  };
+  if (c.nearBoundary === undefined) return { value: step.value, reason: `${figures}: ${step.what}` };
+  return { value: step.value, reason: `${figures}: ${keptNear(`×${formatNumber(c.nearBoundary)}`, String(current))}`, held: true };
 }
 
 /** Methods safe on Linux that pgscale chooses between; fsync and open_sync flush more than WAL needs. */
@@ -116,7 +114,7 @@ export function walSyncMethodFromFsync(m: FsyncMeasurement, current?: string): D
   );
   const value = classes[c.index]!.value;
   if (c.nearBoundary !== undefined)
-    return { value, reason: `${figures}: ${ALTERNATIVE_SYNC}/${LINUX_DEFAULT_SYNC} ${keptNear(`×${formatNumber(SYNC_METHOD_MARGIN)}`, value)}` };
+    return { value, reason: `${figures}: ${ALTERNATIVE_SYNC}/${LINUX_DEFAULT_SYNC} ${keptNear(`×${formatNumber(SYNC_METHOD_MARGIN)}`, value)}`, held: true };
   if (value === ALTERNATIVE_SYNC) return { value, reason: `${figures}: ${ALTERNATIVE_SYNC} is at least ${formatNumber(SYNC_METHOD_MARGIN)}× faster` };
   return { value, reason: `${figures}: the Linux default is as fast as any` };
 }
@@ -143,7 +141,7 @@ export function groupCommitFromFsync(
   flushUs: number,
   workload: WorkloadProfile,
   currentDelayUs?: number,
-): { delayUs: number; siblings: number; reason: string } | undefined {
+): { delayUs: number; siblings: number; reason: string; held?: boolean } | undefined {
   if (!commitHeavy.has(workload)) return undefined;
   const flush = `${formatNumber(Math.round(flushUs))}µs`;
   const classes = [
@@ -154,15 +152,16 @@ export function groupCommitFromFsync(
   const boundary = `${formatNumber(GROUP_COMMIT_FROM_US)}µs`;
   if (c.index === 0) {
     const why = c.nearBoundary === undefined ? 'too fast for waiting on other commits to pay (the default)' : keptNear(boundary, 'commit_delay 0');
-    return { delayUs: 0, siblings: 5, reason: `a WAL flush takes ${flush} (pg_test_fsync): ${why}` };
+    return { delayUs: 0, siblings: 5, reason: `a WAL flush takes ${flush} (pg_test_fsync): ${why}`, ...(c.nearBoundary === undefined ? {} : { held: true }) };
   }
   const half = Math.min(COMMIT_DELAY_MAX_US, Math.round(flushUs / 2));
   const reason = `half of the ${flush} one WAL flush takes (pg_test_fsync): concurrent commits share a flush instead of queueing for the disk`;
-  if (currentDelayUs !== undefined && currentDelayUs > 0 && Math.abs(currentDelayUs - half) <= HYSTERESIS_BAND * half)
+  if (currentDelayUs !== undefined && currentDelayUs > 0 && currentDelayUs !== half && Math.abs(currentDelayUs - half) <= HYSTERESIS_BAND * half)
     return {
       delayUs: currentDelayUs,
       siblings: 5,
       reason: `${reason}; the current ${formatNumber(currentDelayUs)}µs is within ${band} of ${formatNumber(half)}µs and stays: flush times vary that much between runs`,
+      held: true,
     };
   return {
     delayUs: half,

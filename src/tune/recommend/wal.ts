@@ -81,11 +81,11 @@ function fromFsync(p: SystemProfile): Proposal[] {
   const currentMethod = p.currentMeasured?.wal_sync_method;
   const method = walSyncMethodFromFsync(fsync, currentMethod?.kind === 'enum' ? currentMethod.value : undefined);
   if (!method) return [];
-  const out: Proposal[] = [{ name: 'wal_sync_method', value: enumValue(method.value), reason: method.reason }];
+  const out: Proposal[] = [{ name: 'wal_sync_method', value: enumValue(method.value), reason: method.reason, held: method.held }];
   const flushUs = flushMicroseconds(fsync, method.value);
   const group = flushUs === undefined ? undefined : groupCommitFromFsync(flushUs, p.workload, currentNumber(p.currentMeasured, 'commit_delay'));
   if (group) {
-    out.push({ name: 'commit_delay', value: numberValue(group.delayUs), reason: group.reason });
+    out.push({ name: 'commit_delay', value: numberValue(group.delayUs), reason: group.reason, held: group.held });
     if (group.delayUs > 0) {
       out.push({
         name: 'commit_siblings',
