@@ -250,7 +250,7 @@ async function main(): Promise<void> {
     }`,
   );
   lines.push(
-    `random 8kB reads (O_DIRECT probe): ${r ? `${r.serialIops.toFixed(0)}/s one at a time, ${r.parallelIops.toFixed(0)}/s ${r.depth} at once${r.direct ? '' : ' (page cache: ignored)'}` : 'not measured'}`,
+    `random 8kB reads (O_DIRECT probe): ${r ? `${r.serialIops.toFixed(0)}/s one at a time, ${r.parallelIops.toFixed(0)}/s ${r.depth} at once` : 'not measured'}`,
   );
   lines.push(`WAL rate of TPC-B here: ${profile.walWriteBytesPerSecond ? `${describeMemory(profile.walWriteBytesPerSecond)}/s` : 'not measured'}`);
   lines.push(

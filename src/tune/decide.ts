@@ -16,7 +16,7 @@ import { BUILD_OPTIONAL_VALUES } from '../gucCatalog/buildOptional.js';
 import { KNOWN_MAJORS, findSetting, loadCatalog, needsRestart } from '../gucCatalog/catalog.js';
 import type { BuildFeature, GucCatalog } from '../gucCatalog/types.js';
 import { KiB, MiB, describeMemory } from '../gucCatalog/units.js';
-import { isCloseEnough, parseSetting } from '../gucCatalog/values.js';
+import { isCloseEnough, parseSetting, type GucValue } from '../gucCatalog/values.js';
 import { detectCompute } from '../host/compute.js';
 import type { HostRoot } from '../host/hostRoot.js';
 import { detectStorage } from '../host/storage.js';
@@ -30,6 +30,7 @@ import { applyEdits, sha256, type FileEdit } from './edits.js';
 import { effectiveSetting, overlayFiles, readEffectiveConfig, realFiles, type EffectiveConfig, type ServerSetting } from './effective.js';
 import { parseSizeFlag, parseWalRateFlag, storageClassFromFlag, workloadFromFlag } from './flags.js';
 import { measureCluster } from './measure.js';
+import { MEASURED_SETTINGS } from './recommend/measured.js';
 import { recommend } from './recommend.js';
 import { render } from './render.js';
 import { fileState, postgresCArgs, readBackupManifest, type ExpectedSetting, type PlannedFile, type TuneParams } from './steps.js';
@@ -345,6 +346,14 @@ export async function systemProfile(
     notes.push(...measured.notes);
   } else if (c) notes.push('nothing measured (--no-measure): storage from its class, max_wal_size from the profile unless --wal-rate');
   const hp = await hugePageBytes(ctx.hostRoot);
+  const storageMeasured = measured && (measured.storage.fsync || measured.storage.randomRead) ? measured.storage : undefined;
+  // what the cluster has now: a figure near a class boundary keeps it (recommend/measured.ts)
+  const currentMeasured: Partial<Record<string, GucValue>> = {};
+  if (storageMeasured && ctx.effective)
+    for (const name of MEASURED_SETTINGS) {
+      const value = effectiveSetting(ctx.effective, ctx.catalog, name)?.value;
+      if (value) currentMeasured[name] = value;
+    }
   return {
     profile: {
       memoryBytes,
@@ -353,7 +362,7 @@ export async function systemProfile(
       storage,
       ...(walVolumeBytes !== undefined ? { walVolumeBytes } : {}),
       ...(walRate ? { walWriteBytesPerSecond: walRate.bytesPerSecond, walWriteRateSource: walRate.source } : {}),
-      ...(measured && (measured.storage.fsync || measured.storage.randomRead) ? { storageMeasured: measured.storage } : {}),
+      ...(storageMeasured ? { storageMeasured, currentMeasured } : {}),
       ...(measured?.largestPartitionTree !== undefined ? { largestPartitionTree: measured.largestPartitionTree } : {}),
       pgMajor,
       ...(maxConnections !== undefined ? { maxConnections } : {}),
@@ -399,7 +408,10 @@ export async function decideTune(
   const set = recommend(profile, catalog);
   const areas = planChanges(set, effective, catalog, target);
   const warnings = [...cluster.notes, ...effective.warnings, ...set.warnings, ...precedenceNotes(areas, target, cluster.dataDir ?? undefined)];
-  const pending = (cluster.server ?? []).filter((s) => s.pending_restart).map((s) => s.name);
+  const pending = pendingNotOwn(
+    (cluster.server ?? []).filter((s) => s.pending_restart).map((s) => s.name),
+    areas,
+  );
   if (pending.length) warnings.push(`already waiting for a restart before pgscale changes anything: ${pending.join(', ')}`);
   return { cluster, catalog, effective, set, areas, target, notes, warnings };
 }
@@ -587,6 +599,12 @@ export function pendingOwnRestarts(areas: readonly AreaChanges[]): SettingChange
   return areas
     .flatMap((a) => a.settings)
     .filter((s) => s.status === 'keep' && s.recommended.restart && s.current?.origin !== 'command-line' && s.current?.running?.pendingRestart === true);
+}
+
+/** Settings the server waits to restart for that are not pgscale's own pending restarts: those are reported, and completed, on their own. */
+export function pendingNotOwn(serverPending: readonly string[], areas: readonly AreaChanges[]): string[] {
+  const own = new Set(pendingOwnRestarts(areas).map((s) => s.name));
+  return serverPending.filter((name) => !own.has(name));
 }
 
 /** The `tune` operation that only completes a pending restart of pgscale's settings (consent given): nothing is written. */

@@ -105,7 +105,7 @@ function newLine(s: SettingChange): string {
 
 function keptLine(s: SettingChange, relativeTo: string | undefined): string {
   // a blocked setting's origin already says "server command line"
-  const why = s.status === 'blocked' ? `cannot change it to ${s.text}` : `close enough to ${s.text}`;
+  const why = s.status === 'blocked' ? `cannot change it to ${s.text}` : `close enough to ${s.text}${s.recommended.held ? ` (${s.recommended.reason})` : ''}`;
   return `${currentLine(s, relativeTo)}; ${why}`;
 }
 

@@ -5,7 +5,7 @@
  * - WAL flushes: `pg_test_fsync -s 1` of the cluster's own installation, in a temporary file on the
  *   WAL volume (pg_test_fsync removes it; so does pgscale);
  * - random reads: 8kB reads of a temporary file on the data volume with O_DIRECT, one at a time and
- *   many at once, for a second or two each (file removed after);
+ *   many at once, for a second or two each (src/tune/randomReads.ts; file removed after);
  * - the largest partition tree in any database, for max_locks_per_transaction.
  * Nothing is measured on a nearly full volume. The figures are decided on elsewhere (recommend/measured.ts).
  */
@@ -17,6 +17,7 @@ import { describeMemory, formatNumber, GiB, MiB } from '../gucCatalog/units.js';
 import type { OsUser, Runner } from '../runner.js';
 import type { Db } from '../sql.js';
 import { statements } from '../sql.js';
+import { probeRandomReads } from './randomReads.js';
 import type { FsyncMeasurement, RandomReadMeasurement, StorageMeasurement, WalSyncMethod } from './types.js';
 
 /** How long the WAL insert position is sampled. */
@@ -124,78 +125,31 @@ export async function fsyncOnWalVolume(runner: Runner, bindir: string, walDir: s
   return { path: walDir, seconds: FSYNC_SECONDS, opsPerSecond };
 }
 
-/** The probe, run as the data directory's owner: writes the file, reads it back at random with O_DIRECT, removes it. */
-const RANDOM_READ_PROBE = `
-import json, mmap, os, random, sys, threading, time
-path, size, secs, depth = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-try:
-    chunk = os.urandom(1 << 20)
-    for _ in range(size >> 20):
-        os.write(fd, chunk)
-    os.fsync(fd)
-    os.close(fd)
-    direct = hasattr(os, 'O_DIRECT')
-    try:
-        rfd = os.open(path, os.O_RDONLY | (os.O_DIRECT if direct else 0))
-    except OSError:
-        direct = False
-        rfd = os.open(path, os.O_RDONLY)
-    pages = size // 8192
-    def run(threads):
-        stop = time.monotonic() + secs
-        counts = [0] * threads
-        def worker(i):
-            buf = mmap.mmap(-1, 8192)
-            rnd = random.Random(i)
-            n = 0
-            while time.monotonic() < stop:
-                os.preadv(rfd, [buf], rnd.randrange(pages) * 8192)
-                n += 1
-            counts[i] = n
-        ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-        t0 = time.monotonic()
-        for t in ts: t.start()
-        for t in ts: t.join()
-        return sum(counts) / (time.monotonic() - t0)
-    serial = run(1)
-    parallel = run(depth)
-    os.close(rfd)
-    print(json.dumps({'serial': serial, 'parallel': parallel, 'direct': direct}))
-finally:
-    os.unlink(path)
-`;
-
-const PYTHONS = ['/usr/bin/python3', '/usr/local/bin/python3'];
-
+/** Writes the probe file as the data directory's owner, reads it back at random with O_DIRECT, removes it. */
 export async function randomReadsOnDataVolume(runner: Runner, dataDir: string, owner: OsUser): Promise<RandomReadMeasurement | string> {
-  const python = PYTHONS.find((p) => existsSync(p));
-  if (!python) return 'random reads not measured: no python3 to run the probe';
   const full = volumeCheck(dataDir, 'random reads');
   if (full) return full;
   // base/pgsql_tmp is the server's own temporary-file directory: skipped by base backups, emptied at start
   const tmpDir = join(dataDir, 'base', 'pgsql_tmp');
   await runner.run({ program: 'mkdir', args: ['-p', '-m', '0700', tmpDir], runAs: owner, cwd: '/' });
   const file = join(tmpDir, `pgscale-read-probe.${process.pid}.tmp`);
-  const res = await runner.run({
-    program: python,
-    args: ['-c', RANDOM_READ_PROBE, file, String(PROBE_FILE_BYTES), String(PROBE_SECONDS), String(PROBE_DEPTH)],
-    runAs: owner,
-    cwd: '/',
-    timeoutMs: 60_000,
-  });
-  await runner.run({ program: 'rm', args: ['-f', file], runAs: owner, cwd: '/' });
-  if (res.exitCode !== 0) return `random reads not measured: the probe failed (${res.stderr.trim().split('\n').pop()})`;
-  const r = JSON.parse(res.stdout) as { serial: number; parallel: number; direct: boolean };
-  return {
-    path: dataDir,
-    serialIops: r.serial,
-    parallelIops: r.parallel,
-    depth: PROBE_DEPTH,
-    direct: r.direct,
-    fileBytes: PROBE_FILE_BYTES,
-    seconds: PROBE_SECONDS,
-  };
+  try {
+    // random bytes: a compressing or deduplicating volume would not store zeros, and reads of them would not reach the disk
+    const write = await runner.run({
+      program: 'dd',
+      args: ['if=/dev/urandom', `of=${file}`, 'bs=1M', `count=${PROBE_FILE_BYTES / MiB}`, 'conv=excl,fsync', 'status=none'],
+      runAs: owner,
+      cwd: '/',
+      timeoutMs: 60_000,
+    });
+    if (write.exitCode !== 0) return `random reads not measured: writing the probe file failed (${write.stderr.trim().split('\n').pop()})`;
+    const reads = await probeRandomReads(file, PROBE_FILE_BYTES, PROBE_SECONDS, PROBE_DEPTH).catch((e: Error) => `a probe read failed: ${e.message}`);
+    // no figures rather than reads through the page cache, which say nothing about the disk
+    if (typeof reads === 'string') return `random reads not measured: ${reads}`;
+    return { path: dataDir, ...reads, depth: PROBE_DEPTH, fileBytes: PROBE_FILE_BYTES, seconds: PROBE_SECONDS };
+  } finally {
+    await runner.run({ program: 'rm', args: ['-f', file], runAs: owner, cwd: '/' });
+  }
 }
 
 export interface Measurements {
@@ -260,7 +214,7 @@ export async function measureCluster(ctx: {
     else {
       out.storage.randomRead = reads;
       notes.push(
-        `random 8kB reads measured on the data volume (${describeMemory(reads.fileBytes)} file, ${reads.direct ? 'O_DIRECT' : 'through the page cache: not used'}): ` +
+        `random 8kB reads measured on the data volume (${describeMemory(reads.fileBytes)} file, O_DIRECT): ` +
           `${formatNumber(Math.round(reads.serialIops))}/s one at a time, ${formatNumber(Math.round(reads.parallelIops))}/s with ${reads.depth} in flight`,
       );
     }

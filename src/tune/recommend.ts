@@ -53,7 +53,7 @@ export function checkProposal(proposal: Proposal, catalog: GucCatalog, profile: 
   const reason = clamped
     ? `${proposal.reason} (${formatValue(value)} clamped to PostgreSQL ${catalog.major}'s ${clamped.bound}imum ${clamped.limit})`
     : proposal.reason;
-  return { kept: { name: def.name, value: clampedValue, reason, restart: needsRestart(def) } };
+  return { kept: { name: def.name, value: clampedValue, reason, restart: needsRestart(def), ...(proposal.held ? { held: true } : {}) } };
 }
 
 /** Bytes of a memory setting, or the count of a numeric one. */

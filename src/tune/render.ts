@@ -54,7 +54,7 @@ const sqlSyntax: Syntax = {
 function measuredFigures(m: StorageMeasurement | undefined): string {
   const parts: string[] = [];
   const r = m?.randomRead;
-  if (r?.direct)
+  if (r)
     parts.push(`random 8kB reads ${formatNumber(Math.round(r.serialIops))}/s one at a time, ${formatNumber(Math.round(r.parallelIops))}/s ${r.depth} at once`);
   const f = m?.fsync;
   if (f)

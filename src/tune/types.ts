@@ -26,6 +26,8 @@ export interface SystemProfile {
   walWriteRateSource?: string;
   /** The storage as measured (pg_test_fsync, a random-read probe); it wins over the storage class where present. */
   storageMeasured?: StorageMeasurement;
+  /** The cluster's current values of the settings decided from storageMeasured (MEASURED_SETTINGS): a figure near a class boundary keeps them. */
+  currentMeasured?: Readonly<Partial<Record<string, GucValue>>>;
   /** Leaf partitions of the largest partition tree in any database, when the cluster was read. */
   largestPartitionTree?: number;
   pgMajor: number;
@@ -51,7 +53,7 @@ export interface FsyncMeasurement {
 
 export type WalSyncMethod = 'open_datasync' | 'fdatasync' | 'fsync' | 'open_sync';
 
-/** 8kB random reads of a temporary file on the data volume, one at a time and `depth` at once. */
+/** 8kB random reads (O_DIRECT, past the page cache) of a temporary file on the data volume, one at a time and `depth` at once. */
 export interface RandomReadMeasurement {
   path: string;
   /** Reads per second with one read in flight: 1e6 / this is the latency in µs. */
@@ -59,8 +61,6 @@ export interface RandomReadMeasurement {
   /** Reads per second with `depth` reads in flight. */
   parallelIops: number;
   depth: number;
-  /** The page cache was bypassed (O_DIRECT); without it the figures say nothing about the disk. */
-  direct: boolean;
   fileBytes: number;
   seconds: number;
 }
@@ -79,6 +79,8 @@ export interface Proposal {
   name: string;
   value: GucValue;
   reason: string;
+  /** The cluster's current value, kept: a measurement near a class boundary is no reason to change it (the reason says so). */
+  held?: boolean;
 }
 
 /** A kernel setting the recommendations depend on; pgscale advises it, never applies it. */

@@ -12,7 +12,7 @@ import { currentUser } from '../../src/osUser.js';
 import { ZxRunner } from '../../src/runner.js';
 import { describeListening, gatherClusterIdentity } from '../../src/server/postgres.js';
 import { chooseServerLog, type ServerLogFacts } from '../../src/cluster/serverLog.js';
-import { pendingOwnRestarts } from '../../src/tune/decide.js';
+import { pendingNotOwn, pendingOwnRestarts } from '../../src/tune/decide.js';
 import type { AreaChanges, SettingChange } from '../../src/tune/diff.js';
 
 const facts: ServerLogFacts = {
@@ -74,6 +74,15 @@ test("pending restarts of pgscale's settings: in the files at the recommendation
     [],
   );
   assert.deepEqual(pendingOwnRestarts(areas([setting('max_wal_senders', 'keep', true, undefined)])), []);
+});
+
+test("a restart pending before pgscale changes anything is warned of once: pgscale's own pending restarts are reported by the restart note alone", () => {
+  const own = areas([setting('shared_buffers', 'keep', true, { running: { ...running, pendingRestart: true } })]);
+  assert.deepEqual(pendingNotOwn(['shared_buffers', 'wal_level'], own), ['wal_level']);
+  assert.deepEqual(pendingNotOwn(['shared_buffers'], own), []);
+  assert.deepEqual(pendingNotOwn(['shared_buffers'], areas([setting('shared_buffers', 'change', true, { running: { ...running, pendingRestart: true } })])), [
+    'shared_buffers',
+  ]);
 });
 
 test("a stopped cluster's identity: config_file from the command line it last ran with, listening settings from includes and postgresql.auto.conf", async () => {

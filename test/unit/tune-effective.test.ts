@@ -197,6 +197,24 @@ test('the close-enough rule: within 10 % stays, beyond changes', () => {
   assert.equal(status(far), 'change');
 });
 
+test('a value held by the hysteresis is a context line that says why: the measurement near a boundary and the current value', () => {
+  // postgresql.auto.conf has random_page_cost 1.5; 230µs a read is flash-fast (below 250µs), but within 25 % of the boundary
+  const held = {
+    ...profile,
+    currentMeasured: { random_page_cost: numberValue(1.5) },
+    storageMeasured: { randomRead: { path: dir, serialIops: 1e6 / 230, parallelIops: 1e6 / 23, depth: 16, fileBytes: 1 << 27, seconds: 1.5 } },
+  };
+  const areas = planChanges(recommend(held, catalog), read(), catalog, 'include');
+  const rpc = areas.flatMap((a) => a.settings).find((s) => s.name === 'random_page_cost')!;
+  assert.equal(rpc.status, 'keep');
+  assert.match(
+    renderDiff(areas, dir),
+    /^ random_page_cost = 1\.5 +# postgresql\.auto\.conf:3 \(ALTER SYSTEM\); close enough to 1\.5 \(measured 230µs per random 8kB read .*within 25 % of the 250µs boundary, so the current 1\.5 stays/m,
+  );
+  const fresh = planChanges(recommend({ ...held, currentMeasured: {} }, catalog), read(), catalog, 'include');
+  assert.equal(fresh.flatMap((a) => a.settings).find((s) => s.name === 'random_page_cost')!.text, '1.1', 'without a current value the class measured');
+});
+
 test('the unified diff: grouped by area, "-" the effective line with its origin, "+" the new one marked RESTART or reload with its reason', () => {
   const set = recommend(profile, catalog);
   const areas = planChanges(set, read(), catalog, 'include');

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { GiB, MiB, enumValue, loadCatalog, memoryValue, numberValue, boolValue, type GucValue } from '../../src/gucCatalog/index.js';
 import { connectionsThatFit, memoryBudget, memoryHeadroom, recommend, type RecommendationSet, type SystemProfile } from '../../src/tune/index.js';
 import { parseFsyncOutput, fullVolumeReason, walRateFrom } from '../../src/tune/measure.js';
+import { probeRandomReads, readsPerSecond } from '../../src/tune/randomReads.js';
 import { groupCommitFromFsync, ioConcurrencyFromProbe, randomPageCostFromProbe, walSyncMethodFromFsync } from '../../src/tune/recommend/measured.js';
 import { locksForPartitions } from '../../src/tune/recommend/connections.js';
 import { parseWalRateFlag } from '../../src/tune/flags.js';
@@ -95,27 +96,25 @@ test("prefetch never below the version's default without a reason: 18's 16 on an
   assert.deepEqual(valueOf(nvme, 'maintenance_io_concurrency'), valueOf(nvme, 'effective_io_concurrency'));
 });
 
-const probe = (serialIops: number, parallelIops: number, direct = true): RandomReadMeasurement => ({
+const probe = (serialIops: number, parallelIops: number): RandomReadMeasurement => ({
   path: '/d',
   serialIops,
   parallelIops,
   depth: 16,
-  direct,
   fileBytes: 128 * MiB,
   seconds: 1.5,
 });
 
-test('random reads measured: random_page_cost from latency, prefetch depth from scaling; page-cache figures ignored', () => {
-  assert.equal(randomPageCostFromProbe(probe(10_000, 80_000))!.value, 1.1);
-  assert.equal(randomPageCostFromProbe(probe(2_000, 20_000))!.value, 1.5);
-  assert.equal(randomPageCostFromProbe(probe(500, 600))!.value, 2);
-  assert.equal(randomPageCostFromProbe(probe(120, 130))!.value, 4);
-  assert.match(randomPageCostFromProbe(probe(10_000, 80_000))!.reason, /measured 100µs per random 8kB read .*10,?000\/s one at a time/);
-  assert.equal(randomPageCostFromProbe(probe(10_000, 80_000, false)), undefined);
-  assert.equal(ioConcurrencyFromProbe(probe(10_000, 100_000))!.value, 200);
-  assert.equal(ioConcurrencyFromProbe(probe(10_000, 40_000))!.value, 64);
-  assert.equal(ioConcurrencyFromProbe(probe(150, 160))!.value, 2);
-  assert.match(ioConcurrencyFromProbe(probe(10_000, 40_000))!.reason, /with 16 in flight \(×4\)/);
+test('random reads measured: random_page_cost from latency, prefetch depth from scaling', () => {
+  assert.equal(randomPageCostFromProbe(probe(10_000, 80_000)).value, 1.1);
+  assert.equal(randomPageCostFromProbe(probe(2_000, 20_000)).value, 1.5);
+  assert.equal(randomPageCostFromProbe(probe(500, 600)).value, 2);
+  assert.equal(randomPageCostFromProbe(probe(120, 130)).value, 4);
+  assert.match(randomPageCostFromProbe(probe(10_000, 80_000)).reason, /measured 100µs per random 8kB read .*10,?000\/s one at a time/);
+  assert.equal(ioConcurrencyFromProbe(probe(10_000, 100_000)).value, 200);
+  assert.equal(ioConcurrencyFromProbe(probe(10_000, 40_000)).value, 64);
+  assert.equal(ioConcurrencyFromProbe(probe(150, 160)).value, 2);
+  assert.match(ioConcurrencyFromProbe(probe(10_000, 40_000)).reason, /with 16 in flight \(×4\)/);
 
   // the measurement wins over the class: a "virtual-disk" that reads like flash is tuned as flash
   const measured = run(profile({ pgMajor: 17, storage: 'virtual-disk', storageMeasured: { randomRead: probe(8_000, 90_000) } }));
@@ -149,6 +148,116 @@ test('pg_test_fsync: its first section parsed; wal_sync_method only for a clear 
   assert.deepEqual(valueOf(set, 'commit_siblings'), numberValue(5));
   // nothing about flushes without a measurement
   assert.equal(valueOf(run(profile({ pgMajor: 17 })), 'commit_delay'), undefined);
+});
+
+test('read probe: readers side by side add up, each over its own time (a late starter is not counted short); a file it cannot open is a reason', async () => {
+  assert.equal(readsPerSecond([{ reads: 1500, ms: 1500 }]), 1000);
+  assert.equal(
+    readsPerSecond([
+      { reads: 1500, ms: 1500 },
+      { reads: 1000, ms: 500 },
+    ]),
+    3000,
+  );
+  assert.equal(
+    readsPerSecond([
+      { reads: 0, ms: 0 },
+      { reads: 300, ms: 1000 },
+    ]),
+    300,
+  );
+  assert.match(String(await probeRandomReads('/nonexistent/pgscale-probe', 1 << 20, 0.1, 2)), /^opening the probe file with O_DIRECT failed: ENOENT/);
+});
+
+test('hysteresis: a figure within 25 % of a class boundary keeps the current value, with why; beyond it the class changes', () => {
+  const latency = (us: number) => probe(1e6 / us, 2e6 / us);
+  const rpc = (us: number, current?: number) => randomPageCostFromProbe(latency(us), current).value;
+  // boundaries 250, 1000 and 4000µs: each current class, on both sides of the widened edges
+  assert.equal(rpc(300), 1.5, 'no current value: the class measured');
+  assert.equal(rpc(300, 1.1), 1.1);
+  assert.equal(rpc(320, 1.1), 1.5);
+  assert.equal(rpc(210, 1.5), 1.5);
+  assert.equal(rpc(190, 1.5), 1.1);
+  assert.equal(rpc(1200, 1.5), 1.5);
+  assert.equal(rpc(1300, 1.5), 2);
+  assert.equal(rpc(850, 2), 2);
+  assert.equal(rpc(780, 2), 1.5);
+  assert.equal(rpc(4900, 2), 2);
+  assert.equal(rpc(5100, 2), 4);
+  assert.equal(rpc(3300, 4), 4, 'the default 4 stays for a disk just under the seek boundary');
+  assert.equal(rpc(3100, 4), 2);
+  assert.equal(rpc(3300, 3), 2, "a value no class has (the DBA's own) gets no hysteresis");
+  assert.match(
+    randomPageCostFromProbe(latency(300), 1.1).reason,
+    /^measured 300µs per random 8kB read .*: within 25 % of the 250µs boundary, so the current 1\.1 stays: a re-measurement on a noisy disk is no reason to change it$/,
+  );
+  assert.doesNotMatch(randomPageCostFromProbe(latency(320), 1.1).reason, /stays/);
+
+  // prefetch: boundaries ×3 and ×8 (16 in flight)
+  const scaling = (x: number) => probe(1000, 1000 * x);
+  const eic = (x: number, current?: number, floor?: number) => ioConcurrencyFromProbe(scaling(x), current, floor).value;
+  assert.equal(eic(3.5), 64);
+  assert.equal(eic(3.5, 2), 2);
+  assert.equal(eic(3.9, 2), 64);
+  assert.equal(eic(2.5, 64), 64);
+  assert.equal(eic(2.3, 64), 2);
+  assert.equal(eic(9.5, 64), 64);
+  assert.equal(eic(10.5, 64), 200);
+  assert.equal(eic(6.5, 200), 200);
+  assert.equal(eic(6.3, 200), 64);
+  assert.equal(eic(3.5, 16, 16), 2, "18's default 16 is where the lowest class lands: it stays in that class");
+  assert.match(ioConcurrencyFromProbe(scaling(9.5), 64).reason, /\(×9\.5\): within 25 % of the ×8 boundary, so the current 64 stays/);
+
+  // wal_sync_method: open_datasync must be ×1.25 faster than fdatasync
+  const sync = (fdatasync: number, open_datasync: number, current?: string) =>
+    walSyncMethodFromFsync({ path: '/w', seconds: 1, opsPerSecond: { fdatasync, open_datasync } }, current)!;
+  assert.equal(sync(400, 600).value, 'open_datasync');
+  assert.equal(sync(400, 600, 'fdatasync').value, 'fdatasync');
+  assert.match(sync(400, 600, 'fdatasync').reason, /open_datasync\/fdatasync within 25 % of the ×1\.25 boundary, so the current fdatasync stays/);
+  assert.equal(sync(400, 640, 'fdatasync').value, 'open_datasync');
+  assert.equal(sync(400, 420, 'open_datasync').value, 'open_datasync');
+  assert.equal(sync(400, 380, 'open_datasync').value, 'fdatasync');
+  assert.equal(sync(400, 600, 'fsync').value, 'open_datasync', 'fsync is no class: the measurement decides');
+
+  // commit_delay: grouping from a 500µs flush, then half a flush, a current delay near it kept
+  const group = (flushUs: number, current?: number) => groupCommitFromFsync(flushUs, 'oltp', current)!;
+  assert.equal(group(600).delayUs, 300);
+  assert.equal(group(600, 0).delayUs, 0);
+  assert.match(group(600, 0).reason, /^a WAL flush takes 600µs \(pg_test_fsync\): within 25 % of the 500µs boundary, so the current commit_delay 0 stays/);
+  assert.equal(group(640, 0).delayUs, 320);
+  assert.equal(group(450, 250).delayUs, 250, 'grouping kept below 500µs, and 250 is within 25 % of half of 450');
+  assert.equal(group(450, 300).delayUs, 225, 'grouping kept, but 300 is too far from 225');
+  assert.match(group(450, 300).reason, /the flush is within 25 % of the 500µs boundary, so the current grouping stays/);
+  assert.equal(group(390, 250).delayUs, 0);
+  assert.equal(group(2400, 1281).delayUs, 1281);
+  assert.match(group(2400, 1281).reason, /the current 1,?281µs is within 25 % of 1,?200µs and stays/);
+  assert.equal(group(3600, 1281).delayUs, 1800);
+
+  // through recommend(): the cluster's current values come in the profile, and a kept value is no change
+  const current = {
+    random_page_cost: numberValue(1.1),
+    effective_io_concurrency: numberValue(16),
+    wal_sync_method: enumValue('fdatasync'),
+    commit_delay: numberValue(0),
+  };
+  const noisy = run(
+    profile({
+      pgMajor: 18,
+      storage: 'ssd',
+      currentMeasured: current,
+      storageMeasured: {
+        randomRead: probe(1e6 / 300, 3.5 * (1e6 / 300)),
+        fsync: { path: '/w', seconds: 1, opsPerSecond: { fdatasync: 1e6 / 600, open_datasync: 1.5e6 / 600 } },
+      },
+    }),
+  );
+  for (const [name, value] of Object.entries(current)) assert.deepEqual(valueOf(noisy, name), value, name);
+  assert.match(reasonOf(noisy, 'effective_io_concurrency'), /default 16, not the 2 .*within 25 % of the ×3 boundary, so the current 16 stays/);
+  assert.equal(valueOf(noisy, 'commit_siblings'), undefined, 'no delay, no siblings');
+  const fresh = run(profile({ pgMajor: 18, storage: 'ssd', storageMeasured: noisy.profile.storageMeasured! }));
+  assert.deepEqual(valueOf(fresh, 'random_page_cost'), numberValue(1.5));
+  assert.deepEqual(valueOf(fresh, 'effective_io_concurrency'), numberValue(64));
+  assert.deepEqual(valueOf(fresh, 'wal_sync_method'), enumValue('open_datasync'));
 });
 
 test('nearly full volumes are not measured', () => {

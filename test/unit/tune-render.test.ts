@@ -109,7 +109,7 @@ test('include: the header names the include line pgscale tune adds; measured fig
       pgMajor: 17,
       storageMeasured: {
         fsync: { path: '/w', seconds: 1, opsPerSecond: { fdatasync: 390.4 } },
-        randomRead: { path: '/d', serialIops: 4000, parallelIops: 30000, depth: 16, direct: true, fileBytes: 1 << 27, seconds: 1.5 },
+        randomRead: { path: '/d', serialIops: 4000, parallelIops: 30000, depth: 16, fileBytes: 1 << 27, seconds: 1.5 },
       },
     },
     loadCatalog(17),

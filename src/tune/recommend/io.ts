@@ -5,11 +5,11 @@ import { KiB } from '../../gucCatalog/units.js';
 import { enumValue, memoryValue, numberValue } from '../../gucCatalog/values.js';
 import type { AreaResult, Proposal, StorageClass, SystemProfile } from '../types.js';
 import { onlyProposals } from './area.js';
-import { ioConcurrencyFromProbe, randomPageCostFromProbe, type Decided } from './measured.js';
+import { currentNumber, ioConcurrencyFromProbe, randomPageCostFromProbe, type Decided } from './measured.js';
 
 interface StorageIo {
-  randomPageCost?: { value: number; reason: string };
-  ioConcurrency?: { value: number; reason: string };
+  randomPageCost?: Decided<number>;
+  ioConcurrency?: Decided<number>;
 }
 
 /** Nothing is proposed where the storage gives nothing to go on (loop, unknown, network filesystems). */
@@ -92,6 +92,7 @@ function notBelowDefault(catalog: GucCatalog, name: string, wanted: Decided<numb
   return {
     value: d,
     reason: `PostgreSQL ${catalog.major}'s default ${d}, not the ${wanted.value} this storage alone would suggest: the server's read streams are built for it (${wanted.reason})`,
+    ...(wanted.held ? { held: true } : {}),
   };
 }
 
@@ -99,12 +100,16 @@ export function recommendIo(p: SystemProfile, catalog: GucCatalog): AreaResult {
   const io = STORAGE_IO[p.storage];
   const probe = p.storageMeasured?.randomRead;
   const proposals: Proposal[] = [];
-  const randomPageCost = (probe && randomPageCostFromProbe(probe)) ?? io.randomPageCost;
-  if (randomPageCost) proposals.push({ name: 'random_page_cost', value: numberValue(randomPageCost.value), reason: randomPageCost.reason });
-  const wanted = (probe && ioConcurrencyFromProbe(probe)) ?? io.ioConcurrency;
+  const current = (name: 'random_page_cost' | 'effective_io_concurrency') => currentNumber(p.currentMeasured, name);
+  const randomPageCost = probe ? randomPageCostFromProbe(probe, current('random_page_cost')) : io.randomPageCost;
+  if (randomPageCost)
+    proposals.push({ name: 'random_page_cost', value: numberValue(randomPageCost.value), reason: randomPageCost.reason, held: randomPageCost.held });
+  const wanted = probe
+    ? ioConcurrencyFromProbe(probe, current('effective_io_concurrency'), numericDefault(catalog, 'effective_io_concurrency'))
+    : io.ioConcurrency;
   if (wanted) {
     const eic = notBelowDefault(catalog, 'effective_io_concurrency', wanted);
-    proposals.push({ name: 'effective_io_concurrency', value: numberValue(eic.value), reason: eic.reason });
+    proposals.push({ name: 'effective_io_concurrency', value: numberValue(eic.value), reason: eic.reason, held: eic.held });
     // VACUUM, CREATE INDEX and recovery prefetch read the same storage: never shallower than queries, never below the default
     const maintenanceDefault = numericDefault(catalog, 'maintenance_io_concurrency') ?? 10;
     if (eic.value > maintenanceDefault) {

@@ -5,7 +5,7 @@ import { GiB, MiB, formatDuration, formatMemory } from '../../gucCatalog/units.j
 import { boolValue, durationValue, enumValue, memoryValue, numberValue } from '../../gucCatalog/values.js';
 import { roundDownSize, roundUpSize, sizeFor } from '../sizing.js';
 import type { AreaResult, Proposal, StorageClass, SystemProfile, WorkloadProfile } from '../types.js';
-import { flushMicroseconds, groupCommitFromFsync, walSyncMethodFromFsync } from './measured.js';
+import { currentNumber, flushMicroseconds, groupCommitFromFsync, walSyncMethodFromFsync } from './measured.js';
 
 /** pgtune's WAL between checkpoints per workload, used when the write rate is unknown. */
 const WORKLOAD_MAX_WAL: Record<WorkloadProfile, number> = {
@@ -78,13 +78,14 @@ function maxWalSize(p: SystemProfile, timeoutMs: number): { bytes: number; reaso
 function fromFsync(p: SystemProfile): Proposal[] {
   const fsync = p.storageMeasured?.fsync;
   if (!fsync) return [];
-  const method = walSyncMethodFromFsync(fsync);
+  const currentMethod = p.currentMeasured?.wal_sync_method;
+  const method = walSyncMethodFromFsync(fsync, currentMethod?.kind === 'enum' ? currentMethod.value : undefined);
   if (!method) return [];
-  const out: Proposal[] = [{ name: 'wal_sync_method', value: enumValue(method.value), reason: method.reason }];
+  const out: Proposal[] = [{ name: 'wal_sync_method', value: enumValue(method.value), reason: method.reason, held: method.held }];
   const flushUs = flushMicroseconds(fsync, method.value);
-  const group = flushUs === undefined ? undefined : groupCommitFromFsync(flushUs, p.workload);
+  const group = flushUs === undefined ? undefined : groupCommitFromFsync(flushUs, p.workload, currentNumber(p.currentMeasured, 'commit_delay'));
   if (group) {
-    out.push({ name: 'commit_delay', value: numberValue(group.delayUs), reason: group.reason });
+    out.push({ name: 'commit_delay', value: numberValue(group.delayUs), reason: group.reason, held: group.held });
     if (group.delayUs > 0) {
       out.push({
         name: 'commit_siblings',
