@@ -1,21 +1,34 @@
 import { Flags } from '@oclif/core';
-import { realpathSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { withDb } from '../../src/cluster/access.js';
+import { probeBindir } from '../../src/cluster/installations.js';
 import { badInput } from '../../src/errors.js';
 import { isInside, realish } from '../../src/files.js';
 import { detectStorage } from '../../src/host/storage.js';
 import type { StorageClass } from '../../src/host/types.js';
 import { OperationCommand, type OperationResult } from '../../src/operationCommand.js';
 import '../../src/operations.js';
+import type { Runner } from '../../src/runner.js';
 import { statements, tablespaceStatements } from '../../src/sql.js';
 import { temperatureFlags } from '../../src/tablespaces/flags.js';
 import { gatherTemperature } from '../../src/tablespaces/gather.js';
-import { decidePlacement, parseVolumeArg, tablespaceName, tablespaceOptionsFor, tierForStorageClass } from '../../src/tablespaces/placement.js';
+import { decidePlacement, judgeRepack, parseVolumeArg, tablespaceName, tablespaceOptionsFor, tierForStorageClass } from '../../src/tablespaces/placement.js';
 import type { PlaceParams, TierVolume } from '../../src/tablespaces/steps.js';
 import { tiers } from '../../src/tablespaces/temperature.js';
 
 const MB = 1024 ** 2;
+
+/** BINDIR/pg_repack's version and the major of the PostgreSQL installation it sits in; null when there is none. */
+async function repackClient(runner: Runner, bindir: string): Promise<{ version: string; bindirMajor: number | null } | null> {
+  const program = join(bindir, 'pg_repack');
+  if (!existsSync(program)) return null;
+  const res = await runner.run({ program, args: ['--version'] });
+  const version = /^pg_repack (\S+)/m.exec(res.stdout)?.[1];
+  if (res.exitCode !== 0 || !version) return null;
+  const installation = await probeBindir(runner, bindir, 'explicit').catch(() => undefined); // a client-only bindir
+  return { version, bindirMajor: installation?.major ?? null };
+}
 
 export default class TablespacesPlace extends OperationCommand<typeof TablespacesPlace> {
   static override summary = 'Move tables and their indexes to the tablespace of their temperature tier (hot, warm, cold), online where PostgreSQL allows.';
@@ -50,6 +63,12 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       default: 8,
       min: 0,
       max: 20,
+    }),
+    repack: Flags.boolean({
+      summary:
+        'Move tables that have a primary key or a NOT NULL unique index with pg_repack when its program (in the bindir) and extension match the server; --no-repack uses ALTER TABLE for every table.',
+      default: true,
+      allowNo: true,
     }),
     'verify-rows': Flags.boolean({
       summary:
@@ -103,13 +122,14 @@ Checks before anything: free space on every volume for what moves there, WAL spa
 
     const access = facts.resolved.access;
     const database = facts.live.database;
-    const { existing, temp, wal } = await withDb(
+    const { existing, temp, wal, repackExtension } = await withDb(
       { runner: this.runner, audit: this.audit },
       access,
       async (db) => ({
         existing: await db.query(tablespaceStatements.tablespaceList()),
         temp: (await db.query(tablespaceStatements.tempTablespaces()))[0],
         wal: (await db.query(statements.walSizing()))[0],
+        repackExtension: (await db.query(tablespaceStatements.repackExtension()))[0],
       }),
       database,
     );
@@ -119,12 +139,20 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       v.previousOptions = found?.options ?? [];
     }
 
+    const repack = judgeRepack({
+      wanted: f.repack,
+      serverMajor: Math.floor(facts.live.serverVersionNum / 10000),
+      bindir: access.bindir,
+      client: f.repack ? await repackClient(this.runner, access.bindir) : null,
+      extension: repackExtension ? { defaultVersion: repackExtension.default_version, installedVersion: repackExtension.installed_version } : null,
+    });
     const placement = decidePlacement(facts.report.relations, facts.live.relations, {
       dataDirTier: facts.dataDirTier,
       declaredTiers: volumes.map((v) => v.tier),
       serverVersionNum: facts.live.serverVersionNum,
       blockingLimitBytes: f['blocking-limit-mb'] * MB,
       allowBlocking: f['allow-blocking'],
+      repack,
     });
     const hot = volumes.find((v) => v.tier === 'hot');
     const params: PlaceParams = {
@@ -143,6 +171,7 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       tempTablespaces: hot && temp?.setting !== hot.tablespace ? hot.tablespace : null,
       previousTempTablespaces: temp?.setting ?? '',
       force: f.force,
+      repack,
       lock: { lockTimeoutMs: f['lock-timeout'], retries: f['lock-retries'], backoffMs: 200 },
       countRows: f['verify-rows'],
       copyBytesPerSecond: f['copy-rate-mb'] * MB,
