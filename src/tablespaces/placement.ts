@@ -274,11 +274,38 @@ export function bytesByTarget(moves: readonly RelationMove[]): Map<string, numbe
 }
 
 /**
- * Seconds for a move: the heap is copied (read twice more when ALTER TABLE counts rows, once under
- * the lock; pg_repack also writes its change log and replays it); indexes are rebuilt.
+ * The bytes a move copies, weighted by how often they are touched: the heap is copied (read twice
+ * more when ALTER TABLE counts rows, once under the lock; pg_repack also writes its change log and
+ * replays it); indexes are read and rebuilt.
  */
-export function estimateMoveSeconds(m: Pick<RelationMove, 'heapBytes' | 'indexes' | 'method'>, copyBytesPerSecond: number, countRows: boolean): number {
+export function moveWorkBytes(m: Pick<RelationMove, 'heapBytes' | 'indexes' | 'method'>, countRows: boolean): number {
   const indexBytes = m.indexes.reduce((a, i) => a + i.bytes, 0);
   const heapFactor = m.method === 'pg_repack' ? 1.2 : countRows ? 1.5 : 1;
-  return 1 + (m.heapBytes * heapFactor + indexBytes * 2) / copyBytesPerSecond;
+  return m.heapBytes * heapFactor + indexBytes * 2;
+}
+
+/** Seconds for a move at a copy rate (bytes of moveWorkBytes per second), plus a second of start-up. */
+export function estimateMoveSeconds(m: Pick<RelationMove, 'heapBytes' | 'indexes' | 'method'>, copyBytesPerSecond: number, countRows: boolean): number {
+  return 1 + moveWorkBytes(m, countRows) / copyBytesPerSecond;
+}
+
+/** A move journaled by an earlier run: its work (moveWorkBytes) and how long its step took. */
+export interface JournaledMove {
+  workBytes: number;
+  seconds: number;
+}
+
+/** Moves smaller than this are mostly start-up and lock waits: they say little about the copy rate. */
+const rateSampleMinBytes = 16 * 1024 ** 2;
+
+/**
+ * The copy rate measured on the last moves journaled for this cluster (at most `last`, large enough
+ * to mean something): their work over their time. Null when there is none to measure.
+ */
+export function measuredCopyRate(moves: readonly JournaledMove[], last = 10): { bytesPerSecond: number; moves: number } | null {
+  const usable = moves.filter((m) => m.workBytes >= rateSampleMinBytes && m.seconds > 0).slice(-last);
+  if (usable.length === 0) return null;
+  const work = usable.reduce((a, m) => a + m.workBytes, 0);
+  const seconds = usable.reduce((a, m) => a + m.seconds, 0);
+  return { bytesPerSecond: work / seconds, moves: usable.length };
 }

@@ -77,6 +77,8 @@ export interface PlaceParams extends JsonObject {
   /** Count the rows of each heap in one snapshot before its lock and after its rewrite. */
   countRows: boolean;
   copyBytesPerSecond: number;
+  /** Where the copy rate comes from (measured, told, assumed): the plan says it. */
+  copyRateSource: string;
   maxWalBytes: number;
 }
 
@@ -253,7 +255,10 @@ export async function placeChecks(ctx: StepContext, p: PlaceParams): Promise<Che
       ),
     );
   }
-  if (p.moves.length) out.push(check.info('online table method', p.repack.why));
+  if (p.moves.length) {
+    out.push(check.info('online table method', p.repack.why));
+    out.push(check.info('duration estimate', `copy rate ${p.copyRateSource}`));
+  }
   if (p.staying.length) out.push(check.info('staying', p.staying.map((s) => `${s.relation} (${s.tier}): ${s.why}`).join('; ')));
   out.push(
     p.moves.length

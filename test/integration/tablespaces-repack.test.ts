@@ -119,6 +119,11 @@ describe('pgscale tablespaces place with pg_repack on a real 17 cluster', { skip
     assert.equal(await c.sql(`select count(*) from pg_extension where extname = 'pg_repack'`, 'big'), '0', 'the extension the run created is dropped');
     assert.equal(await c.sql(`select count(*) from pgscale_writer`, 'big'), String(450000 + report.acknowledged.length));
     assert.ok(!existsSync(join(cold.mountPoint, 'pgscale_cold')));
+    // the next plan's estimate uses the copy rate of the move just journaled, not an assumed one
+    assert.match(dry.stdout, /duration estimate \| pass \| copy rate 100 MB\/s assumed: no move of 16 MB or more journaled/);
+    const again = await cli('big', ['place', '--volume', `${cold.mountPoint}=cold`, ...allCold, '--dry-run']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /duration estimate \| pass \| copy rate [\d.]+ [kMG]B\/s, measured on the last 1 move journaled for this cluster/);
     await c.sql('drop database big');
     cold.unmount();
   });

@@ -9,6 +9,8 @@ import {
   decidePlacement,
   estimateMoveSeconds,
   judgeRepack,
+  measuredCopyRate,
+  moveWorkBytes,
   parseVolumeArg,
   tablespaceOptionsFor,
   tierForStorageClass,
@@ -324,6 +326,28 @@ test('decidePlacement: cold relations move with their indexes, hot ones stay, li
     ),
     3,
   );
+});
+
+test('measuredCopyRate: work over time of the last large journaled moves; none measured without one', () => {
+  const MB = 1024 ** 2;
+  assert.equal(measuredCopyRate([]), null);
+  assert.equal(measuredCopyRate([{ workBytes: 4 * MB, seconds: 1 }]), null, 'a small move is mostly start-up: not a sample');
+  assert.deepEqual(
+    measuredCopyRate(
+      [
+        { workBytes: 1000 * MB, seconds: 100 }, // older than the last two: left out
+        { workBytes: 4 * MB, seconds: 0.1 },
+        { workBytes: 300 * MB, seconds: 2 },
+        { workBytes: 100 * MB, seconds: 2 },
+      ],
+      2,
+    ),
+    { bytesPerSecond: 100 * MB, moves: 2 },
+  );
+  const move = { heapBytes: 100 * MB, indexes: [{ schema: 's', name: 'i', bytes: 10 * MB, from: '', method: 'alter-index' as const }] };
+  assert.equal(moveWorkBytes({ ...move, method: 'alter-table' }, true), 170 * MB);
+  assert.equal(moveWorkBytes({ ...move, method: 'alter-table' }, false), 120 * MB);
+  assert.equal(moveWorkBytes({ ...move, method: 'pg_repack' }, true), 140 * MB);
 });
 
 test('judgeRepack: the program must match the server major and the extension version; absent extension is created by the run', () => {
