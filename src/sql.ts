@@ -730,6 +730,22 @@ export const tablespaceStatements = {
           and not exists (select 1 from pg_stat_activity where application_name in ('pg_repack', 'pgscale-pg_repack'))`,
       [schema, name],
     ),
+  /**
+   * Ends the sessions of a pg_repack that pgscale started and whose program is gone (a killed run:
+   * its backend copies on until it notices); returns how many are left. The run lock keeps any
+   * other pgscale run off the cluster, so none of these belongs to a live run. Termination is
+   * asynchronous: orphanRepackSessions tells when they are gone.
+   */
+  endOrphanRepackSessions: () =>
+    rows<{ ended: boolean }>(
+      'tablespaces: end orphaned pg_repack sessions',
+      `select pg_terminate_backend(pid) as ended from pg_stat_activity where application_name = 'pgscale-pg_repack'`,
+    ),
+  orphanRepackSessions: () =>
+    rows<{ count: number }>(
+      'tablespaces: orphaned pg_repack sessions',
+      `select count(*)::float8 as count from pg_stat_activity where application_name = 'pgscale-pg_repack'`,
+    ),
   /** pg_repack's own cleanup of what it created for a table (log table, key type, copy, trigger). */
   repackDrop: (oid: number, lockTimeoutMs: number) =>
     underLockTimeout('tablespaces: drop pg_repack leftover', lockTimeoutMs, [`PERFORM repack.repack_drop(${Math.trunc(oid)}::oid, 4);`]),

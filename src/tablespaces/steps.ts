@@ -389,6 +389,9 @@ function repackInvocation(ctx: StepContext, p: MoveParams, to: string): Invocati
 /** `to` as placement reports it: '' is the database's default tablespace. */
 async function repackTable(ctx: StepContext, db: Db, p: MoveParams, to: string): Promise<void> {
   const m = p.move;
+  // a killed run's pg_repack session may still be copying: end it before judging what it left
+  await db.query(ts.endOrphanRepackSessions());
+  for (let i = 0; i < 100 && (await db.query(ts.orphanRepackSessions()))[0]!.count > 0; i++) await new Promise((r) => setTimeout(r, 100));
   // a killed pg_repack leaves its trigger and log table: pg_repack refuses the table until they are gone
   for (const left of await db.query(ts.repackLeftover(m.schema, m.name))) {
     ctx.progress.message(`${relation(m)}: dropping what an interrupted pg_repack left`);

@@ -8,10 +8,12 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCluster, createLoopVolume, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
-import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
+import { parseJson, runCli, startCli, type CliResult } from '../helpers/cli.js';
+import { waitFor } from '../helpers/snapshot.js';
 import { missingWrites, startWriter } from '../helpers/writer.js';
 import type { OperationResult } from '../../src/operationCommand.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
+import { readRun } from '../../src/pipeline/journal.js';
 import { isRoot } from '../../src/runner.js';
 
 after(teardownAll);
@@ -126,6 +128,66 @@ describe('pgscale tablespaces place with pg_repack on a real 17 cluster', { skip
     assert.match(again.stdout, /duration estimate \| pass \| copy rate [\d.]+ [kMG]B\/s, measured on the last 1 move journaled for this cluster/);
     await c.sql('drop database big');
     cold.unmount();
+  });
+
+  test('SIGKILL while pg_repack copies: resume completes (the orphaned copy ended and its trigger and log table dropped, or its finished swap taken as done); rollback returns the table', async () => {
+    const vol = createLoopVolume(256);
+    await c.sql('create database killed');
+    await c.sql(
+      `create table t (id int primary key, v text not null);
+       insert into t select g, repeat(md5(g::text), 8) from generate_series(1, 500000) g;
+       analyze;`,
+      'killed',
+    );
+    assert.equal((await cli('killed', ['sample'])).code, 0);
+    const run = startCli([
+      'tablespaces',
+      'place',
+      '--pgdata',
+      c.pgdata,
+      '--bindir',
+      c.bindir,
+      '--state-dir',
+      stateDir,
+      '--database',
+      'killed',
+      '--yes',
+      '--volume',
+      `${vol.mountPoint}=cold`,
+      ...allCold,
+    ]);
+    // pg_repack's trigger on the table: its copy is under way
+    await waitFor('pg_repack at work', async () => (await repackLeftovers('killed')).split('\n')[0] === '1', 120_000, 20);
+    run.kill('SIGKILL');
+    const killed = await run.done;
+    assert.equal(killed.signal, 'SIGKILL');
+    assert.equal((await placement('killed')).t, '', 'the table is where it was');
+    assert.equal(await c.sql('select count(*) from t', 'killed'), '500000', 'and readable');
+
+    const res = await runCli(['resume', '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: 600_000 });
+    assert.equal(res.code, 0, res.stderr + res.stdout);
+    const resumed = parseJson<RunReport>(res);
+    assert.equal(resumed.status, 'completed');
+    const events = readRun(stateDir, resumed.runId).events;
+    const again = events.findIndex(
+      (e) => e.type === 'step-started' && e.step === 'move-public.t' && events.slice(0, events.indexOf(e)).some((r) => r.type === 'run-started' && r.resumed),
+    );
+    process.stderr.write(`resume: ${again >= 0 ? 'the move ran again after the orphaned copy was ended' : 'the orphaned pg_repack had finished the move'}\n`);
+    const p = await placement('killed');
+    assert.deepEqual([p.t, p.t_pkey], ['pgscale_cold', 'pgscale_cold']);
+    assert.equal(await c.sql('select count(*) from t', 'killed'), '500000');
+    assert.deepEqual((await repackLeftovers('killed')).split('\n'), ['0', '0'], 'no trigger, no log table left');
+    assert.equal(await c.sql(`select count(*) from pg_stat_activity where application_name like '%pg_repack'`), '0');
+
+    const rb = await runCli(['rollback', resumed.runId, '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: 600_000 });
+    assert.equal(rb.code, 0, rb.stderr + rb.stdout);
+    assert.deepEqual(
+      Object.entries(await placement('killed')).filter(([, ts]) => ts !== ''),
+      [],
+    );
+    assert.equal(await c.sql(`select count(*) from pg_extension where extname = 'pg_repack'`, 'killed'), '0');
+    await c.sql('drop database killed');
+    vol.unmount();
   });
 
   for (const method of ['pg_repack', 'ALTER TABLE'] as const) {
