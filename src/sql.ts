@@ -530,6 +530,8 @@ export interface RelationStatsRow {
   idx_blks_hit: number | null;
   toast_blks_read: number | null;
   toast_blks_hit: number | null;
+  /** A primary key or a unique, valid, total index on NOT NULL columns: what pg_repack needs. */
+  has_key: boolean;
   indexes: IndexStatsRow[];
 }
 
@@ -605,7 +607,11 @@ export const tablespaceStatements = {
                  left join pg_tablespace it on it.oid = ic.reltablespace
                  left join pg_stat_user_indexes si on si.indexrelid = ic.oid
                  left join pg_statio_user_indexes sio on sio.indexrelid = ic.oid
-                where x.indrelid = c.oid and ic.relkind = 'i') as indexes
+                where x.indrelid = c.oid and ic.relkind = 'i') as indexes,
+              exists (select 1 from pg_index x
+                       where x.indrelid = c.oid and x.indisunique and x.indisvalid and x.indimmediate
+                         and x.indpred is null and x.indexprs is null
+                         and not exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attnum = any (x.indkey) and not a.attnotnull)) as has_key
          from pg_class c join pg_namespace n on n.oid = c.relnamespace
          left join pg_tablespace t on t.oid = c.reltablespace
          left join pg_inherits i on i.inhrelid = c.oid and c.relispartition
@@ -709,6 +715,42 @@ export const tablespaceStatements = {
         where n.nspname = $1 and c.relname = $2`,
       [schema, name],
     ),
+  /** pg_repack as the server offers it: the version its files install, and the installed one (null: not created). */
+  repackExtension: () =>
+    rows<{ default_version: string; installed_version: string | null }>(
+      'tablespaces: pg_repack extension',
+      `select default_version, installed_version from pg_available_extensions where name = 'pg_repack'`,
+    ),
+  /** pg_repack's trigger on a table: a pg_repack run that was killed left its log table and trigger behind. */
+  repackLeftover: (schema: string, name: string) =>
+    rows<{ oid: number }>(
+      'tablespaces: pg_repack leftover',
+      `select c.oid::int8::float8 as oid from pg_trigger g join pg_class c on c.oid = g.tgrelid join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = $1 and c.relname = $2 and g.tgname = 'repack_trigger'
+          and not exists (select 1 from pg_stat_activity where application_name in ('pg_repack', 'pgscale-pg_repack'))`,
+      [schema, name],
+    ),
+  /**
+   * Ends the sessions of a pg_repack that pgscale started and whose program is gone (a killed run:
+   * its backend copies on until it notices); returns how many are left. The run lock keeps any
+   * other pgscale run off the cluster, so none of these belongs to a live run. Termination is
+   * asynchronous: orphanRepackSessions tells when they are gone.
+   */
+  endOrphanRepackSessions: () =>
+    rows<{ ended: boolean }>(
+      'tablespaces: end orphaned pg_repack sessions',
+      `select pg_terminate_backend(pid) as ended from pg_stat_activity where application_name = 'pgscale-pg_repack'`,
+    ),
+  orphanRepackSessions: () =>
+    rows<{ count: number }>(
+      'tablespaces: orphaned pg_repack sessions',
+      `select count(*)::float8 as count from pg_stat_activity where application_name = 'pgscale-pg_repack'`,
+    ),
+  /** pg_repack's own cleanup of what it created for a table (log table, key type, copy, trigger). */
+  repackDrop: (oid: number, lockTimeoutMs: number) =>
+    underLockTimeout('tablespaces: drop pg_repack leftover', lockTimeoutMs, [`PERFORM repack.repack_drop(${Math.trunc(oid)}::oid, 4);`]),
+  createRepackExtension: () => command('tablespaces: create pg_repack', 'CREATE EXTENSION IF NOT EXISTS pg_repack'),
+  dropRepackExtension: () => command('tablespaces: drop pg_repack', 'DROP EXTENSION IF EXISTS pg_repack'),
   tempTablespaces: () =>
     rows<{ setting: string; source: string }>('tablespaces: temp_tablespaces', `select setting, source from pg_settings where name = 'temp_tablespaces'`),
   resetTempTablespaces: () => command('tablespaces: reset temp_tablespaces', 'ALTER SYSTEM RESET temp_tablespaces'),

@@ -1,25 +1,49 @@
 import { Flags } from '@oclif/core';
-import { realpathSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { withDb } from '../../src/cluster/access.js';
+import { probeBindir } from '../../src/cluster/installations.js';
 import { badInput } from '../../src/errors.js';
 import { isInside, realish } from '../../src/files.js';
 import { detectStorage } from '../../src/host/storage.js';
 import type { StorageClass } from '../../src/host/types.js';
 import { OperationCommand, type OperationResult } from '../../src/operationCommand.js';
 import '../../src/operations.js';
+import type { Runner } from '../../src/runner.js';
 import { statements, tablespaceStatements } from '../../src/sql.js';
 import { temperatureFlags } from '../../src/tablespaces/flags.js';
-import { gatherTemperature } from '../../src/tablespaces/gather.js';
-import { decidePlacement, parseVolumeArg, tablespaceName, tablespaceOptionsFor, tierForStorageClass } from '../../src/tablespaces/placement.js';
+import { formatBytes } from '../../src/format.js';
+import { gatherTemperature, journaledMoves } from '../../src/tablespaces/gather.js';
+import {
+  decidePlacement,
+  judgeRepack,
+  measuredCopyRate,
+  parseVolumeArg,
+  tablespaceName,
+  tablespaceOptionsFor,
+  tierForStorageClass,
+} from '../../src/tablespaces/placement.js';
 import type { PlaceParams, TierVolume } from '../../src/tablespaces/steps.js';
 import { tiers } from '../../src/tablespaces/temperature.js';
 
 const MB = 1024 ** 2;
+/** The copy rate of the estimate before any move was journaled for the cluster. */
+const assumedCopyRateMb = 100;
+
+/** BINDIR/pg_repack's version and the major of the PostgreSQL installation it sits in; null when there is none. */
+async function repackClient(runner: Runner, bindir: string): Promise<{ version: string; bindirMajor: number | null } | null> {
+  const program = join(bindir, 'pg_repack');
+  if (!existsSync(program)) return null;
+  const res = await runner.run({ program, args: ['--version'] });
+  const version = /^pg_repack (\S+)/m.exec(res.stdout)?.[1];
+  if (res.exitCode !== 0 || !version) return null;
+  const installation = await probeBindir(runner, bindir, 'explicit').catch(() => undefined); // a client-only bindir
+  return { version, bindirMajor: installation?.major ?? null };
+}
 
 export default class TablespacesPlace extends OperationCommand<typeof TablespacesPlace> {
   static override summary = 'Move tables and their indexes to the tablespace of their temperature tier (hot, warm, cold), online where PostgreSQL allows.';
-  static override description = `Each --volume maps a directory on a volume to a tier (PATH=hot|warm|cold, or PATH alone for the tier of its detected storage class); a tablespace pgscale_TIER is created in PATH/pgscale_TIER (0700, owned by the cluster owner; never inside the data directory, not on its device unless --force) with random_page_cost and the I/O concurrency settings of that storage. The default tablespace counts as the --data-dir-tier tier. A relation whose temperature (see \`pgscale tablespaces show\`) differs from the tier it is on moves, each in its own journaled step: the heap (TOAST follows) by ALTER TABLE … SET TABLESPACE under a lock_timeout of --lock-timeout ms with --lock-retries retries whose pauses double (never an unbounded wait), rows counted in one snapshot before the lock and after the rewrite; indexes by REINDEX … INDEX CONCURRENTLY (14+). ALTER TABLE holds ACCESS EXCLUSIVE for the copy, so a heap above --blocking-limit-mb is refused unless --allow-blocking. Partitioned tables move partition by partition, then their default follows the hottest partition. temp_tablespaces goes to the hot tier's tablespace.
+  static override description = `Each --volume maps a directory on a volume to a tier (PATH=hot|warm|cold, or PATH alone for the tier of its detected storage class); a tablespace pgscale_TIER is created in PATH/pgscale_TIER (0700, owned by the cluster owner; never inside the data directory, not on its device unless --force) with random_page_cost and the I/O concurrency settings of that storage. The default tablespace counts as the --data-dir-tier tier. A relation whose temperature (see \`pgscale tablespaces show\`) differs from the tier it is on moves, each in its own journaled step. A table with a primary key or a NOT NULL unique index moves online with pg_repack --tablespace --moveidx when BINDIR/pg_repack is built for the server's major and matches the version of the pg_repack extension (created by the run when only available, dropped by its rollback; --no-repack declines). Other tables: the heap (TOAST follows) by ALTER TABLE … SET TABLESPACE under a lock_timeout of --lock-timeout ms with --lock-retries retries whose pauses double (never an unbounded wait), rows counted in one snapshot before the lock and after the rewrite; indexes by REINDEX … INDEX CONCURRENTLY (14+). ALTER TABLE holds ACCESS EXCLUSIVE for the copy, so a heap above --blocking-limit-mb without an online method is refused unless --allow-blocking. The duration estimate uses the copy rate of the last moves journaled for the cluster. Partitioned tables move partition by partition, then their default follows the hottest partition. temp_tablespaces goes to the hot tier's tablespace.
 
 Checks before anything: free space on every volume for what moves there, WAL space for the largest move, the owner can write the volume, no tablespace name or location collision. \`pgscale resume RUN\` continues with the next relation; \`pgscale rollback RUN\` moves them back and drops the tablespaces it created. Exit codes: 2 bad input, 3 refused by a check — nothing changed in either case.`;
 
@@ -51,13 +75,22 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       min: 0,
       max: 20,
     }),
+    repack: Flags.boolean({
+      summary:
+        'Move tables that have a primary key or a NOT NULL unique index with pg_repack when its program (in the bindir) and extension match the server; --no-repack uses ALTER TABLE for every table.',
+      default: true,
+      allowNo: true,
+    }),
     'verify-rows': Flags.boolean({
       summary:
         "Count each table's rows in one snapshot before its lock and after its rewrite (a difference undoes the move); --no-verify-rows shortens the lock by that scan.",
       default: true,
       allowNo: true,
     }),
-    'copy-rate-mb': Flags.integer({ summary: 'MB per second assumed for the duration estimate.', default: 100, min: 1 }),
+    'copy-rate-mb': Flags.integer({
+      summary: `MB per second for the duration estimate; without it, the rate measured on the last moves journaled for this cluster, else ${assumedCopyRateMb}.`,
+      min: 1,
+    }),
     'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
   };
 
@@ -103,13 +136,14 @@ Checks before anything: free space on every volume for what moves there, WAL spa
 
     const access = facts.resolved.access;
     const database = facts.live.database;
-    const { existing, temp, wal } = await withDb(
+    const { existing, temp, wal, repackExtension } = await withDb(
       { runner: this.runner, audit: this.audit },
       access,
       async (db) => ({
         existing: await db.query(tablespaceStatements.tablespaceList()),
         temp: (await db.query(tablespaceStatements.tempTablespaces()))[0],
         wal: (await db.query(statements.walSizing()))[0],
+        repackExtension: (await db.query(tablespaceStatements.repackExtension()))[0],
       }),
       database,
     );
@@ -119,13 +153,31 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       v.previousOptions = found?.options ?? [];
     }
 
+    const repack = judgeRepack({
+      wanted: f.repack,
+      serverMajor: Math.floor(facts.live.serverVersionNum / 10000),
+      bindir: access.bindir,
+      client: f.repack ? await repackClient(this.runner, access.bindir) : null,
+      extension: repackExtension ? { defaultVersion: repackExtension.default_version, installedVersion: repackExtension.installed_version } : null,
+    });
     const placement = decidePlacement(facts.report.relations, facts.live.relations, {
       dataDirTier: facts.dataDirTier,
       declaredTiers: volumes.map((v) => v.tier),
       serverVersionNum: facts.live.serverVersionNum,
       blockingLimitBytes: f['blocking-limit-mb'] * MB,
       allowBlocking: f['allow-blocking'],
+      repack,
     });
+    const measured = measuredCopyRate(journaledMoves(this.stateDir, facts.live.systemIdentifier));
+    const copyRate =
+      f['copy-rate-mb'] !== undefined
+        ? { bytesPerSecond: f['copy-rate-mb'] * MB, source: `${f['copy-rate-mb']} MB/s (--copy-rate-mb)` }
+        : measured
+          ? {
+              bytesPerSecond: measured.bytesPerSecond,
+              source: `${formatBytes(measured.bytesPerSecond)}/s, measured on the last ${measured.moves} move${measured.moves === 1 ? '' : 's'} journaled for this cluster`,
+            }
+          : { bytesPerSecond: assumedCopyRateMb * MB, source: `${assumedCopyRateMb} MB/s assumed: no move of 16 MB or more journaled for this cluster yet` };
     const hot = volumes.find((v) => v.tier === 'hot');
     const params: PlaceParams = {
       access,
@@ -143,9 +195,11 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       tempTablespaces: hot && temp?.setting !== hot.tablespace ? hot.tablespace : null,
       previousTempTablespaces: temp?.setting ?? '',
       force: f.force,
+      repack,
       lock: { lockTimeoutMs: f['lock-timeout'], retries: f['lock-retries'], backoffMs: 200 },
       countRows: f['verify-rows'],
-      copyBytesPerSecond: f['copy-rate-mb'] * MB,
+      copyBytesPerSecond: copyRate.bytesPerSecond,
+      copyRateSource: copyRate.source,
       maxWalBytes: Number(wal?.max_wal_size_bytes ?? 1024 * MB),
     };
     return this.runPlan(await this.planOperation('tablespaces-place', params), f['plan-out']);

@@ -216,6 +216,15 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
     const ctx = context(step, progressFor(task, opts.progress));
     if (resuming) {
       const held = await def.verify(ctx, step.params);
+      // a step the interrupted run started whose change is there now (its program finished after the
+      // kill) made that change: done, so that a rollback undoes it; a skip would leave it behind
+      if (held.ok && ['running', 'failed'].includes(state.steps.get(step.id) ?? 'pending')) {
+        appendEvent(state.dir, { type: 'step-done', step: step.id, outputs: {}, verified: held.detail });
+        state.steps.set(step.id, 'done');
+        state.outputs.set(step.id, {});
+        task.skip(`${step.title} — done by the interrupted run: ${held.detail}`);
+        return;
+      }
       if (held.ok) {
         appendEvent(state.dir, { type: 'step-skipped', step: step.id, reason: held.detail });
         state.steps.set(step.id, 'skipped');

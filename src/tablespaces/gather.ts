@@ -5,8 +5,11 @@
 import { resolveTarget, type ResolvedTarget } from '../cluster/access.js';
 import type { AuditSink } from '../audit.js';
 import type { Runner } from '../runner.js';
+import { listRuns } from '../pipeline/journal.js';
 import { thresholdsFrom } from './flags.js';
+import { moveWorkBytes, type JournaledMove, type RelationMove } from './placement.js';
 import { loadSnapshots, takeSnapshot, temperatureReport, type Snapshot, type TemperatureReport } from './snapshot.js';
+import { moveStep } from './steps.js';
 import type { Tier } from './temperature.js';
 
 export interface TemperatureFacts {
@@ -60,4 +63,26 @@ export async function gatherTemperature(cmd: { runner: Runner; audit: AuditSink 
         },
   );
   return { resolved, live, dataDirTier, report: temperatureReport(merged, thresholds, dataDirTier) };
+}
+
+/**
+ * The moves earlier `tablespaces place` runs journaled for this cluster, oldest first: each step's
+ * time from its (last) start to its end, for the ones that copied a heap. Rollbacks journal no start.
+ */
+export function journaledMoves(stateDir: string, systemIdentifier: string): JournaledMove[] {
+  const out: { at: number; move: JournaledMove }[] = [];
+  for (const run of listRuns(stateDir)) {
+    if (run.plan.operation !== 'tablespaces-place' || run.plan.target.systemIdentifier !== systemIdentifier) continue;
+    const started = new Map<string, number>();
+    for (const e of run.events) {
+      if (e.type === 'step-started') started.set(e.step, Date.parse(e.at));
+      if (e.type !== 'step-done' || e.outputs.heapMoved !== true || !started.has(e.step)) continue;
+      const step = run.plan.steps.find((s) => s.id === e.step);
+      if (step?.kind !== moveStep.kind) continue;
+      const p = step.params as { move: RelationMove; countRows: boolean };
+      const end = Date.parse(e.at);
+      out.push({ at: end, move: { workBytes: moveWorkBytes(p.move, p.countRows), seconds: (end - started.get(e.step)!) / 1000 } });
+    }
+  }
+  return out.sort((a, b) => a.at - b.at).map((x) => x.move);
 }

@@ -84,6 +84,50 @@ export function tierTablespaces(declared: readonly Tier[], dataDirTier: Tier): P
 }
 
 export type IndexMethod = 'reindex-concurrently' | 'alter-index';
+/** pg_repack copies the heap and rebuilds its indexes online (a key needed); ALTER TABLE holds ACCESS EXCLUSIVE for the copy. */
+export type TableMethod = 'pg_repack' | 'alter-table';
+
+/** What was found of pg_repack: the program next to the other clients and the extension in the database. */
+export interface RepackFacts {
+  /** false: declined with --no-repack. */
+  wanted: boolean;
+  serverMajor: number;
+  bindir: string;
+  /** `pg_repack --version` of BINDIR/pg_repack and the major of the PostgreSQL installation there (null: no postgres there); null when absent. */
+  client: { version: string; bindirMajor: number | null } | null;
+  /** From pg_available_extensions; null when the server has no pg_repack files. */
+  extension: { defaultVersion: string; installedVersion: string | null } | null;
+}
+
+export interface RepackDecision {
+  [key: string]: string | boolean;
+  usable: boolean;
+  /** pgscale creates the extension (and a rollback drops it). */
+  createExtension: boolean;
+  why: string;
+}
+
+/**
+ * Whether tables can move with pg_repack: the program must be built for the server's major and be
+ * the same version as the extension in the database (pg_repack itself refuses a mismatch).
+ */
+export function judgeRepack(f: RepackFacts): RepackDecision {
+  const no = (why: string): RepackDecision => ({ usable: false, createExtension: false, why });
+  if (!f.wanted) return no('pg_repack declined with --no-repack');
+  if (!f.client) return no(`no pg_repack program in ${f.bindir}`);
+  if (f.client.bindirMajor === null) return no(`${f.bindir} holds no postgres program: which PostgreSQL its pg_repack was built for is unknown`);
+  if (f.client.bindirMajor !== f.serverMajor)
+    return no(`the pg_repack in ${f.bindir} belongs to PostgreSQL ${f.client.bindirMajor}, the server is ${f.serverMajor}`);
+  if (!f.extension) return no(`the server has no pg_repack extension files (postgresql-${f.serverMajor}-repack is not installed)`);
+  const inDb = f.extension.installedVersion ?? f.extension.defaultVersion;
+  if (inDb !== f.client.version)
+    return no(
+      `the pg_repack program is ${f.client.version}, the extension ${f.extension.installedVersion ? 'in the database' : 'the server offers'} is ${inDb}`,
+    );
+  return f.extension.installedVersion
+    ? { usable: true, createExtension: false, why: `pg_repack ${inDb} is installed in the database` }
+    : { usable: true, createExtension: true, why: `pg_repack ${inDb} is available: the run creates the extension (a rollback drops it)` };
+}
 
 export interface IndexMove {
   [key: string]: string | number;
@@ -107,6 +151,9 @@ export interface RelationMove {
   heapBytes: number;
   /** Whole relation: heap, TOAST and indexes (what the target volume must hold). */
   totalBytes: number;
+  method: TableMethod;
+  /** Why this method (a key for pg_repack, or why pg_repack cannot be used). */
+  methodWhy: string;
   /** The heap moves under ACCESS EXCLUSIVE (readers and writers wait for the copy). */
   blocking: boolean;
   indexes: IndexMove[];
@@ -128,6 +175,7 @@ export interface PlacementOptions {
   /** A heap larger than this is not moved by a blocking rewrite unless allowBlocking. */
   blockingLimitBytes: number;
   allowBlocking: boolean;
+  repack: RepackDecision;
 }
 
 export interface Placement {
@@ -161,11 +209,17 @@ export function decidePlacement(temps: readonly RelationTemperature[], stats: re
       continue;
     }
     const r = byKey.get(t.relation)!;
-    const blocking = r.heap_bytes > o.blockingLimitBytes;
+    const method: TableMethod = o.repack.usable && r.has_key ? 'pg_repack' : 'alter-table';
+    const methodWhy = !o.repack.usable
+      ? o.repack.why
+      : r.has_key
+        ? 'it has a primary key or a NOT NULL unique index'
+        : 'pg_repack needs a primary key or a NOT NULL unique index, it has none';
+    const blocking = method === 'alter-table' && r.heap_bytes > o.blockingLimitBytes;
     if (blocking && !o.allowBlocking) {
       out.refused.push({
         relation: t.relation,
-        why: `its heap is ${r.heap_bytes} bytes, above the ${o.blockingLimitBytes}-byte limit for a move that blocks the table (ALTER TABLE … SET TABLESPACE holds ACCESS EXCLUSIVE for the copy) and no online method is installed (pg_repack)`,
+        why: `its heap is ${r.heap_bytes} bytes, above the ${o.blockingLimitBytes}-byte limit for a move that blocks the table (ALTER TABLE … SET TABLESPACE holds ACCESS EXCLUSIVE for the copy), and pg_repack cannot move it online: ${methodWhy}`,
       });
       continue;
     }
@@ -179,6 +233,8 @@ export function decidePlacement(temps: readonly RelationTemperature[], stats: re
       to,
       heapBytes: r.heap_bytes,
       totalBytes: r.total_bytes,
+      method,
+      methodWhy,
       blocking,
       indexes: r.indexes.map((i) => ({
         schema: i.schema,
@@ -217,8 +273,39 @@ export function bytesByTarget(moves: readonly RelationMove[]): Map<string, numbe
   return out;
 }
 
-/** Seconds for a move: the heap is copied (and read twice more when rows are counted, once under the lock); indexes are rebuilt. */
-export function estimateMoveSeconds(m: Pick<RelationMove, 'heapBytes' | 'indexes'>, copyBytesPerSecond: number, countRows: boolean): number {
+/**
+ * The bytes a move copies, weighted by how often they are touched: the heap is copied (read twice
+ * more when ALTER TABLE counts rows, once under the lock; pg_repack also writes its change log and
+ * replays it); indexes are read and rebuilt.
+ */
+export function moveWorkBytes(m: Pick<RelationMove, 'heapBytes' | 'indexes' | 'method'>, countRows: boolean): number {
   const indexBytes = m.indexes.reduce((a, i) => a + i.bytes, 0);
-  return 1 + (m.heapBytes * (countRows ? 1.5 : 1) + indexBytes * 2) / copyBytesPerSecond;
+  const heapFactor = m.method === 'pg_repack' ? 1.2 : countRows ? 1.5 : 1;
+  return m.heapBytes * heapFactor + indexBytes * 2;
+}
+
+/** Seconds for a move at a copy rate (bytes of moveWorkBytes per second), plus a second of start-up. */
+export function estimateMoveSeconds(m: Pick<RelationMove, 'heapBytes' | 'indexes' | 'method'>, copyBytesPerSecond: number, countRows: boolean): number {
+  return 1 + moveWorkBytes(m, countRows) / copyBytesPerSecond;
+}
+
+/** A move journaled by an earlier run: its work (moveWorkBytes) and how long its step took. */
+export interface JournaledMove {
+  workBytes: number;
+  seconds: number;
+}
+
+/** Moves smaller than this are mostly start-up and lock waits: they say little about the copy rate. */
+const rateSampleMinBytes = 16 * 1024 ** 2;
+
+/**
+ * The copy rate measured on the last moves journaled for this cluster (at most `last`, large enough
+ * to mean something): their work over their time. Null when there is none to measure.
+ */
+export function measuredCopyRate(moves: readonly JournaledMove[], last = 10): { bytesPerSecond: number; moves: number } | null {
+  const usable = moves.filter((m) => m.workBytes >= rateSampleMinBytes && m.seconds > 0).slice(-last);
+  if (usable.length === 0) return null;
+  const work = usable.reduce((a, m) => a + m.workBytes, 0);
+  const seconds = usable.reduce((a, m) => a + m.seconds, 0);
+  return { bytesPerSecond: work / seconds, moves: usable.length };
 }

@@ -1,21 +1,30 @@
 /**
  * `pgscale tablespaces place` as steps: prepare (every check, then the missing tablespaces with
- * their planner settings), one journaled step per relation (heap under a short lock_timeout with
- * bounded backed-off retries, indexes rebuilt concurrently), the partitioned parents' defaults,
+ * their planner settings), the pg_repack extension when the run creates it, one journaled step per
+ * relation (pg_repack for a table with a key; else the heap under a short lock_timeout with bounded
+ * backed-off retries and the indexes rebuilt concurrently), the partitioned parents' defaults,
  * temp_tablespaces. A resume continues with the next relation; a rollback moves them back.
  */
 import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync, statfsSync, chownSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { withDb, type ClusterAccess } from '../cluster/access.js';
+import { clientInvocation, withDb, type ClusterAccess } from '../cluster/access.js';
 import { ExitCode, PgscaleError } from '../errors.js';
 import { formatBytes } from '../format.js';
 import { fsyncPath, isInside, realish } from '../files.js';
 import { userByName } from '../osUser.js';
 import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext, type StepData } from '../pipeline/step.js';
-import { isRoot } from '../runner.js';
-import { isLockTimeout, statements, tablespaceStatements as ts, type Db, type Statement } from '../sql.js';
-import { bytesByTarget, estimateMoveSeconds, type IndexMove, type ParentDefault, type RelationMove, type TablespaceOptions } from './placement.js';
+import { describeFailure, isRoot, type Invocation } from '../runner.js';
+import { isLockTimeout, qualified, statements, tablespaceStatements as ts, type Db, type Statement } from '../sql.js';
+import {
+  bytesByTarget,
+  estimateMoveSeconds,
+  type IndexMove,
+  type ParentDefault,
+  type RelationMove,
+  type RepackDecision,
+  type TablespaceOptions,
+} from './placement.js';
 import type { Tier } from './temperature.js';
 
 export interface TierVolume {
@@ -63,9 +72,13 @@ export interface PlaceParams extends JsonObject {
   previousTempTablespaces: string;
   force: boolean;
   lock: LockPolicy;
+  /** Whether tables with a key move with pg_repack, and whether the run creates its extension. */
+  repack: RepackDecision;
   /** Count the rows of each heap in one snapshot before its lock and after its rewrite. */
   countRows: boolean;
   copyBytesPerSecond: number;
+  /** Where the copy rate comes from (measured, told, assumed): the plan says it. */
+  copyRateSource: string;
   maxWalBytes: number;
 }
 
@@ -85,6 +98,12 @@ interface ParentParams extends JsonObject {
   defaultTablespace: string;
   lock: LockPolicy;
   parent: ParentDefault;
+}
+
+interface ExtensionParams extends JsonObject {
+  access: ClusterAccess;
+  database: string;
+  why: string;
 }
 
 interface TempParams extends JsonObject {
@@ -236,6 +255,10 @@ export async function placeChecks(ctx: StepContext, p: PlaceParams): Promise<Che
       ),
     );
   }
+  if (p.moves.length) {
+    out.push(check.info('online table method', p.repack.why));
+    out.push(check.info('duration estimate', `copy rate ${p.copyRateSource}`));
+  }
   if (p.staying.length) out.push(check.info('staying', p.staying.map((s) => `${s.relation} (${s.tier}): ${s.why}`).join('; ')));
   out.push(
     p.moves.length
@@ -331,6 +354,68 @@ export const prepareStep = defineStep<PlaceParams>({
 
 const relation = (m: RelationMove) => `${m.schema}.${m.name}`;
 
+/** Seconds pg_repack waits for its locks: what the lock policy allows ALTER TABLE in all its attempts. */
+function lockBudgetSeconds(lock: LockPolicy): number {
+  let ms = lock.lockTimeoutMs * (lock.retries + 1);
+  for (let a = 0; a < lock.retries; a++) ms += Math.min(lock.backoffMs * 2 ** a, 10_000);
+  return Math.max(1, Math.ceil(ms / 1000));
+}
+
+/**
+ * pg_repack copies the table into `to` while a trigger logs concurrent changes, rebuilds the indexes
+ * there (--moveidx) and swaps under a brief lock; it gives up rather than cancel sessions holding a
+ * lock (--no-kill-backend). The connection comes from the environment, never argv.
+ */
+function repackInvocation(ctx: StepContext, p: MoveParams, to: string): Invocation {
+  const m = p.move;
+  return clientInvocation(
+    p.access,
+    'pg_repack',
+    [
+      '--no-order',
+      '--no-kill-backend',
+      '--wait-timeout',
+      String(lockBudgetSeconds(p.lock)),
+      '--tablespace',
+      to,
+      '--moveidx',
+      '--table',
+      qualified(m.schema, m.name),
+    ],
+    { env: { PGDATABASE: p.database, PGAPPNAME: 'pgscale-pg_repack' }, signal: ctx.signal, onStart: ctx.trackProcess },
+  );
+}
+
+/** `to` as placement reports it: '' is the database's default tablespace. */
+async function repackTable(ctx: StepContext, db: Db, p: MoveParams, to: string): Promise<void> {
+  const m = p.move;
+  // a killed run's pg_repack session may still be copying: end it before judging what it left
+  await db.query(ts.endOrphanRepackSessions());
+  for (let i = 0; i < 100 && (await db.query(ts.orphanRepackSessions()))[0]!.count > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  // a killed pg_repack leaves its trigger and log table: pg_repack refuses the table until they are gone
+  for (const left of await db.query(ts.repackLeftover(m.schema, m.name))) {
+    ctx.progress.message(`${relation(m)}: dropping what an interrupted pg_repack left`);
+    await withLockRetries(ctx, db, p.lock, `cleaning up pg_repack on ${relation(m)}`, () => ts.repackDrop(left.oid, p.lock.lockTimeoutMs));
+  }
+  const inv = repackInvocation(ctx, p, name(to, p.defaultTablespace));
+  const res = await ctx.runner.run(inv);
+  if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
+  if (res.exitCode !== 0)
+    throw new PgscaleError(
+      `moving ${relation(m)} with pg_repack: ${describeFailure(inv, res)}`,
+      ExitCode.FailedAfterChange,
+      'the table stays where it was (pg_repack swaps only at the end); fix the cause, then `pgscale resume` or `pgscale rollback`',
+    );
+  // pg_repack skips a table whose lock it was not granted and still exits 0
+  const heap = (await db.query(ts.placementOf(m.schema, m.name))).find((r) => r.kind === 'table');
+  if (heap?.tablespace !== to)
+    throw new PgscaleError(
+      `moving ${relation(m)} with pg_repack: the table is still in ${shown(heap?.tablespace ?? '')} (${res.stderr.trim().split('\n').slice(-2).join(' ')})`,
+      ExitCode.FailedAfterChange,
+      'pg_repack was not granted its lock in time: see pg_locks for the holder, then `pgscale resume`',
+    );
+}
+
 /** Puts a relation's heap and indexes where `heapTo` / `indexTo` say; parts already there are left alone. */
 async function placeRelation(ctx: StepContext, p: MoveParams, heapTo: string, indexTo: (i: IndexMove) => string): Promise<JsonObject> {
   const m = p.move;
@@ -342,15 +427,19 @@ async function placeRelation(ctx: StepContext, p: MoveParams, heapTo: string, in
     const heapNow = now.find((r) => r.kind === 'table')!.tablespace;
     let retries = 0;
     if (heapNow !== heapTo) {
-      ctx.progress.message(`${relation(m)}: heap → ${shown(heapTo)}`);
-      retries = await withLockRetries(ctx, db, p.lock, `moving ${relation(m)}`, () =>
-        ts.moveTable(m.schema, m.name, name(heapTo, p.defaultTablespace), p.lock.lockTimeoutMs, p.countRows),
-      );
+      ctx.progress.message(`${relation(m)}: heap → ${shown(heapTo)} (${m.method})`);
+      if (m.method === 'pg_repack') await repackTable(ctx, db, p, heapTo);
+      else
+        retries = await withLockRetries(ctx, db, p.lock, `moving ${relation(m)}`, () =>
+          ts.moveTable(m.schema, m.name, name(heapTo, p.defaultTablespace), p.lock.lockTimeoutMs, p.countRows),
+        );
     }
+    // pg_repack --moveidx put the indexes with the heap: those already in place are skipped
+    const after = m.method === 'pg_repack' ? await db.query(ts.placementOf(m.schema, m.name)) : now;
     const moved: string[] = [];
     for (const i of m.indexes) {
       const to = indexTo(i);
-      if (now.find((r) => r.kind === 'index' && r.relation === i.name)?.tablespace === to) continue;
+      if (after.find((r) => r.kind === 'index' && r.relation === i.name)?.tablespace === to) continue;
       ctx.progress.message(`${i.schema}.${i.name} → ${shown(to)}`);
       if (i.method === 'reindex-concurrently') await db.query(ts.reindexConcurrently(i.schema, i.name, name(to, p.defaultTablespace)));
       else
@@ -359,24 +448,36 @@ async function placeRelation(ctx: StepContext, p: MoveParams, heapTo: string, in
         );
       moved.push(i.name);
     }
-    return { heapMoved: heapNow !== heapTo, lockRetries: retries, indexesMoved: moved };
+    return { heapMoved: heapNow !== heapTo, method: m.method, lockRetries: retries, indexesMoved: moved };
   });
 }
 
 export const moveStep = defineStep<MoveParams>({
   kind: 'tablespaces.move',
   title: (p) =>
-    `Move ${relation(p.move)} (${formatBytes(p.move.totalBytes)}, ${p.move.tier}) from ${shown(p.move.from)} to ${shown(p.move.to)}${p.move.indexes.length ? ` with its ${p.move.indexes.length} index${p.move.indexes.length === 1 ? '' : 'es'}` : ''}`,
+    `Move ${relation(p.move)} (${formatBytes(p.move.totalBytes)}, ${p.move.tier}) from ${shown(p.move.from)} to ${shown(p.move.to)}${p.move.indexes.length ? ` with its ${p.move.indexes.length} index${p.move.indexes.length === 1 ? '' : 'es'}` : ''} by ${p.move.method === 'pg_repack' ? 'pg_repack' : 'ALTER TABLE'}`,
   check: async () => [],
-  async plan(_ctx, p) {
+  async plan(ctx, p) {
     const m = p.move;
     const to = name(m.to, p.defaultTablespace);
+    if (m.method === 'pg_repack') {
+      const inv = repackInvocation(ctx, p, to);
+      return [
+        {
+          kind: 'command',
+          argv: [inv.program, ...inv.args],
+          runAs: p.access.runAs ?? undefined,
+          env: ['PGDATABASE', 'PGHOST', 'PGPORT', 'PGUSER'],
+          note: `${m.reason}. Method pg_repack (${m.methodWhy}): the table and its TOAST are copied online, its ${m.indexes.length} index${m.indexes.length === 1 ? ' is' : 'es are'} rebuilt there (--moveidx); ACCESS EXCLUSIVE only for the start and the swap, waited for at most ${lockBudgetSeconds(p.lock)} s; an index found elsewhere afterwards (a resumed run) is rebuilt with REINDEX CONCURRENTLY`,
+        },
+      ];
+    }
     const actions: PlannedAction[] = [
       {
         kind: 'sql',
         target: target(p),
         sql: ts.moveTable(m.schema, m.name, to, p.lock.lockTimeoutMs, p.countRows).text,
-        note: `${m.reason}. The heap and its TOAST are rewritten under ACCESS EXCLUSIVE${m.blocking ? ' (a blocking move, allowed by --allow-blocking)' : ''}; the lock is waited for at most ${p.lock.lockTimeoutMs} ms, ${p.lock.retries + 1} attempts, pauses from ${p.lock.backoffMs} ms doubling${p.countRows ? '; rows counted in one REPEATABLE READ snapshot before the lock and after the rewrite (a difference undoes the move)' : ''}`,
+        note: `${m.reason}. Method ALTER TABLE (${m.methodWhy}): the heap and its TOAST are rewritten under ACCESS EXCLUSIVE${m.blocking ? ' (a blocking move, allowed by --allow-blocking)' : ''}; the lock is waited for at most ${p.lock.lockTimeoutMs} ms, ${p.lock.retries + 1} attempts, pauses from ${p.lock.backoffMs} ms doubling${p.countRows ? '; rows counted in one REPEATABLE READ snapshot before the lock and after the rewrite (a difference undoes the move)' : ''}`,
       },
     ];
     for (const i of m.indexes) {
@@ -407,6 +508,31 @@ export const moveStep = defineStep<MoveParams>({
   },
   rollbackNote: (p) => `move ${relation(p.move)} and its indexes back to ${shown(p.move.from)} the same way`,
   estimateSeconds: (p) => estimateMoveSeconds(p.move, p.copyBytesPerSecond, p.countRows),
+});
+
+// ---------------------------------------------------------------- the pg_repack extension
+
+export const repackExtensionStep = defineStep<ExtensionParams>({
+  kind: 'tablespaces.repack-extension',
+  title: (p) => `Create the pg_repack extension in database ${p.database}`,
+  check: async () => [],
+  async plan(_ctx, p) {
+    return [{ kind: 'sql', target: target(p), sql: ts.createRepackExtension().text, note: p.why }];
+  },
+  apply: async (ctx, p) => {
+    await onDb(ctx, p, (db) => db.query(ts.createRepackExtension()));
+  },
+  async verify(ctx, p) {
+    const [row] = await onDb(ctx, p, (db) => db.query(ts.repackExtension()));
+    return row?.installed_version
+      ? { ok: true, detail: `pg_repack ${row.installed_version} in ${p.database}` }
+      : { ok: false, detail: `pg_repack is not installed in ${p.database}` };
+  },
+  async rollback(ctx, p) {
+    await onDb(ctx, p, (db) => db.query(ts.dropRepackExtension()));
+  },
+  rollbackNote: () => 'DROP EXTENSION pg_repack (this run created it)',
+  estimateSeconds: () => 1,
 });
 
 // ---------------------------------------------------------------- partitioned parents
@@ -505,6 +631,8 @@ export const placeOperation = defineOperation<PlaceParams>({
   steps: (p) => {
     const common = { access: p.access, database: p.database, defaultTablespace: p.defaultTablespace, lock: p.lock };
     const steps: StepData[] = [{ id: 'prepare', kind: prepareStep.kind, params: p }];
+    if (p.repack.createExtension && p.moves.some((m) => m.method === 'pg_repack'))
+      steps.push({ id: 'pg_repack-extension', kind: repackExtensionStep.kind, params: { access: p.access, database: p.database, why: p.repack.why } });
     for (const m of p.moves)
       steps.push({
         id: `move-${safeId(relation(m))}`,

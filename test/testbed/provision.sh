@@ -2,7 +2,7 @@
 # provision.sh [VERSION...]  — real PostgreSQL bindirs for pgscale's tests (default: 15 16 17 18).
 #
 # Idempotent and cached: each version lands in $PGSCALE_TESTBED/pgV and is marked complete only
-# after `postgres -V` ran from it. Nothing outside the cache dir is touched (private apt state, no
+# after `postgres -V` ran from it; extension packages (pg_repack for 17) are added to it once each. Nothing outside the cache dir is touched (private apt state, no
 # system apt sources). Prints "V BINDIR" per version on stdout. Trees cannot be moved after
 # patchelf (absolute interpreter path), so an incomplete tree is rebuilt, never relocated.
 set -euo pipefail
@@ -30,7 +30,19 @@ build() {
   touch "$prefix/.complete"
 }
 
+# extension packages added into a built tree (servers from it may run: get-pg.sh --add replaces nothing)
+declare -A extensions=([17]="postgresql-17-repack")
+add_extensions() {
+  local v=$1 prefix=$DIR/pg$1 pkg
+  for pkg in ${extensions[$v]:-}; do
+    [[ -f $prefix/.added-$pkg ]] && continue
+    "$here/get-pg.sh" "$v" "$prefix" --add "$pkg" >&2
+    touch "$prefix/.added-$pkg"
+  done
+}
+
 for v in "${versions[@]}"; do
   build "$v"
+  add_extensions "$v"
   echo "$v $DIR/pg$v/bin"
 done

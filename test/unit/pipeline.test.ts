@@ -333,6 +333,27 @@ test('a failure before any downtime undoes what the run did, releases the lock a
   }
 });
 
+test("a step the failed run started whose change is found on resume counts as this run's: done, and undone by a rollback", async () => {
+  const s = setup('b', false, true);
+  try {
+    await assert.rejects(startRun(await buildPlan(toyOperation, s.params, s.ctx), s.opts));
+    const [run] = listRuns(s.opts.stateDir);
+    assert.equal(run?.steps.get('b'), 'failed');
+    // what a program of step b did after its run was gone (pg_repack finishing its swap)
+    writeFileSync(join(s.dir, 'b'), 'b');
+    const resumed = await resumeRun(run.id, s.opts);
+    assert.deepEqual(
+      resumed.steps.map((x) => `${x.id}:${x.state}`),
+      ['d:done', 'a:done', 'b:done', 'c:done'],
+    );
+    assert.ok(!readRun(s.opts.stateDir, run.id).events.some((e) => e.type === 'step-skipped'));
+    assert.equal((await rollbackRun(run.id, s.opts)).status, 'rolled-back');
+    for (const n of ['d', 'a', 'b', 'c']) assert.ok(!existsSync(join(s.dir, n)), `${n} undone`);
+  } finally {
+    s.done();
+  }
+});
+
 test('--dry-run in the executor: start, resume and rollback report their steps and write nothing, take no lock', async () => {
   const s = setup('b', false, true);
   try {

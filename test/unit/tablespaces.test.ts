@@ -8,10 +8,14 @@ import {
   bytesByTarget,
   decidePlacement,
   estimateMoveSeconds,
+  judgeRepack,
+  measuredCopyRate,
+  moveWorkBytes,
   parseVolumeArg,
   tablespaceOptionsFor,
   tierForStorageClass,
   tierTablespaces,
+  type RepackFacts,
 } from '../../src/tablespaces/placement.js';
 import { temperatureReport, tierOfTablespace, type RelationTemperature, type Snapshot } from '../../src/tablespaces/snapshot.js';
 import { activityBetween, classify, defaultThresholds, partitionUpperBound, type Activity } from '../../src/tablespaces/temperature.js';
@@ -55,6 +59,7 @@ function row(name: string, o: Partial<RelationStatsRow> = {}): RelationStatsRow 
     idx_blks_hit: 0,
     toast_blks_read: 0,
     toast_blks_hit: 0,
+    has_key: true,
     indexes: [{ schema: 'public', name: `${name}_pkey`, bytes: 5e5, tablespace: '', idx_scan: 0, idx_blks_read: 0, idx_blks_hit: 0, exclusion: false }],
     ...o,
   };
@@ -216,7 +221,15 @@ test('decidePlacement: cold relations move with their indexes, hot ones stay, li
     temp('h_2023', 'cold', { parent: 'public.h' }),
     temp('h_2026', 'hot', { parent: 'public.h' }),
   ];
-  const opts = { dataDirTier: 'hot' as const, declaredTiers: ['cold' as const], serverVersionNum: 170000, blockingLimitBytes: 1024 ** 3, allowBlocking: false };
+  const noRepack = { usable: false, createExtension: false, why: 'no pg_repack program in /usr/lib/postgresql/17/bin' };
+  const opts = {
+    dataDirTier: 'hot' as const,
+    declaredTiers: ['cold' as const],
+    serverVersionNum: 170000,
+    blockingLimitBytes: 1024 ** 3,
+    allowBlocking: false,
+    repack: noRepack,
+  };
   const p = decidePlacement(temps, stats, opts);
   assert.deepEqual(
     p.moves.map((m) => [m.name, m.from, m.to]),
@@ -237,7 +250,33 @@ test('decidePlacement: cold relations move with their indexes, hot ones stay, li
     p.refused.map((r) => r.relation),
     ['public.big'],
   );
-  assert.match(p.refused[0]!.why, /ACCESS EXCLUSIVE/);
+  assert.match(p.refused[0]!.why, /ACCESS EXCLUSIVE.*pg_repack cannot move it online: no pg_repack program/);
+  assert.ok(
+    p.moves.every((m) => m.method === 'alter-table' && m.methodWhy === noRepack.why),
+    'without pg_repack every table moves by ALTER TABLE',
+  );
+  // with pg_repack: tables with a key move online, whatever their size; a keyless big one is still refused
+  const keyless = [...stats, row('big_nokey', { heap_bytes: 5e9, total_bytes: 6e9, has_key: false }), row('small_nokey', { has_key: false })];
+  const online = decidePlacement([...temps, temp('big_nokey', 'cold'), temp('small_nokey', 'cold')], keyless, {
+    ...opts,
+    repack: { usable: true, createExtension: true, why: 'available' },
+  });
+  assert.deepEqual(
+    online.moves.map((m) => [m.name, m.method, m.blocking]),
+    [
+      ['old', 'pg_repack', false],
+      ['big', 'pg_repack', false],
+      ['back', 'pg_repack', false],
+      ['h_2023', 'pg_repack', false],
+      ['small_nokey', 'alter-table', false],
+    ],
+  );
+  assert.match(online.moves.find((m) => m.name === 'small_nokey')!.methodWhy, /needs a primary key or a NOT NULL unique index/);
+  assert.deepEqual(
+    online.refused.map((r) => r.relation),
+    ['public.big_nokey'],
+  );
+  assert.match(online.refused[0]!.why, /pg_repack cannot move it online: pg_repack needs a primary key/);
   assert.deepEqual(
     p.staying.map((s) => [s.relation, s.why.replace(/ \(.*/, '')]),
     [
@@ -267,13 +306,83 @@ test('decidePlacement: cold relations move with their indexes, hot ones stay, li
       ['', 1.5e6],
     ],
   );
-  assert.equal(Math.round(estimateMoveSeconds({ heapBytes: 100e6, indexes: [] }, 100e6, true)), 3, '1 s + 1.5 × the heap at the copy rate');
+  assert.equal(
+    Math.round(estimateMoveSeconds({ heapBytes: 100e6, indexes: [], method: 'alter-table' }, 100e6, true)),
+    3,
+    '1 s + 1.5 × the heap at the copy rate',
+  );
+  assert.equal(
+    estimateMoveSeconds({ heapBytes: 100e6, indexes: [], method: 'pg_repack' }, 100e6, true),
+    2.2,
+    'pg_repack: copy plus log replay, no count under a lock',
+  );
   assert.equal(
     Math.round(
-      estimateMoveSeconds({ heapBytes: 100e6, indexes: [{ schema: 's', name: 'i', bytes: 50e6, from: '', method: 'reindex-concurrently' }] }, 100e6, false),
+      estimateMoveSeconds(
+        { heapBytes: 100e6, indexes: [{ schema: 's', name: 'i', bytes: 50e6, from: '', method: 'reindex-concurrently' }], method: 'alter-table' },
+        100e6,
+        false,
+      ),
     ),
     3,
   );
+});
+
+test('measuredCopyRate: work over time of the last large journaled moves; none measured without one', () => {
+  const MB = 1024 ** 2;
+  assert.equal(measuredCopyRate([]), null);
+  assert.equal(measuredCopyRate([{ workBytes: 4 * MB, seconds: 1 }]), null, 'a small move is mostly start-up: not a sample');
+  assert.deepEqual(
+    measuredCopyRate(
+      [
+        { workBytes: 1000 * MB, seconds: 100 }, // older than the last two: left out
+        { workBytes: 4 * MB, seconds: 0.1 },
+        { workBytes: 300 * MB, seconds: 2 },
+        { workBytes: 100 * MB, seconds: 2 },
+      ],
+      2,
+    ),
+    { bytesPerSecond: 100 * MB, moves: 2 },
+  );
+  const move = { heapBytes: 100 * MB, indexes: [{ schema: 's', name: 'i', bytes: 10 * MB, from: '', method: 'alter-index' as const }] };
+  assert.equal(moveWorkBytes({ ...move, method: 'alter-table' }, true), 170 * MB);
+  assert.equal(moveWorkBytes({ ...move, method: 'alter-table' }, false), 120 * MB);
+  assert.equal(moveWorkBytes({ ...move, method: 'pg_repack' }, true), 140 * MB);
+});
+
+test('judgeRepack: the program must match the server major and the extension version; absent extension is created by the run', () => {
+  const base: RepackFacts = {
+    wanted: true,
+    serverMajor: 17,
+    bindir: '/usr/lib/postgresql/17/bin',
+    client: { version: '1.5.2', bindirMajor: 17 },
+    extension: { defaultVersion: '1.5.2', installedVersion: null },
+  };
+  assert.deepEqual(judgeRepack(base), {
+    usable: true,
+    createExtension: true,
+    why: 'pg_repack 1.5.2 is available: the run creates the extension (a rollback drops it)',
+  });
+  assert.deepEqual(judgeRepack({ ...base, extension: { defaultVersion: '1.5.2', installedVersion: '1.5.2' } }), {
+    usable: true,
+    createExtension: false,
+    why: 'pg_repack 1.5.2 is installed in the database',
+  });
+  const refusals: [Partial<RepackFacts>, RegExp][] = [
+    [{ wanted: false }, /declined with --no-repack/],
+    [{ client: null }, /no pg_repack program in \/usr\/lib\/postgresql\/17\/bin/],
+    [{ client: { version: '1.5.2', bindirMajor: 16 } }, /belongs to PostgreSQL 16, the server is 17/],
+    [{ client: { version: '1.5.2', bindirMajor: null } }, /no postgres program/],
+    [{ extension: null }, /no pg_repack extension files \(postgresql-17-repack/],
+    [{ extension: { defaultVersion: '1.5.3', installedVersion: null } }, /program is 1\.5\.2, the extension the server offers is 1\.5\.3/],
+    [{ extension: { defaultVersion: '1.5.2', installedVersion: '1.4.8' } }, /program is 1\.5\.2, the extension in the database is 1\.4\.8/],
+  ];
+  for (const [change, why] of refusals) {
+    const d = judgeRepack({ ...base, ...change });
+    assert.equal(d.usable, false, String(why));
+    assert.equal(d.createExtension, false);
+    assert.match(d.why, why);
+  }
 });
 
 test('SQL text: identifiers are quoted, the move counts rows under its lock and lock_timeout bounds every wait', () => {
