@@ -1,7 +1,8 @@
 /**
  * Crash safety of `pgscale backup`: SIGKILL at every step boundary (PGSCALE_FAILPOINT), SIGKILL
- * and SIGINT in the middle of a dump. After each, no incomplete backup carries the final name,
- * and `pgscale resume` finishes a backup that verifies (or `rollback` leaves nothing behind).
+ * and SIGINT in the middle of a dump. After each, no incomplete backup carries the final name;
+ * after a kill `pgscale resume` finishes a backup that verifies (or `rollback` leaves nothing
+ * behind), and a Ctrl-C (before any downtime, as a backup always is) undoes the run itself.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -225,7 +226,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
       }
     });
 
-    test('SIGINT mid-dump: exit 130, a consistent journal, no orphans; resume completes', async () => {
+    test('SIGINT mid-dump (before any downtime): exit 130, the run undone, no orphans, no lock; the same command then completes', async () => {
       const dest = join(work, 'int-mid-dump');
       const stateDir = join(work, 'state-int-mid-dump');
       const lock = await holdTableLock(pg, 'app', 't');
@@ -234,34 +235,31 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         run.kill('SIGINT');
         const stopped = await run.done;
         assert.equal(stopped.code, 130, stopped.stderr);
-        assert.match(stopped.stderr, /interrupted; the journal of run \S+ is consistent/);
-        assert.match(stopped.stderr, /hint: continue with `pgscale resume \S+ --state-dir \S+` or undo with `pgscale rollback \S+ --state-dir \S+`/);
+        assert.match(stopped.stderr, /interrupted before any downtime: what run \S+ had done is undone, nothing is left changed/);
+        assert.match(stopped.stderr, /hint: run the same command again when ready/);
         assert.equal(existsSync(dest), false);
+        assert.equal(existsSync(`${dest}.partial`), false, 'the staging directory is removed');
 
         const [interrupted] = await runs(stateDir);
         assert.ok(interrupted);
-        assert.equal(interrupted.status, 'interrupted');
+        assert.equal(interrupted.status, 'rolled-back');
         const events = journal(stateDir, interrupted.id);
         assert.deepEqual(
           events.filter((e) => e.type !== 'process').map((e) => e.type),
-          ['run-started', 'step-started', 'step-failed', 'run-interrupted'],
+          ['run-started', 'server-lock', 'step-started', 'step-failed', 'run-interrupted', 'rollback-started', 'step-rolled-back', 'rollback-done'],
         );
         const failed = events.find((e) => e.type === 'step-failed');
         assert.ok(failed?.type === 'step-failed');
         assert.equal(failed.step, 'dump');
         assert.equal(failed.error, 'interrupted');
-        // the journal matches the disk: a step that cleaned up after itself left no staging directory
-        assert.equal(existsSync(`${dest}.partial`), !failed.clean, `clean: ${failed.clean}`);
         const pgids = events.flatMap((e) => (e.type === 'process' ? [e.pgid] : []));
         assert.equal(pgids.length, 2);
         await waitFor('pgscale to have stopped pg_dumpall and the compressor', () => !pgids.some(processGroupAlive), 10_000);
 
         await lock.release();
-        const resumed = await runCli(['resume', '--state-dir', stateDir, '--json']);
-        assert.equal(resumed.code, 0, resumed.stderr);
-        const report = parseJson<RunReport>(resumed);
-        assert.equal(report.runId, interrupted.id);
-        assert.equal(report.status, 'completed');
+        const again = await runCli([...backupArgs(dest, stateDir), '--json']);
+        assert.equal(again.code, 0, again.stderr);
+        assert.equal(parseJson<RunReport>(again).status, 'completed');
         await assertVerifies(dest);
         assert.deepEqual(readdirSync(dest).sort(), ['dump.done.json', 'dumpall.sql.zst', 'manifest.json', 'verified.json']);
       } finally {
