@@ -3,7 +3,7 @@
  * (live on a TTY, timestamped lines without one, nothing under --json). Ctrl-C stops at the next
  * safe point with the journal consistent.
  */
-import { once } from 'node:events';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Listr, PRESET_TIMER, PRESET_TIMESTAMP, type ListrRendererValue } from 'listr2';
 import type { AuditSink } from '../audit.js';
 import { ExitCode, PgscaleError, refused } from '../errors.js';
@@ -146,7 +146,8 @@ async function failpoint(stepId: string, where: 'started' | 'applied' | 'done', 
   if (at === `${stepId}:${where}:SIGSTOP`) process.kill(process.pid, 'SIGSTOP');
   if (at === `${stepId}:${where}:SIGINT`) {
     process.kill(process.pid, 'SIGINT');
-    if (!signal.aborted) await once(signal, 'abort');
+    // a pending timer keeps node running until the handler has run (a signal handler alone does not)
+    await delay(10_000, undefined, { signal }).catch(() => undefined);
   }
 }
 
