@@ -216,6 +216,40 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
     }
   });
 
+  test('a second Ctrl-C while the first one undoes the run: exit 130 at once, and `pgscale rollback` (or nothing, if the undo had finished) leaves no trace', () =>
+    withLane(async (c) => {
+      const dest = join(work, 'int-twice');
+      const stateDir = join(work, 'state-int-twice');
+      const run = startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: 'manifest:done:SIGINT' });
+      await waitFor(
+        'the first Ctrl-C to start the undo',
+        () =>
+          existsSync(join(stateDir, 'runs')) &&
+          readdirSync(join(stateDir, 'runs')).some((id) => journal(stateDir, id).some((e) => e.type === 'run-interrupted')),
+        60_000,
+      );
+      run.kill('SIGINT');
+      const stopped = await run.done;
+      assert.equal(stopped.code, 130, stopped.stderr);
+      const [left] = await runs(stateDir);
+      assert.ok(left && ['rolled-back', 'rollback-failed'].includes(left.status), `a way out remains: ${left?.status}`);
+      if (left.status === 'rollback-failed') {
+        const resume = await runCli(['resume', left.id, '--state-dir', stateDir]);
+        assert.equal(resume.code, 3, 'a half-undone run is not resumed');
+        assert.match(resume.stderr, /finish undoing it: `pgscale rollback/);
+        const rolled = await runCli(['rollback', left.id, '--state-dir', stateDir, '--json']);
+        assert.equal(rolled.code, 0, rolled.stderr);
+        assert.equal(parseJson<RunReport>(rolled).status, 'rolled-back');
+      }
+      assert.equal(existsSync(`${dest}.partial`) || existsSync(dest), false, 'nothing of the run is left');
+      // a lock file may outlive a process that left between journaling the undo and removing it: its
+      // run is rolled back, so it blocks nothing, and the next run takes it over
+      const again = await runCli(backupArgs(dest, stateDir, c));
+      assert.equal(again.code, 0, again.stderr);
+      await assertVerifies(dest);
+      await assertNoLock(c);
+    }));
+
   describe('signals in the middle of a dump', () => {
     before(async () => {
       // 12 MiB of incompressible bytes (24 MiB of hex, more than one zstd -T0 job, so compressed
