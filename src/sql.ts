@@ -3,13 +3,14 @@
  * socket with credentials) or, when pgscale is root on the database host, through psql run as the
  * data directory's owner so peer authentication works as it does for the DBA.
  */
+import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { AuditSink } from './audit.js';
 import { redact } from './audit.js';
 import { currentUser } from './osUser.js';
 import { describeConnection, libpqEnvironment, type ConnectionSettings } from './connection.js';
 import { PgscaleError, ExitCode } from './errors.js';
-import type { OsUser, Runner } from './runner.js';
+import type { OsUser, RunResult, Runner, StreamingRun } from './runner.js';
 
 /** A statement and the row type it returns (`void` for commands). */
 export interface Statement<Row> {
@@ -54,6 +55,9 @@ const REPLICATION_SETTINGS = `select current_setting('wal_level') as wal_level,
               current_setting('server_version_num')::int as server_version_num,
               pg_is_in_recovery() as in_recovery,
               (select sum(pg_database_size(oid)) from pg_database)::text as database_bytes`;
+
+/** The first key of pgscale's advisory locks ('pgsc'): no other application's locks are mistaken for them. */
+export const CLUSTER_LOCK_NAMESPACE = 0x70677363;
 
 export const statements = {
   serverFacts: () =>
@@ -211,11 +215,37 @@ export const statements = {
         order by c.relpages desc, 1 limit $1`,
       [limit],
     ),
+  /** Every client session but this one and pgscale's lock session (the stop that follows ends that one). */
   terminateOtherSessions: () =>
     rows<{ terminated: number }>(
       'terminate other sessions',
       `select count(pg_terminate_backend(pid))::int as terminated from pg_stat_activity
-        where pid <> pg_backend_pid() and backend_type = 'client backend'`,
+        where pid <> pg_backend_pid() and backend_type = 'client backend'
+          and pid not in (select pid from pg_locks where locktype = 'advisory' and classid = ${CLUSTER_LOCK_NAMESPACE}::oid)`,
+    ),
+  /**
+   * pgscale's lock on a cluster, held by a session for the length of a run: (namespace, key) in
+   * the postgres database (advisory locks are per database: every pgscale meets in that one).
+   */
+  takeClusterLock: (key: number) =>
+    rows<{ taken: boolean; backend_pid: number }>(
+      'take the cluster lock',
+      'select pg_try_advisory_lock($1::int, $2::int) as taken, pg_backend_pid() as backend_pid',
+      [CLUSTER_LOCK_NAMESPACE, key],
+    ),
+  releaseClusterLocks: () => command('release the cluster lock', 'select pg_advisory_unlock_all()'),
+  /** Who holds pgscale's lock on this cluster (application_name names the run), from any database. */
+  clusterLockHolders: (key: number) =>
+    rows<{ pid: number; application_name: string; client_addr: string | null; since: string | null }>(
+      'cluster lock holders',
+      `select l.pid, coalesce(a.application_name, '') as application_name, a.client_addr::text as client_addr,
+              to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') as since
+         from pg_locks l left join pg_stat_activity a on a.pid = l.pid
+        where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+          and l.classid = $1::int::oid and l.objid = $2::int::oid
+          and l.database = (select oid from pg_database where datname = 'postgres')
+        order by 1`,
+      [CLUSTER_LOCK_NAMESPACE, key],
     ),
   /** A write that must reach disk: proves the upgraded cluster accepts writes. */
   writeProbe: () =>
@@ -882,6 +912,32 @@ export class PgDb implements Db {
   }
 }
 
+/** psql reading statements from stdin, unaligned and tuples only, stopping at the first error. */
+export const psqlArgs = ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1'] as const;
+
+/** Our statements use $n only as parameters, never inside literals. */
+async function inline(st: Statement<unknown>): Promise<string> {
+  const { escapeLiteral } = await loadPg();
+  return st.text.replace(/\$(\d+)/g, (_, n: string) => {
+    const v = st.params[Number(n) - 1];
+    if (v === null || v === undefined) return 'null';
+    return typeof v === 'string' ? escapeLiteral(v) : String(v);
+  });
+}
+
+/** A statement as psql input whose output is one JSON array (rows) or nothing (commands). */
+async function psqlText(st: Statement<unknown>): Promise<string> {
+  const body = await inline(st);
+  return st.returnsRows ? `select coalesce(json_agg(q), '[]'::json) from (${body}) q` : body;
+}
+
+/** What a failed psql said, as pgscale reports it: a connection failure or the statement's error. */
+function psqlFailure(target: string, st: Statement<unknown>, stderr: string): Error {
+  const msg = stderr.trim();
+  if (/could not connect|connection to server/.test(msg)) return connectionError(target, msg);
+  return new Error(`${st.name} failed: ${redact(msg)}`);
+}
+
 /** psql run as the cluster owner over the local socket: the root-on-the-host path (peer auth). */
 export class PsqlDb implements Db {
   readonly target: string;
@@ -896,35 +952,79 @@ export class PsqlDb implements Db {
     this.target = describeConnection(settings) + ` (psql as ${owner.name})`;
   }
 
-  /** Our statements use $n only as parameters, never inside literals. */
-  private async inline(st: Statement<unknown>): Promise<string> {
-    const { escapeLiteral } = await loadPg();
-    return st.text.replace(/\$(\d+)/g, (_, n: string) => {
-      const v = st.params[Number(n) - 1];
-      if (v === null || v === undefined) return 'null';
-      return typeof v === 'string' ? escapeLiteral(v) : String(v);
-    });
-  }
-
   async query<Row>(st: Statement<Row>): Promise<Row[]> {
-    const body = await this.inline(st);
-    const text = st.returnsRows ? `select coalesce(json_agg(q), '[]'::json) from (${body}) q` : body;
+    const text = await psqlText(st);
     return audited(this.audit, this.target, st, async () => {
       const res = await this.runner.run({
         program: this.psql,
-        args: ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-f', '-'],
+        args: [...psqlArgs, '-f', '-'],
         env: { ...libpqEnvironment(this.settings), PGDATABASE: this.settings.database ?? 'postgres', PGAPPNAME: 'pgscale' },
         runAs: this.owner,
         input: text,
       });
-      if (res.exitCode !== 0) {
-        const msg = res.stderr.trim();
-        if (/could not connect|connection to server/.test(msg)) throw connectionError(this.target, msg);
-        throw new Error(`${st.name} failed: ${redact(msg)}`);
-      }
+      if (res.exitCode !== 0) throw psqlFailure(this.target, st, res.stderr);
       return st.returnsRows ? (JSON.parse(res.stdout.trim() || '[]') as Row[]) : [];
     });
   }
 
   async close(): Promise<void> {}
+}
+
+/**
+ * One psql session kept open (its stdin stays open) for statements sent one at a time: for what
+ * must outlast a statement, a session-level advisory lock above all. It ends when its input ends,
+ * so a pgscale that dies, however, ends it too. A statement that fails ends it (ON_ERROR_STOP).
+ */
+export class PsqlSession {
+  private output = '';
+  private wake: () => void = () => undefined;
+  private exited: RunResult | undefined;
+  /** Follows each statement: its output is everything before this line. */
+  private readonly marker = `pgscale-end-${randomBytes(6).toString('hex')}`;
+
+  constructor(
+    private readonly process: StreamingRun,
+    readonly target: string,
+    private readonly audit?: AuditSink,
+  ) {
+    process.stdout.setEncoding('utf8');
+    process.stdout.on('data', (d: string) => {
+      this.output += d;
+      this.wake();
+    });
+    process.stdin.on('error', () => undefined); // psql gone: its exit tells why
+    void process.result.then((r) => {
+      this.exited = r;
+      this.wake();
+    });
+  }
+
+  get open(): boolean {
+    return !this.exited;
+  }
+
+  async query<Row>(st: Statement<Row>): Promise<Row[]> {
+    const text = await psqlText(st);
+    return audited(this.audit, this.target, st, async () => {
+      if (this.exited) throw psqlFailure(this.target, st, this.exited.stderr || 'the session has ended');
+      this.output = '';
+      this.process.stdin.write(`${text};\n\\echo ${this.marker}\n`);
+      for (;;) {
+        const end = this.output.indexOf(`${this.marker}\n`);
+        if (end >= 0) {
+          const out = this.output.slice(0, end).trim();
+          return st.returnsRows ? (JSON.parse(out || '[]') as Row[]) : [];
+        }
+        const exited = this.exited as RunResult | undefined; // set by the exit handler meanwhile
+        if (exited) throw psqlFailure(this.target, st, exited.stderr);
+        await new Promise<void>((resolve) => (this.wake = resolve));
+      }
+    });
+  }
+
+  /** Ends the session (and what it holds) and waits for psql to exit. */
+  async end(): Promise<void> {
+    this.process.stdin.end();
+    await this.process.result;
+  }
 }

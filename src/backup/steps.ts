@@ -794,6 +794,7 @@ export const publishStep = defineStep<BackupParams>({
 
 export const backupOperation = defineOperation<BackupParams>({
   name: 'backup',
+  serverAccess: (p) => p.access,
   describeTarget: (p) => ({
     description: `${p.access.host ?? 'localhost'}:${p.access.port ?? 5432}`,
     lockKey: p.protectedPaths[0] ? `cluster:${p.protectedPaths[0]}` : `server:${p.access.host ?? 'localhost'}:${p.access.port ?? 5432}`,

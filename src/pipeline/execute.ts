@@ -3,6 +3,7 @@
  * (live on a TTY, timestamped lines without one, nothing under --json). Ctrl-C stops at the next
  * safe point with the journal consistent.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import { Listr, PRESET_TIMER, PRESET_TIMESTAMP, type ListrRendererValue } from 'listr2';
 import type { AuditSink } from '../audit.js';
 import { ExitCode, PgscaleError, refused } from '../errors.js';
@@ -23,7 +24,8 @@ import {
   type StepState,
 } from './journal.js';
 import { defaultStateDir } from './stateDir.js';
-import type { Plan, PlannedStep } from './plan.js';
+import { operation, type Plan, type PlannedStep } from './plan.js';
+import { ServerLock, ServerLockHeld, serverLockConflict } from './serverLock.js';
 import { stepDefinition, type JsonObject, type Progress, type StepContext } from './step.js';
 
 export type ProgressMode = 'tty' | 'plain' | 'silent';
@@ -134,10 +136,19 @@ function progressFor(task: OutputTarget, mode: ProgressMode): Progress {
 
 /**
  * Crash-safety failpoints for tests: PGSCALE_FAILPOINT=STEP:started|applied|done kills pgscale
- * with SIGKILL at that boundary, exactly as a power cut or an OOM kill would.
+ * with SIGKILL at that boundary, exactly as a power cut or an OOM kill would; STEP:WHERE:SIGINT
+ * is a person's Ctrl-C there (what follows runs once the handler has seen it, as it would), and
+ * STEP:WHERE:SIGSTOP pauses pgscale there until SIGCONT (a test looks at what it holds meanwhile).
  */
-function failpoint(stepId: string, where: 'started' | 'applied' | 'done'): void {
-  if (process.env.PGSCALE_FAILPOINT === `${stepId}:${where}`) process.kill(process.pid, 'SIGKILL');
+async function failpoint(stepId: string, where: 'started' | 'applied' | 'done', signal: AbortSignal): Promise<void> {
+  const at = process.env.PGSCALE_FAILPOINT;
+  if (at === `${stepId}:${where}`) process.kill(process.pid, 'SIGKILL');
+  if (at === `${stepId}:${where}:SIGSTOP`) process.kill(process.pid, 'SIGSTOP');
+  if (at === `${stepId}:${where}:SIGINT`) {
+    process.kill(process.pid, 'SIGINT');
+    // a pending timer keeps node running until the handler has run (a signal handler alone does not)
+    await delay(10_000, undefined, { signal }).catch(() => undefined);
+  }
 }
 
 /**
@@ -199,7 +210,7 @@ async function confirmStep(step: PlannedStep, steps: readonly PlannedStep[], opt
     throw refused('not confirmed: stopped before this step; nothing more was changed', 'run it again and answer yes when you are ready');
 }
 
-async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean): Promise<void> {
+async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean, holdServer: () => Promise<void>): Promise<void> {
   const finished = (id: string) => ['done', 'skipped'].includes(state.steps.get(id) ?? 'pending');
   const context = (step: PlannedStep, progress: Progress): StepContext => ({
     runner: opts.runner,
@@ -212,6 +223,8 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
   });
   const runOne = async (step: PlannedStep, task: TaskView) => {
     if (opts.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
+    // every step boundary: the server lock again after a restart, and no step while another holds it
+    await holdServer();
     const def = stepDefinition(step.kind);
     const ctx = context(step, progressFor(task, opts.progress));
     if (resuming) {
@@ -234,18 +247,20 @@ async function runSteps(state: RunState, opts: ExecuteOptions, resuming: boolean
     }
     appendEvent(state.dir, { type: 'step-started', step: step.id });
     state.steps.set(step.id, 'running');
-    failpoint(step.id, 'started');
+    await failpoint(step.id, 'started', opts.signal);
     let applied = false;
     try {
+      // stopped right after the step was journaled: it never began, nothing of it to undo
+      if (opts.signal.aborted) throw new PgscaleError('interrupted', ExitCode.FailedNoChange);
       const outputs = (await def.apply(ctx, step.params)) ?? {};
       applied = true;
-      failpoint(step.id, 'applied');
+      await failpoint(step.id, 'applied', opts.signal);
       const verified = await def.verify(ctx, step.params);
       if (!verified.ok) throw new PgscaleError(`verification failed after "${step.title}": ${verified.detail}`, ExitCode.FailedAfterChange);
       appendEvent(state.dir, { type: 'step-done', step: step.id, outputs, verified: verified.detail });
       state.steps.set(step.id, 'done');
       state.outputs.set(step.id, outputs);
-      failpoint(step.id, 'done');
+      await failpoint(step.id, 'done', opts.signal);
       task.title = `${step.title} — ${verified.detail}`;
     } catch (e) {
       const interrupted = opts.signal.aborted;
@@ -276,28 +291,108 @@ function changedAnything(state: RunState): boolean {
   return [...state.steps.values()].some((s) => s !== 'pending');
 }
 
-async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): Promise<RunReport> {
+/** The server-side lock of a run: for an operation that reaches its cluster's server, on a cluster whose identity is known. */
+function serverLockFor(plan: Plan, runId: string, opts: ExecuteOptions): ServerLock | undefined {
+  const access = operation(plan.operation).serverAccess?.(plan.params);
+  if (!access || !plan.target.systemIdentifier) return undefined;
+  return new ServerLock(opts, access, runLockKey(plan), runId);
+}
+
+/**
+ * Takes the run's locks before anything changes: the host-wide lock file, then the server's
+ * advisory lock. Refused by either, it holds neither.
+ */
+async function takeLocks(plan: Plan, runId: string, opts: ExecuteOptions, takeOverFrom?: string): Promise<ServerLock | undefined> {
+  acquireLock(opts.stateDir, runLockKey(plan), runId, takeOverFrom);
+  const serverLock = serverLockFor(plan, runId, opts);
+  try {
+    await serverLock?.hold();
+  } catch (e) {
+    await serverLock?.release();
+    // a refused resume or rollback keeps the lock file its run held: that run is still open
+    if (!takeOverFrom) releaseLock(runLockKey(plan), runId);
+    throw e;
+  }
+  return serverLock;
+}
+
+/** Holds the server lock at a step boundary; a session taken anew is journaled (its backend pid). */
+const serverHolder = (state: RunState, serverLock: ServerLock | undefined) => async (): Promise<void> => {
+  const backendPid = await serverLock?.hold();
+  if (backendPid) appendEvent(state.dir, { type: 'server-lock', backendPid });
+};
+
+async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean, serverLock: ServerLock | undefined): Promise<RunReport> {
   const started = performance.now();
   const key = runLockKey(state.plan);
+  const holdServer = serverHolder(state, serverLock);
+  // the server's lock first: once the lock file is gone, another pgscale on this host may start
+  const unlock = async () => {
+    await serverLock?.release();
+    releaseLock(key, state.id);
+  };
   appendEvent(state.dir, { type: 'run-started', pid: process.pid, resumed: resuming || undefined });
+  if (serverLock?.backendPid) appendEvent(state.dir, { type: 'server-lock', backendPid: serverLock.backendPid });
   try {
-    await runSteps(state, opts, resuming);
+    await runSteps(state, opts, resuming, holdServer);
   } catch (e) {
+    await stopped(e);
+  } finally {
+    // a run that stops keeps its lock file (only its resume or rollback may go on), never a session
+    await serverLock?.release();
+  }
+  appendEvent(state.dir, { type: 'run-done' });
+  await unlock();
+  return report(readRun(opts.stateDir, state.id), started);
+
+  async function stopped(e: unknown): Promise<never> {
     const err = e instanceof PgscaleError ? e : new PgscaleError((e as Error).message, ExitCode.FailedAfterChange);
+    if (e instanceof ServerLockHeld) {
+      // someone else took the cluster after pgscale restarted its server: nothing more is done to it, not even an undo
+      appendEvent(state.dir, { type: 'run-failed', error: err.message });
+      if (!changedAnything(state)) {
+        releaseLock(key, state.id);
+        throw e;
+      }
+      throw new PgscaleError(
+        `${err.message}\nrun ${state.id} stopped before its next step; what it had done is kept (nothing is undone while another holds the cluster)`,
+        ExitCode.FailedAfterChange,
+        `wait for that run to end, then ${await wayOut(state, opts)}`,
+      );
+    }
     if (err.exitCode === ExitCode.Interrupted || opts.signal.aborted) {
       appendEvent(state.dir, { type: 'run-interrupted', step: [...state.steps].find(([, s]) => s === 'failed')?.[0] });
+      if (beforeDowntime(state)) {
+        // nothing was unavailable yet: Ctrl-C undoes the run, as a failure there does. The undo is not
+        // itself interrupted by that Ctrl-C; a second one leaves at once and `pgscale rollback` finishes it
+        try {
+          await undoSteps(state, [...touchedSteps(state)].reverse(), { ...opts, signal: new AbortController().signal }, holdServer);
+        } catch (undoError) {
+          throw new PgscaleError(
+            `interrupted; undoing what run ${state.id} had done failed: ${(undoError as Error).message}`,
+            ExitCode.FailedAfterChange,
+            `fix the cause, then \`${runCommandLine('rollback', state.id, opts.stateDir)}\` finishes the undo`,
+          );
+        }
+        await unlock();
+        throw new PgscaleError(
+          `interrupted before any downtime: what run ${state.id} had done is undone, nothing is left changed; a verified backup is kept`,
+          ExitCode.Interrupted,
+          'run the same command again when ready',
+        );
+      }
       throw new PgscaleError(`interrupted; the journal of run ${state.id} is consistent`, ExitCode.Interrupted, await wayOut(state, opts));
     }
     appendEvent(state.dir, { type: 'run-failed', error: err.message });
     if (!changedAnything(state)) {
-      releaseLock(key, state.id);
+      await unlock();
       throw new PgscaleError(err.message, err.exitCode === ExitCode.Refused ? ExitCode.Refused : ExitCode.FailedNoChange, err.hint);
     }
     if (beforeDowntime(state)) {
       // nothing was unavailable yet: what the run prepared (a new cluster, its configuration) is
       // undone here, so a failed check or a declined confirmation leaves nothing and no lock
       try {
-        await undoSteps(state, [...touchedSteps(state)].reverse(), opts);
+        await undoSteps(state, [...touchedSteps(state)].reverse(), opts, holdServer);
       } catch (undoError) {
         throw new PgscaleError(
           `${err.message}\nundoing what the run had done failed too: ${(undoError as Error).message}`,
@@ -305,7 +400,7 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
           `fix the cause, then \`${runCommandLine('rollback', state.id, opts.stateDir)}\` finishes the undo`,
         );
       }
-      releaseLock(key, state.id);
+      await unlock();
       const declined = err.exitCode === ExitCode.Refused;
       // the step's own hint speaks of an open run (resume, rollback): there is none any more
       throw new PgscaleError(
@@ -325,9 +420,6 @@ async function drive(state: RunState, opts: ExecuteOptions, resuming: boolean): 
     }
     throw new PgscaleError(err.message, ExitCode.FailedAfterChange, `fix the cause, then ${await wayOut(state, opts)}`);
   }
-  appendEvent(state.dir, { type: 'run-done' });
-  releaseLock(key, state.id);
-  return report(readRun(opts.stateDir, state.id), started);
 }
 
 /** No step the run started or finished takes the cluster down or passes a point of no return (an operation without such steps is always before downtime). */
@@ -341,10 +433,16 @@ function assertConfirmable(steps: readonly PlannedStep[], pending: (s: PlannedSt
   }
 }
 
+/** Another pgscale holding the plan's cluster on its server, for a dry run (which takes no lock). */
+async function serverConflict(plan: Plan, opts: ExecuteOptions): Promise<Error | undefined> {
+  const access = operation(plan.operation).serverAccess?.(plan.params);
+  return access && plan.target.systemIdentifier ? serverLockConflict(opts, access, runLockKey(plan)) : undefined;
+}
+
 /** Starts a new run of a plan whose checks passed. */
 export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunReport> {
   if (opts.dryRun) {
-    const conflict = lockConflict(runLockKey(plan));
+    const conflict = lockConflict(runLockKey(plan)) ?? (await serverConflict(plan, opts));
     if (conflict) throw conflict;
     const steps = new Map(plan.steps.map((s): [string, StepState] => [s.id, 'pending']));
     return report(
@@ -355,16 +453,17 @@ export async function startRun(plan: Plan, opts: ExecuteOptions): Promise<RunRep
   }
   assertConfirmable(plan.steps, () => true, opts);
   const id = newRunId(plan);
-  acquireLock(opts.stateDir, runLockKey(plan), id);
+  const serverLock = await takeLocks(plan, id, opts);
   try {
     newRun(opts.stateDir, plan, id);
   } catch (e) {
+    await serverLock?.release();
     releaseLock(runLockKey(plan), id);
     throw e;
   }
   const state = readRun(opts.stateDir, id);
   opts.onRunDir?.(state.dir);
-  return drive(state, opts, false);
+  return drive(state, opts, false, serverLock);
 }
 
 /** Continues a failed, interrupted or killed run: done steps stay done, the rest verify-then-apply. */
@@ -377,7 +476,7 @@ export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<Ru
     throw refused(`run ${runId} is being rolled back (${state.status})`, `finish undoing it: ${rollback}`);
   if (state.status === 'running') throw refused(`run ${runId} is still running`, 'wait for it to finish (see `pgscale runs`)');
   if (opts.dryRun) {
-    const conflict = lockConflict(runLockKey(state.plan), runId);
+    const conflict = lockConflict(runLockKey(state.plan), runId) ?? (await serverConflict(state.plan, opts));
     if (conflict) throw conflict;
     const finished = (id: string) => ['done', 'skipped'].includes(state.steps.get(id) ?? 'pending');
     return report(
@@ -387,22 +486,25 @@ export async function resumeRun(runId: string, opts: ExecuteOptions): Promise<Ru
     );
   }
   assertConfirmable(state.plan.steps, (s) => !['done', 'skipped'].includes(state.steps.get(s.id) ?? 'pending'), opts);
-  acquireLock(opts.stateDir, runLockKey(state.plan), runId, runId);
+  const serverLock = await takeLocks(state.plan, runId, opts, runId);
   await killOrphans(state.orphans);
   opts.onRunDir?.(state.dir);
-  return drive(state, opts, true);
+  return drive(state, opts, true, serverLock);
 }
 
 /** The steps a run started or finished (what an undo must reverse), in plan order. */
 const touchedSteps = (state: RunState) => state.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(state.steps.get(s.id) ?? 'pending'));
 
 /** Runs the undo of each step in the order given, journaled; a failing undo stops there (a retry continues from it). */
-async function undoSteps(state: RunState, undo: readonly PlannedStep[], opts: ExecuteOptions): Promise<void> {
+async function undoSteps(state: RunState, undo: readonly PlannedStep[], opts: ExecuteOptions, holdServer: () => Promise<void>): Promise<void> {
   appendEvent(state.dir, { type: 'rollback-started', pid: process.pid });
   await runTaskList(
     undo.map((step) => ({
       title: `undo: ${step.title}`,
       run: async (task) => {
+        // Ctrl-C stops an undo between its steps: `pgscale rollback` goes on from there
+        if (opts.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
+        await holdServer();
         const def = stepDefinition(step.kind);
         try {
           await def.rollback?.(
@@ -477,7 +579,7 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
   if (refusal) throw refused(refusal.message, refusal.hint);
   const undo = [...touchedSteps(state)].reverse();
   if (opts.dryRun) {
-    const conflict = lockConflict(runLockKey(state.plan), runId);
+    const conflict = lockConflict(runLockKey(state.plan), runId) ?? (await serverConflict(state.plan, opts));
     if (conflict) throw conflict;
     return report(
       state,
@@ -485,10 +587,23 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
       undo.map((s) => ({ id: s.id, title: s.title, action: `undo: ${s.rollback}` })),
     );
   }
-  acquireLock(opts.stateDir, runLockKey(state.plan), runId, runId);
+  const serverLock = await takeLocks(state.plan, runId, opts, runId);
   await killOrphans(state.orphans);
   opts.onRunDir?.(state.dir);
-  await undoSteps(state, undo, opts);
+  if (serverLock?.backendPid) appendEvent(state.dir, { type: 'server-lock', backendPid: serverLock.backendPid });
+  try {
+    await undoSteps(state, undo, opts, serverHolder(state, serverLock));
+  } catch (e) {
+    if (opts.signal.aborted)
+      throw new PgscaleError(
+        `interrupted; the undo of run ${runId} stopped between two steps`,
+        ExitCode.Interrupted,
+        `\`${runCommandLine('rollback', runId, opts.stateDir)}\` finishes it`,
+      );
+    throw e;
+  } finally {
+    await serverLock?.release();
+  }
   releaseLock(runLockKey(state.plan), runId);
   return report(readRun(opts.stateDir, runId), started);
 }

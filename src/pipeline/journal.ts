@@ -13,6 +13,8 @@ import { defaultStateDir, ensurePrivateDir } from './stateDir.js';
 
 export type JournalEvent =
   | { type: 'run-started'; pid: number; resumed?: boolean }
+  /** A session took the cluster's lock on its server (again, after a restart). */
+  | { type: 'server-lock'; backendPid: number }
   | { type: 'step-started'; step: string }
   | { type: 'process'; step: string; pgid: number }
   | { type: 'step-done'; step: string; outputs: JsonObject; verified: string }
@@ -296,7 +298,9 @@ export function lockConflict(key: string, takeOverFrom?: string): Error | undefi
   if (held.runId !== takeOverFrom && status && status !== 'completed' && status !== 'rolled-back') {
     return refused(
       `run ${held.runId} on this cluster (${held.key}) did not finish (${status})`,
-      `finish it with \`pgscale resume ${held.runId}${stateFlag}\` or undo it with \`pgscale rollback ${held.runId}${stateFlag}\``,
+      status === 'rollback-failed'
+        ? `finish undoing it with \`pgscale rollback ${held.runId}${stateFlag}\``
+        : `finish it with \`pgscale resume ${held.runId}${stateFlag}\` or undo it with \`pgscale rollback ${held.runId}${stateFlag}\``,
     );
   }
   return undefined;

@@ -4,6 +4,7 @@
  * the fingerprint and re-plans every step, refusing if anything differs from what was reviewed.
  */
 import { readFileSync } from 'node:fs';
+import type { ClusterAccess } from '../cluster/access.js';
 import { join } from 'node:path';
 import { flag, stepDefinition, type CheckResult, type Json, type JsonObject, type PlannedAction, type StepContext, type StepData } from './step.js';
 
@@ -43,6 +44,8 @@ export interface Plan {
 export interface Operation<P extends JsonObject = JsonObject> {
   name: string;
   describeTarget(params: P): { description: string; lockKey: string };
+  /** How to reach the cluster's server for the run's server-side lock (absent: the lock file alone). */
+  serverAccess?(params: P): ClusterAccess;
   summary(params: P): string;
   steps(params: P): StepData[];
   fingerprint(ctx: StepContext, params: P): Promise<Fingerprint>;

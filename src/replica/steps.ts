@@ -667,6 +667,7 @@ const verifyStep = defineStep<ReplicaParams>({
 
 export const replicaAddOperation = defineOperation<ReplicaParams & { createRole: boolean; hbaRulePresent: boolean }>({
   name: 'replica-add',
+  serverAccess: (p) => p.access,
   describeTarget: (p) => ({
     description: `replica of ${p.primaryDataDir} on ${p.host.destination} in ${p.replicaDir}`,
     lockKey: `cluster:${p.primaryDataDir}`,
@@ -806,6 +807,7 @@ const removeDataStep = defineStep<RemoveCtxParams>({
 
 export const replicaRemoveOperation = defineOperation<ReplicaRemoveParams>({
   name: 'replica-remove',
+  serverAccess: (p) => p.access,
   describeTarget: (p) => ({ description: `replica on ${p.host.destination} in ${p.replicaDir}`, lockKey: `cluster:${p.primaryDataDir}` }),
   summary: (p) => `Remove the replica on ${p.host.destination} in ${p.replicaDir} (slot ${p.slot})${p.keepData ? ', keeping its data directory' : ''}`,
   steps: (p) => [

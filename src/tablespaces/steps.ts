@@ -625,6 +625,7 @@ const safeId = (s: string) => s.replace(/[^A-Za-z0-9_.-]/g, '_');
 
 export const placeOperation = defineOperation<PlaceParams>({
   name: 'tablespaces-place',
+  serverAccess: (p) => p.access,
   describeTarget: (p) => ({ description: `database ${p.database} of the cluster ${p.dataDir}`, lockKey: `cluster:${p.dataDir}` }),
   summary: (p) =>
     `Place the relations of database ${p.database} by temperature: ${p.moves.length} move${p.moves.length === 1 ? '' : 's'} (${formatBytes(p.moves.reduce((a, m) => a + m.totalBytes, 0))}), tiers ${p.volumes.map((v) => `${v.tier} → ${v.location}`).join(', ') || 'none declared'}; the cluster stays available, each heap is locked only for its own copy`,

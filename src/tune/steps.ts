@@ -747,7 +747,8 @@ async function fingerprint(ctx: StepContext, p: TuneParams) {
 const describeTarget = (p: TuneParams) => ({ description: `${p.dataDir} (PostgreSQL ${p.major})`, lockKey: `cluster:${p.dataDir}` });
 
 /** Tuning and restoring run the same steps; only the operation's name (and so its runs) differ. */
-const tuneLikeOperation = (name: string) => defineOperation<TuneParams>({ name, describeTarget, summary: (p) => p.summary, steps: tuneSteps, fingerprint });
+const tuneLikeOperation = (name: string) =>
+  defineOperation<TuneParams>({ name, describeTarget, serverAccess: (p) => p.access, summary: (p) => p.summary, steps: tuneSteps, fingerprint });
 
 export const tuneOperation = tuneLikeOperation('tune');
 export const tuneRestoreOperation = tuneLikeOperation('tune-restore');

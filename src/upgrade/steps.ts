@@ -1070,6 +1070,8 @@ function configFingerprint(p: UpgradeParams): string {
 
 export const upgradeOperation = defineOperation<UpgradeParams>({
   name: 'upgrade',
+  // the old server, and the new one on the same socket and port once it is open
+  serverAccess: (p) => p.access,
   describeTarget: (p) => ({ description: `${p.old.dataDir} (PostgreSQL ${p.old.major}, port ${p.old.port})`, lockKey: `cluster:${p.old.dataDir}` }),
   summary: (p) =>
     `Upgrade ${p.old.dataDir} from PostgreSQL ${p.old.major} to ${p.new.major} into ${p.new.dataDir} (--${p.mode}, ${p.jobs} jobs${p.new.waldir ? `, WAL on ${p.new.waldir}` : ''}${p.backup ? `, backup to ${p.backup.dest} first` : ', NO backup'})`,

@@ -664,6 +664,7 @@ export const cleanupStep = defineStep<WalMoveParams>({
 
 export const walMoveOperation = defineOperation<WalMoveParams>({
   name: 'wal-move',
+  serverAccess: (p) => p.access,
   describeTarget: (p) => ({ description: `cluster ${p.dataDir}`, lockKey: `cluster:${p.dataDir}` }),
   summary: (p) =>
     `Move the WAL of the PostgreSQL ${p.major} cluster in ${p.dataDir} from ${p.source} to ${where(p)}${p.wasRunning ? ' (the server is stopped during the copy)' : ' (the server stays stopped)'}`,

@@ -15,11 +15,14 @@ export interface CliOptions {
   asUser?: OsUser;
   input?: string;
   timeoutMs?: number;
+  /** A program that runs the CLI (its argv, node and the CLI's appended), e.g. unshare for a host of its own. */
+  wrapper?: string[];
 }
 
 export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cliEntry, ...args], {
+    const [program, ...argv] = [...(opts.wrapper ?? []), process.execPath, cliEntry, ...args];
+    const child = spawn(program!, argv, {
       cwd: repoRoot,
       env: { ...process.env, NO_COLOR: '1', ...opts.env },
       uid: opts.asUser?.uid,

@@ -1,7 +1,8 @@
 /**
  * Crash safety of `pgscale backup`: SIGKILL at every step boundary (PGSCALE_FAILPOINT), SIGKILL
- * and SIGINT in the middle of a dump. After each, no incomplete backup carries the final name,
- * and `pgscale resume` finishes a backup that verifies (or `rollback` leaves nothing behind).
+ * and SIGINT in the middle of a dump. After each, no incomplete backup carries the final name;
+ * after a kill `pgscale resume` finishes a backup that verifies (or `rollback` leaves nothing
+ * behind), and a Ctrl-C (before any downtime, as a backup always is) undoes the run itself.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +13,9 @@ import { parseJson, runCli, startCli, type StartedCli } from '../helpers/cli.js'
 import { holdTableLock, lockWaiters, sizeOf, waitFor } from '../helpers/snapshot.js';
 import { isRoot } from '../../src/runner.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
-import { processGroupAlive, type StampedEvent } from '../../src/pipeline/journal.js';
+import { lockPath, processGroupAlive, type StampedEvent } from '../../src/pipeline/journal.js';
+import { readSystemIdentifier } from '../../src/pipeline/plan.js';
+import { CLUSTER_LOCK_NAMESPACE } from '../../src/sql.js';
 
 after(teardownAll);
 
@@ -159,6 +162,94 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
       }));
   });
 
+  /** No lock of any kind is left on the cluster: neither this host's lock file nor a session's advisory lock. */
+  async function assertNoLock(c: TestCluster): Promise<void> {
+    assert.equal(existsSync(lockPath(`system:${readSystemIdentifier(c.pgdata)}`)), false, 'no lock file');
+    assert.equal(await c.sql(`select count(*) from pg_locks where locktype = 'advisory' and classid = ${CLUSTER_LOCK_NAMESPACE}`), '0', 'no server lock');
+  }
+
+  /**
+   * A Ctrl-C at each step boundary. A backup never takes the cluster down, so a Ctrl-C undoes the
+   * run (nothing stays changed, no lock) and the same command then completes; at the last
+   * boundary there is nothing left to stop and the run completes.
+   */
+  describe('SIGINT at every step boundary', { concurrency: 3 }, () => {
+    const rows = steps.flatMap((step) =>
+      (['started', 'done'] as const).map((where) => {
+        const completes = step === 'publish' && where === 'done';
+        return {
+          at: `${step}:${where}`,
+          code: completes ? 0 : 130,
+          message: completes
+            ? /SIGINT: stopping at the next safe point/
+            : /interrupted before any downtime: what run \S+ had done is undone, nothing is left changed/,
+          hint: completes ? undefined : /hint: run the same command again when ready/,
+          status: completes ? 'completed' : 'rolled-back',
+        };
+      }),
+    );
+    for (const row of rows) {
+      test(`${row.at}: exit ${row.code}, ${row.status}`, () =>
+        withLane(async (c) => {
+          const dest = join(work, `int-${row.at.replace(':', '-')}`);
+          const stateDir = join(work, `state-int-${row.at.replace(':', '-')}`);
+          const rowsBefore = await c.sql('select count(*) from t', 'app');
+          const res = await runCli(backupArgs(dest, stateDir, c), { env: { PGSCALE_FAILPOINT: `${row.at}:SIGINT` } });
+          assert.equal(res.code, row.code, `${row.at}: ${res.stderr}`);
+          assert.match(res.stderr, row.message);
+          if (row.hint) assert.match(res.stderr, row.hint);
+          const [run] = await runs(stateDir);
+          assert.equal(run?.status, row.status);
+          const events = journal(stateDir, run.id).map((e) => e.type);
+          assert.equal(events.includes('run-interrupted'), row.code === 130, events.join(' '));
+          assert.equal(existsSync(`${dest}.partial`), false, 'no staging directory is left');
+          await assertNoLock(c);
+          assert.equal(await c.sql('select count(*) from t', 'app'), rowsBefore, 'the cluster serves the same data');
+          if (row.status === 'rolled-back') {
+            assert.equal(existsSync(dest), false);
+            const again = await runCli(backupArgs(dest, stateDir, c));
+            assert.equal(again.code, 0, again.stderr);
+          }
+          await assertVerifies(dest);
+          await assertNoLock(c);
+        }));
+    }
+  });
+
+  test('a second Ctrl-C while the first one undoes the run: exit 130 at once, and `pgscale rollback` (or nothing, if the undo had finished) leaves no trace', () =>
+    withLane(async (c) => {
+      const dest = join(work, 'int-twice');
+      const stateDir = join(work, 'state-int-twice');
+      const run = startCli(backupArgs(dest, stateDir, c), { PGSCALE_FAILPOINT: 'manifest:done:SIGINT' });
+      await waitFor(
+        'the first Ctrl-C to start the undo',
+        () =>
+          existsSync(join(stateDir, 'runs')) &&
+          readdirSync(join(stateDir, 'runs')).some((id) => journal(stateDir, id).some((e) => e.type === 'run-interrupted')),
+        60_000,
+      );
+      run.kill('SIGINT');
+      const stopped = await run.done;
+      assert.equal(stopped.code, 130, stopped.stderr);
+      const [left] = await runs(stateDir);
+      assert.ok(left && ['rolled-back', 'rollback-failed'].includes(left.status), `a way out remains: ${left?.status}`);
+      if (left.status === 'rollback-failed') {
+        const resume = await runCli(['resume', left.id, '--state-dir', stateDir]);
+        assert.equal(resume.code, 3, 'a half-undone run is not resumed');
+        assert.match(resume.stderr, /finish undoing it: `pgscale rollback/);
+        const rolled = await runCli(['rollback', left.id, '--state-dir', stateDir, '--json']);
+        assert.equal(rolled.code, 0, rolled.stderr);
+        assert.equal(parseJson<RunReport>(rolled).status, 'rolled-back');
+      }
+      assert.equal(existsSync(`${dest}.partial`) || existsSync(dest), false, 'nothing of the run is left');
+      // a lock file may outlive a process that left between journaling the undo and removing it: its
+      // run is rolled back, so it blocks nothing, and the next run takes it over
+      const again = await runCli(backupArgs(dest, stateDir, c));
+      assert.equal(again.code, 0, again.stderr);
+      await assertVerifies(dest);
+      await assertNoLock(c);
+    }));
+
   describe('signals in the middle of a dump', () => {
     before(async () => {
       // 12 MiB of incompressible bytes (24 MiB of hex, more than one zstd -T0 job, so compressed
@@ -225,7 +316,7 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
       }
     });
 
-    test('SIGINT mid-dump: exit 130, a consistent journal, no orphans; resume completes', async () => {
+    test('SIGINT mid-dump (before any downtime): exit 130, the run undone, no orphans, no lock; the same command then completes', async () => {
       const dest = join(work, 'int-mid-dump');
       const stateDir = join(work, 'state-int-mid-dump');
       const lock = await holdTableLock(pg, 'app', 't');
@@ -234,34 +325,41 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         run.kill('SIGINT');
         const stopped = await run.done;
         assert.equal(stopped.code, 130, stopped.stderr);
-        assert.match(stopped.stderr, /interrupted; the journal of run \S+ is consistent/);
-        assert.match(stopped.stderr, /hint: continue with `pgscale resume \S+ --state-dir \S+` or undo with `pgscale rollback \S+ --state-dir \S+`/);
+        assert.match(stopped.stderr, /interrupted before any downtime: what run \S+ had done is undone, nothing is left changed/);
+        assert.match(stopped.stderr, /hint: run the same command again when ready/);
         assert.equal(existsSync(dest), false);
+        assert.equal(existsSync(`${dest}.partial`), false, 'the staging directory is removed');
 
         const [interrupted] = await runs(stateDir);
         assert.ok(interrupted);
-        assert.equal(interrupted.status, 'interrupted');
+        assert.equal(interrupted.status, 'rolled-back');
         const events = journal(stateDir, interrupted.id);
-        assert.deepEqual(
-          events.filter((e) => e.type !== 'process').map((e) => e.type),
-          ['run-started', 'step-started', 'step-failed', 'run-interrupted'],
-        );
         const failed = events.find((e) => e.type === 'step-failed');
         assert.ok(failed?.type === 'step-failed');
         assert.equal(failed.step, 'dump');
         assert.equal(failed.error, 'interrupted');
-        // the journal matches the disk: a step that cleaned up after itself left no staging directory
-        assert.equal(existsSync(`${dest}.partial`), !failed.clean, `clean: ${failed.clean}`);
+        // a dump that cleaned up after itself has nothing left to undo
+        assert.deepEqual(
+          events.filter((e) => e.type !== 'process').map((e) => e.type),
+          [
+            'run-started',
+            'server-lock',
+            'step-started',
+            'step-failed',
+            'run-interrupted',
+            'rollback-started',
+            ...(failed.clean ? [] : ['step-rolled-back']),
+            'rollback-done',
+          ],
+        );
         const pgids = events.flatMap((e) => (e.type === 'process' ? [e.pgid] : []));
         assert.equal(pgids.length, 2);
         await waitFor('pgscale to have stopped pg_dumpall and the compressor', () => !pgids.some(processGroupAlive), 10_000);
 
         await lock.release();
-        const resumed = await runCli(['resume', '--state-dir', stateDir, '--json']);
-        assert.equal(resumed.code, 0, resumed.stderr);
-        const report = parseJson<RunReport>(resumed);
-        assert.equal(report.runId, interrupted.id);
-        assert.equal(report.status, 'completed');
+        const again = await runCli([...backupArgs(dest, stateDir), '--json']);
+        assert.equal(again.code, 0, again.stderr);
+        assert.equal(parseJson<{ run: RunReport }>(again).run.status, 'completed');
         await assertVerifies(dest);
         assert.deepEqual(readdirSync(dest).sort(), ['dump.done.json', 'dumpall.sql.zst', 'manifest.json', 'verified.json']);
       } finally {

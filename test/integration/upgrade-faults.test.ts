@@ -18,6 +18,9 @@ import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { amcheckClean, datasetConf, datasetDb, loadDataset, smallDataset, tableChecksums, type Checksums } from '../helpers/dataset.js';
 import { isRoot } from '../../src/runner.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
+import { lockPath } from '../../src/pipeline/journal.js';
+import { readSystemIdentifier } from '../../src/pipeline/plan.js';
+import { CLUSTER_LOCK_NAMESPACE } from '../../src/sql.js';
 
 after(teardownAll);
 
@@ -226,6 +229,49 @@ describe(
         assert.ok(existsSync(join(k.old.pgdata, 'global', 'pg_control.old')), 'the old cluster was left disabled');
         await resumeCompletes(k);
       }));
+
+    /**
+     * A Ctrl-C between steps. Before the old cluster stops the run is undone at once: the old
+     * cluster serves the same data, the new data directory and every lock are gone. From the stop
+     * on it stops there, resumable, keeping its lock file; the row's way out then completes (past
+     * the new cluster's start, only resume). At the last boundary the run simply completes.
+     */
+    const sigintRows: { at: string; code: number; message: RegExp; status: string; wayOut?: 'resume' | 'rollback' }[] = [
+      { at: 'initdb:done', code: 130, message: /interrupted before any downtime: what run \S+ had done is undone/, status: 'rolled-back' },
+      { at: 'precheck:done', code: 130, message: /interrupted before any downtime: what run \S+ had done is undone/, status: 'rolled-back' },
+      { at: 'stop-old:done', code: 130, message: /interrupted; the journal of run \S+ is consistent/, status: 'interrupted', wayOut: 'rollback' },
+      { at: 'pg_upgrade:done', code: 130, message: /interrupted; the journal of run \S+ is consistent/, status: 'interrupted', wayOut: 'resume' },
+      { at: 'open:done', code: 130, message: /interrupted; the journal of run \S+ is consistent/, status: 'interrupted', wayOut: 'resume' },
+      { at: 'analyze:done', code: 0, message: /SIGINT: stopping at the next safe point/, status: 'completed' },
+    ];
+    for (const row of sigintRows) {
+      test(`SIGINT at ${row.at}: exit ${row.code}, ${row.status}${row.wayOut ? `, then ${row.wayOut} completes` : ''}`, () =>
+        withTemplate(async (template) => {
+          const k = await freshCase(template);
+          const lockFile = lockPath(`system:${readSystemIdentifier(k.old.pgdata)}`);
+          const res = await runCli(k.args, { env: { PGSCALE_FAILPOINT: `${row.at}:SIGINT` }, timeoutMs: 180_000 });
+          assert.equal(res.code, row.code, fail(`SIGINT at ${row.at}`, res));
+          assert.match(res.stderr, row.message);
+          const [run] = parseJson<{ id: string; status: string }[]>(await runCli(['runs', '--state-dir', k.stateDir, '--json']));
+          assert.equal(run?.status, row.status);
+          assert.equal(existsSync(lockFile), Boolean(row.wayOut), 'the lock file is kept only for a run to resume or roll back');
+          if (row.status === 'rolled-back') {
+            assert.match(res.stderr, /hint: run the same command again when ready/);
+            assert.ok(running(k.old.pgdata), 'the old cluster still runs');
+            assert.deepEqual(await tableChecksums(k.old), k.baseline);
+            assert.equal(existsSync(k.newDataDir), false, 'the new data directory is removed');
+            assert.equal(await k.old.sql(`select count(*) from pg_locks where locktype = 'advisory' and classid = ${CLUSTER_LOCK_NAMESPACE}`), '0');
+            onlyServer(k, k.old.pgdata);
+          } else if (row.status === 'interrupted') {
+            assert.match(res.stderr, new RegExp(`hint: continue with \`pgscale resume ${run.id} --state-dir ${k.stateDir}\``));
+            await (row.wayOut === 'resume' ? resumeCompletes(k) : rollbackRestores(k));
+          } else {
+            assert.deepEqual(await tableChecksums(newCluster(k)), k.baseline);
+            onlyServer(k, k.newDataDir);
+          }
+          assert.equal(existsSync(lockFile), false, 'no lock file is left');
+        }));
+    }
 
     /**
      * Starts the upgrade, SIGKILLs pgscale inside pg_upgrade --link: `afterMs` after pg_upgrade

@@ -7,6 +7,9 @@ import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import type { OperationResult } from '../../src/operationCommand.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
 import { isRoot } from '../../src/runner.js';
+import { lockPath } from '../../src/pipeline/journal.js';
+import { readSystemIdentifier } from '../../src/pipeline/plan.js';
+import { CLUSTER_LOCK_NAMESPACE } from '../../src/sql.js';
 
 after(teardownAll);
 
@@ -257,5 +260,59 @@ describe('pgscale wal move on a real 17 cluster and loop-mounted volumes', { ski
     await c.start();
     assert.equal(await count(), rows);
     await switchLandsIn(target);
+  });
+
+  /**
+   * A Ctrl-C at each step boundary, one row each, moving the WAL back and forth. Before the stop
+   * (downtime) it undoes the run; from then on it stops at the boundary, resumable, with the lock
+   * file kept and no server session; the row's way out (resume or rollback) then completes.
+   */
+  test('SIGINT at every step boundary: exit code, message, journal state; the way out completes, the server runs the same data, no lock', async () => {
+    const rows: { at: string; code: number; status: string; message: RegExp; wayOut?: 'resume' | 'rollback' }[] = [
+      { at: 'stop:started', code: 130, status: 'rolled-back', message: /interrupted before any downtime: what run \S+ had done is undone/ },
+      { at: 'stop:done', code: 130, status: 'interrupted', message: /interrupted; the journal of run \S+ is consistent/, wayOut: 'resume' },
+      { at: 'copy:started', code: 130, status: 'interrupted', message: /interrupted; the journal/, wayOut: 'rollback' },
+      { at: 'copy:done', code: 130, status: 'interrupted', message: /interrupted; the journal/, wayOut: 'resume' },
+      { at: 'swap:started', code: 130, status: 'interrupted', message: /interrupted; the journal/, wayOut: 'rollback' },
+      { at: 'swap:done', code: 130, status: 'interrupted', message: /interrupted; the journal/, wayOut: 'resume' },
+      { at: 'start:started', code: 130, status: 'interrupted', message: /interrupted; the journal/, wayOut: 'rollback' },
+      { at: 'start:done', code: 130, status: 'interrupted', message: /interrupted; the journal/, wayOut: 'resume' },
+      { at: 'cleanup:started', code: 130, status: 'interrupted', message: /interrupted; the journal/, wayOut: 'resume' },
+      { at: 'cleanup:done', code: 0, status: 'completed', message: /./ },
+    ];
+    const lockFile = () => lockPath(`system:${readSystemIdentifier(c.pgdata)}`);
+    const serverLocks = async () => c.sql(`select count(*) from pg_locks where locktype = 'advisory' and classid = ${CLUSTER_LOCK_NAMESPACE}`);
+    for (const [i, row] of rows.entries()) {
+      const onVolume = lstatSync(walDir(c)).isSymbolicLink();
+      const target = join(vol.mountPoint, `int-${i}`);
+      const before = layout(c.pgdata);
+      const n = await count();
+      const res = await move(onVolume ? ['--to-data-dir'] : ['--to', target], { PGSCALE_FAILPOINT: `${row.at}:SIGINT` });
+      assert.equal(res.code, row.code, `${row.at}: ${res.stdout}${res.stderr}`);
+      const runId = readdirSync(join(stateDir, 'runs')).sort().at(-1)!;
+      if (row.code !== 0) {
+        const err = parseJson<{ error: { message: string; hint: string; kind: string } }>(res).error;
+        assert.match(err.message, row.message, row.at);
+        assert.equal(err.kind, 'interrupted');
+        assert.match(err.hint, row.wayOut ? new RegExp(`pgscale resume ${runId}.*pgscale rollback ${runId}`) : /run the same command again when ready/);
+      }
+      const listed = parseJson<{ id: string; status: string }[]>(await runCli(['runs', '--state-dir', stateDir, '--json']));
+      assert.equal(listed.find((r) => r.id === runId)?.status, row.status, row.at);
+      assert.equal(existsSync(lockFile()), Boolean(row.wayOut), `${row.at}: the lock file is kept only for a run to resume or roll back`);
+      if (row.wayOut) {
+        const out = await runCli([row.wayOut, runId, '--state-dir', stateDir, '--yes', '--json']);
+        assert.equal(out.code, 0, `${row.at} then ${row.wayOut}: ${out.stdout}${out.stderr}`);
+        assert.equal(parseJson<RunReport>(out).status, row.wayOut === 'resume' ? 'completed' : 'rolled-back');
+      }
+      const moved = row.status === 'completed' || row.wayOut === 'resume';
+      if (!moved) assert.deepEqual(layout(c.pgdata), before, `${row.at}: the original layout`);
+      else if (onVolume) assertInDataDir();
+      else assertOnVolume(target);
+      assert.ok(await running(), row.at);
+      assert.equal(await count(), n, row.at);
+      assert.equal(existsSync(lockFile()), false, `${row.at}: no lock file left`);
+      assert.equal(await serverLocks(), '0', `${row.at}: no server lock left`);
+      await switchLandsIn(lstatSync(walDir(c)).isSymbolicLink() ? readlinkSync(walDir(c)) : walDir(c));
+    }
   });
 });
