@@ -136,7 +136,9 @@ test('judging the primary: each rule can fail on its own', () => {
   assert.deepEqual(failed(judgePrimary({ ...primary, passwordAvailable: false }, intent)), ['replication password']);
   assert.deepEqual(failed(judgePrimary({ ...primary, listenAddresses: 'localhost' }, intent)), ['primary listens']);
   // a socket directory given as the primary's address (a trial's): refused with why, not "pass --primary-address"
-  const bySocket = judgePrimary({ ...primary, listenAddresses: '' }, { ...intent, primaryAddress: '/run/pg' }).filter((c) => !c.passed && c.severity === 'error');
+  const bySocket = judgePrimary({ ...primary, listenAddresses: '' }, { ...intent, primaryAddress: '/run/pg' }).filter(
+    (c) => !c.passed && c.severity === 'error',
+  );
   assert.deepEqual(
     bySocket.map((c) => c.name),
     ['primary listens'],
