@@ -156,6 +156,8 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
     bindir: newBindir,
     dataDir: newDataDir,
     log: join(dirname(newDataDir), `${basename(newDataDir)}.pgscale-server.log`),
+    configFile: null,
+    manager: { kind: 'pg_ctl' },
   });
   return {
     old: {
