@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCatalog } from '../../src/gucCatalog/index.js';
+import { readLastThroughIncludeDir } from '../../src/tune/edits.js';
 import { migrateConfig } from '../../src/upgrade/configMigration.js';
 import { layoutValue, manualStartConf, newClusterPaths, nextFreePort, startMode, withPort, type DebianUpgrade } from '../../src/upgrade/debianLayout.js';
 
@@ -124,4 +125,16 @@ test('a postgresql-common cluster: paths into /etc/postgresql/17/main, the layou
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+});
+
+test("tune: postgresql-common's include_dir = 'conf.d' at the end reads conf.d/pgscale.conf last, unless a file sorts after it", () => {
+  const file = '/etc/postgresql/16/main/postgresql.conf';
+  const dir = '/etc/postgresql/16/main/conf.d';
+  const debian = "port = 5432\n# Add settings for extensions here\ninclude_dir = 'conf.d'\t\t\t# include files ending in '.conf' from\n";
+  assert.equal(readLastThroughIncludeDir(file, debian, dir, 'pgscale.conf', []), true);
+  assert.equal(readLastThroughIncludeDir(file, debian, dir, 'pgscale.conf', ['50-app.conf', 'pgscale.conf', 'README', '.zz.conf']), true);
+  assert.equal(readLastThroughIncludeDir(file, debian, dir, 'pgscale.conf', ['zz-override.conf']), false, 'zz-override.conf would win');
+  assert.equal(readLastThroughIncludeDir(file, `${debian}work_mem = 8MB\n`, dir, 'pgscale.conf', []), false, 'a setting after the include_dir would win');
+  assert.equal(readLastThroughIncludeDir(file, "include_dir = 'other.d'\n", dir, 'pgscale.conf', []), false);
+  assert.equal(readLastThroughIncludeDir(file, `include_dir = '${dir}'\n`, dir, 'pgscale.conf', []), true, 'an absolute include_dir too');
 });
