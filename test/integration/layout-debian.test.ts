@@ -135,6 +135,23 @@ describe(
       const before = hostState();
       const h = await debianHost();
       t.after(() => h.host.stop());
+      // the plan shows every change the run makes: pg_ctlcluster for starts and stops, the port hand-over, the new cluster's files
+      const plan = await h.host.run([...upgradeArgs(h), '--dry-run'], { NO_COLOR: '1', PGDATA: '' });
+      assert.equal(plan.exitCode, 0, show(plan));
+      for (const shown of [
+        /pg_ctlcluster -m fast 16 main stop/,
+        /pg_ctlcluster 17 main start/,
+        /\/etc\/postgresql\/16\/main\/start\.conf/,
+        /^\+manual$/m,
+        /\/etc\/postgresql\/17\/main\/pg_ctl\.conf/,
+        /\/etc\/postgresql\/17\/main\/start\.conf/,
+      ])
+        assert.match(plan.stdout, shown);
+      assert.deepEqual(
+        await clusters(h),
+        [{ version: '16', cluster: 'main', port: h.old.port, status: 'online', dataDir: '/var/lib/postgresql/16/main' }],
+        'a dry run changes nothing',
+      );
       const writer = await startWriter(h.old);
       const res = await h.host.run(upgradeArgs(h), { NO_COLOR: '1', PGDATA: '' });
       const report = await writer.stop();
