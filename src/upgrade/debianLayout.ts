@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import { parseConfigText } from '../config/parse.js';
 import type { JsonObject } from '../pipeline/step.js';
+import type { SettingOrigin } from '../server/postgres.js';
 import { applyEdits } from '../tune/edits.js';
 
 export const DEBIAN_CONF_ROOT = '/etc/postgresql';
@@ -49,6 +50,18 @@ export function withPort(text: string, file: string, port: number, comment: stri
     throw new Error('no backup is read');
   });
   return out!.toString('utf8');
+}
+
+/**
+ * Why setting the port in the old cluster's postgresql.conf would not move it, if it would not: a
+ * port from postgresql.auto.conf (ALTER SYSTEM) or from the command line (pg_ctl.conf) wins over it.
+ */
+export function portHandOverBlocker(f: { portOrigin: SettingOrigin; autoConfPort: string | undefined }): string | undefined {
+  if (f.autoConfPort !== undefined)
+    return `postgresql.auto.conf sets port = ${f.autoConfPort} (ALTER SYSTEM), which wins over postgresql.conf: ALTER SYSTEM RESET port, then plan again`;
+  if (f.portOrigin === 'command line' || f.portOrigin === 'environment (PGPORT)')
+    return `the port comes from the ${f.portOrigin} (pg_ctl.conf or environment), which the hand-over does not change: set it in postgresql.conf instead, then plan again`;
+  return undefined;
 }
 
 /** start.conf saying `manual`, its comments kept: the first word that is not a comment is the mode. */

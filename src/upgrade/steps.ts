@@ -36,7 +36,7 @@ import { describeFailure, isRoot, type Invocation } from '../runner.js';
 import { statements } from '../sql.js';
 import { backupOperation, backupTimes } from '../backup/steps.js';
 import { migrateConfig } from './configMigration.js';
-import { CLUSTER_FILES, manualStartConf, startMode, withPort, type DebianUpgrade } from './debianLayout.js';
+import { CLUSTER_FILES, manualStartConf, portHandOverBlocker, startMode, withPort, type DebianUpgrade } from './debianLayout.js';
 import type { UpgradeParams } from './params.js';
 import { rebuildStandbysStep, standbysCheckStep } from './standbys.js';
 import { rsyncStepsAfter } from './standbysRsync.js';
@@ -214,7 +214,7 @@ export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise
             `${p.new.configDir} is not empty: a cluster ${p.debian ? `${p.debian.newVersion}/${p.debian.cluster} ` : ''}is configured there`,
           ),
     );
-  if (p.debian) out.push(...(await debianChecks(p.debian)));
+  if (p.debian) out.push(...(await debianChecks(p)));
   const stale = newVersionTablespaceDirs(p);
   out.push(
     stale.length
@@ -399,9 +399,21 @@ const initdbStep = defineStep<UpgradeParams>({
 });
 
 /** postgresql-common's tools must be there to run both clusters, and the old cluster's new port free. */
-async function debianChecks(d: DebianUpgrade): Promise<CheckResult[]> {
+async function debianChecks(p: UpgradeParams): Promise<CheckResult[]> {
+  const d = p.debian!;
   const free = await portAvailable(d.oldClusterPort);
+  const auto = join(p.old.dataDir, 'postgresql.auto.conf');
+  const blocker = portHandOverBlocker({
+    portOrigin: p.old.server.origins.port,
+    autoConfPort: existsSync(auto) ? lastValues(readConfigTree(auto)).get('port')?.value : undefined,
+  });
   return [
+    blocker
+      ? check.fail('port hand-over', blocker)
+      : check.pass(
+          'port hand-over',
+          `the port is set in ${join(d.oldConfDir, 'postgresql.conf')} (or by default): changing it there moves ${d.oldVersion}/${d.cluster}`,
+        ),
     existsSync(PG_CTLCLUSTER)
       ? check.pass('postgresql-common', `${PG_CTLCLUSTER} starts and stops ${d.oldVersion}/${d.cluster} and ${d.newVersion}/${d.cluster}`)
       : check.fail('postgresql-common', `${PG_CTLCLUSTER} is missing: the clusters in /etc/postgresql cannot be run as their layout wants`),

@@ -6,7 +6,16 @@ import { join } from 'node:path';
 import { loadCatalog } from '../../src/gucCatalog/index.js';
 import { readLastThroughIncludeDir } from '../../src/tune/edits.js';
 import { migrateConfig } from '../../src/upgrade/configMigration.js';
-import { layoutValue, manualStartConf, newClusterPaths, nextFreePort, startMode, withPort, type DebianUpgrade } from '../../src/upgrade/debianLayout.js';
+import {
+  layoutValue,
+  manualStartConf,
+  portHandOverBlocker,
+  newClusterPaths,
+  nextFreePort,
+  startMode,
+  withPort,
+  type DebianUpgrade,
+} from '../../src/upgrade/debianLayout.js';
 
 test("the new cluster keeps the old one's name in the new version's directories", () => {
   assert.deepEqual(newClusterPaths('main', 17), { confDir: '/etc/postgresql/17/main', dataDir: '/var/lib/postgresql/17/main' });
@@ -137,4 +146,12 @@ test("tune: postgresql-common's include_dir = 'conf.d' at the end reads conf.d/p
   assert.equal(readLastThroughIncludeDir(file, `${debian}work_mem = 8MB\n`, dir, 'pgscale.conf', []), false, 'a setting after the include_dir would win');
   assert.equal(readLastThroughIncludeDir(file, "include_dir = 'other.d'\n", dir, 'pgscale.conf', []), false);
   assert.equal(readLastThroughIncludeDir(file, `include_dir = '${dir}'\n`, dir, 'pgscale.conf', []), true, 'an absolute include_dir too');
+});
+
+test('the port hand-over refuses a port that postgresql.conf does not decide', () => {
+  assert.equal(portHandOverBlocker({ portOrigin: 'configuration', autoConfPort: undefined }), undefined);
+  assert.equal(portHandOverBlocker({ portOrigin: 'default', autoConfPort: undefined }), undefined);
+  assert.match(portHandOverBlocker({ portOrigin: 'configuration', autoConfPort: '5433' }) ?? '', /ALTER SYSTEM RESET port/);
+  assert.match(portHandOverBlocker({ portOrigin: 'command line', autoConfPort: undefined }) ?? '', /command line/);
+  assert.match(portHandOverBlocker({ portOrigin: 'environment (PGPORT)', autoConfPort: undefined }) ?? '', /environment/);
 });
