@@ -11,6 +11,7 @@ import { badInput, refused } from '../errors.js';
 import { userByName } from '../osUser.js';
 import { isRoot, type Invocation, type OsUser, type Runner } from '../runner.js';
 import { PgDb, PsqlDb, type Db } from '../sql.js';
+import { layoutOf } from './discover.js';
 import { findInstallations } from './installations.js';
 import { inspectCluster, type ClusterInfo } from './inspect.js';
 
@@ -102,7 +103,9 @@ export async function resolveTarget(opts: {
   const installations = await findInstallations(opts.runner, opts.bindir ? [opts.bindir] : []);
   const pgdata = opts.pgdata ?? (opts.dsn || conn.host ? undefined : process.env.PGDATA);
   if (pgdata) {
-    const cluster = await inspectCluster(pgdata, { runner: opts.runner, installations, audit: opts.audit, connection: conn, foundBy: ['flag'] });
+    // its packaging layout too: a postgresql-common cluster is configured in /etc/postgresql and run by pg_ctlcluster
+    const layout = await layoutOf(pgdata);
+    const cluster = await inspectCluster(pgdata, { runner: opts.runner, installations, audit: opts.audit, connection: conn, foundBy: ['flag'], layout });
     // pg_upgrade --link renames global/pg_control so that the old cluster, whose files the new one shares, never starts again
     if (
       cluster.state !== 'running' &&

@@ -84,6 +84,18 @@ async function runningPostmasters(roots: DiscoveryRoots): Promise<ClusterCandida
   return out;
 }
 
+/** The port every postgresql-common cluster is configured for (5432 when its files set none). */
+export async function debianClusterPorts(roots = defaultDiscoveryRoots): Promise<number[]> {
+  return (await debianClusters(roots)).map((c) => {
+    try {
+      const confDir = c.layout?.kind === 'debian' ? c.layout.confDir : '';
+      return Number(lastValues(readConfigTree(join(confDir, 'postgresql.conf'))).get('port')?.value ?? 5432);
+    } catch {
+      return 5432;
+    }
+  });
+}
+
 /** The packaging layout (Debian, RHEL/PGDG) a data directory given by path belongs to, if any. */
 export async function layoutOf(dataDir: string, roots = defaultDiscoveryRoots): Promise<ClusterLayout | undefined> {
   const real = (p: string) => realpath(p).catch(() => p.replace(/\/+$/, ''));

@@ -40,6 +40,7 @@ function privateServer(runner: Runner, bindir: string, pgdata: string, privateDi
       owner: owner.name,
       log: join(privateDir, 'server.log'),
       origins: { port: 'command line', sockets: 'command line', listen: 'command line' },
+      manager: { kind: 'pg_ctl' },
     },
     runner,
   );

@@ -137,6 +137,7 @@ export function standbyIdentity(
     owner: p.replicaOwner,
     log: replicaLog(p.replicaDir),
     origins: { port: 'command line', sockets: 'command line', listen: 'command line' },
+    manager: { kind: 'pg_ctl' },
   };
 }
 
@@ -707,6 +708,7 @@ const standbyOf = (ctx: StepContext, p: RemoveCtxParams) =>
       owner: p.replicaOwner,
       log: replicaLog(p.replicaDir),
       origins: { port: 'default', sockets: 'default', listen: 'default' },
+      manager: { kind: 'pg_ctl' },
     },
     hostRunner(ctx, p),
     isLocal(p.host) ? undefined : remoteAccount(p.replicaOwner),

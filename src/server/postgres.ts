@@ -12,13 +12,32 @@ import { ExitCode, PgscaleError } from '../errors.js';
 import { lastValues, readConfigTree } from '../config/parse.js';
 import { serverLogPath } from '../cluster/serverLog.js';
 import { userByName } from '../osUser.js';
-import { describeFailure, shellQuote, type Invocation, type OsUser, type Runner } from '../runner.js';
+import { describeFailure, isRoot, shellQuote, type Invocation, type OsUser, type Runner } from '../runner.js';
 import { parseControlData, type ControlData } from '../cluster/controlData.js';
 import { parsePostmasterPid, type PostmasterPid } from '../cluster/postmasterPid.js';
 import type { JsonObject } from '../pipeline/step.js';
 
 /** Where a listening setting came from, for the plan ("port 5433 from the server command line"). */
 export type SettingOrigin = 'command line' | 'environment (PGPORT)' | 'configuration' | 'default' | 'postmaster.pid';
+
+/**
+ * Who starts and stops the server: pg_ctl itself, or postgresql-common's pg_ctlcluster for a
+ * cluster configured in /etc/postgresql/VERSION/CLUSTER (it goes through systemd where systemd
+ * runs, and keeps the log where the DBA's pg_ctl.conf and start-up put it).
+ */
+export type ServerManager = { kind: 'pg_ctl' } | { kind: 'pg_ctlcluster'; version: number; cluster: string };
+
+/** Where postgresql-common's pg_ctlcluster lives: Debian and Ubuntu install it there. */
+export const PG_CTLCLUSTER = '/usr/bin/pg_ctlcluster';
+
+/**
+ * The manager a config_file implies: /etc/postgresql/V/NAME/postgresql.conf is a postgresql-common
+ * cluster when pg_ctlcluster is installed and V is the data directory's major; anything else is pg_ctl's.
+ */
+export function managerFor(configFile: string | null, major: number | undefined, pgCtlClusterInstalled: boolean): ServerManager {
+  const m = configFile ? /^\/etc\/postgresql\/(\d+)\/([^/\s'"]+)\/postgresql\.conf$/.exec(configFile) : null;
+  return m && pgCtlClusterInstalled && Number(m[1]) === major ? { kind: 'pg_ctlcluster', version: Number(m[1]), cluster: m[2]! } : { kind: 'pg_ctl' };
+}
 
 /** Everything it takes to stop a server and start it again exactly as it ran. Plain data: plans carry it. */
 export interface ServerIdentity extends JsonObject {
@@ -37,6 +56,7 @@ export interface ServerIdentity extends JsonObject {
   /** pg_ctl -l: where the server's stderr goes when pgscale starts it. */
   log: string;
   origins: { port: SettingOrigin; sockets: SettingOrigin; listen: SettingOrigin };
+  manager: ServerManager;
 }
 
 export type ServerState = 'running' | 'stopped' | 'stale';
@@ -177,15 +197,39 @@ export class PostgresServer {
     return { program: this.program(program), args, runAs: this.ownerAccount, cwd: '/', ...extra, env: { LC_ALL: 'C', ...extra.env } };
   }
 
+  /**
+   * pg_ctlcluster as pgscale runs (as root it switches to the owner itself and, where systemd runs,
+   * hands start and stop to postgresql@V-NAME); as anyone else, as the owner.
+   */
+  private clusterInvocation(args: string[], signal?: AbortSignal): Invocation {
+    return { program: PG_CTLCLUSTER, args, runAs: isRoot() ? undefined : this.ownerAccount, cwd: '/', env: { LC_ALL: 'C' }, signal };
+  }
+
   startInvocation(opts: StartOptions = {}): Invocation {
+    const m = this.id.manager;
+    // a private start listens elsewhere than the cluster's files say, and pg_ctlcluster waits for the configured socket: pg_ctl runs it
+    if (m.kind === 'pg_ctlcluster' && !opts.privateSocketDir) {
+      // extra -o options make pg_ctlcluster bypass systemd, so they are given only when a start asks for settings
+      const settings = Object.entries(opts.settings ?? {}).flatMap(([k, v]) => ['-o', pgCtlOptionString(['-c', `${k}=${v}`])]);
+      return this.clusterInvocation([...settings, String(m.version), m.cluster, 'start'], opts.signal);
+    }
     const args = ['start', '-D', this.id.dataDir, '-w', '-t', String(opts.timeoutSeconds ?? DEFAULT_TIMEOUT), '-l', this.id.log];
     const options = startOptions(this.id, opts);
     if (options.length) args.push('-o', pgCtlOptionString(options));
     return this.invocation('pg_ctl', args, { signal: opts.signal });
   }
 
+  /** pg_ctlcluster waits as long as pg_ctl does by default (60 s): a `-- -t N` would make it bypass systemd. */
   stopInvocation(mode: 'fast' | 'immediate' | 'smart' = 'fast', timeoutSeconds = DEFAULT_TIMEOUT): Invocation {
+    const m = this.id.manager;
+    if (m.kind === 'pg_ctlcluster') return this.clusterInvocation(['-m', mode, String(m.version), m.cluster, 'stop']);
     return this.invocation('pg_ctl', ['stop', '-D', this.id.dataDir, '-m', mode, '-w', '-t', String(timeoutSeconds)]);
+  }
+
+  /** Where to look when a start fails. */
+  private get logHint(): string {
+    const m = this.id.manager;
+    return m.kind === 'pg_ctlcluster' ? `pg_lsclusters names the log of ${m.version}/${m.cluster}` : `the server log is ${this.id.log}`;
   }
 
   reloadInvocation(): Invocation {
@@ -198,7 +242,7 @@ export class PostgresServer {
 
   private async must(inv: Invocation, what: string, code: ExitCode): Promise<string> {
     const res = await this.runner.run(inv);
-    if (res.exitCode !== 0) throw new PgscaleError(`${what}: ${describeFailure(inv, res)}`, code, `the server log is ${this.id.log}`);
+    if (res.exitCode !== 0) throw new PgscaleError(`${what}: ${describeFailure(inv, res)}`, code, this.logHint);
     return res.stdout;
   }
 
@@ -221,9 +265,11 @@ export class PostgresServer {
   /** Starts the server as it ran (or with this start's overrides); a no-op when it already runs. */
   async start(opts: StartOptions = {}, code: ExitCode = ExitCode.FailedAfterChange): Promise<void> {
     if (await this.isRunning()) return;
+    const inv = this.startInvocation(opts);
     // pg_ctl -l opens the log through the shell: its directory must exist (a state directory may not yet)
-    await this.runner.run({ program: 'mkdir', args: ['-p', '-m', '0700', dirname(this.id.log)], runAs: this.ownerAccount, cwd: '/' });
-    await this.must(this.startInvocation(opts), `starting the server of ${this.id.dataDir}`, code);
+    if (inv.args.includes('-l'))
+      await this.runner.run({ program: 'mkdir', args: ['-p', '-m', '0700', dirname(this.id.log)], runAs: this.ownerAccount, cwd: '/' });
+    await this.must(inv, `starting the server of ${this.id.dataDir}`, code);
   }
 
   /**
@@ -328,6 +374,9 @@ export interface GatherIdentityInput {
   log: string;
 }
 
+/** The data directory's major version (PG_VERSION), undefined when unreadable. */
+const majorOf = (dataDir: string) => readOr(() => Number(readFileSync(join(dataDir, 'PG_VERSION'), 'utf8').trim()), undefined);
+
 /**
  * The identity of a local server, gathered while planning: the running postmaster's own argv and
  * environment (/proc), else postmaster.opts — captured now, because pg_upgrade rewrites
@@ -337,11 +386,11 @@ export function gatherIdentity(input: GatherIdentityInput): ServerIdentity {
   const facts = startFacts(input.dataDir);
   const options = withoutDataDir((facts.argv ?? []).slice(1));
   const judged = judgeListening({ options, env: facts.env, configured: input.configured, running: facts.pidFile && facts.argv ? facts.pidFile : undefined });
-  const cmdConfig = optionValue(options, 'config_file');
+  const configFile = optionValue(options, 'config_file') ?? input.configFile;
   return {
     bindir: input.bindir,
     dataDir: input.dataDir,
-    configFile: cmdConfig ?? input.configFile,
+    configFile,
     options,
     port: judged.port,
     socketDirs: judged.socketDirs,
@@ -349,6 +398,7 @@ export function gatherIdentity(input: GatherIdentityInput): ServerIdentity {
     owner: input.owner,
     log: input.log,
     origins: judged.origins,
+    manager: managerFor(configFile, majorOf(input.dataDir), existsSync(PG_CTLCLUSTER)),
   };
 }
 
@@ -395,7 +445,8 @@ export function describeListening(id: ServerIdentity): string {
 
 /** For a plan: where the server listens (and why), the options it is started with, its config_file. */
 export function describeStart(id: ServerIdentity): string {
-  return `${describeListening(id)}; options ${id.options.join(' ') || '(none besides -D)'}${id.configFile ? `; config_file ${id.configFile}` : ''}`;
+  const managed = id.manager.kind === 'pg_ctlcluster' ? `; started and stopped with pg_ctlcluster ${id.manager.version} ${id.manager.cluster}` : '';
+  return `${describeListening(id)}; options ${id.options.join(' ') || '(none besides -D)'}${id.configFile ? `; config_file ${id.configFile}` : ''}${managed}`;
 }
 
 /** A postmaster found running on a data directory, however it was started (pg_ctl detaches servers). */

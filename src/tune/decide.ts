@@ -4,7 +4,7 @@
  * recommendations and what they change; then the parameters of the `tune` (or `tune-restore`)
  * operation for the areas the DBA accepted.
  */
-import { existsSync, readFileSync, realpathSync, statfsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, realpathSync, statfsSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import type { AuditSink } from '../audit.js';
 import { openDb, resolveTarget, type ClusterAccess } from '../cluster/access.js';
@@ -26,7 +26,7 @@ import type { Runner, OsUser } from '../runner.js';
 import { gatherClusterIdentity, optionValue, startedOptions, type ServerIdentity } from '../server/postgres.js';
 import { statements } from '../sql.js';
 import { allChanges, planChanges, precedenceNotes, type AreaChanges, type SettingChange, type TuneTarget } from './diff.js';
-import { applyEdits, sha256, type FileEdit } from './edits.js';
+import { applyEdits, readLastThroughIncludeDir, sha256, type FileEdit } from './edits.js';
 import { effectiveSetting, overlayFiles, readEffectiveConfig, realFiles, type EffectiveConfig, type ServerSetting } from './effective.js';
 import { parseSizeFlag, parseWalRateFlag, storageClassFromFlag, workloadFromFlag } from './flags.js';
 import { measureCluster } from './measure.js';
@@ -502,7 +502,11 @@ export function tuneParams(d: TuneDecision, accepted: Accepted): TuneParams {
     if (!existsSync(includeDir)) createDirs.push(includeDir);
     const existing = existsSync(includePath) ? readFileSync(includePath, 'utf8') : undefined;
     planned.push(plannedFile(includePath, `${relative(configDir, includePath)}`, [{ kind: 'content', text: includeFileText(d, main, existing, includePath) }]));
-    planned.push(plannedFile(c.configFile, 'postgresql.conf', [{ kind: 'include-last', target: includePath, line: INCLUDE_LINE }]));
+    // postgresql-common's postgresql.conf ends with include_dir = 'conf.d': pgscale.conf there is read last without an include line
+    const configText = readFileSync(c.configFile, 'latin1');
+    const dirFiles = existsSync(includeDir) ? readdirSync(includeDir) : [];
+    if (!readLastThroughIncludeDir(c.configFile, configText, includeDir, INCLUDE_FILE, dirFiles))
+      planned.push(plannedFile(c.configFile, 'postgresql.conf', [{ kind: 'include-last', target: includePath, line: INCLUDE_LINE }]));
   } else if (main.length && d.target === 'conf') {
     const edits: FileEdit[] = main.map((s) => ({
       kind: 'set',

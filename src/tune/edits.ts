@@ -69,6 +69,18 @@ export function includesTarget(file: string, value: string, target: string): boo
   return resolve(isAbsolute(value) ? value : join(dirname(file), value)) === resolve(target);
 }
 
+/**
+ * Whether `name` in `dir` is already the last file the server reads through `file`: its last
+ * directive is an include_dir of `dir` (postgresql-common's `include_dir = 'conf.d'`) and no other
+ * *.conf there sorts after `name` (the server reads them in strcmp order). Then nothing needs an include line.
+ */
+export function readLastThroughIncludeDir(file: string, text: string, dir: string, name: string, dirFiles: readonly string[]): boolean {
+  const lines = parseConfigText(text, file);
+  const last = lines[lines.length - 1];
+  if (!last || last.name !== 'include_dir' || !includesTarget(file, last.value, dir)) return false;
+  return dirFiles.filter((f) => f.endsWith('.conf') && !f.startsWith('.')).every((f) => Buffer.compare(Buffer.from(f), Buffer.from(name)) <= 0);
+}
+
 function applyText(file: string, text: string, edit: Exclude<FileEdit, { kind: 'content' | 'restore' | 'delete' }>, ascii: boolean): string {
   const add = (s: string) => (ascii ? asciiOnly(s) : s);
   switch (edit.kind) {

@@ -7,6 +7,8 @@
 import { createTwoFilesPatch } from 'diff';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { withoutBlock } from './rules.js';
+import { CLUSTER_FILES, layoutValue, type DebianUpgrade } from './debianLayout.js';
+import { isInside } from '../files.js';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { parseConfigText } from '../config/parse.js';
 import { findSetting, formatValue, parseSetting, removedSettings, type GucCatalog, type RemovedSetting } from '../gucCatalog/index.js';
@@ -37,6 +39,8 @@ export interface MigrationInput {
   oldCatalog: GucCatalog;
   newCatalog: GucCatalog;
   walSegmentBytes: number;
+  /** A postgresql-common cluster: its settings and files follow the layout (debianLayout.ts). */
+  debian?: DebianUpgrade | null;
 }
 
 const pathSettings = ['data_directory', 'hba_file', 'ident_file', 'external_pid_file'];
@@ -68,6 +72,27 @@ export function migrateConfigText(
       const moved = join(input.newDataDir, relative(input.oldDataDir, resolve(input.oldConfigDir, entry.value)));
       lines[i] = `${entry.name} = '${moved}'\t# pgscale: was '${entry.value}' (old data directory)`;
       notes.push(`${entry.name}: now ${moved}`);
+      continue;
+    }
+    // hba_file and friends in a configuration directory of their own (/etc/postgresql/16/main) go to the new one
+    if (
+      pathSettings.includes(entry.name) &&
+      input.oldConfigDir !== input.oldDataDir &&
+      isInside(resolve(input.oldConfigDir, entry.value), input.oldConfigDir)
+    ) {
+      const moved = join(input.newConfigDir, relative(input.oldConfigDir, resolve(input.oldConfigDir, entry.value)));
+      lines[i] = `${entry.name} = '${moved}'\t# pgscale: was '${entry.value}' (old configuration directory)`;
+      notes.push(`${entry.name}: now ${moved}`);
+      continue;
+    }
+    const layout = input.debian ? layoutValue(input.debian, entry.name, entry.value) : undefined;
+    if (layout !== undefined) {
+      // the port line never names the old value: the old cluster's own port changes during the upgrade
+      lines[i] =
+        entry.name === 'port'
+          ? `port = ${layout}\t# pgscale: the port of ${input.debian!.oldVersion}/${input.debian!.cluster}, which moves to another`
+          : `${entry.name} = '${layout}'\t# pgscale: was '${entry.value}' (postgresql-common layout)`;
+      notes.push(`${entry.name}: ${layout}`);
       continue;
     }
     const gone = byName.get(entry.name);
@@ -156,6 +181,7 @@ export function migrateConfig(input: MigrationInput): ConfigMigration {
   }
   carry('pg_hba.conf', 'verbatim');
   carry('pg_ident.conf', 'verbatim');
+  if (input.debian) for (const f of CLUSTER_FILES) carry(f, 'verbatim');
   const diff = files
     .filter((f) => f.before !== f.after)
     .map((f) => createTwoFilesPatch(f.from, f.to, f.before, f.after, `PostgreSQL ${input.oldCatalog.major}`, `PostgreSQL ${input.newCatalog.major}`))

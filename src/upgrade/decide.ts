@@ -18,6 +18,9 @@ import { userByName } from '../osUser.js';
 import { gatherIdentity } from '../server/postgres.js';
 import { existingAncestor } from '../files.js';
 import { carriedIdentity } from './rules.js';
+import { newClusterPaths, nextFreePort } from './debianLayout.js';
+import { debianClusterPorts } from '../cluster/discover.js';
+import { portAvailable } from '../net.js';
 import type { UpgradeMode, UpgradeParams } from './params.js';
 
 export interface UpgradeChoices {
@@ -51,6 +54,16 @@ export function defaultNewDataDir(oldDataDir: string, oldMajor: number, newMajor
   const i = parts.lastIndexOf(String(oldMajor));
   if (i > 0) return [...parts.slice(0, i), String(newMajor), ...parts.slice(i + 1)].join('/');
   return join(dirname(oldDataDir), `${basename(oldDataDir)}-${newMajor}`);
+}
+
+/** The port the old postgresql-common cluster moves to: the first from 5432 up no cluster is configured for and nothing listens on. */
+async function freeClusterPort(oldPort: number): Promise<number> {
+  const taken = new Set([oldPort, ...(await debianClusterPorts())]);
+  for (;;) {
+    const port = nextFreePort(taken);
+    if (await portAvailable(port)) return port;
+    taken.add(port);
+  }
 }
 
 /** initdb options reproducing the old cluster's encoding, locale, provider and checksum setting. */
@@ -100,7 +113,9 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
   const newInstall = installations.find((i) => i.bindir === newBindir);
   if (newInstall && newInstall.major !== newMajor) throw badInput(`--new-bindir ${newBindir} holds PostgreSQL ${newInstall.major}, not ${newMajor}`);
 
-  const newDataDir = resolve(c.newPgdata ?? defaultNewDataDir(old.dataDir, old.major, newMajor));
+  // a postgresql-common cluster gets its successor of the same name; anything else a directory beside it
+  const debianNew = old.layout.kind === 'debian' ? newClusterPaths(old.layout.name, newMajor) : undefined;
+  const newDataDir = resolve(c.newPgdata ?? debianNew?.dataDir ?? defaultNewDataDir(old.dataDir, old.major, newMajor));
   const sameFs = statSync(old.dataDir).dev === statSync(existingAncestor(dirname(newDataDir))).dev;
   const mode: UpgradeMode = c.mode ?? (sameFs ? 'link' : 'copy');
   const compute = await detectCompute(ctx.hostRoot);
@@ -152,10 +167,25 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
   });
   const hbaFile = listening.get('hba_file')?.setting;
   if (!hbaFile) throw refused("could not read the old server's hba_file");
+  const debian =
+    old.layout.kind === 'debian' && debianNew && oldServer.manager.kind === 'pg_ctlcluster'
+      ? {
+          cluster: old.layout.name,
+          oldVersion: old.major,
+          newVersion: newMajor,
+          oldConfDir: old.layout.confDir,
+          newConfDir: debianNew.confDir,
+          port: oldServer.port,
+          oldClusterPort: await freeClusterPort(oldServer.port),
+        }
+      : null;
+  const newConfigFile = debian ? join(debian.newConfDir, 'postgresql.conf') : null;
   const newServer = carriedIdentity(oldServer, {
     bindir: newBindir,
     dataDir: newDataDir,
     log: join(dirname(newDataDir), `${basename(newDataDir)}.pgscale-server.log`),
+    configFile: newConfigFile,
+    manager: debian ? { kind: 'pg_ctlcluster', version: newMajor, cluster: debian.cluster } : { kind: 'pg_ctl' },
   });
   return {
     old: {
@@ -170,7 +200,7 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
       server: oldServer,
       hbaFile,
     },
-    new: { dataDir: newDataDir, configDir: newDataDir, bindir: newBindir, major: newMajor, waldir, server: newServer },
+    new: { dataDir: newDataDir, configDir: debian?.newConfDir ?? newDataDir, bindir: newBindir, major: newMajor, waldir, server: newServer },
     access,
     mode,
     jobs: c.jobs ?? Math.max(1, compute.effective.cpus),
@@ -191,6 +221,7 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
     sampleTables: 20,
     force: c.force,
     replicas: null, // decided by decideStandbys (src/upgrade/standbys.ts) when the caller handles standbys
+    debian,
     workDir: join(dirname(newDataDir), `.${basename(newDataDir)}.pgscale-upgrade`),
     backup: backupDest
       ? {

@@ -3,6 +3,7 @@ import type { BackupParams } from '../backup/steps.js';
 import type { ClusterAccess } from '../cluster/access.js';
 import type { JsonObject } from '../pipeline/step.js';
 import type { ServerIdentity } from '../server/postgres.js';
+import type { DebianUpgrade } from './debianLayout.js';
 import type { UpgradeReplicas } from './standbys.js';
 
 export type UpgradeMode = 'link' | 'clone' | 'copy' | 'copy-file-range';
@@ -58,4 +59,6 @@ export interface UpgradeParams extends JsonObject {
   backup: BackupParams | null;
   /** The physical standbys and what happens to them (null: none to handle). */
   replicas: UpgradeReplicas | null;
+  /** A postgresql-common cluster: the new one is made in the same layout and the ports are swapped (null: any other layout). */
+  debian: DebianUpgrade | null;
 }

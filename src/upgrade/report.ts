@@ -15,10 +15,14 @@ export function upgradeReport(run: RunReport, p: UpgradeParams): UpgradeReport {
   const back = run.outputs.open?.acceptingWritesAt;
   const downtimeSeconds = typeof stopped === 'string' && typeof back === 'string' ? (Date.parse(back) - Date.parse(stopped)) / 1000 : null;
   const nextSteps = [
-    `point your service manager at PostgreSQL ${p.new.major}: data directory ${p.new.dataDir}, binaries ${p.new.bindir}`,
-    p.mode === 'link'
-      ? `the old data directory ${p.old.dataDir} now shares files with the new cluster: never start it; remove it once you are confident (pg_upgrade's delete_old_cluster.sh is in ${p.workDir})`
-      : `the old cluster in ${p.old.dataDir} is intact and stopped: remove it once you are confident`,
+    p.debian
+      ? `${p.debian.newVersion}/${p.debian.cluster} runs on port ${p.debian.port} under pg_ctlcluster (systemd: postgresql@${p.debian.newVersion}-${p.debian.cluster}); ${p.debian.oldVersion}/${p.debian.cluster} is on port ${p.debian.oldClusterPort} with start.conf manual (pg_lsclusters shows both)`
+      : `point your service manager at PostgreSQL ${p.new.major}: data directory ${p.new.dataDir}, binaries ${p.new.bindir}`,
+    p.debian && p.mode === 'link'
+      ? `${p.debian.oldVersion}/${p.debian.cluster} now shares files with the new cluster: never start it; pg_dropcluster ${p.debian.oldVersion} ${p.debian.cluster} once you are confident`
+      : p.mode === 'link'
+        ? `the old data directory ${p.old.dataDir} now shares files with the new cluster: never start it; remove it once you are confident (pg_upgrade's delete_old_cluster.sh is in ${p.workDir})`
+        : `the old cluster in ${p.old.dataDir} is intact and stopped: remove it once you are confident`,
     'rebuild every physical standby from the new primary (pg_basebackup); recreate logical slots the checks listed',
     ...(p.backup ? [`the pre-upgrade backup is in ${p.backup.dest} (pgscale backup verify checks it)`] : []),
     ...findings(run).map((f) => `look into: ${f}`),

@@ -30,12 +30,13 @@ export function withoutSettings(options: readonly string[], names: readonly stri
 /**
  * The new server's identity: the old one's options (port, sockets, listen_addresses and anything
  * else on its command line, PGPORT made explicit), without the options naming the old cluster's
- * files: the new cluster reads the configuration carried into its own data directory.
+ * files: the new cluster reads the configuration carried into its own data directory, or into its
+ * own /etc/postgresql/V/NAME (postgresql-common), and is run by its own manager.
  */
-export function carriedIdentity(old: ServerIdentity, n: { bindir: string; dataDir: string; log: string }): ServerIdentity {
+export function carriedIdentity(old: ServerIdentity, n: Pick<ServerIdentity, 'bindir' | 'dataDir' | 'log' | 'configFile' | 'manager'>): ServerIdentity {
   const options = withoutSettings(old.options, fileSettings);
   if (old.origins.port === 'environment (PGPORT)' && optionValue(options, 'port') === undefined) options.push('-p', String(old.port));
-  return { ...old, bindir: n.bindir, dataDir: n.dataDir, configFile: null, options, log: n.log };
+  return { ...old, ...n, options };
 }
 
 /** Where the new server will listen and why, for the plan. */

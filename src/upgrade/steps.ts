@@ -12,20 +12,23 @@ import {
   readdirSync,
   realpathSync,
   renameSync,
+  rmdirSync,
   rmSync,
   statSync,
   statfsSync,
   writeFileSync,
 } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { createTwoFilesPatch } from 'diff';
+import { lastValues, readConfigTree } from '../config/parse.js';
 import { dirname, join } from 'node:path';
 import { clientInvocation, osUserOf, withDb } from '../cluster/access.js';
-import { existingAncestor, realish, treeBytes } from '../files.js';
-import { PostgresServer, postmastersOn, stopLeftoverPostmasters, type RunningPostmaster } from '../server/postgres.js';
+import { existingAncestor, isInside, realish, treeBytes } from '../files.js';
+import { PG_CTLCLUSTER, PostgresServer, postmastersOn, stopLeftoverPostmasters, type RunningPostmaster } from '../server/postgres.js';
 import { ExitCode, PgscaleError } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
 import { loadCatalog } from '../gucCatalog/index.js';
-import { freePort } from '../net.js';
+import { freePort, portAvailable } from '../net.js';
 import { writeFileAtomic } from '../pipeline/journal.js';
 import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type PlannedAction, type StepContext, type StepData } from '../pipeline/step.js';
@@ -33,6 +36,7 @@ import { describeFailure, isRoot, type Invocation } from '../runner.js';
 import { statements } from '../sql.js';
 import { backupOperation, backupTimes } from '../backup/steps.js';
 import { migrateConfig } from './configMigration.js';
+import { CLUSTER_FILES, manualStartConf, portHandOverBlocker, startMode, withPort, type DebianUpgrade } from './debianLayout.js';
 import type { UpgradeParams } from './params.js';
 import { rebuildStandbysStep, standbysCheckStep } from './standbys.js';
 import { rsyncStepsAfter } from './standbysRsync.js';
@@ -201,6 +205,16 @@ export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise
       );
     else out.push(check.pass('WAL on its own device', `${p.new.waldir} is on another device than the data`));
   }
+  if (p.new.configDir !== p.new.dataDir)
+    out.push(
+      dirEmptyOrAbsent(p.new.configDir)
+        ? check.pass('new configuration directory', `${p.new.configDir} is empty or absent`)
+        : check.fail(
+            'new configuration directory',
+            `${p.new.configDir} is not empty: a cluster ${p.debian ? `${p.debian.newVersion}/${p.debian.cluster} ` : ''}is configured there`,
+          ),
+    );
+  if (p.debian) out.push(...(await debianChecks(p)));
   const stale = newVersionTablespaceDirs(p);
   out.push(
     stale.length
@@ -384,6 +398,34 @@ const initdbStep = defineStep<UpgradeParams>({
   estimateSeconds: () => 5,
 });
 
+/** postgresql-common's tools must be there to run both clusters, and the old cluster's new port free. */
+async function debianChecks(p: UpgradeParams): Promise<CheckResult[]> {
+  const d = p.debian!;
+  const free = await portAvailable(d.oldClusterPort);
+  const auto = join(p.old.dataDir, 'postgresql.auto.conf');
+  const blocker = portHandOverBlocker({
+    portOrigin: p.old.server.origins.port,
+    autoConfPort: existsSync(auto) ? lastValues(readConfigTree(auto)).get('port')?.value : undefined,
+  });
+  return [
+    blocker
+      ? check.fail('port hand-over', blocker)
+      : check.pass(
+          'port hand-over',
+          `the port is set in ${join(d.oldConfDir, 'postgresql.conf')} (or by default): changing it there moves ${d.oldVersion}/${d.cluster}`,
+        ),
+    existsSync(PG_CTLCLUSTER)
+      ? check.pass('postgresql-common', `${PG_CTLCLUSTER} starts and stops ${d.oldVersion}/${d.cluster} and ${d.newVersion}/${d.cluster}`)
+      : check.fail('postgresql-common', `${PG_CTLCLUSTER} is missing: the clusters in /etc/postgresql cannot be run as their layout wants`),
+    free
+      ? check.pass(
+          'port for the old cluster',
+          `${d.oldVersion}/${d.cluster} moves to port ${d.oldClusterPort}, free now; ${d.newVersion}/${d.cluster} takes port ${d.port}`,
+        )
+      : check.fail('port for the old cluster', `port ${d.oldClusterPort} is in use now: plan again to pick another`),
+  ];
+}
+
 function migration(p: UpgradeParams) {
   return migrateConfig({
     oldConfigDir: p.old.configDir,
@@ -393,12 +435,25 @@ function migration(p: UpgradeParams) {
     oldCatalog: loadCatalog(p.old.major),
     newCatalog: loadCatalog(p.new.major),
     walSegmentBytes: p.old.walSegmentBytes,
+    debian: p.debian,
   });
+}
+
+/**
+ * Makes a directory of the new cluster with its missing parents, all the owner's (as root): 0700
+ * inside the data directory, 0755 in a configuration tree of its own (postgresql-common's
+ * /etc/postgresql/17/main, which pg_lsclusters reads as any user).
+ */
+function makeClusterDir(p: UpgradeParams, dir: string): void {
+  const first = mkdirSync(dir, { recursive: true, mode: isInside(dir, p.new.dataDir) ? 0o700 : 0o755 });
+  if (!first || !isRoot()) return;
+  for (let d = dir; d.startsWith(first); d = dirname(d)) chownSync(d, owner(p).uid, owner(p).gid);
 }
 
 const configStep = defineStep<UpgradeParams>({
   kind: 'upgrade.config',
-  title: (p) => `Carry the configuration to ${p.new.major} (postgresql.conf and includes, postgresql.auto.conf, pg_hba.conf, pg_ident.conf)`,
+  title: (p) =>
+    `Carry the configuration to ${p.new.major} (postgresql.conf and includes, postgresql.auto.conf, pg_hba.conf, pg_ident.conf${p.debian ? `, ${CLUSTER_FILES.join(', ')} into ${p.debian.newConfDir}` : ''})`,
   async check(_ctx, p) {
     const m = migration(p);
     const notes = m.files.flatMap((f) => f.notes);
@@ -421,7 +476,7 @@ const configStep = defineStep<UpgradeParams>({
   async apply(_ctx, p) {
     const m = migration(p);
     for (const f of m.files) {
-      mkdirSync(dirname(f.to), { recursive: true, mode: 0o700 });
+      makeClusterDir(p, dirname(f.to));
       writeFileSync(f.to, f.after, { mode: 0o600 });
       if (isRoot()) chownSync(f.to, owner(p).uid, owner(p).gid);
     }
@@ -439,10 +494,15 @@ const configStep = defineStep<UpgradeParams>({
       ? { ok: true, detail: `${m.files.length} files carried; postgres ${p.new.major} accepts them` }
       : { ok: false, detail: `postgres ${p.new.major} rejects the configuration: ${res.stderr.trim()}` };
   },
-  async rollback() {
-    /* the files live in the new cluster, which the initdb step's rollback removes */
+  async rollback(ctx, p) {
+    // files in the new data directory go with it (the initdb step's rollback); a configuration directory of its own goes here
+    if (p.new.configDir === p.new.dataDir) return;
+    await serverOf(ctx, p, 'new').stop(); // pg_ctlcluster reads the configuration to stop the server
+    rmSync(p.new.configDir, { recursive: true, force: true });
+    if (dirEmptyOrAbsent(dirname(p.new.configDir))) rmdirSync(dirname(p.new.configDir));
   },
-  rollbackNote: () => 'nothing of its own: the new cluster is removed by the initdb rollback',
+  rollbackNote: (p) =>
+    p.new.configDir === p.new.dataDir ? 'nothing of its own: the new cluster is removed by the initdb rollback' : `remove ${p.new.configDir}`,
 });
 
 function pgUpgradeArgs(p: UpgradeParams, newPort: number, check: boolean, socketDir: string): string[] {
@@ -654,6 +714,79 @@ const stopOldStep = defineStep<UpgradeParams>({
   rollbackNote: (p) => `restore ${p.old.hbaFile}, start the old ${p.old.major} cluster again as it ran (${listeningOrigin(p.old.server)})`,
   estimateSeconds: () => 5,
 });
+
+/** The old cluster's files the port hand-over changes, each with its change (applied to the original, so a repeat is harmless). */
+function portHandOver(d: DebianUpgrade): { path: string; saved: string; change: (text: string) => string; note: string }[] {
+  const conf = join(d.oldConfDir, 'postgresql.conf');
+  return [
+    {
+      path: conf,
+      saved: 'postgresql.conf',
+      change: (text) => withPort(text, conf, d.oldClusterPort, `pgscale upgrade: ${d.newVersion}/${d.cluster} took port ${d.port}`),
+      note: `port ${d.oldClusterPort}: ${d.newVersion}/${d.cluster} takes port ${d.port}`,
+    },
+    { path: join(d.oldConfDir, 'start.conf'), saved: 'start.conf', change: manualStartConf, note: 'manual: the old cluster no longer starts at boot' },
+  ];
+}
+
+/** The original of a file the hand-over changes, kept in the work directory: null when it did not exist. */
+const savedOriginal = (p: UpgradeParams, name: string) => join(p.workDir, `old-${name}.before-port-handover.json`);
+
+const debianPortsStep = defineStep<UpgradeParams>({
+  kind: 'upgrade.debian-ports',
+  title: (p) =>
+    `Hand port ${p.debian!.port} to ${p.debian!.newVersion}/${p.debian!.cluster}: ${p.debian!.oldVersion}/${p.debian!.cluster} moves to port ${p.debian!.oldClusterPort}, start.conf manual (as pg_upgradecluster does)`,
+  downtime: true,
+  check: async () => [],
+  async plan(_ctx, p) {
+    return portHandOver(p.debian!).map((f): PlannedAction => {
+      const before = existsSync(f.path) ? readFileSync(f.path, 'utf8') : '';
+      return {
+        kind: 'file',
+        path: f.path,
+        change: 'modify',
+        note: `${f.note}; the original is kept in ${savedOriginal(p, f.saved)} and put back on rollback`,
+        diff: createTwoFilesPatch(f.path, f.path, before, f.change(before)),
+      };
+    });
+  },
+  async apply(_ctx, p) {
+    ensureWorkDir(p);
+    for (const f of portHandOver(p.debian!)) {
+      if (!existsSync(savedOriginal(p, f.saved)))
+        writeFileAtomic(savedOriginal(p, f.saved), JSON.stringify({ text: existsSync(f.path) ? readFileSync(f.path, 'utf8') : null }));
+      const original = (JSON.parse(readFileSync(savedOriginal(p, f.saved), 'utf8')) as { text: string | null }).text;
+      if (original === null) writeOwned(p, f.path, f.change(''));
+      else replaceKeepingOwner(f.path, f.change(original));
+    }
+    return { oldClusterPort: p.debian!.oldClusterPort };
+  },
+  async verify(_ctx, p) {
+    const d = p.debian!;
+    const port = lastValues(readConfigTree(join(d.oldConfDir, 'postgresql.conf'))).get('port')?.value;
+    const mode = startMode(existsSync(join(d.oldConfDir, 'start.conf')) ? readFileSync(join(d.oldConfDir, 'start.conf'), 'utf8') : undefined);
+    return port === String(d.oldClusterPort) && mode === 'manual'
+      ? { ok: true, detail: `${d.oldVersion}/${d.cluster} is configured for port ${port}, start.conf manual` }
+      : { ok: false, detail: `${d.oldVersion}/${d.cluster} has port ${port ?? '5432 (default)'}, start.conf ${mode}` };
+  },
+  async rollback(_ctx, p) {
+    for (const f of portHandOver(p.debian!)) {
+      if (!existsSync(savedOriginal(p, f.saved))) continue;
+      const original = (JSON.parse(readFileSync(savedOriginal(p, f.saved), 'utf8')) as { text: string | null }).text;
+      if (original === null) rmSync(f.path, { force: true });
+      else replaceKeepingOwner(f.path, original);
+      rmSync(savedOriginal(p, f.saved), { force: true });
+    }
+  },
+  rollbackNote: (p) => `put back ${p.debian!.oldVersion}/${p.debian!.cluster}'s postgresql.conf (port ${p.debian!.port}) and start.conf`,
+  estimateSeconds: () => 1,
+});
+
+/** A new file of the old cluster's, the owner's as its neighbours are. */
+function writeOwned(p: UpgradeParams, path: string, text: string): void {
+  writeFileSync(path, text, { mode: 0o644 });
+  if (isRoot()) chownSync(path, owner(p).uid, owner(p).gid);
+}
 
 /**
  * pg_upgrade and the pg_ctl it runs, working on this run's data directories (orphans of a killed
@@ -1081,6 +1214,8 @@ export const upgradeOperation = defineOperation<UpgradeParams>({
       // the standbys are checked again right before the stop, and rebuilt once the new primary accepts writes
       ...(p.replicas && stepIds[i] === 'stop-old' ? [{ id: 'standbys', kind: standbysCheckStep.kind, params: p }] : []),
       { id: stepIds[i]!, kind: s.kind, params: p },
+      // the old cluster hands its port over while it is down, before pg_upgrade: its rollback comes before the old cluster starts again
+      ...(p.debian && stepIds[i] === 'stop-old' ? [{ id: 'debian-ports', kind: debianPortsStep.kind, params: p }] : []),
       ...(p.replicas?.method === 'rebuild' && stepIds[i] === 'open' ? [{ id: 'standbys-rebuild', kind: rebuildStandbysStep.kind, params: p }] : []),
       ...(p.replicas?.method === 'rsync' ? rsyncStepsAfter(stepIds[i]!).map((s) => ({ id: s.id, kind: s.kind, params: p })) : []),
     ]),

@@ -216,6 +216,7 @@ export class TestCluster {
       origins: this.options.length
         ? { port: 'command line', sockets: 'command line', listen: 'command line' }
         : { port: 'configuration', sockets: 'configuration', listen: 'configuration' },
+      manager: { kind: 'pg_ctl' },
     };
     return new PostgresServer(identity, runner);
   }

@@ -12,28 +12,11 @@ import { dirname, join } from 'node:path';
 import type { DetectReport, DetectedCluster } from '../../src/detect.js';
 import { isRoot, type RunResult } from '../../src/runner.js';
 import { cliEntry } from '../helpers/paths.js';
-import { bindir, createCluster, runner, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
+import { bindir, createCluster, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
+import { runOnLayoutHost } from '../helpers/layoutHost.js';
 import { pgdgUnit } from '../helpers/pgdg.js';
 
 after(teardownAll);
-
-/**
- * $1 scratch (a tmpfs goes over it), $2 a fixture tree copied over / (into the overlays), then
- * SOURCE TARGET pairs to bind-mount up to "--", then the command.
- */
-const RHEL_HOST = `set -eu
-scratch=$1 fixture=$2; shift 2
-mount -t tmpfs tmpfs "$scratch"
-for d in /usr /etc /var/lib /srv; do
-  n=$(echo "$d" | tr / _)
-  mkdir "$scratch/u$n" "$scratch/w$n"
-  mount -t overlay overlay -o "lowerdir=$d,upperdir=$scratch/u$n,workdir=$scratch/w$n" "$d"
-done
-cp -a "$fixture/." /
-while [ "$1" != -- ]; do mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; done
-shift
-exec "$@"
-`;
 
 const show = (res: RunResult) => `exit ${res.exitCode}\nstdout:\n${res.stdout.slice(-3000)}\nstderr:\n${res.stderr.slice(-3000)}`;
 
@@ -42,7 +25,7 @@ describe(
   { skip: !isRoot() && 'mount namespaces (unshare -m) need root' },
   () => {
     let fixture: string;
-    let binds: string[];
+    let binds: [string, string][];
     let c16: TestCluster;
     let c17: TestCluster;
 
@@ -61,39 +44,15 @@ describe(
       put('/etc/systemd/system/postgresql-17.service.d/override.conf', '[Service]\nEnvironment=PGDATA=/srv/pg17/data\n');
       // the test bed's trees are laid out as PGDG's: bin/, lib/, share/
       binds = [
-        dirname(bindir(16)),
-        '/usr/pgsql-16',
-        dirname(bindir(17)),
-        '/usr/pgsql-17',
-        dirname(c16.pgdata),
-        '/var/lib/pgsql/16',
-        dirname(c17.pgdata),
-        '/srv/pg17',
-        '--',
+        [dirname(bindir(16)), '/usr/pgsql-16'],
+        [dirname(bindir(17)), '/usr/pgsql-17'],
+        [dirname(c16.pgdata), '/var/lib/pgsql/16'],
+        [dirname(c17.pgdata), '/srv/pg17'],
       ];
     });
 
     const onRhelHost = (args: string[]) =>
-      runner.run({
-        program: 'unshare',
-        args: [
-          '-m',
-          '--propagation',
-          'private',
-          'sh',
-          '-c',
-          RHEL_HOST,
-          'sh',
-          scratchDir('pgscale-rhel-ns-'),
-          fixture,
-          ...binds,
-          process.execPath,
-          cliEntry,
-          ...args,
-        ],
-        cwd: '/',
-        env: { PGDATA: '', NO_COLOR: '1' },
-      });
+      runOnLayoutHost({ overlays: ['/usr', '/etc', '/var/lib', '/srv'], fixture, binds }, [process.execPath, cliEntry, ...args], { PGDATA: '', NO_COLOR: '1' });
 
     const clusterAt = (report: DetectReport, dataDir: string): DetectedCluster => {
       const c = report.clusters.find((x) => x.dataDir === dataDir);

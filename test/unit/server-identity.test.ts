@@ -1,11 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { ZxRunner } from '../../src/runner.js';
 import {
   dataDirArg,
   describeListening,
   judgeListening,
+  managerFor,
   optionValue,
+  PostgresServer,
   parsePostmasterOpts,
   pgCtlOptionString,
   startOptions,
@@ -94,6 +97,7 @@ const identity = (over: Partial<ServerIdentity> = {}): ServerIdentity => ({
   owner: 'postgres',
   log: '/srv/17.log',
   origins: { port: 'command line', sockets: 'command line', listen: 'configuration' },
+  manager: { kind: 'pg_ctl' },
   ...over,
 });
 
@@ -123,4 +127,39 @@ test('pg_ctl -o: each option quoted for the shell, so hostile values stay one ar
     .slice(0, -1);
   assert.deepEqual(back, ['-k', "/run/it's here", '-c', 'listen_addresses=', '-c', 'x=$(rm -rf /)']);
   assert.match(describeListening(identity()), /port 5433 \(command line\), sockets in \/run\/it's here \(command line\), no TCP \(configuration\)/);
+});
+
+test('a config in /etc/postgresql/V/NAME of the same major is run by pg_ctlcluster V NAME, when installed', () => {
+  const conf = '/etc/postgresql/16/main/postgresql.conf';
+  assert.deepEqual(managerFor(conf, 16, true), { kind: 'pg_ctlcluster', version: 16, cluster: 'main' });
+  assert.deepEqual(managerFor(conf, 16, false), { kind: 'pg_ctl' }, 'no postgresql-common: pg_ctl');
+  assert.deepEqual(managerFor(conf, 17, true), { kind: 'pg_ctl' }, 'a data directory of another major than its config path says');
+  assert.deepEqual(managerFor('/etc/postgresql/16/main/other.conf', 16, true), { kind: 'pg_ctl' });
+  assert.deepEqual(managerFor('/srv/etc/postgresql/16/main/postgresql.conf', 16, true), { kind: 'pg_ctl' });
+  assert.deepEqual(managerFor(null, 16, true), { kind: 'pg_ctl' });
+});
+
+test('pg_ctlcluster starts and stops a postgresql-common cluster; a private start is pg_ctl with its config_file', () => {
+  const debian = new PostgresServer(
+    identity({
+      dataDir: '/var/lib/postgresql/17/main',
+      configFile: '/etc/postgresql/17/main/postgresql.conf',
+      options: ['-c', 'config_file=/etc/postgresql/17/main/postgresql.conf'],
+      owner: 'root', // looked up only when pgscale is not root
+      manager: { kind: 'pg_ctlcluster', version: 17, cluster: 'main' },
+    }),
+    new ZxRunner(), // nothing is run: the invocations are only built
+  );
+  const start = debian.startInvocation();
+  assert.deepEqual([start.program, ...start.args], ['/usr/bin/pg_ctlcluster', '17', 'main', 'start'], 'no extra option: systemd keeps the cluster');
+  const stop = debian.stopInvocation('fast', 120);
+  assert.deepEqual([stop.program, ...stop.args], ['/usr/bin/pg_ctlcluster', '-m', 'fast', '17', 'main', 'stop']);
+  const tuned = debian.startInvocation({ settings: { shared_buffers: '1GB' } });
+  assert.deepEqual(tuned.args, ['-o', '-c shared_buffers=1GB', '17', 'main', 'start']);
+  const priv = debian.startInvocation({ privateSocketDir: '/tmp/pgscale-x' });
+  assert.equal(priv.program, '/usr/lib/postgresql/17/bin/pg_ctl');
+  assert.equal(priv.args[0], 'start');
+  const o = priv.args[priv.args.indexOf('-o') + 1]!;
+  assert.match(o, /config_file=\/etc\/postgresql\/17\/main\/postgresql\.conf/);
+  assert.match(o, /unix_socket_directories=\/tmp\/pgscale-x/);
 });

@@ -10,7 +10,7 @@ import {
   withoutSettings,
   type PlanFacts,
 } from '../../src/upgrade/rules.js';
-import type { ServerIdentity } from '../../src/server/postgres.js';
+import { optionValue, type ServerIdentity } from '../../src/server/postgres.js';
 
 const old: ServerIdentity = {
   bindir: '/usr/lib/postgresql/16/bin',
@@ -35,10 +35,12 @@ const old: ServerIdentity = {
   owner: 'postgres',
   log: '/srv/pg16.pgscale-server.log',
   origins: { port: 'command line', sockets: 'command line', listen: 'command line' },
+  manager: { kind: 'pg_ctl' },
 };
+const plainNew = { configFile: null, manager: { kind: 'pg_ctl' } } as const;
 
 test("the new server keeps the old one's options but none naming the old cluster's files", () => {
-  const n = carriedIdentity(old, { bindir: '/usr/lib/postgresql/17/bin', dataDir: '/srv/pg17', log: '/srv/pg17.log' });
+  const n = carriedIdentity(old, { bindir: '/usr/lib/postgresql/17/bin', dataDir: '/srv/pg17', log: '/srv/pg17.log', ...plainNew });
   assert.deepEqual(n.options, ['-p', '5433', '-k', '/run/pg', '-c', 'listen_addresses=', '-c', 'work_mem=8MB']);
   assert.equal(n.configFile, null);
   assert.equal(n.port, 5433);
@@ -48,9 +50,20 @@ test("the new server keeps the old one's options but none naming the old cluster
   // a port that came from the service's PGPORT is made explicit: pgscale's environment has no PGPORT
   const env = carriedIdentity(
     { ...old, options: [], port: 6000, origins: { ...old.origins, port: 'environment (PGPORT)' } },
-    { bindir: '/b', dataDir: '/d', log: '/l' },
+    { bindir: '/b', dataDir: '/d', log: '/l', ...plainNew },
   );
   assert.deepEqual(env.options, ['-p', '6000']);
+  // a postgresql-common cluster: its own config_file in /etc/postgresql/17/main, run by pg_ctlcluster 17 main
+  const debian = carriedIdentity(old, {
+    bindir: '/usr/lib/postgresql/17/bin',
+    dataDir: '/var/lib/postgresql/17/main',
+    log: '/l',
+    configFile: '/etc/postgresql/17/main/postgresql.conf',
+    manager: { kind: 'pg_ctlcluster', version: 17, cluster: 'main' },
+  });
+  assert.equal(debian.configFile, '/etc/postgresql/17/main/postgresql.conf');
+  assert.deepEqual(debian.manager, { kind: 'pg_ctlcluster', version: 17, cluster: 'main' });
+  assert.equal(optionValue(debian.options, 'config_file'), undefined, "the old cluster's config_file is not given to the new server");
   assert.deepEqual(withoutSettings(['-cconfig_file=/x', '--data-directory=/y', '-c', 'fsync=on'], ['config_file', 'data_directory']), ['-c', 'fsync=on']);
 });
 
