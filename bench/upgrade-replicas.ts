@@ -14,7 +14,8 @@
  *
  * at each pgbench scale of PGSCALE_BENCH_SCALES (default "30,140": about 0.45 and 2.1 GB). The end
  * is seen from outside, alike for all three: psql on the new primary polls every 250 ms until
- * pg_stat_replication shows both standbys streaming (polling starts once the old primary is down,
+ * pg_stat_replication shows both standbys streaming and reporting replay (a pg_basebackup's own WAL
+ * stream does not count), polling from the moment the old primary is down (
  * so that it never meets pgscale's connection block). The start is the old primary's stop: pgscale's
  * `stop-old` output `stoppedAt`, or the return of the seed's pg_ctl stop. Also shown: how long the
  * primary itself was down (pgscale's report, or the seed's stop → new primary started). Goals:
@@ -128,7 +129,9 @@ function cleanup(s: Setup): void {
 /** Resolves with the wall-clock time (ms) at which the new primary shows both standbys streaming; polling starts once the old primary is down. */
 async function streamingAgain(s: Setup, failed: () => Error | null): Promise<number> {
   const pid = join(s.old.pgdata, 'postmaster.pid');
-  const sql = "select current_setting('server_version_num')::int >= 170000 and count(*) = 2 from pg_stat_replication where state = 'streaming'";
+  // pg_basebackup's WAL stream is a walsender streaming too: it reports no replay position and names itself
+  const sql =
+    "select current_setting('server_version_num')::int >= 170000 and count(*) = 2 from pg_stat_replication where state = 'streaming' and replay_lsn is not null and application_name <> 'pg_basebackup'";
   const deadline = Date.now() + cliTimeoutMs;
   for (;;) {
     const e = failed();
