@@ -28,6 +28,7 @@ import { createHost, type TestHost } from '../helpers/hosts.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { isRoot } from '../../src/runner.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
+import type { UpgradeReport } from '../../src/upgrade/report.js';
 
 after(teardownAll);
 
@@ -210,6 +211,11 @@ for (const method of ['rebuild', 'rsync'] as const)
         assert.match(dry.stdout, /local:.*\/local \(created by pgscale replica add\)/);
         assert.match(dry.stdout, new RegExp(`pg_upgrade does not carry 16's slots: pgscale_local_local, ${remoteSlot}`));
         assert.match(dry.stdout, method === 'rsync' ? /: rsync — every standby passes the rsync checks/ : /: rebuild — as asked/);
+        if (method === 'rsync')
+          assert.ok(
+            dry.stdout.includes(`${newDataDir}/pg_wal/ ${hostName}:${remoteWal}-17/`),
+            `the plan shows the WAL transfer into the new WAL directory:\n${dry.stdout}`,
+          );
 
         let run: RunReport;
         if (method === 'rsync') {
@@ -243,7 +249,14 @@ for (const method of ['rebuild', 'rsync'] as const)
         } else {
           const res = await runCli([...upgradeArgs(), ...methodArgs, '--yes', '--json'], { timeoutMs: 400_000 });
           assert.equal(res.code, 0, fail('upgrade', res));
-          run = parseJson<{ run: RunReport }>(res).run;
+          const out = parseJson<{ run: RunReport; report: UpgradeReport }>(res);
+          run = out.run;
+          // the closing report says what happened to each standby
+          for (const name of ['local', hostName])
+            assert.ok(
+              out.report.nextSteps.some((l) => new RegExp(`^standby ${name}:.*: rebuilt from the new primary by pg_basebackup; `).test(l)),
+              out.report.text,
+            );
         }
         assert.equal(run.status, 'completed');
         const standbySteps = run.steps.map((st) => st.id).filter((id) => id.startsWith('standbys'));
