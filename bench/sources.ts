@@ -113,3 +113,10 @@ export function stepSeconds(runDir: string): (readonly [string, number])[] {
     (s) => [s, (at('step-done', s) - at('step-started', s)) / 1000] as const,
   );
 }
+
+/** `pgscale upgrade` of a 16 copy to 17 in link mode without a backup, as the benches run it; `extra` before --no-backup. */
+export const pgscaleUpgradeArgs = (pgdata: string, newData: string, stateDir: string, extra: string[] = []): string[] => [
+  'upgrade',
+  ...['--pgdata', pgdata, '--old-bindir', B16, '--new-bindir', B17, '--to-version', '17', '--new-pgdata', newData],
+  ...['--mode', 'link', '--jobs', String(jobs), ...extra, '--no-backup', '--yes', '--json', '--state-dir', stateDir],
+];

@@ -38,7 +38,7 @@ import { isRoot, shellQuote } from '../src/runner.js';
 import type { RunReport } from '../src/pipeline/execute.js';
 import type { UpgradeReport } from '../src/upgrade/report.js';
 import { replicaPassfile } from '../src/replica/steps.js';
-import { asServer, B16, B17, buildSource, copyOf, fmt, jobs, log, must, pgbench, runBench, stepSeconds, type Point } from './sources.js';
+import { asServer, B16, B17, buildSource, copyOf, fmt, jobs, log, must, pgbench, pgscaleUpgradeArgs, runBench, stepSeconds, type Point } from './sources.js';
 
 const scales = (process.env.PGSCALE_BENCH_SCALES ?? '30,140').split(',').map(Number);
 const cliTimeoutMs = 3_600_000;
@@ -147,33 +147,7 @@ async function streamingAgain(s: Setup, failed: () => Error | null): Promise<num
 
 async function viaPgscale(s: Setup, method: 'rsync' | 'rebuild'): Promise<Measured> {
   let failure: Error | null = null;
-  const cli = runCli(
-    [
-      'upgrade',
-      '--pgdata',
-      s.old.pgdata,
-      '--old-bindir',
-      B16,
-      '--new-bindir',
-      B17,
-      '--to-version',
-      '17',
-      '--new-pgdata',
-      s.newData,
-      '--mode',
-      'link',
-      '--jobs',
-      String(jobs),
-      '--replicas',
-      method,
-      '--no-backup',
-      '--yes',
-      '--json',
-      '--state-dir',
-      s.stateDir,
-    ],
-    { timeoutMs: cliTimeoutMs },
-  ).then((res) => {
+  const cli = runCli(pgscaleUpgradeArgs(s.old.pgdata, s.newData, s.stateDir, ['--replicas', method]), { timeoutMs: cliTimeoutMs }).then((res) => {
     if (res.code !== 0) failure = new Error(`pgscale upgrade --replicas ${method}: exit ${res.code}\n${res.stdout.slice(-4000)}\n${res.stderr.slice(-2000)}`);
     return res;
   });

@@ -29,7 +29,7 @@ import { startWriter, missingWrites, type WriterReport } from '../test/helpers/w
 import { cliEntry } from '../test/helpers/paths.js';
 import { isRoot } from '../src/runner.js';
 import type { UpgradeReport } from '../src/upgrade/report.js';
-import { asServer, B16, B17, buildSource, copyOf, fmt, jobs, log, must, pgbench, runBench, type Point } from './sources.js';
+import { asServer, B16, B17, buildSource, copyOf, fmt, jobs, log, must, pgbench, pgscaleUpgradeArgs, runBench, type Point } from './sources.js';
 
 const small = Number(process.env.PGSCALE_BENCH_SMALL ?? 1);
 const big = Number(process.env.PGSCALE_BENCH_BIG ?? 50);
@@ -109,29 +109,7 @@ async function expert(old: TestCluster, newData: string, dir: string): Promise<u
 async function pgscale(old: TestCluster, newData: string, dir: string): Promise<number | undefined> {
   const res = await runner.run({
     program: process.execPath,
-    args: [
-      cliEntry,
-      'upgrade',
-      '--pgdata',
-      old.pgdata,
-      '--old-bindir',
-      B16,
-      '--new-bindir',
-      B17,
-      '--to-version',
-      '17',
-      '--new-pgdata',
-      newData,
-      '--mode',
-      'link',
-      '--jobs',
-      String(jobs),
-      '--no-backup',
-      '--yes',
-      '--json',
-      '--state-dir',
-      join(dir, 'state'),
-    ],
+    args: [cliEntry, ...pgscaleUpgradeArgs(old.pgdata, newData, join(dir, 'state'))],
     env: { NO_COLOR: '1' },
   });
   if (res.exitCode !== 0) throw new Error(`pgscale upgrade failed (exit ${res.exitCode}):\n${res.stdout.slice(-3000)}\n${res.stderr.slice(-2000)}`);
