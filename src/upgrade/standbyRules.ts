@@ -307,6 +307,9 @@ export interface RsyncFacts {
   walProblem: string | null;
   /** A standby tablespace whose directory is missing or not beside the data: null when all are in place. */
   tablespaceProblem: string | null;
+  /** The primary's old and new data directories (rsync names them by their last component). */
+  oldDataDir: string;
+  newDataDir: string;
 }
 
 /** Why the rsync method cannot carry this standby (empty: it can). */
@@ -316,6 +319,10 @@ export function rsyncBlockers(f: RsyncFacts): string[] {
   if (!f.rsyncHere) out.push('rsync is not installed on this host');
   if (!f.rsyncThere) out.push('rsync is not installed on the standby host');
   if (f.walProblem) out.push(f.walProblem);
+  const name = (d: string) => d.replace(/\/+$/, '').split('/').pop();
+  // both would land on one directory of the standby's staging area (…/16/main and …/17/main)
+  if (name(f.oldDataDir) === name(f.newDataDir))
+    out.push(`the primary's old and new data directories have the same name (${name(f.oldDataDir)}): rsync's transfer needs them named apart`);
   if (f.tablespaceProblem) out.push(f.tablespaceProblem);
   return out;
 }

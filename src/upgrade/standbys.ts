@@ -239,6 +239,8 @@ export async function rsyncProblems(ctx: Ctx, p: UpgradeParams, s: StandbyPlan):
     rsyncHere: here.exitCode === 0,
     rsyncThere: there.exitCode === 0,
     walProblem: wal && 'problem' in wal ? wal.problem : null,
+    oldDataDir: p.old.dataDir,
+    newDataDir: p.new.dataDir,
     tablespaceProblem: !s.replica
       ? "the standby's layout is unknown"
       : missing.length

@@ -138,13 +138,24 @@ test('method: as asked; rsync in link mode when every standby passes; else rebui
 });
 
 test('rsync blockers: link mode, rsync on both ends, a place for the WAL, tablespaces placed', () => {
-  const ok = { linkMode: true, rsyncHere: true, rsyncThere: true, walProblem: null, tablespaceProblem: null };
+  const ok = {
+    linkMode: true,
+    rsyncHere: true,
+    rsyncThere: true,
+    walProblem: null,
+    tablespaceProblem: null,
+    oldDataDir: '/srv/16/main',
+    newDataDir: '/srv/16/main-17',
+  };
   assert.deepEqual(rsyncBlockers(ok), []);
   assert.deepEqual(rsyncBlockers({ ...ok, linkMode: false, rsyncThere: false }), [
     'the primary is not upgraded in link mode',
     'rsync is not installed on the standby host',
   ]);
   assert.deepEqual(rsyncBlockers({ ...ok, walProblem: 'no place' }), ['no place']);
+  assert.deepEqual(rsyncBlockers({ ...ok, oldDataDir: '/var/lib/postgresql/16/main', newDataDir: '/var/lib/postgresql/17/main/' }), [
+    "the primary's old and new data directories have the same name (main): rsync's transfer needs them named apart",
+  ]);
 });
 
 test("the new standby's WAL: inside when the old one's was, else beside the old WAL directory with pg_wal linking to it", () => {
