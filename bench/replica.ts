@@ -23,7 +23,7 @@ import { createHost } from '../test/helpers/hosts.js';
 import { cliEntry, repoRoot } from '../test/helpers/paths.js';
 import { isRoot } from '../src/runner.js';
 import type { OperationResult } from '../src/operationCommand.js';
-import type { StampedEvent } from '../src/pipeline/journal.js';
+import { stepSeconds } from './sources.js';
 
 const scale = Number(process.env.PGSCALE_BENCH_SCALE ?? 140);
 const rounds = Math.max(1, Number(process.env.PGSCALE_BENCH_ROUNDS ?? 2));
@@ -119,15 +119,7 @@ async function main(): Promise<void> {
         { PGPASSFILE: passfile },
       ),
     );
-    const report = (JSON.parse(t.stdout) as OperationResult).run!;
-    const events = readFileSync(join(report.runDir, 'journal.jsonl'), 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as StampedEvent);
-    const at = (type: string, step: string) => Date.parse(events.find((e) => e.type === type && 'step' in e && e.step === step)?.at ?? '');
-    const steps = [...new Set(events.flatMap((e) => (e.type === 'step-started' ? [e.step] : [])))].map(
-      (s) => [s, (at('step-done', s) - at('step-started', s)) / 1000] as const,
-    );
+    const steps = stepSeconds((JSON.parse(t.stdout) as OperationResult).run!.runDir);
     stepTimes.push(
       steps.map(([s, n]) => `${s} ${n.toFixed(1)}`).join(', ') +
         `; outside the steps (start-up, planning and checks) ${(t.seconds - steps.reduce((a, [, n]) => a + n, 0)).toFixed(1)}`,

@@ -22,72 +22,18 @@
  * stop) and copied with cp -a for every variant, outside the measured window. Servers run with
  * port, socket and listen_addresses on their command line. Everything is removed at the end.
  */
-import { execFileSync } from 'node:child_process';
-import { appendFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { bindir, createCluster, freePort, mkdirOwned, runner, scratchDir, serverUser, teardownAll, TestCluster } from '../test/helpers/testbed.js';
+import { freePort, mkdirOwned, runner, serverUser, TestCluster } from '../test/helpers/testbed.js';
 import { startWriter, missingWrites, type WriterReport } from '../test/helpers/writer.js';
 import { cliEntry } from '../test/helpers/paths.js';
-import { describeFailure, isRoot, type Invocation } from '../src/runner.js';
+import { isRoot } from '../src/runner.js';
 import type { UpgradeReport } from '../src/upgrade/report.js';
+import { asServer, B16, B17, buildSource, copyOf, fmt, jobs, log, must, pgbench, pgscaleUpgradeArgs, runBench, type Point } from './sources.js';
 
 const small = Number(process.env.PGSCALE_BENCH_SMALL ?? 1);
 const big = Number(process.env.PGSCALE_BENCH_BIG ?? 50);
 const tables = Number(process.env.PGSCALE_BENCH_TABLES ?? 10_000);
-const B16 = bindir(16);
-const B17 = bindir(17);
-const jobs = Number(execFileSync('nproc', { encoding: 'utf8' }).trim());
-
-const log = (m: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${m}\n`);
-const fmt = (n: number, digits = 2) => n.toFixed(digits);
-const now = () => performance.now() / 1000;
-
-async function must(inv: Invocation, what = inv.program): Promise<string> {
-  const res = await runner.run(inv);
-  if (res.exitCode !== 0) throw new Error(`${what}: ${describeFailure(inv, res)}\n${res.stdout.slice(-2000)}`);
-  return res.stdout;
-}
-const asServer = (program: string, args: string[], extra: Partial<Invocation> = {}): Invocation => ({
-  program,
-  args,
-  runAs: serverUser,
-  cwd: '/tmp',
-  ...extra,
-});
-
-interface Point {
-  label: string;
-  source: TestCluster;
-  bytes: number;
-  relations: number;
-}
-
-/** A stopped 16 source: pgbench at a scale, or a catalog of many small tables. */
-async function buildSource(label: string, load: (c: TestCluster) => Promise<void>): Promise<Point> {
-  const source = await createCluster({
-    version: 16,
-    listenOn: 'command-line',
-    conf: ['fsync = off', 'synchronous_commit = off', 'full_page_writes = off', 'max_wal_size = 4GB', 'max_locks_per_transaction = 1024'],
-  });
-  await source.sql('create database bench');
-  const t = now();
-  await load(source);
-  log(`  ${label}: loaded in ${fmt(now() - t, 1)} s`);
-  appendFileSync(join(source.pgdata, 'postgresql.conf'), '\n# measurement\nfsync = on\nfull_page_writes = on\nsynchronous_commit = on\n');
-  await source.stop();
-  await source.start();
-  const bytes = Number(await source.sql('select sum(pg_database_size(oid)) from pg_database'));
-  const relations = Number(await source.sql(`select count(*) from pg_class where oid >= 16384`, 'bench'));
-  await source.sql('checkpoint');
-  await source.stop();
-  return { label, source, bytes, relations };
-}
-
-const pgbench = (scale: number) => (c: TestCluster) =>
-  must(
-    asServer(join(B17, 'pgbench'), ['-i', '-q', '-s', String(scale), '-I', 'dtGvp', '-h', c.socketDir, '-p', String(c.port), '-U', c.superuser, 'bench']),
-    'pgbench -i',
-  ).then(() => undefined);
 
 const manyTables = (n: number) => async (c: TestCluster) => {
   for (let from = 0; from < n; from += 1000) {
@@ -97,18 +43,6 @@ const manyTables = (n: number) => async (c: TestCluster) => {
     );
   }
 };
-
-/** A running copy of the source on its own port and socket, options on its command line (outside any measured window). */
-async function copyOf(p: Point, variant: string): Promise<{ old: TestCluster; dir: string }> {
-  const dir = scratchDir(`pgscale-bench-${variant}-`);
-  const pgdata = join(dir, 'data');
-  execFileSync('cp', ['-a', p.source.pgdata, pgdata]);
-  const sock = mkdirOwned(join(dir, 'sock'));
-  const port = await freePort();
-  const old = new TestCluster(16, B16, pgdata, port, sock, join(dir, 'old.log'), ['-p', String(port), '-k', sock, '-c', 'listen_addresses=']);
-  await old.start();
-  return { old, dir };
-}
 
 interface Measured {
   gapMs: number;
@@ -175,29 +109,7 @@ async function expert(old: TestCluster, newData: string, dir: string): Promise<u
 async function pgscale(old: TestCluster, newData: string, dir: string): Promise<number | undefined> {
   const res = await runner.run({
     program: process.execPath,
-    args: [
-      cliEntry,
-      'upgrade',
-      '--pgdata',
-      old.pgdata,
-      '--old-bindir',
-      B16,
-      '--new-bindir',
-      B17,
-      '--to-version',
-      '17',
-      '--new-pgdata',
-      newData,
-      '--mode',
-      'link',
-      '--jobs',
-      String(jobs),
-      '--no-backup',
-      '--yes',
-      '--json',
-      '--state-dir',
-      join(dir, 'state'),
-    ],
+    args: [cliEntry, ...pgscaleUpgradeArgs(old.pgdata, newData, join(dir, 'state'))],
     env: { NO_COLOR: '1' },
   });
   if (res.exitCode !== 0) throw new Error(`pgscale upgrade failed (exit ${res.exitCode}):\n${res.stdout.slice(-3000)}\n${res.stderr.slice(-2000)}`);
@@ -241,9 +153,4 @@ async function main(): Promise<void> {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-main()
-  .catch((e: Error) => {
-    process.stderr.write(`bench: ${e.message}\n`);
-    process.exitCode = 1;
-  })
-  .finally(teardownAll);
+runBench(main);

@@ -266,15 +266,50 @@ export function parseReplicaFlag(value: string): { destination: string; dataDir:
   return { destination: value.slice(0, i), dataDir: value.slice(i + 1).replace(/\/+$/, '') || '/' };
 }
 
+/** A standby's WAL directories: the old one (pg_wal's link target, null when inside) and the new one the plan chose. */
+export interface StandbyWalDirs {
+  oldDataDir: string;
+  oldWaldir: string | null;
+  newDataDir: string;
+  newWaldir: string | null;
+}
+
+/** Where the rsync method writes the new standby's WAL; `link`: pg_wal is a link to `dir`, as on the old standby. */
+export type WalPlacement = { dir: string; link: boolean } | { problem: string };
+
+/**
+ * The new standby keeps its WAL where the old one did: outside the data directory (the new version's
+ * directory beside the old one, pg_wal linking to it) or inside. The new primary's pg_wal (the
+ * segment pg_resetwal wrote, holding the checkpoint the standby starts from) is rsynced there;
+ * pg_upgrade links no WAL between the clusters, so the old standby's WAL stays as it was.
+ */
+export function standbyWalPlacement(w: StandbyWalDirs): WalPlacement {
+  if (!w.oldWaldir) return { dir: `${w.newDataDir.replace(/\/+$/, '')}/pg_wal`, link: false };
+  if (!w.oldWaldir.startsWith('/')) return { problem: `pg_wal links to a relative path (${w.oldWaldir}): make it absolute, or use --replicas rebuild` };
+  if (!w.newWaldir) return { problem: `WAL in ${w.oldWaldir} has no new directory beside it` };
+  const within = (dir: string, root: string) =>
+    dir === root || dir.startsWith(`${root.replace(/\/+$/, '')}/`) || root.startsWith(`${dir.replace(/\/+$/, '')}/`);
+  for (const [what, root] of [
+    ['the old WAL directory', w.oldWaldir],
+    ['the old data directory', w.oldDataDir],
+    ['the new data directory', w.newDataDir],
+  ] as const)
+    if (within(w.newWaldir, root)) return { problem: `the new WAL directory ${w.newWaldir} overlaps ${what} ${root}` };
+  return { dir: w.newWaldir, link: true };
+}
+
 /** What the rsync method needs, gathered per standby. */
 export interface RsyncFacts {
   linkMode: boolean;
   rsyncHere: boolean;
   rsyncThere: boolean;
-  /** WAL outside the data directory, on the standby or for the new primary (--waldir). */
-  externalWal: string | null;
+  /** Why the new standby's WAL has no place (standbyWalPlacement): null when it has one. */
+  walProblem: string | null;
   /** A standby tablespace whose directory is missing or not beside the data: null when all are in place. */
   tablespaceProblem: string | null;
+  /** The primary's old and new data directories (rsync names them by their last component). */
+  oldDataDir: string;
+  newDataDir: string;
 }
 
 /** Why the rsync method cannot carry this standby (empty: it can). */
@@ -283,7 +318,11 @@ export function rsyncBlockers(f: RsyncFacts): string[] {
   if (!f.linkMode) out.push('the primary is not upgraded in link mode');
   if (!f.rsyncHere) out.push('rsync is not installed on this host');
   if (!f.rsyncThere) out.push('rsync is not installed on the standby host');
-  if (f.externalWal) out.push(`WAL outside the data directory (${f.externalWal}) is not carried by pgscale's rsync method yet`);
+  if (f.walProblem) out.push(f.walProblem);
+  const name = (d: string) => d.replace(/\/+$/, '').split('/').pop();
+  // both would land on one directory of the standby's staging area (…/16/main and …/17/main)
+  if (name(f.oldDataDir) === name(f.newDataDir))
+    out.push(`the primary's old and new data directories have the same name (${name(f.oldDataDir)}): rsync's transfer needs them named apart`);
   if (f.tablespaceProblem) out.push(f.tablespaceProblem);
   return out;
 }

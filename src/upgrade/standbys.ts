@@ -10,7 +10,7 @@
  * never fails the upgrade: it is reported with the exact command that rebuilds it. Each standby
  * keeps its own record in the upgrade's work directory, so a resume continues host by host.
  */
-import { lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { withDb } from '../cluster/access.js';
 import { ExitCode, PgscaleError } from '../errors.js';
@@ -33,9 +33,11 @@ import {
   parseStandbyLayout,
   rebuildCommand,
   rsyncBlockers,
+  standbyWalPlacement,
   type ReplicasMethod,
   type ReplicationEntry,
   type StandbyLayout,
+  type StandbyWalDirs,
   type StreamingFacts,
 } from './standbyRules.js';
 
@@ -218,22 +220,27 @@ export async function decideStandbys(c: StandbyChoices, p: UpgradeParams, ctx: C
   return { method, why, standbys, maxLagBytes: c.maxLagBytes, concurrency: 2 };
 }
 
+/** The old and new WAL directories of a standby whose new version is planned. */
+export const walDirsOf = (s: StandbyPlan): StandbyWalDirs => ({
+  oldDataDir: s.oldDataDir,
+  oldWaldir: s.layout?.waldir ?? null,
+  newDataDir: s.replica!.replicaDir,
+  newWaldir: s.replica!.replicaWaldir,
+});
+
 /** Why the rsync method cannot carry a standby, gathered now (empty: it can). */
 export async function rsyncProblems(ctx: Ctx, p: UpgradeParams, s: StandbyPlan): Promise<string[]> {
   const here = await ctx.runner.run({ program: 'rsync', args: ['--version'] }).catch(() => ({ exitCode: 127 }));
   const there = await runnerFor(s.host, ctx).run({ program: 'rsync', args: ['--version'], cwd: '/' });
-  let primaryWal: string | null = null;
-  try {
-    if (lstatSync(join(p.old.dataDir, 'pg_wal')).isSymbolicLink()) primaryWal = readlinkSync(join(p.old.dataDir, 'pg_wal'));
-  } catch {
-    /* judged by the upgrade's own checks */
-  }
   const missing = (s.replica?.tablespaces ?? []).filter((t) => !t.target);
+  const wal = s.replica ? standbyWalPlacement(walDirsOf(s)) : null;
   return rsyncBlockers({
     linkMode: p.mode === 'link',
     rsyncHere: here.exitCode === 0,
     rsyncThere: there.exitCode === 0,
-    externalWal: s.layout?.waldir ?? p.new.waldir ?? primaryWal,
+    walProblem: wal && 'problem' in wal ? wal.problem : null,
+    oldDataDir: p.old.dataDir,
+    newDataDir: p.new.dataDir,
     tablespaceProblem: !s.replica
       ? "the standby's layout is unknown"
       : missing.length

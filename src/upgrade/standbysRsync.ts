@@ -6,7 +6,9 @@
  *     mismatch stops the run before pg_upgrade: the old primary and standbys are restartable);
  *   after pg_upgrade --link, before the new primary starts — from this host, per standby,
  *     `rsync --archive --delete --hard-links --size-only --no-inc-recursive OLD NEW host:PARENT`
- *     for the data directory and each tablespace's version directories; standby.signal,
+ *     for the data directory and each tablespace's version directories, then the new primary's
+ *     pg_wal into the new standby's WAL directory (outside its data directory when the old
+ *     standby's was, pg_wal a link to it: the documentation's "relocated pg_wal"); standby.signal,
  *     primary_conninfo (passfile) and primary_slot_name written into the new data directory;
  *   once the new primary accepts writes — its physical slot created, the standby started and
  *     verified (streaming, a row written on the primary read there) through the replica steps.
@@ -24,8 +26,8 @@ import { describeFailure, type Invocation, type OsUser } from '../runner.js';
 import { PostgresServer } from '../server/postgres.js';
 import { PsqlDb, statements } from '../sql.js';
 import type { UpgradeParams } from './params.js';
-import { standbyAutoConf } from './standbyRules.js';
-import { commandFor, oldStandby, readRecord, writeRecord, type StandbyPlan, type StandbyRecord } from './standbys.js';
+import { standbyAutoConf, standbyWalPlacement } from './standbyRules.js';
+import { commandFor, oldStandby, readRecord, walDirsOf, writeRecord, type StandbyPlan, type StandbyRecord } from './standbys.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const owned = (s: StandbyPlan): OsUser => (isLocal(s.host) ? userByName(s.replica!.replicaOwner)! : remoteAccount(s.replica!.replicaOwner));
@@ -144,19 +146,54 @@ const standbyTablespaces = (s: StandbyPlan) =>
 /** The staging directory beside the standby: a link under the primary's name makes rsync's OLD the standby's directory. */
 const stagingOf = (s: StandbyPlan) => join(dirname(s.oldDataDir), `.pgscale-rsync-${s.replica!.slot}`);
 
+/**
+ * The data directories' transfer. pg_wal is left out on both sides: the old standby keeps its own WAL
+ * (a rollback starts it from there) and the new one gets the new primary's WAL on its own (walOf),
+ * wherever either primary or standby keeps it.
+ */
+function dataTransfer(p: UpgradeParams, s: StandbyPlan): { sources: string[]; dest: string; protect: string[] } {
+  const oldName = basename(p.old.dataDir);
+  const newName = basename(p.new.dataDir);
+  return {
+    sources: [p.old.dataDir, p.new.dataDir],
+    dest: `${stagingOf(s)}/`,
+    // the old standby keeps what makes it a standby: a rollback can start it again
+    protect: [`/${oldName}/standby.signal`, `/${oldName}/postgresql.auto.conf`, `/${oldName}/postmaster.*`, `/${oldName}/pg_wal`, `/${newName}/pg_wal`],
+  };
+}
+
+/** Where the new standby's WAL goes (a problem fails the checks before downtime). */
+function walOf(p: UpgradeParams, s: StandbyPlan): { source: string; dir: string; link: boolean } {
+  const w = standbyWalPlacement(walDirsOf(s));
+  if ('problem' in w) throw new PgscaleError(`standby ${s.name}: ${w.problem}`, ExitCode.FailedNoChange, 'use --replicas rebuild');
+  // the trailing slash: the contents, through the link when the new primary keeps its WAL elsewhere (--waldir)
+  return { source: `${join(p.new.dataDir, 'pg_wal')}/`, ...w };
+}
+
 async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Promise<StandbyRecord> {
   const r = s.replica!;
   const account = owned(s);
   const stage = stagingOf(s);
   const oldName = basename(p.old.dataDir);
   const newName = basename(p.new.dataDir);
-  // a resumed transfer starts over: the new directory was absent or empty when the run was planned (a check)
+  const wal = walOf(p, s);
+  // a resumed transfer starts over: the new directories were absent or empty when the run was planned (a check)
   await onHost(
     ctx,
     s,
     {
       program: 'sh',
-      args: ['-c', 'mkdir -p -m 0700 "$1" && ln -sfn "$2" "$1/$3" && rm -rf -- "$1/$4" "$5"', 'sh', stage, s.oldDataDir, oldName, newName, r.replicaDir],
+      args: [
+        '-c',
+        'mkdir -p -m 0700 "$1" && ln -sfn "$2" "$1/$3" && shift 3 && rm -rf -- "$@"',
+        'sh',
+        stage,
+        s.oldDataDir,
+        oldName,
+        join(stage, newName),
+        r.replicaDir,
+        ...(wal.link ? [wal.dir] : []),
+      ],
       runAs: account,
     },
     'preparing the staging directory',
@@ -167,8 +204,8 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
     const res = await ctx.runner.run(inv);
     if (res.exitCode !== 0) throw new Error(`rsync to ${s.name}: ${describeFailure(inv, res)}`);
   };
-  // the old standby keeps what makes it a standby: a rollback can start it again
-  await run([p.old.dataDir, p.new.dataDir], `${stage}/`, [`/${oldName}/standby.signal`, `/${oldName}/postgresql.auto.conf`, `/${oldName}/postmaster.*`]);
+  const data = dataTransfer(p, s);
+  await run(data.sources, data.dest, data.protect);
   const places = standbyTablespaces(s);
   for (const t of places) {
     const dirs = readdirSync(t.primary)
@@ -176,12 +213,15 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
       .map((n) => join(t.primary, n));
     await run(dirs, `${t.standby}/`, []);
   }
-  // the new data directory under its own name beside the old one; its tablespace links point at the standby's places
+  // the new data directory under its own name beside the old one; its tablespace links point at the standby's
+  // places, its pg_wal (left out above) is made, a link to the WAL directory when the old standby had one
   const fix = [
     'mv -T -- "$1/$2" "$3"',
     'rm -f -- "$1/$4"',
     'rmdir -- "$1"',
-    'shift 4',
+    'mkdir -p -m 0700 -- "$5"',
+    '{ [ "$6" != link ] || ln -sn -- "$5" "$NEW/pg_wal"; }',
+    'shift 6',
     'while [ $# -gt 0 ]; do ln -sfn -- "$2" "$NEW/pg_tblspc/$1"; shift 2; done',
     ': > "$NEW/standby.signal"',
   ].join(' && ');
@@ -190,11 +230,23 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
     s,
     {
       program: 'sh',
-      args: ['-c', `NEW=$3; ${fix}`, 'sh', stage, newName, r.replicaDir, oldName, ...places.flatMap((t) => [t.oid, t.standby])],
+      args: [
+        '-c',
+        `NEW=$3; ${fix}`,
+        'sh',
+        stage,
+        newName,
+        r.replicaDir,
+        oldName,
+        wal.dir,
+        wal.link ? 'link' : 'inside',
+        ...places.flatMap((t) => [t.oid, t.standby]),
+      ],
       runAs: account,
     },
     'placing the new data directory',
   );
+  await run([wal.source], `${wal.dir}/`, []);
   const passfile = s.layout?.conninfo.passfile;
   if (!passfile) throw new Error("the old standby's primary_conninfo names no passfile");
   await onHost(
@@ -220,23 +272,34 @@ export const rsyncStandbysStep = defineStep<UpgradeParams>({
   downtime: true,
   check: async () => [],
   plan: async (ctx, p) =>
-    rsyncable(p).flatMap((s) => [
-      {
-        kind: 'command' as const,
-        argv: ['rsync', ...rsyncArgv(ctx, s, [p.old.dataDir, p.new.dataDir], `${stagingOf(s)}/`, [])],
-        note: `${stagingOf(s)}/${basename(p.old.dataDir)} links to ${s.oldDataDir}; then ${stagingOf(s)}/${basename(p.new.dataDir)} becomes ${s.replica!.replicaDir}`,
-      },
-      ...standbyTablespaces(s).map((t) => ({
-        kind: 'command' as const,
-        argv: ['rsync', ...rsyncArgv(ctx, s, [`${t.primary}/PG_${p.old.major}_*`, `${t.primary}/PG_${p.new.major}_*`], `${t.standby}/`, [])],
-      })),
-      {
-        kind: 'file' as const,
-        path: `${s.host.destination}:${join(s.replica!.replicaDir, 'postgresql.auto.conf')}`,
-        change: 'modify' as const,
-        note: `standby.signal, primary_conninfo (passfile ${replicaPassfile(s.replica!.replicaDir)}), primary_slot_name ${s.replica!.slot}`,
-      },
-    ]),
+    rsyncable(p).flatMap((s) => {
+      const data = dataTransfer(p, s);
+      const wal = walOf(p, s);
+      return [
+        {
+          kind: 'command' as const,
+          argv: ['rsync', ...rsyncArgv(ctx, s, data.sources, data.dest, data.protect)],
+          note: `${stagingOf(s)}/${basename(p.old.dataDir)} links to ${s.oldDataDir}; then ${stagingOf(s)}/${basename(p.new.dataDir)} becomes ${s.replica!.replicaDir}`,
+        },
+        ...standbyTablespaces(s).map((t) => ({
+          kind: 'command' as const,
+          argv: ['rsync', ...rsyncArgv(ctx, s, [`${t.primary}/PG_${p.old.major}_*`, `${t.primary}/PG_${p.new.major}_*`], `${t.standby}/`, [])],
+        })),
+        {
+          kind: 'command' as const,
+          argv: ['rsync', ...rsyncArgv(ctx, s, [wal.source], `${wal.dir}/`, [])],
+          note: wal.link
+            ? `${join(s.replica!.replicaDir, 'pg_wal')} links to ${wal.dir}, as the old standby's pg_wal links to ${s.layout?.waldir}`
+            : 'WAL inside the data directory, as on the old standby',
+        },
+        {
+          kind: 'file' as const,
+          path: `${s.host.destination}:${join(s.replica!.replicaDir, 'postgresql.auto.conf')}`,
+          change: 'modify' as const,
+          note: `standby.signal, primary_conninfo (passfile ${replicaPassfile(s.replica!.replicaDir)}), primary_slot_name ${s.replica!.slot}`,
+        },
+      ];
+    }),
   async apply(ctx, p) {
     const results: JsonObject[] = [];
     for (const s of rsyncable(p)) {
@@ -269,7 +332,18 @@ export const rsyncStandbysStep = defineStep<UpgradeParams>({
       await onHost(
         ctx,
         s,
-        { program: 'rm', args: ['-rf', '--', s.replica!.replicaDir, stagingOf(s), replicaPassfile(s.replica!.replicaDir)], runAs: owned(s) },
+        {
+          program: 'rm',
+          args: [
+            '-rf',
+            '--',
+            s.replica!.replicaDir,
+            ...(s.replica!.replicaWaldir ? [s.replica!.replicaWaldir] : []),
+            stagingOf(s),
+            replicaPassfile(s.replica!.replicaDir),
+          ],
+          runAs: owned(s),
+        },
         'removing the new copy',
       ).catch(() => undefined);
       writeRecord(p, s, { state: 'stopped', detail: 'rsync rolled back' });

@@ -8,7 +8,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { serverUser, type TestCluster } from './testbed.js';
+import { setprivArgs, type TestCluster } from './testbed.js';
 
 /** One line per entry under root (root included): "path type size mode mtime". Sorted. */
 export function treeSnapshot(root: string): string[] {
@@ -94,13 +94,7 @@ export interface HeldLock {
 export async function holdTableLock(cluster: TestCluster, database: string, table: string): Promise<HeldLock> {
   const psql: ChildProcessWithoutNullStreams = spawn(
     'setpriv',
-    [
-      '--reuid',
-      String(serverUser.uid),
-      '--regid',
-      String(serverUser.gid),
-      '--init-groups',
-      join(cluster.bindir, 'psql'),
+    setprivArgs(join(cluster.bindir, 'psql'), [
       '-X',
       '-q',
       '-At',
@@ -114,7 +108,7 @@ export async function holdTableLock(cluster: TestCluster, database: string, tabl
       cluster.superuser,
       '-d',
       database,
-    ],
+    ]),
     { cwd: '/', stdio: ['pipe', 'pipe', 'pipe'] },
   );
   let stdout = '';

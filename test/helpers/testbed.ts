@@ -251,6 +251,25 @@ export class TestCluster {
   }
 }
 
+/** setpriv's argv running a program as the server account (for spawn outside the runner: teardowns, held sessions). */
+export const setprivArgs = (program: string, args: string[]): string[] => [
+  '--reuid',
+  String(serverUser.uid),
+  '--regid',
+  String(serverUser.gid),
+  '--init-groups',
+  program,
+  ...args,
+];
+
+/** Stops (immediate) whatever server runs on a data directory at teardown (runTeardown: now): servers pgscale or a bench starts. */
+export function stopAtTeardown(bin: string, dataDir: string): Teardown {
+  return onTeardown(`stop ${dataDir}`, () => {
+    if (!existsSync(join(dataDir, 'postmaster.pid'))) return;
+    spawnSync('setpriv', setprivArgs(join(bin, 'pg_ctl'), ['-D', dataDir, '-m', 'immediate', '-w', 'stop']), { stdio: 'ignore', cwd: '/' });
+  });
+}
+
 export async function createCluster(opts: ClusterOptions): Promise<TestCluster> {
   const parent = opts.parent ?? scratchDir(`pgscale-pg${opts.version}-`);
   const bin = bindir(opts.version);
@@ -275,28 +294,7 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
   }
   appendFileSync(configFile ?? join(pgdata, 'postgresql.conf'), '\n# test bed\n' + conf.join('\n') + '\n');
   const cluster = new TestCluster(opts.version, bin, pgdata, port, socketDir, join(parent, 'server.log'), options, configFile);
-  onTeardown(`stop ${pgdata}`, () => {
-    if (existsSync(join(pgdata, 'postmaster.pid'))) {
-      spawnSync(
-        'setpriv',
-        [
-          '--reuid',
-          String(serverUser.uid),
-          '--regid',
-          String(serverUser.gid),
-          '--init-groups',
-          join(bin, 'pg_ctl'),
-          '-D',
-          pgdata,
-          '-m',
-          'immediate',
-          '-w',
-          'stop',
-        ],
-        { stdio: 'ignore', cwd: '/' },
-      );
-    }
-  });
+  stopAtTeardown(bin, pgdata);
   if (opts.start !== false) await cluster.start();
   return cluster;
 }

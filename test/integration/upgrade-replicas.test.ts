@@ -2,49 +2,37 @@
  * `pgscale upgrade` with standbys: a 16 primary with a tablespace, one standby on this host and one
  * on a namespace host over ssh (both made by `pgscale replica add`). A lagging or unreachable
  * standby refuses the run before downtime (exit 3, nothing changed); then 16 → 17 with
- * `--replicas rebuild`: the primary and both standbys on 17, streaming from new slots, a row
- * written after the upgrade read on both.
+ * `--replicas rebuild`, and with rsync (the namespace standby keeping its WAL outside its data
+ * directory, --replica-waldir): the primary and both standbys on 17, streaming from new slots, a
+ * row written after the upgrade read on both, per-table checksums identical.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { cliEntry, repoRoot } from '../helpers/paths.js';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bindir, createCluster, freePort, mkdirOwned, onTeardown, runner, scratchDir, serverUser, teardownAll, type TestCluster } from '../helpers/testbed.js';
+import {
+  bindir,
+  createCluster,
+  freePort,
+  mkdirOwned,
+  runner,
+  scratchDir,
+  serverUser,
+  stopAtTeardown,
+  teardownAll,
+  type TestCluster,
+} from '../helpers/testbed.js';
 import { createHost, type TestHost } from '../helpers/hosts.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { isRoot } from '../../src/runner.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
+import type { UpgradeReport } from '../../src/upgrade/report.js';
 
 after(teardownAll);
 
 const fail = (what: string, r: CliResult) => `${what}: exit ${r.code}\nstdout:\n${r.stdout.slice(-5000)}\nstderr:\n${r.stderr.slice(-3000)}`;
-
-/** Stops whatever server runs on a data directory when the tests end (the standbys pgscale starts). */
-function stopAtTeardown(version: number, dataDir: string): void {
-  onTeardown(`stop ${dataDir}`, () => {
-    if (!existsSync(join(dataDir, 'postmaster.pid'))) return;
-    spawnSync(
-      'setpriv',
-      [
-        '--reuid',
-        String(serverUser.uid),
-        '--regid',
-        String(serverUser.gid),
-        '--init-groups',
-        join(bindir(version), 'pg_ctl'),
-        '-D',
-        dataDir,
-        '-m',
-        'immediate',
-        '-w',
-        'stop',
-      ],
-      { stdio: 'ignore', cwd: '/' },
-    );
-  });
-}
 
 for (const method of ['rebuild', 'rsync'] as const)
   describe(
@@ -60,6 +48,7 @@ for (const method of ['rebuild', 'rsync'] as const)
       let localSock: string;
       let localPort: number;
       let remoteDir: string;
+      let remoteWal: string;
       let newDataDir: string;
       const hostName = method === 'rsync' ? 'u12' : 'u11';
       const remoteSlot = `pgscale_${hostName}_data`;
@@ -114,19 +103,20 @@ for (const method of ['rebuild', 'rsync'] as const)
         passfile = join(base, 'pgpass');
         writeFileSync(passfile, '*:*:replication:replicator:rep secret\n', { mode: 0o600 });
         newDataDir = join(base, 'data-17');
-        stopAtTeardown(17, newDataDir);
+        stopAtTeardown(bindir(17), newDataDir);
 
         localDir = join(base, 'local');
         localSock = mkdirOwned(join(base, 'local-sock'));
         localPort = await freePort();
         remoteDir = join(host.root, 'data');
+        remoteWal = join(host.root, 'wal');
         for (const [v, d] of [
           [16, localDir],
           [17, `${localDir}-17`],
           [16, remoteDir],
           [17, `${remoteDir}-17`],
         ] as const)
-          stopAtTeardown(v, d);
+          stopAtTeardown(bindir(v), d);
         const add = (args: string[]) =>
           runCli(['replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--yes', '--json', ...args], {
             env: { PGPASSFILE: passfile },
@@ -162,6 +152,8 @@ for (const method of ['rebuild', 'rsync'] as const)
           String(c.port),
           '--tablespace-mapping',
           `${tablespace}=${join(host.root, 'ts')}`,
+          // rsync carries a WAL directory outside the data directory too (the docs' relocated pg_wal)
+          ...(method === 'rsync' ? ['--replica-waldir', remoteWal] : []),
         ]);
         assert.equal(b.code, 0, fail('namespace replica', b));
       });
@@ -219,6 +211,11 @@ for (const method of ['rebuild', 'rsync'] as const)
         assert.match(dry.stdout, /local:.*\/local \(created by pgscale replica add\)/);
         assert.match(dry.stdout, new RegExp(`pg_upgrade does not carry 16's slots: pgscale_local_local, ${remoteSlot}`));
         assert.match(dry.stdout, method === 'rsync' ? /: rsync — every standby passes the rsync checks/ : /: rebuild — as asked/);
+        if (method === 'rsync')
+          assert.ok(
+            dry.stdout.includes(`${newDataDir}/pg_wal/ ${hostName}:${remoteWal}-17/`),
+            `the plan shows the WAL transfer into the new WAL directory:\n${dry.stdout}`,
+          );
 
         let run: RunReport;
         if (method === 'rsync') {
@@ -252,7 +249,14 @@ for (const method of ['rebuild', 'rsync'] as const)
         } else {
           const res = await runCli([...upgradeArgs(), ...methodArgs, '--yes', '--json'], { timeoutMs: 400_000 });
           assert.equal(res.code, 0, fail('upgrade', res));
-          run = parseJson<{ run: RunReport }>(res).run;
+          const out = parseJson<{ run: RunReport; report: UpgradeReport }>(res);
+          run = out.run;
+          // the closing report says what happened to each standby
+          for (const name of ['local', hostName])
+            assert.ok(
+              out.report.nextSteps.some((l) => new RegExp(`^standby ${name}:.*: rebuilt from the new primary by pg_basebackup; `).test(l)),
+              out.report.text,
+            );
         }
         assert.equal(run.status, 'completed');
         const standbySteps = run.steps.map((st) => st.id).filter((id) => id.startsWith('standbys'));
@@ -297,6 +301,11 @@ for (const method of ['rebuild', 'rsync'] as const)
           // rsync --hard-links: the new standby's relation files are links to the old standby's, as on the primary
           const relation = (await c.sql("select pg_relation_filepath('t')")).trim();
           assert.ok(statSync(join(remoteNew, relation)).nlink >= 2, 'the table file is hard-linked on the namespace standby');
+          // its WAL beside the old WAL directory, pg_wal linking there; the old standby's WAL left where it was
+          assert.equal(readlinkSync(join(remoteNew, 'pg_wal')), `${remoteWal}-17`);
+          assert.equal(readlinkSync(join(remoteDir, 'pg_wal')), remoteWal);
+          const segment = await c.sql('select pg_walfile_name(pg_current_wal_lsn())');
+          assert.ok(existsSync(join(`${remoteWal}-17`, segment)), `the segment streamed after the upgrade (${segment}) is in ${remoteWal}-17`);
         }
       });
     },

@@ -12,8 +12,10 @@ import {
   rebuildCommand,
   rsyncBlockers,
   standbyAutoConf,
+  standbyWalPlacement,
   type OldStandbyFacts,
   type StandbyLayout,
+  type StandbyWalDirs,
 } from '../../src/upgrade/standbyRules.js';
 import { conninfoForServer } from '../../src/replica/rules.js';
 
@@ -135,14 +137,44 @@ test('method: as asked; rsync in link mode when every standby passes; else rebui
   assert.equal(chooseMethod(undefined, { ...o, standbys: 0 }).method, 'leave');
 });
 
-test('rsync blockers: link mode, rsync on both ends, WAL inside, tablespaces placed', () => {
-  const ok = { linkMode: true, rsyncHere: true, rsyncThere: true, externalWal: null, tablespaceProblem: null };
+test('rsync blockers: link mode, rsync on both ends, a place for the WAL, tablespaces placed', () => {
+  const ok = {
+    linkMode: true,
+    rsyncHere: true,
+    rsyncThere: true,
+    walProblem: null,
+    tablespaceProblem: null,
+    oldDataDir: '/srv/16/main',
+    newDataDir: '/srv/16/main-17',
+  };
   assert.deepEqual(rsyncBlockers(ok), []);
   assert.deepEqual(rsyncBlockers({ ...ok, linkMode: false, rsyncThere: false }), [
     'the primary is not upgraded in link mode',
     'rsync is not installed on the standby host',
   ]);
-  assert.match(rsyncBlockers({ ...ok, externalWal: '/wal/16' })[0]!, /WAL outside the data directory \(\/wal\/16\)/);
+  assert.deepEqual(rsyncBlockers({ ...ok, walProblem: 'no place' }), ['no place']);
+  assert.deepEqual(rsyncBlockers({ ...ok, oldDataDir: '/var/lib/postgresql/16/main', newDataDir: '/var/lib/postgresql/17/main/' }), [
+    "the primary's old and new data directories have the same name (main): rsync's transfer needs them named apart",
+  ]);
+});
+
+test("the new standby's WAL: inside when the old one's was, else beside the old WAL directory with pg_wal linking to it", () => {
+  const dirs = { oldDataDir: '/srv/16/replica', oldWaldir: null, newDataDir: '/srv/17/replica/', newWaldir: null };
+  assert.deepEqual(standbyWalPlacement(dirs), { dir: '/srv/17/replica/pg_wal', link: false });
+  const external = { ...dirs, oldWaldir: '/wal/16/replica', newWaldir: '/wal/17/replica' };
+  assert.deepEqual(standbyWalPlacement(external), { dir: '/wal/17/replica', link: true });
+  const problem = (over: Partial<StandbyWalDirs>) => {
+    const w = standbyWalPlacement({ ...external, ...over });
+    return 'problem' in w ? w.problem : '';
+  };
+  assert.match(problem({ oldWaldir: '../wal' }), /relative path \(\.\.\/wal\)/);
+  assert.match(problem({ newWaldir: null }), /no new directory/);
+  assert.match(problem({ newWaldir: '/wal/16/replica' }), /overlaps the old WAL directory/);
+  assert.match(problem({ newWaldir: '/wal/16/replica/new' }), /overlaps the old WAL directory/);
+  assert.match(problem({ newWaldir: '/wal', oldDataDir: '/data/16' }), /overlaps the old WAL directory/, 'a parent of the old WAL directory');
+  assert.match(problem({ newWaldir: '/srv/16/replica/pg_wal2' }), /overlaps the old data directory/);
+  assert.match(problem({ newWaldir: '/srv/17/replica/wal' }), /overlaps the new data directory \/srv\/17\/replica/);
+  assert.equal(problem({ newWaldir: '/srv/16/replica-wal' }), '', 'a sibling whose name starts alike is no overlap');
 });
 
 test("the standby settings written for rsync: the old conninfo's connection words, the new passfile, the slot", () => {
