@@ -225,7 +225,10 @@ describe('pgscale backup under faults', { skip: !isRoot() && 'the test bed runs 
         'the first Ctrl-C to start the undo',
         () =>
           existsSync(join(stateDir, 'runs')) &&
-          readdirSync(join(stateDir, 'runs')).some((id) => journal(stateDir, id).some((e) => e.type === 'run-interrupted')),
+          // a run directory exists a moment before its journal does
+          readdirSync(join(stateDir, 'runs')).some(
+            (id) => existsSync(join(stateDir, 'runs', id, 'journal.jsonl')) && journal(stateDir, id).some((e) => e.type === 'run-interrupted'),
+          ),
         60_000,
       );
       run.kill('SIGINT');

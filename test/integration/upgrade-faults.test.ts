@@ -238,10 +238,14 @@ describe(
      */
     const sigintRows: { at: string; code: number; message: RegExp; status: string; wayOut?: 'resume' | 'rollback' }[] = [
       { at: 'initdb:done', code: 130, message: /interrupted before any downtime: what run \S+ had done is undone/, status: 'rolled-back' },
+      { at: 'config:done', code: 130, message: /interrupted before any downtime: what run \S+ had done is undone/, status: 'rolled-back' },
       { at: 'precheck:done', code: 130, message: /interrupted before any downtime: what run \S+ had done is undone/, status: 'rolled-back' },
       { at: 'stop-old:done', code: 130, message: /interrupted; the journal of run \S+ is consistent/, status: 'interrupted', wayOut: 'rollback' },
       { at: 'pg_upgrade:done', code: 130, message: /interrupted; the journal of run \S+ is consistent/, status: 'interrupted', wayOut: 'resume' },
+      { at: 'start-new:done', code: 130, message: /interrupted; the journal of run \S+ is consistent/, status: 'interrupted', wayOut: 'resume' },
       { at: 'open:done', code: 130, message: /interrupted; the journal of run \S+ is consistent/, status: 'interrupted', wayOut: 'resume' },
+      { at: 'extensions:done', code: 130, message: /interrupted; the journal of run \S+ is consistent/, status: 'interrupted', wayOut: 'resume' },
+      { at: 'verify:done', code: 130, message: /interrupted; the journal of run \S+ is consistent/, status: 'interrupted', wayOut: 'resume' },
       { at: 'analyze:done', code: 0, message: /SIGINT: stopping at the next safe point/, status: 'completed' },
     ];
     for (const row of sigintRows) {
