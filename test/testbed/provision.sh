@@ -44,5 +44,7 @@ add_extensions() {
 for v in "${versions[@]}"; do
   build "$v"
   add_extensions "$v"
+  # the 16 tree's pg_resetwal is a script of ours: a cached tree gets the current one
+  [[ $v == 16 ]] && "$here/get-pg16.sh" "$DIR/pg16" "$DIR/pg17" --shim
   echo "$v $DIR/pg$v/bin"
 done
