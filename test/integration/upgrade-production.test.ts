@@ -126,6 +126,12 @@ async function upgradeUnderLoad(t: TestContext, mode: 'link' | 'copy'): Promise<
   // the connection block is gone and the old pg_hba.conf is as it was
   assert.equal(readFileSync(join(dirname(old.configPath), 'pg_hba.conf'), 'utf8'), hbaBefore);
   assert.equal(existsSync(join(old.pgdata, 'postmaster.pid')), false, 'the old cluster is stopped');
+  // 16 named its pg_hba.conf and pg_ident.conf in its own configuration directory: 17 reads copies of its own
+  for (const setting of ['hba_file', 'ident_file']) {
+    const file = await next.sql(`show ${setting}`);
+    assert.ok(!file.startsWith(dirname(old.configPath) + '/'), `${setting} ${file} is not the old cluster's`);
+    assert.ok(existsSync(file), `${setting} ${file} exists`);
+  }
   assert.ok(out.report.downtimeSeconds !== null && out.report.downtimeSeconds > 0);
   t.diagnostic(
     `${mode}: longest gap between acknowledged writes ${clients.longestGapMs} ms; pgscale's downtime ${out.report.downtimeSeconds} s; ${clients.acknowledged.length} writes, ${clients.errors} client errors`,
