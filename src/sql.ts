@@ -59,6 +59,10 @@ const REPLICATION_SETTINGS = `select current_setting('wal_level') as wal_level,
 /** The first key of pgscale's advisory locks ('pgsc'): no other application's locks are mistaken for them. */
 export const CLUSTER_LOCK_NAMESPACE = 0x70677363;
 
+/** Client sessions other than this one and pgscale's own lock session (which a stop ends anyway). */
+const otherClientSessions = `pid <> pg_backend_pid() and backend_type = 'client backend'
+  and pid not in (select pid from pg_locks where locktype = 'advisory' and classid = ${CLUSTER_LOCK_NAMESPACE}::oid)`;
+
 export const statements = {
   serverFacts: () =>
     rows<ServerFacts>(
@@ -219,9 +223,7 @@ export const statements = {
   terminateOtherSessions: () =>
     rows<{ terminated: number }>(
       'terminate other sessions',
-      `select count(pg_terminate_backend(pid))::int as terminated from pg_stat_activity
-        where pid <> pg_backend_pid() and backend_type = 'client backend'
-          and pid not in (select pid from pg_locks where locktype = 'advisory' and classid = ${CLUSTER_LOCK_NAMESPACE}::oid)`,
+      `select count(pg_terminate_backend(pid))::int as terminated from pg_stat_activity where ${otherClientSessions}`,
     ),
   /**
    * pgscale's lock on a cluster, held by a session for the length of a run: (namespace, key) in
@@ -326,11 +328,7 @@ export const statements = {
       `create table pgscale_upgrade_probe (at timestamptz); insert into pgscale_upgrade_probe values (now()); checkpoint; drop table pgscale_upgrade_probe`,
     ),
   /** Client sessions other than this one (after a termination they take a moment to go). */
-  otherSessions: () =>
-    rows<{ count: number }>(
-      'other sessions',
-      `select count(*)::int as count from pg_stat_activity where pid <> pg_backend_pid() and backend_type = 'client backend'`,
-    ),
+  otherSessions: () => rows<{ count: number }>('other sessions', `select count(*)::int as count from pg_stat_activity where ${otherClientSessions}`),
   /** Rules of pg_hba.conf the server could not parse (a reload keeps the old rules then). */
   hbaErrors: () => rows<{ line_number: number; error: string }>('pg_hba errors', 'select line_number, error from pg_hba_file_rules where error is not null'),
   systemIdentifier: () =>
