@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { bindir, createCluster, scratchDir, teardownAll } from './helpers/testbed.js';
+import { bindir, upgradeCommand, createCluster, scratchDir, teardownAll } from './helpers/testbed.js';
 import { cliEntry } from './helpers/paths.js';
 
 function pgscale(args: string[]): void {
@@ -27,21 +27,7 @@ await cluster.sql(`create extension pg_stat_statements;
                    create table orders as select g as id, md5(g::text) as ref, now() - g * interval '1 minute' as placed from generate_series(1, 50000) g;
                    create index on orders (ref);`);
 const work = scratchDir('pgscale-sandbox-');
-const upgrade = [
-  'upgrade',
-  '--pgdata',
-  cluster.pgdata,
-  '--old-bindir',
-  cluster.bindir,
-  '--new-bindir',
-  bindir(17),
-  '--to-version',
-  '17',
-  '--state-dir',
-  join(work, 'state'),
-  '--backup-to',
-  join(work, 'backup-before-17'),
-];
+const upgrade = upgradeCommand(cluster, { 'to-version': 17, 'state-dir': join(work, 'state'), 'backup-to': join(work, 'backup-before-17') });
 pgscale(['detect', '--pgdata', cluster.pgdata, '--bindir', cluster.bindir]);
 pgscale([...upgrade, '--dry-run']);
 pgscale([...upgrade, '--yes']);

@@ -127,6 +127,22 @@ function releaseLocksUnder(dir: string): void {
   }
 }
 
+/**
+ * A `pgscale upgrade` command line for a test cluster: its data directory and bindir, the new
+ * version's bindir (the --to-version's, else 17's, unless given), then the test's own flags in
+ * order: `true` for a flag without a value, `undefined` or `false` to leave one out.
+ */
+export function upgradeCommand(
+  old: { pgdata: string; bindir: string },
+  flags: Record<string, string | number | boolean | undefined> = {},
+  newBindir = bindir(Number(flags['to-version'] ?? 17)),
+): string[] {
+  const rest = Object.entries(flags).flatMap(([name, value]) =>
+    value === undefined || value === false ? [] : value === true ? [`--${name}`] : [`--${name}`, String(value)],
+  );
+  return ['upgrade', '--pgdata', old.pgdata, '--old-bindir', old.bindir, '--new-bindir', newBindir, ...rest];
+}
+
 const scratchTeardowns = new Map<string, Teardown>();
 
 /** Tears a scratch dir down now (servers using it stopped, its runs' locks released, removed) instead of at exit. */

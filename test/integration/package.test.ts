@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { packageAll } from '../../packaging/build.js';
 import type { DetectReport } from '../../src/detect.js';
 import { isRoot, type RunResult } from '../../src/runner.js';
-import { bindir, createCluster, runner, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
+import { upgradeCommand, createCluster, runner, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
 
 after(teardownAll);
 
@@ -118,21 +118,7 @@ describe('the packaged pgscale on a host without Node.js', { skip: !isRoot() && 
     const newDataDir = join(work, 'data-17');
     const stateDir = join(work, 'state');
     const res = await withoutNode([
-      'upgrade',
-      '--pgdata',
-      old.pgdata,
-      '--old-bindir',
-      old.bindir,
-      '--new-bindir',
-      bindir(17),
-      '--to-version',
-      '17',
-      '--new-pgdata',
-      newDataDir,
-      '--state-dir',
-      stateDir,
-      '--no-backup',
-      '--dry-run',
+      ...upgradeCommand(old, { 'to-version': 17, 'new-pgdata': newDataDir, 'state-dir': stateDir, 'no-backup': true, 'dry-run': true }),
     ]);
     assert.equal(res.exitCode, 0, show(res));
     assert.match(res.stdout, /^# pgscale plan: upgrade/m);

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { bindir, createCluster, freePort, mkdirOwned, removeScratchDir, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
+import { bindir, upgradeCommand, createCluster, freePort, mkdirOwned, removeScratchDir, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
 import { cliEntry, repoRoot } from '../helpers/paths.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { amcheckClean, datasetConf, datasetDb, loadDataset, smallDataset, tableChecksums, type Checksums } from '../helpers/dataset.js';
@@ -74,25 +74,10 @@ async function freshCase(t: (typeof templates)[number]): Promise<Case> {
   await old.start();
   const newDataDir = join(parent, 'data-17');
   const stateDir = join(parent, 'state');
-  const args = [
-    'upgrade',
-    '--pgdata',
-    pgdata,
-    '--old-bindir',
-    template.bindir,
-    '--new-bindir',
-    bindir(17),
-    '--to-version',
-    '17',
-    '--new-pgdata',
-    newDataDir,
-    '--mode',
-    'link',
-    '--no-backup',
-    '--state-dir',
-    stateDir,
-    '--yes',
-  ];
+  const args = upgradeCommand(
+    { pgdata, bindir: template.bindir },
+    { 'to-version': 17, 'new-pgdata': newDataDir, mode: 'link', 'no-backup': true, 'state-dir': stateDir, yes: true },
+  );
   return { old, baseline, newDataDir, stateDir, args };
 }
 

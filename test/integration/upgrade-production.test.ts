@@ -10,7 +10,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { bindir, createCluster, mkdirOwned, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
+import { bindir, upgradeCommand, createCluster, mkdirOwned, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { missingWrites, startWriter } from '../helpers/writer.js';
 import { treeSnapshot } from '../helpers/snapshot.js';
@@ -38,24 +38,7 @@ async function productionCluster(): Promise<TestCluster> {
 }
 
 function upgradeArgs(old: TestCluster, newDataDir: string, stateDir: string, mode: 'link' | 'copy', backup: 'none' | 'default' = 'none'): string[] {
-  return [
-    'upgrade',
-    '--pgdata',
-    old.pgdata,
-    '--old-bindir',
-    old.bindir,
-    '--new-bindir',
-    bindir(17),
-    '--to-version',
-    '17',
-    '--new-pgdata',
-    newDataDir,
-    '--mode',
-    mode,
-    ...(backup === 'none' ? ['--no-backup'] : []),
-    '--state-dir',
-    stateDir,
-  ];
+  return upgradeCommand(old, { 'to-version': 17, 'new-pgdata': newDataDir, mode, 'no-backup': backup === 'none', 'state-dir': stateDir });
 }
 
 /** The server on the old socket and port is a 17 whose postmaster runs from newDataDir with the old command-line options. */

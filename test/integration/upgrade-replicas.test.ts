@@ -23,6 +23,7 @@ import {
   stopAtTeardown,
   teardownAll,
   type TestCluster,
+  upgradeCommand,
 } from '../helpers/testbed.js';
 import { createHost, type TestHost } from '../helpers/hosts.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
@@ -70,24 +71,7 @@ for (const method of ['rebuild', 'rsync'] as const)
           await new Promise((r) => setTimeout(r, everyMs));
         }
       }
-      const upgradeArgs = () => [
-        'upgrade',
-        '--pgdata',
-        c.pgdata,
-        '--old-bindir',
-        c.bindir,
-        '--new-bindir',
-        bindir(17),
-        '--to-version',
-        '17',
-        '--new-pgdata',
-        newDataDir,
-        '--mode',
-        'link',
-        '--no-backup',
-        '--state-dir',
-        stateDir,
-      ];
+      const upgradeArgs = () => upgradeCommand(c, { 'to-version': 17, 'new-pgdata': newDataDir, mode: 'link', 'no-backup': true, 'state-dir': stateDir });
       const hba = () => readFileSync(join(c.pgdata, 'pg_hba.conf'), 'utf8');
 
       before(async () => {

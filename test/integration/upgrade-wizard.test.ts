@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, lstatSync, readFileSync, readlinkSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { bindir, createCluster, createLoopVolume, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
+import { bindir, upgradeCommand, createCluster, createLoopVolume, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
 import { cliEntry } from '../helpers/paths.js';
 import { hasTmux, killTmux, Terminal } from '../helpers/terminal.js';
 import { runCli } from '../helpers/cli.js';
@@ -45,19 +45,7 @@ describe('pgscale upgrade wizard in a real terminal', { skip: (!isRoot() && 'loo
       const newDataDir = join(work, 'pg17', 'main');
       const waldir = join(walVolume.mountPoint, 'pg_wal');
       const backup = join(work, 'backup');
-      const term = Terminal.start('complete', [
-        process.execPath,
-        cliEntry,
-        'upgrade',
-        '--pgdata',
-        old.pgdata,
-        '--old-bindir',
-        old.bindir,
-        '--new-bindir',
-        bindir(17),
-        '--state-dir',
-        join(work, 'state'),
-      ]);
+      const term = Terminal.start('complete', [process.execPath, cliEntry, ...upgradeCommand(old, { 'state-dir': join(work, 'state') })]);
       try {
         assert.match(await term.answer(/^\? Target version\?/, 'Enter'), /Target version/);
         assert.match(term.screen(), /✔ Target version\? 17/);
@@ -118,19 +106,7 @@ describe('pgscale upgrade wizard in a real terminal', { skip: (!isRoot() && 'loo
       const work = scratchDir('pgscale-wizard-');
       const stateDir = join(work, 'state');
       const defaultNew = join(dirname(old.pgdata), 'data-17');
-      const term = Terminal.start('decline', [
-        process.execPath,
-        cliEntry,
-        'upgrade',
-        '--pgdata',
-        old.pgdata,
-        '--old-bindir',
-        old.bindir,
-        '--new-bindir',
-        bindir(17),
-        '--state-dir',
-        stateDir,
-      ]);
+      const term = Terminal.start('decline', [process.execPath, cliEntry, ...upgradeCommand(old, { 'state-dir': stateDir })]);
       let screen: string;
       try {
         await term.answer(/^\? Target version\?/, 'Enter');

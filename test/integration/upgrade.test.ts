@@ -11,7 +11,19 @@ import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { bindir, createCluster, createLoopVolume, freePort, mkdirOwned, runner, scratchDir, serverUser, teardownAll, TestCluster } from '../helpers/testbed.js';
+import {
+  bindir,
+  upgradeCommand,
+  createCluster,
+  createLoopVolume,
+  freePort,
+  mkdirOwned,
+  runner,
+  scratchDir,
+  serverUser,
+  teardownAll,
+  TestCluster,
+} from '../helpers/testbed.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { amcheckClean, datasetConf, datasetDb, loadDataset, removedInConf, smallDataset, tableChecksums } from '../helpers/dataset.js';
 import { isRoot } from '../../src/runner.js';
@@ -122,23 +134,14 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
   const newDataDir = join(dirname(old.pgdata), `data-${k.to}`);
   const waldir = walVolume ? join(walVolume.mountPoint, 'pg_wal') : undefined;
   const stateDir = join(work, 'state');
-  const args = [
-    'upgrade',
-    '--pgdata',
-    old.pgdata,
-    '--old-bindir',
-    old.bindir,
-    '--new-bindir',
-    bindir(k.to),
-    '--to-version',
-    String(k.to),
-    '--mode',
-    k.mode,
-    '--state-dir',
-    stateDir,
-    ...(waldir ? ['--waldir', waldir] : []),
-    ...(k.viaPlanFile ? ['--backup-to', join(work, 'backup')] : ['--no-backup']),
-  ];
+  const args = upgradeCommand(old, {
+    'to-version': k.to,
+    mode: k.mode,
+    'state-dir': stateDir,
+    waldir,
+    'backup-to': k.viaPlanFile ? join(work, 'backup') : undefined,
+    'no-backup': !k.viaPlanFile,
+  });
 
   const incompatible = await schemaRestoreIncompatibility(old, k.to);
   if (incompatible) return failedUpgradeRollsBack(t, k, old, before, args, stateDir, newDataDir, incompatible);
@@ -305,19 +308,7 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
   });
 
   const base = (extra: string[], o: { newDataDir?: string } = {}) => [
-    'upgrade',
-    '--pgdata',
-    old.pgdata,
-    '--old-bindir',
-    old.bindir,
-    '--new-bindir',
-    bindir(17),
-    '--new-pgdata',
-    o.newDataDir ?? newDataDir,
-    '--state-dir',
-    stateDir,
-    '--no-backup',
-    '--yes',
+    ...upgradeCommand(old, { 'new-pgdata': o.newDataDir ?? newDataDir, 'state-dir': stateDir, 'no-backup': true, yes: true }),
     ...extra,
   ];
 
@@ -356,23 +347,9 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
   });
 
   test('a --new-bindir that does not exist: bad input (2)', async () => {
-    const r = await runCli([
-      'upgrade',
-      '--pgdata',
-      old.pgdata,
-      '--old-bindir',
-      old.bindir,
-      '--new-bindir',
-      '/nonexistent/pg17/bin',
-      '--to-version',
-      '17',
-      '--new-pgdata',
-      newDataDir,
-      '--state-dir',
-      stateDir,
-      '--no-backup',
-      '--yes',
-    ]);
+    const r = await runCli(
+      upgradeCommand(old, { 'to-version': 17, 'new-pgdata': newDataDir, 'state-dir': stateDir, 'no-backup': true, yes: true }, '/nonexistent/pg17/bin'),
+    );
     await assertNothingChanged(r, 2, /\/nonexistent\/pg17\/bin has no executable "postgres"/);
   });
 
@@ -459,23 +436,12 @@ describe('pgscale upgrade: bad input is refused and nothing changes', { skip: !i
     await standby.start();
     assert.equal(await standby.sql('select pg_is_in_recovery()'), 't');
     const standbyNew = join(parent, 'data-17');
-    const r = await runCli([
-      'upgrade',
-      '--pgdata',
-      standbyDir,
-      '--old-bindir',
-      old.bindir,
-      '--new-bindir',
-      bindir(17),
-      '--to-version',
-      '17',
-      '--new-pgdata',
-      standbyNew,
-      '--state-dir',
-      stateDir,
-      '--no-backup',
-      '--yes',
-    ]);
+    const r = await runCli(
+      upgradeCommand(
+        { pgdata: standbyDir, bindir: old.bindir },
+        { 'to-version': 17, 'new-pgdata': standbyNew, 'state-dir': stateDir, 'no-backup': true, yes: true },
+      ),
+    );
     assert.equal(r.code, 3, fail('standby', r));
     assert.match(r.stderr, /is a standby: upgrade the primary, then rebuild the standbys from it/);
     assert.ok(running(standbyDir));
