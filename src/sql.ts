@@ -56,6 +56,19 @@ const REPLICATION_SETTINGS = `select current_setting('wal_level') as wal_level,
               pg_is_in_recovery() as in_recovery,
               (select sum(pg_database_size(oid)) from pg_database)::text as database_bytes`;
 
+/** A row of pg_settings as `allSettings` reads it. */
+export interface SettingRow {
+  name: string;
+  setting: string | null;
+  unit: string | null;
+  source: string;
+  sourcefile: string | null;
+  sourceline: number | null;
+  pending_restart: boolean;
+  context: string;
+  boot_val: string | null;
+}
+
 /** The first key of pgscale's advisory locks ('pgsc'): no other application's locks are mistaken for them. */
 export const CLUSTER_LOCK_NAMESPACE = 0x70677363;
 
@@ -156,17 +169,10 @@ export const statements = {
     ),
   /** Every server setting as the server runs it, with where its value came from (tune's effective configuration). */
   allSettings: () =>
-    rows<{
-      name: string;
-      setting: string | null;
-      unit: string | null;
-      source: string;
-      sourcefile: string | null;
-      sourceline: number | null;
-      pending_restart: boolean;
-      context: string;
-      boot_val: string | null;
-    }>('all settings', 'select name, setting, unit, source, sourcefile, sourceline, pending_restart, context, boot_val from pg_settings order by name'),
+    rows<SettingRow>(
+      'all settings',
+      'select name, setting, unit, source, sourcefile, sourceline, pending_restart, context, boot_val from pg_settings order by name',
+    ),
   /** Lines of the configuration files the server could not apply at the last reload (bad values, unknown names). */
   configFileErrors: () =>
     rows<{ sourcefile: string | null; sourceline: number | null; name: string | null; error: string }>(

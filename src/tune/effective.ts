@@ -16,6 +16,7 @@ import { badInput } from '../errors.js';
 import { findSetting } from '../gucCatalog/catalog.js';
 import type { GucCatalog, GucDefinition } from '../gucCatalog/types.js';
 import { formatValue, fromBaseUnits, parseSetting, valueKindOf, type GucValue } from '../gucCatalog/values.js';
+import type { SettingRow } from '../sql.js';
 
 /** Reads configuration files: the real filesystem, or planned contents laid over it. */
 export interface FileSource {
@@ -104,18 +105,8 @@ export function readConfigFiles(path: string, source: FileSource, files: string[
   return out;
 }
 
-/** A row of pg_settings, as src/sql.ts `allSettings` returns it. */
-export interface ServerSetting {
-  name: string;
-  setting: string | null;
-  unit: string | null;
-  source: string;
-  sourcefile: string | null;
-  sourceline: number | null;
-  pending_restart: boolean;
-  context: string;
-  boot_val?: string | null;
-}
+/** A row of pg_settings as src/sql.ts `allSettings` returns it (boot_val may be absent where a test or fixture builds one). */
+export type ServerSetting = Omit<SettingRow, 'boot_val'> & Partial<Pick<SettingRow, 'boot_val'>>;
 
 /**
  * Where a setting's effective value comes from:
