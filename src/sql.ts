@@ -876,6 +876,15 @@ async function audited<T>(audit: AuditSink | undefined, target: string, st: Stat
 /** `pg` is loaded on first use: commands that never connect (help, detect of a stopped cluster) start faster. */
 const loadPg = async (): Promise<typeof pg> => (await import('pg')).default;
 
+/**
+ * libpq's password file (PGPASSFILE or ~/.pgpass), looked up for a connection without a password:
+ * `pg` still does this itself but warns on stderr that it will stop (pg 9), so the lookup is ours.
+ */
+async function passwordFromPassfile(params?: unknown): Promise<string | undefined> {
+  const { default: lookup } = await import('pgpass');
+  return new Promise((resolve) => lookup(params, resolve));
+}
+
 /** A `pg` client connection. */
 export class PgDb implements Db {
   private constructor(
@@ -893,7 +902,8 @@ export class PgDb implements Db {
       // libpq's default role is the effective OS user, not $USER (which may be unset or another user's under su/setpriv)
       user: settings.user ?? currentUser().name,
       database: settings.database ?? 'postgres',
-      password: settings.password,
+      // pg calls it with its connection parameters; undefined means no password (its types omit that)
+      password: settings.password ?? (passwordFromPassfile as () => Promise<string>),
       application_name: 'pgscale',
       connectionTimeoutMillis: 10_000,
     });
