@@ -118,6 +118,9 @@ export function judgeRestoreClient(program: string, dumpedWith: VersionFact, cli
       );
 }
 
+/** "17.6" of "17.6 (Debian 17.6-1.pgdg120+1)": the packager's suffix says nothing a restore needs. */
+const shortVersion = (version: string) => version.split(' ')[0]!;
+
 /** How many of the failed statements' lines an error shows. */
 const shownFailures = 3;
 
@@ -364,7 +367,7 @@ export const restoreLoadStep = defineStep<RestoreParams>({
         ? check.pass('backup verified', 'verified when it was made')
         : check.fail('backup verified', `${p.source} was never verified`, `check it with \`pgscale backup verify ${p.source}\``),
     );
-    const source: VersionFact = { major: Math.floor(manifest.serverVersionNum / 10000), version: manifest.serverVersion };
+    const source: VersionFact = { major: Math.floor(manifest.serverVersionNum / 10000), version: shortVersion(manifest.serverVersion) };
     if (p.method === 'parallel') {
       // the dump is read by pg_restore of the target's bindir (--to) or of the client bindir (a running server)
       const bindir = p.target.kind === 'pgdata' ? p.target.bindir : p.target.access.bindir;
@@ -393,7 +396,7 @@ export const restoreLoadStep = defineStep<RestoreParams>({
       const target = await probeBindir(ctx.runner, t.bindir, 'explicit').catch(() => undefined);
       out.push(
         target
-          ? judgeRestoreVersion(p.method, source, { ...target, what: `postgres -V of ${t.bindir}` })
+          ? judgeRestoreVersion(p.method, source, { major: target.major, version: shortVersion(target.version), what: `postgres -V of ${t.bindir}` })
           : check.fail('server version', `no working postgres in ${t.bindir}`, 'pass --bindir'),
       );
       const parent = realish(dirname(t.pgdata));
@@ -428,7 +431,7 @@ export const restoreLoadStep = defineStep<RestoreParams>({
         out.push(
           judgeRestoreVersion(p.method, source, {
             major: Math.floor(version[0]!.server_version_num / 10000),
-            version: version[0]!.server_version,
+            version: shortVersion(version[0]!.server_version),
             what: `server_version of ${describeTarget(p.target)}`,
           }),
         );
