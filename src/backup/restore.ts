@@ -210,6 +210,7 @@ async function feedPsql(
   reader: Invocation,
   database: string,
   manifest: BackupManifest,
+  runningServer: boolean,
   relocation?: Map<string, string>,
 ): Promise<string[]> {
   const read = ctx.runner.stream({ ...reader, signal: ctx.signal, onStart: ctx.trackProcess });
@@ -228,9 +229,20 @@ async function feedPsql(
   if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
   if (rr.exitCode !== 0) throw new PgscaleError(`${basename(reader.program)} failed: ${rr.stderr.trim().slice(-500)}`, ExitCode.FailedAfterChange);
   if (pr.exitCode !== 0) throw new PgscaleError(`psql failed: ${pr.stderr.trim().slice(-500)}`, ExitCode.FailedAfterChange);
-  // the bootstrap superuser exists in any target: its CREATE ROLE fails harmlessly (its ALTER ROLE follows)
-  const expected = `ERROR:  role "${manifest.shape?.superuser ?? ''}" already exists`;
-  return errorLines(pr.stderr).filter((l) => !l.endsWith(expected));
+  return errorLines(pr.stderr).filter((l) => !isExpectedFailure(l, manifest, runningServer));
+}
+
+/**
+ * The statements of a dump that fail harmlessly: the bootstrap superuser's CREATE ROLE (it exists
+ * in any target; its ALTER ROLE follows) and, in a running server (where locations are not
+ * relocated), the CREATE TABLESPACE of a tablespace the DBA created there beforehand.
+ */
+export function isExpectedFailure(line: string, manifest: Pick<BackupManifest, 'shape'>, runningServer: boolean): boolean {
+  // the server quotes names without escaping: a name may hold a double quote
+  const m = /ERROR: {2}(role|tablespace) "(.*)" already exists$/.exec(line);
+  if (!m) return false;
+  const name = m[2]!;
+  return m[1] === 'role' ? name === manifest.shape?.superuser : runningServer && (manifest.shape?.tablespaces ?? []).some((t) => t.name === name);
 }
 
 /**
@@ -248,7 +260,7 @@ async function loadParallel(ctx: StepContext, access: ClusterAccess, p: RestoreP
     ctx.progress.message(`database ${k + 1} of ${dbs.length}: ${d.name}`);
     if (peer) {
       const script = clientInvocation({ ...access, runAs: null }, 'pg_restore', [...(create ? ['-C'] : []), '-f', '-', dir]);
-      errors.push(...(await feedPsql(ctx, access, script, create ? 'postgres' : d.name, manifest)).map((l) => `${d.name}: ${l}`));
+      errors.push(...(await feedPsql(ctx, access, script, create ? 'postgres' : d.name, manifest, true)).map((l) => `${d.name}: ${l}`));
       continue;
     }
     // with -C the dump creates its database (connecting first to postgres); otherwise the name is postgres or template1
@@ -506,7 +518,15 @@ export const restoreLoadStep = defineStep<RestoreParams>({
     );
     const errors = await withTarget(ctx, p, manifest, async (access) => {
       if (p.method === 'physical') return [];
-      const found = await feedPsql(ctx, access, decompressArgv(manifest.compression, join(p.source, manifest.dumpFile!)), 'postgres', manifest, relocation);
+      const found = await feedPsql(
+        ctx,
+        access,
+        decompressArgv(manifest.compression, join(p.source, manifest.dumpFile!)),
+        'postgres',
+        manifest,
+        p.target.kind === 'server',
+        relocation,
+      );
       if (p.method === 'parallel') found.push(...(await loadParallel(ctx, access, p, manifest, p.target.kind === 'server' && Boolean(access.runAs))));
       return found;
     });

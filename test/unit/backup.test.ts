@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { baseBackupCompression, exactPattern, jobShares, pgDumpCompression, runWeighted } from '../../src/backup/methods.js';
-import { errorLines, failedStatements, judgeRestoreClient, judgeRestoreVersion, TablespaceRelocation } from '../../src/backup/restore.js';
+import { errorLines, failedStatements, isExpectedFailure, judgeRestoreClient, judgeRestoreVersion, TablespaceRelocation } from '../../src/backup/restore.js';
 import { toolFits, toolNeed, type BackupManifest } from '../../src/backup/archive.js';
 import { ExitCode } from '../../src/errors.js';
 import { backupTimes, compareRowCounts, judgeDatabases } from '../../src/backup/steps.js';
@@ -220,4 +220,14 @@ test('backup verify: which pg_restore or pg_verifybackup reads a backup', () => 
     [true, true],
   );
   assert.equal(toolNeed(m('physical', 17, '17.6')), 'pg_verifybackup of PostgreSQL 17');
+});
+
+test('the failures a restore expects: the bootstrap superuser exists; in a running server, a tablespace the DBA created', () => {
+  const manifest = { shape: { superuser: 'postgres', tablespaces: [{ name: 'co"ld', location: '/x' }] } } as unknown as BackupManifest;
+  assert.equal(isExpectedFailure('psql:<stdin>:3: ERROR:  role "postgres" already exists', manifest, false), true);
+  assert.equal(isExpectedFailure('psql:<stdin>:4: ERROR:  role "app" already exists', manifest, false), false);
+  assert.equal(isExpectedFailure('psql:<stdin>:9: ERROR:  tablespace "co"ld" already exists', manifest, true), true);
+  assert.equal(isExpectedFailure('psql:<stdin>:9: ERROR:  tablespace "co"ld" already exists', manifest, false), false, 'a new data directory has none');
+  assert.equal(isExpectedFailure('psql:<stdin>:9: ERROR:  tablespace "other" already exists', manifest, true), false);
+  assert.equal(isExpectedFailure('psql:<stdin>:9: ERROR:  relation "postgres" already exists', manifest, true), false);
 });
