@@ -125,35 +125,32 @@ describe('backup restore across versions, and failed statements', { skip: !isRoo
   });
 
   test('backup verify without --bindir finds the client programs the manifest records (the test bed is outside the standard locations) and says which', async () => {
-    for (const method of ['parallel', 'physical'] as const) {
-      const dir = join(work, `b17-${method}`);
-      const program = method === 'parallel' ? 'pg_restore' : 'pg_verifybackup';
-      const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as BackupManifest;
-      assert.equal(m.clientBindir, bindir(17), 'the manifest records the client bindir');
-      const res = await runCli(['backup', 'verify', dir]);
-      assert.equal(res.code, 0, res.stdout + res.stderr);
-      assert.match(res.stdout, new RegExp(`^ok: .*; read with ${lit(join(bindir(17), program))} 17\\.\\d+ \\(from the manifest\\)$`, 'm'));
-    }
+    // (pg_verifybackup of a physical backup is found the same way: backup-methods verifies one without --bindir)
+    const dir = join(work, 'b17-parallel');
+    const manifestPath = join(dir, 'manifest.json');
+    const recorded = JSON.parse(readFileSync(manifestPath, 'utf8')) as BackupManifest;
+    assert.equal(recorded.clientBindir, bindir(17), 'the manifest records the client bindir');
+    const res = await runCli(['backup', 'verify', dir]);
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.match(res.stdout, new RegExp(`^ok: .*; read with ${lit(join(bindir(17), 'pg_restore'))} 17\\.\\d+ \\(from the manifest\\)$`, 'm'));
 
     // the recorded bindir gone, and no 17 or later installed in a standard place: bad input with the fix
     const standard = await findInstallations(runner);
     if (standard.some((i) => i.major >= 17)) return;
-    const manifestPath = join(work, 'b17-parallel', 'manifest.json');
-    const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as BackupManifest;
-    writeFileSync(manifestPath, JSON.stringify({ ...m, clientBindir: join(work, 'gone') }));
+    writeFileSync(manifestPath, JSON.stringify({ ...recorded, clientBindir: join(work, 'gone') }));
     try {
-      const missing = await runCli(['backup', 'verify', join(work, 'b17-parallel')]);
+      const missing = await runCli(['backup', 'verify', dir]);
       assert.equal(missing.code, 2, missing.stdout + missing.stderr);
       assert.match(
         missing.stderr,
         new RegExp(`no pg_restore of PostgreSQL 17 or later found to check the parallel backup with \\(tried ${lit(join(work, 'gone'))}/pg_restore`),
       );
       assert.match(missing.stderr, /hint: pass --bindir DIR \(the bindir of PostgreSQL 17 or later\)/);
-      const given = await runCli(['backup', 'verify', join(work, 'b17-parallel'), '--bindir', bindir(18), '--json']);
+      const given = await runCli(['backup', 'verify', dir, '--bindir', bindir(18), '--json']);
       assert.equal(given.code, 0, given.stdout + given.stderr);
       assert.equal(parseJson<{ checkedWith: { from: string } }>(given).checkedWith.from, '--bindir');
     } finally {
-      writeFileSync(manifestPath, JSON.stringify(m, null, 2) + '\n');
+      writeFileSync(manifestPath, JSON.stringify(recorded, null, 2) + '\n');
     }
   });
 });
