@@ -1,8 +1,7 @@
 import { Args } from '@oclif/core';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { PgscaleCommand } from '../../src/command.js';
-import { checkArchive, methodOf, readManifest, type ArchiveCheck } from '../../src/backup/archive.js';
-import { findInstallations } from '../../src/cluster/installations.js';
+import { checkArchive, findCheckTool, methodOf, readManifest, type ArchiveCheck, type ChosenTool } from '../../src/backup/archive.js';
 import { ExitCode, PgscaleError, badInput } from '../../src/errors.js';
 import { existsSync, statSync } from 'node:fs';
 import { formatBytes } from '../../src/format.js';
@@ -21,7 +20,7 @@ export default class BackupVerify extends PgscaleCommand<typeof BackupVerify> {
     "Re-check an existing backup: every file against the manifest, the dump decompressed in full, and the method's own check (pg_restore --list, pg_verifybackup).";
   static override args = { dir: Args.string({ description: 'Backup directory (holding manifest.json).', required: true }) };
 
-  async run(): Promise<ArchiveCheck & { dir: string }> {
+  async run(): Promise<ArchiveCheck & { dir: string; checkedWith: ChosenTool | null }> {
     const { args } = await this.parse(BackupVerify);
     const dir = resolve(args.dir);
     const kind = pathKind(dir);
@@ -46,22 +45,10 @@ export default class BackupVerify extends PgscaleCommand<typeof BackupVerify> {
       );
     }
     const manifest = readManifest(dir);
-    const installations = await findInstallations(this.runner, this.flags.bindir ? [this.flags.bindir] : []);
-    const major = Math.floor(manifest.serverVersionNum / 10000);
-    const tools = {
-      restoreBindir: installations.find((i) => i.major >= major)?.bindir,
-      // pg_verifybackup reads a physical backup of its own major; from 18 on, any later one reads its tars too
-      verifyBindir: installations.find((i) => i.major === major || (major >= 18 && i.major >= major))?.bindir,
-    };
-    // a missing program says nothing about the backup: bad input, never "damaged"
+    // a missing program says nothing about the backup: bad input (with the fix), never "damaged"
+    const tool = await findCheckTool(this.runner, manifest, this.flags.bindir);
     const method = methodOf(manifest);
-    if (method === 'parallel' && !tools.restoreBindir)
-      throw badInput(
-        `no pg_restore of PostgreSQL ${major} or later found to read ${dir} with`,
-        'pass --bindir DIR (the bindir of PostgreSQL ' + major + ' or later)',
-      );
-    if (method === 'physical' && !tools.verifyBindir)
-      throw badInput(`no pg_verifybackup of PostgreSQL ${major} found to check ${dir} with`, `pass --bindir DIR (the bindir of PostgreSQL ${major})`);
+    const tools = tool ? (method === 'parallel' ? { restoreBindir: dirname(tool.path) } : { verifyBindir: dirname(tool.path) }) : {};
     const result = await checkArchive(dir, manifest, this.runner, undefined, tools);
     if (!result.ok)
       throw new PgscaleError(
@@ -71,8 +58,8 @@ export default class BackupVerify extends PgscaleCommand<typeof BackupVerify> {
       );
     const held = manifest.databases.filter((d) => d.dumped !== false);
     this.log(
-      `ok: ${dir}: ${methodOf(manifest)} backup, ${formatBytes(result.compressedBytes)}${result.uncompressedBytes ? ` (dump ${formatBytes(result.uncompressedBytes)} decompressed)` : ''}, every checksum matches (PostgreSQL ${manifest.serverVersion}, ${held.length} of ${manifest.databases.length} databases held)`,
+      `ok: ${dir}: ${methodOf(manifest)} backup, ${formatBytes(result.compressedBytes)}${result.uncompressedBytes ? ` (dump ${formatBytes(result.uncompressedBytes)} decompressed)` : ''}, every checksum matches (PostgreSQL ${manifest.serverVersion}, ${held.length} of ${manifest.databases.length} databases held)${tool ? `; read with ${tool.path} ${tool.version} (${tool.from === 'installed' ? 'an installation found' : `from ${tool.from}`})` : ''}`,
     );
-    return { dir, ...result };
+    return { dir, ...result, checkedWith: tool ?? null };
   }
 }

@@ -9,7 +9,9 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ExitCode, PgscaleError, badInput, refused } from '../errors.js';
 import { describeFailure, type OsUser, type Runner } from '../runner.js';
+import { findInstallations } from '../cluster/installations.js';
 import { compressedSuffix, decompressArgv, type CompressionSpec } from './compression.js';
+import { programVersion } from './methods.js';
 
 export const manifestName = 'manifest.json';
 export const dumpBaseName = 'dumpall.sql';
@@ -65,6 +67,8 @@ export interface BackupManifest {
   serverVersionNum: number;
   /** Version of the client programs that made it (pg_dumpall, pg_dump or pg_basebackup). */
   pgDumpallVersion: string;
+  /** Their bindir (absent in manifests written before it was recorded): where `backup verify` looks first. */
+  clientBindir?: string;
   databases: DatabaseEntry[];
   /** Databases left out by name (--exclude-database). */
   excludedDatabases?: string[];
@@ -164,6 +168,69 @@ export interface ArchiveTools {
   verifyBindir?: string;
 }
 
+/** A bindir that may hold the client program a check needs, and why it is a candidate. */
+export interface ToolCandidate {
+  bindir: string;
+  from: '--bindir' | 'the manifest' | 'installed';
+}
+
+/** A client program found to check a backup with. */
+export interface ChosenTool {
+  [key: string]: string | number;
+  path: string;
+  version: string;
+  major: number;
+  from: ToolCandidate['from'];
+}
+
+/** The program a backup's method-specific check runs, if any. */
+export const checkProgram = (m: BackupManifest): 'pg_restore' | 'pg_verifybackup' | undefined =>
+  methodOf(m) === 'parallel' ? 'pg_restore' : methodOf(m) === 'physical' ? 'pg_verifybackup' : undefined;
+
+/**
+ * Which versions of the check program read this backup: pg_restore at least as new as the pg_dump
+ * that wrote it; pg_verifybackup of the server's major (from 18 on, any later one reads its tars too).
+ */
+export function toolFits(m: BackupManifest, major: number): boolean {
+  const serverMajor = Math.floor(m.serverVersionNum / 10000);
+  if (methodOf(m) === 'parallel') return major >= Number(/^(\d+)/.exec(m.pgDumpallVersion)?.[1] ?? serverMajor);
+  return major === serverMajor || (serverMajor >= 18 && major >= serverMajor);
+}
+
+/** What the check program must be, in words (for the error when none is found). */
+export function toolNeed(m: BackupManifest): string {
+  const serverMajor = Math.floor(m.serverVersionNum / 10000);
+  if (methodOf(m) === 'parallel') return `pg_restore of PostgreSQL ${/^(\d+)/.exec(m.pgDumpallVersion)?.[1] ?? serverMajor} or later`;
+  return `pg_verifybackup of PostgreSQL ${serverMajor}${serverMajor >= 18 ? ' or later' : ''}`;
+}
+
+/**
+ * Finds the client program a backup's check needs: --bindir first, then the bindir the manifest
+ * records as the one that made it, then every installation found (installations.ts, newest first);
+ * the first whose version fits is used. Undefined when the method needs none.
+ */
+export async function findCheckTool(runner: Runner, m: BackupManifest, explicit: string | undefined): Promise<ChosenTool | undefined> {
+  const program = checkProgram(m);
+  if (!program) return undefined;
+  const candidates: ToolCandidate[] = [
+    ...(explicit ? [{ bindir: explicit, from: '--bindir' as const }] : []),
+    ...(m.clientBindir ? [{ bindir: m.clientBindir, from: 'the manifest' as const }] : []),
+    ...(await findInstallations(runner)).map((i) => ({ bindir: i.bindir, from: 'installed' as const })),
+  ];
+  const tried: string[] = [];
+  for (const c of candidates) {
+    const path = join(c.bindir, program);
+    if (tried.includes(path)) continue;
+    tried.push(path);
+    const v = await programVersion(runner, path);
+    if (v && toolFits(m, v.major)) return { path, version: v.version, major: v.major, from: c.from };
+  }
+  throw badInput(
+    `no ${toolNeed(m)} found to check the ${methodOf(m)} backup with (tried ${tried.length ? tried.join(', ') : 'no bindir: none is installed in a standard place'})`,
+    `pass --bindir DIR (the bindir of ${toolNeed(m).replace(/^\S+ of /, '')})`,
+  );
+}
+
 function modeProblem(dir: string, path: string): string | undefined {
   const mode = statSync(join(dir, path)).mode & 0o777;
   return mode & 0o077 ? `${path} is readable by others (mode ${mode.toString(8)}); backups must be 0600` : undefined;
@@ -231,8 +298,7 @@ async function methodProof(dir: string, manifest: BackupManifest, runner: Runner
  * tars are unpacked beside the backup, checked with WAL parsing, and the copy removed.
  */
 async function verifyPhysical(dir: string, runner: Runner, signal: AbortSignal | undefined, bindir: string): Promise<string[]> {
-  const version = await runner.run({ program: join(bindir, 'pg_verifybackup'), args: ['--version'] });
-  const major = Number(/\(PostgreSQL\) (\d+)/.exec(version.stdout)?.[1] ?? 0);
+  const major = (await programVersion(runner, join(bindir, 'pg_verifybackup')))?.major ?? 0;
   const base = join(dir, physicalDir);
   let target = base;
   const copy = `${dir}.verify-copy`;

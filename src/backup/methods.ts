@@ -7,7 +7,7 @@ import { chmodSync, chownSync, lstatSync, readdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { clientInvocation, type ClusterAccess } from '../cluster/access.js';
-import { isRoot, type Invocation, type OsUser, type Runner } from '../runner.js';
+import { isRoot, type Invocation, type OsUser, type RunResult, type Runner } from '../runner.js';
 import type { CompressionSpec } from './compression.js';
 
 export interface ClientVersion {
@@ -17,7 +17,15 @@ export interface ClientVersion {
 
 /** `PROGRAM --version` of the client bindir, or undefined when it does not run. */
 export async function clientVersion(runner: Runner, access: ClusterAccess, program: string): Promise<ClientVersion | undefined> {
-  const res = await runner.run(clientInvocation(access, program, ['--version']));
+  return parseClientVersion(await runner.run(clientInvocation(access, program, ['--version'])));
+}
+
+/** `PATH --version` of a client program outside any connection (pg_restore, pg_verifybackup of some bindir), or undefined. */
+export async function programVersion(runner: Runner, path: string): Promise<ClientVersion | undefined> {
+  return parseClientVersion(await runner.run({ program: path, args: ['--version'] }));
+}
+
+function parseClientVersion(res: RunResult): ClientVersion | undefined {
   const m = /\(PostgreSQL\) (\d+)(?:\.\d+)?\S*/.exec(res.stdout);
   return res.exitCode === 0 && m ? { version: m[0].replace('(PostgreSQL) ', ''), major: Number(m[1]) } : undefined;
 }

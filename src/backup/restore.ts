@@ -10,6 +10,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, wr
 import { basename, dirname, join } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { redact } from '../audit.js';
 import { clientInvocation, withDb, type ClusterAccess } from '../cluster/access.js';
 import { probeBindir } from '../cluster/installations.js';
 import { initdb, ownedDir, startPrivateServer, stopLeftoverServer, type PrivateServer } from '../cluster/scratch.js';
@@ -20,11 +21,12 @@ import { userByName } from '../osUser.js';
 import { writeFileAtomic } from '../pipeline/journal.js';
 import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext } from '../pipeline/step.js';
-import type { Invocation, OsUser } from '../runner.js';
+import { describeFailure, type Invocation, type OsUser } from '../runner.js';
 import { statements } from '../sql.js';
 import { initdbArguments } from '../upgrade/decide.js';
 import { databaseDumpDir, methodOf, physicalDir, readManifest, untar, type BackupManifest, type BackupMethod } from './archive.js';
 import { decompressArgv } from './compression.js';
+import { programVersion } from './methods.js';
 import { compareRowCounts, estimateBackupSeconds, tableRowCounts } from './steps.js';
 
 /** A new data directory, created and loaded here, left stopped. */
@@ -73,6 +75,72 @@ const privateDir = (t: DataDirTarget) => join(dirname(t.pgdata), `.${basename(t.
 
 /** Tablespace k of the manifest goes to DIR/ts-k (names may hold anything; positions are stable). */
 const relocatedTablespace = (t: DataDirTarget, k: number) => join(t.tablespaceDir, `ts-${k}`);
+
+/** A PostgreSQL version as a restore sees it: its major and the version string shown. */
+export interface VersionFact {
+  major: number;
+  version: string;
+}
+
+/**
+ * Which targets a backup restores into: a logical dump (dumpall, parallel) into its own major or a
+ * newer one (pg_dump's output is not meant for older servers: statements fail); a physical copy
+ * into its own major only (the data files are of that major).
+ */
+export function judgeRestoreVersion(method: BackupMethod, source: VersionFact, target: VersionFact & { what: string }): CheckResult {
+  const fits = method === 'physical' ? target.major === source.major : target.major >= source.major;
+  if (fits) return check.pass('server version', `PostgreSQL ${target.version} (${target.what}) for a backup of PostgreSQL ${source.version}`);
+  const why =
+    method === 'physical'
+      ? 'a physical copy restores into the same major version only'
+      : 'a logical dump restores into the same or a newer major version only (into an older one, statements fail)';
+  return check.fail(
+    'server version',
+    `a ${method} backup of PostgreSQL ${source.version} cannot be restored into PostgreSQL ${target.version} (${target.what}): ${why}`,
+    method === 'physical'
+      ? `restore into PostgreSQL ${source.major} (--bindir of a ${source.major} installation), or take a logical backup to move to another major`
+      : `restore into PostgreSQL ${source.major} or newer (--bindir of such an installation, or a server of that version)`,
+  );
+}
+
+/**
+ * The client program that reads a parallel dump (pg_restore) must be at least as new as the
+ * pg_dump that wrote it: an older one cannot read the archive's format.
+ */
+export function judgeRestoreClient(program: string, dumpedWith: VersionFact, client: (VersionFact & { path: string }) | undefined): CheckResult {
+  if (!client) return check.fail(`${program} version`, `no working ${program}`, 'pass --bindir of an installation with the client programs');
+  return client.major >= dumpedWith.major
+    ? check.pass(`${program} version`, `${client.path} ${client.version} reads a dump of pg_dump ${dumpedWith.version}`)
+    : check.fail(
+        `${program} version`,
+        `${client.path} ${client.version} cannot read a dump written by pg_dump ${dumpedWith.version}`,
+        `pass --bindir of PostgreSQL ${dumpedWith.major} or newer`,
+      );
+}
+
+/** "17.6" of "17.6 (Debian 17.6-1.pgdg120+1)": the packager's suffix says nothing a restore needs. */
+const shortVersion = (version: string) => version.split(' ')[0]!;
+
+/** How many of the failed statements' lines an error shows. */
+const shownFailures = 3;
+
+/**
+ * Any statement psql or pg_restore reports as failed fails the load: a restore that lost a table,
+ * an extension or a grant is not one to count on. The error names how many failed and the first
+ * few error lines (redacted; pg_restore's "Command was:" lines, which may quote a password, never).
+ */
+export function failedStatements(errors: readonly string[]): PgscaleError | undefined {
+  if (errors.length === 0) return undefined;
+  const shown = errors.slice(0, shownFailures).map((l) => redact(l.trim()));
+  return new PgscaleError(
+    `the restore reported ${errors.length} failed statement${errors.length === 1 ? '' : 's'}${errors.length > shown.length ? ` (the first ${shown.length})` : ''}:\n  ${shown.join('\n  ')}`,
+    ExitCode.FailedAfterChange,
+    'fix the cause (a target of another major version, a missing extension, an object the target already held) and restore again',
+  );
+}
+
+/** Error lines of psql's or pg_restore's stderr (never the "Command was:" lines that follow them). */
+export const errorLines = (stderr: string): string[] => stderr.split('\n').filter((l) => /\berror:/i.test(l) && !/^\s*Command was:/.test(l));
 
 function isEmptyOrAbsent(path: string): boolean {
   return !existsSync(path) || (statSync(path).isDirectory() && readdirSync(path).length === 0);
@@ -142,6 +210,7 @@ async function feedPsql(
   reader: Invocation,
   database: string,
   manifest: BackupManifest,
+  runningServer: boolean,
   relocation?: Map<string, string>,
 ): Promise<string[]> {
   const read = ctx.runner.stream({ ...reader, signal: ctx.signal, onStart: ctx.trackProcess });
@@ -160,9 +229,20 @@ async function feedPsql(
   if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
   if (rr.exitCode !== 0) throw new PgscaleError(`${basename(reader.program)} failed: ${rr.stderr.trim().slice(-500)}`, ExitCode.FailedAfterChange);
   if (pr.exitCode !== 0) throw new PgscaleError(`psql failed: ${pr.stderr.trim().slice(-500)}`, ExitCode.FailedAfterChange);
-  // the bootstrap superuser exists in any target: its CREATE ROLE fails harmlessly (its ALTER ROLE follows)
-  const expected = `ERROR:  role "${manifest.shape?.superuser ?? ''}" already exists`;
-  return pr.stderr.split('\n').filter((l) => /ERROR:/.test(l) && !l.endsWith(expected));
+  return errorLines(pr.stderr).filter((l) => !isExpectedFailure(l, manifest, runningServer));
+}
+
+/**
+ * The statements of a dump that fail harmlessly: the bootstrap superuser's CREATE ROLE (it exists
+ * in any target; its ALTER ROLE follows) and, in a running server (where locations are not
+ * relocated), the CREATE TABLESPACE of a tablespace the DBA created there beforehand.
+ */
+export function isExpectedFailure(line: string, manifest: Pick<BackupManifest, 'shape'>, runningServer: boolean): boolean {
+  // the server quotes names without escaping: a name may hold a double quote
+  const m = /ERROR: {2}(role|tablespace) "(.*)" already exists$/.exec(line);
+  if (!m) return false;
+  const name = m[2]!;
+  return m[1] === 'role' ? name === manifest.shape?.superuser : runningServer && (manifest.shape?.tablespaces ?? []).some((t) => t.name === name);
 }
 
 /**
@@ -180,7 +260,7 @@ async function loadParallel(ctx: StepContext, access: ClusterAccess, p: RestoreP
     ctx.progress.message(`database ${k + 1} of ${dbs.length}: ${d.name}`);
     if (peer) {
       const script = clientInvocation({ ...access, runAs: null }, 'pg_restore', [...(create ? ['-C'] : []), '-f', '-', dir]);
-      errors.push(...(await feedPsql(ctx, access, script, create ? 'postgres' : d.name, manifest)).map((l) => `${d.name}: ${l}`));
+      errors.push(...(await feedPsql(ctx, access, script, create ? 'postgres' : d.name, manifest, true)).map((l) => `${d.name}: ${l}`));
       continue;
     }
     // with -C the dump creates its database (connecting first to postgres); otherwise the name is postgres or template1
@@ -192,13 +272,11 @@ async function loadParallel(ctx: StepContext, access: ClusterAccess, p: RestoreP
     );
     const res = await ctx.runner.run(inv);
     if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
-    if (res.exitCode !== 0)
-      errors.push(
-        ...res.stderr
-          .split('\n')
-          .filter((l) => /error:/i.test(l))
-          .map((l) => `${d.name}: ${l}`),
-      );
+    if (res.exitCode !== 0) {
+      const lines = errorLines(res.stderr);
+      // pg_restore failing without an error line (killed, a crash) is a failure all the same
+      errors.push(...(lines.length ? lines : [describeFailure(inv, res)]).map((l) => `${d.name}: ${l}`));
+    }
   }
   return errors;
 }
@@ -301,7 +379,20 @@ export const restoreLoadStep = defineStep<RestoreParams>({
         ? check.pass('backup verified', 'verified when it was made')
         : check.fail('backup verified', `${p.source} was never verified`, `check it with \`pgscale backup verify ${p.source}\``),
     );
-    const sourceMajor = Math.floor(manifest.serverVersionNum / 10000);
+    const source: VersionFact = { major: Math.floor(manifest.serverVersionNum / 10000), version: shortVersion(manifest.serverVersion) };
+    if (p.method === 'parallel') {
+      // the dump is read by pg_restore of the target's bindir (--to) or of the client bindir (a running server)
+      const bindir = p.target.kind === 'pgdata' ? p.target.bindir : p.target.access.bindir;
+      const client = await programVersion(ctx.runner, join(bindir, 'pg_restore'));
+      const dumpedWith = /^(\d+)/.exec(manifest.pgDumpallVersion);
+      out.push(
+        judgeRestoreClient(
+          'pg_restore',
+          dumpedWith ? { major: Number(dumpedWith[1]), version: manifest.pgDumpallVersion } : source,
+          client && { ...client, path: join(bindir, 'pg_restore') },
+        ),
+      );
+    }
     if (p.target.kind === 'pgdata') {
       const t = p.target;
       for (const dir of [t.pgdata, t.tablespaceDir]) {
@@ -313,20 +404,13 @@ export const restoreLoadStep = defineStep<RestoreParams>({
       }
       if (isInside(realish(t.pgdata), realish(p.source)) || isInside(realish(p.source), realish(t.pgdata)))
         out.push(check.fail('target apart from the backup', `${t.pgdata} and ${p.source} overlap`));
-      const major = await probeBindir(ctx.runner, t.bindir, 'explicit').then(
-        (i) => i.major,
-        () => 0,
+      // the new cluster is made by this bindir's initdb and run by its postgres: `postgres -V` is its version
+      const target = await probeBindir(ctx.runner, t.bindir, 'explicit').catch(() => undefined);
+      out.push(
+        target
+          ? judgeRestoreVersion(p.method, source, { major: target.major, version: shortVersion(target.version), what: `postgres -V of ${t.bindir}` })
+          : check.fail('server version', `no working postgres in ${t.bindir}`, 'pass --bindir'),
       );
-      if (!major) out.push(check.fail('server version', `no working postgres in ${t.bindir}`, 'pass --bindir'));
-      else if (p.method === 'physical' ? major !== sourceMajor : major < sourceMajor)
-        out.push(
-          check.fail(
-            'server version',
-            `a ${p.method} backup of PostgreSQL ${sourceMajor} cannot be restored into ${major}${p.method === 'physical' ? ': a physical copy needs the same major' : ''}`,
-            `pass --bindir of a PostgreSQL ${sourceMajor}${p.method === 'physical' ? '' : ' or newer'} installation`,
-          ),
-        );
-      else out.push(check.pass('server version', `PostgreSQL ${major} for a backup of ${sourceMajor}`));
       const parent = realish(dirname(t.pgdata));
       let probe = parent;
       while (!existsSync(probe)) probe = dirname(probe);
@@ -355,11 +439,13 @@ export const restoreLoadStep = defineStep<RestoreParams>({
                 'restore into a new cluster (--to NEWPGDATA) or an empty server',
               ),
         );
-        const major = Math.floor(version[0]!.server_version_num / 10000);
+        // the running server says what it is: server_version_num, whatever the client bindir
         out.push(
-          major >= sourceMajor
-            ? check.pass('server version', `PostgreSQL ${major} for a backup of ${sourceMajor}`)
-            : check.fail('server version', `a backup of PostgreSQL ${sourceMajor} cannot be restored into ${major}`),
+          judgeRestoreVersion(p.method, source, {
+            major: Math.floor(version[0]!.server_version_num / 10000),
+            version: shortVersion(version[0]!.server_version),
+            what: `server_version of ${describeTarget(p.target)}`,
+          }),
         );
       } catch (e) {
         out.push(check.fail('server reachable', (e as Error).message));
@@ -397,7 +483,7 @@ export const restoreLoadStep = defineStep<RestoreParams>({
       actions.push({
         kind: 'command',
         argv: ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-f', '-'],
-        note: 'fed the decompressed dump; CREATE TABLESPACE locations relocated',
+        note: "fed the decompressed dump; CREATE TABLESPACE locations relocated; any statement that fails (but the bootstrap superuser's CREATE ROLE) fails the step",
       });
     if (p.method === 'parallel') {
       actions.push({
@@ -408,7 +494,7 @@ export const restoreLoadStep = defineStep<RestoreParams>({
       actions.push({
         kind: 'command',
         argv: ['pg_restore', '-j', String(p.jobs), '-C', '-d', 'postgres', join(p.source, 'db-I')],
-        note: 'once per database (postgres and template1 restored into themselves, without -C)',
+        note: 'once per database (postgres and template1 restored into themselves, without -C); any statement pg_restore reports as failed fails the step',
       });
     }
     if (p.target.kind === 'pgdata') actions.push({ kind: 'service', action: 'stop', target: p.target.pgdata });
@@ -432,14 +518,24 @@ export const restoreLoadStep = defineStep<RestoreParams>({
     );
     const errors = await withTarget(ctx, p, manifest, async (access) => {
       if (p.method === 'physical') return [];
-      const found = await feedPsql(ctx, access, decompressArgv(manifest.compression, join(p.source, manifest.dumpFile!)), 'postgres', manifest, relocation);
+      const found = await feedPsql(
+        ctx,
+        access,
+        decompressArgv(manifest.compression, join(p.source, manifest.dumpFile!)),
+        'postgres',
+        manifest,
+        p.target.kind === 'server',
+        relocation,
+      );
       if (p.method === 'parallel') found.push(...(await loadParallel(ctx, access, p, manifest, p.target.kind === 'server' && Boolean(access.runAs))));
       return found;
     });
+    const failure = failedStatements(errors);
+    if (failure) throw failure;
     if (p.target.kind === 'pgdata') fsyncPath(p.target.pgdata);
-    const detail = `${heldDatabases(manifest).length} databases restored${errors.length ? `; ${errors.length} statements failed (first: ${errors[0]})` : ''}`;
-    writeFileAtomic(markerPath(ctx, loadedMarker), JSON.stringify({ token: p.token, detail, errors: errors.slice(0, 50) }));
-    return { detail, errors: errors.length };
+    const detail = `${heldDatabases(manifest).length} databases restored, no statement failed`;
+    writeFileAtomic(markerPath(ctx, loadedMarker), JSON.stringify({ token: p.token, detail }));
+    return { detail };
   },
   async verify(ctx) {
     const m = markerPath(ctx, loadedMarker);

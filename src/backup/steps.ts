@@ -597,6 +597,7 @@ export const manifestStep = defineStep<BackupParams>({
       serverVersion: done.serverVersion,
       serverVersionNum: done.serverVersionNum,
       pgDumpallVersion: done.pgDumpallVersion,
+      clientBindir: p.access.bindir,
       databases: done.databases,
       excludedDatabases: excluded(p),
       shape: done.shape,

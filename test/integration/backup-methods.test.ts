@@ -287,6 +287,22 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
       }
     });
 
+    test('physical: killed while pg_basebackup copies (no dump marker yet); resume starts the copy over and completes a backup that verifies', async () => {
+      const dest = join(work, 'kill-physical-mid-copy');
+      const killState = join(work, 'state-kill-physical-mid-copy');
+      const run = startCli(['backup', '--pgdata', pg.pgdata, '--bindir', pg.bindir, '--state-dir', killState, '--to', dest, '--method', 'physical']);
+      // pg_basebackup makes its output directory when it starts, and the dump is done when pgscale writes its marker
+      await waitFor('pg_basebackup to start', () => existsSync(join(`${dest}.partial`, 'base')), 60_000, 2);
+      run.kill('SIGKILL');
+      assert.equal((await run.done).signal, 'SIGKILL');
+      assert.equal(existsSync(join(`${dest}.partial`, 'dump.done.json')), false, 'killed during the copy, not after it');
+      assert.equal(existsSync(dest), false, 'nothing is presented as a backup');
+      const resumed = await runCli(['resume', '--state-dir', killState, '--json']);
+      assert.equal(resumed.code, 0, resumed.stdout + resumed.stderr);
+      assert.equal(parseJson<RunReport>(resumed).status, 'completed');
+      assert.equal((await runCli(['backup', 'verify', dest])).code, 0);
+    });
+
     // dumpall is killed at every step boundary in backup-faults.test.ts
     for (const [method, at] of [
       ['physical', 'dump:started'],

@@ -6,6 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
@@ -422,5 +423,23 @@ describe('pgscale backup', { skip: !isRoot() && 'the test bed runs servers as po
         assert.equal(sizeOf(filler), free - target);
         vol.unmount();
       });
+
+    test('physical: the volume fills up while pg_basebackup copies (exit 4, nothing left)', async () => {
+      // the physical estimate (twice the cluster: before 18 the tars are checked unpacked beside them) passes with room to spare
+      const vol = createLoopVolume(512);
+      const dest = join(vol.mountPoint, 'backup');
+      const run = backup(big, ['--to', dest, '--method', 'physical']);
+      // once pg_basebackup (as postgres, which cannot use the blocks reserved for root) has made its directory, another writer takes all but 8 MiB
+      await waitFor('pg_basebackup to start', () => existsSync(join(`${dest}.partial`, 'base')), 60_000, 2);
+      const fs = statfsSync(vol.mountPoint);
+      const filler = join(vol.mountPoint, 'filler');
+      execFileSync('fallocate', ['-l', String(fs.bavail * fs.bsize - 8 * MiB), filler]);
+      const res = await run;
+      assert.equal(res.code, 4, res.stderr);
+      assert.match(res.stderr, /the destination filled up during the dump: .*pg_basebackup failed .*No space left on device/s);
+      assertNothingLeft(dest, res);
+      assert.deepEqual(readdirSync(vol.mountPoint).sort(), ['filler', 'lost+found']);
+      vol.unmount();
+    });
   });
 });

@@ -3,7 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { baseBackupCompression, exactPattern, jobShares, pgDumpCompression, runWeighted } from '../../src/backup/methods.js';
-import { TablespaceRelocation } from '../../src/backup/restore.js';
+import { errorLines, failedStatements, isExpectedFailure, judgeRestoreClient, judgeRestoreVersion, TablespaceRelocation } from '../../src/backup/restore.js';
+import { toolFits, toolNeed, type BackupManifest } from '../../src/backup/archive.js';
+import { ExitCode } from '../../src/errors.js';
 import { backupTimes, compareRowCounts, judgeDatabases } from '../../src/backup/steps.js';
 
 const dbs = [
@@ -141,4 +143,91 @@ test('expected backup and restore times for the upgrade plan: every method, in s
   for (const t of times) assert.ok(t.backupSeconds > 0 && t.restoreSeconds > 0);
   assert.ok(times[1]!.backupSeconds < times[0]!.backupSeconds, 'parallel beats one stream with 8 jobs');
   assert.ok(times[2]!.restoreSeconds < times[0]!.restoreSeconds, 'a physical copy restores fastest');
+});
+
+test('restore versions: a logical dump into its own or a newer major only, a physical copy into its own major only; both versions and a hint named', () => {
+  const v17 = { major: 17, version: '17.6' };
+  for (const method of ['dumpall', 'parallel'] as const) {
+    assert.equal(judgeRestoreVersion(method, v17, { major: 17, version: '17.2', what: 'x' }).passed, true);
+    assert.equal(judgeRestoreVersion(method, v17, { major: 18, version: '18.1', what: 'x' }).passed, true);
+    const older = judgeRestoreVersion(method, v17, { major: 16, version: '16.10', what: 'postgres -V of /opt/16/bin' });
+    assert.equal(older.passed, false);
+    assert.equal(
+      older.detail,
+      `a ${method} backup of PostgreSQL 17.6 cannot be restored into PostgreSQL 16.10 (postgres -V of /opt/16/bin): a logical dump restores into the same or a newer major version only (into an older one, statements fail)`,
+    );
+    assert.match(older.fix ?? '', /PostgreSQL 17 or newer/);
+  }
+  assert.equal(judgeRestoreVersion('physical', v17, { major: 17, version: '17.0', what: 'x' }).passed, true);
+  for (const major of [16, 18]) {
+    const other = judgeRestoreVersion('physical', v17, { major, version: `${major}.1`, what: 'x' });
+    assert.equal(other.passed, false);
+    assert.match(other.detail, new RegExp(`PostgreSQL 17\\.6 cannot be restored into PostgreSQL ${major}\\.1 .*same major version only`));
+    assert.match(other.fix ?? '', /PostgreSQL 17 \(--bindir of a 17 installation\)/);
+  }
+});
+
+test('pg_restore must be as new as the pg_dump that wrote the dump', () => {
+  const dumped = { major: 17, version: '17.6' };
+  assert.equal(judgeRestoreClient('pg_restore', dumped, { major: 18, version: '18.1', path: '/b/pg_restore' }).passed, true);
+  const old = judgeRestoreClient('pg_restore', dumped, { major: 16, version: '16.10', path: '/b16/pg_restore' });
+  assert.equal(old.passed, false);
+  assert.equal(old.detail, '/b16/pg_restore 16.10 cannot read a dump written by pg_dump 17.6');
+  assert.equal(judgeRestoreClient('pg_restore', dumped, undefined).passed, false);
+});
+
+test('failed statements fail the restore: the count, the first three error lines, never a "Command was:" line or a password', () => {
+  assert.equal(failedStatements([]), undefined);
+  const stderr = [
+    'pg_restore: while PROCESSING TOC:',
+    'pg_restore: from TOC entry 2; 3079 16385 EXTENSION adminpack (no owner)',
+    'pg_restore: error: could not execute query: ERROR:  extension "adminpack" is not available',
+    "Command was: CREATE ROLE app PASSWORD 'error: s3cret';",
+    'psql:<stdin>:12: ERROR:  role "app" already exists',
+    'psql:<stdin>:13: ERROR:  syntax error at or near "x" password = \'hunter2\'',
+    'psql:<stdin>:14: ERROR:  relation "t" already exists',
+    'pg_restore: warning: errors ignored on restore: 4',
+  ].join('\n');
+  const lines = errorLines(stderr);
+  assert.equal(lines.length, 4);
+  const e = failedStatements(lines)!;
+  assert.equal(e.exitCode, ExitCode.FailedAfterChange);
+  assert.match(
+    e.message,
+    /^the restore reported 4 failed statements \(the first 3\):\n {2}pg_restore: error: could not execute query: ERROR: {2}extension "adminpack"/,
+  );
+  assert.doesNotMatch(e.message, /Command was|s3cret|hunter2|relation "t"/);
+  assert.match(e.message, /password = \*\*\*/);
+  assert.ok(e.hint);
+});
+
+test('backup verify: which pg_restore or pg_verifybackup reads a backup', () => {
+  const m = (method: 'parallel' | 'physical', server: number, client: string) =>
+    ({ method, serverVersionNum: server * 10000 + 2, pgDumpallVersion: client }) as BackupManifest;
+  // pg_restore at least as new as the pg_dump that wrote it (which may be newer than the server)
+  assert.deepEqual(
+    [16, 17, 18].map((v) => toolFits(m('parallel', 16, '17.6'), v)),
+    [false, true, true],
+  );
+  assert.equal(toolNeed(m('parallel', 16, '17.6')), 'pg_restore of PostgreSQL 17 or later');
+  // pg_verifybackup of the server's major; from 18 on, any later one
+  assert.deepEqual(
+    [16, 17, 18].map((v) => toolFits(m('physical', 17, '17.6'), v)),
+    [false, true, false],
+  );
+  assert.deepEqual(
+    [18, 19].map((v) => toolFits(m('physical', 18, '18.1'), v)),
+    [true, true],
+  );
+  assert.equal(toolNeed(m('physical', 17, '17.6')), 'pg_verifybackup of PostgreSQL 17');
+});
+
+test('the failures a restore expects: the bootstrap superuser exists; in a running server, a tablespace the DBA created', () => {
+  const manifest = { shape: { superuser: 'postgres', tablespaces: [{ name: 'co"ld', location: '/x' }] } } as unknown as BackupManifest;
+  assert.equal(isExpectedFailure('psql:<stdin>:3: ERROR:  role "postgres" already exists', manifest, false), true);
+  assert.equal(isExpectedFailure('psql:<stdin>:4: ERROR:  role "app" already exists', manifest, false), false);
+  assert.equal(isExpectedFailure('psql:<stdin>:9: ERROR:  tablespace "co"ld" already exists', manifest, true), true);
+  assert.equal(isExpectedFailure('psql:<stdin>:9: ERROR:  tablespace "co"ld" already exists', manifest, false), false, 'a new data directory has none');
+  assert.equal(isExpectedFailure('psql:<stdin>:9: ERROR:  tablespace "other" already exists', manifest, true), false);
+  assert.equal(isExpectedFailure('psql:<stdin>:9: ERROR:  relation "postgres" already exists', manifest, true), false);
 });
