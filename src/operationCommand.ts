@@ -5,7 +5,7 @@
 import { Command, Flags } from '@oclif/core';
 import { join } from 'node:path';
 import { PgscaleCommand } from './command.js';
-import { ExitCode, PgscaleError, refused } from './errors.js';
+import { ExitCode, PgscaleError, PlanRefused, refused } from './errors.js';
 import { startRun, resumeRun, rollbackRun, type ExecuteOptions, type RunReport } from './pipeline/execute.js';
 import { buildPlan, failedChecks, operation, type Plan } from './pipeline/plan.js';
 import { writePlanFile } from './pipeline/planFile.js';
@@ -90,12 +90,11 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
     if (this.flags['dry-run'] && !this.jsonEnabled()) this.log(planMarkdown(plan));
     if (blockers.length) {
       const fixes = [...new Set(blockers.flatMap((c) => (c.fix ? [c.fix] : [])))];
-      // under --dry-run too: a plan that would be refused is an error (exit 3, the error shape under --json)
-      const seePlan = this.flags['dry-run'] ? 'the whole plan is shown above' : 'the whole plan: the same command with --dry-run';
-      throw refused(
-        `checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`,
-        `nothing was changed; ${fixes.length ? fixes.join('; ') : 'fix what the checks name'} (${seePlan})`,
-      );
+      const message = `checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`;
+      const fix = `nothing was changed; ${fixes.length ? fixes.join('; ') : 'fix what the checks name'}`;
+      // under --dry-run too a plan that would be refused is an error (exit 3); --json shows the plan with it
+      if (this.flags['dry-run']) throw new PlanRefused(message, `${fix} (the whole plan is shown ${this.jsonEnabled() ? 'with this error' : 'above'})`, plan);
+      throw refused(message, `${fix} (the whole plan: the same command with --dry-run)`);
     }
     if (this.flags['dry-run']) {
       // the executor's dry run: refused if another run holds the cluster, otherwise nothing happens

@@ -62,8 +62,15 @@ interface Row {
   hint?: RegExp;
   /** For exit 0: what stdout must show. */
   stdout?: RegExp;
+  /** A dry run blocked by its plan's checks: under --json the plan comes with the error, in one document. */
+  blockedPlan?: boolean;
   opts?: () => CliOptions;
   skip?: string | false;
+}
+
+/** What the table reads of a plan printed under --json. */
+interface JsonPlan {
+  steps: { checks: { name: string; passed: boolean; severity: string; detail: string }[] }[];
 }
 
 /** Runs a row as text and as --json (concurrently) and checks both against the contract. */
@@ -86,9 +93,19 @@ async function check(row: Row): Promise<void> {
     assert.match(text.stderr, row.message, `${row.name}: ${show(text)}`);
     assert.ok(hintLine.length > 'hint: '.length + 10, `${row.name}: a hint that says what to do: ${show(text)}`);
     if (row.hint) assert.match(hintLine, row.hint, `${row.name}: ${show(text)}`);
-    assert.ok(json.stdout.length < 8000, `${row.name}: a short JSON error, not ${json.stdout.length} bytes`);
-    const parsed = parseJson<{ error: { message: string; hint: string; exitCode: number; kind: string } }>(json);
-    assert.deepEqual(Object.keys(parsed), ['error'], `${row.name}: ${json.stdout}`);
+    const parsed = parseJson<{ error: { message: string; hint: string; exitCode: number; kind: string }; plan?: JsonPlan }>(json);
+    if (row.blockedPlan) {
+      assert.deepEqual(Object.keys(parsed).sort(), ['error', 'plan'], `${row.name}: ${json.stdout.slice(0, 3000)}`);
+      const checks = parsed.plan!.steps.flatMap((s) => s.checks);
+      assert.ok(parsed.plan!.steps.length > 0 && checks.length > 0, `${row.name}: the plan's steps and checks`);
+      for (const c of checks) assert.equal(typeof c.passed, 'boolean', `${row.name}: check ${c.name} has its outcome`);
+      const blockers = checks.filter((c) => !c.passed && c.severity === 'error');
+      assert.ok(blockers.length > 0, `${row.name}: the failed check is in the plan`);
+      for (const c of blockers) assert.ok(parsed.error.message.includes(`${c.name}: ${c.detail}`), `${row.name}: the error names ${c.name}`);
+    } else {
+      assert.ok(json.stdout.length < 8000, `${row.name}: a short JSON error, not ${json.stdout.length} bytes`);
+      assert.deepEqual(Object.keys(parsed), ['error'], `${row.name}: ${json.stdout}`);
+    }
     assert.deepEqual(Object.keys(parsed.error).sort(), ['exitCode', 'hint', 'kind', 'message']);
     assert.equal(parsed.error.exitCode, row.code);
     assert.equal(parsed.error.kind, kinds[row.code]);
@@ -492,6 +509,7 @@ const rows: Row[] = [
     code: 3,
     message: /checks failed/,
     hint: /plan is shown above/,
+    blockedPlan: true,
   },
   {
     name: 'wal move already in the data directory',
@@ -522,6 +540,14 @@ const rows: Row[] = [
     args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'backups', 'good')],
     code: 3,
     message: /checks failed/,
+  },
+  {
+    name: 'backup --dry-run onto an existing backup',
+    args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'backups', 'good'), '--dry-run'],
+    code: 3,
+    message: /checks failed/,
+    hint: /plan is shown above/,
+    blockedPlan: true,
   },
   {
     name: 'backup verify of nothing',
