@@ -21,6 +21,11 @@ export interface OperationResult {
   run?: RunReport;
 }
 
+/** --plan-out of every command that plans: a plan for review, nothing changed (init makes it a dry run). */
+export const planOutFlag = Flags.string({
+  summary: 'Write the plan (JSON, 0600) for review and change nothing (implies --dry-run); apply it later with `pgscale apply FILE`.',
+});
+
 export abstract class OperationCommand<T extends typeof Command> extends PgscaleCommand<T> {
   static override baseFlags = {
     ...PgscaleCommand.baseFlags,
@@ -31,6 +36,17 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       helpGroup: 'GLOBAL',
     }),
   };
+
+  public override async init(): Promise<void> {
+    await super.init();
+    // writing a plan for review is planning: nothing runs until `pgscale apply FILE`
+    if (this.planOut) this.flags['dry-run'] = true;
+  }
+
+  /** --plan-out, for the commands that take it. */
+  private get planOut(): string | undefined {
+    return (this.flags as { 'plan-out'?: string })['plan-out'];
+  }
 
   /** The state directory's path. Nothing creates it but a run that starts (refusals and --dry-run leave no trace). */
   protected get stateDir(): string {
@@ -78,10 +94,12 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
     return buildPlan(operation(name), params, this.planningContext());
   }
 
-  /** Shows, saves and (unless --dry-run) executes a plan. */
+  /** Shows, saves (--plan-out, a dry run) and, unless --dry-run, executes a plan. */
   protected async runPlan(plan: Plan, planOut: string | undefined): Promise<OperationResult> {
     if (planOut) writePlanFile(planOut, plan);
-    return this.executePlan(plan, planOut);
+    const result = await this.executePlan(plan, planOut);
+    if (planOut && !this.jsonEnabled()) this.logToStderr(`plan written to ${planOut}; nothing was changed; apply it with \`pgscale apply ${planOut}\``);
+    return result;
   }
 
   /** Executes a plan; under --dry-run shows it and checks that it could start (checks, lock) without changing anything. */

@@ -7,7 +7,7 @@ import { badInput } from '../../src/errors.js';
 import { isInside, realish } from '../../src/files.js';
 import { detectStorage } from '../../src/host/storage.js';
 import type { StorageClass } from '../../src/host/types.js';
-import { OperationCommand, type OperationResult } from '../../src/operationCommand.js';
+import { OperationCommand, type OperationResult, planOutFlag } from '../../src/operationCommand.js';
 import '../../src/operations.js';
 import type { Runner } from '../../src/runner.js';
 import { statements, tablespaceStatements } from '../../src/sql.js';
@@ -91,7 +91,7 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       summary: `MB per second for the duration estimate; without it, the rate measured on the last moves journaled for this cluster, else ${assumedCopyRateMb}.`,
       min: 1,
     }),
-    'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
+    'plan-out': planOutFlag,
   };
 
   async run(): Promise<OperationResult> {

@@ -9,7 +9,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { cliRunnableBy, parseJson, runCli, startCli as startCliWith, type CliResult, type CliOptions } from '../helpers/cli.js';
@@ -791,6 +791,29 @@ const rows: Row[] = [
 describe('bad and unusual input: exit code, message, hint, JSON shape, no secret, nothing changed', { concurrency: 4 }, () => {
   test(`the table has ${rows.length} rows`, () => assert.ok(rows.length >= 60));
   for (const row of rows) test(row.name, { skip: row.skip || false }, () => check(row));
+});
+
+describe('--plan-out writes a plan for review and changes nothing', () => {
+  test('backup --plan-out without --dry-run: the plan is written (0600, sealed), no backup, no run journal; applying it makes the backup', async () => {
+    const dir = join(work, 'plan-out');
+    mkdirSync(dir);
+    const planFile = join(dir, 'backup.plan.json');
+    const runs = join(dir, 'state');
+    const args = ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(dir, 'dest'), '--state-dir', runs];
+    const files = [...clusterFiles(A), `lock A ${existsSync(lockOf(A))}`];
+    const planned = await cli([...args, '--plan-out', planFile]);
+    assert.equal(planned.code, 0, show(planned));
+    assert.ok(planned.stderr.includes(`plan written to ${planFile}; nothing was changed; apply it with \`pgscale apply ${planFile}\``), show(planned));
+    assert.match(planned.stdout, /# pgscale plan: backup/);
+    assert.equal(statSync(planFile).mode & 0o777, 0o600);
+    assert.ok((JSON.parse(readFileSync(planFile, 'utf8')) as { seal?: unknown }).seal, 'the plan is sealed');
+    assert.deepEqual(readdirSync(dir), ['backup.plan.json'], 'no backup (nor its .partial), no state directory: no run journal');
+    assert.deepEqual([...clusterFiles(A), `lock A ${existsSync(lockOf(A))}`], files, 'the cluster as it was');
+    const applied = await cli(['apply', planFile, '--state-dir', runs, '--yes']);
+    assert.equal(applied.code, 0, show(applied));
+    assert.ok(existsSync(join(dir, 'dest', 'manifest.json')), 'the reviewed plan made the backup');
+    assert.equal(readdirSync(join(runs, 'runs')).length, 1);
+  });
 });
 
 describe('one lock per cluster, whatever path leads to it; the way out of a killed run', () => {
