@@ -85,7 +85,13 @@ test('classify: hysteresis keeps a relation on its tier within the margin and mo
   assert.equal(classify(activity(50), t, undefined, { now }).tier, 'warm');
   const left = classify(activity(40), t, 'hot', { now });
   assert.equal(left.tier, 'warm');
-  assert.match(left.reason, /left hot \(< 45\)/);
+  // its class, and what happens to it: it is warm and leaves the hot tier
+  assert.match(left.reason, /between 0\.38 and 45, due to move from hot to warm$/);
+  assert.match(classify(activity(1), t, 'cold', { now }).reason, /between 0\.63 and 75, due to move from cold to warm$/);
+  assert.match(classify(activity(10), t, 'warm', { now }).reason, /between 0\.38 and 75, stays warm \(margin 25 %\)$/);
+  assert.match(classify(activity(100), t, 'warm', { now }).reason, /≥ 75, due to move from warm to hot$/);
+  assert.match(classify(activity(0.1), t, 'hot', { now }).reason, /≤ 0\.38, due to move from hot to cold$/);
+  assert.doesNotMatch(classify(activity(10), t, undefined, { now }).reason, /move|stays/, 'on a tablespace of no tier: left where it is');
   // entering hot from warm needs 60 × 1.25
   assert.equal(classify(activity(70), t, 'warm', { now }).tier, 'warm');
   assert.equal(classify(activity(76), t, 'warm', { now }).tier, 'hot');
