@@ -283,6 +283,27 @@ test('decidePlacement: cold relations move with their indexes, hot ones stay, li
     ['public.big_nokey'],
   );
   assert.match(online.refused[0]!.why, /pg_repack cannot move it online: pg_repack needs a primary key/);
+  // the same cluster through --dsn as a role that is no superuser: pg_repack is ruled out in the plan, tables with a
+  // key fall back to ALTER TABLE and the big one is refused there (exit 3) unless --allow-blocking
+  const notSuperuser = judgeRepack({
+    wanted: true,
+    serverMajor: 17,
+    bindir: '/usr/lib/postgresql/17/bin',
+    client: { version: '1.5.2', bindirMajor: 17 },
+    extension: { defaultVersion: '1.5.2', installedVersion: '1.5.2' },
+    role: { name: 'app', superuser: false },
+  });
+  const asApp = decidePlacement(temps, stats, { ...opts, repack: notSuperuser });
+  assert.ok(asApp.moves.every((m) => m.method === 'alter-table' && /needs a superuser/.test(m.methodWhy)));
+  assert.deepEqual(
+    asApp.refused.map((r) => r.relation),
+    ['public.big'],
+  );
+  assert.match(asApp.refused[0]!.why, /pg_repack cannot move it online: pg_repack needs a superuser and role app is not one/);
+  assert.equal(
+    decidePlacement(temps, stats, { ...opts, repack: notSuperuser, allowBlocking: true }).moves.find((m) => m.name === 'big')?.method,
+    'alter-table',
+  );
   assert.deepEqual(
     p.staying.map((s) => [s.relation, s.why.replace(/ \(.*/, '')]),
     [
@@ -363,6 +384,7 @@ test('judgeRepack: the program must match the server major and the extension ver
     bindir: '/usr/lib/postgresql/17/bin',
     client: { version: '1.5.2', bindirMajor: 17 },
     extension: { defaultVersion: '1.5.2', installedVersion: null },
+    role: { name: 'postgres', superuser: true },
   };
   assert.deepEqual(judgeRepack(base), {
     usable: true,
@@ -376,6 +398,8 @@ test('judgeRepack: the program must match the server major and the extension ver
   });
   const refusals: [Partial<RepackFacts>, RegExp][] = [
     [{ wanted: false }, /declined with --no-repack/],
+    // through --dsn as an application role: judged in the plan, not found out when pg_repack refuses
+    [{ role: { name: 'app', superuser: false } }, /pg_repack needs a superuser and role app is not one/],
     [{ client: null }, /no pg_repack program in \/usr\/lib\/postgresql\/17\/bin/],
     [{ client: { version: '1.5.2', bindirMajor: 16 } }, /belongs to PostgreSQL 16, the server is 17/],
     [{ client: { version: '1.5.2', bindirMajor: null } }, /no postgres program/],
