@@ -25,7 +25,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createCluster, freePort, mkdirOwned, scratchDir, serverUser, teardownAll, TestCluster, type TestCluster as Cluster } from '../test/helpers/testbed.js';
 import { cliEntry, repoRoot } from '../test/helpers/paths.js';
-import { isRoot } from '../src/runner.js';
+import { effectiveArgv, isRoot, shellQuote } from '../src/runner.js';
+import { asServer, asServerArgv } from './sources.js';
 
 const { values: opts } = parseArgs({
   options: { gb: { type: 'string', default: '2' }, databases: { type: 'string', default: '4' }, version: { type: 'string', default: '17' } },
@@ -62,11 +63,8 @@ async function must(what: string, p: Promise<Timed>): Promise<Timed> {
   return r;
 }
 
-const asServer = (program: string, args: string[]): [string, string[]] => [
-  'setpriv',
-  ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', program, ...args],
-];
-const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+/** A shell command line running a program as the server account, each argument quoted. */
+const asServerShell = (program: string, args: string[]) => effectiveArgv(asServer(program, args)).map(shellQuote).join(' ');
 
 function duBytes(path: string): number {
   const st = statSync(path);
@@ -152,7 +150,7 @@ async function setUp(cpus: number): Promise<{ cluster: Cluster; dbBytes: number;
   let backrestConf = backrestDir ? pgbackrestConfig(backrestDir, cluster, cpus) : undefined;
   await cluster.start();
   if (backrestConf) {
-    const stanza = await run(...asServer(pgbackrest!, [`--config=${backrestConf}`, '--stanza=bench', 'stanza-create']), {}, '/');
+    const stanza = await run(...asServerArgv(pgbackrest!, [`--config=${backrestConf}`, '--stanza=bench', 'stanza-create']), {}, '/');
     if (stanza.code !== 0) {
       // e.g. Debian bookworm's 2.45 predates PostgreSQL 17
       backrestNote = `pgBackRest: not measured: stanza-create failed: ${
@@ -169,7 +167,7 @@ async function setUp(cpus: number): Promise<{ cluster: Cluster; dbBytes: number;
     const db = `bench${i}`;
     await cluster.sql(`create database ${db}`);
     process.stderr.write(`pgbench -i -s ${scale} ${db}…\n`);
-    const [prog, args] = asServer(join(cluster.bindir, 'pgbench'), [
+    const [prog, args] = asServerArgv(join(cluster.bindir, 'pgbench'), [
       '-i',
       '-q',
       '-s',
@@ -194,7 +192,7 @@ async function setUp(cpus: number): Promise<{ cluster: Cluster; dbBytes: number;
 /** pgBackRest: a full backup, then a restore into a new data directory started until recovery has ended. */
 async function pgbackrestRow(conf: string, cluster: Cluster, parent: string): Promise<Row> {
   const backrestVersion = (await run(pgbackrest!, ['version'])).stdout.trim().replace(/^pgBackRest /, '');
-  const backup = await must('pgbackrest backup', run(...asServer(pgbackrest!, [`--config=${conf}`, '--stanza=bench', '--type=full', 'backup']), {}, '/'));
+  const backup = await must('pgbackrest backup', run(...asServerArgv(pgbackrest!, [`--config=${conf}`, '--stanza=bench', '--type=full', 'backup']), {}, '/'));
   process.stderr.write(`  pgbackrest backup: ${fmt(backup.seconds)} s\n`);
   const repo = join(parent, 'repo', 'backup', 'bench');
   const outputBytes = readdirSync(repo)
@@ -202,7 +200,7 @@ async function pgbackrestRow(conf: string, cluster: Cluster, parent: string): Pr
     .reduce((a, e) => a + duBytes(join(repo, e)), 0);
   const started = performance.now();
   const pgdata = mkdirOwned(join(parent, 'restored'));
-  await must('pgbackrest restore', run(...asServer(pgbackrest!, [`--config=${conf}`, '--stanza=bench', `--pg1-path=${pgdata}`, 'restore']), {}, '/'));
+  await must('pgbackrest restore', run(...asServerArgv(pgbackrest!, [`--config=${conf}`, '--stanza=bench', `--pg1-path=${pgdata}`, 'restore']), {}, '/'));
   const port = await freePort();
   const sock = mkdirOwned(join(parent, 'restored-sock'));
   appendFileSync(join(pgdata, 'postgresql.auto.conf'), `port = ${port}\nunix_socket_directories = '${sock}'\nlisten_addresses = ''\narchive_mode = off\n`);
@@ -228,13 +226,13 @@ async function seedRestore(file: string, parent: string, bindir: string): Promis
   const port = await freePort();
   await must(
     'initdb',
-    run(...asServer(join(bindir, 'initdb'), ['-D', pgdata, '-U', serverUser.name, '-E', 'UTF8', '--no-locale', '--auth-local=peer']), {}, '/'),
+    run(...asServerArgv(join(bindir, 'initdb'), ['-D', pgdata, '-U', serverUser.name, '-E', 'UTF8', '--no-locale', '--auth-local=peer']), {}, '/'),
   );
   appendFileSync(join(pgdata, 'postgresql.auto.conf'), `port = ${port}\nunix_socket_directories = '${sock}'\nlisten_addresses = ''\nfsync = off\n`);
   const restored = new TestCluster(version, bindir, pgdata, port, sock, join(parent, 'seed-restore.log'));
   await restored.start();
-  const psql = `setpriv --reuid=${serverUser.uid} --regid=${serverUser.gid} --init-groups ${shq(join(bindir, 'psql'))} -X -q -h ${shq(sock)} -p ${port} -d postgres -f -`;
-  await must('gunzip | psql', run('bash', ['-c', `set -o pipefail; gunzip -c ${shq(file)} | ${psql} > /dev/null 2>&1`], {}, '/'));
+  const psql = asServerShell(join(bindir, 'psql'), ['-X', '-q', '-h', sock, '-p', String(port), '-d', 'postgres', '-f', '-']);
+  await must('gunzip | psql', run('bash', ['-c', `set -o pipefail; gunzip -c ${shellQuote(file)} | ${psql} > /dev/null 2>&1`], {}, '/'));
   const seconds = (performance.now() - started) / 1000;
   await restored.stop('immediate');
   rmSync(pgdata, { recursive: true, force: true });
@@ -255,14 +253,14 @@ async function main(): Promise<void> {
   }
   const out = scratchDir('pgscale-bench-');
   const env = { PGHOST: cluster.socketDir, PGPORT: String(cluster.port), PGUSER: cluster.superuser, PGDATABASE: 'postgres' };
-  const dumpallAsServer = `setpriv --reuid=${serverUser.uid} --regid=${serverUser.gid} --init-groups ${shq(join(cluster.bindir, 'pg_dumpall'))}`;
+  const dumpallAsServer = asServerShell(join(cluster.bindir, 'pg_dumpall'), []);
   process.stderr.write(`databases: ${fmt(dbBytes / MB)} MB in ${dbCount} pgbench databases (PostgreSQL ${version}), ${cpus} CPUs\n`);
   // warms the page cache for everyone
   await must('pg_dumpall > /dev/null', run('bash', ['-c', `set -o pipefail; ${dumpallAsServer} > /dev/null`], env, '/'));
 
   const rows: Row[] = [];
   const seedFile = join(out, 'seed.sql.gz');
-  const seedBackup = await must('seed pipeline', run('bash', ['-c', `set -o pipefail; ${dumpallAsServer} | gzip > ${shq(seedFile)}`], env, '/'));
+  const seedBackup = await must('seed pipeline', run('bash', ['-c', `set -o pipefail; ${dumpallAsServer} | gzip > ${shellQuote(seedFile)}`], env, '/'));
   process.stderr.write(`  seed backup: ${fmt(seedBackup.seconds)} s\n`);
   const seedRestoreSeconds = await seedRestore(seedFile, out, cluster.bindir);
   process.stderr.write(`  seed restore: ${fmt(seedRestoreSeconds)} s\n`);

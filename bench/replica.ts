@@ -23,7 +23,7 @@ import { createHost } from '../test/helpers/hosts.js';
 import { cliEntry, repoRoot } from '../test/helpers/paths.js';
 import { isRoot } from '../src/runner.js';
 import type { OperationResult } from '../src/operationCommand.js';
-import { stepSeconds } from './sources.js';
+import { asServerArgv, stepSeconds } from './sources.js';
 
 const scale = Number(process.env.PGSCALE_BENCH_SCALE ?? 140);
 const rounds = Math.max(1, Number(process.env.PGSCALE_BENCH_ROUNDS ?? 2));
@@ -59,8 +59,7 @@ async function main(): Promise<void> {
   const host = createHost('bench', 230);
   const c = await createCluster({ version: 17, conf: [`listen_addresses = '${host.localAddress}'`, 'max_wal_size = 4GB'] });
   const base = scratchDir('pgscale-bench-replica-');
-  const asServer = (program: string, args: string[]) =>
-    run('setpriv', ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', program, ...args]);
+  const asServer = (program: string, args: string[]) => run(...asServerArgv(program, args));
   await c.sql(`create role replicator login replication password 'bench-secret'; create database bench`);
   process.stderr.write(`pgbench -i -s ${scale}…\n`);
   await must(

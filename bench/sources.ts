@@ -1,5 +1,5 @@
 /**
- * What the upgrade benches share: a stopped 16 source built once per data point (loaded with
+ * What the benches share (the upgrade benches most of it): a stopped 16 source built once per data point (loaded with
  * fsync=off, then durability back on, checkpoint, stop), running copies of it made with cp -a
  * outside any measured window, and the small helpers their timing code uses.
  */
@@ -18,7 +18,7 @@ import {
   teardownAll,
   TestCluster,
 } from '../test/helpers/testbed.js';
-import { describeFailure, type Invocation } from '../src/runner.js';
+import { describeFailure, effectiveArgv, type Invocation } from '../src/runner.js';
 import type { StampedEvent } from '../src/pipeline/journal.js';
 
 export const B16 = bindir(16);
@@ -41,6 +41,12 @@ export const asServer = (program: string, args: string[], extra: Partial<Invocat
   cwd: '/tmp',
   ...extra,
 });
+
+/** asServer as an argv, for a program a bench spawns itself (to time, stream or kill it): setpriv as the server account, as the runner does it. */
+export function asServerArgv(program: string, args: string[]): [string, string[]] {
+  const [first, ...rest] = effectiveArgv(asServer(program, args));
+  return [first!, rest];
+}
 
 export interface Point {
   label: string;

@@ -23,19 +23,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createCluster, createLoopVolume, mkdirOwned, scratchDir, serverUser, teardownAll, type TestCluster } from '../test/helpers/testbed.js';
+import { createCluster, createLoopVolume, mkdirOwned, scratchDir, teardownAll, type TestCluster } from '../test/helpers/testbed.js';
 import { runCli } from '../test/helpers/cli.js';
 import { isRoot } from '../src/runner.js';
 import type { OperationResult } from '../src/operationCommand.js';
+import { asServerArgv } from './sources.js';
 
 const scale = Number(process.env.PGSCALE_BENCH_SCALE ?? 70);
 const clients = Number(process.env.PGSCALE_BENCH_CLIENTS ?? 4);
 const fmt = (n: number, d = 1) => n.toFixed(d);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const asServer = (program: string, args: string[]): [string, string[]] => [
-  'setpriv',
-  ['--reuid', String(serverUser.uid), '--regid', String(serverUser.gid), '--init-groups', program, ...args],
-];
 
 function run(program: string, args: string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
@@ -74,7 +71,7 @@ function readLog(dir: string): { end: number; latency: number }[] {
 /** Runs pgbench around `move`: 5 s of baseline, the move, 3 s after; figures from its transaction log. */
 async function underLoad(c: TestCluster, name: string, move: () => Promise<void>): Promise<Figures> {
   const logDir = mkdirOwned(join(scratchDir('pgscale-bench-log-'), 'log'));
-  const [prog, args] = asServer(join(c.bindir, 'pgbench'), [
+  const [prog, args] = asServerArgv(join(c.bindir, 'pgbench'), [
     '-c',
     String(clients),
     '-j',
@@ -129,7 +126,7 @@ async function main(): Promise<void> {
   });
   await c.sql('create database bench');
   process.stderr.write(`pgbench -i -s ${scale}…\n`);
-  const [p, a] = asServer(join(c.bindir, 'pgbench'), [
+  const [p, a] = asServerArgv(join(c.bindir, 'pgbench'), [
     '-i',
     '-q',
     '-s',

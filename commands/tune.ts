@@ -2,10 +2,9 @@ import { Flags } from '@oclif/core';
 import { badInput } from '../src/errors.js';
 import { loadCatalog } from '../src/gucCatalog/catalog.js';
 import { describeMemory } from '../src/gucCatalog/units.js';
-import { OperationCommand, type OperationResult } from '../src/operationCommand.js';
+import { OperationCommand, type OperationResult, planOutFlag } from '../src/operationCommand.js';
 import '../src/operations.js';
 import type { ExecuteOptions } from '../src/pipeline/execute.js';
-import { writePlanFile } from '../src/pipeline/planFile.js';
 import { askAreas, askRestart } from '../src/tune/ask.js';
 import {
   checkTuneFlags,
@@ -127,7 +126,7 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
       summary: 'Put back the configuration files of the newest pgscale tune run, byte for byte, and reload (restart with consent).',
       default: false,
     }),
-    'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
+    'plan-out': planOutFlag,
   };
 
   /** A restart the DBA consented to at the prompt counts as --yes for the restart step. */
@@ -234,17 +233,11 @@ Exit codes: 2 bad input (unknown profile, --memory 0 or an unknown unit, a confi
     const restartNames = (areas: ReadonlySet<TuneArea>) => changes.filter((c) => areas.has(c.area) && c.recommended.restart).map((c) => c.name);
     const every = new Set(changes.map((c) => c.area));
     if (f['dry-run']) {
+      // --plan-out too (a dry run): every area, a restart only with --yes; `pgscale apply FILE` runs it
       const params = tuneParams(d, { areas: every, restart: f.yes });
       return { ...base, ...(await this.runPlan(await this.planOperation('tune', params), f['plan-out'])) };
     }
     if (!(f.apply || f.yes || this.canPrompt)) {
-      if (f['plan-out']) {
-        // a plan for review: every area, no restart (--yes would put one in); `pgscale apply FILE` runs it
-        const plan = await this.planOperation('tune', tuneParams(d, { areas: every, restart: false }));
-        writePlanFile(f['plan-out'], plan);
-        this.note(`\nplan written to ${f['plan-out']}; apply it with \`pgscale apply ${f['plan-out']}\``);
-        return { ...base, plan, applied: false, planFile: f['plan-out'] };
-      }
       this.note('\nnothing applied: pass --apply (at a terminal: asked per area) or --yes (apply everything, restart if needed); --dry-run shows the plan');
       return base;
     }

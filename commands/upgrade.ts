@@ -5,7 +5,7 @@ import type { Plan } from '../src/pipeline/plan.js';
 import { findInstallations } from '../src/cluster/installations.js';
 import { upgradeTarget } from '../src/upgrade/decide.js';
 import { detect } from '../src/detect.js';
-import { OperationCommand, type OperationResult } from '../src/operationCommand.js';
+import { OperationCommand, type OperationResult, planOutFlag } from '../src/operationCommand.js';
 import '../src/operations.js';
 import { decideUpgrade, type UpgradeChoices } from '../src/upgrade/decide.js';
 import { upgradeReport, type UpgradeReport } from '../src/upgrade/report.js';
@@ -44,7 +44,7 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
       default: 300,
       min: 0,
     }),
-    'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
+    'plan-out': planOutFlag,
     replicas: Flags.option({
       options: ['rsync', 'rebuild', 'leave'] as const,
       summary:

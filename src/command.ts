@@ -5,7 +5,7 @@
 import { Command, Flags, type Interfaces } from '@oclif/core';
 import { FileAuditLog, redact, type AuditEvent, type AuditSink } from './audit.js';
 import { resolveConnection, type ConnectionSettings } from './connection.js';
-import { ExitCode, asPgscaleError, exitCodeName, parseFailure } from './errors.js';
+import { ExitCode, PlanRefused, asPgscaleError, exitCodeName, parseFailure } from './errors.js';
 import { HostRoot } from './host/hostRoot.js';
 import { ZxRunner, type Runner } from './runner.js';
 
@@ -124,7 +124,9 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
     const message = redact(err.message);
     const hint = redact(err.hint ?? '');
     if (this.jsonEnabled()) {
-      this.logJson({ error: { message, hint, exitCode: err.exitCode, kind: exitCodeName[err.exitCode] } });
+      const error = { message, hint, exitCode: err.exitCode, kind: exitCodeName[err.exitCode] };
+      // one document: a dry run's plan (when one was made) and why it is blocked; otherwise the error alone
+      this.logJson(thrown instanceof PlanRefused ? { plan: thrown.plan, error } : { error });
       return undefined;
     }
     process.stderr.write(`pgscale: error: ${message}\n${hint ? `hint: ${hint}\n` : ''}`);

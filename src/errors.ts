@@ -40,6 +40,20 @@ export class PgscaleError extends Error {
   }
 }
 
+/**
+ * A plan refused by its own checks under --dry-run: the plan exists, so --json prints it beside
+ * the error (each check with its outcome), for a reviewer to see what is blocked and why.
+ */
+export class PlanRefused extends PgscaleError {
+  constructor(
+    message: string,
+    hint: string,
+    readonly plan: object,
+  ) {
+    super(message, ExitCode.Refused, hint);
+  }
+}
+
 export const badInput = (message: string, hint?: string) => new PgscaleError(message, ExitCode.BadInput, hint);
 export const refused = (message: string, hint?: string) => new PgscaleError(message, ExitCode.Refused, hint);
 

@@ -5,7 +5,7 @@
 import { Command, Flags } from '@oclif/core';
 import { join } from 'node:path';
 import { PgscaleCommand } from './command.js';
-import { ExitCode, PgscaleError, refused } from './errors.js';
+import { ExitCode, PgscaleError, PlanRefused, refused } from './errors.js';
 import { startRun, resumeRun, rollbackRun, type ExecuteOptions, type RunReport } from './pipeline/execute.js';
 import { buildPlan, failedChecks, operation, type Plan } from './pipeline/plan.js';
 import { writePlanFile } from './pipeline/planFile.js';
@@ -21,6 +21,11 @@ export interface OperationResult {
   run?: RunReport;
 }
 
+/** --plan-out of every command that plans: a plan for review, nothing changed (init makes it a dry run). */
+export const planOutFlag = Flags.string({
+  summary: 'Write the plan (JSON, 0600) for review and change nothing (implies --dry-run); apply it later with `pgscale apply FILE`.',
+});
+
 export abstract class OperationCommand<T extends typeof Command> extends PgscaleCommand<T> {
   static override baseFlags = {
     ...PgscaleCommand.baseFlags,
@@ -31,6 +36,17 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       helpGroup: 'GLOBAL',
     }),
   };
+
+  public override async init(): Promise<void> {
+    await super.init();
+    // writing a plan for review is planning: nothing runs until `pgscale apply FILE`
+    if (this.planOut) this.flags['dry-run'] = true;
+  }
+
+  /** --plan-out, for the commands that take it. */
+  private get planOut(): string | undefined {
+    return (this.flags as { 'plan-out'?: string })['plan-out'];
+  }
 
   /** The state directory's path. Nothing creates it but a run that starts (refusals and --dry-run leave no trace). */
   protected get stateDir(): string {
@@ -78,10 +94,12 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
     return buildPlan(operation(name), params, this.planningContext());
   }
 
-  /** Shows, saves and (unless --dry-run) executes a plan. */
+  /** Shows, saves (--plan-out, a dry run) and, unless --dry-run, executes a plan. */
   protected async runPlan(plan: Plan, planOut: string | undefined): Promise<OperationResult> {
     if (planOut) writePlanFile(planOut, plan);
-    return this.executePlan(plan, planOut);
+    const result = await this.executePlan(plan, planOut);
+    if (planOut && !this.jsonEnabled()) this.logToStderr(`plan written to ${planOut}; nothing was changed; apply it with \`pgscale apply ${planOut}\``);
+    return result;
   }
 
   /** Executes a plan; under --dry-run shows it and checks that it could start (checks, lock) without changing anything. */
@@ -90,12 +108,11 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
     if (this.flags['dry-run'] && !this.jsonEnabled()) this.log(planMarkdown(plan));
     if (blockers.length) {
       const fixes = [...new Set(blockers.flatMap((c) => (c.fix ? [c.fix] : [])))];
-      // under --dry-run too: a plan that would be refused is an error (exit 3, the error shape under --json)
-      const seePlan = this.flags['dry-run'] ? 'the whole plan is shown above' : 'the whole plan: the same command with --dry-run';
-      throw refused(
-        `checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`,
-        `nothing was changed; ${fixes.length ? fixes.join('; ') : 'fix what the checks name'} (${seePlan})`,
-      );
+      const message = `checks failed:\n${blockers.map((c) => `  - ${c.name}: ${c.detail}`).join('\n')}`;
+      const fix = `nothing was changed; ${fixes.length ? fixes.join('; ') : 'fix what the checks name'}`;
+      // under --dry-run too a plan that would be refused is an error (exit 3); --json shows the plan with it
+      if (this.flags['dry-run']) throw new PlanRefused(message, `${fix} (the whole plan is shown ${this.jsonEnabled() ? 'with this error' : 'above'})`, plan);
+      throw refused(message, `${fix} (the whole plan: the same command with --dry-run)`);
     }
     if (this.flags['dry-run']) {
       // the executor's dry run: refused if another run holds the cluster, otherwise nothing happens

@@ -28,6 +28,11 @@ export interface Invocation {
   timeoutMs?: number;
   /** Aborting kills the program's whole process group. */
   signal?: AbortSignal;
+  /**
+   * The program is pgscale itself (a playbook's step): an abort sends its group the signal pgscale
+   * received (SIGINT for a Ctrl-C), which it reports and acts on as its own, instead of SIGTERM.
+   */
+  forwardInterrupt?: boolean;
   /** Told the process group id once started: the journal keeps it so a resume can reap orphans. */
   onStart?: (pgid: number) => void;
   /** stream() only: stderr as it arrives (pg_basebackup -P reports progress there). */
@@ -83,13 +88,19 @@ export function effectiveArgv(inv: Invocation): string[] {
  * Every program gets its own process group (detached): a Ctrl-C at the terminal reaches pgscale
  * only, which then decides where to stop, and an abort kills the whole group, pipes included.
  */
-function killGroup(pgid: number): void {
+function killGroup(pgid: number, signal: NodeJS.Signals = 'SIGTERM'): void {
   if (!pgid) return; // never started; and kill(-0) would signal pgscale's own process group
   try {
-    process.kill(-pgid, 'SIGTERM');
+    process.kill(-pgid, signal);
   } catch {
     /* already gone */
   }
+}
+
+/** The signal an abort sends: the one pgscale received (the abort's reason) when forwarded, else SIGTERM. */
+export function abortKillSignal(inv: Pick<Invocation, 'signal' | 'forwardInterrupt'>): NodeJS.Signals {
+  const reason: unknown = inv.signal?.reason;
+  return inv.forwardInterrupt && (reason === 'SIGINT' || reason === 'SIGTERM') ? reason : 'SIGTERM';
 }
 
 export class ZxRunner implements Runner {
@@ -165,11 +176,11 @@ export class ZxRunner implements Runner {
     const child = spawn(program!, args, { cwd: this.cwdFor(inv), env: this.environment(inv), detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     const pgid = child.pid ?? 0;
     if (pgid) inv.onStart?.(pgid);
-    const kill = () => killGroup(pgid);
+    const kill = () => killGroup(pgid, abortKillSignal(inv));
     inv.signal?.addEventListener('abort', kill, { once: true });
     // aborted before it started (Ctrl-C during a step's preparations): the listener above never fires
     if (inv.signal?.aborted) kill();
-    const timer = inv.timeoutMs === undefined ? undefined : setTimeout(kill, inv.timeoutMs);
+    const timer = inv.timeoutMs === undefined ? undefined : setTimeout(() => killGroup(pgid), inv.timeoutMs);
     const done = new Promise<{ code: number | null; signal: string | null; error?: Error }>((resolve) => {
       let error: Error | undefined;
       child.on('error', (e) => {

@@ -749,6 +749,9 @@ export const tablespaceStatements = {
         where n.nspname = $1 and c.relname = $2`,
       [schema, name],
     ),
+  /** The role this session runs as, and whether it is a superuser (pg_repack works only as one). */
+  sessionRole: () =>
+    rows<{ name: string; superuser: boolean }>('tablespaces: session role', `select current_user as name, current_setting('is_superuser') = 'on' as superuser`),
   /** pg_repack as the server offers it: the version its files install, and the installed one (null: not created). */
   repackExtension: () =>
     rows<{ default_version: string; installed_version: string | null }>(

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { resolveTarget } from '../../src/cluster/access.js';
 import { findInstallations } from '../../src/cluster/installations.js';
 import { badInput } from '../../src/errors.js';
-import { OperationCommand, type OperationResult } from '../../src/operationCommand.js';
+import { OperationCommand, type OperationResult, planOutFlag } from '../../src/operationCommand.js';
 import '../../src/operations.js';
 import { backupMethods } from '../../src/backup/archive.js';
 import { estimateBackupBytes, newBackupToken, type BackupParams } from '../../src/backup/steps.js';
@@ -37,7 +37,7 @@ Methods: dumpall (one pg_dumpall stream; restores into any newer major), paralle
       default: 'checksum',
     })(),
     'restore-bindir': Flags.string({ summary: 'Bindir of the PostgreSQL version to restore into for --verify restore (default: the newest installed).' }),
-    'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
+    'plan-out': planOutFlag,
   };
 
   async run(): Promise<OperationResult> {

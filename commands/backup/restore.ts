@@ -5,7 +5,7 @@ import { resolveTarget } from '../../src/cluster/access.js';
 import { findInstallations } from '../../src/cluster/installations.js';
 import { badInput } from '../../src/errors.js';
 import { currentUser, userByName } from '../../src/osUser.js';
-import { OperationCommand, type OperationResult } from '../../src/operationCommand.js';
+import { OperationCommand, type OperationResult, planOutFlag } from '../../src/operationCommand.js';
 import { isRoot } from '../../src/runner.js';
 import '../../src/operations.js';
 import { methodOf, readManifest } from '../../src/backup/archive.js';
@@ -26,7 +26,7 @@ export default class BackupRestore extends OperationCommand<typeof BackupRestore
     jobs: Flags.integer({ summary: 'pg_restore jobs (default: the CPUs available).', min: 1, max: 256 }),
     'tablespace-dir': Flags.string({ summary: 'With --to: where tablespaces are recreated (default NEWPGDATA.tablespaces; absent or empty).' }),
     owner: Flags.string({ summary: 'With --to, as root: the OS account that owns and runs the new cluster (default postgres).' }),
-    'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
+    'plan-out': planOutFlag,
   };
 
   async run(): Promise<OperationResult> {

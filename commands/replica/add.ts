@@ -2,7 +2,7 @@ import { password } from '@inquirer/prompts';
 import { Flags } from '@oclif/core';
 import { resolveTarget } from '../../src/cluster/access.js';
 import { badInput } from '../../src/errors.js';
-import { OperationCommand, type OperationResult } from '../../src/operationCommand.js';
+import { OperationCommand, type OperationResult, planOutFlag } from '../../src/operationCommand.js';
 import '../../src/operations.js';
 import { closeRemoteRunners, isLocal, runnerFor } from '../../src/remote/ssh.js';
 import { absoluteDir, hostSpec, replicaFlags } from '../../src/replica/flags.js';
@@ -35,7 +35,7 @@ The password comes from a libpq password file (--replication-passfile or PGPASSF
     'replication-passfile': Flags.string({ summary: 'libpq password file with the replication role password (default: PGPASSFILE).' }),
     'max-rate': Flags.string({ summary: 'pg_basebackup --max-rate (e.g. 100M): spares a busy primary.' }),
     'max-lag': Flags.integer({ summary: 'Replay lag bound (bytes) the verify step waits for.', default: 16 * 1024 * 1024 }),
-    'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
+    'plan-out': planOutFlag,
   };
 
   async run(): Promise<OperationResult> {

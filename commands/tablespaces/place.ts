@@ -7,7 +7,7 @@ import { badInput } from '../../src/errors.js';
 import { isInside, realish } from '../../src/files.js';
 import { detectStorage } from '../../src/host/storage.js';
 import type { StorageClass } from '../../src/host/types.js';
-import { OperationCommand, type OperationResult } from '../../src/operationCommand.js';
+import { OperationCommand, type OperationResult, planOutFlag } from '../../src/operationCommand.js';
 import '../../src/operations.js';
 import type { Runner } from '../../src/runner.js';
 import { statements, tablespaceStatements } from '../../src/sql.js';
@@ -43,7 +43,7 @@ async function repackClient(runner: Runner, bindir: string): Promise<{ version: 
 
 export default class TablespacesPlace extends OperationCommand<typeof TablespacesPlace> {
   static override summary = 'Move tables and their indexes to the tablespace of their temperature tier (hot, warm, cold), online where PostgreSQL allows.';
-  static override description = `Each --volume maps a directory on a volume to a tier (PATH=hot|warm|cold, or PATH alone for the tier of its detected storage class); a tablespace pgscale_TIER is created in PATH/pgscale_TIER (0700, owned by the cluster owner; never inside the data directory, not on its device unless --force) with random_page_cost and the I/O concurrency settings of that storage. The default tablespace counts as the --data-dir-tier tier. A relation whose temperature (see \`pgscale tablespaces show\`) differs from the tier it is on moves, each in its own journaled step. A table with a primary key or a NOT NULL unique index moves online with pg_repack --tablespace --moveidx when BINDIR/pg_repack is built for the server's major and matches the version of the pg_repack extension (created by the run when only available, dropped by its rollback; --no-repack declines). Other tables: the heap (TOAST follows) by ALTER TABLE … SET TABLESPACE under a lock_timeout of --lock-timeout ms with --lock-retries retries whose pauses double (never an unbounded wait), rows counted in one snapshot before the lock and after the rewrite; indexes by REINDEX … INDEX CONCURRENTLY (14+). ALTER TABLE holds ACCESS EXCLUSIVE for the copy, so a heap above --blocking-limit-mb without an online method is refused unless --allow-blocking. The duration estimate uses the copy rate of the last moves journaled for the cluster. Partitioned tables move partition by partition, then their default follows the hottest partition. temp_tablespaces goes to the hot tier's tablespace.
+  static override description = `Each --volume maps a directory on a volume to a tier (PATH=hot|warm|cold, or PATH alone for the tier of its detected storage class); a tablespace pgscale_TIER is created in PATH/pgscale_TIER (0700, owned by the cluster owner; never inside the data directory, not on its device unless --force) with random_page_cost and the I/O concurrency settings of that storage. The default tablespace counts as the --data-dir-tier tier. A relation whose temperature (see \`pgscale tablespaces show\`) differs from the tier it is on moves, each in its own journaled step. A table with a primary key or a NOT NULL unique index moves online with pg_repack --tablespace --moveidx when pgscale connects as a superuser (pg_repack works only as one) and BINDIR/pg_repack is built for the server's major and matches the version of the pg_repack extension (created by the run when only available, dropped by its rollback; --no-repack declines). Other tables: the heap (TOAST follows) by ALTER TABLE … SET TABLESPACE under a lock_timeout of --lock-timeout ms with --lock-retries retries whose pauses double (never an unbounded wait), rows counted in one snapshot before the lock and after the rewrite; indexes by REINDEX … INDEX CONCURRENTLY (14+). ALTER TABLE holds ACCESS EXCLUSIVE for the copy, so a heap above --blocking-limit-mb without an online method is refused unless --allow-blocking. The duration estimate uses the copy rate of the last moves journaled for the cluster. Partitioned tables move partition by partition, then their default follows the hottest partition. temp_tablespaces goes to the hot tier's tablespace.
 
 Checks before anything: free space on every volume for what moves there, WAL space for the largest move, the owner can write the volume, no tablespace name or location collision. \`pgscale resume RUN\` continues with the next relation; \`pgscale rollback RUN\` moves them back and drops the tablespaces it created. Exit codes: 2 bad input, 3 refused by a check — nothing changed in either case.`;
 
@@ -91,7 +91,7 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       summary: `MB per second for the duration estimate; without it, the rate measured on the last moves journaled for this cluster, else ${assumedCopyRateMb}.`,
       min: 1,
     }),
-    'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
+    'plan-out': planOutFlag,
   };
 
   async run(): Promise<OperationResult> {
@@ -136,7 +136,7 @@ Checks before anything: free space on every volume for what moves there, WAL spa
 
     const access = facts.resolved.access;
     const database = facts.live.database;
-    const { existing, temp, wal, repackExtension } = await withDb(
+    const { existing, temp, wal, repackExtension, role } = await withDb(
       { runner: this.runner, audit: this.audit },
       access,
       async (db) => ({
@@ -144,6 +144,7 @@ Checks before anything: free space on every volume for what moves there, WAL spa
         temp: (await db.query(tablespaceStatements.tempTablespaces()))[0],
         wal: (await db.query(statements.walSizing()))[0],
         repackExtension: (await db.query(tablespaceStatements.repackExtension()))[0],
+        role: (await db.query(tablespaceStatements.sessionRole()))[0]!,
       }),
       database,
     );
@@ -159,6 +160,7 @@ Checks before anything: free space on every volume for what moves there, WAL spa
       bindir: access.bindir,
       client: f.repack ? await repackClient(this.runner, access.bindir) : null,
       extension: repackExtension ? { defaultVersion: repackExtension.default_version, installedVersion: repackExtension.installed_version } : null,
+      role,
     });
     const placement = decidePlacement(facts.report.relations, facts.live.relations, {
       dataDirTier: facts.dataDirTier,

@@ -2,7 +2,7 @@ import { Flags } from '@oclif/core';
 import { join, resolve } from 'node:path';
 import { resolveTarget } from '../../src/cluster/access.js';
 import { badInput } from '../../src/errors.js';
-import { OperationCommand, type OperationResult } from '../../src/operationCommand.js';
+import { OperationCommand, type OperationResult, planOutFlag } from '../../src/operationCommand.js';
 import { userByName } from '../../src/osUser.js';
 import '../../src/operations.js';
 import { directoryBytes, lexists } from '../../src/wal/files.js';
@@ -28,7 +28,7 @@ A stopped cluster is moved the same way and stays stopped. Exit codes: 2 bad inp
     to: Flags.string({ summary: 'Directory for the WAL on its own volume: absent or empty; created 0700, owned by the data directory owner.' }),
     'to-data-dir': Flags.boolean({ summary: 'Move the WAL back into the data directory (pg_wal becomes a plain directory again).' }),
     force: Flags.boolean({ summary: "Accept a --to directory on the data directory's device (a warning instead of a refusal).", default: false }),
-    'plan-out': Flags.string({ summary: 'Write the plan (JSON, 0600) for review; apply it later with `pgscale apply FILE`.' }),
+    'plan-out': planOutFlag,
   };
 
   async run(): Promise<OperationResult> {

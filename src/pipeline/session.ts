@@ -5,13 +5,16 @@
 import { confirm } from '@inquirer/prompts';
 import type { ProgressMode } from './execute.js';
 
-/** First SIGINT/SIGTERM: stop at the next safe point. Second: leave now (the journal is fsynced). */
+/**
+ * First SIGINT/SIGTERM: stop at the next safe point. Second: leave now (the journal is fsynced).
+ * The abort's reason is the signal received: a pgscale child is sent that one (see forwardInterrupt).
+ */
 export function interruptSignal(notify: (message: string) => void): { signal: AbortSignal; dispose(): void } {
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(130);
     notify(`${sig}: stopping at the next safe point (again to leave at once)`);
-    controller.abort();
+    controller.abort(sig);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

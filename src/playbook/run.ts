@@ -125,7 +125,7 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
         );
     o.log(redact(`${label}: pgscale ${argv.join(' ')}`));
     const before = new Set(listRuns(o.stateDir).map((r) => r.id));
-    const child = o.runner.stream({ program: process.execPath, args: [o.cli, ...argv], env, signal: o.signal });
+    const child = o.runner.stream({ program: process.execPath, args: [o.cli, ...argv], env, signal: o.signal, forwardInterrupt: true });
     child.stdin.end();
     let jsonText = '';
     if (o.json) child.stdout.on('data', (d: Buffer) => (jsonText += d.toString()));

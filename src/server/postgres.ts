@@ -133,28 +133,58 @@ export function dataDirArg(args: readonly string[]): string | undefined {
   return dir;
 }
 
+/** A setting on a postmaster command line: its name, its value and the arguments that give it. */
+interface OptionSetting {
+  name: string;
+  value: string;
+  /** The arguments from `start` up to (not including) `end`. */
+  start: number;
+  end: number;
+}
+
+const shortSettings: Record<string, string> = { '-p': 'port', '-k': 'unix_socket_directories', '-h': 'listen_addresses' };
+
 /**
- * The value a setting has on a postmaster command line, the last occurrence winning as in
- * PostgreSQL: `-c name=value`, `--name=value`, and the short forms -p (port), -k (sockets),
- * -h (listen_addresses), -i (listen on all, obsolete).
+ * The settings of a postmaster command line in every spelling PostgreSQL accepts: `-c name=value`,
+ * `--name=value`, and the short forms -p (port), -k (sockets), -h (listen_addresses), -i (listen on
+ * all, obsolete). Names come with underscores, as pg_settings spells them.
  */
-export function optionValue(options: readonly string[], name: string): string | undefined {
-  const short: Record<string, string> = { port: '-p', unix_socket_directories: '-k', listen_addresses: '-h' };
-  const names = new Set([name, name.replace(/_/g, '-')]);
-  let value: string | undefined;
+function optionSettings(options: readonly string[]): OptionSetting[] {
+  const out: OptionSetting[] = [];
   for (let i = 0; i < options.length; i++) {
     const a = options[i]!;
+    const start = i;
     const setting = a === '-c' || a === '--c' ? options[++i] : a.startsWith('-c') && a.length > 2 ? a.slice(2) : a.startsWith('--') ? a.slice(2) : undefined;
     if (setting !== undefined) {
       const eq = setting.indexOf('=');
-      if (eq > 0 && names.has(setting.slice(0, eq))) value = setting.slice(eq + 1);
+      if (eq > 0) out.push({ name: setting.slice(0, eq).replace(/-/g, '_'), value: setting.slice(eq + 1), start, end: i + 1 });
       continue;
     }
-    if (short[name] && a === short[name]) value = options[++i];
-    else if (short[name] && a.startsWith(short[name]) && a.length > 2) value = a.slice(2);
-    else if (name === 'listen_addresses' && a === '-i') value = '*';
+    const short = shortSettings[a.slice(0, 2)];
+    if (a === '-i') out.push({ name: 'listen_addresses', value: '*', start, end: i + 1 });
+    else if (short && a.length === 2 && i + 1 < options.length) out.push({ name: short, value: options[++i]!, start, end: i + 1 });
+    else if (short && a.length > 2) out.push({ name: short, value: a.slice(2), start, end: i + 1 });
   }
-  return value;
+  return out;
+}
+
+/** The value a setting has on a postmaster command line, the last occurrence winning as in PostgreSQL. */
+export function optionValue(options: readonly string[], name: string): string | undefined {
+  return optionSettings(options)
+    .filter((s) => s.name === name)
+    .at(-1)?.value;
+}
+
+/**
+ * The options with each setting given once: its last occurrence, the one PostgreSQL uses, stays
+ * where it is; earlier ones (in any spelling) go. What a start overrides then shows once in ps and
+ * postmaster.opts, not beside the value it replaces.
+ */
+export function onePerSetting(options: readonly string[]): string[] {
+  const settings = optionSettings(options);
+  const last = new Map(settings.map((s) => [s.name, s]));
+  const dropped = new Set(settings.filter((s) => last.get(s.name) !== s).flatMap((s) => Array.from({ length: s.end - s.start }, (_, k) => s.start + k)));
+  return options.filter((_, i) => !dropped.has(i));
 }
 
 /** Quotes each option for the shell pg_ctl hands -o to (pg_ctl runs `exec postgres … OPTIONS` through /bin/sh). */
@@ -162,7 +192,7 @@ export function pgCtlOptionString(options: readonly string[]): string {
   return options.map(shellQuote).join(' ');
 }
 
-/** The options a start passes: the identity's, then the overrides of this start (later ones win). */
+/** The options a start passes: the identity's, then the overrides of this start, which replace what they override. */
 export function startOptions(id: ServerIdentity, opts: StartOptions = {}): string[] {
   const out = [...id.options];
   // a port taken from PGPORT in the server's environment would not survive a start from pgscale's
@@ -170,7 +200,7 @@ export function startOptions(id: ServerIdentity, opts: StartOptions = {}): strin
   if (id.configFile && optionValue(out, 'config_file') === undefined) out.push('-c', `config_file=${id.configFile}`);
   if (opts.privateSocketDir) out.push('-c', 'listen_addresses=', '-c', `unix_socket_directories=${opts.privateSocketDir}`);
   for (const [k, v] of Object.entries(opts.settings ?? {})) out.push('-c', `${k}=${v}`);
-  return out;
+  return onePerSetting(out);
 }
 
 export class PostgresServer {

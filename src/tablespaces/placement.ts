@@ -97,6 +97,8 @@ export interface RepackFacts {
   client: { version: string; bindirMajor: number | null } | null;
   /** From pg_available_extensions; null when the server has no pg_repack files. */
   extension: { defaultVersion: string; installedVersion: string | null } | null;
+  /** The role the moves run as: pg_repack (and creating its extension) needs a superuser. */
+  role: { name: string; superuser: boolean };
 }
 
 export interface RepackDecision {
@@ -108,12 +110,15 @@ export interface RepackDecision {
 }
 
 /**
- * Whether tables can move with pg_repack: the program must be built for the server's major and be
- * the same version as the extension in the database (pg_repack itself refuses a mismatch).
+ * Whether tables can move with pg_repack: as a superuser (pg_repack refuses any other role, at run
+ * time), the program built for the server's major and the same version as the extension in the
+ * database (pg_repack itself refuses a mismatch). Otherwise tables move by ALTER TABLE, as with
+ * --no-repack.
  */
 export function judgeRepack(f: RepackFacts): RepackDecision {
   const no = (why: string): RepackDecision => ({ usable: false, createExtension: false, why });
   if (!f.wanted) return no('pg_repack declined with --no-repack');
+  if (!f.role.superuser) return no(`pg_repack needs a superuser and role ${f.role.name} is not one (connect as a superuser to move tables online)`);
   if (!f.client) return no(`no pg_repack program in ${f.bindir}`);
   if (f.client.bindirMajor === null) return no(`${f.bindir} holds no postgres program: which PostgreSQL its pg_repack was built for is unknown`);
   if (f.client.bindirMajor !== f.serverMajor)

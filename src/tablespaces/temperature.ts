@@ -89,21 +89,20 @@ export function classify(a: Activity, t: Thresholds, current: Tier | undefined, 
   // staying on the current tier is easier than entering it
   const hotLine = current === 'hot' ? t.hotPerMinute * (1 - t.margin) : current ? t.hotPerMinute * (1 + t.margin) : t.hotPerMinute;
   const coldLine = current === 'cold' ? t.coldPerMinute * (1 + t.margin) : current ? t.coldPerMinute * (1 - t.margin) : t.coldPerMinute;
-  const held = (tier: Tier) => (current === tier ? `, stays ${tier} (margin ${Math.round(t.margin * 100)} %)` : '');
-  if (perMinute >= hotLine) return { tier: 'hot', perMinute, reason: `${what} ≥ ${fmt(hotLine)}${held('hot')}` };
+  // what placement does with it: it stays on its tier or moves to its class's (a tablespace of no tier is left alone)
+  const fate = (tier: Tier) =>
+    current === tier ? `, stays ${tier} (margin ${Math.round(t.margin * 100)} %)` : current ? `, due to move from ${current} to ${tier}` : '';
+  if (perMinute >= hotLine) return { tier: 'hot', perMinute, reason: `${what} ≥ ${fmt(hotLine)}${fate('hot')}` };
   if (opts.partitionEnds) {
     const ageDays = (opts.now.getTime() - opts.partitionEnds.getTime()) / 86_400_000;
     if (ageDays > t.coldPartitionAgeDays) {
       return {
         tier: 'cold',
         perMinute,
-        reason: `time-range partition ended ${Math.floor(ageDays)} days ago (> ${t.coldPartitionAgeDays}) and not hot: ${what}`,
+        reason: `time-range partition ended ${Math.floor(ageDays)} days ago (> ${t.coldPartitionAgeDays}) and not hot: ${what}${fate('cold')}`,
       };
     }
   }
-  if (perMinute <= coldLine) return { tier: 'cold', perMinute, reason: `${what} ≤ ${fmt(coldLine)}${held('cold')}` };
-  if (current === 'hot' || current === 'cold') {
-    return { tier: 'warm', perMinute, reason: `${what}: left ${current} (${current === 'hot' ? `< ${fmt(hotLine)}` : `> ${fmt(coldLine)}`})` };
-  }
-  return { tier: 'warm', perMinute, reason: `${what}: between ${fmt(coldLine)} and ${fmt(hotLine)}` };
+  if (perMinute <= coldLine) return { tier: 'cold', perMinute, reason: `${what} ≤ ${fmt(coldLine)}${fate('cold')}` };
+  return { tier: 'warm', perMinute, reason: `${what}: between ${fmt(coldLine)} and ${fmt(hotLine)}${fate('warm')}` };
 }

@@ -478,6 +478,24 @@ function requireLocal(c: TuneCluster): { dataDir: string; owner: OsUser; bindir:
   return { dataDir: c.dataDir, owner: c.owner, bindir: c.serverBindir, identity: c.identity };
 }
 
+/** What every tune, restart and restore plan says of its cluster: which one, and how it runs now. */
+type ClusterFields = Pick<TuneParams, 'dataDir' | 'configFile' | 'owner' | 'bindir' | 'major' | 'access' | 'running' | 'pendingBefore' | 'server'>;
+
+function clusterFields(c: TuneCluster): ClusterFields {
+  const { dataDir, owner, bindir, identity } = requireLocal(c);
+  return {
+    dataDir,
+    configFile: c.configFile,
+    owner: owner.name,
+    bindir,
+    major: c.major,
+    access: c.access,
+    running: c.running,
+    pendingBefore: (c.server ?? []).filter((s) => s.pending_restart).map((s) => s.name),
+    server: identity,
+  };
+}
+
 export interface Accepted {
   areas: ReadonlySet<TuneArea>;
   restart: boolean;
@@ -486,7 +504,8 @@ export interface Accepted {
 /** The `tune` operation's parameters for the accepted areas. */
 export function tuneParams(d: TuneDecision, accepted: Accepted): TuneParams {
   const c = d.cluster;
-  const { dataDir, owner, bindir, identity } = requireLocal(c);
+  const cluster = clusterFields(c);
+  const { dataDir } = cluster;
   const changes = allChanges(d.areas).filter((s) => accepted.areas.has(s.area));
   if (changes.length === 0) throw refused('no change accepted: nothing to apply');
   const configDir = dirname(c.configFile);
@@ -573,22 +592,14 @@ export function tuneParams(d: TuneDecision, accepted: Accepted): TuneParams {
             .join(', ')})`;
   return {
     operation: 'tune',
-    dataDir,
-    configFile: c.configFile,
-    owner: owner.name,
-    bindir,
-    major: c.major,
-    access: c.access,
-    running: c.running,
+    ...cluster,
     files: planned.map((p) => p.file),
     createDirs,
     removeDirs: [],
     alterSystem,
     expect,
     restart,
-    pendingBefore: (c.server ?? []).filter((s) => s.pending_restart).map((s) => s.name),
     watch: d.effective.files,
-    server: identity,
     restoredRun: null,
     summary: `pgscale tune of ${dataDir} (PostgreSQL ${c.major}, ${d.set.profile.workload}): ${changes.length} setting(s) in ${[...new Set(changes.map((s) => s.area))].join(', ')} written to ${where}${auto.length && d.target !== 'sql' ? ` (${auto.length} through postgresql.auto.conf, which would override them)` : ''}; ${restartText}`,
   };
@@ -614,29 +625,21 @@ export function pendingNotOwn(serverPending: readonly string[], areas: readonly 
 /** The `tune` operation that only completes a pending restart of pgscale's settings (consent given): nothing is written. */
 export function restartParams(d: TuneDecision): TuneParams {
   const c = d.cluster;
-  const { dataDir, owner, bindir, identity } = requireLocal(c);
+  const cluster = clusterFields(c);
   const pending = pendingOwnRestarts(d.areas);
   if (!c.running || pending.length === 0) throw refused("no restart of pgscale's settings is pending");
   return {
     operation: 'tune',
-    dataDir,
-    configFile: c.configFile,
-    owner: owner.name,
-    bindir,
-    major: c.major,
-    access: c.access,
-    running: true,
+    ...cluster,
     files: [],
     createDirs: [],
     removeDirs: [],
     alterSystem: [],
     expect: pending.map((s) => ({ name: s.name, value: s.text, restart: true })),
     restart: true,
-    pendingBefore: (c.server ?? []).filter((s) => s.pending_restart).map((s) => s.name),
     watch: d.effective.files,
-    server: identity,
     restoredRun: null,
-    summary: `complete the restart an earlier pgscale tune run of ${dataDir} left pending: ${pending.map((s) => `${s.name} = ${s.text}`).join(', ')} (already in the files; nothing is written)`,
+    summary: `complete the restart an earlier pgscale tune run of ${cluster.dataDir} left pending: ${pending.map((s) => `${s.name} = ${s.text}`).join(', ')} (already in the files; nothing is written)`,
   };
 }
 
@@ -682,7 +685,8 @@ function runToRestore(stateDir: string, dataDir: string): { id: string; dir: str
 }
 
 export function decideRestore(cluster: TuneCluster, stateDir: string, restartConsent: boolean): RestoreDecision {
-  const { dataDir, owner, bindir, identity } = requireLocal(cluster);
+  const fields = clusterFields(cluster);
+  const { dataDir } = fields;
   const run = runToRestore(stateDir, dataDir);
   const manifest = readBackupManifest(run.dir);
   if (!manifest) throw refused(`run ${run.id} has no backup manifest in ${join(run.dir, 'backup')}`);
@@ -727,22 +731,14 @@ export function decideRestore(cluster: TuneCluster, stateDir: string, restartCon
   const restart = cluster.running && restartNeeded.length > 0 && restartConsent;
   const params: TuneParams = {
     operation: 'tune-restore',
-    dataDir,
-    configFile: cluster.configFile,
-    owner: owner.name,
-    bindir,
-    major: cluster.major,
-    access: cluster.access,
-    running: cluster.running,
+    ...fields,
     files,
     createDirs: [],
     removeDirs: manifest.createdDirs,
     alterSystem: [],
     expect,
     restart,
-    pendingBefore: (cluster.server ?? []).filter((s) => s.pending_restart).map((s) => s.name),
     watch: readEffectiveConfig({ configFile: cluster.configFile, dataDir, catalog }).files,
-    server: identity,
     restoredRun: run.id,
     summary:
       `restore the configuration files of ${dataDir} as they were before pgscale tune run ${run.id}, byte for byte` +

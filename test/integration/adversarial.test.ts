@@ -9,7 +9,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { cliRunnableBy, parseJson, runCli, startCli as startCliWith, type CliResult, type CliOptions } from '../helpers/cli.js';
@@ -62,8 +62,15 @@ interface Row {
   hint?: RegExp;
   /** For exit 0: what stdout must show. */
   stdout?: RegExp;
+  /** A dry run blocked by its plan's checks: under --json the plan comes with the error, in one document. */
+  blockedPlan?: boolean;
   opts?: () => CliOptions;
   skip?: string | false;
+}
+
+/** What the table reads of a plan printed under --json. */
+interface JsonPlan {
+  steps: { checks: { name: string; passed: boolean; severity: string; detail: string }[] }[];
 }
 
 /** Runs a row as text and as --json (concurrently) and checks both against the contract. */
@@ -86,9 +93,19 @@ async function check(row: Row): Promise<void> {
     assert.match(text.stderr, row.message, `${row.name}: ${show(text)}`);
     assert.ok(hintLine.length > 'hint: '.length + 10, `${row.name}: a hint that says what to do: ${show(text)}`);
     if (row.hint) assert.match(hintLine, row.hint, `${row.name}: ${show(text)}`);
-    assert.ok(json.stdout.length < 8000, `${row.name}: a short JSON error, not ${json.stdout.length} bytes`);
-    const parsed = parseJson<{ error: { message: string; hint: string; exitCode: number; kind: string } }>(json);
-    assert.deepEqual(Object.keys(parsed), ['error'], `${row.name}: ${json.stdout}`);
+    const parsed = parseJson<{ error: { message: string; hint: string; exitCode: number; kind: string }; plan?: JsonPlan }>(json);
+    if (row.blockedPlan) {
+      assert.deepEqual(Object.keys(parsed).sort(), ['error', 'plan'], `${row.name}: ${json.stdout.slice(0, 3000)}`);
+      const checks = parsed.plan!.steps.flatMap((s) => s.checks);
+      assert.ok(parsed.plan!.steps.length > 0 && checks.length > 0, `${row.name}: the plan's steps and checks`);
+      for (const c of checks) assert.equal(typeof c.passed, 'boolean', `${row.name}: check ${c.name} has its outcome`);
+      const blockers = checks.filter((c) => !c.passed && c.severity === 'error');
+      assert.ok(blockers.length > 0, `${row.name}: the failed check is in the plan`);
+      for (const c of blockers) assert.ok(parsed.error.message.includes(`${c.name}: ${c.detail}`), `${row.name}: the error names ${c.name}`);
+    } else {
+      assert.ok(json.stdout.length < 8000, `${row.name}: a short JSON error, not ${json.stdout.length} bytes`);
+      assert.deepEqual(Object.keys(parsed), ['error'], `${row.name}: ${json.stdout}`);
+    }
     assert.deepEqual(Object.keys(parsed.error).sort(), ['exitCode', 'hint', 'kind', 'message']);
     assert.equal(parsed.error.exitCode, row.code);
     assert.equal(parsed.error.kind, kinds[row.code]);
@@ -492,6 +509,7 @@ const rows: Row[] = [
     code: 3,
     message: /checks failed/,
     hint: /plan is shown above/,
+    blockedPlan: true,
   },
   {
     name: 'wal move already in the data directory',
@@ -522,6 +540,14 @@ const rows: Row[] = [
     args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'backups', 'good')],
     code: 3,
     message: /checks failed/,
+  },
+  {
+    name: 'backup --dry-run onto an existing backup',
+    args: () => ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(work, 'backups', 'good'), '--dry-run'],
+    code: 3,
+    message: /checks failed/,
+    hint: /plan is shown above/,
+    blockedPlan: true,
   },
   {
     name: 'backup verify of nothing',
@@ -765,6 +791,29 @@ const rows: Row[] = [
 describe('bad and unusual input: exit code, message, hint, JSON shape, no secret, nothing changed', { concurrency: 4 }, () => {
   test(`the table has ${rows.length} rows`, () => assert.ok(rows.length >= 60));
   for (const row of rows) test(row.name, { skip: row.skip || false }, () => check(row));
+});
+
+describe('--plan-out writes a plan for review and changes nothing', () => {
+  test('backup --plan-out without --dry-run: the plan is written (0600, sealed), no backup, no run journal; applying it makes the backup', async () => {
+    const dir = join(work, 'plan-out');
+    mkdirSync(dir);
+    const planFile = join(dir, 'backup.plan.json');
+    const runs = join(dir, 'state');
+    const args = ['backup', '--pgdata', A.pgdata, '--bindir', B(), '--to', join(dir, 'dest'), '--state-dir', runs];
+    const files = [...clusterFiles(A), `lock A ${existsSync(lockOf(A))}`];
+    const planned = await cli([...args, '--plan-out', planFile]);
+    assert.equal(planned.code, 0, show(planned));
+    assert.ok(planned.stderr.includes(`plan written to ${planFile}; nothing was changed; apply it with \`pgscale apply ${planFile}\``), show(planned));
+    assert.match(planned.stdout, /# pgscale plan: backup/);
+    assert.equal(statSync(planFile).mode & 0o777, 0o600);
+    assert.ok((JSON.parse(readFileSync(planFile, 'utf8')) as { seal?: unknown }).seal, 'the plan is sealed');
+    assert.deepEqual(readdirSync(dir), ['backup.plan.json'], 'no backup (nor its .partial), no state directory: no run journal');
+    assert.deepEqual([...clusterFiles(A), `lock A ${existsSync(lockOf(A))}`], files, 'the cluster as it was');
+    const applied = await cli(['apply', planFile, '--state-dir', runs, '--yes']);
+    assert.equal(applied.code, 0, show(applied));
+    assert.ok(existsSync(join(dir, 'dest', 'manifest.json')), 'the reviewed plan made the backup');
+    assert.equal(readdirSync(join(runs, 'runs')).length, 1);
+  });
 });
 
 describe('one lock per cluster, whatever path leads to it; the way out of a killed run', () => {

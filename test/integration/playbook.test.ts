@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bindir, createCluster, scratchDir, teardownAll } from '../helpers/testbed.js';
-import { runCli } from '../helpers/cli.js';
+import { runCli, startCli, type CliResult } from '../helpers/cli.js';
+import { holdTableLock, lockWaiters, waitFor } from '../helpers/snapshot.js';
 
 after(teardownAll);
 
@@ -83,4 +84,37 @@ test('a playbook whose stopped run was finished by hand (`pgscale resume`, as it
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /step 1\/2: upgrade: already done \(run \S+ completed\)/);
   assert.match(again.stderr, new RegExp(`step 2/2: detect: pgscale detect --pgdata ${newData}`));
+});
+
+test('Ctrl-C during a playbook: its step is sent SIGINT too, both report SIGINT (not SIGTERM), exit 130', async () => {
+  const cluster = await createCluster({ version: 17 });
+  await cluster.sql('create table t (id int primary key)');
+  const work = scratchDir();
+  const file = join(work, 'window.yaml');
+  writeFileSync(
+    file,
+    ['version: 1', 'name: ctrl-c', 'cluster:', `  pgdata: ${cluster.pgdata}`, 'steps:', '  - backup:', `      to: ${join(work, 'backup')}`, ''].join('\n'),
+  );
+  const held = await holdTableLock(cluster, 'postgres', 't');
+  try {
+    const run = startCli(['playbook', 'run', file, '--state-dir', join(work, 'state'), '--yes']);
+    let ended: CliResult | undefined;
+    void run.done.then((r) => (ended = r));
+    await waitFor(
+      'the backup step to wait at the table lock',
+      async () => {
+        if (ended) throw new Error(`the playbook ended early: ${ended.stderr}`);
+        return (await lockWaiters(cluster)) > 0;
+      },
+      60_000,
+    );
+    run.kill('SIGINT');
+    const res = await run.done;
+    assert.equal(res.code, 130, res.stderr);
+    assert.equal(res.stderr.match(/SIGINT: stopping at the next safe point/g)?.length, 2, `the playbook and its step: ${res.stderr}`);
+    assert.doesNotMatch(res.stdout + res.stderr, /SIGTERM/);
+    assert.match(res.stderr, /stopped at step 1 \(backup\), exit code 130/);
+  } finally {
+    await held.release();
+  }
 });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AuditEvent } from '../../src/audit.js';
-import { ZxRunner } from '../../src/runner.js';
+import { ZxRunner, abortKillSignal } from '../../src/runner.js';
 
 // real programs, no shell between: what run() returns is what the program did
 const events: AuditEvent[] = [];
@@ -44,4 +44,19 @@ test('run: the timeout and the abort signal kill the whole process group', async
   assert.equal(aborted.signal, 'SIGTERM');
   // 'close' waits for every holder of the output pipes: the background sleeps were killed too
   assert.ok(performance.now() - started < 10_000);
+});
+
+test('an abort sends SIGTERM, except to a pgscale child, which is sent the signal pgscale received', async () => {
+  const ac = new AbortController();
+  ac.abort('SIGINT');
+  assert.equal(abortKillSignal({ signal: ac.signal }), 'SIGTERM');
+  assert.equal(abortKillSignal({ signal: ac.signal, forwardInterrupt: true }), 'SIGINT');
+  const plain = new AbortController();
+  plain.abort();
+  assert.equal(abortKillSignal({ signal: plain.signal, forwardInterrupt: true }), 'SIGTERM', 'an abort that is no signal');
+  // the program really gets it
+  const forwarded = new AbortController();
+  setTimeout(() => forwarded.abort('SIGINT'), 200);
+  const res = await runner.run({ program: 'sleep', args: ['30'], signal: forwarded.signal, forwardInterrupt: true });
+  assert.equal(res.signal, 'SIGINT');
 });

@@ -7,6 +7,7 @@ import {
   describeListening,
   judgeListening,
   managerFor,
+  onePerSetting,
   optionValue,
   PostgresServer,
   parsePostmasterOpts,
@@ -116,6 +117,16 @@ test('a start repeats the options the server ran with; private starts override t
     }),
   );
   assert.deepEqual(env, ['-p', '5433', '-c', 'config_file=/etc/postgresql/17/main/postgresql.conf']);
+});
+
+test('a private start gives each setting once: its override replaces the carried one, whatever its spelling', () => {
+  // a server pgscale started privately before: listen_addresses= is already among the options carried
+  const carried = identity({ options: ['-p', '5433', '-c', 'listen_addresses=', '-k', '/run/pg', '--listen-addresses=127.0.0.1', '-F', '-c', 'work_mem=8MB'] });
+  const priv = startOptions(carried, { privateSocketDir: '/tmp/pgscale-x', settings: { port: '7000' } });
+  assert.deepEqual(priv, ['-F', '-c', 'work_mem=8MB', '-c', 'listen_addresses=', '-c', 'unix_socket_directories=/tmp/pgscale-x', '-c', 'port=7000']);
+  // the last occurrence is the one PostgreSQL uses, and the one kept, in place
+  assert.deepEqual(onePerSetting(['-h', '*', '-i', '-c', 'fsync=off', '-D', '/x', '-cfsync=on', '-k/a']), ['-i', '-D', '/x', '-cfsync=on', '-k/a']);
+  assert.deepEqual(startOptions(carried), ['-p', '5433', '-k', '/run/pg', '--listen-addresses=127.0.0.1', '-F', '-c', 'work_mem=8MB']);
 });
 
 test('pg_ctl -o: each option quoted for the shell, so hostile values stay one argument', () => {

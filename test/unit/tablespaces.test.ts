@@ -85,7 +85,13 @@ test('classify: hysteresis keeps a relation on its tier within the margin and mo
   assert.equal(classify(activity(50), t, undefined, { now }).tier, 'warm');
   const left = classify(activity(40), t, 'hot', { now });
   assert.equal(left.tier, 'warm');
-  assert.match(left.reason, /left hot \(< 45\)/);
+  // its class, and what happens to it: it is warm and leaves the hot tier
+  assert.match(left.reason, /between 0\.38 and 45, due to move from hot to warm$/);
+  assert.match(classify(activity(1), t, 'cold', { now }).reason, /between 0\.63 and 75, due to move from cold to warm$/);
+  assert.match(classify(activity(10), t, 'warm', { now }).reason, /between 0\.38 and 75, stays warm \(margin 25 %\)$/);
+  assert.match(classify(activity(100), t, 'warm', { now }).reason, /≥ 75, due to move from warm to hot$/);
+  assert.match(classify(activity(0.1), t, 'hot', { now }).reason, /≤ 0\.38, due to move from hot to cold$/);
+  assert.doesNotMatch(classify(activity(10), t, undefined, { now }).reason, /move|stays/, 'on a tablespace of no tier: left where it is');
   // entering hot from warm needs 60 × 1.25
   assert.equal(classify(activity(70), t, 'warm', { now }).tier, 'warm');
   assert.equal(classify(activity(76), t, 'warm', { now }).tier, 'hot');
@@ -277,6 +283,27 @@ test('decidePlacement: cold relations move with their indexes, hot ones stay, li
     ['public.big_nokey'],
   );
   assert.match(online.refused[0]!.why, /pg_repack cannot move it online: pg_repack needs a primary key/);
+  // the same cluster through --dsn as a role that is no superuser: pg_repack is ruled out in the plan, tables with a
+  // key fall back to ALTER TABLE and the big one is refused there (exit 3) unless --allow-blocking
+  const notSuperuser = judgeRepack({
+    wanted: true,
+    serverMajor: 17,
+    bindir: '/usr/lib/postgresql/17/bin',
+    client: { version: '1.5.2', bindirMajor: 17 },
+    extension: { defaultVersion: '1.5.2', installedVersion: '1.5.2' },
+    role: { name: 'app', superuser: false },
+  });
+  const asApp = decidePlacement(temps, stats, { ...opts, repack: notSuperuser });
+  assert.ok(asApp.moves.every((m) => m.method === 'alter-table' && /needs a superuser/.test(m.methodWhy)));
+  assert.deepEqual(
+    asApp.refused.map((r) => r.relation),
+    ['public.big'],
+  );
+  assert.match(asApp.refused[0]!.why, /pg_repack cannot move it online: pg_repack needs a superuser and role app is not one/);
+  assert.equal(
+    decidePlacement(temps, stats, { ...opts, repack: notSuperuser, allowBlocking: true }).moves.find((m) => m.name === 'big')?.method,
+    'alter-table',
+  );
   assert.deepEqual(
     p.staying.map((s) => [s.relation, s.why.replace(/ \(.*/, '')]),
     [
@@ -357,6 +384,7 @@ test('judgeRepack: the program must match the server major and the extension ver
     bindir: '/usr/lib/postgresql/17/bin',
     client: { version: '1.5.2', bindirMajor: 17 },
     extension: { defaultVersion: '1.5.2', installedVersion: null },
+    role: { name: 'postgres', superuser: true },
   };
   assert.deepEqual(judgeRepack(base), {
     usable: true,
@@ -370,6 +398,8 @@ test('judgeRepack: the program must match the server major and the extension ver
   });
   const refusals: [Partial<RepackFacts>, RegExp][] = [
     [{ wanted: false }, /declined with --no-repack/],
+    // through --dsn as an application role: judged in the plan, not found out when pg_repack refuses
+    [{ role: { name: 'app', superuser: false } }, /pg_repack needs a superuser and role app is not one/],
     [{ client: null }, /no pg_repack program in \/usr\/lib\/postgresql\/17\/bin/],
     [{ client: { version: '1.5.2', bindirMajor: 16 } }, /belongs to PostgreSQL 16, the server is 17/],
     [{ client: { version: '1.5.2', bindirMajor: null } }, /no postgres program/],
