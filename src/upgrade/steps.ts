@@ -651,6 +651,7 @@ const stopOldStep = defineStep<UpgradeParams>({
         target: 'old cluster',
         sql: `-- refuse if a transaction is older than ${p.maxTransactionSeconds} s\n${statements.oldestTransactionSeconds().text}`,
       },
+      { kind: 'sql', target: 'old cluster', sql: 'checkpoint', note: 'while clients still work: the stop then has little left to write' },
       {
         kind: 'file',
         path: p.old.hbaFile,
@@ -682,6 +683,8 @@ const stopOldStep = defineStep<UpgradeParams>({
           'end it (or raise --max-transaction-age), then run the upgrade again: this run undoes what it prepared',
         );
       }
+      // dirty buffers are written while clients still work: the checkpoints inside the window then have little to write
+      await withDb(ctx, p.access, (db) => db.query(statements.checkpoint()));
       await blockConnections(ctx, p);
       blockedAt = new Date().toISOString();
       // sessions take a moment to go after pg_terminate_backend: the snapshot must see none writing
