@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core';
+import * as Args from '@oclif/core/args';
 import { join, resolve } from 'node:path';
 import { PgscaleCommand } from '../../src/command.js';
 import { checkArchive, methodOf, readManifest, type ArchiveCheck } from '../../src/backup/archive.js';
