@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCluster, freePort, scratchDir, serverUser, teardownAll, type TestCluster } from '../helpers/testbed.js';
-import { parseJson, runCli } from '../helpers/cli.js';
+import { parseJson, runCli, startCli } from '../helpers/cli.js';
 import { interruptAt, interruptRows } from '../helpers/interrupt.js';
 import { isRoot, ZxRunner } from '../../src/runner.js';
 import { lockPath } from '../../src/pipeline/journal.js';
@@ -56,23 +56,18 @@ describe('pgscale replica add: SIGINT at every step boundary', { skip: !isRoot()
     writeFileSync(passfile, '*:*:replication:repl_new:new pass\n', { mode: 0o600 });
   });
 
+  /** The arguments of the run under test: a local replica in `dir`, a role for pgscale to create. */
+  const addArgs = () => {
+    const replica = ['--host', 'local', '--replica-pgdata', dir, '--replica-port', String(port), '--replication-user', 'repl_new'];
+    return ['replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, ...replica, '--yes', '--json'];
+  };
+
   test('every Ctrl-C but the last undoes the run; the completed run streams, then rolls back; nothing left, no lock', async () => {
     const untouched = await observed();
     assert.deepEqual(untouched.files, []);
     const env = { PGPASSFILE: passfile };
     const target = {
-      start: (e: NodeJS.ProcessEnv) =>
-        runCli(
-          ['replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--host', 'local', '--replica-pgdata', dir].concat([
-            '--replica-port',
-            String(port),
-            '--replication-user',
-            'repl_new',
-            '--yes',
-            '--json',
-          ]),
-          { env: e, timeoutMs: 240_000 },
-        ),
+      start: (e: NodeJS.ProcessEnv) => runCli(addArgs(), { env: e, timeoutMs: 240_000 }),
       stateDir,
       env,
       lockFile: () => lockPath(`system:${readSystemIdentifier(c.pgdata)}`),
@@ -99,5 +94,25 @@ describe('pgscale replica add: SIGINT at every step boundary', { skip: !isRoot()
       assert.equal(parseJson<RunReport>(back).status, 'rolled-back');
       assert.deepEqual(await observed(), untouched, `${row.at}: rolled back`);
     }
+  });
+
+  test('Ctrl-C while pg_basebackup copies: the copy is stopped and the run undone (exit 130), nothing left, no lock', async () => {
+    const untouched = await observed();
+    const run = startCli([...addArgs(), '--max-rate', '1M'], { PGPASSFILE: passfile });
+    const end = Date.now() + 60_000;
+    while (!existsSync(join(dir, 'base'))) {
+      assert.ok(Date.now() < end, 'pg_basebackup did not start writing');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    run.kill('SIGINT');
+    const res = await run.done;
+    assert.equal(res.code, 130, res.stdout + res.stderr);
+    const err = parseJson<{ error: { message: string; kind: string } }>(res).error;
+    assert.equal(err.kind, 'interrupted');
+    assert.match(err.message, /interrupted before any downtime: what run \S+ had done is undone/);
+    assert.deepEqual(await observed(), untouched);
+    assert.equal(existsSync(lockPath(`system:${readSystemIdentifier(c.pgdata)}`)), false, 'no lock file left');
+    assert.equal(await c.sql(`select count(*) from pg_locks where locktype = 'advisory' and classid = ${CLUSTER_LOCK_NAMESPACE}`), '0');
+    assert.equal(await c.sql(`select count(*) from pg_stat_activity where backend_type = 'walsender'`), '0', 'no copy left streaming');
   });
 });
