@@ -6,13 +6,13 @@
  * convenience, never a source of truth: missing, unreadable, corrupt or not the user's own, it is
  * ignored, and failing to write it changes nothing.
  */
-import { chmodSync, closeSync, fstatSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { defaultStateDir } from '../pipeline/stateDir.js';
+import { cacheDir, privateCacheDir } from '../pipeline/stateDir.js';
 
 type Entries = Record<string, { key: string; output: string }>;
 
-export const versionCacheFile = (): string => join(defaultStateDir(), 'cache', 'postgres-versions.json');
+export const versionCacheFile = (): string => join(cacheDir(), 'postgres-versions.json');
 
 /** The file a binary path leads to, and what identifies its contents now; undefined when it cannot be looked at. */
 function identify(binary: string): { path: string; key: string } | undefined {
@@ -49,9 +49,8 @@ function load(file: string): Entries {
 
 /** Writes the entries atomically (0600 in a 0700 directory); any failure leaves the cache as it was. */
 function save(file: string, entries: Entries): void {
+  if (!privateCacheDir(dirname(file))) return;
   try {
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    if ((statSync(dirname(file)).mode & 0o077) !== 0) chmodSync(dirname(file), 0o700);
     const tmp = `${file}.${process.pid}.tmp`;
     writeFileSync(tmp, `${JSON.stringify(entries)}\n`, { mode: 0o600 });
     renameSync(tmp, file);
