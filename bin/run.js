@@ -1,10 +1,18 @@
 #!/usr/bin/env node
-// oclif's entry points one by one, not '@oclif/core' whole: the rest loads only when a command needs it
-import { run } from '@oclif/core/run';
-import { flush } from '@oclif/core/flush';
-import { handle } from '@oclif/core/handle';
-import { ExitError } from '@oclif/core/errors';
+// Most of a start is compiling modules: V8's compiled code is kept between runs (Node's compile
+// cache) in pgscale's own 0700 cache directory, never a shared temporary one whose entries another
+// user could have planted. It must be on before the rest loads, hence import() below.
+import module from 'node:module';
+import { join } from 'node:path';
+import { cacheDir, privateCacheDir } from '../dist/src/pipeline/stateDir.js';
 
+if (privateCacheDir(cacheDir())) module.enableCompileCache?.(join(cacheDir(), 'compile'));
+
+// oclif's entry points one by one, not '@oclif/core' whole: the rest loads only when a command needs it
+const { run } = await import('@oclif/core/run');
+const { flush } = await import('@oclif/core/flush');
+const { handle } = await import('@oclif/core/handle');
+const { ExitError } = await import('@oclif/core/errors');
 // `pgscale … | head`: the reader went away; stop quietly, as other command-line tools do
 for (const stream of [process.stdout, process.stderr])
   stream.on('error', (error) => {

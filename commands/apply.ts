@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core';
+import * as Args from '@oclif/core/args';
 import { refused } from '../src/errors.js';
 import { OperationCommand, type OperationResult } from '../src/operationCommand.js';
 import { actionDrift, buildPlan, failedChecks, fingerprintDrift, operation } from '../src/pipeline/plan.js';

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { badInput } from '../src/errors.js';
 import { loadCatalog } from '../src/gucCatalog/catalog.js';
 import { describeMemory } from '../src/gucCatalog/units.js';

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Plan } from '../src/pipeline/plan.js';

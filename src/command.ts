@@ -2,7 +2,9 @@
  * The base of every pgscale command: the shared flags, the error-to-exit-code mapping, and the
  * rule that nothing prompts without a TTY or under --json/--yes.
  */
-import { Command, Flags, type Interfaces } from '@oclif/core';
+import { Command } from '@oclif/core/command';
+import * as Flags from '@oclif/core/flags';
+import type { Interfaces } from '@oclif/core';
 import { FileAuditLog, redact, type AuditEvent, type AuditSink } from './audit.js';
 import { resolveConnection, type ConnectionSettings } from './connection.js';
 import { ExitCode, PlanRefused, asPgscaleError, exitCodeName, parseFailure } from './errors.js';

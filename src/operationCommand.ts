@@ -2,7 +2,8 @@
  * Commands that change a cluster: decide (parameters), plan (checks + exact actions), show
  * (markdown, or the plan as JSON), confirm, apply through the journaled executor.
  */
-import { Command, Flags } from '@oclif/core';
+import { Command } from '@oclif/core/command';
+import * as Flags from '@oclif/core/flags';
 import { join } from 'node:path';
 import { PgscaleCommand } from './command.js';
 import { ExitCode, PgscaleError, PlanRefused, refused } from './errors.js';

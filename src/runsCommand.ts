@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core';
+import * as Args from '@oclif/core/args';
 import { listRuns } from './pipeline/journal.js';
 import { refused } from './errors.js';
 

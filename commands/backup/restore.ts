@@ -1,4 +1,5 @@
-import { Args, Flags } from '@oclif/core';
+import * as Args from '@oclif/core/args';
+import * as Flags from '@oclif/core/flags';
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { resolveTarget } from '../../src/cluster/access.js';

@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core';
+import * as Args from '@oclif/core/args';
 import { dirname, join, resolve } from 'node:path';
 import { PgscaleCommand } from '../../src/command.js';
 import { checkArchive, findCheckTool, methodOf, readManifest, type ArchiveCheck, type ChosenTool } from '../../src/backup/archive.js';

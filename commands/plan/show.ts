@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core';
+import * as Args from '@oclif/core/args';
 import { PgscaleCommand } from '../../src/command.js';
 import type { Plan } from '../../src/pipeline/plan.js';
 import { assertUnedited, readPlanFile } from '../../src/pipeline/planFile.js';

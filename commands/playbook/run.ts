@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core';
+import * as Args from '@oclif/core/args';
 import { join } from 'node:path';
 import { OperationCommand } from '../../src/operationCommand.js';
 import { readPlaybook } from '../../src/playbook/playbook.js';

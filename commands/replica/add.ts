@@ -1,5 +1,5 @@
 import { password } from '@inquirer/prompts';
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { resolveTarget } from '../../src/cluster/access.js';
 import { badInput } from '../../src/errors.js';
 import { OperationCommand, type OperationResult, planOutFlag } from '../../src/operationCommand.js';

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { rmSync } from 'node:fs';
 import { resolveTarget } from '../../src/cluster/access.js';
 import { badInput } from '../../src/errors.js';

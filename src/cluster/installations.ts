@@ -3,6 +3,7 @@ import { accessSync, constants, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { badInput } from '../errors.js';
 import type { Runner } from '../runner.js';
+import { versionLookup } from './versionCache.js';
 
 export type InstallationLayout = 'debian' | 'rhel' | 'explicit';
 
@@ -45,9 +46,13 @@ export async function probeBindir(runner: Runner, bindir: string, layout: Instal
   if (!isExecutable(postgres)) {
     throw badInput(`bindir ${bindir} has no executable "postgres" program`, 'point the bindir flag at the directory holding postgres, pg_ctl and initdb');
   }
+  const versions = versionLookup(postgres);
+  const known = versions.cached === undefined ? undefined : parsePostgresVersion(versions.cached);
+  if (known) return { ...known, bindir, layout };
   const res = await runner.run({ program: postgres, args: ['-V'] });
   const parsed = res.exitCode === 0 ? parsePostgresVersion(res.stdout) : undefined;
   if (!parsed) throw badInput(`${postgres} -V did not print a PostgreSQL version: ${(res.stderr || res.stdout).trim().slice(0, 200)}`);
+  versions.remember(res.stdout);
   return { ...parsed, bindir, layout };
 }
 

@@ -20,3 +20,22 @@ export function ensurePrivateDir(path: string): string {
   }
   return path;
 }
+
+/** pgscale's caches, each harmless to lose: in the default state directory, whatever --state-dir says. */
+export const cacheDir = (): string => join(defaultStateDir(), 'cache');
+
+/**
+ * Makes (or tightens) a cache directory: 0700 and the user's own. False when it cannot be: the
+ * cache is then not used, never a reason to fail.
+ */
+export function privateCacheDir(path: string): boolean {
+  try {
+    mkdirSync(path, { recursive: true, mode: 0o700 });
+    const st = statSync(path);
+    if (st.uid !== process.geteuid?.()) return false;
+    if ((st.mode & 0o077) !== 0) chmodSync(path, 0o700);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,5 +1,5 @@
 /** Flags and decisions shared by `replica add` and `replica remove`. */
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { resolve } from 'node:path';
 import { badInput } from '../errors.js';
 import { validateDestination, type HostSpec } from '../remote/ssh.js';

@@ -1,5 +1,5 @@
 /** Flags shared by `pgscale tablespaces show` and `place`: the database and the temperature thresholds. */
-import { Flags } from '@oclif/core';
+import * as Flags from '@oclif/core/flags';
 import { badInput } from '../errors.js';
 import { defaultThresholds, tiers, type Thresholds } from './temperature.js';
 
