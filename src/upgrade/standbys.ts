@@ -389,8 +389,8 @@ export function commandFor(s: StandbyPlan): string {
 }
 
 let verifying: Promise<unknown> = Promise.resolve();
-/** Runs `work` after every earlier call has settled. */
-function oneAtATime<T>(work: () => Promise<T>): Promise<T> {
+/** Runs `work` after every earlier call has settled: the replica verify's probe table is one on the primary, shared by all standbys. */
+export function oneAtATime<T>(work: () => Promise<T>): Promise<T> {
   const next = verifying.then(work, work);
   verifying = next.catch(() => undefined);
   return next;
