@@ -15,6 +15,9 @@
  *     verified (streaming, a row written on the primary read there) through the replica steps.
  * The standby's data directory name may differ from the primary's: the transfer goes through a
  * staging directory beside it holding a link under the primary's name (rsync --keep-dirlinks).
+ * When the primary's old and new data directories are named alike (…/16/main, …/17/main) rsync
+ * works one level up, from the directories above both clusters, as the documentation's recipe
+ * does; the checks allow it only where those hold nothing but the cluster (rsyncTransfer).
  */
 import { readdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -27,8 +30,8 @@ import { describeFailure, type Invocation, type OsUser } from '../runner.js';
 import { PostgresServer } from '../server/postgres.js';
 import { PsqlDb, statements } from '../sql.js';
 import type { UpgradeParams } from './params.js';
-import { standbyAutoConf, standbyWalPlacement } from './standbyRules.js';
-import { commandFor, oldStandby, oneAtATime, readRecord, walDirsOf, writeRecord, type StandbyPlan, type StandbyRecord } from './standbys.js';
+import { standbyAutoConf, standbyWalPlacement, transferLevel } from './standbyRules.js';
+import { commandFor, oldStandby, oneAtATime, ownBeside, readRecord, walDirsOf, writeRecord, type StandbyPlan, type StandbyRecord } from './standbys.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const owned = (s: StandbyPlan): OsUser => (isLocal(s.host) ? userByName(s.replica!.replicaOwner)! : remoteAccount(s.replica!.replicaOwner));
@@ -161,22 +164,39 @@ const standbyTablespaces = (s: StandbyPlan) =>
     primary: s.replica!.tablespaces.find((m) => m.name === t.oid)?.location ?? t.location,
   }));
 
-/** The staging directory beside the standby: a link under the primary's name makes rsync's OLD the standby's directory. */
-const stagingOf = (s: StandbyPlan) => join(dirname(s.oldDataDir), `.pgscale-rsync-${s.replica!.slot}`);
-
 /**
- * The data directories' transfer. pg_wal is left out on both sides: the old standby keeps its own WAL
- * (a rollback starts it from there) and the new one gets the new primary's WAL on its own (walOf),
- * wherever either primary or standby keeps it.
+ * The data directories' transfer: rsync names each source by its last component, so it sends the
+ * primary's old and new data directories, or the directories above them when both are named alike
+ * (transferLevel). On the standby a staging directory beside its counterpart of the old source holds
+ * a link to it under the old source's name (rsync --keep-dirlinks) and receives the new one. pg_wal is
+ * left out on both sides: the old standby keeps its own WAL (a rollback starts it from there) and the
+ * new one gets the new primary's WAL on its own (walOf), wherever either primary or standby keeps it.
  */
-function dataTransfer(p: UpgradeParams, s: StandbyPlan): { sources: string[]; dest: string; protect: string[] } {
-  const oldName = basename(p.old.dataDir);
-  const newName = basename(p.new.dataDir);
+function dataTransfer(p: UpgradeParams, s: StandbyPlan) {
+  const up = transferLevel(p.old.dataDir, p.new.dataDir) === 'parent';
+  const [oldSource, newSource] = up ? [dirname(p.old.dataDir), dirname(p.new.dataDir)] : [p.old.dataDir, p.new.dataDir];
+  const standbySource = up ? dirname(s.oldDataDir) : s.oldDataDir;
+  const stage = join(dirname(standbySource), `.pgscale-rsync-${s.replica!.slot}`);
+  const [oldName, newName] = [basename(oldSource), basename(newSource)];
+  // the cluster within a source one level up (both named alike)
+  const within = up ? `/${basename(p.new.dataDir)}` : '';
+  const own = ownBeside(p, s);
   return {
-    sources: [p.old.dataDir, p.new.dataDir],
-    dest: `${stagingOf(s)}/`,
-    // the old standby keeps what makes it a standby: a rollback can start it again
-    protect: [`/${oldName}/standby.signal`, `/${oldName}/postgresql.auto.conf`, `/${oldName}/postmaster.*`, `/${oldName}/pg_wal`, `/${newName}/pg_wal`],
+    sources: [oldSource, newSource],
+    stage,
+    dest: `${stage}/`,
+    link: { name: oldName, target: standbySource },
+    /** What rsync makes in the staging directory, and the new data directory in it. */
+    newCopy: join(stage, newName),
+    newData: join(stage, newName + within),
+    protect: [
+      // the old standby keeps what makes it a standby: a rollback can start it again
+      ...['standby.signal', 'postgresql.auto.conf', 'postmaster.*', 'pg_wal'].map((f) => `/${oldName}${within}/${f}`),
+      `/${newName}${within}/pg_wal`,
+      // one level up: pgscale's own files beside the clusters are neither sent nor deleted
+      ...(up ? [...own.primaryOld, ...own.standbyOld].map((f) => `/${oldName}/${f}`) : []),
+      ...(up ? own.primaryNew.map((f) => `/${newName}/${f}`) : []),
+    ],
   };
 }
 
@@ -188,7 +208,7 @@ function walOf(p: UpgradeParams, s: StandbyPlan): { source: string; dest: string
   const w = standbyWalPlacement(walDirsOf(s));
   if ('problem' in w) throw new PgscaleError(`standby ${s.name}: ${w.problem}`, ExitCode.FailedNoChange, 'use --replicas rebuild');
   // the trailing slash: the contents, through the link when the new primary keeps its WAL elsewhere (--waldir)
-  const dest = w.link ? w.dir : join(stagingOf(s), basename(p.new.dataDir), 'pg_wal');
+  const dest = w.link ? w.dir : join(dataTransfer(p, s).newData, 'pg_wal');
   return { source: `${join(p.new.dataDir, 'pg_wal')}/`, dest: `${dest}/`, ...w };
 }
 
@@ -199,9 +219,7 @@ function walOf(p: UpgradeParams, s: StandbyPlan): { source: string; dest: string
 async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Promise<StandbyRecord> {
   const r = s.replica!;
   const account = owned(s);
-  const stage = stagingOf(s);
-  const oldName = basename(p.old.dataDir);
-  const newName = basename(p.new.dataDir);
+  const data = dataTransfer(p, s);
   const wal = walOf(p, s);
   const passfile = s.layout?.conninfo.passfile;
   if (!passfile) throw new Error("the old standby's primary_conninfo names no passfile");
@@ -216,11 +234,11 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
         '-c',
         'mkdir -p -m 0700 "$1" && ln -sfn "$2" "$1/$3" && WAL=$4 && shift 4 && rm -rf -- "$@" && { [ -z "$WAL" ] || mkdir -p -m 0700 -- "$WAL"; }',
         'sh',
-        stage,
-        s.oldDataDir,
-        oldName,
+        data.stage,
+        data.link.target,
+        data.link.name,
         wal.link ? wal.dir : '',
-        join(stage, newName),
+        data.newCopy,
         r.replicaDir,
         ...(wal.link ? [wal.dir] : []),
       ],
@@ -234,7 +252,6 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
     const res = await ctx.runner.run(inv);
     if (res.exitCode !== 0) throw new Error(`rsync to ${s.name}: ${describeFailure(inv, res)}`);
   };
-  const data = dataTransfer(p, s);
   await run(data.sources, data.dest, data.protect);
   const places = standbyTablespaces(s);
   for (const t of places) {
@@ -244,18 +261,18 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
     await run(dirs, `${t.standby}/`, []);
   }
   await run([wal.source], wal.dest, []);
-  // the new data directory under its own name beside the old one, pg_wal a link to the WAL directory when the old
-  // standby had one; its tablespace links point at the standby's places; the password file, the standby settings
-  // (on stdin) and standby.signal
+  // the new data directory under its own name beside the old one (or in the new version's directory, which the checks
+  // found), pg_wal a link to the WAL directory when the old standby had one; its tablespace links point at
+  // the standby's places; the password file, the standby settings (on stdin) and standby.signal
   const place = [
-    'mv -T -- "$1/$2" "$3"',
-    'rm -f -- "$1/$4"',
-    'rmdir -- "$1"',
-    '{ [ "$6" != link ] || ln -sn -- "$5" "$NEW/pg_wal"; }',
-    'install -m 0600 -- "$7" "$8"',
+    'mv -T -- "$DATA" "$NEW"',
+    '{ [ "$COPY" = "$DATA" ] || rmdir -- "$COPY"; }',
+    'rm -f -- "$STAGE/$LINK"',
+    'rmdir -- "$STAGE"',
+    '{ [ "$WALMODE" != link ] || ln -sn -- "$WALDIR" "$NEW/pg_wal"; }',
+    'install -m 0600 -- "$PASS" "$NEWPASS"',
     'cat >> "$NEW/postgresql.auto.conf"',
     ': > "$NEW/standby.signal"',
-    'shift 8',
     'while [ $# -gt 0 ]; do ln -sfn -- "$2" "$NEW/pg_tblspc/$1"; shift 2; done',
   ].join(' && ');
   await onHost(
@@ -265,12 +282,13 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
       program: 'sh',
       args: [
         '-c',
-        `NEW=$3; ${place}`,
+        `STAGE=$1 COPY=$2 DATA=$3 NEW=$4 LINK=$5 WALDIR=$6 WALMODE=$7 PASS=$8 NEWPASS=$9 && shift 9 && ${place}`,
         'sh',
-        stage,
-        newName,
+        data.stage,
+        data.newCopy,
+        data.newData,
         r.replicaDir,
-        oldName,
+        data.link.name,
         wal.dir,
         wal.link ? 'link' : 'inside',
         passfile,
@@ -299,7 +317,7 @@ export const rsyncStandbysStep = defineStep<UpgradeParams>({
         {
           kind: 'command' as const,
           argv: ['rsync', ...rsyncArgv(ctx, s, data.sources, data.dest, data.protect)],
-          note: `${stagingOf(s)}/${basename(p.old.dataDir)} links to ${s.oldDataDir}; then ${stagingOf(s)}/${basename(p.new.dataDir)} becomes ${s.replica!.replicaDir}`,
+          note: `${join(data.stage, data.link.name)} links to ${data.link.target}; then ${data.newData} becomes ${s.replica!.replicaDir}`,
         },
         ...standbyTablespaces(s).map((t) => ({
           kind: 'command' as const,
@@ -357,7 +375,7 @@ export const rsyncStandbysStep = defineStep<UpgradeParams>({
             '--',
             s.replica!.replicaDir,
             ...(s.replica!.replicaWaldir ? [s.replica!.replicaWaldir] : []),
-            stagingOf(s),
+            dataTransfer(p, s).stage,
             replicaPassfile(s.replica!.replicaDir),
           ],
           runAs: owned(s),
