@@ -307,9 +307,8 @@ export interface RsyncFacts {
   walProblem: string | null;
   /** A standby tablespace whose directory is missing or not beside the data: null when all are in place. */
   tablespaceProblem: string | null;
-  /** The primary's old and new data directories (rsync names them by their last component). */
-  oldDataDir: string;
-  newDataDir: string;
+  /** Why rsync's transfer has no level to work at (rsyncTransfer): null when it has one. */
+  transferProblem: string | null;
 }
 
 /** Why the rsync method cannot carry this standby (empty: it can). */
@@ -319,12 +318,73 @@ export function rsyncBlockers(f: RsyncFacts): string[] {
   if (!f.rsyncHere) out.push('rsync is not installed on this host');
   if (!f.rsyncThere) out.push('rsync is not installed on the standby host');
   if (f.walProblem) out.push(f.walProblem);
-  const name = (d: string) => d.replace(/\/+$/, '').split('/').pop();
-  // both would land on one directory of the standby's staging area (…/16/main and …/17/main)
-  if (name(f.oldDataDir) === name(f.newDataDir))
-    out.push(`the primary's old and new data directories have the same name (${name(f.oldDataDir)}): rsync's transfer needs them named apart`);
+  if (f.transferProblem) out.push(f.transferProblem);
   if (f.tablespaceProblem) out.push(f.tablespaceProblem);
   return out;
+}
+
+const lastName = (d: string) => d.replace(/\/+$/, '').split('/').pop() ?? '';
+const parentOf = (d: string) => d.replace(/\/+$/, '').replace(/\/[^/]*$/, '') || '/';
+
+/**
+ * The level rsync works at: the data directories themselves (rsync names each source by its last
+ * component, so OLD and NEW must differ), or, when both are named alike (…/16/main and …/17/main),
+ * the directories above them, as the pg_upgrade documentation's recipe does.
+ */
+export const transferLevel = (oldDataDir: string, newDataDir: string): 'data directory' | 'parent' =>
+  lastName(oldDataDir) === lastName(newDataDir) ? 'parent' : 'data directory';
+
+/** What one directory above a data directory holds: its entries (null: unreadable; absent is empty) and pgscale's own files beside the cluster there. */
+export interface Beside {
+  entries: string[] | null;
+  /** A replica's log and password file, an upgrade's work directory and server log: never transferred, never deleted. */
+  own: string[];
+}
+
+/** What a transfer one level above the data directories needs to know, gathered on the primary and the standby. */
+export interface TransferFacts {
+  oldDataDir: string;
+  newDataDir: string;
+  standbyDataDir: string;
+  standbyNewDataDir: string;
+  primaryOld: Beside;
+  primaryNew: Beside;
+  standbyOld: Beside;
+}
+
+/**
+ * Whether rsync can carry the standby at its level. One level up rsync --delete works in the
+ * directory above the standby's data directory: only safe when each directory above (the primary's
+ * old and new, the standby's old) holds nothing but that cluster and pgscale's own files beside it,
+ * and the standby's data directory bears the primary's name (rsync pairs files by their paths).
+ */
+export function rsyncTransfer(f: TransferFacts): { problem: string | null } {
+  if (transferLevel(f.oldDataDir, f.newDataDir) === 'data directory') return { problem: null };
+  const name = lastName(f.oldDataDir);
+  const [oldParent, newParent, standbyParent] = [parentOf(f.oldDataDir), parentOf(f.newDataDir), parentOf(f.standbyDataDir)];
+  const refuse = (why: string) => ({
+    problem: `the primary's old and new data directories are both named ${name}, so rsync works one level up (${oldParent}, ${newParent}), but ${why}`,
+  });
+  if (oldParent === '/' || newParent === '/') return refuse('that is the root directory');
+  if (lastName(oldParent) === lastName(newParent)) return refuse('those are named alike too');
+  if (lastName(f.standbyDataDir) !== name) return refuse(`the standby's data directory is named ${lastName(f.standbyDataDir)}, not ${name}`);
+  if (parentOf(f.standbyNewDataDir) === standbyParent)
+    return refuse(
+      `the standby's new data directory ${f.standbyNewDataDir} would sit in ${standbyParent}, where rsync deletes what the primary's ${oldParent} lacks`,
+    );
+  for (const [dir, b] of [
+    [`the primary's ${oldParent}`, f.primaryOld],
+    [`the primary's ${newParent}`, f.primaryNew],
+    [`the standby's ${standbyParent}`, f.standbyOld],
+  ] as const) {
+    if (!b.entries) return refuse(`${dir} cannot be read`);
+    const others = b.entries.filter((e) => e !== name && !b.own.includes(e));
+    if (others.length)
+      return refuse(
+        `${dir} holds more than the cluster ${name} (${others.slice(0, 3).join(', ')}${others.length > 3 ? ', …' : ''}): rsync --delete would reach it`,
+      );
+  }
+  return { problem: null };
 }
 
 /** The standby settings written into the new data directory's postgresql.auto.conf (standby.signal beside it). */

@@ -11,7 +11,7 @@
  * keeps its own record in the upgrade's work directory, so a resume continues host by host.
  */
 import { mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { withDb } from '../cluster/access.js';
 import { ExitCode, PgscaleError } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
@@ -20,7 +20,7 @@ import { listRuns, writeFileAtomic } from '../pipeline/journal.js';
 import { check, defineStep, stepDefinition, type CheckResult, type JsonObject, type StepContext } from '../pipeline/step.js';
 import { isLocal, remoteAccount, runnerFor, type HostSpec } from '../remote/ssh.js';
 import { judgeHost, spaceNeeds, versionMajor } from '../replica/rules.js';
-import { gatherHost, gatherPrimary, replicaPassfile, standbyIdentity, type ReplicaParams } from '../replica/steps.js';
+import { gatherHost, gatherPrimary, replicaLog, replicaPassfile, standbyIdentity, type ReplicaParams } from '../replica/steps.js';
 import type { OsUser, Runner } from '../runner.js';
 import { PostgresServer } from '../server/postgres.js';
 import { statements } from '../sql.js';
@@ -33,7 +33,9 @@ import {
   parseStandbyLayout,
   rebuildCommand,
   rsyncBlockers,
+  rsyncTransfer,
   standbyWalPlacement,
+  transferLevel,
   type ReplicasMethod,
   type ReplicationEntry,
   type StandbyLayout,
@@ -228,6 +230,46 @@ export const walDirsOf = (s: StandbyPlan): StandbyWalDirs => ({
   newWaldir: s.replica!.replicaWaldir,
 });
 
+/** pgscale's own files in the directories above the data directories (never transferred, never deleted by a transfer one level up), by name. */
+export function ownBeside(p: UpgradeParams, s: StandbyPlan): { primaryOld: string[]; primaryNew: string[]; standbyOld: string[] } {
+  const inDir = (dataDir: string, files: string[]) => files.filter((f) => dirname(f) === dirname(dataDir)).map((f) => basename(f));
+  return {
+    primaryOld: inDir(p.old.dataDir, [p.old.server.log]),
+    primaryNew: inDir(p.new.dataDir, [p.workDir, p.new.server.log]),
+    standbyOld: inDir(s.oldDataDir, [replicaLog(s.oldDataDir), replicaPassfile(s.oldDataDir)]),
+  };
+}
+
+/** A directory's entries on this host (absent: none; null: unreadable). */
+function entriesHere(dir: string): string[] | null {
+  try {
+    return readdirSync(dir);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? [] : null;
+  }
+}
+
+/** Why a transfer one level above the data directories could not carry this standby (null: it can, or it is not needed). */
+async function transferProblem(ctx: Ctx, p: UpgradeParams, s: StandbyPlan): Promise<string | null> {
+  if (!s.replica || transferLevel(p.old.dataDir, p.new.dataDir) === 'data directory') return null;
+  const own = ownBeside(p, s);
+  const res = await runnerFor(s.host, ctx).run({
+    program: 'find',
+    args: [dirname(s.oldDataDir), '-mindepth', '1', '-maxdepth', '1', '-printf', '%f\\0'],
+    runAs: accountOn(s.host, s.replica.replicaOwner),
+    cwd: '/',
+  });
+  return rsyncTransfer({
+    oldDataDir: p.old.dataDir,
+    newDataDir: p.new.dataDir,
+    standbyDataDir: s.oldDataDir,
+    standbyNewDataDir: s.replica.replicaDir,
+    primaryOld: { entries: entriesHere(dirname(p.old.dataDir)), own: own.primaryOld },
+    primaryNew: { entries: entriesHere(dirname(p.new.dataDir)), own: own.primaryNew },
+    standbyOld: { entries: res.exitCode === 0 ? res.stdout.split('\0').filter(Boolean) : null, own: own.standbyOld },
+  }).problem;
+}
+
 /** Why the rsync method cannot carry a standby, gathered now (empty: it can). */
 export async function rsyncProblems(ctx: Ctx, p: UpgradeParams, s: StandbyPlan): Promise<string[]> {
   const here = await ctx.runner.run({ program: 'rsync', args: ['--version'] }).catch(() => ({ exitCode: 127 }));
@@ -239,8 +281,7 @@ export async function rsyncProblems(ctx: Ctx, p: UpgradeParams, s: StandbyPlan):
     rsyncHere: here.exitCode === 0,
     rsyncThere: there.exitCode === 0,
     walProblem: wal && 'problem' in wal ? wal.problem : null,
-    oldDataDir: p.old.dataDir,
-    newDataDir: p.new.dataDir,
+    transferProblem: await transferProblem(ctx, p, s),
     tablespaceProblem: !s.replica
       ? "the standby's layout is unknown"
       : missing.length
@@ -389,8 +430,8 @@ export function commandFor(s: StandbyPlan): string {
 }
 
 let verifying: Promise<unknown> = Promise.resolve();
-/** Runs `work` after every earlier call has settled. */
-function oneAtATime<T>(work: () => Promise<T>): Promise<T> {
+/** Runs `work` after every earlier call has settled: the replica verify's probe table is one on the primary, shared by all standbys. */
+export function oneAtATime<T>(work: () => Promise<T>): Promise<T> {
   const next = verifying.then(work, work);
   verifying = next.catch(() => undefined);
   return next;

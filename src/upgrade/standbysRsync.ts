@@ -1,6 +1,7 @@
 /**
  * The rsync method (link mode), in the order of the pg_upgrade documentation ("Upgrade streaming
- * replication and log-shipping standby servers"):
+ * replication and log-shipping standby servers"), every standby at once (each keeps its own record
+ * and outcome; a step waits until every standby has ended its part, so none is left half-done):
  *   after the primary's clean stop — each standby is stopped once it has replayed the primary's
  *     shutdown checkpoint, and its `Latest checkpoint location` must equal the primary's (a
  *     mismatch stops the run before pg_upgrade: the old primary and standbys are restartable);
@@ -14,6 +15,9 @@
  *     verified (streaming, a row written on the primary read there) through the replica steps.
  * The standby's data directory name may differ from the primary's: the transfer goes through a
  * staging directory beside it holding a link under the primary's name (rsync --keep-dirlinks).
+ * When the primary's old and new data directories are named alike (…/16/main, …/17/main) rsync
+ * works one level up, from the directories above both clusters, as the documentation's recipe
+ * does; the checks allow it only where those hold nothing but the cluster (rsyncTransfer).
  */
 import { readdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -26,8 +30,8 @@ import { describeFailure, type Invocation, type OsUser } from '../runner.js';
 import { PostgresServer } from '../server/postgres.js';
 import { PsqlDb, statements } from '../sql.js';
 import type { UpgradeParams } from './params.js';
-import { standbyAutoConf, standbyWalPlacement } from './standbyRules.js';
-import { commandFor, oldStandby, readRecord, walDirsOf, writeRecord, type StandbyPlan, type StandbyRecord } from './standbys.js';
+import { standbyAutoConf, standbyWalPlacement, transferLevel } from './standbyRules.js';
+import { commandFor, oldStandby, oneAtATime, ownBeside, readRecord, walDirsOf, writeRecord, type StandbyPlan, type StandbyRecord } from './standbys.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const owned = (s: StandbyPlan): OsUser => (isLocal(s.host) ? userByName(s.replica!.replicaOwner)! : remoteAccount(s.replica!.replicaOwner));
@@ -43,27 +47,29 @@ async function onHost(ctx: StepContext, s: StandbyPlan, inv: Invocation, what: s
 async function stopAtCheckpoint(ctx: StepContext, p: UpgradeParams, s: StandbyPlan, checkpoint: string): Promise<void> {
   const r = s.replica!;
   const old = oldStandby(ctx, s);
-  if (await old.isRunning()) {
-    const db = new PsqlDb(
-      runnerFor(s.host, ctx),
-      join(s.layout?.bindir ?? p.old.bindir, 'psql'),
-      { host: r.replicaSocketDir, port: r.replicaPort, user: r.replicaOwner, database: 'postgres' },
-      owned(s),
-      ctx.audit,
-    );
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const [row] = await db.query(statements.replayedUpTo(checkpoint)).catch(() => [undefined]);
-      if (row?.reached) break;
-      if (Date.now() > deadline)
-        throw new PgscaleError(
-          `standby ${s.name} has not replayed the primary's shutdown checkpoint ${checkpoint} (at ${row?.replayed ?? 'unknown'})`,
-          ExitCode.FailedAfterChange,
-          '`pgscale rollback` starts the old primary and its standbys again',
-        );
-      await sleep(200);
+  const db = new PsqlDb(
+    runnerFor(s.host, ctx),
+    join(s.layout?.bindir ?? p.old.bindir, 'psql'),
+    { host: r.replicaSocketDir, port: r.replicaPort, user: r.replicaOwner, database: 'postgres' },
+    owned(s),
+    ctx.audit,
+  );
+  const deadline = Date.now() + 60_000;
+  // the replay position is asked first: only when the query fails (a standby a resumed run already stopped) is the server's state read
+  for (;;) {
+    const [row] = await db.query(statements.replayedUpTo(checkpoint)).catch(() => [undefined]);
+    if (row?.reached) {
+      await old.stop({ timeoutSeconds: 120 });
+      break;
     }
-    await old.stop({ timeoutSeconds: 120 });
+    if (!row && !(await old.isRunning())) break;
+    if (Date.now() > deadline)
+      throw new PgscaleError(
+        `standby ${s.name} has not replayed the primary's shutdown checkpoint ${checkpoint} (at ${row?.replayed ?? 'unknown'})`,
+        ExitCode.FailedAfterChange,
+        '`pgscale rollback` starts the old primary and its standbys again',
+      );
+    await sleep(200);
   }
   const mine = (await old.controlData())?.latestCheckpoint;
   if (mine !== checkpoint)
@@ -74,10 +80,21 @@ async function stopAtCheckpoint(ctx: StepContext, p: UpgradeParams, s: StandbyPl
     );
 }
 
+/** Runs `work` for every standby at once and waits for all of them; then the failures, if any, as one error (each standby named in its own message). */
+async function forEachStandby(standbys: StandbyPlan[], work: (s: StandbyPlan) => Promise<void>): Promise<void> {
+  const failed = (await Promise.allSettled(standbys.map(work))).flatMap((o) => (o.status === 'rejected' ? [o.reason as Error] : []));
+  const [only, ...more] = failed;
+  if (only && !more.length) throw only;
+  if (only) {
+    const first = failed.find((e) => e instanceof PgscaleError);
+    throw new PgscaleError(failed.map((e) => e.message).join('; '), first?.exitCode ?? ExitCode.FailedAfterChange, first?.hint);
+  }
+}
+
 export const stopStandbysStep = defineStep<UpgradeParams>({
   kind: 'upgrade.standbys-stop',
   title: () =>
-    "Stop each standby once it has replayed the primary's shutdown checkpoint; compare Latest checkpoint location (pg_controldata) with the primary's",
+    "Stop the standbys, all at once, each once it has replayed the primary's shutdown checkpoint; compare Latest checkpoint location (pg_controldata) with the primary's",
   downtime: true,
   check: async () => [],
   plan: async (_ctx, p) =>
@@ -91,12 +108,16 @@ export const stopStandbysStep = defineStep<UpgradeParams>({
     const primary = await new PostgresServer(p.old.server, ctx.runner).controlData();
     if (primary?.state !== 'shut down' || !primary.latestCheckpoint)
       throw new PgscaleError(`the old primary is not shut down cleanly (${primary?.state ?? 'pg_controldata unreadable'})`, ExitCode.FailedAfterChange);
-    for (const s of rsyncable(p)) {
-      if (readRecord(p, s)) continue;
-      await stopAtCheckpoint(ctx, p, s, primary.latestCheckpoint);
-      writeRecord(p, s, { state: 'stopped', detail: `at ${primary.latestCheckpoint}` });
-    }
-    return { checkpoint: primary.latestCheckpoint };
+    const checkpoint = primary.latestCheckpoint;
+    // a standby that fails leaves the others stopped and recorded (or running): the rollback starts them all again
+    await forEachStandby(
+      rsyncable(p).filter((s) => !readRecord(p, s)),
+      async (s) => {
+        await stopAtCheckpoint(ctx, p, s, checkpoint);
+        writeRecord(p, s, { state: 'stopped', detail: `at ${checkpoint}` });
+      },
+    );
+    return { checkpoint };
   },
   async verify(_ctx, p) {
     const open = rsyncable(p).filter((s) => !readRecord(p, s));
@@ -105,12 +126,12 @@ export const stopStandbysStep = defineStep<UpgradeParams>({
       : { ok: true, detail: "every standby stopped at the primary's shutdown checkpoint" };
   },
   async rollback(ctx, p) {
-    for (const s of rsyncable(p)) {
+    await forEachStandby(rsyncable(p), async (s) => {
       await oldStandby(ctx, s)
         .start()
         .catch(() => undefined);
       writeRecord(p, s, { state: 'failed', detail: 'rolled back' });
-    }
+    });
   },
   rollbackNote: () => 'start the old standbys again (they follow the old primary once it is back)',
   estimateSeconds: () => 5,
@@ -143,41 +164,67 @@ const standbyTablespaces = (s: StandbyPlan) =>
     primary: s.replica!.tablespaces.find((m) => m.name === t.oid)?.location ?? t.location,
   }));
 
-/** The staging directory beside the standby: a link under the primary's name makes rsync's OLD the standby's directory. */
-const stagingOf = (s: StandbyPlan) => join(dirname(s.oldDataDir), `.pgscale-rsync-${s.replica!.slot}`);
-
 /**
- * The data directories' transfer. pg_wal is left out on both sides: the old standby keeps its own WAL
- * (a rollback starts it from there) and the new one gets the new primary's WAL on its own (walOf),
- * wherever either primary or standby keeps it.
+ * The data directories' transfer: rsync names each source by its last component, so it sends the
+ * primary's old and new data directories, or the directories above them when both are named alike
+ * (transferLevel). On the standby a staging directory beside its counterpart of the old source holds
+ * a link to it under the old source's name (rsync --keep-dirlinks) and receives the new one. pg_wal is
+ * left out on both sides: the old standby keeps its own WAL (a rollback starts it from there) and the
+ * new one gets the new primary's WAL on its own (walOf), wherever either primary or standby keeps it.
  */
-function dataTransfer(p: UpgradeParams, s: StandbyPlan): { sources: string[]; dest: string; protect: string[] } {
-  const oldName = basename(p.old.dataDir);
-  const newName = basename(p.new.dataDir);
+function dataTransfer(p: UpgradeParams, s: StandbyPlan) {
+  const up = transferLevel(p.old.dataDir, p.new.dataDir) === 'parent';
+  const [oldSource, newSource] = up ? [dirname(p.old.dataDir), dirname(p.new.dataDir)] : [p.old.dataDir, p.new.dataDir];
+  const standbySource = up ? dirname(s.oldDataDir) : s.oldDataDir;
+  const stage = join(dirname(standbySource), `.pgscale-rsync-${s.replica!.slot}`);
+  const [oldName, newName] = [basename(oldSource), basename(newSource)];
+  // the cluster within a source one level up (both named alike)
+  const within = up ? `/${basename(p.new.dataDir)}` : '';
+  const own = ownBeside(p, s);
   return {
-    sources: [p.old.dataDir, p.new.dataDir],
-    dest: `${stagingOf(s)}/`,
-    // the old standby keeps what makes it a standby: a rollback can start it again
-    protect: [`/${oldName}/standby.signal`, `/${oldName}/postgresql.auto.conf`, `/${oldName}/postmaster.*`, `/${oldName}/pg_wal`, `/${newName}/pg_wal`],
+    sources: [oldSource, newSource],
+    stage,
+    dest: `${stage}/`,
+    link: { name: oldName, target: standbySource },
+    /** What rsync makes in the staging directory, and the new data directory in it. */
+    newCopy: join(stage, newName),
+    newData: join(stage, newName + within),
+    protect: [
+      // the old standby keeps what makes it a standby: a rollback can start it again
+      ...['standby.signal', 'postgresql.auto.conf', 'postmaster.*', 'pg_wal'].map((f) => `/${oldName}${within}/${f}`),
+      `/${newName}${within}/pg_wal`,
+      // one level up: pgscale's own files beside the clusters are neither sent nor deleted
+      ...(up ? [...own.primaryOld, ...own.standbyOld].map((f) => `/${oldName}/${f}`) : []),
+      ...(up ? own.primaryNew.map((f) => `/${newName}/${f}`) : []),
+    ],
   };
 }
 
-/** Where the new standby's WAL goes (a problem fails the checks before downtime). */
-function walOf(p: UpgradeParams, s: StandbyPlan): { source: string; dir: string; link: boolean } {
+/**
+ * Where the new standby's WAL goes (a problem fails the checks before downtime): rsynced before the
+ * new data directory leaves the staging directory, into its pg_wal there or into the WAL directory.
+ */
+function walOf(p: UpgradeParams, s: StandbyPlan): { source: string; dest: string; dir: string; link: boolean } {
   const w = standbyWalPlacement(walDirsOf(s));
   if ('problem' in w) throw new PgscaleError(`standby ${s.name}: ${w.problem}`, ExitCode.FailedNoChange, 'use --replicas rebuild');
   // the trailing slash: the contents, through the link when the new primary keeps its WAL elsewhere (--waldir)
-  return { source: `${join(p.new.dataDir, 'pg_wal')}/`, ...w };
+  const dest = w.link ? w.dir : join(dataTransfer(p, s).newData, 'pg_wal');
+  return { source: `${join(p.new.dataDir, 'pg_wal')}/`, dest: `${dest}/`, ...w };
 }
 
+/**
+ * One standby's transfer: two commands on its host (prepare; place and configure) around the rsync
+ * runs, each rsync through the host's one multiplexed ssh connection.
+ */
 async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Promise<StandbyRecord> {
   const r = s.replica!;
   const account = owned(s);
-  const stage = stagingOf(s);
-  const oldName = basename(p.old.dataDir);
-  const newName = basename(p.new.dataDir);
+  const data = dataTransfer(p, s);
   const wal = walOf(p, s);
-  // a resumed transfer starts over: the new directories were absent or empty when the run was planned (a check)
+  const passfile = s.layout?.conninfo.passfile;
+  if (!passfile) throw new Error("the old standby's primary_conninfo names no passfile");
+  // a resumed transfer starts over: the new directories were absent or empty when the run was planned (a check);
+  // a WAL directory outside the data directory is made now (rsync makes only the last level of its destination)
   await onHost(
     ctx,
     s,
@@ -185,12 +232,13 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
       program: 'sh',
       args: [
         '-c',
-        'mkdir -p -m 0700 "$1" && ln -sfn "$2" "$1/$3" && shift 3 && rm -rf -- "$@"',
+        'mkdir -p -m 0700 "$1" && ln -sfn "$2" "$1/$3" && WAL=$4 && shift 4 && rm -rf -- "$@" && { [ -z "$WAL" ] || mkdir -p -m 0700 -- "$WAL"; }',
         'sh',
-        stage,
-        s.oldDataDir,
-        oldName,
-        join(stage, newName),
+        data.stage,
+        data.link.target,
+        data.link.name,
+        wal.link ? wal.dir : '',
+        data.newCopy,
         r.replicaDir,
         ...(wal.link ? [wal.dir] : []),
       ],
@@ -204,7 +252,6 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
     const res = await ctx.runner.run(inv);
     if (res.exitCode !== 0) throw new Error(`rsync to ${s.name}: ${describeFailure(inv, res)}`);
   };
-  const data = dataTransfer(p, s);
   await run(data.sources, data.dest, data.protect);
   const places = standbyTablespaces(s);
   for (const t of places) {
@@ -213,17 +260,20 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
       .map((n) => join(t.primary, n));
     await run(dirs, `${t.standby}/`, []);
   }
-  // the new data directory under its own name beside the old one; its tablespace links point at the standby's
-  // places, its pg_wal (left out above) is made, a link to the WAL directory when the old standby had one
-  const fix = [
-    'mv -T -- "$1/$2" "$3"',
-    'rm -f -- "$1/$4"',
-    'rmdir -- "$1"',
-    'mkdir -p -m 0700 -- "$5"',
-    '{ [ "$6" != link ] || ln -sn -- "$5" "$NEW/pg_wal"; }',
-    'shift 6',
-    'while [ $# -gt 0 ]; do ln -sfn -- "$2" "$NEW/pg_tblspc/$1"; shift 2; done',
+  await run([wal.source], wal.dest, []);
+  // the new data directory under its own name beside the old one (or in the new version's directory, which the checks
+  // found), pg_wal a link to the WAL directory when the old standby had one; its tablespace links point at
+  // the standby's places; the password file, the standby settings (on stdin) and standby.signal
+  const place = [
+    'mv -T -- "$DATA" "$NEW"',
+    '{ [ "$COPY" = "$DATA" ] || rmdir -- "$COPY"; }',
+    'rm -f -- "$STAGE/$LINK"',
+    'rmdir -- "$STAGE"',
+    '{ [ "$WALMODE" != link ] || ln -sn -- "$WALDIR" "$NEW/pg_wal"; }',
+    'install -m 0600 -- "$PASS" "$NEWPASS"',
+    'cat >> "$NEW/postgresql.auto.conf"',
     ': > "$NEW/standby.signal"',
+    'while [ $# -gt 0 ]; do ln -sfn -- "$2" "$NEW/pg_tblspc/$1"; shift 2; done',
   ].join(' && ');
   await onHost(
     ctx,
@@ -232,35 +282,23 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
       program: 'sh',
       args: [
         '-c',
-        `NEW=$3; ${fix}`,
+        `STAGE=$1 COPY=$2 DATA=$3 NEW=$4 LINK=$5 WALDIR=$6 WALMODE=$7 PASS=$8 NEWPASS=$9 && shift 9 && ${place}`,
         'sh',
-        stage,
-        newName,
+        data.stage,
+        data.newCopy,
+        data.newData,
         r.replicaDir,
-        oldName,
+        data.link.name,
         wal.dir,
         wal.link ? 'link' : 'inside',
+        passfile,
+        replicaPassfile(r.replicaDir),
         ...places.flatMap((t) => [t.oid, t.standby]),
       ],
       runAs: account,
+      input: standbyAutoConf(s.layout!.conninfo, replicaPassfile(r.replicaDir), r.slot),
     },
-    'placing the new data directory',
-  );
-  await run([wal.source], `${wal.dir}/`, []);
-  const passfile = s.layout?.conninfo.passfile;
-  if (!passfile) throw new Error("the old standby's primary_conninfo names no passfile");
-  await onHost(
-    ctx,
-    s,
-    { program: 'install', args: ['-m', '0600', '--', passfile, replicaPassfile(r.replicaDir)], runAs: account },
-    'copying the password file',
-  );
-  const conf = standbyAutoConf(s.layout!.conninfo, replicaPassfile(r.replicaDir), r.slot);
-  await onHost(
-    ctx,
-    s,
-    { program: 'sh', args: ['-c', 'cat >> "$1"', 'sh', join(r.replicaDir, 'postgresql.auto.conf')], runAs: account, input: conf },
-    'writing the standby settings',
+    'placing and configuring the new data directory',
   );
   return { state: 'synced', detail: `${r.replicaDir} brought level by rsync` };
 }
@@ -268,7 +306,7 @@ async function syncOne(ctx: StepContext, p: UpgradeParams, s: StandbyPlan): Prom
 export const rsyncStandbysStep = defineStep<UpgradeParams>({
   kind: 'upgrade.standbys-rsync',
   title: () =>
-    'rsync each standby level with the upgraded primary (hard links, sizes only), before the new primary starts; standby.signal, primary_conninfo and primary_slot_name written',
+    'rsync the standbys level with the upgraded primary, all at once (hard links, sizes only), before the new primary starts; standby.signal, primary_conninfo and primary_slot_name written',
   downtime: true,
   check: async () => [],
   plan: async (ctx, p) =>
@@ -279,7 +317,7 @@ export const rsyncStandbysStep = defineStep<UpgradeParams>({
         {
           kind: 'command' as const,
           argv: ['rsync', ...rsyncArgv(ctx, s, data.sources, data.dest, data.protect)],
-          note: `${stagingOf(s)}/${basename(p.old.dataDir)} links to ${s.oldDataDir}; then ${stagingOf(s)}/${basename(p.new.dataDir)} becomes ${s.replica!.replicaDir}`,
+          note: `${join(data.stage, data.link.name)} links to ${data.link.target}; then ${data.newData} becomes ${s.replica!.replicaDir}`,
         },
         ...standbyTablespaces(s).map((t) => ({
           kind: 'command' as const,
@@ -287,7 +325,7 @@ export const rsyncStandbysStep = defineStep<UpgradeParams>({
         })),
         {
           kind: 'command' as const,
-          argv: ['rsync', ...rsyncArgv(ctx, s, [wal.source], `${wal.dir}/`, [])],
+          argv: ['rsync', ...rsyncArgv(ctx, s, [wal.source], wal.dest, [])],
           note: wal.link
             ? `${join(s.replica!.replicaDir, 'pg_wal')} links to ${wal.dir}, as the old standby's pg_wal links to ${s.layout?.waldir}`
             : 'WAL inside the data directory, as on the old standby',
@@ -301,24 +339,22 @@ export const rsyncStandbysStep = defineStep<UpgradeParams>({
       ];
     }),
   async apply(ctx, p) {
-    const results: JsonObject[] = [];
-    for (const s of rsyncable(p)) {
-      const prior = readRecord(p, s);
-      if (prior?.state !== 'stopped') {
-        results.push({ standby: s.name, ...(prior ?? {}) });
-        continue;
-      }
-      let rec: StandbyRecord;
-      try {
-        rec = await syncOne(ctx, p, s);
-      } catch (e) {
-        // the primary's upgrade goes on: this standby is reported with the command that rebuilds it
-        rec = { state: 'failed', detail: (e as Error).message, command: `remove ${s.replica!.replicaDir} on ${s.host.destination}, then: ${commandFor(s)}` };
-      }
-      writeRecord(p, s, rec);
-      results.push({ standby: s.name, ...rec });
-    }
-    return { standbys: results };
+    const standbys = await Promise.all(
+      rsyncable(p).map(async (s): Promise<JsonObject> => {
+        const prior = readRecord(p, s);
+        if (prior?.state !== 'stopped') return { standby: s.name, ...(prior ?? {}) };
+        let rec: StandbyRecord;
+        try {
+          rec = await syncOne(ctx, p, s);
+        } catch (e) {
+          // the primary's upgrade goes on: this standby is reported with the command that rebuilds it
+          rec = { state: 'failed', detail: (e as Error).message, command: `remove ${s.replica!.replicaDir} on ${s.host.destination}, then: ${commandFor(s)}` };
+        }
+        writeRecord(p, s, rec);
+        return { standby: s.name, ...rec };
+      }),
+    );
+    return { standbys };
   },
   async verify(_ctx, p) {
     const open = rsyncable(p).filter((s) => readRecord(p, s)?.state === 'stopped');
@@ -328,7 +364,7 @@ export const rsyncStandbysStep = defineStep<UpgradeParams>({
   },
   async rollback(ctx, p) {
     // before the new primary starts the old standbys are intact (their standby files were protected): remove the new copies
-    for (const s of rsyncable(p)) {
+    await forEachStandby(rsyncable(p), async (s) => {
       await onHost(
         ctx,
         s,
@@ -339,7 +375,7 @@ export const rsyncStandbysStep = defineStep<UpgradeParams>({
             '--',
             s.replica!.replicaDir,
             ...(s.replica!.replicaWaldir ? [s.replica!.replicaWaldir] : []),
-            stagingOf(s),
+            dataTransfer(p, s).stage,
             replicaPassfile(s.replica!.replicaDir),
           ],
           runAs: owned(s),
@@ -347,7 +383,7 @@ export const rsyncStandbysStep = defineStep<UpgradeParams>({
         'removing the new copy',
       ).catch(() => undefined);
       writeRecord(p, s, { state: 'stopped', detail: 'rsync rolled back' });
-    }
+    });
   },
   rollbackNote: () => 'remove the new standby directories (the old standbys keep standby.signal and their settings)',
   estimateSeconds: () => 10,
@@ -355,7 +391,8 @@ export const rsyncStandbysStep = defineStep<UpgradeParams>({
 
 export const startStandbysStep = defineStep<UpgradeParams>({
   kind: 'upgrade.standbys-start',
-  title: () => "Create each standby's physical slot on the new primary, start the standbys, verify they stream and serve a row written now",
+  title: () =>
+    "Create each standby's physical slot on the new primary, start the standbys all at once, verify they stream and serve a row written now (one probe at a time)",
   check: async () => [],
   plan: async (_ctx, p) =>
     rsyncable(p).flatMap((s) =>
@@ -366,34 +403,33 @@ export const startStandbysStep = defineStep<UpgradeParams>({
       })),
     ),
   async apply(ctx, p) {
-    const results: JsonObject[] = [];
-    for (const s of rsyncable(p)) {
-      const prior = readRecord(p, s);
-      if (prior?.state !== 'synced') {
-        results.push({ standby: s.name, ...(prior ?? {}) });
-        continue;
-      }
-      let rec: StandbyRecord;
-      try {
-        for (const kind of ['replica-slot', 'replica-start', 'replica-verify']) {
-          const def = stepDefinition(kind);
-          await def.apply(ctx, s.replica!);
-          const v = await def.verify({ ...ctx, outputs: new Map([['verify', {}]]) }, s.replica!);
-          if (!v.ok) throw new Error(`${def.title(s.replica!)}: ${v.detail}`);
+    const standbys = await Promise.all(
+      rsyncable(p).map(async (s): Promise<JsonObject> => {
+        const prior = readRecord(p, s);
+        if (prior?.state !== 'synced') return { standby: s.name, ...(prior ?? {}) };
+        let rec: StandbyRecord;
+        try {
+          for (const kind of ['replica-slot', 'replica-start', 'replica-verify']) {
+            const def = stepDefinition(kind);
+            // the verify writes and drops a probe table on the primary that all standbys share
+            await (kind === 'replica-verify' ? oneAtATime(() => def.apply(ctx, s.replica!)) : def.apply(ctx, s.replica!));
+            const v = await def.verify({ ...ctx, outputs: new Map([['verify', {}]]) }, s.replica!);
+            if (!v.ok) throw new Error(`${def.title(s.replica!)}: ${v.detail}`);
+          }
+          rec = { state: 'rebuilt', detail: `${s.replica!.replicaDir} streams from the new primary through ${s.replica!.slot}` };
+        } catch (e) {
+          // the copy stays for inspection (its tablespace directories sit beside the old ones): stop it, free the slot
+          for (const kind of ['replica-start', 'replica-slot'])
+            await stepDefinition(kind)
+              .rollback?.(ctx, s.replica!)
+              .catch(() => undefined);
+          rec = { state: 'failed', detail: (e as Error).message, command: `remove ${s.replica!.replicaDir} on ${s.host.destination}, then: ${commandFor(s)}` };
         }
-        rec = { state: 'rebuilt', detail: `${s.replica!.replicaDir} streams from the new primary through ${s.replica!.slot}` };
-      } catch (e) {
-        // the copy stays for inspection (its tablespace directories sit beside the old ones): stop it, free the slot
-        for (const kind of ['replica-start', 'replica-slot'])
-          await stepDefinition(kind)
-            .rollback?.(ctx, s.replica!)
-            .catch(() => undefined);
-        rec = { state: 'failed', detail: (e as Error).message, command: `remove ${s.replica!.replicaDir} on ${s.host.destination}, then: ${commandFor(s)}` };
-      }
-      writeRecord(p, s, rec);
-      results.push({ standby: s.name, ...rec });
-    }
-    return { standbys: results };
+        writeRecord(p, s, rec);
+        return { standby: s.name, ...rec };
+      }),
+    );
+    return { standbys };
   },
   async verify(_ctx, p) {
     const records = rsyncable(p).map((s) => [s, readRecord(p, s)] as const);

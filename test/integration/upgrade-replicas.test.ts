@@ -4,14 +4,16 @@
  * standby refuses the run before downtime (exit 3, nothing changed); then 16 → 17 with
  * `--replicas rebuild`, and with rsync (the namespace standby keeping its WAL outside its data
  * directory, --replica-waldir): the primary and both standbys on 17, streaming from new slots, a
- * row written after the upgrade read on both, per-table checksums identical.
+ * row written after the upgrade read on both, per-table checksums identical. rsync again with every
+ * data directory named alike in per-version directories (…/16/main → …/17/main), which rsync
+ * carries from one level up, leaving what sits beside each standby's cluster in place.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { cliEntry, repoRoot } from '../helpers/paths.js';
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import {
   bindir,
   createCluster,
@@ -22,7 +24,7 @@ import {
   serverUser,
   stopAtTeardown,
   teardownAll,
-  type TestCluster,
+  TestCluster,
   upgradeCommand,
 } from '../helpers/testbed.js';
 import { createHost, type TestHost } from '../helpers/hosts.js';
@@ -35,9 +37,15 @@ after(teardownAll);
 
 const fail = (what: string, r: CliResult) => `${what}: exit ${r.code}\nstdout:\n${r.stdout.slice(-5000)}\nstderr:\n${r.stderr.slice(-3000)}`;
 
-for (const method of ['rebuild', 'rsync'] as const)
+const variants = [
+  { method: 'rebuild', alike: false },
+  { method: 'rsync', alike: false },
+  { method: 'rsync', alike: true },
+] as const;
+
+for (const [variant, { method, alike }] of variants.entries())
   describe(
-    `pgscale upgrade 16 → 17 with a local and a namespace standby: --replicas ${method}`,
+    `pgscale upgrade 16 → 17 with a local and a namespace standby: --replicas ${method}${alike ? ', data directories named alike (…/16/main → …/17/main)' : ''}`,
     { skip: !isRoot() && 'namespace hosts and servers as postgres need root' },
     () => {
       let c: TestCluster;
@@ -51,9 +59,12 @@ for (const method of ['rebuild', 'rsync'] as const)
       let remoteDir: string;
       let remoteWal: string;
       let newDataDir: string;
-      const hostName = method === 'rsync' ? 'u12' : 'u11';
-      const remoteSlot = `pgscale_${hostName}_data`;
-      const hostNumber = 190 + (process.pid % 30) * 2 + (method === 'rsync' ? 1 : 0);
+      const hostName = `u1${variant + 1}`;
+      const remoteSlot = `pgscale_${hostName}_${alike ? 'main' : 'data'}`;
+      const localSlot = `pgscale_local_${alike ? 'main' : 'local'}`;
+      const hostNumber = 190 + (process.pid % 20) * 3 + variant;
+      // the standbys' new data directories: the version segment swapped when named alike, else -17 appended
+      const newOf = (dir: string) => (alike ? dir.replace('/16/', '/17/') : `${dir}-17`);
 
       const psql = async (version: number, socketDir: string, port: number, sql: string): Promise<string> => {
         const res = await runner.run({
@@ -78,7 +89,15 @@ for (const method of ['rebuild', 'rsync'] as const)
         host = createHost(hostName, hostNumber);
         base = scratchDir('pgscale-upgrade-replicas-');
         stateDir = scratchDir('pgscale-state-');
-        c = await createCluster({ version: 16, conf: [`listen_addresses = '127.0.0.1,${host.localAddress}'`] });
+        c = await createCluster({ version: 16, conf: [`listen_addresses = '127.0.0.1,${host.localAddress}'`], start: !alike });
+        if (alike) {
+          // the data directory alone in a per-version directory: …/16/main (sockets and log elsewhere, as on Debian)
+          const main = join(mkdirOwned(join(base, '16')), 'main');
+          renameSync(c.pgdata, main);
+          stopAtTeardown(c.bindir, main);
+          c = new TestCluster(16, c.bindir, main, c.port, c.socketDir, c.logFile, c.options);
+          await c.start();
+        }
         const tablespace = mkdirOwned(join(base, 'ts'));
         await c.sql(`create role replicator login replication password 'rep secret';
       create tablespace warm location '${tablespace}';
@@ -86,21 +105,23 @@ for (const method of ['rebuild', 'rsync'] as const)
       create table w (id int) tablespace warm; insert into w select generate_series(1, 100);`);
         passfile = join(base, 'pgpass');
         writeFileSync(passfile, '*:*:replication:replicator:rep secret\n', { mode: 0o600 });
-        newDataDir = join(base, 'data-17');
+        newDataDir = alike ? join(base, '17', 'main') : join(base, 'data-17');
         stopAtTeardown(bindir(17), newDataDir);
 
-        localDir = join(base, 'local');
+        localDir = alike ? join(mkdirOwned(join(mkdirOwned(join(base, 'local')), '16')), 'main') : join(base, 'local');
         localSock = mkdirOwned(join(base, 'local-sock'));
         localPort = await freePort();
-        remoteDir = join(host.root, 'data');
+        remoteDir = alike ? join(mkdirOwned(join(host.root, '16')), 'main') : join(host.root, 'data');
         remoteWal = join(host.root, 'wal');
         for (const [v, d] of [
           [16, localDir],
-          [17, `${localDir}-17`],
+          [17, newOf(localDir)],
           [16, remoteDir],
-          [17, `${remoteDir}-17`],
+          [17, newOf(remoteDir)],
         ] as const)
           stopAtTeardown(bindir(v), d);
+        // the new version's directories on the standby hosts, as its packages make them (the checks want each new data directory's parent)
+        if (alike) for (const d of [localDir, remoteDir]) mkdirOwned(dirname(newOf(d)));
         const add = (args: string[]) =>
           runCli(['replica', 'add', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--yes', '--json', ...args], {
             env: { PGPASSFILE: passfile },
@@ -192,14 +213,29 @@ for (const method of ['rebuild', 'rsync'] as const)
         const methodArgs = method === 'rebuild' ? ['--replicas', 'rebuild'] : [];
         const dry = await runCli([...upgradeArgs(), ...methodArgs, '--dry-run'], { timeoutMs: 240_000 });
         assert.equal(dry.code, 0, fail('dry run', dry));
-        assert.match(dry.stdout, /local:.*\/local \(created by pgscale replica add\)/);
-        assert.match(dry.stdout, new RegExp(`pg_upgrade does not carry 16's slots: pgscale_local_local, ${remoteSlot}`));
+        assert.ok(dry.stdout.includes(`local:${localDir} (created by pgscale replica add)`), dry.stdout);
+        assert.match(dry.stdout, new RegExp(`pg_upgrade does not carry 16's slots: ${localSlot}, ${remoteSlot}`));
         assert.match(dry.stdout, method === 'rsync' ? /: rsync — every standby passes the rsync checks/ : /: rebuild — as asked/);
         if (method === 'rsync')
           assert.ok(
             dry.stdout.includes(`${newDataDir}/pg_wal/ ${hostName}:${remoteWal}-17/`),
             `the plan shows the WAL transfer into the new WAL directory:\n${dry.stdout}`,
           );
+        if (alike) {
+          assert.ok(
+            dry.stdout.includes(`${join(base, '16')} ${join(base, '17')} ${hostName}:${join(host.root, `.pgscale-rsync-${remoteSlot}`)}/`),
+            `the plan shows rsync from the directories above both clusters:\n${dry.stdout}`,
+          );
+          // anything else beside a standby's cluster would be within reach of rsync --delete: rebuild is chosen, rsync refused
+          const other = join(host.root, '16', 'notes');
+          writeFileSync(other, 'kept\n');
+          const chosen = await runCli([...upgradeArgs(), '--dry-run'], { timeoutMs: 240_000 });
+          assert.match(chosen.stdout, /: rebuild — a standby fails a check of the rsync method/, fail('dry run with a file beside', chosen));
+          const asked = await runCli([...upgradeArgs(), '--replicas', 'rsync', '--dry-run'], { timeoutMs: 240_000 });
+          assert.equal(asked.code, 3, fail('rsync asked for with a file beside', asked));
+          assert.match(asked.stdout + asked.stderr, /the standby's \S+\/16 holds more than the cluster main \(notes\): rsync --delete would reach it/);
+          rmSync(other);
+        }
 
         let run: RunReport;
         if (method === 'rsync') {
@@ -253,12 +289,12 @@ for (const method of ['rebuild', 'rsync'] as const)
         const slots = await c.sql("select string_agg(slot_name || ' ' || active, ',' order by slot_name) from pg_replication_slots");
         assert.equal(
           slots,
-          `pgscale_local_local true,${remoteSlot} true`,
+          `${localSlot} true,${remoteSlot} true`,
           `both slots recreated on the new primary and in use; standby steps: ${JSON.stringify(standbySteps.map((id) => run.outputs[id]))}`,
         );
         await c.sql("insert into t values (9001, 'after the upgrade')");
-        const localNew = `${localDir}-17`;
-        const remoteNew = `${remoteDir}-17`;
+        const localNew = newOf(localDir);
+        const remoteNew = newOf(remoteDir);
         assert.equal(readFileSync(join(localNew, 'PG_VERSION'), 'utf8').trim(), '17');
         assert.equal(readFileSync(join(remoteNew, 'PG_VERSION'), 'utf8').trim(), '17');
         await eventually(
@@ -290,6 +326,20 @@ for (const method of ['rebuild', 'rsync'] as const)
           assert.equal(readlinkSync(join(remoteDir, 'pg_wal')), remoteWal);
           const segment = await c.sql('select pg_walfile_name(pg_current_wal_lsn())');
           assert.ok(existsSync(join(`${remoteWal}-17`, segment)), `the segment streamed after the upgrade (${segment}) is in ${remoteWal}-17`);
+        }
+        if (alike) {
+          // rsync --delete worked in the directories above: what sits beside each old standby stays, no staging is left
+          assert.deepEqual(readdirSync(join(host.root, '16')).sort(), ['main', 'main.log', 'main.pgpass']);
+          assert.deepEqual(readdirSync(join(base, 'local', '16')).sort(), ['main', 'main.log', 'main.pgpass']);
+          assert.deepEqual(readdirSync(join(host.root, '17')).sort(), ['main', 'main.log', 'main.pgpass']);
+          assert.deepEqual(
+            readdirSync(host.root).filter((n) => n.startsWith('.pgscale-rsync')),
+            [],
+          );
+          assert.ok(
+            !existsSync(join(remoteNew, '.main.pgscale-upgrade')) && !existsSync(join(host.root, '17', '.main.pgscale-upgrade')),
+            'the work directory is not sent',
+          );
         }
       });
     },

@@ -11,6 +11,8 @@ import {
   parseStandbyLayout,
   rebuildCommand,
   rsyncBlockers,
+  rsyncTransfer,
+  transferLevel,
   standbyAutoConf,
   standbyWalPlacement,
   type OldStandbyFacts,
@@ -137,25 +139,49 @@ test('method: as asked; rsync in link mode when every standby passes; else rebui
   assert.equal(chooseMethod(undefined, { ...o, standbys: 0 }).method, 'leave');
 });
 
-test('rsync blockers: link mode, rsync on both ends, a place for the WAL, tablespaces placed', () => {
-  const ok = {
-    linkMode: true,
-    rsyncHere: true,
-    rsyncThere: true,
-    walProblem: null,
-    tablespaceProblem: null,
-    oldDataDir: '/srv/16/main',
-    newDataDir: '/srv/16/main-17',
-  };
+test('rsync blockers: link mode, rsync on both ends, a place for the WAL, a level for the transfer, tablespaces placed', () => {
+  const ok = { linkMode: true, rsyncHere: true, rsyncThere: true, walProblem: null, transferProblem: null, tablespaceProblem: null };
   assert.deepEqual(rsyncBlockers(ok), []);
   assert.deepEqual(rsyncBlockers({ ...ok, linkMode: false, rsyncThere: false }), [
     'the primary is not upgraded in link mode',
     'rsync is not installed on the standby host',
   ]);
-  assert.deepEqual(rsyncBlockers({ ...ok, walProblem: 'no place' }), ['no place']);
-  assert.deepEqual(rsyncBlockers({ ...ok, oldDataDir: '/var/lib/postgresql/16/main', newDataDir: '/var/lib/postgresql/17/main/' }), [
-    "the primary's old and new data directories have the same name (main): rsync's transfer needs them named apart",
-  ]);
+  assert.deepEqual(rsyncBlockers({ ...ok, walProblem: 'no place', transferProblem: 'no level' }), ['no place', 'no level']);
+});
+
+test('the transfer level: the data directories when named apart; one level up when both are named alike, only over directories holding that cluster alone', () => {
+  assert.equal(transferLevel('/srv/16/main', '/srv/16/main-17'), 'data directory');
+  assert.equal(transferLevel('/var/lib/postgresql/16/main', '/var/lib/postgresql/17/main/'), 'parent');
+  const beside = (entries: string[] | null, own: string[] = []) => ({ entries, own });
+  const debian = {
+    oldDataDir: '/var/lib/postgresql/16/main',
+    newDataDir: '/var/lib/postgresql/17/main',
+    standbyDataDir: '/data/16/main',
+    standbyNewDataDir: '/data/17/main',
+    primaryOld: beside(['main', 'main.pgscale-server.log'], ['main.pgscale-server.log']),
+    // the new primary's directory before initdb: absent, read as empty
+    primaryNew: beside([], ['.main.pgscale-upgrade', 'main.pgscale-server.log']),
+    standbyOld: beside(['main', 'main.log', 'main.pgpass'], ['main.log', 'main.pgpass']),
+  };
+  assert.deepEqual(rsyncTransfer(debian), { problem: null });
+  assert.deepEqual(rsyncTransfer({ ...debian, primaryNew: beside(['main', '.main.pgscale-upgrade'], ['.main.pgscale-upgrade']) }), { problem: null });
+  // named apart: no directory above is read or judged
+  assert.deepEqual(rsyncTransfer({ ...debian, newDataDir: '/srv/main-17', standbyOld: beside(null) }), { problem: null });
+  const refused = (f: typeof debian, why: RegExp) => {
+    const { problem } = rsyncTransfer(f);
+    assert.match(problem ?? '', /both named main, so rsync works one level up \(\/var\/lib\/postgresql\/16, \/var\/lib\/postgresql\/17\), but /);
+    assert.match(problem ?? '', why);
+  };
+  // something else beside the cluster: rsync --delete in the standby's directory above would remove or overwrite it
+  refused({ ...debian, standbyOld: beside(['main', 'main.log', 'wal'], ['main.log']) }, /the standby's \/data\/16 holds more than the cluster main \(wal\)/);
+  refused({ ...debian, primaryOld: beside(['main', 'backup', 'x', 'y', 'z']) }, /the primary's \/var\/lib\/postgresql\/16 holds more .*\(backup, x, y, …\)/);
+  refused({ ...debian, primaryNew: beside(['main', 'other']) }, /the primary's \/var\/lib\/postgresql\/17 holds more/);
+  refused({ ...debian, standbyOld: beside(null) }, /the standby's \/data\/16 cannot be read/);
+  // rsync pairs the standby's files with the primary's by their paths under the level above
+  refused({ ...debian, standbyDataDir: '/data/16/replica', standbyOld: beside(['replica']) }, /the standby's data directory is named replica, not main/);
+  refused({ ...debian, standbyNewDataDir: '/data/16/main-17' }, /would sit in \/data\/16, where rsync deletes/);
+  assert.match(rsyncTransfer({ ...debian, oldDataDir: '/a/main', newDataDir: '/b/a/main' }).problem ?? '', /those are named alike too/);
+  assert.match(rsyncTransfer({ ...debian, oldDataDir: '/main', newDataDir: '/17/main' }).problem ?? '', /that is the root directory/);
 });
 
 test("the new standby's WAL: inside when the old one's was, else beside the old WAL directory with pg_wal linking to it", () => {
