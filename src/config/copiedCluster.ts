@@ -79,14 +79,14 @@ export function selfContainedCopyEdits(confText: string, sourceDataDir: string, 
     };
     if (entry.name === 'data_directory') comment('it named the source; the copy is its own data directory');
     else if (entry.name === 'external_pid_file') comment("it would overwrite the source's pid file");
-    else if (path === join(sourceDataDir, defaultName!)) comment(`the copy has its own ${defaultName} in the same place`);
+    else if (path === join(sourceDataDir, defaultName)) comment(`the copy has its own ${defaultName} in the same place`);
     else if (inside(path, sourceDataDir)) {
       const to = join(copyDataDir, relative(sourceDataDir, path));
       const why = 'it named the source; the copy has the same file';
       lines[entry.line - 1] = `${entry.name} = ${quote(to)}  # pgscale: was ${quote(entry.value)} in ${sourceDataDir}: ${why}`;
       edits.push({ line: entry.line, name: entry.name, value: entry.value, action: 'rewritten', to, why });
     } else {
-      const to = join(copyDataDir, defaultName!);
+      const to = join(copyDataDir, defaultName);
       comment(`the file outside the data directory is copied to ${to}`);
       copyFiles.push({ from: path, to });
     }

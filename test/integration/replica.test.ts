@@ -134,7 +134,7 @@ describe(
       assert.equal(plan.operation, 'replica-add');
       assert.deepEqual(
         plan.steps.map((st) => st.id),
-        ['checks', 'hba', 'slot', 'passfile', 'basebackup', 'start', 'verify'],
+        ['checks', 'hba', 'slot', 'passfile', 'basebackup', 'own-config', 'start', 'verify'],
       );
       assert.ok(!readFileSync(planFile, 'utf8').includes('rep secret'), 'no password in the plan');
     });

@@ -34,7 +34,7 @@ test("a copy's configuration: path settings naming the source are commented out,
   assert.ok(!now.has('data_directory') && !now.has('hba_file') && !now.has('external_pid_file'), r.text);
   assert.equal(now.get('ident_file'), `${copy}/conf/pg_ident.conf`);
   assert.equal(now.get('shared_buffers'), '1GB');
-  assert.match(r.text.split('\n')[1]!, /^# data_directory = '\/var\/lib\/postgresql\/16\/main'  # pgscale: commented out in this copy of/);
+  assert.match(r.text.split('\n')[1]!, /^# data_directory = '\/var\/lib\/postgresql\/16\/main' {2}# pgscale: commented out in this copy of/);
   assert.equal(r.text.split('\n')[6], "#hba_file = '/etc/other'", 'a comment stays as it was');
   // applied again to its own result: nothing more to do
   assert.deepEqual(selfContainedCopyEdits(r.text, src, copy).edits, []);
