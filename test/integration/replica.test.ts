@@ -454,6 +454,17 @@ describe(
         'the row on the self-contained replica',
         async () => (await standbySql(c.socketDir, port, 'select v from t where id = 9201')) === 'self-contained',
       );
+      // the plan of the removal: a standby of this primary, stopped, its slot, rule, directory and password file removed
+      const plan = await runCli(['replica', 'remove', ...primaryArgs(), '--host', 'local', '--replica-pgdata', dir, '--dry-run']);
+      assert.equal(plan.code, 0, plan.stdout + plan.stderr);
+      assert.match(
+        plan.stdout,
+        /is a PostgreSQL 17 data directory with a running server, a standby of this primary, streaming through slot pgscale_local_selfcontained/,
+      );
+      for (const step of ['Stop the standby', 'Drop the replication slot', 'Remove the pg_hba rule', "Remove the standby's data directory"])
+        assert.ok(plan.stdout.includes(step), `${step} in the plan:\n${plan.stdout}`);
+      assert.ok(plan.stdout.includes(`local:${dir}.pgpass`), 'the password file its conninfo names is in the plan');
+      assert.ok(!plan.stdout.includes(`${dir}.log`), 'no file beside it that pgscale did not create');
       const removed = await replica(['remove', '--yes', '--host', 'local', '--replica-pgdata', dir]);
       assert.equal(removed.code, 0, removed.stdout + removed.stderr);
       assert.ok(!existsSync(dir) && !existsSync(`${dir}.pgpass`));
