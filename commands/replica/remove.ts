@@ -48,6 +48,7 @@ export default class ReplicaRemove extends OperationCommand<typeof ReplicaRemove
         replicaAddress,
         keepData: f['keep-data'],
         primaryMajor: cluster.major,
+        primaryPort: cluster.port,
       };
       // what is done is decided from what is there: the plan shows exactly that, and the checks step refuses anything else
       const judged = await judgeRemovalNow(this.planningContext(), { ...known, actions: noActions });

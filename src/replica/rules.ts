@@ -485,6 +485,7 @@ export interface RemoveTargetFacts {
 export interface RemovePrimaryFacts {
   systemIdentifier: string;
   major: number;
+  port: number;
   slotExists: boolean;
   /** Where the walsender holding the slot streams to, when one does ('local' for a socket). */
   slotActiveFrom: string | null;
@@ -550,6 +551,15 @@ export function judgeRemoval(t: RemoveTargetFacts, primary: RemovePrimaryFacts, 
   if (isStandby) {
     const streamsThrough = t.primarySlotName;
     slotBelongs = streamsThrough === want.slot;
+    // the system identifier says whose standby it is; a port elsewhere means it streams from another standby
+    const port = t.primaryConninfo ? conninfoValue(t.primaryConninfo, 'port') : null;
+    if (port !== null && Number(port) !== primary.port)
+      checks.push(
+        check.warn(
+          'replica upstream',
+          `its primary_conninfo connects to port ${port}, not this primary's ${primary.port}: it may stream from another standby (cascading)`,
+        ),
+      );
     checks.push(
       slotBelongs
         ? check.pass('replica', `${want.replicaDir} is ${what}, streaming through slot ${want.slot}`)

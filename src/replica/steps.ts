@@ -100,6 +100,7 @@ export interface ReplicaRemoveParams extends JsonObject {
   replicaAddress: string | null;
   keepData: boolean;
   primaryMajor: number;
+  primaryPort: number;
   /** What the plan does, judged from the target's facts when it was made (judgeRemoval). */
   actions: RemoveActions;
 }
@@ -877,6 +878,7 @@ export async function gatherRemovePrimary(ctx: StepContext, p: ReplicaRemovePara
     return {
       systemIdentifier: sys!.system_identifier,
       major: p.primaryMajor,
+      port: p.primaryPort,
       slotExists: Boolean(slot),
       slotActiveFrom: slot?.active ? (holder?.client_addr ?? 'local') : null,
       hbaRuleMarked: readFileSync(hbaFile, 'utf8').includes(hbaMarker(p.slot)),
@@ -989,6 +991,10 @@ async function removalPaths(ctx: StepContext, p: ReplicaRemoveParams): Promise<s
   return [p.replicaDir, ...out.split('\n').filter(Boolean), ...(p.actions.removePassfile ? [replicaPassfile(p.replicaDir)] : [])];
 }
 
+/** Empties a data directory but for the files judgeRemoval reads (PG_VERSION, pg_control, standby.signal, postgresql.auto.conf). */
+const clearAllButIdentity =
+  'find "$1" -mindepth 1 -maxdepth 1 ! -name PG_VERSION ! -name global ! -name standby.signal ! -name postgresql.auto.conf -exec rm -rf -- {} +';
+
 const removeDataStep = defineStep<ReplicaRemoveParams>({
   kind: 'replica-remove-data',
   title: (p) =>
@@ -1007,7 +1013,11 @@ const removeDataStep = defineStep<ReplicaRemoveParams>({
     // a standby started again since the stop step is not deleted under its server
     if (await standbyOf(ctx, p).isRunning())
       throw new PgscaleError(`the standby in ${p.replicaDir} runs again: it is not deleted`, ExitCode.FailedAfterChange, 'stop it, then resume');
-    await onHost(ctx, p, asOwner(p, 'rm', ['-rf', '--', ...paths]), 'removing the replica');
+    const [dir, ...beside] = paths;
+    // what tells it is a standby of this primary goes last: a resume after a kill mid-way still recognises it
+    if (beside.length) await onHost(ctx, p, asOwner(p, 'rm', ['-rf', '--', ...beside]), 'removing the WAL and tablespace directories');
+    await onHost(ctx, p, asOwner(p, 'sh', ['-c', clearAllButIdentity, 'sh', dir!]), 'removing the replica');
+    await onHost(ctx, p, asOwner(p, 'rm', ['-rf', '--', dir!]), 'removing the replica');
   },
   async verify(ctx, p) {
     const res = await hostRunner(ctx, p).run(asOwner(p, 'test', ['-e', p.replicaDir]));

@@ -260,6 +260,7 @@ const standbyHere: RemoveTargetFacts = {
 const primaryOf: RemovePrimaryFacts = {
   systemIdentifier: '7400000000000000001',
   major: 17,
+  port: 5432,
   slotExists: true,
   slotActiveFrom: '127.0.0.1',
   hbaRuleMarked: true,
@@ -282,6 +283,11 @@ test('replica remove: a standby of this primary is stopped and deleted, with the
     false,
   );
   assert.equal(conninfoValue("host=h passfile='/a b/x.pgpass' port=1", 'passfile'), '/a b/x.pgpass');
+  // a cascading standby of this cluster: the same identity, another upstream — said, not refused
+  const cascading = judgeRemoval({ ...standbyHere, primaryConninfo: 'host=10.0.0.9 port=5433' }, primaryOf, removal);
+  assert.deepEqual(failed(cascading.checks), []);
+  assert.match(cascading.checks.find((c) => c.name === 'replica upstream' && c.severity === 'warning')!.detail, /port 5433, not this primary's 5432/);
+  assert.equal(cascading.actions.removeData, true);
 });
 
 test('replica remove: anything but a standby of this primary is kept, its server never stopped, the removal refused', () => {
