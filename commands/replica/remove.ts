@@ -7,12 +7,14 @@ import '../../src/operations.js';
 import { closeRemoteRunners, isLocal, runnerFor } from '../../src/remote/ssh.js';
 import { absoluteDir, hostSpec, replicaFlags } from '../../src/replica/flags.js';
 import { slotNameFor, validSlotName } from '../../src/replica/rules.js';
-import { connectionAddresses, promptedPassfilePath, type ReplicaRemoveParams } from '../../src/replica/steps.js';
+import { connectionAddresses, judgeRemovalNow, promptedPassfilePath, type ReplicaRemoveParams } from '../../src/replica/steps.js';
+
+const noActions = { stop: false, dropSlot: false, removeHba: false, removeData: false, removePassfile: false };
 
 export default class ReplicaRemove extends OperationCommand<typeof ReplicaRemove> {
   static override summary = 'Remove a replica on purpose: stop the standby, drop its slot, remove its pg_hba rule and (unless --keep-data) its files.';
   static override description =
-    'The pg_hba rule pgscale added for it (marked with the slot name) is kept while another standby still streams through it. Dropping the slot is the point of no return: the replica would have to be cloned again.';
+    "The directory is stopped and deleted only when it is a standby of this primary: PG_VERSION of the primary's major, the primary's system identifier (pg_controldata) and standby.signal. Anything else there (another cluster, a promoted copy, a user's files) is kept, no server there is stopped, and the removal is refused (exit 3); with --keep-data only the slot and the pg_hba rule are removed, when they belong to it (its primary_slot_name, or nobody streams through the slot). The pg_hba rule pgscale added for it (marked with the slot name) is kept while another standby still streams through it. Dropping the slot is the point of no return: the replica would have to be cloned again.";
   static override flags = {
     ...replicaFlags,
     'keep-data': Flags.boolean({ summary: 'Keep the data directory (and its password file and log).', default: false }),
@@ -34,7 +36,7 @@ export default class ReplicaRemove extends OperationCommand<typeof ReplicaRemove
         const seen = await connectionAddresses(runnerFor(host, { runner: this.runner, audit: this.audit }));
         if ('there' in seen) replicaAddress = seen.there;
       }
-      const params: ReplicaRemoveParams = {
+      const known = {
         primaryDataDir: cluster.dataDir,
         access: resolved.access,
         host,
@@ -45,7 +47,12 @@ export default class ReplicaRemove extends OperationCommand<typeof ReplicaRemove
         slot,
         replicaAddress,
         keepData: f['keep-data'],
+        primaryMajor: cluster.major,
+        primaryPort: cluster.port,
       };
+      // what is done is decided from what is there: the plan shows exactly that, and the checks step refuses anything else
+      const judged = await judgeRemovalNow(this.planningContext(), { ...known, actions: noActions });
+      const params: ReplicaRemoveParams = { ...known, actions: judged.actions ?? noActions };
       const result = await this.runPlan(await this.planOperation('replica-remove', params), undefined);
       // a password typed when the replica was added has no use any more
       if (result.applied) rmSync(promptedPassfilePath(this.stateDir, slot), { force: true });

@@ -367,6 +367,28 @@ export function judgeHost(h: HostFacts, want: Intent, primaryMajor: number, prim
   return out;
 }
 
+/** A file pgscale is to create (the replica's password file): it must not exist, pgscale never overwrites what it did not write. */
+export function judgeNewFile(probe: PathProbe, what: string): CheckResult {
+  if (probe.state === 'absent')
+    return probe.writable
+      ? check.pass(what, `${probe.path} is free`)
+      : check.fail(what, `${probe.path}: its directory does not exist or is not writable by the replica's owner`);
+  return check.fail(
+    what,
+    `${probe.path} exists already: pgscale does not overwrite a file it did not create`,
+    `move ${probe.path} away, or choose another --replica-pgdata`,
+  );
+}
+
+/** Lines of a server log shown in an error: the last few, none that mentions a password. */
+export function logTail(text: string, count = 15): string[] {
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .slice(-count)
+    .map((l) => (/password/i.test(l) ? '[a line mentioning a password, left out]' : l));
+}
+
 /** Bytes each target directory must hold: data (without tablespaces), WAL (max_wal_size), each tablespace; 10 % margin. */
 export function spaceNeeds(
   f: Pick<PrimaryFacts, 'dataBytes' | 'walBytes' | 'tablespaces'>,
@@ -442,4 +464,149 @@ export function conninfoForServer(autoConf: string, serverMajor: number): string
       return kept.length === words.length ? line : `${m[1]}'${kept.join(' ').replace(/['\\]/g, (c) => c + c)}'${m[3]}`;
     })
     .join('\n');
+}
+
+// ---- remove: what the target directory is, and what may be done to it ----
+
+/** The directory `replica remove` was pointed at, as found on its host. */
+export interface RemoveTargetFacts {
+  state: 'absent' | 'notdir' | 'unreadable' | 'dir';
+  /** PG_VERSION's content: a PostgreSQL data directory; null when there is none. */
+  pgVersion: string | null;
+  standbySignal: boolean;
+  /** From its postgresql.auto.conf (pg_basebackup -R writes them there). */
+  primaryConninfo: string | null;
+  primarySlotName: string | null;
+  /** pg_controldata's; null when it could not be read (another major, no pg_control). */
+  systemIdentifier: string | null;
+  running: boolean;
+}
+
+export interface RemovePrimaryFacts {
+  systemIdentifier: string;
+  major: number;
+  port: number;
+  slotExists: boolean;
+  /** Where the walsender holding the slot streams to, when one does ('local' for a socket). */
+  slotActiveFrom: string | null;
+  hbaRuleMarked: boolean;
+}
+
+export interface RemoveIntent {
+  replicaDir: string;
+  slot: string;
+  keepData: boolean;
+  /** The password file pgscale writes beside the data directory (removed only when the standby's conninfo names it). */
+  passfile: string;
+}
+
+/** What `replica remove` does: each part only when the facts show it belongs to this replica. */
+export interface RemoveActions {
+  [key: string]: boolean;
+  stop: boolean;
+  dropSlot: boolean;
+  removeHba: boolean;
+  removeData: boolean;
+  removePassfile: boolean;
+}
+
+/** The value of a key in a libpq conninfo string (quoted or not), or null. */
+export function conninfoValue(conninfo: string, key: string): string | null {
+  for (const w of conninfoWords(conninfo)) {
+    const eq = w.indexOf('=');
+    if (eq > 0 && w.slice(0, eq).trim() === key) {
+      const v = w.slice(eq + 1).trim();
+      return v.startsWith("'") && v.endsWith("'") ? v.slice(1, -1).replace(/\\(.)/g, '$1') : v;
+    }
+  }
+  return null;
+}
+
+/** What the directory is, in words, for the plan and for a refusal. */
+export function describeRemoveTarget(t: RemoveTargetFacts, primary: Pick<RemovePrimaryFacts, 'systemIdentifier' | 'major'>): string {
+  if (t.state === 'absent') return 'absent';
+  if (t.state === 'notdir') return 'a file, not a directory';
+  if (t.state === 'unreadable') return "a directory the replica's owner cannot read";
+  if (!t.pgVersion) return 'a directory that is not a PostgreSQL data directory (no PG_VERSION)';
+  const what = `a PostgreSQL ${t.pgVersion} data directory${t.running ? ' with a running server' : ''}`;
+  if (Number(t.pgVersion) !== primary.major) return `${what}; the primary is ${primary.major}: not its standby`;
+  if (!t.systemIdentifier) return `${what} without a readable pg_control`;
+  if (t.systemIdentifier !== primary.systemIdentifier)
+    return `${what} of another cluster (system identifier ${t.systemIdentifier}, the primary's is ${primary.systemIdentifier})`;
+  if (!t.standbySignal) return `${what}, a copy of this primary that is not a standby (no standby.signal: promoted, or a restored backup)`;
+  return `${what}, a standby of this primary`;
+}
+
+/**
+ * Judges a removal: the directory is stopped and deleted only when it is a standby of this primary
+ * (the same system identifier, standby.signal); any other directory is kept and its server never
+ * stopped. The slot and the pg_hba rule go only when they belong to this replica: the standby's
+ * primary_slot_name names the slot, or (no standby there) nobody streams through it.
+ */
+export function judgeRemoval(t: RemoveTargetFacts, primary: RemovePrimaryFacts, want: RemoveIntent): { checks: CheckResult[]; actions: RemoveActions } {
+  const checks: CheckResult[] = [];
+  const what = describeRemoveTarget(t, primary);
+  const isStandby = t.state === 'dir' && t.standbySignal && t.systemIdentifier !== null && t.systemIdentifier === primary.systemIdentifier;
+  let slotBelongs: boolean;
+  if (isStandby) {
+    const streamsThrough = t.primarySlotName;
+    slotBelongs = streamsThrough === want.slot;
+    // the system identifier says whose standby it is; a port elsewhere means it streams from another standby
+    const port = t.primaryConninfo ? conninfoValue(t.primaryConninfo, 'port') : null;
+    if (port !== null && Number(port) !== primary.port)
+      checks.push(
+        check.warn(
+          'replica upstream',
+          `its primary_conninfo connects to port ${port}, not this primary's ${primary.port}: it may stream from another standby (cascading)`,
+        ),
+      );
+    checks.push(
+      slotBelongs
+        ? check.pass('replica', `${want.replicaDir} is ${what}, streaming through slot ${want.slot}`)
+        : check.fail(
+            'replica',
+            `${want.replicaDir} is ${what}, but its primary_slot_name is ${streamsThrough ?? 'not set'}, not ${want.slot}: nothing is changed`,
+            streamsThrough ? `pass --slot ${streamsThrough}` : 'check --slot and --replica-pgdata',
+          ),
+    );
+  } else {
+    // no standby of this primary there: the slot is this replica's only while nobody streams through it
+    slotBelongs = primary.slotActiveFrom === null;
+    if (primary.slotExists && !slotBelongs)
+      checks.push(
+        check.fail(
+          'slot',
+          `slot ${want.slot} is in use by a standby streaming from ${primary.slotActiveFrom}, and ${want.replicaDir} is ${what}: that standby is not the replica in ${want.replicaDir}`,
+          'check --host, --replica-pgdata and --slot',
+        ),
+      );
+  }
+  const actions: RemoveActions = {
+    stop: isStandby && slotBelongs && t.running,
+    dropSlot: slotBelongs && primary.slotExists,
+    removeHba: slotBelongs && primary.hbaRuleMarked,
+    removeData: isStandby && slotBelongs && !want.keepData,
+    removePassfile: isStandby && slotBelongs && !want.keepData && t.primaryConninfo !== null && conninfoValue(t.primaryConninfo, 'passfile') === want.passfile,
+  };
+  if (!isStandby && t.state !== 'absent') {
+    const leftovers = [actions.dropSlot && `slot ${want.slot}`, actions.removeHba && 'its pg_hba rule'].filter(Boolean).join(' and ');
+    if (!want.keepData)
+      checks.push(
+        check.fail(
+          'replica directory',
+          `${want.replicaDir} is ${what}: it is kept and no server there is stopped — pgscale deletes only a standby of this primary (the same system identifier, standby.signal)`,
+          leftovers ? `to remove only ${leftovers}, pass --keep-data` : 'check --host and --replica-pgdata',
+        ),
+      );
+    else checks.push(check.info('replica directory', `${want.replicaDir} is ${what}: it is not touched (--keep-data)`));
+  } else if (t.state === 'absent') checks.push(check.info('replica directory', `${want.replicaDir} is absent (already removed?)`));
+  if (checks.every((c) => c.passed) && !Object.values(actions).some(Boolean))
+    checks.push(
+      check.fail(
+        'replica',
+        `nothing to remove: ${want.replicaDir} is ${what}, no slot ${want.slot}, no pg_hba rule marked for it`,
+        'check --host, --replica-pgdata and --slot (pgscale replica list shows the slots)',
+      ),
+    );
+  return { checks, actions };
 }

@@ -33,6 +33,8 @@ import {
   hbaRule,
   insertHbaRule,
   judgeHost,
+  judgeNewFile,
+  logTail,
   judgePrimary,
   parseBasebackupProgress,
   pgpassLine,
@@ -44,7 +46,13 @@ import {
   type Intent,
   type PathProbe,
   type PrimaryFacts,
+  type RemoveActions,
+  type RemovePrimaryFacts,
+  type RemoveTargetFacts,
+  judgeRemoval,
 } from './rules.js';
+import { selfContainedCopyEdits, type SelfContainedEdits } from '../config/copiedCluster.js';
+import { parseConfigText } from '../config/parse.js';
 
 export interface TablespaceMapping extends JsonObject {
   name: string;
@@ -91,11 +99,21 @@ export interface ReplicaRemoveParams extends JsonObject {
   slot: string;
   replicaAddress: string | null;
   keepData: boolean;
+  primaryMajor: number;
+  primaryPort: number;
+  /** What the plan does, judged from the target's facts when it was made (judgeRemoval). */
+  actions: RemoveActions;
 }
 
-/** The replica's files besides the data directory: its password file and its server log, next to it. */
+/** The replica's password file, next to its data directory: pg_basebackup needs it before the directory exists. */
 export const replicaPassfile = (dir: string) => `${dir}.pgpass`;
-export const replicaLog = (dir: string) => `${dir}.log`;
+/**
+ * The standby's start-up log (pg_ctl -l): in log/ inside its data directory, where PostgreSQL's own
+ * log_directory defaults to and a DBA looks first. The directory was absent or empty before the copy,
+ * so nothing of the user's can be there; it goes with the data directory, and on a failed start a
+ * copy is kept in the run's directory (startFailure).
+ */
+export const replicaLog = (dir: string) => join(dir, 'log', 'pgscale-standby.log');
 
 type HostSide = Pick<ReplicaParams, 'host' | 'replicaOwner'>;
 
@@ -266,7 +284,12 @@ const checksStep = defineStep<ReplicaParams>({
     // nothing else can be judged on a host ssh does not reach
     if (host.sshError) return judgeHost(host, intent, 0, '', new Map());
     const primary = await gatherPrimary(ctx, p);
-    const out: CheckResult[] = [...judgePrimary(primary, intent), ...judgeHost(host, intent, primary.major, primary.version, spaceNeeds(primary, intent))];
+    const [passfile] = await probePaths(hostRunner(ctx, p), ownerAccount(p), [replicaPassfile(p.replicaDir)]);
+    const out: CheckResult[] = [
+      ...judgePrimary(primary, intent),
+      ...judgeHost(host, intent, primary.major, primary.version, spaceNeeds(primary, intent)),
+      judgeNewFile(passfile!, 'password file'),
+    ];
     const mapped = new Set(p.tablespaces.map((t) => t.location));
     for (const t of primary.tablespaces)
       if (!mapped.has(t.location))
@@ -423,6 +446,8 @@ async function slotReleased(ctx: StepContext, p: ReplicaParams): Promise<void> {
 }
 
 const writeFileScript = 'umask 077 && cat > "$1"';
+/** Creates a file that must not exist yet (set -C: the shell refuses to overwrite one that appeared since the checks). */
+const createFileScript = 'umask 077 && set -C && cat > "$1"';
 
 const passfileStep = defineStep<ReplicaParams>({
   kind: 'replica-passfile',
@@ -448,21 +473,24 @@ const passfileStep = defineStep<ReplicaParams>({
     await onHost(
       ctx,
       p,
-      asOwner(p, 'sh', ['-c', writeFileScript, 'sh', replicaPassfile(p.replicaDir)], {
+      asOwner(p, 'sh', ['-c', createFileScript, 'sh', replicaPassfile(p.replicaDir)], {
         input: pgpassLine(p.primaryAddress!, p.primaryPort, 'replication', p.role, password),
       }),
       'writing the password file',
     );
+    return { created: replicaPassfile(p.replicaDir) };
   },
   async verify(ctx, p) {
     const res = await hostRunner(ctx, p).run(asOwner(p, 'test', ['-s', replicaPassfile(p.replicaDir)]));
     return res.exitCode === 0 ? { ok: true, detail: 'present' } : { ok: false, detail: 'missing' };
   },
   async rollback(ctx, p) {
-    await onHost(ctx, p, asOwner(p, 'rm', ['-f', '--', replicaPassfile(p.replicaDir)]), 'removing the password file');
+    // only a file this run journaled as created: one that stood in the way made the step fail and is not pgscale's
+    if (ctx.outputs.has('passfile')) await onHost(ctx, p, asOwner(p, 'rm', ['-f', '--', replicaPassfile(p.replicaDir)]), 'removing the password file');
     if (p.promptedPassfile && p.passfile) rmSync(p.passfile, { force: true });
   },
-  rollbackNote: (p) => `remove ${replicaPassfile(p.replicaDir)}${p.promptedPassfile ? ` and the prompted password's file ${p.passfile}` : ''}`,
+  rollbackNote: (p) =>
+    `remove ${replicaPassfile(p.replicaDir)} if this run created it${p.promptedPassfile ? ` and the prompted password's file ${p.passfile}` : ''}`,
 });
 
 export function basebackupInvocation(p: ReplicaParams): Invocation {
@@ -561,19 +589,95 @@ const basebackupStep = defineStep<ReplicaParams>({
     await onHost(
       ctx,
       p,
-      asOwner(p, 'rm', [
-        '-rf',
-        '--',
-        p.replicaDir,
-        replicaLog(p.replicaDir),
-        ...(p.replicaWaldir ? [p.replicaWaldir] : []),
-        ...p.tablespaces.map((t) => t.target),
-      ]),
+      asOwner(p, 'rm', ['-rf', '--', p.replicaDir, ...(p.replicaWaldir ? [p.replicaWaldir] : []), ...p.tablespaces.map((t) => t.target)]),
       'removing the copy',
     );
   },
   rollbackNote: (p) => `remove ${copyTargets(p).join(', ')} (they were absent or empty)`,
   estimateSeconds: () => 60,
+});
+
+/**
+ * A standby that did not start: the error names its log and shows the last lines, and a copy of the
+ * log is kept in the run's directory (0600), since undoing the run removes the data directory it is in.
+ */
+async function startFailure(ctx: StepContext, p: ReplicaParams, e: Error): Promise<PgscaleError> {
+  const log = replicaLog(p.replicaDir);
+  const res = await hostRunner(ctx, p).run(asOwner(p, 'cat', ['--', log]));
+  const kept = join(ctx.runDir, 'standby-start.log');
+  if (res.exitCode === 0) {
+    writeFileSync(kept, res.stdout, { mode: 0o600 });
+    fsyncPath(kept);
+  }
+  const tail = res.exitCode === 0 ? logTail(res.stdout) : [];
+  // the executor's undo replaces a step's hint: where the copy is kept belongs in the message
+  return new PgscaleError(
+    `the standby did not start: ${e.message}\nits log ${log} on ${p.host.destination}${tail.length ? ` ends with:\n  ${tail.join('\n  ')}\na copy of that log is kept in ${kept} (an undo removes the data directory it is in)` : ' could not be read'}`,
+    ExitCode.FailedAfterChange,
+  );
+}
+
+/** The copy's postgresql.conf and the edits that stop it naming the primary's files (selfContainedCopyEdits). */
+async function copyConfigEdits(ctx: StepContext, p: ReplicaParams): Promise<{ file: string; text: string; edits: SelfContainedEdits }> {
+  const file = join(p.replicaDir, 'postgresql.conf');
+  const text = await onHost(ctx, p, asOwner(p, 'cat', ['--', file]), "reading the copy's postgresql.conf");
+  return { file, text, edits: selfContainedCopyEdits(text, p.primaryDataDir, p.replicaDir) };
+}
+
+const ownConfigStep = defineStep<ReplicaParams>({
+  kind: 'replica-own-config',
+  title: (p) => `Make the copy's configuration its own: no data_directory, hba_file, ident_file or external_pid_file naming ${p.primaryDataDir}`,
+  check: async () => [],
+  async plan(_ctx, p) {
+    // the copy's postgresql.conf is the primary's (a check makes sure it lives in the data directory)
+    const source = join(p.primaryDataDir, 'postgresql.conf');
+    let text: string;
+    try {
+      text = readFileSync(source, 'utf8');
+    } catch {
+      return [{ kind: 'file', path: `${p.host.destination}:${join(p.replicaDir, 'postgresql.conf')}`, change: 'modify', note: `${source} is unreadable here` }];
+    }
+    const target = join(p.replicaDir, 'postgresql.conf');
+    const e = selfContainedCopyEdits(text, p.primaryDataDir, p.replicaDir);
+    const shared = e.outsideIncludes.length
+      ? `; included from outside the data directory, read by the standby as they are: ${e.outsideIncludes.join(', ')}`
+      : '';
+    if (!e.edits.length)
+      return [
+        { kind: 'file', path: `${p.host.destination}:${target}`, change: 'modify', note: `no path setting names the primary: nothing to change${shared}` },
+      ];
+    return [
+      {
+        kind: 'file',
+        path: `${p.host.destination}:${target}`,
+        change: 'modify',
+        diff: createPatch(target, text, e.text, '', '', { context: 1 }),
+        ...(shared ? { note: shared.slice(2) } : {}),
+      },
+      ...e.copyFiles.map((c) => ({
+        kind: 'file' as const,
+        path: `${p.host.destination}:${c.to}`,
+        change: 'create' as const,
+        note: `a copy of the primary's ${c.from}`,
+      })),
+    ];
+  },
+  async apply(ctx, p) {
+    const { file, edits } = await copyConfigEdits(ctx, p);
+    if (!edits.edits.length) return;
+    // the files first: a configuration naming them is written only once they are in place
+    for (const c of edits.copyFiles)
+      await onHost(ctx, p, asOwner(p, 'sh', ['-c', writeFileScript, 'sh', c.to], { input: readFileSync(c.from, 'utf8') }), `copying ${c.from} into the copy`);
+    await onHost(ctx, p, asOwner(p, 'sh', ['-c', writeFileScript, 'sh', file], { input: edits.text }), "writing the copy's postgresql.conf");
+    return { edited: edits.edits.map((e) => `${e.name} (line ${e.line}) ${e.action}`).join(', ') };
+  },
+  async verify(ctx, p) {
+    const { edits } = await copyConfigEdits(ctx, p);
+    return edits.edits.length
+      ? { ok: false, detail: `${edits.edits.map((e) => e.name).join(', ')} still name the primary` }
+      : { ok: true, detail: "the copy's configuration names only its own files" };
+  },
+  rollbackNote: () => 'nothing: the copy is removed with its configuration',
 });
 
 const startStep = defineStep<ReplicaParams>({
@@ -585,7 +689,11 @@ const startStep = defineStep<ReplicaParams>({
     return [{ kind: 'command', argv: [inv.program, ...inv.args], runAs: p.replicaOwner, note: `on ${p.host.destination}` }];
   },
   async apply(ctx, p) {
-    await standby(ctx, p).start({ timeoutSeconds: 300 });
+    try {
+      await standby(ctx, p).start({ timeoutSeconds: 300 });
+    } catch (e) {
+      throw await startFailure(ctx, p, e as Error);
+    }
   },
   async verify(ctx, p) {
     const s = await standby(ctx, p).status();
@@ -682,6 +790,7 @@ export const replicaAddOperation = defineOperation<ReplicaParams & { createRole:
     { id: 'slot', kind: slotStep.kind, params: p },
     { id: 'passfile', kind: passfileStep.kind, params: p },
     { id: 'basebackup', kind: basebackupStep.kind, params: p },
+    { id: 'own-config', kind: ownConfigStep.kind, params: p },
     { id: 'start', kind: startStep.kind, params: p },
     { id: 'verify', kind: verifyStep.kind, params: p },
   ],
@@ -693,9 +802,7 @@ export const replicaAddOperation = defineOperation<ReplicaParams & { createRole:
 
 // ---- remove ----
 
-type RemoveCtxParams = ReplicaRemoveParams;
-
-const standbyOf = (ctx: StepContext, p: RemoveCtxParams) =>
+const standbyOf = (ctx: StepContext, p: ReplicaRemoveParams) =>
   new PostgresServer(
     {
       bindir: p.replicaBindir,
@@ -714,20 +821,115 @@ const standbyOf = (ctx: StepContext, p: RemoveCtxParams) =>
     isLocal(p.host) ? undefined : remoteAccount(p.replicaOwner),
   );
 
-const removeStopStep = defineStep<RemoveCtxParams>({
+/** What is at the target path, read as the replica's owner (it changes nothing). */
+const removeTargetScript = `d=$1
+if [ ! -e "$d" ]; then echo absent; exit 0; fi
+if [ ! -d "$d" ]; then echo notdir; exit 0; fi
+if [ ! -r "$d" ] || [ ! -x "$d" ]; then echo unreadable; exit 0; fi
+echo dir
+if [ -f "$d/PG_VERSION" ]; then printf 'version %s\\n' "$(head -c 32 -- "$d/PG_VERSION")"; fi
+if [ -e "$d/standby.signal" ]; then echo standby; fi
+true`;
+
+/** The target of a removal as found on its host: a standby of this primary, or something else to be kept. */
+export async function gatherRemoveTarget(ctx: StepContext, p: ReplicaRemoveParams): Promise<RemoveTargetFacts | { sshError: string }> {
+  const runner = hostRunner(ctx, p);
+  const res = await runner.run(asOwner(p, 'sh', ['-c', removeTargetScript, 'sh', p.replicaDir]));
+  if (res.exitCode === 255 && !isLocal(p.host)) return { sshError: res.stderr.trim() };
+  const lines = res.stdout.split('\n');
+  const state = (lines[0]?.trim() || 'unreadable') as RemoveTargetFacts['state'];
+  const facts: RemoveTargetFacts = {
+    state,
+    pgVersion:
+      lines
+        .find((l) => l.startsWith('version '))
+        ?.slice(8)
+        .trim() || null,
+    standbySignal: lines.includes('standby'),
+    primaryConninfo: null,
+    primarySlotName: null,
+    systemIdentifier: null,
+    running: false,
+  };
+  if (state !== 'dir' || !facts.pgVersion) return facts;
+  const auto = await runner.run(asOwner(p, 'cat', ['--', join(p.replicaDir, 'postgresql.auto.conf')]));
+  if (auto.exitCode === 0) {
+    try {
+      const values = new Map(parseConfigText(auto.stdout, 'postgresql.auto.conf').map((e) => [e.name, e.value]));
+      facts.primaryConninfo = values.get('primary_conninfo') ?? null;
+      facts.primarySlotName = values.get('primary_slot_name') ?? null;
+    } catch {
+      /* unparsable: no conninfo known, the system identifier still tells */
+    }
+  }
+  const server = standbyOf(ctx, p);
+  facts.running = (await server.status()).state === 'running';
+  // pg_controldata of the primary's major reads only a directory of that major
+  if (Number(facts.pgVersion) === p.primaryMajor) facts.systemIdentifier = (await server.controlData().catch(() => undefined))?.systemIdentifier ?? null;
+  return facts;
+}
+
+export async function gatherRemovePrimary(ctx: StepContext, p: ReplicaRemoveParams): Promise<RemovePrimaryFacts> {
+  return withDb(ctx, p.access, async (db) => {
+    const [sys] = await db.query(statements.systemIdentifier());
+    const [slot] = await db.query(statements.slot(p.slot));
+    const [holder] = slot?.active ? await db.query(statements.standbyOnSlot(p.slot)) : [];
+    const hbaFile = (await db.query(statements.replicationSettings()))[0]!.hba_file;
+    return {
+      systemIdentifier: sys!.system_identifier,
+      major: p.primaryMajor,
+      port: p.primaryPort,
+      slotExists: Boolean(slot),
+      slotActiveFrom: slot?.active ? (holder?.client_addr ?? 'local') : null,
+      hbaRuleMarked: readFileSync(hbaFile, 'utf8').includes(hbaMarker(p.slot)),
+    };
+  });
+}
+
+/** Gathers and judges a removal: at planning, and again before each step that stops or deletes. */
+export async function judgeRemovalNow(ctx: StepContext, p: ReplicaRemoveParams): Promise<{ checks: CheckResult[]; actions: RemoveActions | null }> {
+  const target = await gatherRemoveTarget(ctx, p);
+  if ('sshError' in target) return { checks: [check.fail('ssh', target.sshError)], actions: null };
+  const primary = await gatherRemovePrimary(ctx, p);
+  return judgeRemoval(target, primary, { replicaDir: p.replicaDir, slot: p.slot, keepData: p.keepData, passfile: replicaPassfile(p.replicaDir) });
+}
+
+/** A stop or a delete goes ahead only while the facts still say what the plan said. */
+async function stillPlanned(ctx: StepContext, p: ReplicaRemoveParams, action: keyof RemoveActions): Promise<void> {
+  const { checks, actions } = await judgeRemovalNow(ctx, p);
+  if (!actions?.[action])
+    throw new PgscaleError(
+      `${p.replicaDir} on ${p.host.destination} is no longer what the plan found: ${checks.map((c) => c.detail).join('; ')}`,
+      ExitCode.FailedAfterChange,
+      'nothing was stopped or deleted there; run `pgscale replica remove` again to see a new plan',
+    );
+}
+
+const removeChecksStep = defineStep<ReplicaRemoveParams>({
+  kind: 'replica-remove-checks',
+  title: (p) => `Check what ${p.replicaDir} on ${p.host.destination} is, and whether slot ${p.slot} and its pg_hba rule belong to it`,
+  async check(ctx, p) {
+    const { checks, actions } = await judgeRemovalNow(ctx, p);
+    if (actions && JSON.stringify(actions) !== JSON.stringify(p.actions))
+      checks.push(check.fail('plan', `the replica changed since the plan was made (now: ${JSON.stringify(actions)})`, 'run the command again'));
+    return checks;
+  },
+  plan: async () => [],
+  apply: async () => undefined,
+  verify: async () => ({ ok: true, detail: 'checked before the run' }),
+  rollbackNote: () => 'nothing to undo',
+});
+
+const removeStopStep = defineStep<ReplicaRemoveParams>({
   kind: 'replica-remove-stop',
   title: (p) => `Stop the standby in ${p.replicaDir} on ${p.host.destination}`,
-  async check(ctx, p) {
-    const res = await hostRunner(ctx, p).run(asOwner(p, 'test', ['-f', join(p.replicaDir, 'standby.signal')]));
-    if (res.exitCode === 255 && !isLocal(p.host)) return [check.fail('ssh', res.stderr.trim())];
-    return [
-      res.exitCode === 0
-        ? check.pass('replica', `${p.replicaDir} is a standby's data directory`)
-        : check.warn('replica', `${p.replicaDir} has no standby.signal (already removed, or not a standby): only the slot and the pg_hba rule are removed`),
-    ];
+  check: async () => [],
+  plan: async (ctx, p) => {
+    const inv = standbyOf(ctx, p).stopInvocation('fast', 120);
+    return [{ kind: 'command', argv: [inv.program, ...inv.args], runAs: p.replicaOwner, note: `on ${p.host.destination}; immediate if a fast stop times out` }];
   },
-  plan: async (_ctx, p) => [{ kind: 'service', action: 'stop', target: `${p.host.destination}:${p.replicaDir}` }],
   async apply(ctx, p) {
+    await stillPlanned(ctx, p, 'stop');
     await standbyOf(ctx, p).stop({ immediateAfterTimeout: true, timeoutSeconds: 120 });
   },
   async verify(ctx, p) {
@@ -736,7 +938,7 @@ const removeStopStep = defineStep<RemoveCtxParams>({
   rollbackNote: () => 'start the standby again by hand (pg_ctl start) if wanted',
 });
 
-const removeSlotStep = defineStep<RemoveCtxParams>({
+const removeSlotStep = defineStep<ReplicaRemoveParams>({
   kind: 'replica-remove-slot',
   title: (p) => `Drop the replication slot ${p.slot}`,
   check: async () => [],
@@ -750,7 +952,7 @@ const removeSlotStep = defineStep<RemoveCtxParams>({
   rollbackNote: () => 'the slot cannot come back: the replica must be cloned again',
 });
 
-const removeHbaStep = defineStep<RemoveCtxParams>({
+const removeHbaStep = defineStep<ReplicaRemoveParams>({
   kind: 'replica-remove-hba',
   title: (p) => `Remove the pg_hba rule marked "${hbaMarker(p.slot)}" (unless another standby still uses it)`,
   check: async () => [],
@@ -777,27 +979,45 @@ const removeHbaStep = defineStep<RemoveCtxParams>({
   rollbackNote: () => 'none needed',
 });
 
-const removeDataStep = defineStep<RemoveCtxParams>({
+/** The paths a removal deletes: the data directory, the WAL and tablespace directories it links to, and the password file pgscale wrote for it. */
+async function removalPaths(ctx: StepContext, p: ReplicaRemoveParams): Promise<string[]> {
+  // the WAL directory and tablespaces may live elsewhere: follow pg_wal and pg_tblspc links
+  const out = await onHost(
+    ctx,
+    p,
+    asOwner(p, 'sh', ['-c', 'for l in "$1"/pg_wal "$1"/pg_tblspc/*; do [ -L "$l" ] && readlink -- "$l"; done; true', 'sh', p.replicaDir]),
+    'reading the replica layout',
+  );
+  return [p.replicaDir, ...out.split('\n').filter(Boolean), ...(p.actions.removePassfile ? [replicaPassfile(p.replicaDir)] : [])];
+}
+
+/** Empties a data directory but for the files judgeRemoval reads (PG_VERSION, pg_control, standby.signal, postgresql.auto.conf). */
+const clearAllButIdentity =
+  'find "$1" -mindepth 1 -maxdepth 1 ! -name PG_VERSION ! -name global ! -name standby.signal ! -name postgresql.auto.conf -exec rm -rf -- {} +';
+
+const removeDataStep = defineStep<ReplicaRemoveParams>({
   kind: 'replica-remove-data',
   title: (p) =>
-    `Remove ${p.replicaDir}, its WAL and tablespace directories, ${replicaPassfile(p.replicaDir)} and ${replicaLog(p.replicaDir)} on ${p.host.destination}`,
+    `Remove the standby's data directory ${p.replicaDir} (with its log), its WAL and tablespace directories${p.actions.removePassfile ? ` and ${replicaPassfile(p.replicaDir)}` : ''} on ${p.host.destination}`,
   check: async () => [],
-  plan: async (_ctx, p) => [{ kind: 'file', path: `${p.host.destination}:${p.replicaDir}`, change: 'delete' }],
+  plan: async (ctx, p) =>
+    (await removalPaths(ctx, p)).map((path) => ({
+      kind: 'file' as const,
+      path: `${p.host.destination}:${path}`,
+      change: 'delete' as const,
+      ...(path === p.replicaDir ? { note: 'a standby of this primary (same system identifier, standby.signal)' } : {}),
+    })),
   async apply(ctx, p) {
-    // the WAL directory and tablespaces may live elsewhere: follow pg_wal and pg_tblspc links first
-    const out = await onHost(
-      ctx,
-      p,
-      asOwner(p, 'sh', ['-c', 'for l in "$1"/pg_wal "$1"/pg_tblspc/*; do [ -L "$l" ] && readlink -- "$l"; done; true', 'sh', p.replicaDir]),
-      'reading the replica layout',
-    );
-    const elsewhere = out.split('\n').filter(Boolean);
-    await onHost(
-      ctx,
-      p,
-      asOwner(p, 'rm', ['-rf', '--', p.replicaDir, ...elsewhere, replicaPassfile(p.replicaDir), replicaLog(p.replicaDir)]),
-      'removing the replica',
-    );
+    await stillPlanned(ctx, p, 'removeData');
+    const paths = await removalPaths(ctx, p);
+    // a standby started again since the stop step is not deleted under its server
+    if (await standbyOf(ctx, p).isRunning())
+      throw new PgscaleError(`the standby in ${p.replicaDir} runs again: it is not deleted`, ExitCode.FailedAfterChange, 'stop it, then resume');
+    const [dir, ...beside] = paths;
+    // what tells it is a standby of this primary goes last: a resume after a kill mid-way still recognises it
+    if (beside.length) await onHost(ctx, p, asOwner(p, 'rm', ['-rf', '--', ...beside]), 'removing the WAL and tablespace directories');
+    await onHost(ctx, p, asOwner(p, 'sh', ['-c', clearAllButIdentity, 'sh', dir!]), 'removing the replica');
+    await onHost(ctx, p, asOwner(p, 'rm', ['-rf', '--', dir!]), 'removing the replica');
   },
   async verify(ctx, p) {
     const res = await hostRunner(ctx, p).run(asOwner(p, 'test', ['-e', p.replicaDir]));
@@ -811,12 +1031,13 @@ export const replicaRemoveOperation = defineOperation<ReplicaRemoveParams>({
   name: 'replica-remove',
   serverAccess: (p) => p.access,
   describeTarget: (p) => ({ description: `replica on ${p.host.destination} in ${p.replicaDir}`, lockKey: `cluster:${p.primaryDataDir}` }),
-  summary: (p) => `Remove the replica on ${p.host.destination} in ${p.replicaDir} (slot ${p.slot})${p.keepData ? ', keeping its data directory' : ''}`,
+  summary: (p) => `Remove the replica on ${p.host.destination} in ${p.replicaDir} (slot ${p.slot})${p.actions.removeData ? '' : ', keeping the directory'}`,
   steps: (p) => [
-    { id: 'stop', kind: removeStopStep.kind, params: p },
-    { id: 'slot', kind: removeSlotStep.kind, params: p },
-    { id: 'hba', kind: removeHbaStep.kind, params: p },
-    ...(p.keepData ? [] : [{ id: 'data', kind: removeDataStep.kind, params: p }]),
+    { id: 'checks', kind: removeChecksStep.kind, params: p },
+    ...(p.actions.stop ? [{ id: 'stop', kind: removeStopStep.kind, params: p }] : []),
+    ...(p.actions.dropSlot ? [{ id: 'slot', kind: removeSlotStep.kind, params: p }] : []),
+    ...(p.actions.removeHba ? [{ id: 'hba', kind: removeHbaStep.kind, params: p }] : []),
+    ...(p.actions.removeData ? [{ id: 'data', kind: removeDataStep.kind, params: p }] : []),
   ],
   fingerprint: async (_ctx, p) => ({ replica: `${p.host.destination}:${p.replicaDir}`, slot: p.slot }),
 });

@@ -422,7 +422,7 @@ export function oldStandby(ctx: StepContext, s: StandbyPlan): PostgresServer {
 }
 
 /** The replica module's steps, in order: the slot on the new primary first, then the copy, the start and the check. */
-export const replicaStepKinds = ['replica-slot', 'replica-basebackup', 'replica-start', 'replica-verify'];
+export const replicaStepKinds = ['replica-slot', 'replica-basebackup', 'replica-own-config', 'replica-start', 'replica-verify'];
 
 export function commandFor(s: StandbyPlan): string {
   const r = s.replica!;

@@ -10,6 +10,7 @@ import {
   mkdirOwned,
   scratchDir,
   serverUser,
+  stopAtTeardown,
   teardownAll,
   type LoopVolume,
   type TestCluster,
@@ -134,7 +135,7 @@ describe(
       assert.equal(plan.operation, 'replica-add');
       assert.deepEqual(
         plan.steps.map((st) => st.id),
-        ['checks', 'hba', 'slot', 'passfile', 'basebackup', 'start', 'verify'],
+        ['checks', 'hba', 'slot', 'passfile', 'basebackup', 'own-config', 'start', 'verify'],
       );
       assert.ok(!readFileSync(planFile, 'utf8').includes('rep secret'), 'no password in the plan');
     });
@@ -351,6 +352,123 @@ describe(
       assert.ok(existsSync(join(localDir, 'standby.signal')) && !existsSync(join(localDir, 'postmaster.pid')), '--keep-data keeps the stopped local replica');
       assert.ok(!existsSync(join(host.root, 'wal')) && !existsSync(join(host.root, 'ts')), 'the WAL and tablespace directories went with the replica');
       assert.doesNotMatch(hba(), /pgscale replica/);
+    });
+
+    test('remove refuses a directory that is no standby of this primary: a running 15 primary, a 17 cluster of its own, a plain directory — nothing stopped, nothing deleted', async () => {
+      const mine = mkdirOwned(join(base, 'mine'));
+      writeFileSync(join(mine, 'notes.txt'), 'my own files');
+      const pg15 = await createCluster({ version: 15 });
+      const other17 = await createCluster({ version: 17 });
+      const slotsBefore = await slots();
+      const hbaBefore = hba();
+      const cases: [string, string, RegExp][] = [
+        ['a running PostgreSQL 15 primary', pg15.pgdata, /PostgreSQL 15 data directory with a running server; the primary is 17/],
+        ['a 17 cluster of its own', other17.pgdata, /PostgreSQL 17 data directory with a running server of another cluster \(system identifier \d+/],
+        ["a user's directory", mine, /a directory that is not a PostgreSQL data directory/],
+      ];
+      for (const [what, dir, says] of cases) {
+        const dry = await runCli(['replica', 'remove', ...primaryArgs(), '--host', 'local', '--replica-pgdata', dir, '--dry-run']);
+        assert.equal(dry.code, 3, `${what}, dry run: ${dry.stdout}${dry.stderr}`);
+        assert.doesNotMatch(dry.stdout, /Stop the standby|Remove the standby's data directory/, `${what}: the plan stops and deletes nothing`);
+        const res = await replica(['remove', '--yes', '--host', 'local', '--replica-pgdata', dir]);
+        assert.equal(res.code, 3, `${what}: ${res.stdout}${res.stderr}`);
+        assert.match(res.stdout, says, what);
+        assert.match(res.stdout, /it is kept and no server there is stopped/, what);
+        // --keep-data: the directory is left alone, and there is no slot or rule of it either
+        const kept = await replica(['remove', '--yes', '--keep-data', '--host', 'local', '--replica-pgdata', dir]);
+        assert.equal(kept.code, 3, `${what}, --keep-data: ${kept.stdout}${kept.stderr}`);
+        assert.match(kept.stdout, /nothing to remove/, what);
+      }
+      assert.equal(await pg15.sql('select 1'), '1', 'the 15 primary still runs');
+      assert.equal(await other17.sql('select 1'), '1', 'the other 17 cluster still runs');
+      assert.ok(existsSync(join(pg15.pgdata, 'PG_VERSION')) && existsSync(join(other17.pgdata, 'PG_VERSION')));
+      assert.equal(readFileSync(join(mine, 'notes.txt'), 'utf8'), 'my own files');
+      assert.deepEqual(await slots(), slotsBefore);
+      assert.equal(hba(), hbaBefore);
+      await pg15.stop();
+      await other17.stop();
+    });
+
+    test("add: a standby that does not start is undone without touching the user's DIR.log or DIR.pgpass; the error names its log and shows its end", async () => {
+      const dir = join(base, 'nostart');
+      const userLog = `${dir}.log`;
+      writeFileSync(userLog, 'the DBA keeps notes here\n');
+      const taken = join(base, 'taken');
+      writeFileSync(`${taken}.pgpass`, "not pgscale's\n", { mode: 0o600 });
+      const refused = await replica(['add', '--yes', ...localArgs(taken, await freePort(), join(base, 'taken-ts'))]);
+      assert.equal(refused.code, 3, refused.stdout + refused.stderr);
+      assert.match(refused.stdout, /taken\.pgpass exists already: pgscale does not overwrite a file it did not create/);
+      assert.equal(readFileSync(`${taken}.pgpass`, 'utf8'), "not pgscale's\n");
+
+      // the standby is given the primary's own port and socket directory: it cannot start
+      const res = await replica(['add', '--yes', ...localArgs(dir, c.port, join(base, 'nostart-ts')), '--replica-socket-dir', c.socketDir]);
+      assert.equal(res.code, 4, res.stdout + res.stderr);
+      const log = join(dir, 'log', 'pgscale-standby.log');
+      const message = parseJson<{ error: { message: string } }>(res).error.message;
+      assert.match(message, /^the standby did not start: /);
+      assert.ok(message.includes(`its log ${log} on local ends with:\n  `), message);
+      assert.match(message, /already exists|already in use|could not/, "the log's last lines are in the message");
+      const kept = /a copy of that log is kept in (\S+)/.exec(message)?.[1];
+      assert.ok(kept && existsSync(kept), `the log copy is kept: ${message}`);
+      assert.equal(statSync(kept).mode & 0o777, 0o600);
+      assert.match(readFileSync(kept, 'utf8'), /already exists|already in use|could not/);
+      assert.equal(readFileSync(userLog, 'utf8'), 'the DBA keeps notes here\n', "the user's DIR.log is untouched");
+      assert.ok(!existsSync(dir) && !existsSync(`${dir}.pgpass`), 'what the run created is gone');
+      assert.deepEqual(await slots(), []);
+      assert.equal(await c.sql('select 1'), '1', 'the primary runs on');
+    });
+
+    test("add: the primary's data_directory, hba_file (outside PGDATA) and external_pid_file do not follow the copy", async () => {
+      const conf = join(c.pgdata, 'postgresql.conf');
+      const original = readFileSync(conf, 'utf8');
+      const outsideHba = join(base, 'hba-outside.conf');
+      writeFileSync(outsideHba, hba());
+      const pidFile = join(base, 'primary-external.pid');
+      const dir = join(base, 'selfcontained');
+      const port = await freePort();
+      stopAtTeardown(c.bindir, dir);
+      // as pgscale's upgrade writes them (read only at a start: the running primary is unaffected)
+      writeFileSync(conf, `${original}\ndata_directory = '${c.pgdata}'\nhba_file = '${outsideHba}'\nexternal_pid_file = '${pidFile}'\n`);
+      try {
+        const dry = await runCli(['replica', 'add', ...primaryArgs(), ...localArgs(dir, port, join(base, 'selfcontained-ts')), '--dry-run'], {
+          env: { PGPASSFILE: passfile },
+        });
+        assert.equal(dry.code, 0, dry.stdout + dry.stderr);
+        assert.match(dry.stdout, /\+# data_directory = .* # pgscale: commented out in this copy of/);
+        assert.match(dry.stdout, new RegExp(`${dir}/pg_hba\\.conf`));
+        const a = await replica(['add', '--yes', ...localArgs(dir, port, join(base, 'selfcontained-ts'))]);
+        assert.equal(a.code, 0, a.stdout + a.stderr);
+      } finally {
+        writeFileSync(conf, original);
+      }
+      const copied = readFileSync(join(dir, 'postgresql.conf'), 'utf8');
+      assert.match(copied, /^# data_directory = .*pgscale: commented out/m);
+      assert.match(copied, /^# hba_file = .*pgscale: commented out/m);
+      assert.match(copied, /^# external_pid_file = .*pgscale: commented out/m);
+      assert.equal(readFileSync(join(dir, 'pg_hba.conf'), 'utf8'), readFileSync(outsideHba, 'utf8'));
+      assert.ok(!existsSync(pidFile), "the standby wrote no pid file where the primary's goes");
+      assert.equal(await standbySql(c.socketDir, port, 'show data_directory'), dir);
+      assert.equal(await standbySql(c.socketDir, port, 'show hba_file'), join(dir, 'pg_hba.conf'));
+      await c.sql(`insert into t values (9201, 'self-contained')`);
+      await eventually(
+        'the row on the self-contained replica',
+        async () => (await standbySql(c.socketDir, port, 'select v from t where id = 9201')) === 'self-contained',
+      );
+      // the plan of the removal: a standby of this primary, stopped, its slot, rule, directory and password file removed
+      const plan = await runCli(['replica', 'remove', ...primaryArgs(), '--host', 'local', '--replica-pgdata', dir, '--dry-run']);
+      assert.equal(plan.code, 0, plan.stdout + plan.stderr);
+      assert.match(
+        plan.stdout,
+        /is a PostgreSQL 17 data directory with a running server, a standby of this primary, streaming through slot pgscale_local_selfcontained/,
+      );
+      for (const step of ['Stop the standby', 'Drop the replication slot', 'Remove the pg_hba rule', "Remove the standby's data directory"])
+        assert.ok(plan.stdout.includes(step), `${step} in the plan:\n${plan.stdout}`);
+      assert.ok(plan.stdout.includes(`local:${dir}.pgpass`), 'the password file its conninfo names is in the plan');
+      assert.ok(!plan.stdout.includes(`${dir}.log`), 'no file beside it that pgscale did not create');
+      const removed = await replica(['remove', '--yes', '--host', 'local', '--replica-pgdata', dir]);
+      assert.equal(removed.code, 0, removed.stdout + removed.stderr);
+      assert.ok(!existsSync(dir) && !existsSync(`${dir}.pgpass`));
+      assert.equal(await c.sql('select 1'), '1', 'the primary runs on');
     });
 
     test(

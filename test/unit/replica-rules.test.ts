@@ -16,9 +16,16 @@ import {
   slotNameFor,
   spaceNeeds,
   validSlotName,
+  conninfoValue,
+  judgeNewFile,
+  judgeRemoval,
+  logTail,
   type HostFacts,
   type Intent,
   type PrimaryFacts,
+  type RemoveIntent,
+  type RemovePrimaryFacts,
+  type RemoveTargetFacts,
 } from '../../src/replica/rules.js';
 import { judgeReplicas } from '../../src/replica/list.js';
 import type { ReplicationOverviewRow } from '../../src/sql.js';
@@ -239,4 +246,114 @@ test('replica list: lost slots say rebuild with the command, inactive ones retai
   assert.equal(inactive!.retainedBytes, 5000);
   assert.match(inactive!.advice!, /inactive slot idle retains WAL/);
   assert.match(slotless!.advice!, /without a slot/);
+});
+
+const standbyHere: RemoveTargetFacts = {
+  state: 'dir',
+  pgVersion: '17',
+  standbySignal: true,
+  primaryConninfo: "user=replicator passfile='/r.pgpass' host=127.0.0.1 port=5432",
+  primarySlotName: 'pgscale_local_r',
+  systemIdentifier: '7400000000000000001',
+  running: true,
+};
+const primaryOf: RemovePrimaryFacts = {
+  systemIdentifier: '7400000000000000001',
+  major: 17,
+  port: 5432,
+  slotExists: true,
+  slotActiveFrom: '127.0.0.1',
+  hbaRuleMarked: true,
+};
+const removal: RemoveIntent = { replicaDir: '/r', slot: 'pgscale_local_r', keepData: false, passfile: '/r.pgpass' };
+const none = { stop: false, dropSlot: false, removeHba: false, removeData: false, removePassfile: false };
+
+test('replica remove: a standby of this primary is stopped and deleted, with the slot, the rule and the password file its conninfo names', () => {
+  const r = judgeRemoval(standbyHere, primaryOf, removal);
+  assert.deepEqual(failed(r.checks), []);
+  assert.deepEqual(r.actions, { stop: true, dropSlot: true, removeHba: true, removeData: true, removePassfile: true });
+  // stopped already, kept with --keep-data, a passfile elsewhere: each part only when it holds
+  assert.deepEqual(judgeRemoval({ ...standbyHere, running: false }, { ...primaryOf, slotActiveFrom: null }, { ...removal, keepData: true }).actions, {
+    ...none,
+    dropSlot: true,
+    removeHba: true,
+  });
+  assert.equal(
+    judgeRemoval({ ...standbyHere, primaryConninfo: 'user=replicator passfile=/home/dba/.pgpass' }, primaryOf, removal).actions.removePassfile,
+    false,
+  );
+  assert.equal(conninfoValue("host=h passfile='/a b/x.pgpass' port=1", 'passfile'), '/a b/x.pgpass');
+  // a cascading standby of this cluster: the same identity, another upstream — said, not refused
+  const cascading = judgeRemoval({ ...standbyHere, primaryConninfo: 'host=10.0.0.9 port=5433' }, primaryOf, removal);
+  assert.deepEqual(failed(cascading.checks), []);
+  assert.match(cascading.checks.find((c) => c.name === 'replica upstream' && c.severity === 'warning')!.detail, /port 5433, not this primary's 5432/);
+  assert.equal(cascading.actions.removeData, true);
+});
+
+test('replica remove: anything but a standby of this primary is kept, its server never stopped, the removal refused', () => {
+  const cases: [string, RemoveTargetFacts, RegExp][] = [
+    [
+      'another cluster (the same major)',
+      { ...standbyHere, standbySignal: false, primaryConninfo: null, primarySlotName: null, systemIdentifier: '7399999999999999999' },
+      /data directory with a running server of another cluster \(system identifier 7399999999999999999/,
+    ],
+    [
+      'a running PostgreSQL 15 primary',
+      { ...standbyHere, pgVersion: '15', standbySignal: false, systemIdentifier: null },
+      /PostgreSQL 15 data directory with a running server; the primary is 17/,
+    ],
+    ['a standby of another primary', { ...standbyHere, systemIdentifier: '42' }, /of another cluster/],
+    ['a promoted copy', { ...standbyHere, standbySignal: false, running: false }, /a copy of this primary that is not a standby/],
+    [
+      "a user's own files",
+      { ...standbyHere, pgVersion: null, standbySignal: false, systemIdentifier: null, running: false },
+      /not a PostgreSQL data directory/,
+    ],
+    ['a file', { ...standbyHere, state: 'notdir', pgVersion: null, running: false }, /a file, not a directory/],
+    ['unreadable', { ...standbyHere, state: 'unreadable', pgVersion: null, running: false }, /cannot read/],
+  ];
+  for (const [what, target, says] of cases) {
+    // nobody streams through the slot: it and its rule may go (with --keep-data), the directory never
+    const r = judgeRemoval(target, { ...primaryOf, slotActiveFrom: null }, removal);
+    assert.deepEqual(failed(r.checks), ['replica directory'], what);
+    const refusal = r.checks.find((c) => !c.passed)!;
+    assert.match(refusal.detail, says, what);
+    assert.match(refusal.detail, /it is kept and no server there is stopped/, what);
+    assert.match(refusal.fix!, /to remove only slot pgscale_local_r and its pg_hba rule, pass --keep-data/, what);
+    assert.equal(r.actions.stop || r.actions.removeData || r.actions.removePassfile, false, what);
+    const kept = judgeRemoval(target, { ...primaryOf, slotActiveFrom: null }, { ...removal, keepData: true });
+    assert.deepEqual(failed(kept.checks), [], what);
+    assert.deepEqual(kept.actions, { ...none, dropSlot: true, removeHba: true }, what);
+  }
+  // the slot streams to somebody, and the directory is not that standby: the slot is not this replica's
+  const busy = judgeRemoval({ ...standbyHere, pgVersion: null, standbySignal: false, running: false }, primaryOf, { ...removal, keepData: true });
+  assert.deepEqual(failed(busy.checks), ['slot']);
+  assert.deepEqual(busy.actions, none);
+  // a standby of this primary through another slot
+  const other = judgeRemoval({ ...standbyHere, primarySlotName: 'pgscale_db2_main' }, primaryOf, removal);
+  assert.deepEqual(failed(other.checks), ['replica']);
+  assert.equal(other.checks[0]!.fix, 'pass --slot pgscale_db2_main');
+  assert.deepEqual(other.actions, none);
+});
+
+test('replica remove: an absent directory leaves the slot and rule to remove; with nothing at all, refused', () => {
+  const absent: RemoveTargetFacts = { ...standbyHere, state: 'absent', pgVersion: null, standbySignal: false, running: false, systemIdentifier: null };
+  const r = judgeRemoval(absent, { ...primaryOf, slotActiveFrom: null }, removal);
+  assert.deepEqual(failed(r.checks), []);
+  assert.deepEqual(r.actions, { ...none, dropSlot: true, removeHba: true });
+  const nothing = judgeRemoval(absent, { ...primaryOf, slotExists: false, slotActiveFrom: null, hbaRuleMarked: false }, removal);
+  assert.deepEqual(failed(nothing.checks), ['replica']);
+  assert.match(nothing.checks.find((c) => !c.passed)!.detail, /^nothing to remove: \/r is absent/);
+});
+
+test("replica add: the password file must not exist; a standby's log tail leaves out lines with a password", () => {
+  const probe = { path: '/r.pgpass', state: 'absent' as const, writable: true, avail: 1, mount: '/' };
+  assert.equal(judgeNewFile(probe, 'password file').passed, true);
+  const taken = judgeNewFile({ ...probe, state: 'notdir' }, 'password file');
+  assert.equal(taken.passed, false);
+  assert.match(taken.detail, /exists already: pgscale does not overwrite a file it did not create/);
+  assert.equal(judgeNewFile({ ...probe, writable: false }, 'password file').passed, false);
+  const log = Array.from({ length: 30 }, (_, i) => `line ${i}`).join('\n') + '\nFATAL: password authentication failed for user x\n\n';
+  const tail = logTail(log, 5);
+  assert.deepEqual(tail, ['line 26', 'line 27', 'line 28', 'line 29', '[a line mentioning a password, left out]']);
 });
