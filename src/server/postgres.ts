@@ -385,6 +385,22 @@ function startFacts(dataDir: string): StartFacts {
   return { argv: text === undefined ? undefined : [program ?? '', ...parsePostmasterOpts(text)], env: new Map(), pidFile };
 }
 
+/**
+ * Where a running server listens and what it was started with, now (postmaster.pid and /proc):
+ * part of the fingerprint of plans that restart it, so a plan made before the DBA moved the server
+ * to another port or socket is refused rather than putting it back where it was. null when stopped.
+ */
+export function listeningNow(dataDir: string): { port: number | null; socketDir: string | null; listenAddress: string | null; options: string[] } | null {
+  const facts = startFacts(dataDir);
+  if (!facts.pidFile || !postmasterServes(facts.pidFile.pid, dataDir)) return null;
+  return {
+    port: facts.pidFile.port ?? null,
+    socketDir: facts.pidFile.socketDir ?? null,
+    listenAddress: facts.pidFile.listenAddress ?? null,
+    options: withoutDataDir((facts.argv ?? []).slice(1)),
+  };
+}
+
 /** A pid is this data directory's postmaster: a postgres process whose cwd is the data directory. */
 export function postmasterServes(pid: number, dataDir: string): boolean {
   const comm = readOr(() => readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), undefined);

@@ -44,7 +44,7 @@ import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext } from '../pipeline/step.js';
 import { fsyncPath } from '../files.js';
 import type { Invocation, OsUser, Runner } from '../runner.js';
-import { describeListening, describeStart, missingServerPrograms, noServerLog, PostgresServer, type ServerIdentity } from '../server/postgres.js';
+import { describeListening, describeStart, listeningNow, missingServerPrograms, noServerLog, PostgresServer, type ServerIdentity } from '../server/postgres.js';
 import { statements, type Db } from '../sql.js';
 import { SESSION_SOURCES, serverValue } from './effective.js';
 import { applyEdits, sha256, textOf, type FileEdit } from './edits.js';
@@ -741,7 +741,7 @@ function tuneSteps(p: TuneParams) {
 
 async function fingerprint(ctx: StepContext, p: TuneParams) {
   const files = Object.fromEntries([...new Set([...p.watch, ...p.files.map((f) => f.path)])].sort().map((path) => [path, fileState(path).sha256]));
-  return { dataDir: p.dataDir, running: await serverRunning(ctx.runner, p), files };
+  return { dataDir: p.dataDir, running: await serverRunning(ctx.runner, p), listening: listeningNow(p.dataDir), files };
 }
 
 const describeTarget = (p: TuneParams) => ({ description: `${p.dataDir} (PostgreSQL ${p.major})`, lockKey: `cluster:${p.dataDir}` });

@@ -24,7 +24,7 @@ import { lastValues, readConfigTree } from '../config/parse.js';
 import { dirname, join } from 'node:path';
 import { clientInvocation, osUserOf, withDb } from '../cluster/access.js';
 import { existingAncestor, isInside, realish, treeBytes } from '../files.js';
-import { PG_CTLCLUSTER, PostgresServer, postmastersOn, stopLeftoverPostmasters, type RunningPostmaster } from '../server/postgres.js';
+import { listeningNow, PG_CTLCLUSTER, PostgresServer, postmastersOn, stopLeftoverPostmasters, type RunningPostmaster } from '../server/postgres.js';
 import { ExitCode, PgscaleError } from '../errors.js';
 import { formatBytes, formatDuration } from '../format.js';
 import { loadCatalog } from '../gucCatalog/index.js';
@@ -1237,6 +1237,7 @@ export const upgradeOperation = defineOperation<UpgradeParams>({
       newDataDir: p.new.dataDir,
       configuration: configFingerprint(p),
       listening: listeningOrigin(p.old.server),
+      listeningNow: listeningNow(p.old.dataDir),
     };
   },
 });

@@ -39,7 +39,7 @@ import { currentUser, userByName } from '../osUser.js';
 import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext, type StepData } from '../pipeline/step.js';
 import { isRoot, type Invocation, type OsUser, type Runner } from '../runner.js';
-import { describeListening, describeStart, missingServerPrograms, noServerLog, PostgresServer, type ServerIdentity } from '../server/postgres.js';
+import { describeListening, describeStart, listeningNow, missingServerPrograms, noServerLog, PostgresServer, type ServerIdentity } from '../server/postgres.js';
 import { statements } from '../sql.js';
 import { compareTrees, copyTree, directoryBytes, emptyDirectory, ensureDirectory, isMountPoint, lexists, lstatOrUndefined, mirrorTree } from './files.js';
 import { fsyncPath, isInside } from '../files.js';
@@ -687,6 +687,7 @@ export const walMoveOperation = defineOperation<WalMoveParams>({
       walLocation: lexists(pgWal(p)) ? realpathSync(pgWal(p)) : null,
       walIsSymlink: lstatOrUndefined(pgWal(p))?.isSymbolicLink() ?? false,
       running: p.server.bindir ? await serverRunning(ctx.runner, p) : null,
+      listening: listeningNow(p.dataDir),
       target:
         p.destination === 'data-dir' ? 'data directory' : !tst ? 'absent' : tst.isDirectory() && readdirSync(p.target).length === 0 ? 'empty' : 'not empty',
     };

@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, lstatSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { createCluster, createLoopVolume, mkdirOwned, scratchDir, serverUser, teardownAll, type LoopVolume, type TestCluster } from '../helpers/testbed.js';
+import { createCluster, createLoopVolume, mkdirOwned, scratchDir, serverUser, teardownAll, TestCluster, type LoopVolume } from '../helpers/testbed.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import type { OperationResult } from '../../src/operationCommand.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
@@ -176,6 +176,16 @@ describe('pgscale wal move on a real 17 cluster and loop-mounted volumes', { ski
     const planned = await move(['--to-data-dir', '--dry-run', '--plan-out', planFile]);
     assert.equal(planned.code, 0, planned.stderr);
     assert.ok(lstatSync(walDir(c)).isSymbolicLink(), 'the dry run changed nothing');
+    // the DBA restarts the server with another option after the review: the plan would restart it without
+    const restarted = new TestCluster(c.version, c.bindir, c.pgdata, c.port, c.socketDir, c.logFile, [...c.options, '-c', 'work_mem=5MB'], c.configFile);
+    await c.stop();
+    await restarted.start();
+    const refused = await runCli(['apply', planFile, '--state-dir', stateDir, '--yes']);
+    assert.equal(refused.code, 3, refused.stderr);
+    assert.match(refused.stderr, /listening: planned .*now .*work_mem=5MB/);
+    assert.ok(lstatSync(walDir(c)).isSymbolicLink(), 'the refused apply changed nothing');
+    await restarted.stop();
+    await c.start();
     const res = await runCli(['apply', planFile, '--state-dir', stateDir, '--yes', '--json']);
     assert.equal(res.code, 0, res.stderr + res.stdout);
     assert.equal(parseJson<OperationResult>(res).run?.status, 'completed');
