@@ -188,6 +188,7 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
       walk(dest);
       const m = JSON.parse(readFileSync(join(dest, 'manifest.json'), 'utf8')) as BackupManifest;
       assert.equal(m.method, method);
+      assert.deepEqual(m.compression, { compressor: 'zstd', level: method === 'physical' ? 1 : 3 }, 'physical defaults to zstd 1 (measured faster)');
       assert.equal(m.databases.find((d) => d.name === closedDb)?.dumped, method === 'physical');
       assert.equal(
         m.databases.filter((d) => d.name !== closedDb).every((d) => d.dumped),
