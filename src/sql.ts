@@ -116,6 +116,30 @@ export const statements = {
       `select datname as name, pg_database_size(oid)::text as bytes, pg_encoding_to_char(encoding) as encoding, datallowconn as allow_connections
          from pg_database where datname <> 'template0' order by datname`,
     ),
+  /**
+   * What pg_basebackup -X stream needs of the server, from the connection it will make (same
+   * libpq settings): free walsenders, a role that may replicate, and where it connects from (null:
+   * the Unix socket) for judging pg_hba.
+   */
+  baseBackupFacts: () =>
+    rows<{
+      max_wal_senders: number;
+      senders_in_use: number;
+      role: string;
+      superuser: boolean;
+      replication: boolean;
+      client_addr: string | null;
+      hba_readable: boolean;
+    }>(
+      'base backup facts',
+      `select current_setting('max_wal_senders')::int as max_wal_senders,
+              (select count(*) from pg_stat_replication)::int as senders_in_use,
+              current_user as role, r.rolsuper as superuser, r.rolreplication as replication,
+              host(inet_client_addr()) as client_addr,
+              has_table_privilege('pg_catalog.pg_hba_file_rules', 'select')
+                and has_function_privilege('pg_catalog.pg_hba_file_rules()', 'execute') as hba_readable
+         from pg_roles r where r.rolname = current_user`,
+    ),
   /** Database names of a restore target that are not there after initdb (a non-empty target). */
   userDatabases: () =>
     rows<{ name: string }>('user databases', `select datname as name from pg_database where datname not in ('postgres', 'template0', 'template1') order by 1`),

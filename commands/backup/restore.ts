@@ -3,15 +3,37 @@ import * as Flags from '@oclif/core/flags';
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { resolveTarget } from '../../src/cluster/access.js';
-import { findInstallations } from '../../src/cluster/installations.js';
+import { probeBindir } from '../../src/cluster/installations.js';
 import { badInput } from '../../src/errors.js';
 import { currentUser, userByName } from '../../src/osUser.js';
 import { OperationCommand, type OperationResult, planOutFlag } from '../../src/operationCommand.js';
-import { isRoot } from '../../src/runner.js';
+import { isRoot, type Runner } from '../../src/runner.js';
 import '../../src/operations.js';
-import { methodOf, readManifest } from '../../src/backup/archive.js';
+import { backupBindirs, methodOf, readManifest, type BackupManifest } from '../../src/backup/archive.js';
 import { availableCores } from '../../src/backup/methods.js';
 import { newRestoreToken, type RestoreParams } from '../../src/backup/restore.js';
+
+/**
+ * The installation a --to restore runs: --bindir as given (the checks judge its version), else the
+ * first of the backup's bindirs (the manifest's, then those installed: the discovery `backup
+ * verify` uses) whose server fits the backup.
+ */
+async function restoreBindir(runner: Runner, manifest: BackupManifest, explicit: string | undefined): Promise<{ bindir: string }> {
+  if (explicit) return { bindir: explicit };
+  const sourceMajor = Math.floor(manifest.serverVersionNum / 10000);
+  const physical = methodOf(manifest) === 'physical';
+  const tried: string[] = [];
+  for (const c of await backupBindirs(runner, manifest, undefined)) {
+    if (tried.includes(c.bindir)) continue;
+    tried.push(c.bindir);
+    const install = await probeBindir(runner, c.bindir, 'explicit').catch(() => undefined);
+    if (install && (physical ? install.major === sourceMajor : install.major >= sourceMajor)) return install;
+  }
+  throw badInput(
+    `no PostgreSQL ${sourceMajor}${physical ? '' : ' or newer'} installation to restore into (tried ${tried.length ? tried.join(', ') : 'no bindir: none is installed in a standard place'})`,
+    'pass --bindir',
+  );
+}
 
 export default class BackupRestore extends OperationCommand<typeof BackupRestore> {
   static override summary = 'Restore a backup (any method) into a new data directory, or (dumpall, parallel) into a running server that holds no data yet.';
@@ -40,15 +62,10 @@ export default class BackupRestore extends OperationCommand<typeof BackupRestore
     if (f.to && f.pgdata) throw badInput('--to names a new data directory; --pgdata a running server to restore into: pass one');
     const manifest = readManifest(source);
     const method = methodOf(manifest);
-    const sourceMajor = Math.floor(manifest.serverVersionNum / 10000);
     let target: RestoreParams['target'];
     if (f.to) {
       const pgdata = resolve(f.to);
-      const installations = await findInstallations(this.runner, f.bindir ? [f.bindir] : []);
-      const install = f.bindir
-        ? installations.find((i) => i.bindir === f.bindir)
-        : installations.find((i) => (method === 'physical' ? i.major === sourceMajor : i.major >= sourceMajor));
-      if (!install) throw badInput(`no PostgreSQL ${sourceMajor}${method === 'physical' ? '' : ' or newer'} installation to restore into`, 'pass --bindir');
+      const install = await restoreBindir(this.runner, manifest, f.bindir);
       const ownerName = f.owner ?? (isRoot() ? 'postgres' : currentUser().name);
       if (!userByName(ownerName)) throw badInput(`OS user ${ownerName} does not exist`, 'pass --owner');
       target = { kind: 'pgdata', pgdata, bindir: install.bindir, owner: ownerName, tablespaceDir: resolve(f['tablespace-dir'] ?? `${pgdata}.tablespaces`) };

@@ -1,10 +1,9 @@
 import * as Args from '@oclif/core/args';
 import { dirname, join, resolve } from 'node:path';
 import { PgscaleCommand } from '../../src/command.js';
-import { checkArchive, findCheckTool, methodOf, readManifest, type ArchiveCheck, type ChosenTool } from '../../src/backup/archive.js';
+import { checkArchive, describeSize, findCheckTool, heldSize, methodOf, readManifest, type ArchiveCheck, type ChosenTool } from '../../src/backup/archive.js';
 import { ExitCode, PgscaleError, badInput } from '../../src/errors.js';
 import { existsSync, statSync } from 'node:fs';
-import { formatBytes } from '../../src/format.js';
 
 /** What a path is, without following a missing target into an exception. */
 function pathKind(path: string): 'absent' | 'directory' | 'other' {
@@ -56,9 +55,9 @@ export default class BackupVerify extends PgscaleCommand<typeof BackupVerify> {
         ExitCode.Refused,
         'do not restore from it: take a new backup (and keep this one for inspection)',
       );
-    const held = manifest.databases.filter((d) => d.dumped !== false);
+    const held = heldSize(manifest.databases);
     this.log(
-      `ok: ${dir}: ${methodOf(manifest)} backup, ${formatBytes(result.compressedBytes)}${result.uncompressedBytes ? ` (dump ${formatBytes(result.uncompressedBytes)} decompressed)` : ''}, every checksum matches (PostgreSQL ${manifest.serverVersion}, ${held.length} of ${manifest.databases.length} databases held)${tool ? `; read with ${tool.path} ${tool.version} (${tool.from === 'installed' ? 'an installation found' : `from ${tool.from}`})` : ''}`,
+      `ok: ${dir}: ${method} backup, ${describeSize({ method, ...result, ...held })}; every checksum matches (PostgreSQL ${manifest.serverVersion}, ${held.databases} of ${manifest.databases.length} databases held)${tool ? `; read with ${tool.path} ${tool.version} (${tool.from === 'installed' ? 'an installation found' : `from ${tool.from}`})` : ''}`,
     );
     return { dir, ...result, checkedWith: tool ?? null };
   }

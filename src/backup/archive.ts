@@ -11,7 +11,8 @@ import { ExitCode, PgscaleError, badInput, refused } from '../errors.js';
 import { describeFailure, type OsUser, type Runner } from '../runner.js';
 import { findInstallations } from '../cluster/installations.js';
 import { compressedSuffix, decompressArgv, type CompressionSpec } from './compression.js';
-import { programVersion } from './methods.js';
+import { programVersion, type ProgramRun } from './methods.js';
+import { formatBytes } from '../format.js';
 
 export const manifestName = 'manifest.json';
 export const dumpBaseName = 'dumpall.sql';
@@ -65,8 +66,13 @@ export interface BackupManifest {
   token: string;
   serverVersion: string;
   serverVersionNum: number;
-  /** Version of the client programs that made it (pg_dumpall, pg_dump or pg_basebackup). */
+  /**
+   * Version of pg_dumpall (dumpall, parallel) or pg_basebackup (physical). Manifests written
+   * before `programs` existed hold pg_dump's version here for a parallel backup.
+   */
   pgDumpallVersion: string;
+  /** Every client program the backup ran: the path invoked, the binary it resolved to, its version (absent in older manifests). */
+  programs?: ProgramRun[];
   /** Their bindir (absent in manifests written before it was recorded): where `backup verify` looks first. */
   clientBindir?: string;
   databases: DatabaseEntry[];
@@ -156,8 +162,35 @@ export function readManifest(dir: string): BackupManifest {
 export interface ArchiveCheck {
   ok: boolean;
   problems: string[];
+  /** Every file of the backup as stored (compressed). */
   compressedBytes: number;
-  uncompressedBytes: number;
+  /** The dumpall stream decompressed; null where the backup is not one stream (parallel, physical). */
+  uncompressedBytes: number | null;
+  files: number;
+  /** Size of the databases the backup holds (pg_database_size when it was made). */
+  databaseBytes: number;
+}
+
+/** How big a backup is, in the words every report uses: the whole of it, never one file's size. */
+export interface BackupSize {
+  method: BackupMethod;
+  compressedBytes: number;
+  files: number;
+  /** The dumpall stream decompressed (dumpall only). */
+  uncompressedBytes: number | null;
+  databases: number;
+  databaseBytes: number;
+}
+
+export function describeSize(s: BackupSize): string {
+  const dump = s.method === 'dumpall' && s.uncompressedBytes !== null ? `, dump ${formatBytes(s.uncompressedBytes)} decompressed` : '';
+  return `${formatBytes(s.compressedBytes)} in ${s.files} file${s.files === 1 ? '' : 's'}${dump}; ${s.databases} database${s.databases === 1 ? '' : 's'} of ${formatBytes(s.databaseBytes)} backed up`;
+}
+
+/** The databases a backup holds, and their size when it was made. */
+export function heldSize(databases: readonly DatabaseEntry[]): { databases: number; databaseBytes: number } {
+  const held = databases.filter((d) => d.dumped !== false);
+  return { databases: held.length, databaseBytes: held.reduce((a, d) => a + d.bytes, 0) };
 }
 
 /** How a backup's method-specific proof is run: pg_restore --list per database, pg_verifybackup. */
@@ -187,21 +220,36 @@ export interface ChosenTool {
 export const checkProgram = (m: BackupManifest): 'pg_restore' | 'pg_verifybackup' | undefined =>
   methodOf(m) === 'parallel' ? 'pg_restore' : methodOf(m) === 'physical' ? 'pg_verifybackup' : undefined;
 
+/** The version of pg_dump that wrote a parallel backup's databases (older manifests record it as pgDumpallVersion). */
+export const pgDumpVersion = (m: BackupManifest): string => m.programs?.find((r) => r.program === 'pg_dump')?.version ?? m.pgDumpallVersion;
+
 /**
  * Which versions of the check program read this backup: pg_restore at least as new as the pg_dump
  * that wrote it; pg_verifybackup of the server's major (from 18 on, any later one reads its tars too).
  */
 export function toolFits(m: BackupManifest, major: number): boolean {
   const serverMajor = Math.floor(m.serverVersionNum / 10000);
-  if (methodOf(m) === 'parallel') return major >= Number(/^(\d+)/.exec(m.pgDumpallVersion)?.[1] ?? serverMajor);
+  if (methodOf(m) === 'parallel') return major >= Number(/^(\d+)/.exec(pgDumpVersion(m))?.[1] ?? serverMajor);
   return major === serverMajor || (serverMajor >= 18 && major >= serverMajor);
 }
 
 /** What the check program must be, in words (for the error when none is found). */
 export function toolNeed(m: BackupManifest): string {
   const serverMajor = Math.floor(m.serverVersionNum / 10000);
-  if (methodOf(m) === 'parallel') return `pg_restore of PostgreSQL ${/^(\d+)/.exec(m.pgDumpallVersion)?.[1] ?? serverMajor} or later`;
+  if (methodOf(m) === 'parallel') return `pg_restore of PostgreSQL ${/^(\d+)/.exec(pgDumpVersion(m))?.[1] ?? serverMajor} or later`;
   return `pg_verifybackup of PostgreSQL ${serverMajor}${serverMajor >= 18 ? ' or later' : ''}`;
+}
+
+/**
+ * Where to look for the programs that read or restore a backup, in order: --bindir, the bindir the
+ * manifest records as the one that made it, then every installation found (newest first).
+ */
+export async function backupBindirs(runner: Runner, m: BackupManifest, explicit: string | undefined): Promise<ToolCandidate[]> {
+  return [
+    ...(explicit ? [{ bindir: explicit, from: '--bindir' as const }] : []),
+    ...(m.clientBindir ? [{ bindir: m.clientBindir, from: 'the manifest' as const }] : []),
+    ...(await findInstallations(runner)).map((i) => ({ bindir: i.bindir, from: 'installed' as const })),
+  ];
 }
 
 /**
@@ -212,11 +260,7 @@ export function toolNeed(m: BackupManifest): string {
 export async function findCheckTool(runner: Runner, m: BackupManifest, explicit: string | undefined): Promise<ChosenTool | undefined> {
   const program = checkProgram(m);
   if (!program) return undefined;
-  const candidates: ToolCandidate[] = [
-    ...(explicit ? [{ bindir: explicit, from: '--bindir' as const }] : []),
-    ...(m.clientBindir ? [{ bindir: m.clientBindir, from: 'the manifest' as const }] : []),
-    ...(await findInstallations(runner)).map((i) => ({ bindir: i.bindir, from: 'installed' as const })),
-  ];
+  const candidates = await backupBindirs(runner, m, explicit);
   const tried: string[] = [];
   for (const c of candidates) {
     const path = join(c.bindir, program);
@@ -250,12 +294,13 @@ export async function checkArchive(
 ): Promise<ArchiveCheck> {
   const problems: string[] = [];
   let compressedBytes = 0;
-  let uncompressedBytes = 0;
+  let uncompressedBytes: number | null = null;
   if (manifest.dumpFile) {
     const stream = await checkStream(dir, manifest, runner, signal);
     problems.push(...stream.problems);
     compressedBytes += stream.compressedBytes;
-    uncompressedBytes += stream.uncompressedBytes;
+    // parallel's stream is the globals only: its size says nothing of the backup's
+    if (methodOf(manifest) === 'dumpall') uncompressedBytes = stream.uncompressedBytes;
   }
   for (const f of manifest.files ?? []) {
     if (!existsSync(join(dir, f.path))) {
@@ -269,7 +314,8 @@ export async function checkArchive(
     if (got.sha256 !== f.sha256) problems.push(`${f.path}: sha256 ${got.sha256} differs from the manifest's ${f.sha256}`);
   }
   if (problems.length === 0) problems.push(...(await methodProof(dir, manifest, runner, signal, tools)));
-  return { ok: problems.length === 0, problems, compressedBytes, uncompressedBytes };
+  const files = (manifest.files?.length ?? 0) + (manifest.dumpFile ? 1 : 0);
+  return { ok: problems.length === 0, problems, compressedBytes, uncompressedBytes, files, databaseBytes: heldSize(manifest.databases).databaseBytes };
 }
 
 /** The parallel dump directory of a database (named by position: database names may hold anything). */
@@ -361,11 +407,16 @@ export async function untar(
 /** Where a physical backup's pg_basebackup output lives inside the backup directory. */
 export const physicalDir = 'base';
 
-async function checkStream(dir: string, manifest: BackupManifest, runner: Runner, signal?: AbortSignal): Promise<ArchiveCheck> {
+async function checkStream(
+  dir: string,
+  manifest: BackupManifest,
+  runner: Runner,
+  signal?: AbortSignal,
+): Promise<{ problems: string[]; compressedBytes: number; uncompressedBytes: number }> {
   const problems: string[] = [];
   const dumpFile = manifest.dumpFile!;
   const file = join(dir, dumpFile);
-  if (!existsSync(file)) return { ok: false, problems: [`${dumpFile} is missing`], compressedBytes: 0, uncompressedBytes: 0 };
+  if (!existsSync(file)) return { problems: [`${dumpFile} is missing`], compressedBytes: 0, uncompressedBytes: 0 };
   const mode = modeProblem(dir, dumpFile);
   if (mode) problems.push(mode);
   const compressed = await sha256File(file);
@@ -384,5 +435,5 @@ async function checkStream(dir: string, manifest: BackupManifest, runner: Runner
   if (sha !== manifest.uncompressedSha256) problems.push(`decompressed sha256 ${sha} differs from the manifest's ${manifest.uncompressedSha256}`);
   if (digest.bytes !== manifest.uncompressedBytes) problems.push(`decompressed ${digest.bytes} bytes, the manifest says ${manifest.uncompressedBytes}`);
   if (!digest.complete()) problems.push("the dump does not end with pg_dumpall's completion trailer");
-  return { ok: problems.length === 0, problems, compressedBytes: compressed.bytes, uncompressedBytes: digest.bytes };
+  return { problems, compressedBytes: compressed.bytes, uncompressedBytes: digest.bytes };
 }

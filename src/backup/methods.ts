@@ -3,7 +3,7 @@
  * compression each version supports, pg_dump -Fd per database run side by side within a job
  * budget, and pg_basebackup in tar format. The steps (steps.ts) decide when; this says how.
  */
-import { chmodSync, chownSync, lstatSync, readdirSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, readdirSync, realpathSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { clientInvocation, type ClusterAccess } from '../cluster/access.js';
@@ -18,6 +18,34 @@ export interface ClientVersion {
 /** `PROGRAM --version` of the client bindir, or undefined when it does not run. */
 export async function clientVersion(runner: Runner, access: ClusterAccess, program: string): Promise<ClientVersion | undefined> {
   return parseClientVersion(await runner.run(clientInvocation(access, program, ['--version'])));
+}
+
+/** A client program a backup ran, as invoked and as it resolved (a bindir may hold symlinks to another version's). */
+export interface ProgramRun {
+  [key: string]: string;
+  program: string;
+  /** The path invoked (the client bindir's). */
+  path: string;
+  /** Where that path leads once symlinks are followed: the binary that ran. */
+  resolvedPath: string;
+  version: string;
+}
+
+/** The version of each program a method runs, asked of the very path it is run by. */
+export async function programRuns(runner: Runner, access: ClusterAccess, programs: readonly string[]): Promise<ProgramRun[]> {
+  const out: ProgramRun[] = [];
+  for (const program of programs) {
+    const inv = clientInvocation(access, program, ['--version']);
+    const v = parseClientVersion(await runner.run(inv));
+    let resolvedPath = inv.program;
+    try {
+      resolvedPath = realpathSync(inv.program);
+    } catch {
+      // a missing program reports no version below; the path stays as invoked
+    }
+    out.push({ program, path: inv.program, resolvedPath, version: v?.version ?? 'unknown' });
+  }
+  return out;
 }
 
 /** `PATH --version` of a client program outside any connection (pg_restore, pg_verifybackup of some bindir), or undefined. */

@@ -24,7 +24,7 @@ import { check, defineStep, type CheckResult, type JsonObject, type PlannedActio
 import { describeFailure, type Invocation, type OsUser } from '../runner.js';
 import { statements } from '../sql.js';
 import { initdbArguments } from '../upgrade/decide.js';
-import { databaseDumpDir, methodOf, physicalDir, readManifest, untar, type BackupManifest, type BackupMethod } from './archive.js';
+import { databaseDumpDir, methodOf, pgDumpVersion, physicalDir, readManifest, untar, type BackupManifest, type BackupMethod } from './archive.js';
 import { decompressArgv } from './compression.js';
 import { programVersion } from './methods.js';
 import { compareRowCounts, estimateBackupSeconds, tableRowCounts } from './steps.js';
@@ -70,8 +70,22 @@ const describeTarget = (t: RestoreParams['target']) => (t.kind === 'pgdata' ? t.
 /** Database names of a restore, in manifest order (template1 and postgres exist in any target). */
 const heldDatabases = (m: BackupManifest) => m.databases.map((d, index) => ({ ...d, index })).filter((d) => d.dumped !== false);
 
+/**
+ * The databases the manifest says the backup does not hold, and why: a restore cannot bring them
+ * back, and its plan and report say so rather than let their absence pass unnoticed.
+ */
+export function notBackedUp(m: Pick<BackupManifest, 'databases' | 'excludedDatabases'>): string | undefined {
+  const left = m.databases.filter((d) => d.dumped === false);
+  if (!left.length) return undefined;
+  const why = (d: (typeof left)[number]) =>
+    m.excludedDatabases?.includes(d.name) ? 'left out by --exclude-database' : d.allowConnections ? 'not dumped' : 'refuses connections';
+  return `not in the backup, so not restored: ${left.map((d) => `${JSON.stringify(d.name)} (${why(d)})`).join(', ')}`;
+}
+
 /** Socket, log and access rules of the private server: beside the data directory, reachable by its owner, removed after. */
 const privateDir = (t: DataDirTarget) => join(dirname(t.pgdata), `.${basename(t.pgdata)}.pgscale-restore`);
+
+const hasTablespaces = (m: BackupManifest) => (m.shape?.tablespaces.length ?? 0) > 0;
 
 /** Tablespace k of the manifest goes to DIR/ts-k (names may hold anything; positions are stable). */
 const relocatedTablespace = (t: DataDirTarget, k: number) => join(t.tablespaceDir, `ts-${k}`);
@@ -314,9 +328,11 @@ async function prepareDataDir(ctx: StepContext, t: DataDirTarget, p: RestorePara
   await stopLeftoverServer(ctx.runner, t.bindir, t.pgdata, owner);
   // a re-load starts over: only what this run made is removed (the checks found the target empty)
   if (existsSync(t.pgdata)) for (const e of readdirSync(t.pgdata)) rmSync(join(t.pgdata, e), { recursive: true, force: true });
-  if (existsSync(t.tablespaceDir)) for (const e of readdirSync(t.tablespaceDir)) rmSync(join(t.tablespaceDir, e), { recursive: true, force: true });
+  if (hasTablespaces(manifest) && existsSync(t.tablespaceDir))
+    for (const e of readdirSync(t.tablespaceDir)) rmSync(join(t.tablespaceDir, e), { recursive: true, force: true });
   ownedDir(t.pgdata, owner);
-  ownedDir(t.tablespaceDir, owner);
+  // the server reaches each tablespace through this directory, so its owner owns it; made only when there is one
+  if (hasTablespaces(manifest)) ownedDir(t.tablespaceDir, owner);
   if (p.method === 'physical') return unpackPhysical(ctx, t, p);
   ctx.progress.message('initdb');
   await initdb(ctx.runner, t.bindir, t.pgdata, owner, await initdbArgs(ctx, t, manifest));
@@ -374,6 +390,8 @@ export const restoreLoadStep = defineStep<RestoreParams>({
         ? check.pass('backup readable', `${methodOf(manifest)} backup of PostgreSQL ${manifest.serverVersion}, ${heldDatabases(manifest).length} databases`)
         : check.fail('backup readable', `${p.source} holds another backup than the one planned`),
     );
+    const missing = notBackedUp(manifest);
+    if (missing) out.push(check.info('databases not in the backup', missing));
     out.push(
       existsSync(join(p.source, 'verified.json'))
         ? check.pass('backup verified', 'verified when it was made')
@@ -384,18 +402,19 @@ export const restoreLoadStep = defineStep<RestoreParams>({
       // the dump is read by pg_restore of the target's bindir (--to) or of the client bindir (a running server)
       const bindir = p.target.kind === 'pgdata' ? p.target.bindir : p.target.access.bindir;
       const client = await programVersion(ctx.runner, join(bindir, 'pg_restore'));
-      const dumpedWith = /^(\d+)/.exec(manifest.pgDumpallVersion);
+      const dumpVersion = pgDumpVersion(manifest);
+      const dumpedWith = /^(\d+)/.exec(dumpVersion);
       out.push(
         judgeRestoreClient(
           'pg_restore',
-          dumpedWith ? { major: Number(dumpedWith[1]), version: manifest.pgDumpallVersion } : source,
+          dumpedWith ? { major: Number(dumpedWith[1]), version: dumpVersion } : source,
           client && { ...client, path: join(bindir, 'pg_restore') },
         ),
       );
     }
     if (p.target.kind === 'pgdata') {
       const t = p.target;
-      for (const dir of [t.pgdata, t.tablespaceDir]) {
+      for (const dir of hasTablespaces(manifest) ? [t.pgdata, t.tablespaceDir] : [t.pgdata]) {
         out.push(
           isEmptyOrAbsent(dir)
             ? check.pass(`target empty: ${dir}`, `${dir} is ${existsSync(dir) ? 'empty' : 'absent'}`)
@@ -455,20 +474,23 @@ export const restoreLoadStep = defineStep<RestoreParams>({
   },
   async plan(ctx, p) {
     const actions: PlannedAction[] = [];
+    const manifest = readManifest(p.source);
     if (p.target.kind === 'pgdata') {
       const t = p.target;
       actions.push({ kind: 'file', path: t.pgdata, change: 'mkdir', mode: '0700', note: `owned by ${t.owner}` });
+      if (hasTablespaces(manifest))
+        actions.push({ kind: 'file', path: t.tablespaceDir, change: 'mkdir', mode: '0700', note: `owned by ${t.owner}; one directory per tablespace` });
       if (p.method === 'physical')
         actions.push({
           kind: 'command',
           argv: ['tar', '-x', '-f', join(p.source, physicalDir, 'base.tar.*'), '-C', t.pgdata],
           runAs: t.owner,
-          note: `then pg_wal.tar into pg_wal and each tablespace's tar into ${t.tablespaceDir}/OID (tablespace_map rewritten to match)`,
+          note: `then pg_wal.tar into pg_wal${hasTablespaces(manifest) ? ` and each tablespace's tar into ${t.tablespaceDir}/OID (tablespace_map rewritten to match)` : ''}`,
         });
       else
         actions.push({
           kind: 'command',
-          argv: [join(t.bindir, 'initdb'), '-D', t.pgdata, ...(await initdbArgs(ctx, t, readManifest(p.source)))],
+          argv: [join(t.bindir, 'initdb'), '-D', t.pgdata, ...(await initdbArgs(ctx, t, manifest))],
           runAs: t.owner,
           note: 'encoding, locale and bootstrap superuser from the manifest',
         });
@@ -533,7 +555,8 @@ export const restoreLoadStep = defineStep<RestoreParams>({
     const failure = failedStatements(errors);
     if (failure) throw failure;
     if (p.target.kind === 'pgdata') fsyncPath(p.target.pgdata);
-    const detail = `${heldDatabases(manifest).length} databases restored, no statement failed`;
+    const missing = notBackedUp(manifest);
+    const detail = `${heldDatabases(manifest).length} databases restored, no statement failed${missing ? `; ${missing}` : ''}`;
     writeFileAtomic(markerPath(ctx, loadedMarker), JSON.stringify({ token: p.token, detail }));
     return { detail };
   },
@@ -547,7 +570,8 @@ export const restoreLoadStep = defineStep<RestoreParams>({
       const t = p.target;
       await stopLeftoverServer(ctx.runner, t.bindir, t.pgdata, ownerOf(t));
       rmSync(t.pgdata, { recursive: true, force: true });
-      rmSync(t.tablespaceDir, { recursive: true, force: true });
+      // without tablespaces the run never made (nor checked) it: whatever is there is not ours
+      if (hasTablespaces(readManifest(p.source))) rmSync(t.tablespaceDir, { recursive: true, force: true });
       rmSync(privateDir(t), { recursive: true, force: true });
     } else {
       const manifest = readManifest(p.source);
@@ -562,7 +586,7 @@ export const restoreLoadStep = defineStep<RestoreParams>({
   },
   rollbackNote: (p) =>
     p.target.kind === 'pgdata'
-      ? `remove ${p.target.pgdata} and ${p.target.tablespaceDir} (they were empty or absent before)`
+      ? `remove ${p.target.pgdata} and, if the backup has tablespaces, ${p.target.tablespaceDir} (they were empty or absent before)`
       : 'drop the databases the restore created (the server held none before)',
   estimateSeconds: (p) => estimateBackupSeconds(p.method, p.databaseBytes, p.jobs, 'restore'),
 });
@@ -626,7 +650,7 @@ export const restoreOperation = defineOperation<RestoreParams>({
     return {
       backupToken: m.token,
       target: describeTarget(p.target),
-      targetEmpty: p.target.kind === 'pgdata' ? isEmptyOrAbsent(p.target.pgdata) && isEmptyOrAbsent(p.target.tablespaceDir) : null,
+      targetEmpty: p.target.kind === 'pgdata' ? isEmptyOrAbsent(p.target.pgdata) && (!hasTablespaces(m) || isEmptyOrAbsent(p.target.tablespaceDir)) : null,
     };
   },
 });

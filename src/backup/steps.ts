@@ -4,6 +4,7 @@
  * only then an atomic rename to DEST. An incomplete backup never carries the final name.
  */
 import { randomBytes } from 'node:crypto';
+import { BlockList, isIP } from 'node:net';
 import {
   accessSync,
   constants,
@@ -30,11 +31,13 @@ import { displayArgv } from '../pipeline/render.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext } from '../pipeline/step.js';
 import { existingAncestor, fsyncPath, isInside, realish, treeBytes } from '../files.js';
 import { describeFailure, isRoot, type Runner } from '../runner.js';
-import { statements } from '../sql.js';
+import { statements, type HbaRuleRow } from '../sql.js';
 import {
   Digest,
   checkArchive,
   databaseDumpDir,
+  describeSize,
+  heldSize,
   fileEntries,
   filesUnder,
   manifestName,
@@ -43,6 +46,7 @@ import {
   sha256File,
   type BackupManifest,
   type BackupMethod,
+  type BackupSize,
   type ClusterShape,
   type DatabaseEntry,
 } from './archive.js';
@@ -56,7 +60,9 @@ import {
   lendTo,
   pgDumpCompression,
   pgDumpInvocation,
+  programRuns,
   runWeighted,
+  type ProgramRun,
   takeBack,
 } from './methods.js';
 
@@ -116,6 +122,7 @@ interface DumpDone extends JsonObject {
   serverVersion: string;
   serverVersionNum: number;
   pgDumpallVersion: string;
+  programs: ProgramRun[];
   databases: DatabaseEntry[];
   shape: ClusterShape;
   rowCounts: Record<string, Record<string, number>>;
@@ -177,8 +184,134 @@ export function judgeDatabases(
   return out;
 }
 
+/** What a base backup needs of the server, as gathered over pgscale's own connection. */
+export interface BaseBackupFacts {
+  maxWalSenders: number;
+  sendersInUse: number;
+  role: string;
+  superuser: boolean;
+  replication: boolean;
+  /** The address the server sees pgscale connect from; null: the Unix socket. */
+  clientAddress: string | null;
+  /** pg_hba_file_rules in file order; null where the role may not read it (superusers only). */
+  hbaRules: HbaRuleRow[] | null;
+}
+
+/** pg_basebackup -X stream holds two walsenders: one sends the files, one streams the WAL. */
+export const baseBackupSenders = 2;
+
+type HbaMatch = 'yes' | 'no' | 'maybe';
+
+/** Whether a pg_hba rule applies to a replication connection of `role` from `address` (null: the socket). */
+export function hbaRuleApplies(r: HbaRuleRow, role: string, address: string | null): HbaMatch {
+  if (r.error || !r.type) return 'no';
+  // only the keyword replication matches a replication connection ("all" does not)
+  if (!r.database?.includes('replication')) return 'no';
+  const users = r.user_name ?? [];
+  const user: HbaMatch = users.includes('all') || users.includes(role) ? 'yes' : users.some((u) => u.startsWith('+') || u.startsWith('/')) ? 'maybe' : 'no';
+  if (user === 'no') return 'no';
+  if (address === null) return r.type === 'local' ? user : 'no';
+  if (!r.type.startsWith('host')) return 'no';
+  // hostssl, hostgssenc and their negations depend on the connection's encryption, not known here
+  const type: HbaMatch = r.type === 'host' ? 'yes' : 'maybe';
+  const addr = hbaAddressMatches(r, address);
+  if (addr === 'no') return 'no';
+  return [user, type, addr].includes('maybe') ? 'maybe' : 'yes';
+}
+
+function hbaAddressMatches(r: HbaRuleRow, address: string): HbaMatch {
+  if (r.address === 'all') return 'yes';
+  const family = isIP(address);
+  if (!r.address || !isIP(r.address) || !r.netmask || !family) return 'maybe';
+  if (isIP(r.address) !== family) return 'no';
+  const block = new BlockList();
+  const prefix = netmaskBits(r.netmask);
+  if (prefix === undefined) return 'maybe';
+  block.addSubnet(r.address, prefix, family === 4 ? 'ipv4' : 'ipv6');
+  return block.check(address, family === 4 ? 'ipv4' : 'ipv6') ? 'yes' : 'no';
+}
+
+/** A netmask's prefix length (255.255.255.0 → 24, ffff:ffff:: → 32); undefined if it is not one. */
+export function netmaskBits(mask: string): number | undefined {
+  const bytes = isIP(mask) === 4 ? mask.split('.').map(Number) : isIP(mask) === 6 ? expandIPv6(mask).flatMap((g) => [g >> 8, g & 0xff]) : undefined;
+  if (!bytes) return undefined;
+  const bits = bytes.map((b) => b.toString(2).padStart(8, '0')).join('');
+  return /^1*0*$/.test(bits) ? (bits.indexOf('0') === -1 ? bits.length : bits.indexOf('0')) : undefined;
+}
+
+function expandIPv6(a: string): number[] {
+  const [head, tail] = a.split('::') as [string, string | undefined];
+  const part = (s: string | undefined) => (s ? s.split(':').map((g) => parseInt(g, 16)) : []);
+  const h = part(head);
+  const t = part(tail);
+  return [...h, ...Array<number>(8 - h.length - t.length).fill(0), ...t];
+}
+
+/**
+ * A physical backup's preconditions, judged before anything is made: pg_basebackup fails with a
+ * FATAL when walsenders run out, the role may not replicate, or pg_hba has no replication rule.
+ */
+export function judgeBaseBackup(f: BaseBackupFacts): CheckResult[] {
+  const out: CheckResult[] = [];
+  const free = f.maxWalSenders - f.sendersInUse;
+  out.push(
+    free >= baseBackupSenders
+      ? check.pass('max_wal_senders', `${free} of ${f.maxWalSenders} walsenders free; pg_basebackup -X stream uses ${baseBackupSenders}`)
+      : check.fail(
+          'max_wal_senders',
+          `${f.sendersInUse} of ${f.maxWalSenders} walsenders in use: pg_basebackup -X stream needs ${baseBackupSenders} free (one sends the files, one streams the WAL), ${free <= 0 ? 'none is' : `only ${free} is`}`,
+          `raise max_wal_senders to at least ${f.sendersInUse + baseBackupSenders} (a restart), wait for another base backup or standby to disconnect, or use --method parallel`,
+        ),
+  );
+  out.push(
+    f.superuser || f.replication
+      ? check.pass('replication role', `${f.role} ${f.superuser ? 'is a superuser' : 'has REPLICATION'}`)
+      : check.fail(
+          'replication role',
+          `${f.role} has neither REPLICATION nor SUPERUSER: pg_basebackup's replication connection would be refused`,
+          `ALTER ROLE ${quoteIdent(f.role)} REPLICATION (as a superuser), or connect as a role that has it`,
+        ),
+  );
+  const from = f.clientAddress === null ? 'over the Unix socket' : `from ${f.clientAddress}`;
+  if (!f.hbaRules) {
+    out.push(
+      check.info(
+        'pg_hba allows replication',
+        `${f.role} may not read pg_hba_file_rules (superusers only, unless granted): not judged for a replication connection ${from}`,
+      ),
+    );
+    return out;
+  }
+  const rule = f.hbaRules.map((r) => ({ r, m: hbaRuleApplies(r, f.role, f.clientAddress) })).find((x) => x.m !== 'no');
+  const example =
+    f.clientAddress === null
+      ? `local replication ${f.role} peer`
+      : `host replication ${f.role} ${f.clientAddress}/${isIP(f.clientAddress) === 6 ? 128 : 32} scram-sha-256`;
+  if (!rule || (rule.m === 'yes' && rule.r.auth_method === 'reject'))
+    out.push(
+      check.fail(
+        'pg_hba allows replication',
+        rule
+          ? `line ${rule.r.line_number} of pg_hba.conf rejects a replication connection of ${f.role} ${from}`
+          : `no pg_hba.conf line lets ${f.role} make a replication connection ${from} (the database "all" does not cover replication)`,
+        `add "${example}" to pg_hba.conf ${rule ? `before line ${rule.r.line_number} ` : ''}and reload`,
+      ),
+    );
+  else
+    out.push(
+      check.pass(
+        'pg_hba allows replication',
+        `line ${rule.r.line_number} of pg_hba.conf (${rule.r.type} ${rule.r.auth_method}) ${rule.m === 'yes' ? 'applies' : 'may apply (it depends on group membership or the encryption)'} to a replication connection of ${f.role} ${from}`,
+      ),
+    );
+  return out;
+}
+
 /** The program each method's dump is made with (its version must be at least the server's). */
 const dumpProgram: Record<BackupMethod, string> = { dumpall: 'pg_dumpall', parallel: 'pg_dump', physical: 'pg_basebackup' };
+/** Every client program a method runs to make the backup, the one pgDumpallVersion names first. */
+const methodPrograms: Record<BackupMethod, string[]> = { dumpall: ['pg_dumpall'], parallel: ['pg_dumpall', 'pg_dump'], physical: ['pg_basebackup'] };
+const parseVersion = (version: string) => (/^\d+/.test(version) ? { version, major: parseInt(version, 10) } : undefined);
 
 const dumpallArgs = (p: BackupParams) => ['--no-password', ...excluded(p).map((n) => `--exclude-database=${exactPattern(n)}`)];
 const globalsArgs = ['--no-password', '--globals-only'];
@@ -287,6 +420,36 @@ async function parallelDumps(ctx: StepContext, p: BackupParams, databases: reado
   }
 }
 
+async function gatherBaseBackupFacts(ctx: StepContext, access: ClusterAccess): Promise<BaseBackupFacts> {
+  return withDb(ctx, access, async (db) => {
+    const [f] = await db.query(statements.baseBackupFacts());
+    // pg_hba_file_rules is for superusers unless granted: without it the rules are not judged, and the plan says so
+    const hbaRules = f!.hba_readable ? await db.query(statements.hbaRules()) : null;
+    return {
+      maxWalSenders: f!.max_wal_senders,
+      sendersInUse: f!.senders_in_use,
+      role: f!.role,
+      superuser: f!.superuser,
+      replication: f!.replication,
+      clientAddress: f!.client_addr,
+      hbaRules,
+    };
+  });
+}
+
+/** The whole dump as it lies in the staging directory: the stream and every pg_dump or pg_basebackup file. */
+function dumpedSize(dir: string, p: BackupParams, done: DumpDone): BackupSize {
+  const file = streamFileName(methodOf(p), p.compression);
+  const files = [...(file && existsSync(join(dir, file)) ? [file] : []), ...filesUnder(dir).filter(isPayload)];
+  return {
+    method: methodOf(p),
+    compressedBytes: files.reduce((a, f) => a + statSync(join(dir, f)).size, 0),
+    files: files.length,
+    uncompressedBytes: methodOf(p) === 'dumpall' ? (done.stream?.uncompressedBytes ?? null) : null,
+    ...heldSize(done.databases),
+  };
+}
+
 export const dumpStep = defineStep<BackupParams>({
   kind: 'backup.dump',
   title: dumpTitle,
@@ -366,6 +529,7 @@ export const dumpStep = defineStep<BackupParams>({
       out.push(check.pass('server reachable', `PostgreSQL ${facts[0]!.server_version} answers`));
       out.push(...judgeDatabases(methodOf(p), databases, p.excludeDatabases));
       const programs = methodOf(p) === 'parallel' ? ['pg_dumpall', 'pg_dump'] : [dumpProgram[methodOf(p)]];
+      if (methodOf(p) === 'physical') out.push(...judgeBaseBackup(await gatherBaseBackupFacts(ctx, p.access)));
       for (const program of programs) {
         const dv = await clientVersion(ctx.runner, p.access, program);
         if (!dv) out.push(check.fail(`${program} version`, `no working ${program} in ${p.access.bindir}`));
@@ -452,7 +616,9 @@ export const dumpStep = defineStep<BackupParams>({
       dumped: method === 'physical' || (d.allow_connections && !excluded(p).includes(d.name)),
     }));
     const estimate = databases.reduce((a, d) => a + d.bytes, 0);
-    const client = await clientVersion(ctx.runner, p.access, dumpProgram[method]);
+    // asked of the very paths the dump runs: what the manifest records is what ran
+    const programs = await programRuns(ctx.runner, p.access, methodPrograms[method]);
+    const client = parseVersion(programs.find((r) => r.program === dumpProgram[method])!.version);
     const serverMajor = Math.floor(gathered.facts.server_version_num / 10000);
     let stream: DumpDone['stream'] = null;
     const streamFile = streamFileName(method, p.compression);
@@ -491,7 +657,8 @@ export const dumpStep = defineStep<BackupParams>({
       stream,
       serverVersion: gathered.facts.server_version,
       serverVersionNum: gathered.facts.server_version_num,
-      pgDumpallVersion: client?.version ?? 'unknown',
+      pgDumpallVersion: programs[0]!.version,
+      programs,
       databases,
       shape: {
         encoding: gathered.locale.encoding,
@@ -505,8 +672,8 @@ export const dumpStep = defineStep<BackupParams>({
       rowCounts: counts,
     };
     writeFileAtomic(join(dir, doneMarker), JSON.stringify(done, null, 2));
-    const files = filesUnder(dir).filter(isPayload);
-    return { method, files: files.length, ...(stream ? { uncompressedBytes: stream.uncompressedBytes, compressedBytes: stream.compressedBytes } : {}) };
+    const size = dumpedSize(dir, p, done);
+    return { ...size, detail: describeSize(size) };
   },
   async verify(_ctx, p) {
     const marker = join(staging(p), doneMarker);
@@ -518,12 +685,7 @@ export const dumpStep = defineStep<BackupParams>({
       const size = existsSync(join(staging(p), file)) ? statSync(join(staging(p), file)).size : -1;
       if (size !== done.stream.compressedBytes) return { ok: false, detail: `dump file is ${size} bytes, the dump recorded ${done.stream.compressedBytes}` };
     }
-    const files = filesUnder(staging(p)).filter(isPayload);
-    const dumped = done.databases.filter((d) => d.dumped).length;
-    return {
-      ok: true,
-      detail: `${dumped} of ${done.databases.length} databases${file && done.stream ? `, ${formatBytes(done.stream.uncompressedBytes)} dumped, ${formatBytes(done.stream.compressedBytes)} compressed` : ''}${files.length ? `, ${files.length} files` : ''}`,
-    };
+    return { ok: true, detail: describeSize(dumpedSize(staging(p), p, done)) };
   },
   async rollback(_ctx, p) {
     rmSync(staging(p), { recursive: true, force: true });
@@ -597,6 +759,7 @@ export const manifestStep = defineStep<BackupParams>({
       serverVersion: done.serverVersion,
       serverVersionNum: done.serverVersionNum,
       pgDumpallVersion: done.pgDumpallVersion,
+      programs: done.programs,
       clientBindir: p.access.bindir,
       databases: done.databases,
       excludedDatabases: excluded(p),
@@ -740,7 +903,7 @@ export const verifyStep = defineStep<BackupParams>({
       if (restoreProblems.length) throw new PgscaleError(`restore verification failed: ${restoreProblems.slice(0, 10).join('; ')}`, ExitCode.FailedAfterChange);
     }
     const tables = Object.values(manifest.rowCounts ?? {}).reduce((a, t) => a + Object.keys(t).length, 0);
-    const detail = `checksums match (${formatBytes(result.uncompressedBytes || result.compressedBytes)})${methodOf(p) === 'physical' ? '; pg_verifybackup passed' : methodOf(p) === 'parallel' ? '; every table of contents reads' : ''}${p.restoreBindir ? `; restored, ${tables} tables' row counts match` : ''}`;
+    const detail = `checksums match (${describeSize({ method: methodOf(p), ...result, ...heldSize(manifest.databases) })})${methodOf(p) === 'physical' ? '; pg_verifybackup passed' : methodOf(p) === 'parallel' ? '; every table of contents reads' : ''}${p.restoreBindir ? `; restored, ${tables} tables' row counts match` : ''}`;
     writeFileAtomic(join(dir, verifiedMarker), JSON.stringify({ token: p.token, detail, at: new Date().toISOString() }));
     return { detail };
   },

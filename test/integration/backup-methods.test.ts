@@ -3,14 +3,17 @@
  * several databases (one whose name needs quoting), a tablespace, large objects, and a database
  * that refuses connections: each method backs it up, verifies, and restores into a new data
  * directory with identical per-table checksums. A database with datallowconn = false is refused
- * by logical methods unless excluded by name; a verified backup survives every undo and goes only
+ * by logical methods unless excluded by name (a restore names it as not restored); a physical
+ * backup is refused in the plan when walsenders run out or pg_hba has no replication rule; the
+ * reports give the whole backup's size; a verified backup survives every undo and goes only
  * through `backup remove`; SIGKILL in the middle of each method is resumed to a backup that verifies.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createCluster, freePort, mkdirOwned, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
+import { createCluster, freePort, mkdirOwned, runner, scratchDir, setprivArgs, teardownAll, TestCluster } from '../helpers/testbed.js';
 import { parseJson, runCli, startCli } from '../helpers/cli.js';
 import { holdTableLock, lockWaiters, waitFor } from '../helpers/snapshot.js';
 import { datasetDb, loadDataset, smallDataset, tableChecksums, type Checksums } from '../helpers/dataset.js';
@@ -18,6 +21,7 @@ import { isRoot } from '../../src/runner.js';
 import type { OperationResult } from '../../src/operationCommand.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
 import type { BackupManifest } from '../../src/backup/archive.js';
+import { formatBytes } from '../../src/format.js';
 
 after(teardownAll);
 
@@ -107,6 +111,59 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
     assert.deepEqual(m.excludedDatabases, [closedDb]);
   });
 
+  test('physical: refused in the plan (exit 3, nothing created) when walsenders run out or pg_hba has no replication rule', async () => {
+    const dest = join(work, 'refused-physical');
+    // three idle replication connections hold three of the four walsenders: pg_basebackup -X stream needs two
+    const senders = [1, 2, 3].map(() =>
+      spawn(
+        'setpriv',
+        setprivArgs(join(pg.bindir, 'psql'), [
+          '-X',
+          '-q',
+          '-h',
+          pg.socketDir,
+          '-p',
+          String(pg.port),
+          '-U',
+          pg.superuser,
+          '-d',
+          'dbname=postgres replication=database',
+        ]),
+        { cwd: '/', stdio: ['pipe', 'ignore', 'ignore'] },
+      ),
+    );
+    try {
+      await waitFor('three walsenders', async () => (await pg.sql('select count(*) from pg_stat_replication')) === '3');
+      const res = await backup(dest, ['--method', 'physical']);
+      assert.equal(res.code, 3, res.stdout + res.stderr);
+      assert.match(
+        res.stderr,
+        /max_wal_senders: 3 of 4 walsenders in use: pg_basebackup -X stream needs 2 free \(one sends the files, one streams the WAL\), only 1 is/,
+      );
+      assert.match(res.stderr, /raise max_wal_senders to at least 5 \(a restart\)/);
+      assert.equal(existsSync(dest) || existsSync(`${dest}.partial`), false);
+    } finally {
+      await Promise.all(senders.map((p) => new Promise((r) => (p.on('close', r), p.stdin.end()))));
+    }
+    const hba = join(pg.pgdata, 'pg_hba.conf');
+    const rules = readFileSync(hba, 'utf8');
+    writeFileSync(hba, rules.replace(/^(\w+\s+replication\s)/gm, '# $1'));
+    await pg.sql('select pg_reload_conf()');
+    try {
+      const res = await backup(dest, ['--method', 'physical']);
+      assert.equal(res.code, 3, res.stdout + res.stderr);
+      assert.match(
+        res.stderr,
+        new RegExp(`pg_hba allows replication: no pg_hba.conf line lets ${pg.superuser} make a replication connection over the Unix socket`),
+      );
+      assert.match(res.stderr, new RegExp(`add "local replication ${pg.superuser} peer" to pg_hba.conf and reload`));
+      assert.equal(existsSync(dest) || existsSync(`${dest}.partial`), false);
+    } finally {
+      writeFileSync(hba, rules);
+      await pg.sql('select pg_reload_conf()');
+    }
+  });
+
   for (const method of ['dumpall', 'parallel', 'physical'] as const) {
     test(`${method}: backup (0700/0600, manifest), backup verify, restore --to a new data directory with identical checksums`, async () => {
       const dest = join(work, `b-${method}`);
@@ -131,6 +188,7 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
       walk(dest);
       const m = JSON.parse(readFileSync(join(dest, 'manifest.json'), 'utf8')) as BackupManifest;
       assert.equal(m.method, method);
+      assert.deepEqual(m.compression, { compressor: 'zstd', level: method === 'physical' ? 1 : 3 }, 'physical defaults to zstd 1 (measured faster)');
       assert.equal(m.databases.find((d) => d.name === closedDb)?.dumped, method === 'physical');
       assert.equal(
         m.databases.filter((d) => d.name !== closedDb).every((d) => d.dumped),
@@ -152,9 +210,30 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
           'server-side zstd tar with its backup_manifest',
         );
 
+      // every program that ran, asked of the very path it ran by (the bindir may link to another version's)
+      assert.deepEqual(
+        m.programs?.map((r) => r.program),
+        { dumpall: ['pg_dumpall'], parallel: ['pg_dumpall', 'pg_dump'], physical: ['pg_basebackup'] }[method],
+      );
+      for (const r of m.programs) {
+        assert.equal(r.path, join(pg.bindir, r.program));
+        assert.equal(r.resolvedPath, realpathSync(r.path));
+        const v = await runner.run({ program: r.resolvedPath, args: ['--version'] });
+        assert.ok(v.stdout.includes(`(PostgreSQL) ${r.version}`), `${r.program}: ${v.stdout} holds ${r.version}`);
+      }
+
       const verified = await runCli(['backup', 'verify', dest, '--bindir', pg.bindir]);
       assert.equal(verified.code, 0, verified.stderr);
       assert.match(verified.stdout, new RegExp(`^ok: .*${method} backup`));
+      // the whole backup: every file the manifest lists, and the databases it holds
+      const held = m.databases.filter((d) => d.dumped);
+      const files = (m.files?.length ?? 0) + (m.dumpFile ? 1 : 0);
+      const size = `${formatBytes(m.compressedBytes + (m.files ?? []).reduce((a, f) => a + f.bytes, 0))} in ${files} file${files === 1 ? '' : 's'}`;
+      const whole = `${size}${method === 'dumpall' ? `, dump ${formatBytes(m.uncompressedBytes)} decompressed` : ''}; ${held.length} databases of ${formatBytes(held.reduce((a, d) => a + d.bytes, 0))} backed up`;
+      assert.ok(verified.stdout.includes(`${method} backup, ${whole}; every checksum matches`), verified.stdout);
+      const run = parseJson<OperationResult>(res).run!;
+      assert.equal(run.outputs.dump?.detail, whole);
+      assert.ok(String(run.outputs.verify?.detail).startsWith(`checksums match (${whole})`), String(run.outputs.verify?.detail));
 
       const parent = scratchDir(`pgscale-restore-${method}-`);
       const pgdata = join(parent, 'data');
@@ -163,6 +242,8 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
       const report = parseJson<OperationResult>(restored).run!;
       assert.equal(report.status, 'completed');
       assert.match(String(report.outputs.verify?.detail), /tables in \d+ databases, every one restored; row counts match the manifest/);
+      const notRestored = 'not in the backup, so not restored: "closed" (left out by --exclude-database)';
+      assert.equal(String(report.outputs.load?.detail).endsWith(notRestored), method !== 'physical', String(report.outputs.load?.detail));
       assert.equal(existsSync(join(pgdata, 'postmaster.pid')), false, 'the restored cluster is left stopped');
       const c = await startRestored(pgdata, parent);
       try {

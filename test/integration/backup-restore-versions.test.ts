@@ -3,18 +3,20 @@
  * 18: a logical backup of 17 is refused by 16 (a new data directory and a running server), a
  * physical one by 16 and 18, before anything changes; a restore in which any statement fails (a
  * 16 backup holding adminpack, which 17 no longer ships) fails and is undone instead of exiting 0;
- * `backup verify` without --bindir finds the client programs of the test bed (outside the
- * standard locations) through the manifest, and says which it used.
+ * `backup verify` and `backup restore --to` without --bindir find the programs of the test bed
+ * (outside the standard locations) through the manifest; the manifest names the programs that ran
+ * (16's bindir links its clients to 17's).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bindir, createCluster, runner, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
 import { parseJson, runCli } from '../helpers/cli.js';
 import { isRoot } from '../../src/runner.js';
 import { findInstallations } from '../../src/cluster/installations.js';
 import type { BackupManifest } from '../../src/backup/archive.js';
+import type { OperationResult } from '../../src/operationCommand.js';
 
 after(teardownAll);
 
@@ -122,6 +124,30 @@ describe('backup restore across versions, and failed statements', { skip: !isRoo
     assert.equal(res.code, 4, res.stdout + res.stderr);
     assert.match(res.stderr, /the restore reported [1-9]\d* failed statements?.*\n.*adminpack/);
     assert.equal(await empty.sql(`select string_agg(datname, ',' order by datname) from pg_database`), 'postgres,template0,template1');
+  });
+
+  test("the manifest records the programs that ran: 16's bindir links pg_dumpall and pg_dump to 17's, and 17 is what it names", async () => {
+    const m = JSON.parse(readFileSync(join(work, 'b16-parallel', 'manifest.json'), 'utf8')) as BackupManifest;
+    assert.deepEqual(
+      m.programs?.map((r) => [r.program, r.path, r.resolvedPath]),
+      ['pg_dumpall', 'pg_dump'].map((p) => [p, join(bindir(16), p), realpathSync(join(bindir(16), p))]),
+    );
+    for (const r of m.programs) {
+      const printed = (await runner.run({ program: r.path, args: ['--version'] })).stdout;
+      assert.ok(printed.includes(`(PostgreSQL) ${r.version}`), `${r.program}: ${printed} holds ${r.version}`);
+    }
+    assert.equal(m.pgDumpallVersion, m.programs[0]!.version);
+  });
+
+  test('restore --to without --bindir runs the server the manifest records, and makes no tablespace directory for a backup without tablespaces', async () => {
+    const pgdata = join(scratchDir('pgscale-restore-manifest-bindir-'), 'data');
+    const res = await runCli(['backup', 'restore', join(work, 'b17-physical'), '--to', pgdata, '--state-dir', state, '--json']);
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    const report = parseJson<OperationResult>(res).run!;
+    assert.equal(report.status, 'completed');
+    assert.match(res.stdout, new RegExp(`"bindir":\\s*"${lit(bindir(17))}"`), 'the bindir the manifest records');
+    assert.ok(existsSync(join(pgdata, 'PG_VERSION')));
+    assert.equal(existsSync(`${pgdata}.tablespaces`), false, 'no tablespace, no tablespace directory');
   });
 
   test('backup verify without --bindir finds the client programs the manifest records (the test bed is outside the standard locations) and says which', async () => {

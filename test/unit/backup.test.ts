@@ -3,10 +3,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { baseBackupCompression, exactPattern, jobShares, pgDumpCompression, runWeighted } from '../../src/backup/methods.js';
-import { errorLines, failedStatements, isExpectedFailure, judgeRestoreClient, judgeRestoreVersion, TablespaceRelocation } from '../../src/backup/restore.js';
-import { toolFits, toolNeed, type BackupManifest } from '../../src/backup/archive.js';
+import {
+  errorLines,
+  failedStatements,
+  isExpectedFailure,
+  judgeRestoreClient,
+  judgeRestoreVersion,
+  notBackedUp,
+  TablespaceRelocation,
+} from '../../src/backup/restore.js';
+import { describeSize, heldSize, toolFits, toolNeed, type BackupManifest, type DatabaseEntry } from '../../src/backup/archive.js';
 import { ExitCode } from '../../src/errors.js';
-import { backupTimes, compareRowCounts, judgeDatabases } from '../../src/backup/steps.js';
+import { backupTimes, compareRowCounts, judgeBaseBackup, judgeDatabases, netmaskBits, type BaseBackupFacts } from '../../src/backup/steps.js';
+import type { HbaRuleRow } from '../../src/sql.js';
 
 const dbs = [
   { name: 'app', allow_connections: true },
@@ -220,6 +229,143 @@ test('backup verify: which pg_restore or pg_verifybackup reads a backup', () => 
     [true, true],
   );
   assert.equal(toolNeed(m('physical', 17, '17.6')), 'pg_verifybackup of PostgreSQL 17');
+  // a manifest that records every program: pg_restore is judged by pg_dump's version, not pg_dumpall's
+  const both = {
+    ...m('parallel', 16, '16.4'),
+    programs: [
+      { program: 'pg_dumpall', path: '/a/pg_dumpall', resolvedPath: '/a/pg_dumpall', version: '16.4' },
+      { program: 'pg_dump', path: '/a/pg_dump', resolvedPath: '/b/pg_dump', version: '17.6' },
+    ],
+  } as BackupManifest;
+  assert.deepEqual(
+    [16, 17].map((v) => toolFits(both, v)),
+    [false, true],
+  );
+  assert.equal(toolNeed(both), 'pg_restore of PostgreSQL 17 or later');
+});
+
+const hba = (line: number, type: string, database: string, user: string, address: string | null, netmask: string | null, auth: string): HbaRuleRow => ({
+  line_number: line,
+  type,
+  database: [database],
+  user_name: [user],
+  address,
+  netmask,
+  auth_method: auth,
+  error: null,
+});
+const socketRules = [hba(1, 'local', 'all', 'all', null, null, 'peer'), hba(2, 'local', 'replication', 'all', null, null, 'peer')];
+const facts = (f: Partial<BaseBackupFacts> = {}): BaseBackupFacts => ({
+  maxWalSenders: 10,
+  sendersInUse: 0,
+  role: 'postgres',
+  superuser: true,
+  replication: true,
+  clientAddress: null,
+  hbaRules: socketRules,
+  ...f,
+});
+const verdicts = (f: BaseBackupFacts) => judgeBaseBackup(f).map((c) => [c.name, c.passed]);
+
+test('a physical backup: two free walsenders, a role that may replicate, a pg_hba rule for the way pgscale connects', () => {
+  assert.deepEqual(verdicts(facts()), [
+    ['max_wal_senders', true],
+    ['replication role', true],
+    ['pg_hba allows replication', true],
+  ]);
+  assert.match(
+    judgeBaseBackup(facts())[2]!.detail,
+    /^line 2 of pg_hba.conf \(local peer\) applies to a replication connection of postgres over the Unix socket/,
+  );
+  // pg_basebackup -X stream holds two: one in use of 2 leaves too few
+  for (const [max, used, ok] of [
+    [4, 2, true],
+    [4, 3, false],
+    [2, 1, false],
+    [0, 0, false],
+  ] as const) {
+    const c = judgeBaseBackup(facts({ maxWalSenders: max, sendersInUse: used }))[0]!;
+    assert.equal(c.passed, ok, `${used} of ${max}`);
+  }
+  const full = judgeBaseBackup(facts({ maxWalSenders: 4, sendersInUse: 4 }))[0]!;
+  assert.equal(full.detail, '4 of 4 walsenders in use: pg_basebackup -X stream needs 2 free (one sends the files, one streams the WAL), none is');
+  assert.match(full.fix!, /^raise max_wal_senders to at least 6 \(a restart\)/);
+
+  const plain = judgeBaseBackup(facts({ role: 'app"x', superuser: false, replication: false }))[1]!;
+  assert.equal(plain.passed, false);
+  assert.equal(plain.fix, 'ALTER ROLE "app""x" REPLICATION (as a superuser), or connect as a role that has it');
+  assert.equal(judgeBaseBackup(facts({ superuser: false, replication: true }))[1]!.passed, true);
+
+  // "all" does not cover replication; nothing else matches the socket
+  const none = judgeBaseBackup(facts({ hbaRules: [socketRules[0]!, hba(3, 'host', 'replication', 'all', '127.0.0.1', '255.255.255.255', 'trust')] }))[2]!;
+  assert.equal(none.passed, false);
+  assert.match(none.detail, /no pg_hba.conf line lets postgres make a replication connection over the Unix socket/);
+  assert.equal(none.fix, 'add "local replication postgres peer" to pg_hba.conf and reload');
+  // the first rule that applies decides: a reject before an allow refuses
+  const rejected = judgeBaseBackup(facts({ hbaRules: [hba(1, 'local', 'replication', 'postgres', null, null, 'reject'), socketRules[1]!] }))[2]!;
+  assert.equal(rejected.passed, false);
+  assert.match(rejected.detail, /^line 1 of pg_hba.conf rejects/);
+  assert.match(rejected.fix!, /before line 1 /);
+  // a rule for another role is passed over
+  assert.equal(judgeBaseBackup(facts({ hbaRules: [hba(1, 'local', 'replication', 'other', null, null, 'reject'), socketRules[1]!] }))[2]!.passed, true);
+
+  // over TCP: the address the server sees against each rule's network
+  const tcp = (addr: string, rules: HbaRuleRow[]) => judgeBaseBackup(facts({ clientAddress: addr, hbaRules: rules }))[2]!;
+  const lan = hba(5, 'host', 'replication', 'all', '10.1.2.0', '255.255.255.0', 'scram-sha-256');
+  assert.equal(tcp('10.1.2.77', [...socketRules, lan]).passed, true);
+  const outside = tcp('10.1.3.77', [...socketRules, lan]);
+  assert.equal(outside.passed, false);
+  assert.equal(outside.fix, 'add "host replication postgres 10.1.3.77/32 scram-sha-256" to pg_hba.conf and reload');
+  assert.equal(tcp('::1', [hba(6, 'host', 'replication', 'all', '::1', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 'trust')]).passed, true);
+  assert.equal(tcp('::1', [lan]).passed, false, 'an IPv4 network never holds an IPv6 address');
+  // what cannot be known here (encryption, group membership) is said, not refused
+  const ssl = tcp('10.1.2.77', [hba(7, 'hostssl', 'replication', 'all', 'all', null, 'cert')]);
+  assert.equal(ssl.passed, true);
+  assert.match(ssl.detail, /may apply/);
+  assert.match(tcp('10.1.2.77', [hba(8, 'host', 'replication', '+replicators', 'all', null, 'md5')]).detail, /line 8 .* may apply/);
+
+  const unread = judgeBaseBackup(facts({ hbaRules: null }))[2]!;
+  assert.deepEqual([unread.passed, unread.severity], [true, 'info']);
+  assert.match(unread.detail, /may not read pg_hba_file_rules/);
+});
+
+test('netmasks as prefix lengths', () => {
+  assert.equal(netmaskBits('255.255.255.0'), 24);
+  assert.equal(netmaskBits('255.255.255.255'), 32);
+  assert.equal(netmaskBits('0.0.0.0'), 0);
+  assert.equal(netmaskBits('255.0.255.0'), undefined);
+  assert.equal(netmaskBits('ffff:ffff::'), 32);
+  assert.equal(netmaskBits('ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'), 128);
+});
+
+const entry = (name: string, bytes: number, dumped: boolean, allowConnections = true): DatabaseEntry => ({
+  name,
+  bytes,
+  encoding: 'UTF8',
+  allowConnections,
+  dumped,
+});
+
+test("a backup's size is the whole backup: every file, and the databases it holds", () => {
+  const databases = [entry('app', 30e6, true), entry('postgres', 8e6, true), entry('closed', 8e6, false, false)];
+  assert.deepEqual(heldSize(databases), { databases: 2, databaseBytes: 38e6 });
+  assert.equal(
+    describeSize({ method: 'parallel', compressedBytes: 4_500_000, files: 37, uncompressedBytes: null, ...heldSize(databases) }),
+    '4.3 MB in 37 files; 2 databases of 36 MB backed up',
+  );
+  assert.equal(
+    describeSize({ method: 'dumpall', compressedBytes: 2_000_000, files: 1, uncompressedBytes: 9_000_000, databases: 1, databaseBytes: 8e6 }),
+    '1.9 MB in 1 file, dump 8.6 MB decompressed; 1 database of 7.6 MB backed up',
+  );
+});
+
+test('a restore names the databases the backup does not hold, and why', () => {
+  const databases = [entry('app', 1, true), entry('closed', 1, false, false), entry('old', 1, false)];
+  assert.equal(
+    notBackedUp({ databases, excludedDatabases: ['old'] }),
+    'not in the backup, so not restored: "closed" (refuses connections), "old" (left out by --exclude-database)',
+  );
+  assert.equal(notBackedUp({ databases: [entry('app', 1, true)] }), undefined);
 });
 
 test('the failures a restore expects: the bootstrap superuser exists; in a running server, a tablespace the DBA created', () => {
