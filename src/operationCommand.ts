@@ -133,7 +133,11 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       this.log(`dry run: \`pgscale ${verb} ${report.runId}\` (${report.operation}, ${report.status}) would:`);
       for (const [i, s] of report.dryRun.entries()) this.log(`  ${i + 1}. ${s.title} (${s.id}): ${s.action}`);
       if (report.dryRun.length === 0) this.log('  nothing: no step of this run changed anything');
+      for (const w of report.warnings ?? []) this.log(w);
       this.log('nothing was changed');
+    } else if (!this.jsonEnabled()) {
+      for (const w of report.warnings ?? []) this.log(w);
+      for (const k of report.kept ?? []) this.log(`kept: ${k}`);
     }
     return report;
   }

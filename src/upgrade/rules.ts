@@ -180,3 +180,35 @@ export function catalogDifferences(before: CatalogFacts, after: CatalogFacts): s
   }
   return diffs;
 }
+
+/** A WAL location ("16/B374D848") as bytes since 0/0, and back. */
+export const lsnBytes = (lsn: string): bigint => {
+  const [hi, lo] = lsn.split('/');
+  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
+};
+export const lsnOf = (bytes: bigint): string => `${(bytes >> 32n).toString(16).toUpperCase()}/${(bytes & 0xffffffffn).toString(16).toUpperCase()}`;
+
+/** When the new cluster let clients in, and its WAL position then (absent when a kill came before it was read). */
+export interface OpenedFacts {
+  at: string;
+  walBytesAtOpen?: string;
+}
+
+/**
+ * What rolling back loses once the new cluster has served clients: every write it acknowledged
+ * since it opened, said plainly with the WAL written since (its position now: undefined when it
+ * cannot be read). The new data directory is kept (moved aside), never deleted.
+ */
+export function writesSinceOpen(opened: OpenedFacts, walBytesNow: bigint | undefined, n: { major: number; oldMajor: number; keptAs: string }): string {
+  const atOpen = opened.walBytesAtOpen === undefined ? undefined : BigInt(opened.walBytesAtOpen);
+  const wal =
+    atOpen === undefined
+      ? `WAL position at open not recorded${walBytesNow === undefined ? '' : `; now ${lsnOf(walBytesNow)}`}`
+      : walBytesNow === undefined
+        ? `WAL position at open ${lsnOf(atOpen)}; the current one could not be read`
+        : `WAL at open ${lsnOf(atOpen)}, now ${lsnOf(walBytesNow)}: ${walBytesNow - atOpen} bytes written since`;
+  return (
+    `the new ${n.major} cluster has been open to clients since ${opened.at} (${wal}): writes made on it since it opened are NOT in the old ${n.oldMajor} cluster, ` +
+    `and clients that wrote there will find them gone. Its data directory is kept, moved aside to ${n.keptAs}-<time> (0700), not deleted`
+  );
+}

@@ -40,7 +40,18 @@ import { CLUSTER_FILES, manualStartConf, portHandOverBlocker, startMode, withPor
 import type { UpgradeParams } from './params.js';
 import { rebuildStandbysStep, standbysCheckStep } from './standbys.js';
 import { rsyncStepsAfter } from './standbysRsync.js';
-import { blockedHba, catalogDifferences, listeningOrigin, planChecks, withoutBlock, type CatalogFacts } from './rules.js';
+import {
+  blockedHba,
+  catalogDifferences,
+  listeningOrigin,
+  lsnBytes,
+  lsnOf,
+  planChecks,
+  withoutBlock,
+  writesSinceOpen,
+  type CatalogFacts,
+  type OpenedFacts,
+} from './rules.js';
 
 const owner = (p: UpgradeParams) => osUserOf({ ...p.access, runAs: p.old.owner })!;
 const bin = (dir: string, program: string) => join(dir, program);
@@ -390,13 +401,35 @@ const initdbStep = defineStep<UpgradeParams>({
   async rollback(ctx, p) {
     await serverOf(ctx, p, 'new').stop();
     if (postmastersOn([p.new.dataDir]).length) await stopLeftovers(ctx, p);
-    rmSync(p.new.dataDir, { recursive: true, force: true });
-    if (p.new.waldir) rmSync(p.new.waldir, { recursive: true, force: true });
+    const kept = existsSync(openedMarker(p)) ? keepAside(p) : undefined;
+    if (!kept) {
+      rmSync(p.new.dataDir, { recursive: true, force: true });
+      if (p.new.waldir) rmSync(p.new.waldir, { recursive: true, force: true });
+    }
     rmSync(p.workDir, { recursive: true, force: true });
+    return kept;
   },
-  rollbackNote: (p) => `remove ${p.new.dataDir}${p.new.waldir ? ` and ${p.new.waldir}` : ''}`,
+  rollbackNote: (p) =>
+    `remove ${p.new.dataDir}${p.new.waldir ? ` and ${p.new.waldir}` : ''}; once clients could reach the new cluster, it is moved aside to ${p.new.dataDir}.rolled-back-<time> instead (its acknowledged writes stay recoverable)`,
   estimateSeconds: () => 5,
 });
+
+/** Set when the new cluster is about to let clients in: from then on, a rollback keeps its data (moved aside), never deletes it. */
+const openedMarker = (p: UpgradeParams) => join(p.workDir, 'opened.json');
+const readOpened = (p: UpgradeParams): OpenedFacts | undefined =>
+  existsSync(openedMarker(p)) ? (JSON.parse(readFileSync(openedMarker(p), 'utf8')) as OpenedFacts) : undefined;
+
+/**
+ * Moves the data directory of a new cluster that has served clients aside, 0700, so that the writes
+ * it acknowledged stay recoverable; a WAL directory of its own stays where it is (the moved
+ * directory's pg_wal link still names it). Returns what was kept, and where, for the report.
+ */
+function keepAside(p: UpgradeParams): string {
+  const aside = `${p.new.dataDir}.rolled-back-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  renameSync(p.new.dataDir, aside);
+  chmodSync(aside, 0o700);
+  return `the ${p.new.major} cluster served clients: its data directory is moved aside to ${aside} (0700), not deleted${p.new.waldir ? `; its WAL stays in ${p.new.waldir}` : ''}; writes made there since it opened are recoverable from it`;
+}
 
 /** postgresql-common's tools must be there to run both clusters, and the old cluster's new port free. */
 async function debianChecks(p: UpgradeParams): Promise<CheckResult[]> {
@@ -1018,6 +1051,8 @@ const openStep = defineStep<UpgradeParams>({
   },
   async apply(ctx, p) {
     const server = serverOf(ctx, p, 'new');
+    // from here clients may write to the new cluster: a rollback must keep what they wrote
+    if (!existsSync(openedMarker(p))) writeFileAtomic(openedMarker(p), JSON.stringify({ at: new Date().toISOString() } satisfies OpenedFacts));
     if (!(await server.ready())) {
       await server.stop();
       await liftBlock(ctx, p);
@@ -1025,7 +1060,13 @@ const openStep = defineStep<UpgradeParams>({
     }
     await liftBlock(ctx, p);
     await withDb(ctx, p.access, (db) => db.query(statements.writeProbe()));
-    return { acceptingWritesAt: new Date().toISOString() };
+    const opened = readOpened(p)!;
+    if (opened.walBytesAtOpen === undefined) {
+      const [wal] = await withDb(ctx, p.access, (db) => db.query(statements.walPosition()));
+      if (wal?.wal_bytes) writeFileAtomic(openedMarker(p), JSON.stringify({ ...opened, walBytesAtOpen: wal.wal_bytes } satisfies OpenedFacts));
+    }
+    const atOpen = readOpened(p)!.walBytesAtOpen;
+    return { acceptingWritesAt: new Date().toISOString(), openedAt: opened.at, ...(atOpen ? { lsnAtOpen: lsnOf(BigInt(atOpen)) } : {}) };
   },
   async verify(ctx, p) {
     if (!(await serverOf(ctx, p, 'new').isRunning())) return { ok: false, detail: 'new cluster not running' };
@@ -1039,13 +1080,34 @@ const openStep = defineStep<UpgradeParams>({
       return { ok: false, detail: (e as Error).message };
     }
   },
+  async rollbackLoses(ctx, p) {
+    const opened = readOpened(p);
+    if (!opened) return undefined;
+    return writesSinceOpen(opened, await newWalPosition(ctx, p), { major: p.new.major, oldMajor: p.old.major, keptAs: `${p.new.dataDir}.rolled-back` });
+  },
   async rollback(ctx, p) {
     await serverOf(ctx, p, 'new').stop();
   },
   rollbackNote: (p) =>
-    sharesFiles(p) ? 'not reached by a rollback (past the point of no return)' : 'stop the new cluster (copy mode: the old cluster is intact and starts again)',
+    sharesFiles(p)
+      ? 'not reached by a rollback (past the point of no return)'
+      : 'stop the new cluster (copy mode: the old cluster is intact and starts again); writes made on it since it opened are not in the old cluster',
   estimateSeconds: () => 3,
 });
+
+/** The new cluster's WAL position: asked of it while it runs, else its last checkpoint from pg_control; undefined when neither answers. */
+async function newWalPosition(ctx: StepContext, p: UpgradeParams): Promise<bigint | undefined> {
+  try {
+    if (await serverOf(ctx, p, 'new').isRunning()) {
+      const [wal] = await withDb(ctx, p.access, (db) => db.query(statements.walPosition()));
+      return wal?.wal_bytes ? BigInt(wal.wal_bytes) : undefined;
+    }
+    const control = await serverOf(ctx, p, 'new').controlData();
+    return control ? lsnBytes(control.latestCheckpoint) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 const extensionsStep = defineStep<UpgradeParams>({
   kind: 'upgrade.extensions',

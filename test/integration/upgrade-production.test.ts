@@ -8,9 +8,9 @@
  */
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { bindir, upgradeCommand, createCluster, mkdirOwned, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
+import { bindir, upgradeCommand, createCluster, freePort, mkdirOwned, scratchDir, stopAtTeardown, teardownAll, TestCluster } from '../helpers/testbed.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { missingWrites, startWriter } from '../helpers/writer.js';
 import { treeSnapshot } from '../helpers/snapshot.js';
@@ -162,6 +162,63 @@ describe('pgscale upgrade: production patterns', { skip: !isRoot() && 'servers r
     assert.ok(clients.acknowledged.length > 0);
     assert.equal(existsSync(newDataDir), false);
     assert.deepEqual(postmastersOn([newDataDir]), []);
+  });
+  test('rollback of a completed copy upgrade whose 17 served clients: needs a yes, says what is lost, keeps 17 moved aside', { timeout: 600_000 }, async () => {
+    const old = await productionCluster();
+    const work = scratchDir('pgscale-uprbdone-');
+    const stateDir = join(work, 'state');
+    const newDataDir = join(dirname(old.pgdata), 'data-17');
+    const up = await runCli([...upgradeArgs(old, newDataDir, stateDir, 'copy'), '--yes', '--json'], { timeoutMs: TIMEOUT });
+    assert.equal(up.code, 0, fail('upgrade', up));
+    const runId = parseJson<{ run: RunReport }>(up).run.runId;
+    const lsnAtOpen = String(parseJson<{ run: RunReport }>(up).run.outputs.open?.lsnAtOpen);
+    assert.match(lsnAtOpen, /^[0-9A-F]+\/[0-9A-F]+$/, 'the journal records the WAL position at open');
+    // clients write to 17 as they would after any upgrade
+    const next = await servesWhereTheOldOneDid(old, newDataDir, 17);
+    const writer = await startWriter(next);
+    await new Promise((r) => setTimeout(r, 1500));
+    const on17 = await writer.stop();
+    assert.ok(on17.acknowledged.length > 5, '17 acknowledged writes');
+    const pid17 = pidOf(newDataDir);
+
+    // no TTY, no --yes: refused before anything is touched, naming what would be lost
+    const noYes = await runCli(['rollback', runId, '--state-dir', stateDir], { timeoutMs: TIMEOUT });
+    assert.equal(noYes.code, 3, fail('rollback without --yes', noYes));
+    assert.match(noYes.stderr, /needs confirmation and nobody can be asked: nothing was done/);
+    assert.match(noYes.stderr, /writes made on it since it opened are NOT in the old 16 cluster/);
+    assert.match(noYes.stderr, new RegExp(`WAL at open ${lsnAtOpen}, now [0-9A-F]+/[0-9A-F]+: \\d+ bytes written since`));
+    assert.equal(pidOf(newDataDir), pid17, '17 still runs, never restarted');
+    assert.equal(existsSync(join(old.pgdata, 'postmaster.pid')), false, '16 was not started');
+    assert.deepEqual(await missingWrites(next, on17), []);
+
+    // the rollback's plan says it too
+    const dry = await runCli(['rollback', runId, '--state-dir', stateDir, '--dry-run'], { timeoutMs: TIMEOUT });
+    assert.equal(dry.code, 0, fail('rollback --dry-run', dry));
+    assert.match(dry.stdout, /^WARNING: the new 17 cluster has been open to clients since \S+ \(WAL at open/m);
+    assert.match(dry.stdout, /moved aside to .*data-17\.rolled-back-<time>/);
+
+    const rb = await runCli(['rollback', runId, '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: TIMEOUT });
+    assert.equal(rb.code, 0, fail('rollback --yes', rb));
+    const report = parseJson<RunReport>(rb);
+    assert.equal(report.status, 'rolled-back');
+    assert.match(String(report.warnings), /NOT in the old 16 cluster/);
+    assert.equal(Math.floor(Number(await old.sql('show server_version_num')) / 10000), 16, '16 serves again');
+    assert.equal(existsSync(newDataDir), false);
+    const aside = readdirSync(dirname(newDataDir)).filter((n) => n.startsWith('data-17.rolled-back-'));
+    assert.equal(aside.length, 1, 'the 17 data directory is moved aside, not deleted');
+    const kept = join(dirname(newDataDir), aside[0]!);
+    assert.match(String(report.kept), new RegExp(`moved aside to ${kept} \\(0700\\)`), 'the report says where');
+    assert.equal(statSync(kept).mode & 0o777, 0o700);
+
+    // what 17 acknowledged is recoverable from there: it starts on its own (nothing in it names data-17) and has every write
+    const port = await freePort();
+    const sock = mkdirOwned(join(work, 'sock-kept'));
+    const recovered = new TestCluster(17, bindir(17), kept, port, sock, join(work, 'kept.log'), ['-p', String(port), '-k', sock, '-c', 'listen_addresses=']);
+    stopAtTeardown(bindir(17), kept);
+    await recovered.start();
+    assert.equal(await recovered.sql('show data_directory'), kept);
+    assert.deepEqual(await missingWrites(recovered, on17), [], 'every write 17 acknowledged is in the kept directory');
+    await recovered.stop();
   });
 });
 
