@@ -36,7 +36,7 @@ export function withoutSettings(options: readonly string[], names: readonly stri
 export function carriedIdentity(old: ServerIdentity, n: Pick<ServerIdentity, 'bindir' | 'dataDir' | 'log' | 'configFile' | 'manager'>): ServerIdentity {
   const options = withoutSettings(old.options, fileSettings);
   if (old.origins.port === 'environment (PGPORT)' && optionValue(options, 'port') === undefined) options.push('-p', String(old.port));
-  return { ...old, ...n, options };
+  return { ...old, ...n, configDir: null, options };
 }
 
 /** Where the new server will listen and why, for the plan. */

@@ -545,7 +545,8 @@ function pgUpgradeArgs(p: UpgradeParams, newPort: number, check: boolean, socket
     '-B',
     p.new.bindir,
     '-d',
-    p.old.dataDir,
+    // a configuration directory the old server runs from: pg_upgrade finds data_directory there itself (postgres -C)
+    p.old.server.configDir ?? p.old.dataDir,
     '-D',
     p.new.dataDir,
     '-p',
@@ -560,7 +561,7 @@ function pgUpgradeArgs(p: UpgradeParams, newPort: number, check: boolean, socket
     String(p.jobs),
   ];
   // the old server's other options (port, sockets) are pg_upgrade's own choice while it runs
-  if (p.old.server.configFile) args.push('-o', `-c config_file=${p.old.server.configFile}`);
+  if (p.old.server.configFile && !p.old.server.configDir) args.push('-o', `-c config_file=${p.old.server.configFile}`);
   if (p.new.configDir !== p.new.dataDir) args.push('-O', `-c config_file=${join(p.new.configDir, 'postgresql.conf')}`);
   return [...args, check ? '--check' : `--${p.mode}`];
 }

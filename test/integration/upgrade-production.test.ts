@@ -8,9 +8,21 @@
  */
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
-import { bindir, upgradeCommand, createCluster, freePort, mkdirOwned, scratchDir, stopAtTeardown, teardownAll, TestCluster } from '../helpers/testbed.js';
+import {
+  bindir,
+  upgradeCommand,
+  createCluster,
+  freePort,
+  mkdirOwned,
+  scratchDir,
+  setprivArgs,
+  stopAtTeardown,
+  teardownAll,
+  TestCluster,
+} from '../helpers/testbed.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { missingWrites, startWriter } from '../helpers/writer.js';
 import { treeSnapshot } from '../helpers/snapshot.js';
@@ -220,6 +232,55 @@ describe('pgscale upgrade: production patterns', { skip: !isRoot() && 'servers r
     assert.deepEqual(await missingWrites(recovered, on17), [], 'every write 17 acknowledged is in the kept directory');
     await recovered.stop();
   });
+  test(
+    '16 started Debian-style, `pg_ctl -D CONFDIR` (postgresql.conf sets data_directory): copy upgrade and rollback run it as it ran',
+    { timeout: 600_000 },
+    async () => {
+      // the configuration directory holds postgresql.conf, pg_hba.conf and pg_ident.conf; only data_directory points at PGDATA
+      const old = await createCluster({ version: 16, configOutside: true, start: false });
+      const confDir = dirname(old.configPath);
+      const conf = readFileSync(old.configPath, 'utf8')
+        .split('\n')
+        .filter((l) => !/^(hba_file|ident_file)\b/.test(l))
+        .join('\n');
+      writeFileSync(old.configPath, conf);
+      const startFromConfDir = () => {
+        const r = spawnSync('setpriv', setprivArgs(join(old.bindir, 'pg_ctl'), ['-D', confDir, '-w', '-l', old.logFile, 'start']), {
+          encoding: 'utf8',
+          cwd: '/',
+        });
+        assert.equal(r.status, 0, r.stderr);
+      };
+      startFromConfDir();
+      assert.ok(argvOf(pidOf(old.pgdata)).includes(confDir), 'the postmaster runs with -D CONFDIR');
+      await old.sql('create table t (id int); insert into t select generate_series(1, 1000)');
+      const work = scratchDir('pgscale-upconfdir-');
+      const stateDir = join(work, 'state');
+      const newDataDir = join(dirname(old.pgdata), 'data-17');
+
+      const dry = await runCli([...upgradeArgs(old, newDataDir, stateDir, 'copy'), '--dry-run'], { timeoutMs: TIMEOUT });
+      assert.equal(dry.code, 0, fail('dry-run', dry));
+      assert.match(dry.stdout, new RegExp(`pg_upgrade.* -d ${confDir} `), 'pg_upgrade is given the configuration directory');
+
+      const up = await runCli([...upgradeArgs(old, newDataDir, stateDir, 'copy'), '--yes', '--json'], { timeoutMs: TIMEOUT });
+      assert.equal(up.code, 0, fail('upgrade', up));
+      const next = new TestCluster(17, bindir(17), newDataDir, old.port, old.socketDir, join(dirname(newDataDir), 'new.log'));
+      assert.equal(Math.floor(Number(await next.sql('show server_version_num')) / 10000), 17);
+      assert.equal(await next.sql('select count(*) from t'), '1000');
+      // 17 runs from its own data directory with the configuration carried from CONFDIR (nothing in it names a directory)
+      assert.equal(await next.sql('show config_file'), join(newDataDir, 'postgresql.conf'));
+      assert.equal(await next.sql('show hba_file'), join(newDataDir, 'pg_hba.conf'));
+      assert.doesNotMatch(readFileSync(join(newDataDir, 'postgresql.conf'), 'utf8'), /^data_directory/m);
+
+      const rb = await runCli(['rollback', parseJson<{ run: RunReport }>(up).run.runId, '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: TIMEOUT });
+      assert.equal(rb.code, 0, fail('rollback', rb));
+      assert.equal(Math.floor(Number(await old.sql('show server_version_num')) / 10000), 16);
+      assert.ok(argvOf(pidOf(old.pgdata)).includes(confDir), `16 restarted as it ran, -D ${confDir}: ${argvOf(pidOf(old.pgdata)).join(' ')}`);
+      assert.equal(await old.sql('show config_file'), old.configPath);
+      assert.equal(await old.sql('show hba_file'), join(confDir, 'pg_hba.conf'));
+      assert.equal(await old.sql('select count(*) from t'), '1000');
+    },
+  );
 });
 
 describe('pgscale upgrade: every check before the first change', { skip: !isRoot() && 'servers run as postgres: needs root' }, () => {

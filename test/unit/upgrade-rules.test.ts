@@ -19,6 +19,7 @@ const old: ServerIdentity = {
   bindir: '/usr/lib/postgresql/16/bin',
   dataDir: '/srv/pg16',
   configFile: '/etc/pg/16/postgresql.conf',
+  configDir: null,
   options: [
     '-p',
     '5433',
