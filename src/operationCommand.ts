@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { PgscaleCommand } from './command.js';
 import { ExitCode, PgscaleError, refused } from './errors.js';
 import { startRun, resumeRun, rollbackRun, type ExecuteOptions, type RunReport } from './pipeline/execute.js';
-import { buildPlan, failedChecks, operation, type Plan } from './pipeline/plan.js';
+import { buildPlan, failedChecks, operation, type ClosingReport, type Plan } from './pipeline/plan.js';
 import { writePlanFile } from './pipeline/planFile.js';
 import { planMarkdown } from './pipeline/render.js';
 import { askToContinue, interruptSignal, progressMode } from './pipeline/session.js';
@@ -19,6 +19,8 @@ export interface OperationResult {
   applied: boolean;
   planFile?: string;
   run?: RunReport;
+  /** The operation's closing report of the run (upgrade: downtime as clients saw it, next steps). */
+  report?: ClosingReport;
 }
 
 export abstract class OperationCommand<T extends typeof Command> extends PgscaleCommand<T> {
@@ -109,7 +111,10 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       for (const w of plan.risks) this.logToStderr(`  ${w}`);
     }
     const run = await this.withInterrupts((opts) => startRun(plan, opts));
-    return { plan, applied: true, planFile, run };
+    // `upgrade` and `apply` of its plan file alike: the report closes the run's output
+    const report = operation(plan.operation).closingReport?.(run, plan.params);
+    if (report && !this.jsonEnabled()) this.log(report.text);
+    return { plan, applied: true, planFile, run, ...(report ? { report } : {}) };
   }
 
   protected resume(runId: string): Promise<RunReport> {

@@ -36,6 +36,7 @@ import { describeFailure, isRoot, type Invocation } from '../runner.js';
 import { statements } from '../sql.js';
 import { backupOperation, backupTimes } from '../backup/steps.js';
 import { migrateConfig } from './configMigration.js';
+import { upgradeReport } from './report.js';
 import { CLUSTER_FILES, manualStartConf, portHandOverBlocker, startMode, withPort, type DebianUpgrade } from './debianLayout.js';
 import type { UpgradeParams } from './params.js';
 import { rebuildStandbysStep, standbysCheckStep } from './standbys.js';
@@ -1031,7 +1032,7 @@ const startNewStep = defineStep<UpgradeParams>({
   },
   rollbackNote: (p) =>
     sharesFiles(p)
-      ? `past this point the old cluster's files are shared with the new one: rollback is refused; to go back, restore from the backup${p.backup ? ` in ${p.backup.dest} (initdb a ${p.old.major} cluster, psql -f the decompressed dumpall.sql)` : ' (none was taken: --no-backup)'}`
+      ? `past this point the old cluster's files are shared with the new one: rollback is refused; to go back, restore from the backup${p.backup ? `: \`pgscale backup restore ${p.backup.dest} --to NEW_PGDATA --bindir ${p.old.bindir}\` makes a ${p.old.major} cluster of it` : ' (none was taken: --no-backup)'}`
       : 'stop the new cluster (copy mode: the old cluster is intact and starts again)',
   estimateSeconds: () => 3,
 });
@@ -1266,6 +1267,7 @@ function configFingerprint(p: UpgradeParams): string {
 
 export const upgradeOperation = defineOperation<UpgradeParams>({
   name: 'upgrade',
+  closingReport: upgradeReport,
   // the old server, and the new one on the same socket and port once it is open
   serverAccess: (p) => p.access,
   describeTarget: (p) => ({ description: `${p.old.dataDir} (PostgreSQL ${p.old.major}, port ${p.old.port})`, lockKey: `cluster:${p.old.dataDir}` }),

@@ -258,12 +258,19 @@ describe('pgscale upgrade: production patterns', { skip: !isRoot() && 'servers r
       const stateDir = join(work, 'state');
       const newDataDir = join(dirname(old.pgdata), 'data-17');
 
-      const dry = await runCli([...upgradeArgs(old, newDataDir, stateDir, 'copy'), '--dry-run'], { timeoutMs: TIMEOUT });
+      const planFile = join(work, 'upgrade.plan.json');
+      const dry = await runCli([...upgradeArgs(old, newDataDir, stateDir, 'copy'), '--dry-run', '--plan-out', planFile], { timeoutMs: TIMEOUT });
       assert.equal(dry.code, 0, fail('dry-run', dry));
       assert.match(dry.stdout, new RegExp(`pg_upgrade.* -d ${confDir} `), 'pg_upgrade is given the configuration directory');
 
-      const up = await runCli([...upgradeArgs(old, newDataDir, stateDir, 'copy'), '--yes', '--json'], { timeoutMs: TIMEOUT });
-      assert.equal(up.code, 0, fail('upgrade', up));
+      // the reviewed plan applied in text mode, as a person runs it: the closing report ends the output
+      const up = await runCli(['apply', planFile, '--state-dir', stateDir, '--yes'], { timeoutMs: TIMEOUT });
+      assert.equal(up.code, 0, fail('apply', up));
+      assert.match(
+        up.stdout,
+        /PostgreSQL 16 → 17: completed in .*, downtime .* \(connections blocked → new accepting writes\)\nnext:\n {2}- point your service manager at PostgreSQL 17/,
+      );
+      const runId = parseJson<{ id: string }[]>(await runCli(['runs', '--state-dir', stateDir, '--json']))[0]!.id;
       const next = new TestCluster(17, bindir(17), newDataDir, old.port, old.socketDir, join(dirname(newDataDir), 'new.log'));
       assert.equal(Math.floor(Number(await next.sql('show server_version_num')) / 10000), 17);
       assert.equal(await next.sql('select count(*) from t'), '1000');
@@ -272,7 +279,7 @@ describe('pgscale upgrade: production patterns', { skip: !isRoot() && 'servers r
       assert.equal(await next.sql('show hba_file'), join(newDataDir, 'pg_hba.conf'));
       assert.doesNotMatch(readFileSync(join(newDataDir, 'postgresql.conf'), 'utf8'), /^data_directory/m);
 
-      const rb = await runCli(['rollback', parseJson<{ run: RunReport }>(up).run.runId, '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: TIMEOUT });
+      const rb = await runCli(['rollback', runId, '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: TIMEOUT });
       assert.equal(rb.code, 0, fail('rollback', rb));
       assert.equal(Math.floor(Number(await old.sql('show server_version_num')) / 10000), 16);
       assert.ok(argvOf(pidOf(old.pgdata)).includes(confDir), `16 restarted as it ran, -D ${confDir}: ${argvOf(pidOf(old.pgdata)).join(' ')}`);
