@@ -212,3 +212,25 @@ export function writesSinceOpen(opened: OpenedFacts, walBytesNow: bigint | undef
     `and clients that wrote there will find them gone. Its data directory is kept, moved aside to ${n.keptAs}-<time> (0700), not deleted`
   );
 }
+
+/** The postgresql.conf a start of this server reads: its configuration directory's, its config_file, else its data directory's. */
+export const restartConfigFile = (id: ServerIdentity): string =>
+  id.configDir ? `${id.configDir}/postgresql.conf` : (id.configFile ?? `${id.dataDir}/postgresql.conf`);
+
+/**
+ * The old server is started again by pg_upgrade and by a rollback exactly as pgscale knows it ran:
+ * when that start would find no postgresql.conf (a relative -D naming a configuration directory, a
+ * config_file pgscale cannot see), it would fail in downtime; the plan refuses it instead.
+ */
+export function restartConfigCheck(id: ServerIdentity, file: string, exists: boolean): CheckResult {
+  return exists
+    ? check.pass(
+        'old server configuration',
+        `started again (pg_upgrade, rollback) with ${file}${id.configDir ? ` (-D ${id.configDir}, its configuration directory)` : ''}`,
+      )
+    : check.fail(
+        'old server configuration',
+        `a start of the old server with what pgscale knows of it (-D ${id.configDir ?? id.dataDir}${id.configFile && !id.configDir ? `, config_file ${id.configFile}` : ''}) would find no ${file}: pg_upgrade and a rollback would fail during downtime`,
+        'restart the old server with an absolute -D (its configuration directory) or -c config_file=ABSOLUTE_PATH, then plan again',
+      );
+}

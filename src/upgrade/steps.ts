@@ -48,6 +48,8 @@ import {
   lsnBytes,
   lsnOf,
   planChecks,
+  restartConfigCheck,
+  restartConfigFile,
   withoutBlock,
   writesSinceOpen,
   type CatalogFacts,
@@ -186,6 +188,8 @@ export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise
       : check.fail('old data directory version', `PG_VERSION says ${oldVersion}, expected ${p.old.major}`),
   );
   out.push(...planChecks(await gatherPlanFacts(ctx, p, oldVersion)));
+  const restartConfig = restartConfigFile(p.old.server);
+  out.push(restartConfigCheck(p.old.server, restartConfig, existsSync(restartConfig)));
   out.push(check.info('where the new server listens', `${listeningOrigin(p.new.server)}: as the old server (${describeConfigFile(p)})`));
 
   if (postmastersOn([p.new.dataDir]).length) out.push(check.fail('new data directory', `${p.new.dataDir} belongs to a running cluster`));

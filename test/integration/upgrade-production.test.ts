@@ -10,7 +10,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import {
   bindir,
   upgradeCommand,
@@ -244,14 +244,12 @@ describe('pgscale upgrade: production patterns', { skip: !isRoot() && 'servers r
         .filter((l) => !/^(hba_file|ident_file)\b/.test(l))
         .join('\n');
       writeFileSync(old.configPath, conf);
-      const startFromConfDir = () => {
-        const r = spawnSync('setpriv', setprivArgs(join(old.bindir, 'pg_ctl'), ['-D', confDir, '-w', '-l', old.logFile, 'start']), {
-          encoding: 'utf8',
-          cwd: '/',
-        });
+      /** pg_ctl -D CONFDIR start, from a working directory (a relative -D is relative to it). */
+      const startFromConfDir = (dashD: string, cwd: string) => {
+        const r = spawnSync('setpriv', setprivArgs(join(old.bindir, 'pg_ctl'), ['-D', dashD, '-w', '-l', old.logFile, 'start']), { encoding: 'utf8', cwd });
         assert.equal(r.status, 0, r.stderr);
       };
-      startFromConfDir();
+      startFromConfDir(confDir, '/');
       assert.ok(argvOf(pidOf(old.pgdata)).includes(confDir), 'the postmaster runs with -D CONFDIR');
       await old.sql('create table t (id int); insert into t select generate_series(1, 1000)');
       const work = scratchDir('pgscale-upconfdir-');
@@ -286,6 +284,17 @@ describe('pgscale upgrade: production patterns', { skip: !isRoot() && 'servers r
       assert.equal(await old.sql('show config_file'), old.configPath);
       assert.equal(await old.sql('show hba_file'), join(confDir, 'pg_hba.conf'));
       assert.equal(await old.sql('select count(*) from t'), '1000');
+
+      // started with a relative -D, the configuration directory cannot be placed: refused in the plan, not in downtime
+      await old.stop();
+      startFromConfDir(basename(confDir), dirname(confDir));
+      const relative = await runCli([...upgradeArgs(old, join(work, 'rel', 'data-17'), stateDir, 'copy'), '--yes'], { timeoutMs: TIMEOUT });
+      assert.equal(relative.code, 3, fail('a relative -D', relative));
+      assert.match(
+        relative.stderr,
+        /old server configuration: a start of the old server .* would find no .*postgresql\.conf: pg_upgrade and a rollback would fail during downtime/,
+      );
+      assert.equal(existsSync(join(work, 'rel')), false, 'nothing was made');
     },
   );
 });

@@ -12,6 +12,8 @@ import {
   lsnBytes,
   lsnOf,
   writesSinceOpen,
+  restartConfigCheck,
+  restartConfigFile,
 } from '../../src/upgrade/rules.js';
 import { optionValue, type ServerIdentity } from '../../src/server/postgres.js';
 
@@ -173,4 +175,19 @@ test('writesSinceOpen: says plainly that writes since the open are not in the ol
   assert.match(said, /moved aside to \/srv\/d17\.rolled-back-<time> \(0700\), not deleted/);
   assert.match(writesSinceOpen({ at: 'T' }, 5n, n), /WAL position at open not recorded; now 0\/5\)/);
   assert.match(writesSinceOpen({ at: 'T', walBytesAtOpen: '5' }, undefined, n), /WAL position at open 0\/5; the current one could not be read/);
+});
+
+test('restartConfigCheck: a start that would find no postgresql.conf is refused in the plan, naming why', () => {
+  const plain = { ...old, configFile: null, configDir: null };
+  assert.equal(restartConfigFile(plain), '/srv/pg16/postgresql.conf');
+  assert.equal(restartConfigFile(old), '/etc/pg/16/postgresql.conf');
+  const fromConfDir = { ...old, configFile: '/etc/pg16/postgresql.conf', configDir: '/etc/pg16' };
+  assert.equal(restartConfigFile(fromConfDir), '/etc/pg16/postgresql.conf');
+  assert.equal(restartConfigCheck(fromConfDir, restartConfigFile(fromConfDir), true).passed, true);
+  assert.match(restartConfigCheck(fromConfDir, restartConfigFile(fromConfDir), true).detail, /-D \/etc\/pg16, its configuration directory/);
+  const missing = restartConfigCheck(plain, restartConfigFile(plain), false);
+  assert.equal(missing.passed, false);
+  assert.equal(missing.severity, 'error');
+  assert.match(missing.detail, /-D \/srv\/pg16\) would find no \/srv\/pg16\/postgresql\.conf: pg_upgrade and a rollback would fail during downtime/);
+  assert.match(missing.fix ?? '', /absolute -D/);
 });
