@@ -8,7 +8,6 @@ import { detect } from '../src/detect.js';
 import { OperationCommand, type OperationResult, planOutFlag } from '../src/operationCommand.js';
 import '../src/operations.js';
 import { decideUpgrade, type UpgradeChoices } from '../src/upgrade/decide.js';
-import { upgradeReport, type UpgradeReport } from '../src/upgrade/report.js';
 import { askUpgradeChoices } from '../src/upgrade/wizard.js';
 import { badInput } from '../src/errors.js';
 import { closeRemoteRunners, validateDestination } from '../src/remote/ssh.js';
@@ -59,7 +58,7 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
     'max-lag': Flags.integer({ summary: 'A standby lagging more than this (bytes of replay) refuses the run before downtime.', default: 16 * 1024 * 1024 }),
   };
 
-  async run(): Promise<OperationResult & { report?: UpgradeReport }> {
+  async run(): Promise<OperationResult> {
     try {
       return await this.upgrade();
     } finally {
@@ -67,7 +66,7 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
     }
   }
 
-  private async upgrade(): Promise<OperationResult & { report?: UpgradeReport }> {
+  private async upgrade(): Promise<OperationResult> {
     const f = this.flags;
     const named = (f.replica ?? []).map((v) => {
       const r = parseReplicaFlag(v);
@@ -113,11 +112,7 @@ export default class Upgrade extends OperationCommand<typeof Upgrade> {
     if (params.backup && !choices.backupTo && !f['dry-run']) mkdirSync(dirname(params.backup.dest), { recursive: true, mode: 0o700 });
     const plan = await this.planOperation('upgrade', params);
     if (this.canPrompt && !this.jsonEnabled()) this.logToStderr(configurationDiff(plan));
-    const result = await this.runPlan(plan, f['plan-out']);
-    if (!result.run) return result;
-    const report = upgradeReport(result.run, params);
-    if (!this.jsonEnabled()) this.log(report.text);
-    return { ...result, report };
+    return this.runPlan(plan, f['plan-out']);
   }
 }
 

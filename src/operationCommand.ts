@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { PgscaleCommand } from './command.js';
 import { ExitCode, PgscaleError, PlanRefused, refused } from './errors.js';
 import { startRun, resumeRun, rollbackRun, type ExecuteOptions, type RunReport } from './pipeline/execute.js';
-import { buildPlan, failedChecks, operation, type Plan } from './pipeline/plan.js';
+import { buildPlan, failedChecks, operation, type ClosingReport, type Plan } from './pipeline/plan.js';
 import { writePlanFile } from './pipeline/planFile.js';
 import { planMarkdown } from './pipeline/render.js';
 import { askToContinue, interruptSignal, progressMode } from './pipeline/session.js';
@@ -20,6 +20,8 @@ export interface OperationResult {
   applied: boolean;
   planFile?: string;
   run?: RunReport;
+  /** The operation's closing report of the run (upgrade: downtime as clients saw it, next steps). */
+  report?: ClosingReport;
 }
 
 /** --plan-out of every command that plans: a plan for review, nothing changed (init makes it a dry run). */
@@ -127,7 +129,10 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       for (const w of plan.risks) this.logToStderr(`  ${w}`);
     }
     const run = await this.withInterrupts((opts) => startRun(plan, opts));
-    return { plan, applied: true, planFile, run };
+    // `upgrade` and `apply` of its plan file alike: the report closes the run's output
+    const report = operation(plan.operation).closingReport?.(run, plan.params);
+    if (report && !this.jsonEnabled()) this.log(report.text);
+    return { plan, applied: true, planFile, run, ...(report ? { report } : {}) };
   }
 
   protected resume(runId: string): Promise<RunReport> {
@@ -151,7 +156,11 @@ export abstract class OperationCommand<T extends typeof Command> extends Pgscale
       this.log(`dry run: \`pgscale ${verb} ${report.runId}\` (${report.operation}, ${report.status}) would:`);
       for (const [i, s] of report.dryRun.entries()) this.log(`  ${i + 1}. ${s.title} (${s.id}): ${s.action}`);
       if (report.dryRun.length === 0) this.log('  nothing: no step of this run changed anything');
+      for (const w of report.warnings ?? []) this.log(w);
       this.log('nothing was changed');
+    } else if (!this.jsonEnabled()) {
+      for (const w of report.warnings ?? []) this.log(w);
+      for (const k of report.kept ?? []) this.log(`kept: ${k}`);
     }
     return report;
   }

@@ -16,7 +16,7 @@ import { parseControlData, type ControlData } from './controlData.js';
 import type { Installation } from './installations.js';
 import type { RhelClusterLayout } from './rhel.js';
 import { parsePostmasterPid, type PostmasterPid } from './postmasterPid.js';
-import { bindirOfPostmaster, optionValue, startedOptions } from '../server/postgres.js';
+import { bindirOfPostmaster, optionValue, startedConfigDir, startedOptions } from '../server/postgres.js';
 
 export type ClusterState = 'running' | 'stopped' | 'stale';
 
@@ -224,12 +224,15 @@ export async function inspectCluster(dataDirArg: string, ctx: InspectContext): P
 
   // a config_file on the command line it was started with wins over where the layout keeps it
   const startedConfig = optionValue(startedOptions(dataDir), 'config_file');
+  const configDir = startedConfigDir(dataDir);
   const configFile =
     startedConfig && existsSync(startedConfig)
       ? startedConfig
-      : ctx.layout?.kind === 'debian'
-        ? join(ctx.layout.confDir, 'postgresql.conf')
-        : join(dataDir, 'postgresql.conf');
+      : configDir
+        ? join(configDir, 'postgresql.conf')
+        : ctx.layout?.kind === 'debian'
+          ? join(ctx.layout.confDir, 'postgresql.conf')
+          : join(dataDir, 'postgresql.conf');
   let settings = new Map<string, string>();
   try {
     const entries = readConfigTree(configFile);

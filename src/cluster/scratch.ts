@@ -33,6 +33,7 @@ function privateServer(runner: Runner, bindir: string, pgdata: string, privateDi
       bindir,
       dataDir: pgdata,
       configFile: null,
+      configDir: null,
       options: [],
       port,
       socketDirs: [socket],

@@ -68,6 +68,10 @@ export interface RunReport {
   durationSeconds: number;
   /** Present only for --dry-run: what the run would do; nothing was done. */
   dryRun?: DryRunStep[];
+  /** A rollback's warnings: what undoing would lose (writes acknowledged by a cluster it stops). */
+  warnings?: string[];
+  /** What a rollback kept instead of deleting, and where. */
+  kept?: string[];
 }
 
 /** The command that continues or undoes a run, with --state-dir when the run is not in the default one. */
@@ -75,7 +79,12 @@ export function runCommandLine(verb: 'resume' | 'rollback', runId: string, state
   return `pgscale ${verb} ${runId}${stateDir === defaultStateDir() ? '' : ` --state-dir ${stateDir}`}`;
 }
 
-function report(state: Pick<RunState, 'id' | 'dir' | 'plan' | 'status' | 'steps' | 'outputs'>, started: number, dryRun?: DryRunStep[]): RunReport {
+function report(
+  state: Pick<RunState, 'id' | 'dir' | 'plan' | 'status' | 'steps' | 'outputs'> & { kept?: string[] },
+  started: number,
+  dryRun?: DryRunStep[],
+  warnings: string[] = [],
+): RunReport {
   return {
     runId: state.id,
     runDir: state.dir,
@@ -85,6 +94,8 @@ function report(state: Pick<RunState, 'id' | 'dir' | 'plan' | 'status' | 'steps'
     outputs: Object.fromEntries(state.outputs),
     durationSeconds: Math.round((performance.now() - started) / 100) / 10,
     ...(dryRun ? { dryRun } : {}),
+    ...(warnings.length ? { warnings } : {}),
+    ...(state.kept?.length ? { kept: state.kept } : {}),
   };
 }
 
@@ -194,6 +205,16 @@ function segments(steps: readonly PlannedStep[], askAt: PlannedStep | undefined)
     out[out.length - 1]!.push(s);
   }
   return out;
+}
+
+/**
+ * The rule every entry point (start, resume, rollback) answers to, as the README states it: what
+ * takes a cluster down, passes a point of no return or discards anything needs a "yes" at a
+ * terminal or --yes; with neither it is refused before anything changes (exit 3).
+ */
+function refuseUnconfirmable(subject: string, opts: ExecuteOptions, why = ''): void {
+  if (!opts.assumeYes && !opts.confirm)
+    throw refused(`${subject} needs confirmation and nobody can be asked: nothing was done${why ? `\n${why}` : ''}`, 'run it at a terminal, or pass --yes');
 }
 
 async function confirmStep(step: PlannedStep, steps: readonly PlannedStep[], opts: ExecuteOptions): Promise<void> {
@@ -428,9 +449,7 @@ const beforeDowntime = (state: RunState): boolean => !touchedSteps(state).some((
 /** A confirmation nobody can give (no TTY, no --yes) is known before the first step: refuse then, not after work that must be undone. */
 function assertConfirmable(steps: readonly PlannedStep[], pending: (s: PlannedStep) => boolean, opts: ExecuteOptions): void {
   const askAt = confirmationStep(steps.filter(pending));
-  if (askAt && !opts.assumeYes && !opts.confirm) {
-    throw refused(`"${askAt.title}" needs confirmation and nobody can be asked: nothing was done`, 'run it at a terminal, or pass --yes');
-  }
+  if (askAt) refuseUnconfirmable(`"${askAt.title}"`, opts);
 }
 
 /** Another pgscale holding the plan's cluster on its server, for a dry run (which takes no lock). */
@@ -506,8 +525,9 @@ async function undoSteps(state: RunState, undo: readonly PlannedStep[], opts: Ex
         if (opts.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
         await holdServer();
         const def = stepDefinition(step.kind);
+        let kept: string | void;
         try {
-          await def.rollback?.(
+          kept = await def.rollback?.(
             {
               runner: opts.runner,
               audit: opts.audit,
@@ -523,13 +543,36 @@ async function undoSteps(state: RunState, undo: readonly PlannedStep[], opts: Ex
           appendEvent(state.dir, { type: 'rollback-failed', step: step.id, error: (e as Error).message });
           throw new PgscaleError(`rollback of "${step.title}" failed: ${(e as Error).message}`, ExitCode.FailedAfterChange, step.rollback);
         }
-        appendEvent(state.dir, { type: 'step-rolled-back', step: step.id });
+        appendEvent(state.dir, { type: 'step-rolled-back', step: step.id, ...(kept ? { kept } : {}) });
         state.steps.set(step.id, 'rolled-back');
+        if (kept) task.title = `undo: ${step.title} — ${kept}`;
       },
     })),
     opts.progress,
   );
   appendEvent(state.dir, { type: 'rollback-done' });
+}
+
+/** A context for the read-only questions asked of a run's steps before a rollback (refusal, losses). */
+const probeContext = (state: RunState, opts: ExecuteOptions): StepContext => ({
+  runner: opts.runner,
+  audit: opts.audit,
+  signal: opts.signal,
+  progress: { message: () => undefined, bytes: () => undefined },
+  outputs: state.outputs,
+  runDir: state.dir,
+  trackProcess: () => undefined,
+});
+
+/** What undoing these steps would lose, each in plain words with its facts. */
+async function rollbackLosses(state: RunState, undo: readonly PlannedStep[], opts: ExecuteOptions): Promise<string[]> {
+  const probe = probeContext(state, opts);
+  const out: string[] = [];
+  for (const step of undo) {
+    const lost = await stepDefinition(step.kind).rollbackLoses?.(probe, step.params);
+    if (lost) out.push(lost);
+  }
+  return out;
 }
 
 /**
@@ -544,15 +587,7 @@ async function rollbackRefusal(state: RunState, opts: ExecuteOptions): Promise<{
   const pastNoReturn = touched.find((s) => s.pointOfNoReturn && state.steps.get(s.id) === 'done');
   if (pastNoReturn)
     return { message: `run ${state.id} is past its point of no return ("${pastNoReturn.title}"): it cannot be rolled back`, hint: hintFor(pastNoReturn) };
-  const probe: StepContext = {
-    runner: opts.runner,
-    audit: opts.audit,
-    signal: opts.signal,
-    progress: { message: () => undefined, bytes: () => undefined },
-    outputs: state.outputs,
-    runDir: state.dir,
-    trackProcess: () => undefined,
-  };
+  const probe = probeContext(state, opts);
   for (const step of [...touched].reverse()) {
     const why = await stepDefinition(step.kind).refusesRollback?.(probe, step.params);
     if (why) return { message: `run ${state.id} cannot be rolled back: ${why}`, hint: hintFor(step) };
@@ -578,6 +613,7 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
   const refusal = await rollbackRefusal(state, opts);
   if (refusal) throw refused(refusal.message, refusal.hint);
   const undo = [...touchedSteps(state)].reverse();
+  const losses = (await rollbackLosses(state, undo, opts)).map((l) => `WARNING: ${l}`);
   if (opts.dryRun) {
     const conflict = lockConflict(runLockKey(state.plan), runId) ?? (await serverConflict(state.plan, opts));
     if (conflict) throw conflict;
@@ -585,7 +621,21 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
       state,
       performance.now(),
       undo.map((s) => ({ id: s.id, title: s.title, action: `undo: ${s.rollback}` })),
+      losses,
     );
+  }
+  // undoing a step that took the cluster down takes it down again (the new server stops, the old one restarts)
+  const down = undo.filter((s) => s.downtime || s.pointOfNoReturn);
+  if (down.length || losses.length) {
+    const why = [down.length ? `undoing "${down[0]!.title}"${down.length > 1 ? ` and ${down.length - 1} more` : ''} takes the cluster down` : '', ...losses]
+      .filter(Boolean)
+      .join('\n');
+    refuseUnconfirmable(`the rollback of run ${runId}`, opts, why);
+    if (!opts.assumeYes) {
+      const steps = undo.map((s, i) => `  ${i + 1}. undo: ${s.title} — ${s.rollback}`).join('\n');
+      if (!(await opts.confirm!(`Rollback of run ${runId} (${state.plan.operation}, ${state.status}):\n${steps}\n${why}\nContinue?`)))
+        throw refused('not confirmed: nothing was undone', `\`${runCommandLine('rollback', runId, opts.stateDir)}\` asks again`);
+    }
   }
   const serverLock = await takeLocks(state.plan, runId, opts, runId);
   await killOrphans(state.orphans);
@@ -605,5 +655,5 @@ export async function rollbackRun(runId: string, opts: ExecuteOptions): Promise<
     await serverLock?.release();
   }
   releaseLock(runLockKey(state.plan), runId);
-  return report(readRun(opts.stateDir, runId), started);
+  return report(readRun(opts.stateDir, runId), started, undefined, losses);
 }

@@ -24,7 +24,7 @@ export type JournalEvent =
   | { type: 'run-failed'; error: string }
   | { type: 'run-done' }
   | { type: 'rollback-started'; pid: number }
-  | { type: 'step-rolled-back'; step: string }
+  | { type: 'step-rolled-back'; step: string; kept?: string }
   | { type: 'rollback-failed'; step: string; error: string }
   | { type: 'rollback-done' };
 
@@ -43,6 +43,8 @@ export interface RunState {
   outputs: Map<string, JsonObject>;
   /** Process groups started by steps that did not finish. */
   orphans: number[];
+  /** What undone steps kept instead of deleting (e.g. a data directory moved aside), and where. */
+  kept: string[];
   /** Journal lines that are not JSON, by line number (1-based): shown by `pgscale runs`, never silently dropped. */
   corruptLines: number[];
 }
@@ -149,6 +151,7 @@ export function readRun(stateDir: string, id: string): RunState {
   const steps = new Map<string, StepState>(plan.steps.map((s) => [s.id, 'pending']));
   const outputs = new Map<string, JsonObject>();
   const processes = new Map<string, number[]>();
+  const kept: string[] = [];
   let status: RunStatus = 'killed';
   for (const e of events) {
     switch (e.type) {
@@ -187,6 +190,7 @@ export function readRun(stateDir: string, id: string): RunState {
         break;
       case 'step-rolled-back':
         steps.set(e.step, 'rolled-back');
+        if (e.kept) kept.push(e.kept);
         break;
       case 'rollback-failed':
         status = 'rollback-failed';
@@ -201,7 +205,7 @@ export function readRun(stateDir: string, id: string): RunState {
   const live = lock?.runId === id && processAlive(lock.pid, lock.start);
   if (events.length === 0) status = live ? 'running' : 'killed';
   else if ((status === 'running' || status === 'rolling-back') && !live) status = status === 'running' ? 'killed' : 'rollback-failed';
-  return { id, dir, plan, events, status, steps, outputs, orphans: [...processes.values()].flat(), corruptLines };
+  return { id, dir, plan, events, status, steps, outputs, orphans: [...processes.values()].flat(), kept, corruptLines };
 }
 
 /** A run directory as `pgscale runs` shows it: the run, or why it cannot be read. */

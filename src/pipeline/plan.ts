@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type { ClusterAccess } from '../cluster/access.js';
 import { join } from 'node:path';
+import type { RunReport } from './execute.js';
 import { flag, stepDefinition, type CheckResult, type Json, type JsonObject, type PlannedAction, type StepContext, type StepData } from './step.js';
 
 export const planFormat = 'pgscale-plan/1';
@@ -49,6 +50,12 @@ export interface Operation<P extends JsonObject = JsonObject> {
   summary(params: P): string;
   steps(params: P): StepData[];
   fingerprint(ctx: StepContext, params: P): Promise<Fingerprint>;
+  /** What a person reads once a run of it ends (text), with the same facts as data for --json: printed after the run, however it was started. */
+  closingReport?(run: RunReport, params: P): ClosingReport;
+}
+
+export interface ClosingReport extends JsonObject {
+  text: string;
 }
 
 const operations = new Map<string, Operation>();

@@ -86,8 +86,14 @@ export interface StepDefinition<P extends JsonObject = JsonObject> {
   verify(ctx: StepContext, params: P): Promise<VerifyResult>;
   /** Why undoing this step now would do harm (checked for every step before a rollback changes anything); undefined when it may be undone. */
   refusesRollback?(ctx: StepContext, params: P): Promise<string | undefined>;
-  /** Undo; absent when a step cannot be undone. */
-  rollback?(ctx: StepContext, params: P): Promise<void>;
+  /**
+   * What undoing this step now would lose (writes the cluster acknowledged since it opened), in
+   * plain words with the facts: shown in the rollback's plan and at its prompt, and it makes the
+   * rollback need a "yes". Undefined when nothing would be lost.
+   */
+  rollbackLoses?(ctx: StepContext, params: P): Promise<string | undefined>;
+  /** Undo; absent when a step cannot be undone. Returns what it kept instead of deleting, and where (for the report). */
+  rollback?(ctx: StepContext, params: P): Promise<string | void>;
   /** How the step is undone, in words, for the plan. */
   rollbackNote(params: P): string;
   /** Expected duration in seconds, for the plan's downtime estimate. */

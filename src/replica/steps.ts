@@ -147,6 +147,7 @@ export function standbyIdentity(
     bindir: p.replicaBindir,
     dataDir: p.replicaDir,
     configFile: null,
+    configDir: null,
     // the copied postgresql.conf is the primary's: port, sockets and addresses are the standby's own
     options: ['-c', `port=${p.replicaPort}`, '-c', `unix_socket_directories=${p.replicaSocketDir}`, '-c', `listen_addresses=${listen}`],
     port: p.replicaPort,
@@ -808,6 +809,7 @@ const standbyOf = (ctx: StepContext, p: ReplicaRemoveParams) =>
       bindir: p.replicaBindir,
       dataDir: p.replicaDir,
       configFile: null,
+      configDir: null,
       options: [],
       port: 0,
       socketDirs: [],

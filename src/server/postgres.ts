@@ -7,7 +7,7 @@
  * Every program runs through a Runner: a local one, or one that reaches another host over ssh.
  */
 import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { ExitCode, PgscaleError } from '../errors.js';
 import { lastValues, readConfigTree } from '../config/parse.js';
 import { serverLogPath } from '../cluster/serverLog.js';
@@ -45,6 +45,13 @@ export interface ServerIdentity extends JsonObject {
   dataDir: string;
   /** config_file when it lives outside the data directory (Debian's /etc/postgresql), else null. */
   configFile: string | null;
+  /**
+   * The directory -D named when it is not the data directory: a configuration directory whose
+   * postgresql.conf sets data_directory (PostgreSQL's "File Locations"; its pg_hba.conf and
+   * pg_ident.conf are found there by default). The server is started with -D this directory, as
+   * it ran; null when -D is the data directory.
+   */
+  configDir: string | null;
   /** The postmaster's options after the program, -D DIR removed: given again at every start. */
   options: string[];
   port: number;
@@ -197,7 +204,8 @@ export function startOptions(id: ServerIdentity, opts: StartOptions = {}): strin
   const out = [...id.options];
   // a port taken from PGPORT in the server's environment would not survive a start from pgscale's
   if (id.origins.port === 'environment (PGPORT)' && optionValue(out, 'port') === undefined) out.push('-p', String(id.port));
-  if (id.configFile && optionValue(out, 'config_file') === undefined) out.push('-c', `config_file=${id.configFile}`);
+  // a configuration directory given as -D names its postgresql.conf itself
+  if (id.configFile && !id.configDir && optionValue(out, 'config_file') === undefined) out.push('-c', `config_file=${id.configFile}`);
   if (opts.privateSocketDir) out.push('-c', 'listen_addresses=', '-c', `unix_socket_directories=${opts.privateSocketDir}`);
   for (const [k, v] of Object.entries(opts.settings ?? {})) out.push('-c', `${k}=${v}`);
   return onePerSetting(out);
@@ -243,7 +251,7 @@ export class PostgresServer {
       const settings = Object.entries(opts.settings ?? {}).flatMap(([k, v]) => ['-o', pgCtlOptionString(['-c', `${k}=${v}`])]);
       return this.clusterInvocation([...settings, String(m.version), m.cluster, 'start'], opts.signal);
     }
-    const args = ['start', '-D', this.id.dataDir, '-w', '-t', String(opts.timeoutSeconds ?? DEFAULT_TIMEOUT), '-l', this.id.log];
+    const args = ['start', '-D', this.id.configDir ?? this.id.dataDir, '-w', '-t', String(opts.timeoutSeconds ?? DEFAULT_TIMEOUT), '-l', this.id.log];
     const options = startOptions(this.id, opts);
     if (options.length) args.push('-o', pgCtlOptionString(options));
     return this.invocation('pg_ctl', args, { signal: opts.signal });
@@ -401,6 +409,21 @@ export function listeningNow(dataDir: string): { port: number | null; socketDir:
   };
 }
 
+/**
+ * The configuration directory a postmaster was started with (-D DIR, DIR not the data directory,
+ * DIR/postgresql.conf present); undefined when -D named the data directory. A relative -D cannot
+ * be placed (it was relative to its starter's directory): taken as the data directory.
+ */
+function configDirArg(dataDir: string, argv: readonly string[] | undefined): string | undefined {
+  const dir = dataDirArg((argv ?? []).slice(1));
+  if (!dir || !isAbsolute(dir)) return undefined;
+  const real = (d: string) => readOr(() => realpathSync(d), resolve(d));
+  return real(dir) !== real(dataDir) && existsSync(join(dir, 'postgresql.conf')) ? resolve(dir) : undefined;
+}
+
+/** The configuration directory a data directory's postmaster was started with (see configDirArg), if any. */
+export const startedConfigDir = (dataDir: string): string | undefined => configDirArg(dataDir, startFacts(dataDir).argv);
+
 /** A pid is this data directory's postmaster: a postgres process whose cwd is the data directory. */
 export function postmasterServes(pid: number, dataDir: string): boolean {
   const comm = readOr(() => readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), undefined);
@@ -432,11 +455,13 @@ export function gatherIdentity(input: GatherIdentityInput): ServerIdentity {
   const facts = startFacts(input.dataDir);
   const options = withoutDataDir((facts.argv ?? []).slice(1));
   const judged = judgeListening({ options, env: facts.env, configured: input.configured, running: facts.pidFile && facts.argv ? facts.pidFile : undefined });
-  const configFile = optionValue(options, 'config_file') ?? input.configFile;
+  const configDir = configDirArg(input.dataDir, facts.argv);
+  const configFile = optionValue(options, 'config_file') ?? (configDir ? join(configDir, 'postgresql.conf') : input.configFile);
   return {
     bindir: input.bindir,
     dataDir: input.dataDir,
     configFile,
+    configDir: configDir ?? null,
     options,
     port: judged.port,
     socketDirs: judged.socketDirs,
@@ -492,7 +517,8 @@ export function describeListening(id: ServerIdentity): string {
 /** For a plan: where the server listens (and why), the options it is started with, its config_file. */
 export function describeStart(id: ServerIdentity): string {
   const managed = id.manager.kind === 'pg_ctlcluster' ? `; started and stopped with pg_ctlcluster ${id.manager.version} ${id.manager.cluster}` : '';
-  return `${describeListening(id)}; options ${id.options.join(' ') || '(none besides -D)'}${id.configFile ? `; config_file ${id.configFile}` : ''}${managed}`;
+  const config = id.configDir ? `; -D ${id.configDir} (configuration directory)` : id.configFile ? `; config_file ${id.configFile}` : '';
+  return `${describeListening(id)}; options ${id.options.join(' ') || '(none besides -D)'}${config}${managed}`;
 }
 
 /** A postmaster found running on a data directory, however it was started (pg_ctl detaches servers). */

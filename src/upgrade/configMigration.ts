@@ -45,6 +45,24 @@ export interface MigrationInput {
 
 const pathSettings = ['data_directory', 'hba_file', 'ident_file', 'external_pid_file'];
 
+/**
+ * Why a file setting is left out of a new configuration that lives inside its own data directory:
+ * the server finds that file there by itself, and every physical copy of the cluster (a replica, a
+ * restored backup) carries the configuration along, so a path written here would send the copy to
+ * the original's files. data_directory is never needed there; hba_file and ident_file only when
+ * they name another place. Undefined when the setting must be written.
+ */
+export function impliedByLocation(name: string, newValue: string, input: Pick<MigrationInput, 'newConfigDir' | 'newDataDir'>): string | undefined {
+  if (resolve(input.newConfigDir) !== resolve(input.newDataDir)) return undefined;
+  if (name === 'data_directory')
+    return 'the configuration lives in the data directory: a physical copy (replica, restored backup) must not be sent to this one';
+  const defaults: Record<string, string> = { hba_file: 'pg_hba.conf', ident_file: 'pg_ident.conf' };
+  const standard = defaults[name];
+  return standard && resolve(newValue) === join(resolve(input.newDataDir), standard)
+    ? `${standard} in the data directory is where the server looks by default (a physical copy reads its own)`
+    : undefined;
+}
+
 /** Rewrites one file's text; returns the new text, notes, and relative includes to carry along. */
 export interface IncludeRef {
   kind: 'file' | 'dir';
@@ -68,21 +86,25 @@ export function migrateConfigText(
       includes.push({ kind: entry.name === 'include_dir' ? 'dir' : 'file', path: entry.value });
       continue;
     }
-    if (pathSettings.includes(entry.name) && resolve(input.oldConfigDir, entry.value).startsWith(resolve(input.oldDataDir))) {
-      const moved = join(input.newDataDir, relative(input.oldDataDir, resolve(input.oldConfigDir, entry.value)));
-      lines[i] = `${entry.name} = '${moved}'\t# pgscale: was '${entry.value}' (old data directory)`;
-      notes.push(`${entry.name}: now ${moved}`);
+    const path = pathSettings.includes(entry.name) ? resolve(input.oldConfigDir, entry.value) : undefined;
+    // hba_file and friends in a configuration directory of their own (/etc/postgresql/16/main) go to the new one
+    const moved =
+      path === undefined
+        ? undefined
+        : path.startsWith(resolve(input.oldDataDir))
+          ? { to: join(input.newDataDir, relative(input.oldDataDir, path)), was: 'old data directory' }
+          : input.oldConfigDir !== input.oldDataDir && isInside(path, input.oldConfigDir)
+            ? { to: join(input.newConfigDir, relative(input.oldConfigDir, path)), was: 'old configuration directory' }
+            : undefined;
+    const implied = moved ? impliedByLocation(entry.name, moved.to, input) : undefined;
+    if (implied) {
+      lines[i] = `#${original}\t# pgscale: not carried, ${implied}`;
+      notes.push(`${entry.name} not carried: ${implied}`);
       continue;
     }
-    // hba_file and friends in a configuration directory of their own (/etc/postgresql/16/main) go to the new one
-    if (
-      pathSettings.includes(entry.name) &&
-      input.oldConfigDir !== input.oldDataDir &&
-      isInside(resolve(input.oldConfigDir, entry.value), input.oldConfigDir)
-    ) {
-      const moved = join(input.newConfigDir, relative(input.oldConfigDir, resolve(input.oldConfigDir, entry.value)));
-      lines[i] = `${entry.name} = '${moved}'\t# pgscale: was '${entry.value}' (old configuration directory)`;
-      notes.push(`${entry.name}: now ${moved}`);
+    if (moved) {
+      lines[i] = `${entry.name} = '${moved.to}'\t# pgscale: was '${entry.value}' (${moved.was})`;
+      notes.push(`${entry.name}: now ${moved.to}`);
       continue;
     }
     const layout = input.debian ? layoutValue(input.debian, entry.name, entry.value) : undefined;

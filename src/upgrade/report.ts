@@ -1,13 +1,13 @@
 /** What a DBA reads at the end of an upgrade: measured downtime, what happened to each standby, and what to do next. */
 import { formatDuration } from '../format.js';
 import type { RunReport } from '../pipeline/execute.js';
+import type { ClosingReport } from '../pipeline/plan.js';
 import type { UpgradeParams } from './params.js';
 import { commandFor, readRecord, type StandbyRecord } from './standbys.js';
 
-export interface UpgradeReport {
+export interface UpgradeReport extends ClosingReport {
   downtimeSeconds: number | null;
   nextSteps: string[];
-  text: string;
 }
 
 export function upgradeReport(run: RunReport, p: UpgradeParams): UpgradeReport {

@@ -36,7 +36,7 @@ export function withoutSettings(options: readonly string[], names: readonly stri
 export function carriedIdentity(old: ServerIdentity, n: Pick<ServerIdentity, 'bindir' | 'dataDir' | 'log' | 'configFile' | 'manager'>): ServerIdentity {
   const options = withoutSettings(old.options, fileSettings);
   if (old.origins.port === 'environment (PGPORT)' && optionValue(options, 'port') === undefined) options.push('-p', String(old.port));
-  return { ...old, ...n, options };
+  return { ...old, ...n, configDir: null, options };
 }
 
 /** Where the new server will listen and why, for the plan. */
@@ -179,4 +179,58 @@ export function catalogDifferences(before: CatalogFacts, after: CatalogFacts): s
     for (const rel of Object.keys(now)) if (!(rel in rels)) diffs.push(`${dbname}.${rel}: new`);
   }
   return diffs;
+}
+
+/** A WAL location ("16/B374D848") as bytes since 0/0, and back. */
+export const lsnBytes = (lsn: string): bigint => {
+  const [hi, lo] = lsn.split('/');
+  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
+};
+export const lsnOf = (bytes: bigint): string => `${(bytes >> 32n).toString(16).toUpperCase()}/${(bytes & 0xffffffffn).toString(16).toUpperCase()}`;
+
+/** When the new cluster let clients in, and its WAL position then (absent when a kill came before it was read). */
+export interface OpenedFacts {
+  at: string;
+  walBytesAtOpen?: string;
+}
+
+/**
+ * What rolling back loses once the new cluster has served clients: every write it acknowledged
+ * since it opened, said plainly with the WAL written since (its position now: undefined when it
+ * cannot be read). The new data directory is kept (moved aside), never deleted.
+ */
+export function writesSinceOpen(opened: OpenedFacts, walBytesNow: bigint | undefined, n: { major: number; oldMajor: number; keptAs: string }): string {
+  const atOpen = opened.walBytesAtOpen === undefined ? undefined : BigInt(opened.walBytesAtOpen);
+  const wal =
+    atOpen === undefined
+      ? `WAL position at open not recorded${walBytesNow === undefined ? '' : `; now ${lsnOf(walBytesNow)}`}`
+      : walBytesNow === undefined
+        ? `WAL position at open ${lsnOf(atOpen)}; the current one could not be read`
+        : `WAL at open ${lsnOf(atOpen)}, now ${lsnOf(walBytesNow)}: ${walBytesNow - atOpen} bytes written since`;
+  return (
+    `the new ${n.major} cluster has been open to clients since ${opened.at} (${wal}): writes made on it since it opened are NOT in the old ${n.oldMajor} cluster, ` +
+    `and clients that wrote there will find them gone. Its data directory is kept, moved aside to ${n.keptAs}-<time> (0700), not deleted`
+  );
+}
+
+/** The postgresql.conf a start of this server reads: its configuration directory's, its config_file, else its data directory's. */
+export const restartConfigFile = (id: ServerIdentity): string =>
+  id.configDir ? `${id.configDir}/postgresql.conf` : (id.configFile ?? `${id.dataDir}/postgresql.conf`);
+
+/**
+ * The old server is started again by pg_upgrade and by a rollback exactly as pgscale knows it ran:
+ * when that start would find no postgresql.conf (a relative -D naming a configuration directory, a
+ * config_file pgscale cannot see), it would fail in downtime; the plan refuses it instead.
+ */
+export function restartConfigCheck(id: ServerIdentity, file: string, exists: boolean): CheckResult {
+  return exists
+    ? check.pass(
+        'old server configuration',
+        `started again (pg_upgrade, rollback) with ${file}${id.configDir ? ` (-D ${id.configDir}, its configuration directory)` : ''}`,
+      )
+    : check.fail(
+        'old server configuration',
+        `a start of the old server with what pgscale knows of it (-D ${id.configDir ?? id.dataDir}${id.configFile && !id.configDir ? `, config_file ${id.configFile}` : ''}) would find no ${file}: pg_upgrade and a rollback would fail during downtime`,
+        'restart the old server with an absolute -D (its configuration directory) or -c config_file=ABSOLUTE_PATH, then plan again',
+      );
 }

@@ -36,11 +36,25 @@ import { describeFailure, isRoot, type Invocation } from '../runner.js';
 import { statements } from '../sql.js';
 import { backupOperation, backupTimes } from '../backup/steps.js';
 import { migrateConfig } from './configMigration.js';
+import { upgradeReport } from './report.js';
 import { CLUSTER_FILES, manualStartConf, portHandOverBlocker, startMode, withPort, type DebianUpgrade } from './debianLayout.js';
 import type { UpgradeParams } from './params.js';
 import { rebuildStandbysStep, standbysCheckStep } from './standbys.js';
 import { rsyncStepsAfter } from './standbysRsync.js';
-import { blockedHba, catalogDifferences, listeningOrigin, planChecks, withoutBlock, type CatalogFacts } from './rules.js';
+import {
+  blockedHba,
+  catalogDifferences,
+  listeningOrigin,
+  lsnBytes,
+  lsnOf,
+  planChecks,
+  restartConfigCheck,
+  restartConfigFile,
+  withoutBlock,
+  writesSinceOpen,
+  type CatalogFacts,
+  type OpenedFacts,
+} from './rules.js';
 
 const owner = (p: UpgradeParams) => osUserOf({ ...p.access, runAs: p.old.owner })!;
 const bin = (dir: string, program: string) => join(dir, program);
@@ -174,6 +188,8 @@ export async function upgradeChecks(ctx: StepContext, p: UpgradeParams): Promise
       : check.fail('old data directory version', `PG_VERSION says ${oldVersion}, expected ${p.old.major}`),
   );
   out.push(...planChecks(await gatherPlanFacts(ctx, p, oldVersion)));
+  const restartConfig = restartConfigFile(p.old.server);
+  out.push(restartConfigCheck(p.old.server, restartConfig, existsSync(restartConfig)));
   out.push(check.info('where the new server listens', `${listeningOrigin(p.new.server)}: as the old server (${describeConfigFile(p)})`));
 
   if (postmastersOn([p.new.dataDir]).length) out.push(check.fail('new data directory', `${p.new.dataDir} belongs to a running cluster`));
@@ -390,13 +406,35 @@ const initdbStep = defineStep<UpgradeParams>({
   async rollback(ctx, p) {
     await serverOf(ctx, p, 'new').stop();
     if (postmastersOn([p.new.dataDir]).length) await stopLeftovers(ctx, p);
-    rmSync(p.new.dataDir, { recursive: true, force: true });
-    if (p.new.waldir) rmSync(p.new.waldir, { recursive: true, force: true });
+    const kept = existsSync(openedMarker(p)) ? keepAside(p) : undefined;
+    if (!kept) {
+      rmSync(p.new.dataDir, { recursive: true, force: true });
+      if (p.new.waldir) rmSync(p.new.waldir, { recursive: true, force: true });
+    }
     rmSync(p.workDir, { recursive: true, force: true });
+    return kept;
   },
-  rollbackNote: (p) => `remove ${p.new.dataDir}${p.new.waldir ? ` and ${p.new.waldir}` : ''}`,
+  rollbackNote: (p) =>
+    `remove ${p.new.dataDir}${p.new.waldir ? ` and ${p.new.waldir}` : ''}; once clients could reach the new cluster, it is moved aside to ${p.new.dataDir}.rolled-back-<time> instead (its acknowledged writes stay recoverable)`,
   estimateSeconds: () => 5,
 });
+
+/** Set when the new cluster is about to let clients in: from then on, a rollback keeps its data (moved aside), never deletes it. */
+const openedMarker = (p: UpgradeParams) => join(p.workDir, 'opened.json');
+const readOpened = (p: UpgradeParams): OpenedFacts | undefined =>
+  existsSync(openedMarker(p)) ? (JSON.parse(readFileSync(openedMarker(p), 'utf8')) as OpenedFacts) : undefined;
+
+/**
+ * Moves the data directory of a new cluster that has served clients aside, 0700, so that the writes
+ * it acknowledged stay recoverable; a WAL directory of its own stays where it is (the moved
+ * directory's pg_wal link still names it). Returns what was kept, and where, for the report.
+ */
+function keepAside(p: UpgradeParams): string {
+  const aside = `${p.new.dataDir}.rolled-back-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  renameSync(p.new.dataDir, aside);
+  chmodSync(aside, 0o700);
+  return `the ${p.new.major} cluster served clients: its data directory is moved aside to ${aside} (0700), not deleted${p.new.waldir ? `; its WAL stays in ${p.new.waldir}` : ''}; writes made there since it opened are recoverable from it`;
+}
 
 /** postgresql-common's tools must be there to run both clusters, and the old cluster's new port free. */
 async function debianChecks(p: UpgradeParams): Promise<CheckResult[]> {
@@ -512,7 +550,8 @@ function pgUpgradeArgs(p: UpgradeParams, newPort: number, check: boolean, socket
     '-B',
     p.new.bindir,
     '-d',
-    p.old.dataDir,
+    // a configuration directory the old server runs from: pg_upgrade finds data_directory there itself (postgres -C)
+    p.old.server.configDir ?? p.old.dataDir,
     '-D',
     p.new.dataDir,
     '-p',
@@ -527,7 +566,7 @@ function pgUpgradeArgs(p: UpgradeParams, newPort: number, check: boolean, socket
     String(p.jobs),
   ];
   // the old server's other options (port, sockets) are pg_upgrade's own choice while it runs
-  if (p.old.server.configFile) args.push('-o', `-c config_file=${p.old.server.configFile}`);
+  if (p.old.server.configFile && !p.old.server.configDir) args.push('-o', `-c config_file=${p.old.server.configFile}`);
   if (p.new.configDir !== p.new.dataDir) args.push('-O', `-c config_file=${join(p.new.configDir, 'postgresql.conf')}`);
   return [...args, check ? '--check' : `--${p.mode}`];
 }
@@ -1000,7 +1039,7 @@ const startNewStep = defineStep<UpgradeParams>({
   },
   rollbackNote: (p) =>
     sharesFiles(p)
-      ? `past this point the old cluster's files are shared with the new one: rollback is refused; to go back, restore from the backup${p.backup ? ` in ${p.backup.dest} (initdb a ${p.old.major} cluster, psql -f the decompressed dumpall.sql)` : ' (none was taken: --no-backup)'}`
+      ? `past this point the old cluster's files are shared with the new one: rollback is refused; to go back, restore from the backup${p.backup ? `: \`pgscale backup restore ${p.backup.dest} --to NEW_PGDATA --bindir ${p.old.bindir}\` makes a ${p.old.major} cluster of it` : ' (none was taken: --no-backup)'}`
       : 'stop the new cluster (copy mode: the old cluster is intact and starts again)',
   estimateSeconds: () => 3,
 });
@@ -1021,6 +1060,8 @@ const openStep = defineStep<UpgradeParams>({
   },
   async apply(ctx, p) {
     const server = serverOf(ctx, p, 'new');
+    // from here clients may write to the new cluster: a rollback must keep what they wrote
+    if (!existsSync(openedMarker(p))) writeFileAtomic(openedMarker(p), JSON.stringify({ at: new Date().toISOString() } satisfies OpenedFacts));
     if (!(await server.ready())) {
       await server.stop();
       await liftBlock(ctx, p);
@@ -1028,7 +1069,13 @@ const openStep = defineStep<UpgradeParams>({
     }
     await liftBlock(ctx, p);
     await withDb(ctx, p.access, (db) => db.query(statements.writeProbe()));
-    return { acceptingWritesAt: new Date().toISOString() };
+    const opened = readOpened(p)!;
+    if (opened.walBytesAtOpen === undefined) {
+      const [wal] = await withDb(ctx, p.access, (db) => db.query(statements.walPosition()));
+      if (wal?.wal_bytes) writeFileAtomic(openedMarker(p), JSON.stringify({ ...opened, walBytesAtOpen: wal.wal_bytes } satisfies OpenedFacts));
+    }
+    const atOpen = readOpened(p)!.walBytesAtOpen;
+    return { acceptingWritesAt: new Date().toISOString(), openedAt: opened.at, ...(atOpen ? { lsnAtOpen: lsnOf(BigInt(atOpen)) } : {}) };
   },
   async verify(ctx, p) {
     if (!(await serverOf(ctx, p, 'new').isRunning())) return { ok: false, detail: 'new cluster not running' };
@@ -1042,13 +1089,34 @@ const openStep = defineStep<UpgradeParams>({
       return { ok: false, detail: (e as Error).message };
     }
   },
+  async rollbackLoses(ctx, p) {
+    const opened = readOpened(p);
+    if (!opened) return undefined;
+    return writesSinceOpen(opened, await newWalPosition(ctx, p), { major: p.new.major, oldMajor: p.old.major, keptAs: `${p.new.dataDir}.rolled-back` });
+  },
   async rollback(ctx, p) {
     await serverOf(ctx, p, 'new').stop();
   },
   rollbackNote: (p) =>
-    sharesFiles(p) ? 'not reached by a rollback (past the point of no return)' : 'stop the new cluster (copy mode: the old cluster is intact and starts again)',
+    sharesFiles(p)
+      ? 'not reached by a rollback (past the point of no return)'
+      : 'stop the new cluster (copy mode: the old cluster is intact and starts again); writes made on it since it opened are not in the old cluster',
   estimateSeconds: () => 3,
 });
+
+/** The new cluster's WAL position: asked of it while it runs, else its last checkpoint from pg_control; undefined when neither answers. */
+async function newWalPosition(ctx: StepContext, p: UpgradeParams): Promise<bigint | undefined> {
+  try {
+    if (await serverOf(ctx, p, 'new').isRunning()) {
+      const [wal] = await withDb(ctx, p.access, (db) => db.query(statements.walPosition()));
+      return wal?.wal_bytes ? BigInt(wal.wal_bytes) : undefined;
+    }
+    const control = await serverOf(ctx, p, 'new').controlData();
+    return control ? lsnBytes(control.latestCheckpoint) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 const extensionsStep = defineStep<UpgradeParams>({
   kind: 'upgrade.extensions',
@@ -1206,6 +1274,7 @@ function configFingerprint(p: UpgradeParams): string {
 
 export const upgradeOperation = defineOperation<UpgradeParams>({
   name: 'upgrade',
+  closingReport: upgradeReport,
   // the old server, and the new one on the same socket and port once it is open
   serverAccess: (p) => p.access,
   describeTarget: (p) => ({ description: `${p.old.dataDir} (PostgreSQL ${p.old.major}, port ${p.old.port})`, lockKey: `cluster:${p.old.dataDir}` }),

@@ -223,6 +223,7 @@ export class TestCluster {
       bindir: this.bindir,
       dataDir: this.pgdata,
       configFile: this.configFile,
+      configDir: null,
       options: this.options,
       port: this.port,
       socketDirs: [this.socketDir],

@@ -8,9 +8,21 @@
  */
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { bindir, upgradeCommand, createCluster, mkdirOwned, scratchDir, teardownAll, TestCluster } from '../helpers/testbed.js';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { basename, dirname, join } from 'node:path';
+import {
+  bindir,
+  upgradeCommand,
+  createCluster,
+  freePort,
+  mkdirOwned,
+  scratchDir,
+  setprivArgs,
+  stopAtTeardown,
+  teardownAll,
+  TestCluster,
+} from '../helpers/testbed.js';
 import { parseJson, runCli, type CliResult } from '../helpers/cli.js';
 import { missingWrites, startWriter } from '../helpers/writer.js';
 import { treeSnapshot } from '../helpers/snapshot.js';
@@ -163,6 +175,128 @@ describe('pgscale upgrade: production patterns', { skip: !isRoot() && 'servers r
     assert.equal(existsSync(newDataDir), false);
     assert.deepEqual(postmastersOn([newDataDir]), []);
   });
+  test('rollback of a completed copy upgrade whose 17 served clients: needs a yes, says what is lost, keeps 17 moved aside', { timeout: 600_000 }, async () => {
+    const old = await productionCluster();
+    const work = scratchDir('pgscale-uprbdone-');
+    const stateDir = join(work, 'state');
+    const newDataDir = join(dirname(old.pgdata), 'data-17');
+    const up = await runCli([...upgradeArgs(old, newDataDir, stateDir, 'copy'), '--yes', '--json'], { timeoutMs: TIMEOUT });
+    assert.equal(up.code, 0, fail('upgrade', up));
+    const runId = parseJson<{ run: RunReport }>(up).run.runId;
+    const lsnAtOpen = String(parseJson<{ run: RunReport }>(up).run.outputs.open?.lsnAtOpen);
+    assert.match(lsnAtOpen, /^[0-9A-F]+\/[0-9A-F]+$/, 'the journal records the WAL position at open');
+    // clients write to 17 as they would after any upgrade
+    const next = await servesWhereTheOldOneDid(old, newDataDir, 17);
+    const writer = await startWriter(next);
+    await new Promise((r) => setTimeout(r, 1500));
+    const on17 = await writer.stop();
+    assert.ok(on17.acknowledged.length > 5, '17 acknowledged writes');
+    const pid17 = pidOf(newDataDir);
+
+    // no TTY, no --yes: refused before anything is touched, naming what would be lost
+    const noYes = await runCli(['rollback', runId, '--state-dir', stateDir], { timeoutMs: TIMEOUT });
+    assert.equal(noYes.code, 3, fail('rollback without --yes', noYes));
+    assert.match(noYes.stderr, /needs confirmation and nobody can be asked: nothing was done/);
+    assert.match(noYes.stderr, /writes made on it since it opened are NOT in the old 16 cluster/);
+    assert.match(noYes.stderr, new RegExp(`WAL at open ${lsnAtOpen}, now [0-9A-F]+/[0-9A-F]+: \\d+ bytes written since`));
+    assert.equal(pidOf(newDataDir), pid17, '17 still runs, never restarted');
+    assert.equal(existsSync(join(old.pgdata, 'postmaster.pid')), false, '16 was not started');
+    assert.deepEqual(await missingWrites(next, on17), []);
+
+    // the rollback's plan says it too
+    const dry = await runCli(['rollback', runId, '--state-dir', stateDir, '--dry-run'], { timeoutMs: TIMEOUT });
+    assert.equal(dry.code, 0, fail('rollback --dry-run', dry));
+    assert.match(dry.stdout, /^WARNING: the new 17 cluster has been open to clients since \S+ \(WAL at open/m);
+    assert.match(dry.stdout, /moved aside to .*data-17\.rolled-back-<time>/);
+
+    const rb = await runCli(['rollback', runId, '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: TIMEOUT });
+    assert.equal(rb.code, 0, fail('rollback --yes', rb));
+    const report = parseJson<RunReport>(rb);
+    assert.equal(report.status, 'rolled-back');
+    assert.match(String(report.warnings), /NOT in the old 16 cluster/);
+    assert.equal(Math.floor(Number(await old.sql('show server_version_num')) / 10000), 16, '16 serves again');
+    assert.equal(existsSync(newDataDir), false);
+    const aside = readdirSync(dirname(newDataDir)).filter((n) => n.startsWith('data-17.rolled-back-'));
+    assert.equal(aside.length, 1, 'the 17 data directory is moved aside, not deleted');
+    const kept = join(dirname(newDataDir), aside[0]!);
+    assert.match(String(report.kept), new RegExp(`moved aside to ${kept} \\(0700\\)`), 'the report says where');
+    assert.equal(statSync(kept).mode & 0o777, 0o700);
+
+    // what 17 acknowledged is recoverable from there: it starts on its own (nothing in it names data-17) and has every write
+    const port = await freePort();
+    const sock = mkdirOwned(join(work, 'sock-kept'));
+    const recovered = new TestCluster(17, bindir(17), kept, port, sock, join(work, 'kept.log'), ['-p', String(port), '-k', sock, '-c', 'listen_addresses=']);
+    stopAtTeardown(bindir(17), kept);
+    await recovered.start();
+    assert.equal(await recovered.sql('show data_directory'), kept);
+    assert.deepEqual(await missingWrites(recovered, on17), [], 'every write 17 acknowledged is in the kept directory');
+    await recovered.stop();
+  });
+  test(
+    '16 started Debian-style, `pg_ctl -D CONFDIR` (postgresql.conf sets data_directory): copy upgrade and rollback run it as it ran',
+    { timeout: 600_000 },
+    async () => {
+      // the configuration directory holds postgresql.conf, pg_hba.conf and pg_ident.conf; only data_directory points at PGDATA
+      const old = await createCluster({ version: 16, configOutside: true, start: false });
+      const confDir = dirname(old.configPath);
+      const conf = readFileSync(old.configPath, 'utf8')
+        .split('\n')
+        .filter((l) => !/^(hba_file|ident_file)\b/.test(l))
+        .join('\n');
+      writeFileSync(old.configPath, conf);
+      /** pg_ctl -D CONFDIR start, from a working directory (a relative -D is relative to it). */
+      const startFromConfDir = (dashD: string, cwd: string) => {
+        const r = spawnSync('setpriv', setprivArgs(join(old.bindir, 'pg_ctl'), ['-D', dashD, '-w', '-l', old.logFile, 'start']), { encoding: 'utf8', cwd });
+        assert.equal(r.status, 0, r.stderr);
+      };
+      startFromConfDir(confDir, '/');
+      assert.ok(argvOf(pidOf(old.pgdata)).includes(confDir), 'the postmaster runs with -D CONFDIR');
+      await old.sql('create table t (id int); insert into t select generate_series(1, 1000)');
+      const work = scratchDir('pgscale-upconfdir-');
+      const stateDir = join(work, 'state');
+      const newDataDir = join(dirname(old.pgdata), 'data-17');
+
+      const planFile = join(work, 'upgrade.plan.json');
+      const dry = await runCli([...upgradeArgs(old, newDataDir, stateDir, 'copy'), '--dry-run', '--plan-out', planFile], { timeoutMs: TIMEOUT });
+      assert.equal(dry.code, 0, fail('dry-run', dry));
+      assert.match(dry.stdout, new RegExp(`pg_upgrade.* -d ${confDir} `), 'pg_upgrade is given the configuration directory');
+
+      // the reviewed plan applied in text mode, as a person runs it: the closing report ends the output
+      const up = await runCli(['apply', planFile, '--state-dir', stateDir, '--yes'], { timeoutMs: TIMEOUT });
+      assert.equal(up.code, 0, fail('apply', up));
+      assert.match(
+        up.stdout,
+        /PostgreSQL 16 → 17: completed in .*, downtime .* \(connections blocked → new accepting writes\)\nnext:\n {2}- point your service manager at PostgreSQL 17/,
+      );
+      const runId = parseJson<{ id: string }[]>(await runCli(['runs', '--state-dir', stateDir, '--json']))[0]!.id;
+      const next = new TestCluster(17, bindir(17), newDataDir, old.port, old.socketDir, join(dirname(newDataDir), 'new.log'));
+      assert.equal(Math.floor(Number(await next.sql('show server_version_num')) / 10000), 17);
+      assert.equal(await next.sql('select count(*) from t'), '1000');
+      // 17 runs from its own data directory with the configuration carried from CONFDIR (nothing in it names a directory)
+      assert.equal(await next.sql('show config_file'), join(newDataDir, 'postgresql.conf'));
+      assert.equal(await next.sql('show hba_file'), join(newDataDir, 'pg_hba.conf'));
+      assert.doesNotMatch(readFileSync(join(newDataDir, 'postgresql.conf'), 'utf8'), /^data_directory/m);
+
+      const rb = await runCli(['rollback', runId, '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: TIMEOUT });
+      assert.equal(rb.code, 0, fail('rollback', rb));
+      assert.equal(Math.floor(Number(await old.sql('show server_version_num')) / 10000), 16);
+      assert.ok(argvOf(pidOf(old.pgdata)).includes(confDir), `16 restarted as it ran, -D ${confDir}: ${argvOf(pidOf(old.pgdata)).join(' ')}`);
+      assert.equal(await old.sql('show config_file'), old.configPath);
+      assert.equal(await old.sql('show hba_file'), join(confDir, 'pg_hba.conf'));
+      assert.equal(await old.sql('select count(*) from t'), '1000');
+
+      // started with a relative -D, the configuration directory cannot be placed: refused in the plan, not in downtime
+      await old.stop();
+      startFromConfDir(basename(confDir), dirname(confDir));
+      const relative = await runCli([...upgradeArgs(old, join(work, 'rel', 'data-17'), stateDir, 'copy'), '--yes'], { timeoutMs: TIMEOUT });
+      assert.equal(relative.code, 3, fail('a relative -D', relative));
+      assert.match(
+        relative.stderr,
+        /old server configuration: a start of the old server .* would find no .*postgresql\.conf: pg_upgrade and a rollback would fail during downtime/,
+      );
+      assert.equal(existsSync(join(work, 'rel')), false, 'nothing was made');
+    },
+  );
 });
 
 describe('pgscale upgrade: every check before the first change', { skip: !isRoot() && 'servers run as postgres: needs root' }, () => {

@@ -182,7 +182,19 @@ async function upgradeCase(t: TestContext, k: Case): Promise<void> {
     const out = parseJson<UpgradeJson>(applied);
     assert.equal(out.applied, true);
     run = out.run!;
+    assert.ok(out.report && typeof out.report.downtimeSeconds === 'number' && out.report.downtimeSeconds > 0, 'apply closes with the report too');
     assert.ok(existsSync(join(work, 'backup')), 'the backup was taken first');
+    // past the point of no return the way back is the backup, by a command that exists and accepts it
+    const refusedRollback = await runCli(['rollback', run.runId, '--state-dir', stateDir]);
+    assert.equal(refusedRollback.code, 3, fail('rollback after link', refusedRollback));
+    const restore = /`(pgscale backup restore \S+ --to NEW_PGDATA --bindir \S+)`/.exec(refusedRollback.stderr)?.[1];
+    assert.ok(restore, `the hint names \`pgscale backup restore\`: ${refusedRollback.stderr}`);
+    const restoreArgs = restore
+      .split(' ')
+      .slice(1)
+      .map((a) => (a === 'NEW_PGDATA' ? join(work, 'restored') : a));
+    const dryRestore = await runCli([...restoreArgs, '--dry-run', '--state-dir', stateDir], { timeoutMs: UPGRADE_TIMEOUT });
+    assert.equal(dryRestore.code, 0, fail('the hinted restore, --dry-run', dryRestore));
   } else {
     const res = await runCli([...args, '--yes', '--json'], { timeoutMs: UPGRADE_TIMEOUT });
     assert.equal(res.code, 0, fail('upgrade', res));

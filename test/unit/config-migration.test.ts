@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadCatalog } from '../../src/gucCatalog/index.js';
-import { migrateConfig } from '../../src/upgrade/configMigration.js';
+import { impliedByLocation, migrateConfig } from '../../src/upgrade/configMigration.js';
 
 function fixture(): { root: string; oldDir: string; newDir: string; shared: string } {
   const root = mkdtempSync(join(tmpdir(), 'pgscale-migrate-'));
@@ -59,7 +59,9 @@ test('15 → 17: renamed settings renamed, removed ones commented out with the r
     assert.match(main, /^shared_buffers = 1GB$/m, 'untouched settings stay byte-identical');
     assert.match(main, /^debug_parallel_query = 'on'\t# pgscale: renamed to debug_parallel_query in 16/m);
     assert.match(main, /^#vacuum_defer_cleanup_age = 0\t# pgscale: commented out, removed in 16: /m);
-    assert.match(main, new RegExp(`^hba_file = '${join(f.newDir, 'pg_hba.conf')}'`, 'm'));
+    // the new configuration lives in the new data directory, where the server finds pg_hba.conf by itself
+    assert.match(main, new RegExp(`^#hba_file = '${join(f.oldDir, 'pg_hba.conf')}'\t# pgscale: not carried, pg_hba.conf in the data directory`, 'm'));
+    assert.doesNotMatch(main, /^hba_file/m);
     assert.match(byName.get('extra.conf')!.after, /^#old_snapshot_threshold = -1\t# pgscale: commented out, removed in 17/m);
     assert.match(byName.get('conf.d/10-replication.conf')!.after, /^#promote_trigger_file/m);
     assert.match(byName.get('postgresql.auto.conf')!.after, /^#db_user_namespace = 'off'/m);
@@ -93,4 +95,77 @@ test('a configuration with nothing to migrate comes out identical', () => {
   } finally {
     rmSync(f.root, { recursive: true, force: true });
   }
+});
+
+/** The active (uncommented) setting lines of a configuration text, by name. */
+const activeSettings = (text: string) => text.split('\n').filter((l) => /^[a-z_]+\s*=/.test(l));
+
+test('config outside PGDATA (-c config_file=), new config inside the new PGDATA: no data_directory, hba_file and ident_file only when not the default', () => {
+  const root = mkdtempSync(join(tmpdir(), 'pgscale-migrate-'));
+  try {
+    const etc = join(root, 'etc');
+    const d16 = join(root, 'd16');
+    const d17 = join(root, 'd17');
+    mkdirSync(etc);
+    mkdirSync(d16);
+    writeFileSync(
+      join(etc, 'postgresql.conf'),
+      [
+        `data_directory = '${d16}'`,
+        `hba_file = '${join(etc, 'pg_hba.conf')}'`,
+        `ident_file = '${join(etc, 'pg_ident.conf')}'`,
+        'shared_buffers = 1GB',
+        '',
+      ].join('\n'),
+    );
+    writeFileSync(join(etc, 'pg_hba.conf'), 'local all all trust\n');
+    writeFileSync(join(etc, 'pg_ident.conf'), '');
+    const input = {
+      oldConfigDir: etc,
+      newConfigDir: d17,
+      oldDataDir: d16,
+      newDataDir: d17,
+      oldCatalog: loadCatalog(16),
+      newCatalog: loadCatalog(17),
+      walSegmentBytes: 16 * 1024 * 1024,
+    };
+    const m = migrateConfig(input);
+    const main = m.files.find((file) => file.to === join(d17, 'postgresql.conf'))!;
+    assert.deepEqual(activeSettings(main.after), ['shared_buffers = 1GB'], 'a physical copy of 17 is never sent to d17 or to its files');
+    assert.match(main.after, /^#data_directory = .*# pgscale: not carried, the configuration lives in the data directory/m);
+    assert.deepEqual(
+      m.files.map((file) => file.to).sort(),
+      [join(d17, 'pg_hba.conf'), join(d17, 'pg_ident.conf'), join(d17, 'postgresql.conf')],
+      'hba and ident files land where the server looks by default',
+    );
+    assert.ok(main.notes.some((n) => n.startsWith('data_directory not carried')));
+
+    // an hba_file somewhere else is still written: the server would not find it by itself
+    const shared = join(root, 'shared', 'pg_hba.conf');
+    writeFileSync(join(etc, 'postgresql.conf'), `data_directory = '${d16}'\nhba_file = '${shared}'\n`);
+    assert.deepEqual(activeSettings(migrateConfig(input).files[0]!.after), [`hba_file = '${shared}'`]);
+
+    // a configuration directory of its own (Debian's /etc/postgresql/17/main) needs data_directory and the file paths
+    const conf17 = join(root, 'etc17');
+    writeFileSync(join(etc, 'postgresql.conf'), [`data_directory = '${d16}'`, `hba_file = '${join(etc, 'pg_hba.conf')}'`, ''].join('\n'));
+    assert.deepEqual(activeSettings(migrateConfig({ ...input, newConfigDir: conf17 }).files[0]!.after), [
+      `data_directory = '${d17}'\t# pgscale: was '${d16}' (old data directory)`,
+      `hba_file = '${join(conf17, 'pg_hba.conf')}'\t# pgscale: was '${join(etc, 'pg_hba.conf')}' (old configuration directory)`,
+    ]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('impliedByLocation: the rule on its own', () => {
+  const inside = { newConfigDir: '/srv/d17', newDataDir: '/srv/d17/' };
+  assert.match(impliedByLocation('data_directory', '/srv/d17', inside) ?? '', /lives in the data directory/);
+  assert.match(impliedByLocation('hba_file', '/srv/d17/pg_hba.conf', inside) ?? '', /by default/);
+  assert.match(impliedByLocation('ident_file', '/srv/d17/pg_ident.conf', inside) ?? '', /by default/);
+  assert.equal(impliedByLocation('hba_file', '/srv/d17/conf/pg_hba.conf', inside), undefined);
+  assert.equal(impliedByLocation('hba_file', '/srv/d17/pg_ident.conf', inside), undefined);
+  assert.equal(impliedByLocation('external_pid_file', '/srv/d17/x.pid', inside), undefined);
+  const own = { newConfigDir: '/etc/postgresql/17/main', newDataDir: '/var/lib/postgresql/17/main' };
+  assert.equal(impliedByLocation('data_directory', '/var/lib/postgresql/17/main', own), undefined);
+  assert.equal(impliedByLocation('hba_file', '/var/lib/postgresql/17/main/pg_hba.conf', own), undefined);
 });

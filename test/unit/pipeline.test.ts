@@ -496,3 +496,40 @@ test('without a TTY or --yes a plan with downtime is refused before any step and
     s.done();
   }
 });
+
+test('a rollback that undoes a downtime step needs a yes like any such step: refused without a TTY or --yes (nothing undone), asked at a terminal', async () => {
+  const s = setup('', false, true);
+  try {
+    const run = await startRun(await buildPlan(toyOperation, s.params, s.ctx), s.opts);
+    assert.equal(run.status, 'completed');
+    await assert.rejects(
+      rollbackRun(run.runId, { ...s.opts, assumeYes: false }),
+      (e: unknown) =>
+        e instanceof PgscaleError && e.exitCode === ExitCode.Refused && /rollback of run \S+ needs confirmation and nobody can be asked/.test(e.message),
+    );
+    assert.ok(
+      ['a', 'b', 'c', 'd'].every((n) => existsSync(join(s.dir, n))),
+      'nothing was undone',
+    );
+    const declined = await rollbackRun(run.runId, { ...s.opts, assumeYes: false, confirm: async () => false }).catch((e: unknown) => e);
+    assert.ok(declined instanceof PgscaleError && declined.exitCode === ExitCode.Refused && /not confirmed: nothing was undone/.test(declined.message));
+    assert.ok(existsSync(join(s.dir, 'd')));
+    const asked: string[] = [];
+    const undone = await rollbackRun(run.runId, { ...s.opts, assumeYes: false, confirm: async (q) => (asked.push(q), true) });
+    assert.equal(undone.status, 'rolled-back');
+    assert.equal(asked.length, 1);
+    assert.match(asked[0]!, /undo: write d — remove d[\s\S]*takes the cluster down/);
+  } finally {
+    s.done();
+  }
+});
+
+test('a rollback that undoes no downtime step (nothing taken down, nothing lost) needs no yes', async () => {
+  const s = setup();
+  try {
+    const run = await startRun(await buildPlan(toyOperation, s.params, s.ctx), s.opts);
+    assert.equal((await rollbackRun(run.runId, { ...s.opts, assumeYes: false })).status, 'rolled-back');
+  } finally {
+    s.done();
+  }
+});

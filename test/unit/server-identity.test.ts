@@ -1,10 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ZxRunner } from '../../src/runner.js';
 import {
   dataDirArg,
   describeListening,
+  gatherIdentity,
   judgeListening,
   managerFor,
   onePerSetting,
@@ -91,6 +95,7 @@ const identity = (over: Partial<ServerIdentity> = {}): ServerIdentity => ({
   bindir: '/usr/lib/postgresql/17/bin',
   dataDir: '/srv/17',
   configFile: null,
+  configDir: null,
   options: ['-p', '5433', '-k', "/run/it's here"],
   port: 5433,
   socketDirs: ["/run/it's here"],
@@ -173,4 +178,35 @@ test('pg_ctlcluster starts and stops a postgresql-common cluster; a private star
   const o = priv.args[priv.args.indexOf('-o') + 1]!;
   assert.match(o, /config_file=\/etc\/postgresql\/17\/main\/postgresql\.conf/);
   assert.match(o, /unix_socket_directories=\/tmp\/pgscale-x/);
+});
+
+test('a server started with -D CONFDIR (postgresql.conf there sets data_directory): its identity carries CONFDIR and starts it so again', () => {
+  const root = mkdtempSync(join(tmpdir(), 'pgscale-confdir-'));
+  try {
+    const data = join(root, 'd16');
+    const conf = join(root, 'conf');
+    mkdirSync(data);
+    mkdirSync(conf);
+    writeFileSync(join(conf, 'postgresql.conf'), `data_directory = '${data}'\n`);
+    // what pg_ctl -D CONFDIR leaves: postmaster.opts in the data directory names CONFDIR
+    writeFileSync(join(data, 'postmaster.opts'), `/usr/lib/postgresql/16/bin/postgres "-D" "${conf}" "-p" "5433"\n`);
+    const input = { dataDir: data, bindir: '/usr/lib/postgresql/16/bin', owner: 'root', configured: {}, configFile: null, log: join(root, 'log') };
+    const id = gatherIdentity(input);
+    assert.equal(id.configDir, conf);
+    assert.equal(id.configFile, join(conf, 'postgresql.conf'));
+    assert.deepEqual(id.options, ['-p', '5433']);
+    const start = new PostgresServer(id, new ZxRunner()).startInvocation();
+    assert.deepEqual(start.args.slice(0, 2), ['start', '-D']);
+    assert.equal(start.args[2], conf, 'started with -D CONFDIR, as it ran');
+    assert.deepEqual(startOptions(id), ['-p', '5433'], 'no config_file added: CONFDIR names it');
+    assert.deepEqual(new PostgresServer(id, new ZxRunner()).stopInvocation().args.slice(0, 3), ['stop', '-D', data], 'stopped through the pid file in PGDATA');
+    // -D naming the data directory itself, or a directory without postgresql.conf: no configuration directory
+    writeFileSync(join(data, 'postmaster.opts'), `/usr/lib/postgresql/16/bin/postgres "-D" "${data}"\n`);
+    assert.equal(gatherIdentity(input).configDir, null);
+    rmSync(join(conf, 'postgresql.conf'));
+    writeFileSync(join(data, 'postmaster.opts'), `/usr/lib/postgresql/16/bin/postgres "-D" "${conf}"\n`);
+    assert.equal(gatherIdentity(input).configDir, null);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

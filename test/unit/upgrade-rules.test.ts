@@ -9,6 +9,11 @@ import {
   withoutBlock,
   withoutSettings,
   type PlanFacts,
+  lsnBytes,
+  lsnOf,
+  writesSinceOpen,
+  restartConfigCheck,
+  restartConfigFile,
 } from '../../src/upgrade/rules.js';
 import { optionValue, type ServerIdentity } from '../../src/server/postgres.js';
 
@@ -16,6 +21,7 @@ const old: ServerIdentity = {
   bindir: '/usr/lib/postgresql/16/bin',
   dataDir: '/srv/pg16',
   configFile: '/etc/pg/16/postgresql.conf',
+  configDir: null,
   options: [
     '-p',
     '5433',
@@ -153,4 +159,35 @@ test('catalog facts: equal snapshots match; a changed fork size, a missing relat
     'app.public.t_pkey: i 16403 16384 0 0 0 before, missing after (kind relfilenode main fsm vm init)',
   ]);
   assert.deepEqual(catalogDifferences(before, {}), ['database app is missing']);
+});
+
+test('LSNs: text to bytes and back', () => {
+  assert.equal(lsnBytes('0/0'), 0n);
+  assert.equal(lsnBytes('16/B374D848'), (0x16n << 32n) + 0xb374d848n);
+  assert.equal(lsnOf(lsnBytes('16/B374D848')), '16/B374D848');
+});
+
+test('writesSinceOpen: says plainly that writes since the open are not in the old cluster, with the WAL facts', () => {
+  const n = { major: 17, oldMajor: 16, keptAs: '/srv/d17.rolled-back' };
+  const said = writesSinceOpen({ at: '2026-12-01T10:00:00.000Z', walBytesAtOpen: String(lsnBytes('0/3000000')) }, lsnBytes('0/3100000'), n);
+  assert.match(said, /open to clients since 2026-12-01T10:00:00\.000Z \(WAL at open 0\/3000000, now 0\/3100000: 1048576 bytes written since\)/);
+  assert.match(said, /writes made on it since it opened are NOT in the old 16 cluster/);
+  assert.match(said, /moved aside to \/srv\/d17\.rolled-back-<time> \(0700\), not deleted/);
+  assert.match(writesSinceOpen({ at: 'T' }, 5n, n), /WAL position at open not recorded; now 0\/5\)/);
+  assert.match(writesSinceOpen({ at: 'T', walBytesAtOpen: '5' }, undefined, n), /WAL position at open 0\/5; the current one could not be read/);
+});
+
+test('restartConfigCheck: a start that would find no postgresql.conf is refused in the plan, naming why', () => {
+  const plain = { ...old, configFile: null, configDir: null };
+  assert.equal(restartConfigFile(plain), '/srv/pg16/postgresql.conf');
+  assert.equal(restartConfigFile(old), '/etc/pg/16/postgresql.conf');
+  const fromConfDir = { ...old, configFile: '/etc/pg16/postgresql.conf', configDir: '/etc/pg16' };
+  assert.equal(restartConfigFile(fromConfDir), '/etc/pg16/postgresql.conf');
+  assert.equal(restartConfigCheck(fromConfDir, restartConfigFile(fromConfDir), true).passed, true);
+  assert.match(restartConfigCheck(fromConfDir, restartConfigFile(fromConfDir), true).detail, /-D \/etc\/pg16, its configuration directory/);
+  const missing = restartConfigCheck(plain, restartConfigFile(plain), false);
+  assert.equal(missing.passed, false);
+  assert.equal(missing.severity, 'error');
+  assert.match(missing.detail, /-D \/srv\/pg16\) would find no \/srv\/pg16\/postgresql\.conf: pg_upgrade and a rollback would fail during downtime/);
+  assert.match(missing.fix ?? '', /absolute -D/);
 });
