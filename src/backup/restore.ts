@@ -6,7 +6,7 @@
  * count against the manifest).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, copyFileSync, existsSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -14,6 +14,8 @@ import { redact } from '../audit.js';
 import { clientInvocation, withDb, type ClusterAccess } from '../cluster/access.js';
 import { probeBindir } from '../cluster/installations.js';
 import { initdb, ownedDir, startPrivateServer, stopLeftoverServer, type PrivateServer } from '../cluster/scratch.js';
+import { selfContainedCopyEdits } from '../config/copiedCluster.js';
+import { parseConfigText } from '../config/parse.js';
 import { ExitCode, PgscaleError } from '../errors.js';
 import { fsyncPath, isInside, realish } from '../files.js';
 import { formatBytes } from '../format.js';
@@ -21,7 +23,7 @@ import { userByName } from '../osUser.js';
 import { writeFileAtomic } from '../pipeline/journal.js';
 import { defineOperation } from '../pipeline/plan.js';
 import { check, defineStep, type CheckResult, type JsonObject, type PlannedAction, type StepContext } from '../pipeline/step.js';
-import { describeFailure, type Invocation, type OsUser } from '../runner.js';
+import { describeFailure, isRoot, type Invocation, type OsUser } from '../runner.js';
 import { statements } from '../sql.js';
 import { initdbArguments } from '../upgrade/decide.js';
 import { databaseDumpDir, methodOf, pgDumpVersion, physicalDir, readManifest, untar, type BackupManifest, type BackupMethod } from './archive.js';
@@ -295,6 +297,26 @@ async function loadParallel(ctx: StepContext, access: ClusterAccess, p: RestoreP
   return errors;
 }
 
+/**
+ * The restored copy's postgresql.conf made its own: a data_directory, hba_file, ident_file or
+ * external_pid_file naming the source (pgscale's upgrade wrote such lines for configurations kept
+ * outside PGDATA) would start the copy on the source's files. The source is the data_directory the
+ * copy names, else the copy itself (paths elsewhere are copied in when present here).
+ */
+function ownConfiguration(pgdata: string, owner: OsUser): void {
+  const conf = join(pgdata, 'postgresql.conf');
+  if (!existsSync(conf)) return;
+  const text = readFileSync(conf, 'utf8');
+  const named = parseConfigText(text, conf).findLast((e) => e.name === 'data_directory')?.value;
+  const own = selfContainedCopyEdits(text, named && named.startsWith('/') ? named : pgdata, pgdata);
+  if (own.edits.length) writeFileSync(conf, own.text);
+  for (const f of own.copyFiles)
+    if (existsSync(f.from) && !existsSync(f.to)) {
+      copyFileSync(f.from, f.to);
+      if (isRoot()) chownSync(f.to, owner.uid, owner.gid);
+    }
+}
+
 /** The physical copy unpacked: base, WAL, and each tablespace into its new directory (tablespace_map rewritten). */
 async function unpackPhysical(ctx: StepContext, t: DataDirTarget, p: RestoreParams): Promise<void> {
   const owner = ownerOf(t);
@@ -304,6 +326,7 @@ async function unpackPhysical(ctx: StepContext, t: DataDirTarget, p: RestorePara
   if (!baseTar) throw new PgscaleError(`${base} holds no base.tar`, ExitCode.FailedAfterChange);
   ctx.progress.message(`unpacking ${baseTar}`);
   await untar(ctx.runner, ctx, join(base, baseTar), t.pgdata, owner);
+  ownConfiguration(t.pgdata, owner);
   const walTar = tars.find((f) => f.startsWith('pg_wal.tar'));
   if (walTar) await untar(ctx.runner, ctx, join(base, walTar), ownedDir(join(t.pgdata, 'pg_wal'), owner), owner);
   const mapFile = join(t.pgdata, 'tablespace_map');
@@ -485,7 +508,7 @@ export const restoreLoadStep = defineStep<RestoreParams>({
           kind: 'command',
           argv: ['tar', '-x', '-f', join(p.source, physicalDir, 'base.tar.*'), '-C', t.pgdata],
           runAs: t.owner,
-          note: `then pg_wal.tar into pg_wal${hasTablespaces(manifest) ? ` and each tablespace's tar into ${t.tablespaceDir}/OID (tablespace_map rewritten to match)` : ''}`,
+          note: `postgresql.conf's data_directory, hba_file, ident_file and external_pid_file made the copy's own where they name the source; then pg_wal.tar into pg_wal${hasTablespaces(manifest) ? ` and each tablespace's tar into ${t.tablespaceDir}/OID (tablespace_map rewritten to match)` : ''}`,
         });
       else
         actions.push({

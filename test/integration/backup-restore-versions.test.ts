@@ -9,7 +9,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bindir, createCluster, runner, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
 import { parseJson, runCli } from '../helpers/cli.js';
@@ -54,6 +54,8 @@ describe('backup restore across versions, and failed statements', { skip: !isRoo
       await pg.sql('create database app');
       await pg.sql('create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g;', 'app');
     }
+    // what pgscale's upgrade once wrote for a configuration kept outside PGDATA: a copy must not start on the source's files
+    appendFileSync(pg17.configPath, `data_directory = '${pg17.pgdata}'\nhba_file = '${join(pg17.pgdata, 'pg_hba.conf')}'\n`);
     // adminpack is gone from 17: a 16 backup holding it cannot be restored into 17 without a failed statement
     await pg16.sql('create extension adminpack', 'app');
     // one run at a time per cluster (its lock); the two clusters side by side
@@ -148,6 +150,10 @@ describe('backup restore across versions, and failed statements', { skip: !isRoo
     assert.match(res.stdout, new RegExp(`"bindir":\\s*"${lit(bindir(17))}"`), 'the bindir the manifest records');
     assert.ok(existsSync(join(pgdata, 'PG_VERSION')));
     assert.equal(existsSync(`${pgdata}.tablespaces`), false, 'no tablespace, no tablespace directory');
+    // the source's data_directory and hba_file are commented out in the copy: its private server started on its own files
+    const conf = readFileSync(join(pgdata, 'postgresql.conf'), 'utf8');
+    assert.match(conf, /^# data_directory = .*# pgscale: commented out/m);
+    assert.match(conf, /^# hba_file = .*# pgscale: commented out/m);
   });
 
   test('backup verify without --bindir finds the client programs the manifest records (the test bed is outside the standard locations) and says which', async () => {
