@@ -198,9 +198,13 @@ export async function gatherHost(ctx: StepContext, p: ReplicaParams): Promise<Ho
   if (id.exitCode === 255 && !isLocal(p.host)) return { ...facts, sshError: id.stderr.trim() };
   facts.ownerExists = id.exitCode === 0;
   if (!facts.ownerExists) return facts;
-  const v = await runner.run(asOwner(p, join(p.replicaBindir, 'postgres'), ['--version']));
+  // side by side: over ssh each is a round trip on the one multiplexed connection
+  const [v, paths] = await Promise.all([
+    runner.run(asOwner(p, join(p.replicaBindir, 'postgres'), ['--version'])),
+    probePaths(runner, ownerAccount(p), [p.replicaDir, ...(p.replicaWaldir ? [p.replicaWaldir] : []), ...p.tablespaces.map((t) => t.target)]),
+  ]);
   facts.version = v.exitCode === 0 ? v.stdout.trim() : null;
-  facts.paths = await probePaths(runner, ownerAccount(p), [p.replicaDir, ...(p.replicaWaldir ? [p.replicaWaldir] : []), ...p.tablespaces.map((t) => t.target)]);
+  facts.paths = paths;
   return facts;
 }
 
@@ -280,11 +284,12 @@ const checksStep = defineStep<ReplicaParams>({
   kind: 'replica-checks',
   title: (p) => `Check the primary and ${p.host.destination} for a replica in ${p.replicaDir}`,
   async check(ctx, p) {
-    const host = await gatherHost(ctx, p);
+    // the primary and the host are asked side by side; nothing else can be judged on a host ssh does not reach
+    const [host, asked] = await Promise.all([gatherHost(ctx, p), gatherPrimary(ctx, p).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))))]);
     const intent = intentOf(p, true);
-    // nothing else can be judged on a host ssh does not reach
     if (host.sshError) return judgeHost(host, intent, 0, '', new Map());
-    const primary = await gatherPrimary(ctx, p);
+    if (asked instanceof Error) throw asked;
+    const primary = asked;
     const [passfile] = await probePaths(hostRunner(ctx, p), ownerAccount(p), [replicaPassfile(p.replicaDir)]);
     const out: CheckResult[] = [
       ...judgePrimary(primary, intent),
