@@ -5,6 +5,8 @@ import { isRoot, type OsUser, type Runner } from '../runner.js';
 /** What decides where pg_ctl -l writes when pgscale starts a server. */
 export interface ServerLogFacts {
   dataDir: string;
+  /** The file the running server writes its output to now (pg_ctl -l FILE), when it is a regular file. */
+  currentLog?: string | null;
   /** logging_collector is on (files or command line): the server keeps its own log files. */
   loggingCollector: boolean;
   /** log_directory resolved against the data directory, when it exists and the owner may write it. */
@@ -21,12 +23,14 @@ export interface ServerLogChoice {
 }
 
 /**
- * Where pg_ctl -l writes, never inside the data directory itself: with logging_collector on the
+ * Where pg_ctl -l writes: where the running server writes now (the DBA's pg_ctl -l file); else, never
+ * inside the data directory itself: with logging_collector on the
  * server logs where its DBA set it up and pg_ctl's few lines before the collector starts go beside
  * those files; otherwise beside the data directory; otherwise pgscale's state directory. Undefined
  * when none can be written by the owner.
  */
 export function chooseServerLog(f: ServerLogFacts): ServerLogChoice | undefined {
+  if (f.currentLog) return { path: f.currentLog, why: 'where the running server logs now (its pg_ctl -l file): a restart keeps logging there' };
   if (f.loggingCollector && f.writableLogDirectory) {
     return {
       path: join(f.writableLogDirectory, 'pgscale-startup.log'),
@@ -48,7 +52,7 @@ const truthy = (v: string | undefined) => v !== undefined && /^(on|true|yes|1|t|
 /** Gathers the facts as the data directory's owner and chooses. `setting` gives the configured value (command line over files). */
 export async function serverLogPath(
   runner: Runner,
-  o: { dataDir: string; owner: OsUser; setting: (name: string) => string | undefined; stateDir: string },
+  o: { dataDir: string; owner: OsUser; setting: (name: string) => string | undefined; stateDir: string; currentLog?: string | null },
 ): Promise<ServerLogChoice | undefined> {
   const writable = async (dir: string) => (await runner.run({ program: 'test', args: ['-w', dir], runAs: o.owner, cwd: '/' })).exitCode === 0;
   const logDir = o.setting('log_directory') ?? 'log';
@@ -57,6 +61,7 @@ export async function serverLogPath(
   const meIsOwner = !isRoot() && process.getuid?.() === o.owner.uid;
   return chooseServerLog({
     dataDir: o.dataDir,
+    currentLog: o.currentLog,
     loggingCollector: collector,
     writableLogDirectory: collector && existsSync(absLogDir) && (await writable(absLogDir)) ? absLogDir : null,
     parentWritable: await writable(dirname(o.dataDir)),

@@ -6,7 +6,7 @@
  *
  * Every program runs through a Runner: a local one, or one that reaches another host over ssh.
  */
-import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { ExitCode, PgscaleError } from '../errors.js';
 import { lastValues, readConfigTree } from '../config/parse.js';
@@ -424,6 +424,18 @@ function configDirArg(dataDir: string, argv: readonly string[] | undefined): str
 /** The configuration directory a data directory's postmaster was started with (see configDirArg), if any. */
 export const startedConfigDir = (dataDir: string): string | undefined => configDirArg(dataDir, startFacts(dataDir).argv);
 
+/**
+ * The regular file a data directory's running postmaster writes its standard error to (pg_ctl -l
+ * FILE), from /proc; null when it is not running or writes to a terminal, pipe or /dev/null.
+ */
+export function runningServerLog(dataDir: string): string | null {
+  const facts = startFacts(dataDir);
+  if (!facts.pidFile || !postmasterServes(facts.pidFile.pid, dataDir)) return null;
+  const target = readOr(() => readlinkSync(`/proc/${facts.pidFile!.pid}/fd/2`), undefined);
+  if (!target || !isAbsolute(target) || target.endsWith(' (deleted)')) return null;
+  return readOr(() => statSync(target).isFile(), false) ? target : null;
+}
+
 /** A pid is this data directory's postmaster: a postgres process whose cwd is the data directory. */
 export function postmasterServes(pid: number, dataDir: string): boolean {
   const comm = readOr(() => readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), undefined);
@@ -636,7 +648,7 @@ export async function gatherClusterIdentity(c: LocalCluster, runner: Runner): Pr
   const configFile = optionValue(options, 'config_file') ?? c.configFile;
   const files = configuredSettings(configFile, c.dataDir);
   const setting = (name: string) => optionValue(options, name) ?? files.get(name);
-  const log = await serverLogPath(runner, { dataDir: c.dataDir, owner: c.owner, setting, stateDir: c.stateDir });
+  const log = await serverLogPath(runner, { dataDir: c.dataDir, owner: c.owner, setting, stateDir: c.stateDir, currentLog: runningServerLog(c.dataDir) });
   return gatherIdentity({
     dataDir: c.dataDir,
     bindir: c.bindir,

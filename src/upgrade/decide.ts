@@ -15,7 +15,7 @@ import type { Runner } from '../runner.js';
 import { statements } from '../sql.js';
 import { serverLogPath } from '../cluster/serverLog.js';
 import { userByName } from '../osUser.js';
-import { gatherIdentity } from '../server/postgres.js';
+import { gatherIdentity, runningServerLog } from '../server/postgres.js';
 import { existingAncestor } from '../files.js';
 import { carriedIdentity } from './rules.js';
 import { newClusterPaths, nextFreePort } from './debianLayout.js';
@@ -149,6 +149,7 @@ export async function decideUpgrade(c: UpgradeChoices, ctx: { runner: Runner; au
     owner: ownerAccount,
     setting: (name) => listening.get(name)?.setting,
     stateDir: c.stateDir,
+    currentLog: runningServerLog(old.dataDir),
   });
   if (!serverLog)
     throw refused(

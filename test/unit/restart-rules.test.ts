@@ -33,6 +33,11 @@ test("server log: the server's own log directory with logging_collector on, else
   assert.equal(chooseServerLog({ ...facts, loggingCollector: true, writableLogDirectory: null })?.path, '/srv/pg/16/main.pgscale-server.log');
   assert.equal(chooseServerLog({ ...facts, parentWritable: false })?.path, '/var/lib/pgscale/server-main.log');
   assert.equal(chooseServerLog({ ...facts, parentWritable: false, writableStateDir: null }), undefined);
+  // a server started with pg_ctl -l FILE keeps logging there after pgscale restarts it
+  assert.equal(
+    chooseServerLog({ ...facts, currentLog: '/var/log/pg/main.log', loggingCollector: true, writableLogDirectory: '/x' })?.path,
+    '/var/log/pg/main.log',
+  );
   for (const f of [facts, { ...facts, parentWritable: false }, { ...facts, loggingCollector: true, writableLogDirectory: '/var/log/pg' }]) {
     const path = chooseServerLog(f)!.path;
     assert.ok(!path.startsWith(facts.dataDir + '/'), `${path} is outside the data directory`);
