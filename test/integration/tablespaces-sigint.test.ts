@@ -16,10 +16,11 @@ import { lockPath } from '../../src/pipeline/journal.js';
 import { readSystemIdentifier } from '../../src/pipeline/plan.js';
 import { CLUSTER_LOCK_NAMESPACE } from '../../src/sql.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
+import { historyPartitions, loadTiers } from '../helpers/tiers.js';
 
 after(teardownAll);
 
-const partitions = ['history_2023_01', 'history_2023_02', 'history_2023_03'];
+const partitions = historyPartitions;
 
 describe('pgscale tablespaces place: SIGINT at every step boundary', { skip: !isRoot() && 'loop volumes need root' }, () => {
   let c: TestCluster;
@@ -46,14 +47,7 @@ describe('pgscale tablespaces place: SIGINT at every step boundary', { skip: !is
     cold = createLoopVolume(96);
     stateDir = scratchDir('pgscale-state-');
     c = await createCluster({ version: 17, conf: ['max_wal_size = 64MB', 'min_wal_size = 32MB'] });
-    await c.sql(`
-      create table hot_t (id int primary key, v int not null default 0);
-      insert into hot_t select g from generate_series(1, 2000) g;
-      create table history (id bigint not null, at date not null, payload text, primary key (id, at)) partition by range (at);
-      create index history_at on history (at);
-      ${partitions.map((p, i) => `create table ${p} partition of history for values from ('2023-0${i + 1}-01') to ('2023-0${i + 2}-01');`).join('\n')}
-      insert into history select g, date '2023-01-01' + (g % 89), repeat(md5(g::text), 4) from generate_series(1, 3000) g;
-      analyze;`);
+    await loadTiers(c, 3000);
     // two samples around a workload on hot_t: it stays hot, the partitions go cold
     assert.equal((await cli(['sample'])).code, 0);
     await c.sql(Array.from({ length: 300 }, (_, i) => `update hot_t set v = v + 1 where id = ${(i % 2000) + 1};`).join('\n'));

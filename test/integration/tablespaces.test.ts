@@ -9,10 +9,11 @@ import type { OperationResult } from '../../src/operationCommand.js';
 import type { RunReport } from '../../src/pipeline/execute.js';
 import type { TemperatureReport } from '../../src/tablespaces/snapshot.js';
 import { isRoot } from '../../src/runner.js';
+import { historyPartitions, loadTiers } from '../helpers/tiers.js';
 
 after(teardownAll);
 
-const partitions = ['history_2023_01', 'history_2023_02', 'history_2023_03'];
+const partitions = historyPartitions;
 
 describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { skip: !isRoot() && 'loop volumes need root' }, () => {
   let c: TestCluster;
@@ -44,14 +45,7 @@ describe('pgscale tablespaces on a real 17 cluster and loop-mounted volumes', { 
     tiny = createLoopVolume(8);
     stateDir = scratchDir('pgscale-state-');
     c = await createCluster({ version: 17, conf: ['max_wal_size = 64MB', 'min_wal_size = 32MB'] });
-    await c.sql(`
-      create table hot_t (id int primary key, v int not null default 0);
-      insert into hot_t select g from generate_series(1, 2000) g;
-      create table history (id bigint not null, at date not null, payload text, primary key (id, at)) partition by range (at);
-      create index history_at on history (at);
-      ${partitions.map((p, i) => `create table ${p} partition of history for values from ('2023-0${i + 1}-01') to ('2023-0${i + 2}-01');`).join('\n')}
-      insert into history select g, date '2023-01-01' + (g % 89), repeat(md5(g::text), 4) from generate_series(1, 15000) g;
-      analyze;`);
+    await loadTiers(c, 15000);
     assert.equal(await c.sql('select count(*) from history'), '15000');
   });
 
