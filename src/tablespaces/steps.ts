@@ -384,16 +384,23 @@ function repackInvocation(ctx: StepContext, p: MoveParams, to: string): Invocati
       '--table',
       qualified(m.schema, m.name),
     ],
-    { env: { PGDATABASE: p.database, PGAPPNAME: 'pgscale-pg_repack' }, signal: ctx.signal, onStart: ctx.trackProcess },
+    {
+      env: { PGDATABASE: p.database, PGAPPNAME: 'pgscale-pg_repack' },
+      signal: ctx.signal,
+      onStart: ctx.trackProcess,
+      // pg_repack drops its trigger, log table and copy on SIGINT only (pgut's handler), after waiting
+      // up to --wait-timeout for its lock; SIGTERM would end it on the spot and leave them
+      abortWith: { signal: 'SIGINT', graceMs: (lockBudgetSeconds(p.lock) + 30) * 1000 },
+    },
   );
 }
 
 /**
  * Removes what pg_repack left for one table, then checks nothing is left. A killed run's pg_repack
  * session may still be copying: it is ended first (the run lock keeps any other pgscale run off the
- * cluster, so no live run owns it). pg_repack's own cleanup on SIGINT/SIGTERM needs an exclusive lock
- * it does not wait long for (--no-kill-backend), so its trigger can stay and log every write: the
- * same cleanup (repack.repack_drop) runs here under the run's lock policy.
+ * cluster, so no live run owns it). pg_repack cleans up only on SIGINT, and then needs an exclusive
+ * lock it gives up on (--no-kill-backend); killed any other way it leaves its trigger logging every
+ * write: the same cleanup (repack.repack_drop) runs here under the run's lock policy.
  */
 async function clearRepackLeftovers(ctx: StepContext, db: Db, lock: LockPolicy, schema: string, table: string): Promise<void> {
   const what = `${schema}.${table}`;
@@ -425,8 +432,8 @@ async function repackTable(ctx: StepContext, db: Db, p: MoveParams, to: string):
   await clearRepackLeftovers(ctx, db, p.lock, m.schema, m.name);
   const inv = repackInvocation(ctx, p, name(to, p.defaultTablespace));
   const res = await ctx.runner.run(inv);
-  // interrupted (the abort's SIGTERM, which pg_repack handles like SIGINT) or failed: the table has not
-  // been swapped, and nothing of the copy may stay behind, whether pg_repack cleaned up or not
+  // interrupted (SIGINT, on which pg_repack tries its own cleanup) or failed: the table has not been
+  // swapped, and nothing of the copy may stay behind, whether pg_repack's cleanup was granted its lock or not
   if (ctx.signal.aborted || res.exitCode !== 0) await clearRepackLeftovers(ctx, db, p.lock, m.schema, m.name);
   if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
   if (res.exitCode !== 0)
