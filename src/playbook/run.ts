@@ -129,7 +129,11 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
     const undoFirst = o.dryRun ? undefined : undoUnfinished(unfinished, o.stateDir, index + 1);
     if (undoFirst) {
       result.steps.push({ index, command: step.command, outcome: 'failed', runId: unfinished!.id, exitCode: ExitCode.Refused });
-      throw new PgscaleError(`playbook ${pb.name} cannot go on at step ${index + 1} (${step.command}): run ${unfinished!.id} is being rolled back`, ExitCode.Refused, undoFirst);
+      throw new PgscaleError(
+        `playbook ${pb.name} cannot go on at step ${index + 1} (${step.command}): run ${unfinished!.id} is being rolled back`,
+        ExitCode.Refused,
+        undoFirst,
+      );
     }
     const { argv, env } = unfinished
       ? { argv: ['resume', unfinished.id, ...(o.yes ? ['--yes'] : []), ...(o.json ? ['--json'] : [])], env: { PGSCALE_STATE_DIR: o.stateDir } }
@@ -159,11 +163,8 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
       throw new PgscaleError(
         `playbook ${pb.name} stopped at step ${index + 1} (${step.command}), exit code ${exitCode}${childError ? `: ${childError}` : ''}`,
         exitCode as ExitCode,
-        undoUnfinished(
-          started ? listRuns(o.stateDir).find((r) => r.id === started) : undefined,
-          o.stateDir,
-          index + 1,
-        ) ?? 'fix the cause and run the playbook again: finished steps are skipped and an unfinished run is resumed',
+        undoUnfinished(started ? listRuns(o.stateDir).find((r) => r.id === started) : undefined, o.stateDir, index + 1) ??
+          'fix the cause and run the playbook again: finished steps are skipped and an unfinished run is resumed',
       );
     }
     if (!o.dryRun) {

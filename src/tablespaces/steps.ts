@@ -422,7 +422,11 @@ async function clearRepackLeftovers(ctx: StepContext, db: Db, lock: LockPolicy, 
     await db.query(ts.dropIndexConcurrently(schema, o.slice('invalid index '.length)));
   [left] = await db.query(ts.repackLeftovers(schema, table));
   if (left?.objects.length)
-    throw new PgscaleError(`${what}: pg_repack's ${left.objects.join(', ')} could not be removed`, ExitCode.FailedAfterChange, 'see the server log, then `pgscale rollback` tries again');
+    throw new PgscaleError(
+      `${what}: pg_repack's ${left.objects.join(', ')} could not be removed`,
+      ExitCode.FailedAfterChange,
+      'see the server log, then `pgscale rollback` tries again',
+    );
 }
 
 /** `to` as placement reports it: '' is the database's default tablespace. */
@@ -547,7 +551,8 @@ export const moveStep = defineStep<MoveParams>({
     // undone only when it is: everything back where it was, and nothing of pg_repack left on the table
     await onDb(ctx, p, async (db) => {
       const now = await db.query(ts.placementOf(m.schema, m.name));
-      const expected = (r: { relation: string; kind: string; tablespace: string }) => (r.kind === 'index' ? (m.indexes.find((i) => i.name === r.relation)?.from ?? r.tablespace) : m.from);
+      const expected = (r: { relation: string; kind: string; tablespace: string }) =>
+        r.kind === 'index' ? (m.indexes.find((i) => i.name === r.relation)?.from ?? r.tablespace) : m.from;
       const wrong = now.filter((r) => r.tablespace !== expected(r));
       const [left] = await db.query(ts.repackLeftovers(m.schema, m.name));
       const problems = [...wrong.map((r) => `${r.relation} (${r.kind}) is in ${shown(r.tablespace)}, not ${shown(expected(r))}`), ...(left?.objects ?? [])];
@@ -556,7 +561,7 @@ export const moveStep = defineStep<MoveParams>({
     });
   },
   rollbackNote: (p) =>
-    `move ${relation(p.move)} and its indexes back to ${shown(p.move.from)} the same way${p.move.method === 'pg_repack' ? ", removing anything an interrupted pg_repack left (its trigger, log table, copy)" : ''}`,
+    `move ${relation(p.move)} and its indexes back to ${shown(p.move.from)} the same way${p.move.method === 'pg_repack' ? ', removing anything an interrupted pg_repack left (its trigger, log table, copy)' : ''}`,
   estimateSeconds: (p) => estimateMoveSeconds(p.move, p.copyBytesPerSecond, p.countRows),
 });
 
@@ -687,7 +692,11 @@ export const placeOperation = defineOperation<PlaceParams>({
     const common = { access: p.access, database: p.database, defaultTablespace: p.defaultTablespace, lock: p.lock };
     const steps: StepData[] = [{ id: 'prepare', kind: prepareStep.kind, params: p }];
     if (p.repack.createExtension && p.moves.some((m) => m.method === 'pg_repack'))
-      steps.push({ id: 'pg_repack-extension', kind: repackExtensionStep.kind, params: { access: p.access, database: p.database, why: p.repack.why, lock: p.lock } });
+      steps.push({
+        id: 'pg_repack-extension',
+        kind: repackExtensionStep.kind,
+        params: { access: p.access, database: p.database, why: p.repack.why, lock: p.lock },
+      });
     for (const m of p.moves)
       steps.push({
         id: `move-${safeId(relation(m))}`,

@@ -83,7 +83,11 @@ test('a step whose run stopped while being rolled back: the playbook refuses to 
     const plan = {
       operation: 'tablespaces-place',
       target: { description: 'd', lockKey: `test:${runId}` },
-      steps: [step('prepare', 'Create tablespace pgscale_warm'), step('pg_repack-extension', 'Create the pg_repack extension'), step('move-a', 'Move public.a')],
+      steps: [
+        step('prepare', 'Create tablespace pgscale_warm'),
+        step('pg_repack-extension', 'Create the pg_repack extension'),
+        step('move-a', 'Move public.a'),
+      ],
     };
     writeFileSync(join(runDir, 'plan.json'), JSON.stringify(plan));
     const events = [
