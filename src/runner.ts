@@ -33,6 +33,11 @@ export interface Invocation {
    * received (SIGINT for a Ctrl-C), which it reports and acts on as its own, instead of SIGTERM.
    */
   forwardInterrupt?: boolean;
+  /**
+   * A program that cleans up after itself only on one signal (pg_repack: SIGINT, its SIGTERM is the
+   * default, fatal one): an abort sends it that signal, then SIGKILL if it is still there after graceMs.
+   */
+  abortWith?: { signal: NodeJS.Signals; graceMs: number };
   /** Told the process group id once started: the journal keeps it so a resume can reap orphans. */
   onStart?: (pgid: number) => void;
   /** stream() only: stderr as it arrives (pg_basebackup -P reports progress there). */
@@ -98,7 +103,8 @@ function killGroup(pgid: number, signal: NodeJS.Signals = 'SIGTERM'): void {
 }
 
 /** The signal an abort sends: the one pgscale received (the abort's reason) when forwarded, else SIGTERM. */
-export function abortKillSignal(inv: Pick<Invocation, 'signal' | 'forwardInterrupt'>): NodeJS.Signals {
+export function abortKillSignal(inv: Pick<Invocation, 'signal' | 'forwardInterrupt' | 'abortWith'>): NodeJS.Signals {
+  if (inv.abortWith) return inv.abortWith.signal;
   const reason: unknown = inv.signal?.reason;
   return inv.forwardInterrupt && (reason === 'SIGINT' || reason === 'SIGTERM') ? reason : 'SIGTERM';
 }
@@ -176,7 +182,11 @@ export class ZxRunner implements Runner {
     const child = spawn(program!, args, { cwd: this.cwdFor(inv), env: this.environment(inv), detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     const pgid = child.pid ?? 0;
     if (pgid) inv.onStart?.(pgid);
-    const kill = () => killGroup(pgid, abortKillSignal(inv));
+    let lastResort: NodeJS.Timeout | undefined;
+    const kill = () => {
+      killGroup(pgid, abortKillSignal(inv));
+      if (inv.abortWith) lastResort = setTimeout(() => killGroup(pgid, 'SIGKILL'), inv.abortWith.graceMs);
+    };
     inv.signal?.addEventListener('abort', kill, { once: true });
     // aborted before it started (Ctrl-C during a step's preparations): the listener above never fires
     if (inv.signal?.aborted) kill();
@@ -188,6 +198,7 @@ export class ZxRunner implements Runner {
       });
       child.on('close', (code, signal) => {
         clearTimeout(timer);
+        clearTimeout(lastResort);
         inv.signal?.removeEventListener('abort', kill);
         resolve({ code, signal, error });
       });

@@ -782,14 +782,40 @@ export const tablespaceStatements = {
       'tablespaces: pg_repack extension',
       `select default_version, installed_version from pg_available_extensions where name = 'pg_repack'`,
     ),
-  /** pg_repack's trigger on a table: a pg_repack run that was killed left its log table and trigger behind. */
-  repackLeftover: (schema: string, name: string) =>
-    rows<{ oid: number }>(
-      'tablespaces: pg_repack leftover',
-      `select c.oid::int8::float8 as oid from pg_trigger g join pg_class c on c.oid = g.tgrelid join pg_namespace n on n.oid = c.relnamespace
-        where n.nspname = $1 and c.relname = $2 and g.tgname = 'repack_trigger'
-          and not exists (select 1 from pg_stat_activity where application_name in ('pg_repack', 'pgscale-pg_repack'))`,
+  /**
+   * What pg_repack made for a table and did not remove (it was killed, or its own cleanup was not
+   * granted its lock): the trigger logging every write, its log table, the copy (with the indexes
+   * built on it, in the target tablespace), the key type, an index it built on the table itself.
+   */
+  repackLeftovers: (schema: string, name: string) =>
+    rows<{ oid: number; objects: string[] }>(
+      'tablespaces: pg_repack leftovers',
+      `select c.oid::int8::float8 as oid, array_remove(array[
+                case when exists (select 1 from pg_trigger g where g.tgrelid = c.oid and g.tgname = 'repack_trigger') then 'trigger repack_trigger' end,
+                case when to_regclass('repack.log_' || c.oid) is not null then 'table repack.log_' || c.oid end,
+                case when to_regclass('repack.table_' || c.oid) is not null then 'table repack.table_' || c.oid end,
+                case when to_regtype('repack.pk_' || c.oid) is not null then 'type repack.pk_' || c.oid end]
+              || array(select 'invalid index ' || i.relname from pg_index x join pg_class i on i.oid = x.indexrelid
+                        where x.indrelid = c.oid and not x.indisvalid and i.relname ~ '^index_[0-9]+$' order by 1), null) as objects
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relname = $2`,
       [schema, name],
+    ),
+  /** Every table of the database pg_repack left something for (its trigger, log table, copy or key type). */
+  repackLeftoverTables: () =>
+    rows<{ schema: string; name: string }>(
+      'tablespaces: tables with pg_repack leftovers',
+      `with o as (select tgrelid as oid from pg_trigger where tgname = 'repack_trigger'
+                  union select substring(c.relname from '^(?:log|table)_([0-9]+)$')::oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                   where n.nspname = 'repack' and c.relname ~ '^(log|table)_[0-9]+$'
+                  union select substring(t.typname from '^pk_([0-9]+)$')::oid from pg_type t join pg_namespace n on n.oid = t.typnamespace
+                   where n.nspname = 'repack' and t.typname ~ '^pk_[0-9]+$')
+       select n.nspname as schema, c.relname as name from o join pg_class c on c.oid = o.oid join pg_namespace n on n.oid = c.relnamespace order by 1, 2`,
+    ),
+  /** Sessions of a pg_repack pgscale did not start: what they made is theirs, not a leftover. */
+  foreignRepackSessions: () =>
+    rows<{ pid: number }>(
+      'tablespaces: other pg_repack sessions',
+      `select pid from pg_stat_activity where application_name = 'pg_repack' and datname = current_database() and pid <> pg_backend_pid()`,
     ),
   /**
    * Ends the sessions of a pg_repack that pgscale started and whose program is gone (a killed run:

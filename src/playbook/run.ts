@@ -5,7 +5,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PgscaleError, ExitCode } from '../errors.js';
-import { listRuns, writeFileAtomic } from '../pipeline/journal.js';
+import { runCommandLine } from '../pipeline/execute.js';
+import { listRuns, writeFileAtomic, type RunState } from '../pipeline/journal.js';
 import { ensurePrivateDir } from '../pipeline/stateDir.js';
 import type { Runner } from '../runner.js';
 import { stepInvocation, type Playbook } from './playbook.js';
@@ -52,6 +53,16 @@ function loadProgress(stateDir: string, pb: Playbook): Progress {
     if (p.digest === pb.digest) return p;
   }
   return { digest: pb.digest, done: [], runs: {} };
+}
+
+/**
+ * A run whose undo stopped cannot be resumed (pgscale refuses it, and so would a rerun of the
+ * playbook): its rollback is the way on, and says what is left to undo.
+ */
+function undoUnfinished(run: RunState | undefined, stateDir: string, step: number): string | undefined {
+  if (!run || !['rolling-back', 'rollback-failed'].includes(run.status)) return undefined;
+  const left = run.plan.steps.filter((s) => ['done', 'failed', 'running'].includes(run.steps.get(s.id) ?? 'pending')).reverse();
+  return `\`${runCommandLine('rollback', run.id, stateDir)}\` finishes undoing step ${step}'s run (${run.status}): it undoes ${left.map((s) => `"${s.title}"`).join(', ') || 'nothing more'} and verifies each; then run the playbook again and the step starts anew`;
 }
 
 /** A step's --json output; text that is not JSON is kept as text rather than lost. */
@@ -115,6 +126,15 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
       continue;
     }
     const unfinished = previousRun && !['completed', 'rolled-back'].includes(previousRun.status) ? previousRun : undefined;
+    const undoFirst = o.dryRun ? undefined : undoUnfinished(unfinished, o.stateDir, index + 1);
+    if (undoFirst) {
+      result.steps.push({ index, command: step.command, outcome: 'failed', runId: unfinished!.id, exitCode: ExitCode.Refused });
+      throw new PgscaleError(
+        `playbook ${pb.name} cannot go on at step ${index + 1} (${step.command}): run ${unfinished!.id} is being rolled back`,
+        ExitCode.Refused,
+        undoFirst,
+      );
+    }
     const { argv, env } = unfinished
       ? { argv: ['resume', unfinished.id, ...(o.yes ? ['--yes'] : []), ...(o.json ? ['--json'] : [])], env: { PGSCALE_STATE_DIR: o.stateDir } }
       : stepInvocation(
@@ -143,7 +163,8 @@ export async function runPlaybook(pb: Playbook, o: PlaybookOptions): Promise<Pla
       throw new PgscaleError(
         `playbook ${pb.name} stopped at step ${index + 1} (${step.command}), exit code ${exitCode}${childError ? `: ${childError}` : ''}`,
         exitCode as ExitCode,
-        'fix the cause and run the playbook again: finished steps are skipped and an unfinished run is resumed',
+        undoUnfinished(started ? listRuns(o.stateDir).find((r) => r.id === started) : undefined, o.stateDir, index + 1) ??
+          'fix the cause and run the playbook again: finished steps are skipped and an unfinished run is resumed',
       );
     }
     if (!o.dryRun) {

@@ -104,6 +104,8 @@ interface ExtensionParams extends JsonObject {
   access: ClusterAccess;
   database: string;
   why: string;
+  /** How the undo waits for the lock that removing an interrupted pg_repack's trigger takes. */
+  lock: LockPolicy;
 }
 
 interface TempParams extends JsonObject {
@@ -382,23 +384,61 @@ function repackInvocation(ctx: StepContext, p: MoveParams, to: string): Invocati
       '--table',
       qualified(m.schema, m.name),
     ],
-    { env: { PGDATABASE: p.database, PGAPPNAME: 'pgscale-pg_repack' }, signal: ctx.signal, onStart: ctx.trackProcess },
+    {
+      env: { PGDATABASE: p.database, PGAPPNAME: 'pgscale-pg_repack' },
+      signal: ctx.signal,
+      onStart: ctx.trackProcess,
+      // pg_repack drops its trigger, log table and copy on SIGINT only (pgut's handler), after waiting
+      // up to --wait-timeout for its lock; SIGTERM would end it on the spot and leave them
+      abortWith: { signal: 'SIGINT', graceMs: (lockBudgetSeconds(p.lock) + 30) * 1000 },
+    },
   );
+}
+
+/**
+ * Removes what pg_repack left for one table, then checks nothing is left. A killed run's pg_repack
+ * session may still be copying: it is ended first (the run lock keeps any other pgscale run off the
+ * cluster, so no live run owns it). pg_repack cleans up only on SIGINT, and then needs an exclusive
+ * lock it gives up on (--no-kill-backend); killed any other way it leaves its trigger logging every
+ * write: the same cleanup (repack.repack_drop) runs here under the run's lock policy.
+ */
+async function clearRepackLeftovers(ctx: StepContext, db: Db, lock: LockPolicy, schema: string, table: string): Promise<void> {
+  const what = `${schema}.${table}`;
+  await db.query(ts.endOrphanRepackSessions());
+  for (let i = 0; i < 100 && (await db.query(ts.orphanRepackSessions()))[0]!.count > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  let [left] = await db.query(ts.repackLeftovers(schema, table));
+  if (!left?.objects.length) return;
+  const others = await db.query(ts.foreignRepackSessions());
+  if (others.length)
+    throw new PgscaleError(
+      `${what}: pg_repack left ${left.objects.join(', ')}, and a pg_repack pgscale did not start is connected (pid ${others.map((o) => o.pid).join(', ')}): they may be its own`,
+      ExitCode.FailedAfterChange,
+      'wait for that pg_repack to finish (see pg_stat_activity), then `pgscale rollback` or `pgscale resume` goes on',
+    );
+  ctx.progress.message(`${what}: removing what pg_repack left (${left.objects.join(', ')})`);
+  if (left.objects.some((o) => !o.startsWith('invalid index ')))
+    await withLockRetries(ctx, db, lock, `removing pg_repack's leftovers on ${what}`, () => ts.repackDrop(left!.oid, lock.lockTimeoutMs));
+  for (const o of left.objects.filter((o) => o.startsWith('invalid index ')))
+    await db.query(ts.dropIndexConcurrently(schema, o.slice('invalid index '.length)));
+  [left] = await db.query(ts.repackLeftovers(schema, table));
+  if (left?.objects.length)
+    throw new PgscaleError(
+      `${what}: pg_repack's ${left.objects.join(', ')} could not be removed`,
+      ExitCode.FailedAfterChange,
+      'see the server log, then `pgscale rollback` tries again',
+    );
 }
 
 /** `to` as placement reports it: '' is the database's default tablespace. */
 async function repackTable(ctx: StepContext, db: Db, p: MoveParams, to: string): Promise<void> {
   const m = p.move;
-  // a killed run's pg_repack session may still be copying: end it before judging what it left
-  await db.query(ts.endOrphanRepackSessions());
-  for (let i = 0; i < 100 && (await db.query(ts.orphanRepackSessions()))[0]!.count > 0; i++) await new Promise((r) => setTimeout(r, 100));
-  // a killed pg_repack leaves its trigger and log table: pg_repack refuses the table until they are gone
-  for (const left of await db.query(ts.repackLeftover(m.schema, m.name))) {
-    ctx.progress.message(`${relation(m)}: dropping what an interrupted pg_repack left`);
-    await withLockRetries(ctx, db, p.lock, `cleaning up pg_repack on ${relation(m)}`, () => ts.repackDrop(left.oid, p.lock.lockTimeoutMs));
-  }
+  // pg_repack refuses a table whose trigger and log table a killed pg_repack left
+  await clearRepackLeftovers(ctx, db, p.lock, m.schema, m.name);
   const inv = repackInvocation(ctx, p, name(to, p.defaultTablespace));
   const res = await ctx.runner.run(inv);
+  // interrupted (SIGINT, on which pg_repack tries its own cleanup) or failed: the table has not been
+  // swapped, and nothing of the copy may stay behind, whether pg_repack's cleanup was granted its lock or not
+  if (ctx.signal.aborted || res.exitCode !== 0) await clearRepackLeftovers(ctx, db, p.lock, m.schema, m.name);
   if (ctx.signal.aborted) throw new PgscaleError('interrupted', ExitCode.Interrupted);
   if (res.exitCode !== 0)
     throw new PgscaleError(
@@ -424,6 +464,8 @@ async function placeRelation(ctx: StepContext, p: MoveParams, heapTo: string, in
     for (const left of await db.query(ts.leftoverConcurrentIndexes(m.schema, m.name))) await db.query(ts.dropIndexConcurrently(m.schema, left.name));
     const now = await db.query(ts.placementOf(m.schema, m.name));
     if (now.length === 0) throw new PgscaleError(`${relation(m)} no longer exists`, ExitCode.FailedAfterChange);
+    // an interrupted pg_repack leaves the table where it was, but its trigger logging every write
+    if (m.method === 'pg_repack') await clearRepackLeftovers(ctx, db, p.lock, m.schema, m.name);
     const heapNow = now.find((r) => r.kind === 'table')!.tablespace;
     let retries = 0;
     if (heapNow !== heapTo) {
@@ -504,9 +546,22 @@ export const moveStep = defineStep<MoveParams>({
     });
   },
   async rollback(ctx, p) {
-    await placeRelation(ctx, p, p.move.from, (i) => i.from);
+    const m = p.move;
+    await placeRelation(ctx, p, m.from, (i) => i.from);
+    // undone only when it is: everything back where it was, and nothing of pg_repack left on the table
+    await onDb(ctx, p, async (db) => {
+      const now = await db.query(ts.placementOf(m.schema, m.name));
+      const expected = (r: { relation: string; kind: string; tablespace: string }) =>
+        r.kind === 'index' ? (m.indexes.find((i) => i.name === r.relation)?.from ?? r.tablespace) : m.from;
+      const wrong = now.filter((r) => r.tablespace !== expected(r));
+      const [left] = await db.query(ts.repackLeftovers(m.schema, m.name));
+      const problems = [...wrong.map((r) => `${r.relation} (${r.kind}) is in ${shown(r.tablespace)}, not ${shown(expected(r))}`), ...(left?.objects ?? [])];
+      if (problems.length)
+        throw new PgscaleError(`${relation(m)} is not back as it was: ${problems.join(', ')}`, ExitCode.FailedAfterChange, '`pgscale rollback` tries again');
+    });
   },
-  rollbackNote: (p) => `move ${relation(p.move)} and its indexes back to ${shown(p.move.from)} the same way`,
+  rollbackNote: (p) =>
+    `move ${relation(p.move)} and its indexes back to ${shown(p.move.from)} the same way${p.move.method === 'pg_repack' ? ', removing anything an interrupted pg_repack left (its trigger, log table, copy)' : ''}`,
   estimateSeconds: (p) => estimateMoveSeconds(p.move, p.copyBytesPerSecond, p.countRows),
 });
 
@@ -529,9 +584,13 @@ export const repackExtensionStep = defineStep<ExtensionParams>({
       : { ok: false, detail: `pg_repack is not installed in ${p.database}` };
   },
   async rollback(ctx, p) {
-    await onDb(ctx, p, (db) => db.query(ts.dropRepackExtension()));
+    await onDb(ctx, p, async (db) => {
+      // what an interrupted pg_repack left depends on the extension: removed table by table, never by CASCADE
+      for (const t of await db.query(ts.repackLeftoverTables())) await clearRepackLeftovers(ctx, db, p.lock, t.schema, t.name);
+      await db.query(ts.dropRepackExtension());
+    });
   },
-  rollbackNote: () => 'DROP EXTENSION pg_repack (this run created it)',
+  rollbackNote: () => 'DROP EXTENSION pg_repack (this run created it), after removing anything an interrupted pg_repack left',
   estimateSeconds: () => 1,
 });
 
@@ -633,7 +692,11 @@ export const placeOperation = defineOperation<PlaceParams>({
     const common = { access: p.access, database: p.database, defaultTablespace: p.defaultTablespace, lock: p.lock };
     const steps: StepData[] = [{ id: 'prepare', kind: prepareStep.kind, params: p }];
     if (p.repack.createExtension && p.moves.some((m) => m.method === 'pg_repack'))
-      steps.push({ id: 'pg_repack-extension', kind: repackExtensionStep.kind, params: { access: p.access, database: p.database, why: p.repack.why } });
+      steps.push({
+        id: 'pg_repack-extension',
+        kind: repackExtensionStep.kind,
+        params: { access: p.access, database: p.database, why: p.repack.why, lock: p.lock },
+      });
     for (const m of p.moves)
       steps.push({
         id: `move-${safeId(relation(m))}`,

@@ -5,7 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCluster, createLoopVolume, scratchDir, teardownAll, type TestCluster } from '../helpers/testbed.js';
 import { parseJson, runCli, startCli, type CliResult } from '../helpers/cli.js';
@@ -187,6 +187,112 @@ describe('pgscale tablespaces place with pg_repack on a real 17 cluster', { skip
     );
     assert.equal(await c.sql(`select count(*) from pg_extension where extname = 'pg_repack'`, 'killed'), '0');
     await c.sql('drop database killed');
+    vol.unmount();
+  });
+
+  /** Everything of pg_repack in a database: its trigger, tables, types and indexes in its schema, invalid indexes, its sessions. */
+  const repackTraces = async (db: string) =>
+    c.sql(
+      `select 'trigger=' || count(*) from pg_trigger where tgname = 'repack_trigger'
+       union all select 'relations=' || count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'repack' and c.relkind in ('r', 'i', 't')
+       union all select 'types=' || count(*) from pg_type t join pg_namespace n on n.oid = t.typnamespace where n.nspname = 'repack' and t.typname ~ '^pk_'
+       union all select 'invalid indexes=' || count(*) from pg_index where not indisvalid
+       union all select 'sessions=' || count(*) from pg_stat_activity where application_name like '%pg_repack'`,
+      db,
+    );
+  const noTraces = ['trigger=0', 'relations=0', 'types=0', 'invalid indexes=0', 'sessions=0'].join('\n');
+  /** pg_repack processes working for this cluster (its port in their environment). */
+  const repackProcesses = (): number[] =>
+    readdirSync('/proc')
+      .filter((pid) => /^\d+$/.test(pid))
+      .filter((pid) => {
+        try {
+          const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+          return (
+            readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'pg_repack' && env.includes('PGAPPNAME=pgscale-pg_repack') && env.includes(`PGPORT=${c.port}`)
+          );
+        } catch {
+          return false;
+        }
+      })
+      .map(Number);
+  /** A table pg_repack takes a few seconds to copy, written to by the writer, and the place command started on it. */
+  const startMove = async (db: string, volume: string) => {
+    await c.sql(`create database ${db}`);
+    await c.sql(
+      `create table pgscale_writer (id bigint primary key, at timestamptz not null default now(), payload text not null default '');
+       insert into pgscale_writer (id, payload) select -g, repeat(md5(g::text), 6) from generate_series(1, 300000) g;
+       analyze;`,
+      db,
+    );
+    assert.equal((await cli(db, ['sample'])).code, 0);
+    const writer = await startWriter(c, { database: db, intervalMs: 20 });
+    const args = ['tablespaces', 'place', '--pgdata', c.pgdata, '--bindir', c.bindir, '--state-dir', stateDir, '--database', db];
+    const run = startCli([...args, '--yes', '--json', '--volume', `${volume}=cold`, ...allCold]);
+    // pg_repack's trigger on the table: its copy is under way
+    await waitFor('pg_repack at work', async () => (await repackLeftovers(db)).split('\n')[0] === '1', 120_000, 20);
+    return { writer, run };
+  };
+
+  test('Ctrl-C while pg_repack copies under a writer: pg_repack is stopped, nothing of it is left, the run undoes itself and exits 130 with every acknowledged write kept', async () => {
+    const vol = createLoopVolume(256);
+    const { writer, run } = await startMove('interrupted', vol.mountPoint);
+    run.kill('SIGINT');
+    const res = await run.done;
+    const report = await writer.stop();
+    assert.equal(res.code, 130, res.stderr + res.stdout);
+    const error = parseJson<{ error: { message: string; kind: string } }>(res).error;
+    assert.equal(error.kind, 'interrupted');
+    assert.match(error.message, /interrupted before any downtime: what run \S+ had done is undone/);
+    const runId = readdirSync(join(stateDir, 'runs')).sort().at(-1)!;
+    const journal = readRun(stateDir, runId);
+    assert.equal(journal.status, 'rolled-back');
+    assert.deepEqual(
+      journal.events.filter((e) => e.type === 'step-rolled-back').map((e) => (e as { step: string }).step),
+      ['move-public.pgscale_writer', 'pg_repack-extension', 'prepare'],
+    );
+    assert.equal(await repackTraces('interrupted'), noTraces, 'no trigger, log table, copy, key type or index of pg_repack left');
+    assert.deepEqual(repackProcesses(), []);
+    assert.deepEqual(
+      Object.entries(await placement('interrupted')).filter(([, ts]) => ts !== ''),
+      [],
+      'the table and its index are where they were',
+    );
+    assert.equal(await c.sql(`select count(*) from pg_extension where extname = 'pg_repack'`, 'interrupted'), '0', 'the extension the run created is gone');
+    assert.equal(await c.sql(`select count(*) from pg_tablespace where spcname like 'pgscale%'`), '0');
+    assert.equal(report.errors, 0);
+    assert.ok(report.acknowledged.length > 0);
+    assert.deepEqual(await missingWrites(c, report, 'interrupted'), [], 'every acknowledged write is in the table');
+    assert.equal(await c.sql('select count(*) from pgscale_writer where id < 0', 'interrupted'), '300000');
+    // writes after the undo are not logged anywhere any more: the trigger is gone, the insert just lands
+    await c.sql(`insert into pgscale_writer (id) values (0)`, 'interrupted');
+    assert.equal(await repackTraces('interrupted'), noTraces);
+    await c.sql('drop database interrupted');
+    vol.unmount();
+  });
+
+  test('SIGKILL while pg_repack copies: pg_repack is left running, orphaned; rollback stops it, removes what it left, returns the table and drops the extension', async () => {
+    const vol = createLoopVolume(256);
+    const { writer, run } = await startMove('orphaned', vol.mountPoint);
+    run.kill('SIGKILL');
+    assert.equal((await run.done).signal, 'SIGKILL');
+    const orphans = repackProcesses();
+    process.stderr.write(`after SIGKILL: ${orphans.length} pg_repack process(es) still running\n`);
+    const rb = await runCli(['rollback', '--state-dir', stateDir, '--yes', '--json'], { timeoutMs: 120_000 });
+    const report = await writer.stop();
+    assert.equal(rb.code, 0, rb.stderr + rb.stdout);
+    assert.equal(parseJson<RunReport>(rb).status, 'rolled-back');
+    assert.deepEqual(repackProcesses(), [], 'the orphaned pg_repack is stopped');
+    assert.equal(await repackTraces('orphaned'), noTraces, 'no trigger, log table, copy, key type or index of pg_repack left');
+    assert.deepEqual(
+      Object.entries(await placement('orphaned')).filter(([, ts]) => ts !== ''),
+      [],
+    );
+    assert.equal(await c.sql(`select count(*) from pg_extension where extname = 'pg_repack'`, 'orphaned'), '0');
+    assert.equal(report.errors, 0);
+    assert.deepEqual(await missingWrites(c, report, 'orphaned'), [], 'every acknowledged write is in the table');
+    assert.ok(!existsSync(join(vol.mountPoint, 'pgscale_cold')));
+    await c.sql('drop database orphaned');
     vol.unmount();
   });
 

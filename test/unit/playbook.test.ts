@@ -1,9 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parsePlaybook, readPlaybook, stepInvocation } from '../../src/playbook/playbook.js';
-import { clusterForStep } from '../../src/playbook/run.js';
+import { clusterForStep, runPlaybook } from '../../src/playbook/run.js';
+import type { Runner } from '../../src/runner.js';
 import { ExitCode, PgscaleError } from '../../src/errors.js';
 import { repoRoot } from '../helpers/paths.js';
 
@@ -68,4 +70,62 @@ test('after an upgrade step, later steps work on the upgraded cluster, never the
     clusterForStep(pb, 2, () => undefined, runs),
     pb.cluster,
   );
+});
+
+test('a step whose run stopped while being rolled back: the playbook refuses to go on and names the rollback that does, with what it undoes', async () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'pgscale-pb-'));
+  try {
+    const pb = parsePlaybook('version: 1\nname: place\ncluster: { pgdata: /pg/17 }\nsteps:\n  - tablespaces place: { database: app }\n', 'place.yaml');
+    const runId = '20260101T000000-tablespaces-place-abcdef';
+    const runDir = join(stateDir, 'runs', runId);
+    mkdirSync(runDir, { recursive: true, mode: 0o700 });
+    const step = (id: string, title: string) => ({ id, kind: 'k', title, params: {}, rollback: '', downtime: false, pointOfNoReturn: false });
+    const plan = {
+      operation: 'tablespaces-place',
+      target: { description: 'd', lockKey: `test:${runId}` },
+      steps: [
+        step('prepare', 'Create tablespace pgscale_warm'),
+        step('pg_repack-extension', 'Create the pg_repack extension'),
+        step('move-a', 'Move public.a'),
+      ],
+    };
+    writeFileSync(join(runDir, 'plan.json'), JSON.stringify(plan));
+    const events = [
+      { type: 'run-started', pid: 1 },
+      ...['prepare', 'pg_repack-extension'].flatMap((s) => [
+        { type: 'step-started', step: s },
+        { type: 'step-done', step: s, outputs: {}, verified: '' },
+      ]),
+      { type: 'step-started', step: 'move-a' },
+      { type: 'run-interrupted', step: 'move-a' },
+      { type: 'rollback-started', pid: 1 },
+      { type: 'step-rolled-back', step: 'move-a' },
+      { type: 'rollback-failed', step: 'pg_repack-extension', error: 'cannot drop extension pg_repack' },
+    ];
+    writeFileSync(join(runDir, 'journal.jsonl'), events.map((e) => JSON.stringify({ at: '2026-01-01T00:00:00Z', ...e })).join('\n') + '\n');
+    mkdirSync(join(stateDir, 'playbooks'));
+    writeFileSync(join(stateDir, 'playbooks', 'place.json'), JSON.stringify({ digest: pb.digest, done: [], runs: { 0: runId } }));
+    const started: string[] = [];
+    const runner = {
+      stream: (inv: { args: readonly string[] }) => {
+        started.push(inv.args.join(' '));
+        throw new Error('no step may start');
+      },
+    } as unknown as Runner;
+    await assert.rejects(
+      runPlaybook(pb, { runner, cli: 'pgscale', stateDir, yes: true, dryRun: false, json: false, log: () => undefined, signal: new AbortController().signal }),
+      (e: unknown) => {
+        assert.ok(e instanceof PgscaleError);
+        assert.equal(e.exitCode, ExitCode.Refused);
+        assert.match(e.message, /run 20260101T000000-tablespaces-place-abcdef is being rolled back/);
+        assert.match(e.hint ?? '', new RegExp(`^\`pgscale rollback ${runId} --state-dir ${stateDir}\` finishes undoing step 1's run \\(rollback-failed\\)`));
+        assert.match(e.hint ?? '', /undoes "Create the pg_repack extension", "Create tablespace pgscale_warm"/);
+        assert.doesNotMatch(e.hint ?? '', /resumed/);
+        return true;
+      },
+    );
+    assert.deepEqual(started, [], 'neither a resume (refused) nor a new run is started');
+  } finally {
+    rmSync(stateDir, { recursive: true, force: true });
+  }
 });

@@ -60,3 +60,32 @@ test('an abort sends SIGTERM, except to a pgscale child, which is sent the signa
   const res = await runner.run({ program: 'sleep', args: ['30'], signal: forwarded.signal, forwardInterrupt: true });
   assert.equal(res.signal, 'SIGINT');
 });
+
+test('a program that cleans up on one signal is sent that one on an abort, and SIGKILL if it is still there after its grace', async () => {
+  const plain = new AbortController();
+  plain.abort();
+  assert.equal(abortKillSignal({ signal: plain.signal, abortWith: { signal: 'SIGINT', graceMs: 1000 } }), 'SIGINT');
+  // it traps SIGINT, cleans up and exits 7 on its own
+  const cleaner = new AbortController();
+  setTimeout(() => cleaner.abort(), 300);
+  const cleaned = await runner.run({
+    program: 'sh',
+    args: ['-c', 'trap "echo cleaned; exit 7" INT; while :; do sleep 0.05; done'],
+    signal: cleaner.signal,
+    abortWith: { signal: 'SIGINT', graceMs: 10_000 },
+  });
+  assert.deepEqual([cleaned.exitCode, cleaned.signal, cleaned.stdout], [7, null, 'cleaned\n']);
+  // it ignores SIGINT: SIGKILL ends it after the grace, not before
+  const stuck = new AbortController();
+  setTimeout(() => stuck.abort(), 300);
+  const started = performance.now();
+  const killed = await runner.run({
+    program: 'sh',
+    args: ['-c', 'trap "" INT; while :; do sleep 0.05; done'],
+    signal: stuck.signal,
+    abortWith: { signal: 'SIGINT', graceMs: 700 },
+  });
+  const took = performance.now() - started;
+  assert.equal(killed.signal, 'SIGKILL');
+  assert.ok(took >= 900 && took < 5000, `${took} ms`);
+});
