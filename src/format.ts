@@ -1,4 +1,7 @@
-/** Sizes and durations for people: "1.5 GB", "2 min 5 s". */
+/**
+ * Sizes and durations for people: "23.5 GB", "2 min 5 s". Sizes count in 1024s, as PostgreSQL's
+ * kB, MB and GB do, with one decimal and a space: every command prints the same size the same way.
+ */
 export function formatBytes(bytes: number): string {
   const units = ['B', 'kB', 'MB', 'GB', 'TB'];
   let v = bytes;
@@ -7,7 +10,7 @@ export function formatBytes(bytes: number): string {
     v /= 1024;
     i++;
   }
-  return `${i === 0 ? v : v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+  return `${Number.parseFloat(v.toFixed(1))} ${units[i]}`;
 }
 
 export function formatDuration(seconds: number): string {

@@ -35,6 +35,7 @@ export interface ServerFacts {
   lc_ctype: string;
   locale_provider: string;
   data_directory: string;
+  config_file: string;
   port: number;
   total_bytes: string;
 }
@@ -89,6 +90,7 @@ export const statements = {
               -- datlocprovider exists from 15 on; before that every database used libc ('c')
               coalesce(to_jsonb(d)->>'datlocprovider', 'c') as locale_provider,
               current_setting('data_directory') as data_directory,
+              current_setting('config_file') as config_file,
               current_setting('port')::int as port,
               (select sum(pg_database_size(oid)) from pg_database where datallowconn)::text as total_bytes
          from pg_database d where d.datname = 'template1'`,

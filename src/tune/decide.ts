@@ -15,7 +15,8 @@ import { badInput, refused } from '../errors.js';
 import { BUILD_OPTIONAL_VALUES } from '../gucCatalog/buildOptional.js';
 import { KNOWN_MAJORS, findSetting, loadCatalog, needsRestart } from '../gucCatalog/catalog.js';
 import type { BuildFeature, GucCatalog } from '../gucCatalog/types.js';
-import { KiB, MiB, describeMemory } from '../gucCatalog/units.js';
+import { KiB, MiB } from '../gucCatalog/units.js';
+import { formatBytes } from '../format.js';
 import { isCloseEnough, parseSetting, type GucValue } from '../gucCatalog/values.js';
 import { detectCompute } from '../host/compute.js';
 import type { HostRoot } from '../host/hostRoot.js';
@@ -23,7 +24,7 @@ import { detectStorage } from '../host/storage.js';
 import { userByName } from '../osUser.js';
 import { listRuns } from '../pipeline/journal.js';
 import type { Runner, OsUser } from '../runner.js';
-import { gatherClusterIdentity, optionValue, startedOptions, type ServerIdentity } from '../server/postgres.js';
+import { gatherClusterIdentity, type ServerIdentity } from '../server/postgres.js';
 import { statements } from '../sql.js';
 import { allChanges, planChanges, precedenceNotes, type AreaChanges, type SettingChange, type TuneTarget } from './diff.js';
 import { applyEdits, readLastThroughIncludeDir, sha256, type FileEdit } from './edits.js';
@@ -160,7 +161,7 @@ export async function readTuneCluster(opts: {
   if (!KNOWN_MAJORS.includes(major)) throw badInput(`PostgreSQL ${major} has no settings catalog in pgscale; known: ${KNOWN_MAJORS.join(', ')}`);
   let configFile = '';
   // a stopped server's config_file comes from the command line it last ran with
-  if (info) configFile = server?.find((s) => s.name === 'config_file')?.setting ?? optionValue(startedOptions(info.dataDir), 'config_file') ?? info.configFile;
+  if (info) configFile = server?.find((s) => s.name === 'config_file')?.setting ?? info.configFile;
   const owner = info ? (userByName(info.owner) ?? null) : null;
   let serverBindir: string | null = info?.bindir ?? null;
   if (opts.bindir && info && !serverBindir) {
@@ -273,7 +274,7 @@ export async function systemProfile(
       memoryBytes = compute.effective.memoryBytes;
       memoryIsCgroupLimit = compute.limits.memory !== null && compute.limits.memory.bytes <= compute.host.memoryBytes;
       notes.push(
-        `memory ${describeMemory(memoryBytes)}: ${memoryIsCgroupLimit ? `the cgroup limit (${compute.limits.memory!.source})` : 'detected RAM'} (--memory overrides)`,
+        `memory ${formatBytes(memoryBytes)}: ${memoryIsCgroupLimit ? `the cgroup limit (${compute.limits.memory!.source})` : 'detected RAM'} (--memory overrides)`,
       );
     }
     if (vcpus === undefined) {

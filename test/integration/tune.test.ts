@@ -79,10 +79,10 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
         const runsBefore = runsIn(state);
         const res = await tune(c, ['--dry-run']);
         assert.equal(res.code, 0, show(res));
-        assert.match(res.stdout, /^# PostgreSQL \d+ · 2GB · 2 vCPUs · ssd storage · oltp profile/m);
+        assert.match(res.stdout, /^# PostgreSQL \d+ · 2 GB · 2 vCPUs · ssd storage · oltp profile/m);
         assert.match(res.stdout, /^## memory: \d+ changes \(1 needs a restart, \d+ take effect on reload\)$/m);
         assert.match(res.stdout, /^-shared_buffers = 128MB +# postgresql\.conf:\d+$/m);
-        assert.match(res.stdout, /^\+shared_buffers = 512MB +# RESTART: 25 % of the 2GB of RAM/m);
+        assert.match(res.stdout, /^\+shared_buffers = 512MB +# RESTART: 25 % of the 2 GB of RAM/m);
         assert.match(res.stdout, /^-work_mem = 1MB +# dba\.conf:2$/m, 'the include file is where work_mem comes from');
         assert.match(res.stdout, /^-random_page_cost = 3 +# postgresql\.auto\.conf:\d+ \(ALTER SYSTEM\)$/m);
         assert.match(res.stdout, /^\+random_page_cost = 1\.1 +# reload: /m);
@@ -185,7 +185,7 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       const res = await tune(c, ['--target', 'conf', '--yes']);
       assert.equal(res.code, 0, show(res));
       const conf = readFileSync(join(c.pgdata, 'postgresql.conf'), 'utf8');
-      assert.match(conf, /^shared_buffers = 512MB\t\t# pgscale tune \(was 128MB\): 25 % of the 2GB of RAM/m, "initdb's line, rewritten where it was");
+      assert.match(conf, /^shared_buffers = 512MB\t\t# pgscale tune \(was 128MB\): 25 % of the 2 GB of RAM/m, "initdb's line, rewritten where it was");
       assert.equal(conf.match(/^shared_buffers =/gm)!.length, 1);
       assert.match(conf, /\nrandom_page_cost = 1\.1\t\t# pgscale tune: flash reads randomly/, 'a setting no line had is appended');
       assert.equal(existsSync(join(c.pgdata, 'conf.d')), false, 'no include file');
