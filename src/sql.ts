@@ -339,6 +339,12 @@ export const statements = {
   otherSessions: () => rows<{ count: number }>('other sessions', `select count(*)::int as count from pg_stat_activity where ${otherClientSessions}`),
   /** Rules of pg_hba.conf the server could not parse (a reload keeps the old rules then). */
   hbaErrors: () => rows<{ line_number: number; error: string }>('pg_hba errors', 'select line_number, error from pg_hba_file_rules where error is not null'),
+  /** Where the server keeps its data directory (superuser or pg_read_all_settings), and whose pg_control it is. */
+  dataDirectory: () =>
+    rows<{ data_directory: string; system_identifier: string }>(
+      'data directory',
+      "select current_setting('data_directory') as data_directory, (select system_identifier::text from pg_control_system()) as system_identifier",
+    ),
   systemIdentifier: () =>
     rows<{ system_identifier: string }>('system identifier', 'select system_identifier::text as system_identifier from pg_control_system()'),
   serverVersionNum: () =>

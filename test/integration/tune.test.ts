@@ -427,6 +427,46 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
     });
   });
 
+  describe('--dsn without --pgdata on the database host: the data directory the server names', () => {
+    let c: TestCluster;
+    const password = 'tune-dsn-pw';
+    const dsn = (user: string) => `host=127.0.0.1 port=${c.port} user=${user} dbname=postgres`;
+    const tuneByDsn = (user: string, planFile: string) =>
+      runCli(['tune', '--dsn', dsn(user), '--bindir', c.bindir, '--state-dir', state, ...HW, '--dry-run', '--plan-out', planFile], {
+        timeoutMs: 180_000,
+        env: { PGPASSWORD: password, PGDATA: undefined, PGHOST: undefined, PGPORT: undefined },
+      });
+
+    before(async () => {
+      c = await createCluster({ version: 17, conf: ["listen_addresses = '127.0.0.1'"] });
+      await c.sql(`alter role ${c.superuser} password '${password}'; create role app login password '${password}'`);
+    });
+
+    test('a superuser over 127.0.0.1: SHOW data_directory, checked against its pg_control, and the plan says so', async () => {
+      const planFile = join(scratchDir('pgscale-tune-plan-'), 'tune.plan.json');
+      const res = await tuneByDsn(c.superuser, planFile);
+      assert.equal(res.code, 0, show(res));
+      const plan = JSON.parse(readFileSync(planFile, 'utf8')) as { target: { lockKey: string }; summary: string; params: { dataDir: string } };
+      assert.equal(plan.params.dataDir, c.pgdata);
+      assert.equal(plan.target.lockKey, `cluster:${c.pgdata}`);
+      assert.match(
+        plan.summary,
+        new RegExp(
+          `data directory ${c.pgdata}, as the server names it \\(SHOW data_directory\\), whose pg_control carries the server's system identifier \\d+`,
+        ),
+      );
+      assert.doesNotMatch(readFileSync(planFile, 'utf8'), new RegExp(password), 'no password in the plan');
+    });
+
+    test('a role that may not read data_directory: still exit 2, no plan written', async () => {
+      const planFile = join(scratchDir('pgscale-tune-plan-'), 'tune.plan.json');
+      const res = await tuneByDsn('app', planFile);
+      assert.equal(res.code, 2, show(res));
+      assert.match(res.stderr, /applying needs the cluster's data directory on this host/);
+      assert.equal(existsSync(planFile), false);
+    });
+  });
+
   describe('bad input: a clear error and nothing changed', () => {
     let c: TestCluster;
     let confDir: string;
