@@ -554,9 +554,9 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       assert.ok(seconds < 90, `measuring took ${seconds}s`);
       const out = parseJson<TuneResult>(res);
       const notes = out.notes.join('\n');
-      assert.match(notes, /^WAL written at \S+\/s \(measured on the cluster: .* since pg_stat_wal was reset/m);
+      assert.match(notes, /^WAL written at [\d.]+ [kMGT]?B\/s \(measured on the cluster: .* since pg_stat_wal was reset/m);
       assert.match(notes, /^WAL flushes measured \(pg_test_fsync -s 1, .*pg_wal\): open_datasync \d+\/s, fdatasync \d+\/s/m);
-      const reads = /^random 8kB reads measured on the data volume \(128MB file, O_DIRECT\): ([\d,]+)\/s one at a time, ([\d,]+)\/s with 16 in flight$/m.exec(
+      const reads = /^random 8kB reads measured on the data volume \(128 MB file, O_DIRECT\): ([\d,]+)\/s one at a time, ([\d,]+)\/s with 16 in flight$/m.exec(
         notes,
       );
       assert.ok(reads, notes);
