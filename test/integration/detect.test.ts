@@ -1,10 +1,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, writeFileSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { formatBytes } from '../../src/format.js';
-import { createCluster, createLoopVolume, mkdirOwned, scratchDir, teardownAll, type LoopVolume, type TestCluster } from '../helpers/testbed.js';
+import { createCluster, createLoopVolume, mkdirOwned, scratchDir, serverUser, teardownAll, type LoopVolume, type TestCluster } from '../helpers/testbed.js';
 import { cliRunnableBy, parseJson, runCli } from '../helpers/cli.js';
 import type { DetectReport, DetectedCluster } from '../../src/detect.js';
 import { isRoot } from '../../src/runner.js';
@@ -108,6 +108,42 @@ describe('pgscale detect on real 16 and 17 clusters', { skip: !isRoot() && 'loop
       assert.equal(stopped.port, etc16.port, 'the port comes from the outside postgresql.conf');
     } finally {
       await etc16.start();
+    }
+  });
+
+  test('started from its parent directory with a relative -c config_file=etc/postgresql.conf: the file the server reads', async () => {
+    const c = await createCluster({ version: 17, checksums: false, configOutside: true, start: false });
+    const parent = dirname(c.pgdata);
+    // as an init script may: pg_ctl run from the parent, the server resolves the name against the directory it started in
+    const started = spawnSync(
+      'runuser',
+      [
+        '-u',
+        serverUser.name,
+        '--',
+        join(c.bindir, 'pg_ctl'),
+        '-D',
+        c.pgdata,
+        '-w',
+        '-l',
+        join(parent, 'server.log'),
+        '-o',
+        `-c config_file=etc/postgresql.conf`,
+        'start',
+      ],
+      { cwd: parent, encoding: 'utf8' },
+    );
+    assert.equal(started.status, 0, started.stderr);
+    try {
+      const found = await detectOne(c);
+      assert.equal(found.state, 'running');
+      assert.equal(found.configFile, c.configFile, 'the absolute path the server answers, not a name relative to where pgscale runs');
+      assert.deepEqual(
+        found.notes.filter((n) => /configuration not read/.test(n)),
+        [],
+      );
+    } finally {
+      await c.stop();
     }
   });
 
