@@ -30,7 +30,7 @@ import { loadavg } from 'node:os';
 import { statfsSync, writeFileSync, chownSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadCatalog, findSetting } from '../src/gucCatalog/catalog.js';
-import { describeMemory } from '../src/gucCatalog/units.js';
+import { formatBytes } from '../src/format.js';
 import { formatValue, isCloseEnough, parseSetting, type GucValue } from '../src/gucCatalog/values.js';
 import { detectCompute } from '../src/host/compute.js';
 import { HostRoot } from '../src/host/hostRoot.js';
@@ -204,7 +204,7 @@ async function main(): Promise<void> {
     },
   ];
   log(
-    `hardware: ${describeMemory(profile.memoryBytes)}${profile.memoryIsCgroupLimit ? ' (cgroup limit)' : ''}, ${profile.vcpus} vCPUs, ${profile.storage} storage, WAL volume ${describeMemory(profile.walVolumeBytes ?? 0)}, build ${profile.buildFeatures.join(', ') || '-'}; profile ${WORKLOAD}, max_connections ${MAX_CONNECTIONS}`,
+    `hardware: ${formatBytes(profile.memoryBytes)}${profile.memoryIsCgroupLimit ? ' (cgroup limit)' : ''}, ${profile.vcpus} vCPUs, ${profile.storage} storage, WAL volume ${formatBytes(profile.walVolumeBytes ?? 0)}, build ${profile.buildFeatures.join(', ') || '-'}; profile ${WORKLOAD}, max_connections ${MAX_CONNECTIONS}`,
   );
 
   const dbSize = await c.sql(`select pg_size_pretty(pg_database_size('postgres'))`);
@@ -236,7 +236,7 @@ async function main(): Promise<void> {
   const lines: string[] = [];
   lines.push(`bench/tune: PostgreSQL ${VERSION}, pgbench scale ${SCALE} (${dbSize}), -c ${CLIENTS} -j ${JOBS} -T ${SECONDS}, median of ${REPEATS}`);
   lines.push(
-    `hardware: ${describeMemory(profile.memoryBytes)} RAM, ${profile.vcpus} vCPUs, ${profile.storage}; profile ${WORKLOAD}, max_connections ${MAX_CONNECTIONS}`,
+    `hardware: ${formatBytes(profile.memoryBytes)} RAM, ${profile.vcpus} vCPUs, ${profile.storage}; profile ${WORKLOAD}, max_connections ${MAX_CONNECTIONS}`,
   );
   const f = profile.storageMeasured?.fsync;
   const r = profile.storageMeasured?.randomRead;
@@ -252,7 +252,7 @@ async function main(): Promise<void> {
   lines.push(
     `random 8kB reads (O_DIRECT probe): ${r ? `${r.serialIops.toFixed(0)}/s one at a time, ${r.parallelIops.toFixed(0)}/s ${r.depth} at once` : 'not measured'}`,
   );
-  lines.push(`WAL rate of TPC-B here: ${profile.walWriteBytesPerSecond ? `${describeMemory(profile.walWriteBytesPerSecond)}/s` : 'not measured'}`);
+  lines.push(`WAL rate of TPC-B here: ${profile.walWriteBytesPerSecond ? `${formatBytes(profile.walWriteBytesPerSecond)}/s` : 'not measured'}`);
   lines.push(
     `1-minute load average after the runs: ${Math.min(...loads).toFixed(1)} to ${Math.max(...loads).toFixed(1)} (pgbench itself adds about ${CLIENTS + JOBS / 2})`,
   );

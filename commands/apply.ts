@@ -1,7 +1,7 @@
 import * as Args from '@oclif/core/args';
-import { refused } from '../src/errors.js';
+import { PlanDrift, refused } from '../src/errors.js';
 import { OperationCommand, type OperationResult } from '../src/operationCommand.js';
-import { actionDrift, buildPlan, failedChecks, fingerprintDrift, operation } from '../src/pipeline/plan.js';
+import { actionDrift, buildPlan, describeDrift, failedChecks, fingerprintDrift, operation } from '../src/pipeline/plan.js';
 import { assertTrustedPlanFile, assertUnedited, readPlanFile } from '../src/pipeline/planFile.js';
 import '../src/operations.js';
 
@@ -17,10 +17,19 @@ export default class Apply extends OperationCommand<typeof Apply> {
     assertTrustedPlanFile(args.file);
     assertUnedited(args.file, reviewed, 'apply');
     const now = await buildPlan(operation(reviewed.operation), reviewed.params, this.planningContext());
-    const drift = [...fingerprintDrift(reviewed.fingerprint, now.fingerprint), ...actionDrift(reviewed, now)];
-    if ((reviewed.target.systemIdentifier ?? null) !== (now.target.systemIdentifier ?? null))
-      drift.push(`cluster identity: planned ${reviewed.target.systemIdentifier ?? '(unknown)'}, now ${now.target.systemIdentifier ?? '(unknown)'}`);
-    if (drift.length) throw refused(`the cluster changed since the plan was made:\n${drift.map((d) => `  - ${d}`).join('\n')}`, 'make and review a new plan');
+    const facts = fingerprintDrift(reviewed.fingerprint, now.fingerprint);
+    const steps = actionDrift(reviewed, now);
+    const identity =
+      (reviewed.target.systemIdentifier ?? null) === (now.target.systemIdentifier ?? null)
+        ? []
+        : [`cluster identity: planned ${reviewed.target.systemIdentifier ?? '(unknown)'}, now ${now.target.systemIdentifier ?? '(unknown)'}`];
+    const lines = [...facts.map(describeDrift), ...steps, ...identity];
+    if (lines.length)
+      throw new PlanDrift(`the cluster changed since the plan was made:\n${lines.map((d) => `  - ${d}`).join('\n')}`, 'make and review a new plan', {
+        facts,
+        steps,
+        identity: identity.length ? { planned: reviewed.target.systemIdentifier ?? null, now: now.target.systemIdentifier ?? null } : null,
+      });
     const blockers = failedChecks(now);
     if (blockers.length)
       throw refused(

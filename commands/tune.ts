@@ -1,7 +1,7 @@
 import * as Flags from '@oclif/core/flags';
 import { badInput } from '../src/errors.js';
 import { loadCatalog } from '../src/gucCatalog/catalog.js';
-import { describeMemory } from '../src/gucCatalog/units.js';
+import { formatBytes } from '../src/format.js';
 import { OperationCommand, type OperationResult, planOutFlag } from '../src/operationCommand.js';
 import '../src/operations.js';
 import type { ExecuteOptions } from '../src/pipeline/execute.js';
@@ -57,7 +57,7 @@ const int = (name: string, text: string | undefined): number | undefined => {
 };
 
 const profileLine = (p: SystemProfile) =>
-  `PostgreSQL ${p.pgMajor} · ${describeMemory(p.memoryBytes)}${p.memoryIsCgroupLimit ? ' (cgroup limit)' : ''} · ${p.vcpus} vCPUs · ${p.storage} storage · ${p.workload} profile`;
+  `PostgreSQL ${p.pgMajor} · ${formatBytes(p.memoryBytes)}${p.memoryIsCgroupLimit ? ' (cgroup limit)' : ''} · ${p.vcpus} vCPUs · ${p.storage} storage · ${p.workload} profile`;
 
 export default class Tune extends OperationCommand<typeof Tune> {
   static override summary =

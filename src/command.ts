@@ -7,7 +7,7 @@ import * as Flags from '@oclif/core/flags';
 import type { Interfaces } from '@oclif/core';
 import { FileAuditLog, redact, type AuditEvent, type AuditSink } from './audit.js';
 import { resolveConnection, type ConnectionSettings } from './connection.js';
-import { ExitCode, PlanRefused, asPgscaleError, exitCodeName, parseFailure } from './errors.js';
+import { ExitCode, PlanDrift, PlanRefused, asPgscaleError, exitCodeName, parseFailure } from './errors.js';
 import { HostRoot } from './host/hostRoot.js';
 import { ZxRunner, type Runner } from './runner.js';
 
@@ -128,7 +128,7 @@ export abstract class PgscaleCommand<T extends typeof Command> extends Command {
     if (this.jsonEnabled()) {
       const error = { message, hint, exitCode: err.exitCode, kind: exitCodeName[err.exitCode] };
       // one document: a dry run's plan (when one was made) and why it is blocked; otherwise the error alone
-      this.logJson(thrown instanceof PlanRefused ? { plan: thrown.plan, error } : { error });
+      this.logJson(thrown instanceof PlanRefused ? { plan: thrown.plan, error } : thrown instanceof PlanDrift ? { drift: thrown.drift, error } : { error });
       return undefined;
     }
     process.stderr.write(`pgscale: error: ${message}\n${hint ? `hint: ${hint}\n` : ''}`);

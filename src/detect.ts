@@ -1,4 +1,5 @@
 /** `pgscale detect`: compute, storage and clusters as pgscale sees them. */
+import { statfs } from 'node:fs/promises';
 import { inspectCluster, type ClusterInfo } from './cluster/inspect.js';
 import { discoverClusters, defaultDiscoveryRoots, layoutOf, type DiscoveryRoots } from './cluster/discover.js';
 import { findInstallations, defaultInstallationRoots, type Installation, type InstallationRoots } from './cluster/installations.js';
@@ -13,11 +14,25 @@ import type { Runner } from './runner.js';
 
 export type StorageRole = 'data' | 'wal' | 'tablespace';
 
+/** The filesystem holding a path, as df counts it: bytes; free is what an unprivileged writer (the server) may still use. */
+export interface Space {
+  sizeBytes: number;
+  usedBytes: number;
+  freeBytes: number;
+}
+
 export interface ClusterStorage {
   role: StorageRole;
   path: string;
   storage: StorageInfo | undefined;
+  space: Space | undefined;
   error?: string;
+}
+
+/** Size, used and free of the filesystem holding `path`, as `df -B1` shows them (Size, Used, Avail). */
+export async function spaceOf(path: string): Promise<Space> {
+  const fs = await statfs(path);
+  return { sizeBytes: fs.blocks * fs.bsize, usedBytes: (fs.blocks - fs.bfree) * fs.bsize, freeBytes: fs.bavail * fs.bsize };
 }
 
 export interface DetectedCluster extends ClusterInfo {
@@ -53,11 +68,12 @@ async function storageOf(root: HostRoot, info: ClusterInfo): Promise<ClusterStor
   ];
   return Promise.all(
     paths.map(async (p) => {
+      const space = await spaceOf(p.path).catch(() => undefined);
       try {
-        return { ...p, storage: await detectStorage(root, p.path) };
+        return { ...p, storage: await detectStorage(root, p.path), space };
       } catch (e) {
         if (e instanceof PgscaleError) throw e;
-        return { ...p, storage: undefined, error: (e as Error).message };
+        return { ...p, storage: undefined, space, error: (e as Error).message };
       }
     }),
   );

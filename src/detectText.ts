@@ -55,13 +55,16 @@ export function detectText(r: DetectReport): string {
     out.push(`    WAL         ${cl.wal.path}${cl.wal.symlink ? '  (symlink: separate location)' : ''}`);
     for (const t of cl.tablespaces) out.push(`    tablespace  ${t.name ?? `oid ${t.oid}`} → ${t.location}`);
     for (const s of cl.storage) {
+      const space = s.space
+        ? `${formatBytes(s.space.sizeBytes)}, ${formatBytes(s.space.usedBytes)} used, ${formatBytes(s.space.freeBytes)} free`
+        : 'size unknown';
       if (!s.storage) {
-        out.push(`    storage ${s.role.padEnd(10)} ${s.path}: ${s.error}`);
+        out.push(`    storage ${s.role.padEnd(10)} ${s.path}: ${space}; ${s.error}`);
         continue;
       }
       const st = s.storage;
       out.push(
-        `    storage ${s.role.padEnd(10)} ${st.storageClass} (${st.confidence} confidence) — ${st.mount.mountPoint} ${st.mount.fsType} ${st.mount.options.join(',')}; ${st.stack.join(' → ')}`,
+        `    storage ${s.role.padEnd(10)} ${st.mount.mountPoint} (${st.mount.fsType}): ${space}; ${st.storageClass} (${st.confidence} confidence), ${st.mount.options.join(',')}; ${st.stack.join(' → ')}`,
       );
       out.push(`      why: ${st.reasons.join('; ')}`);
     }

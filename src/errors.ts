@@ -54,6 +54,17 @@ export class PlanRefused extends PgscaleError {
   }
 }
 
+/** `apply` refused because the cluster changed since the plan: --json prints what changed as data beside the error. */
+export class PlanDrift extends PgscaleError {
+  constructor(
+    message: string,
+    hint: string,
+    readonly drift: object,
+  ) {
+    super(message, ExitCode.Refused, hint);
+  }
+}
+
 export const badInput = (message: string, hint?: string) => new PgscaleError(message, ExitCode.BadInput, hint);
 export const refused = (message: string, hint?: string) => new PgscaleError(message, ExitCode.Refused, hint);
 

@@ -1,4 +1,7 @@
-/** Sizes and durations for people: "1.5 GB", "2 min 5 s". */
+/**
+ * Sizes and durations for people: "23.5 GB", "2 min 5 s". Sizes count in 1024s, as PostgreSQL's
+ * kB, MB and GB do, with a space: every command prints the same size the same way.
+ */
 export function formatBytes(bytes: number): string {
   const units = ['B', 'kB', 'MB', 'GB', 'TB'];
   let v = bytes;
@@ -7,7 +10,8 @@ export function formatBytes(bytes: number): string {
     v /= 1024;
     i++;
   }
-  return `${i === 0 ? v : v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+  // three significant digits at most: 4.9 kB, 23.5 GB, 512 MB
+  return `${i === 0 ? v : v < 10 ? v.toFixed(1) : v < 100 ? Number.parseFloat(v.toFixed(1)) : Math.round(v)} ${units[i]}`;
 }
 
 export function formatDuration(seconds: number): string {

@@ -35,6 +35,7 @@ export interface ServerFacts {
   lc_ctype: string;
   locale_provider: string;
   data_directory: string;
+  config_file: string;
   port: number;
   total_bytes: string;
 }
@@ -89,6 +90,7 @@ export const statements = {
               -- datlocprovider exists from 15 on; before that every database used libc ('c')
               coalesce(to_jsonb(d)->>'datlocprovider', 'c') as locale_provider,
               current_setting('data_directory') as data_directory,
+              current_setting('config_file') as config_file,
               current_setting('port')::int as port,
               (select sum(pg_database_size(oid)) from pg_database where datallowconn)::text as total_bytes
          from pg_database d where d.datname = 'template1'`,
@@ -361,6 +363,12 @@ export const statements = {
   otherSessions: () => rows<{ count: number }>('other sessions', `select count(*)::int as count from pg_stat_activity where ${otherClientSessions}`),
   /** Rules of pg_hba.conf the server could not parse (a reload keeps the old rules then). */
   hbaErrors: () => rows<{ line_number: number; error: string }>('pg_hba errors', 'select line_number, error from pg_hba_file_rules where error is not null'),
+  /** Where the server keeps its data directory (superuser or pg_read_all_settings), and whose pg_control it is. */
+  dataDirectory: () =>
+    rows<{ data_directory: string; system_identifier: string }>(
+      'data directory',
+      "select current_setting('data_directory') as data_directory, (select system_identifier::text from pg_control_system()) as system_identifier",
+    ),
   systemIdentifier: () =>
     rows<{ system_identifier: string }>('system identifier', 'select system_identifier::text as system_identifier from pg_control_system()'),
   serverVersionNum: () =>

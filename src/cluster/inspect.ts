@@ -2,7 +2,7 @@
  * What pgscale knows about one cluster: read from the data directory (PG_VERSION, postmaster.pid,
  * pg_wal, pg_tblspc, config files), pg_controldata, and SQL when the server runs.
  */
-import { constants, existsSync, lstatSync, readdirSync } from 'node:fs';
+import { constants, lstatSync, readdirSync } from 'node:fs';
 import { access, lstat, opendir, readFile, readlink, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AuditSink } from '../audit.js';
@@ -11,12 +11,12 @@ import type { ConnectionSettings } from '../connection.js';
 import { badInput } from '../errors.js';
 import { ownerOf } from '../osUser.js';
 import { isRoot, type OsUser, type Runner } from '../runner.js';
-import { PgDb, PsqlDb, statements, type Db } from '../sql.js';
+import { PgDb, PsqlDb, statements, type Db, type ServerFacts } from '../sql.js';
 import { parseControlData, type ControlData } from './controlData.js';
 import type { Installation } from './installations.js';
 import type { RhelClusterLayout } from './rhel.js';
 import { parsePostmasterPid, type PostmasterPid } from './postmasterPid.js';
-import { bindirOfPostmaster, optionValue, startedConfigDir, startedOptions } from '../server/postgres.js';
+import { bindirOfPostmaster, startedConfigDir, startedConfigFile } from '../server/postgres.js';
 
 export type ClusterState = 'running' | 'stopped' | 'stale';
 
@@ -203,6 +203,29 @@ function connectToRunning(ctx: InspectContext, bindir: string | undefined, pid: 
   return PgDb.connect({ ...settings, user: settings.user ?? owner.name }, ctx.audit);
 }
 
+/** What a running server tells over SQL; undefined (and a note) when it does not answer. */
+async function sqlFacts(
+  ctx: InspectContext,
+  bindir: string | undefined,
+  pidFile: PostmasterPid,
+  owner: OsUser,
+  notes: string[],
+): Promise<{ facts: ServerFacts; tablespaceNames: Map<string, string> } | undefined> {
+  let db: Db | undefined;
+  try {
+    db = await connectToRunning(ctx, bindir, pidFile, owner);
+    const [facts] = await db.query(statements.serverFacts());
+    if (!facts) return undefined;
+    const tablespaceNames = new Map((await db.query(statements.tablespaces())).map((t) => [t.location, t.name]));
+    return { facts, tablespaceNames };
+  } catch (e) {
+    notes.push(`SQL facts not read: ${(e as Error).message}`);
+    return undefined;
+  } finally {
+    await db?.close();
+  }
+}
+
 export async function inspectCluster(dataDirArg: string, ctx: InspectContext): Promise<ClusterInfo> {
   await assertDataDirectory(dataDirArg);
   const dataDir = await realpath(dataDirArg);
@@ -222,17 +245,16 @@ export async function inspectCluster(dataDirArg: string, ctx: InspectContext): P
   // the binaries that run the server, wherever they are installed; else an installation of its major
   const bindir = (state === 'running' ? bindirOfPostmaster(pidFile?.pid) : undefined) ?? ctx.installations.find((i) => i.major === major)?.bindir;
 
-  // a config_file on the command line it was started with wins over where the layout keeps it
-  const startedConfig = optionValue(startedOptions(dataDir), 'config_file');
+  // a server started with -D CONFDIR reads CONFDIR/postgresql.conf; else the layout's place
   const configDir = startedConfigDir(dataDir);
-  const configFile =
-    startedConfig && existsSync(startedConfig)
-      ? startedConfig
-      : configDir
-        ? join(configDir, 'postgresql.conf')
-        : ctx.layout?.kind === 'debian'
-          ? join(ctx.layout.confDir, 'postgresql.conf')
-          : join(dataDir, 'postgresql.conf');
+  const layoutConfigFile = configDir
+    ? join(configDir, 'postgresql.conf')
+    : ctx.layout?.kind === 'debian'
+      ? join(ctx.layout.confDir, 'postgresql.conf')
+      : join(dataDir, 'postgresql.conf');
+  // what a running server answers wins (config_file is absolute there); else its command line, else the above
+  const sql = state === 'running' && pidFile ? await sqlFacts(ctx, bindir, pidFile, owner, notes) : undefined;
+  const configFile = sql?.facts.config_file ?? startedConfigFile(dataDir, layoutConfigFile);
   let settings = new Map<string, string>();
   try {
     const entries = readConfigTree(configFile);
@@ -278,30 +300,19 @@ export async function inspectCluster(dataDirArg: string, ctx: InspectContext): P
     notes,
   };
 
-  if (state === 'running' && pidFile) {
-    let db: Db | undefined;
-    try {
-      db = await connectToRunning(ctx, bindir, pidFile, owner);
-      const [facts] = await db.query(statements.serverFacts());
-      if (facts) {
-        info.serverVersion = facts.server_version;
-        info.role = facts.in_recovery ? 'standby' : 'primary';
-        info.checksums = facts.data_checksums === 'on';
-        info.encoding = facts.server_encoding;
-        info.lcCollate = facts.lc_collate;
-        info.lcCtype = facts.lc_ctype;
-        info.localeProvider = { c: 'libc', i: 'icu', b: 'builtin' }[facts.locale_provider] ?? facts.locale_provider;
-        info.sizeBytes = Number(facts.total_bytes);
-        info.sizeSource = 'pg_database_size';
-      }
-      const names = new Map((await db.query(statements.tablespaces())).map((t) => [t.location, t.name]));
-      for (const t of info.tablespaces) t.name = names.get(t.location);
-    } catch (e) {
-      notes.push(`SQL facts not read: ${(e as Error).message}`);
-    } finally {
-      await db?.close();
-    }
-  } else {
+  if (sql) {
+    const facts = sql.facts;
+    info.serverVersion = facts.server_version;
+    info.role = facts.in_recovery ? 'standby' : 'primary';
+    info.checksums = facts.data_checksums === 'on';
+    info.encoding = facts.server_encoding;
+    info.lcCollate = facts.lc_collate;
+    info.lcCtype = facts.lc_ctype;
+    info.localeProvider = { c: 'libc', i: 'icu', b: 'builtin' }[facts.locale_provider] ?? facts.locale_provider;
+    info.sizeBytes = Number(facts.total_bytes);
+    info.sizeSource = 'pg_database_size';
+    for (const t of info.tablespaces) t.name = sql.tablespaceNames.get(t.location);
+  } else if (state !== 'running') {
     notes.push('server not running: encoding and locale are read only from a running server');
   }
   if (info.sizeSource === 'filesystem') info.sizeBytes = directorySize(dataDir);

@@ -44,12 +44,6 @@ export function formatMemory(bytes: number): string {
   return unit ? `${whole / bytesPer[unit]}${unit}` : `${whole}B`;
 }
 
-/** A size for people to read, not for a file: "57.6GB", "820MB" (one decimal, binary units). */
-export function describeMemory(bytes: number): string {
-  const unit = memoryWritten.find((u) => bytes >= bytesPer[u]) ?? 'B';
-  return `${formatNumber(Math.round((bytes / bytesPer[unit]) * 10) / 10)}${unit}`;
-}
-
 /** A duration as postgresql.conf spells it: "15min", "30s", "2ms"; fractional milliseconds stay in ms. */
 export function formatDuration(ms: number): string {
   if (ms === 0) return '0';

@@ -127,12 +127,37 @@ export async function buildPlan(op: Operation, params: JsonObject, ctx: StepCont
 
 export const failedChecks = (plan: Plan): CheckResult[] => plan.steps.flatMap((s) => s.checks).filter((c) => !c.passed && c.severity === 'error');
 
-/** Human-readable differences between two fingerprints (or two plans' actions). */
-export function fingerprintDrift(reviewed: Fingerprint, now: Fingerprint): string[] {
+/** One fact of a fingerprint that differs from the reviewed plan's: where it sits (keys from the top), and both values. */
+export interface FactDrift {
+  fact: string[];
+  planned: Json | undefined;
+  now: Json | undefined;
+}
+
+const isObject = (v: Json | undefined): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The facts that differ, down to the leaf: one file's hash out of a map of them, not the whole map. */
+export function fingerprintDrift(reviewed: Fingerprint, now: Fingerprint, at: string[] = []): FactDrift[] {
   const keys = [...new Set([...Object.keys(reviewed), ...Object.keys(now)])].sort();
-  return keys
-    .filter((k) => JSON.stringify(reviewed[k]) !== JSON.stringify(now[k]))
-    .map((k) => `${k}: planned ${JSON.stringify(reviewed[k]) ?? '(absent)'}, now ${JSON.stringify(now[k]) ?? '(absent)'}`);
+  return keys.flatMap((k) => {
+    const [a, b] = [reviewed[k], now[k]];
+    if (JSON.stringify(a) === JSON.stringify(b)) return [];
+    if (isObject(a) && isObject(b)) return fingerprintDrift(a, b, [...at, k]);
+    return [{ fact: [...at, k], planned: a, now: b }];
+  });
+}
+
+const SHA256 = /^[0-9a-f]{64}$/;
+const describeValue = (v: Json | undefined) =>
+  v === undefined ? '(absent)' : typeof v === 'string' && SHA256.test(v) ? `sha256 ${v.slice(0, 8)}…` : JSON.stringify(v);
+
+/** One line for people: a file by its path ("… changed since the plan (sha256 a1b2… → c3d4…)"), another fact by its keys. */
+export function describeDrift(d: FactDrift): string {
+  const leaf = d.fact.at(-1)!;
+  const name = leaf.startsWith('/') ? leaf : d.fact.join('.');
+  if (d.planned === undefined || d.planned === null) return `${name} appeared since the plan (now ${describeValue(d.now)})`;
+  if (d.now === undefined || d.now === null) return `${name} is gone since the plan (was ${describeValue(d.planned)})`;
+  return `${name} changed since the plan (${describeValue(d.planned)} → ${describeValue(d.now)})`;
 }
 
 /** Steps whose exact actions would differ from the reviewed plan's. */

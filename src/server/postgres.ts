@@ -611,6 +611,15 @@ export function startedOptions(dataDir: string): string[] {
   return withoutDataDir((startFacts(dataDir).argv ?? []).slice(1));
 }
 
+/**
+ * The configuration file a data directory's server reads: config_file on the command line it runs
+ * (or last ran) with, else `layoutConfigFile`, where the packaging keeps it. detect, tune and wal
+ * move all ask here.
+ */
+export function startedConfigFile(dataDir: string, layoutConfigFile: string): string {
+  return optionValue(startedOptions(dataDir), 'config_file') ?? layoutConfigFile;
+}
+
 /** The last value of every setting in the configuration files: postgresql.conf with its includes, then postgresql.auto.conf. */
 function configuredSettings(configFile: string, dataDir: string): Map<string, string> {
   try {
@@ -645,7 +654,7 @@ export interface LocalCluster {
  */
 export async function gatherClusterIdentity(c: LocalCluster, runner: Runner): Promise<ServerIdentity> {
   const options = startedOptions(c.dataDir);
-  const configFile = optionValue(options, 'config_file') ?? c.configFile;
+  const configFile = startedConfigFile(c.dataDir, c.configFile);
   const files = configuredSettings(configFile, c.dataDir);
   const setting = (name: string) => optionValue(options, name) ?? files.get(name);
   const log = await serverLogPath(runner, { dataDir: c.dataDir, owner: c.owner, setting, stateDir: c.stateDir, currentLog: runningServerLog(c.dataDir) });

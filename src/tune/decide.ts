@@ -15,15 +15,17 @@ import { badInput, refused } from '../errors.js';
 import { BUILD_OPTIONAL_VALUES } from '../gucCatalog/buildOptional.js';
 import { KNOWN_MAJORS, findSetting, loadCatalog, needsRestart } from '../gucCatalog/catalog.js';
 import type { BuildFeature, GucCatalog } from '../gucCatalog/types.js';
-import { KiB, MiB, describeMemory } from '../gucCatalog/units.js';
+import { KiB, MiB } from '../gucCatalog/units.js';
+import { formatBytes } from '../format.js';
 import { isCloseEnough, parseSetting, type GucValue } from '../gucCatalog/values.js';
 import { detectCompute } from '../host/compute.js';
 import type { HostRoot } from '../host/hostRoot.js';
 import { detectStorage } from '../host/storage.js';
 import { userByName } from '../osUser.js';
 import { listRuns } from '../pipeline/journal.js';
+import { readSystemIdentifier } from '../pipeline/plan.js';
 import type { Runner, OsUser } from '../runner.js';
-import { gatherClusterIdentity, optionValue, startedOptions, type ServerIdentity } from '../server/postgres.js';
+import { gatherClusterIdentity, type ServerIdentity } from '../server/postgres.js';
 import { statements } from '../sql.js';
 import { allChanges, planChanges, precedenceNotes, type AreaChanges, type SettingChange, type TuneTarget } from './diff.js';
 import { applyEdits, readLastThroughIncludeDir, sha256, type FileEdit } from './edits.js';
@@ -116,7 +118,48 @@ export interface TuneCluster {
   server: ServerSetting[] | undefined;
   /** ALTER SYSTEM may be used (running, superuser, allow_alter_system). */
   alterSystem: boolean;
+  /** How the data directory was found when only a connection was given: the plan says so. */
+  dataDirSource: string | null;
   notes: string[];
+}
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1']);
+
+/**
+ * The data directory of a server reached over a local connection (a socket, a loopback address),
+ * when this host holds it: the server names it (SHOW data_directory, for a superuser or
+ * pg_read_all_settings), and its pg_control must carry the server's system identifier.
+ */
+export async function localDataDirectory(
+  access: ClusterAccess,
+  runner: Runner,
+  audit?: AuditSink,
+): Promise<{ dataDir: string; source: string } | { dataDir: null; reason: string }> {
+  const host = access.host ?? process.env.PGHOST ?? '/';
+  if (!host.startsWith('/') && !LOOPBACK.has(host)) return { dataDir: null, reason: `${host} is not this host` };
+  let row: { data_directory: string; system_identifier: string } | undefined;
+  try {
+    const db = await openDb(access, runner, audit);
+    try {
+      [row] = await db.query(statements.dataDirectory());
+    } finally {
+      await db.close();
+    }
+  } catch (e) {
+    return { dataDir: null, reason: `the server did not name its data directory (${(e as Error).message})` };
+  }
+  if (!row) return { dataDir: null, reason: 'the server did not name its data directory' };
+  const onDisk = readSystemIdentifier(row.data_directory);
+  if (onDisk === undefined) return { dataDir: null, reason: `its data directory ${row.data_directory} is not readable on this host` };
+  if (onDisk !== row.system_identifier)
+    return {
+      dataDir: null,
+      reason: `${row.data_directory} on this host is another cluster (system identifier ${onDisk}, the server's is ${row.system_identifier})`,
+    };
+  return {
+    dataDir: row.data_directory,
+    source: `${row.data_directory}, as the server names it (SHOW data_directory), whose pg_control carries the server's system identifier ${onDisk}`,
+  };
 }
 
 export async function readTuneCluster(opts: {
@@ -127,9 +170,19 @@ export async function readTuneCluster(opts: {
   audit?: AuditSink;
   stateDir: string;
 }): Promise<TuneCluster> {
-  const resolved = await resolveTarget({ pgdata: opts.pgdata, bindir: opts.bindir, dsn: opts.dsn, runner: opts.runner, audit: opts.audit });
-  const info = resolved.cluster;
+  let resolved = await resolveTarget({ pgdata: opts.pgdata, bindir: opts.bindir, dsn: opts.dsn, runner: opts.runner, audit: opts.audit });
   const notes: string[] = [];
+  let dataDirSource: string | null = null;
+  if (!resolved.cluster) {
+    // a connection alone: on the database host, the server's own data directory makes the files reachable
+    const local = await localDataDirectory(resolved.access, opts.runner, opts.audit);
+    if (local.dataDir !== null) {
+      resolved = await resolveTarget({ pgdata: local.dataDir, bindir: opts.bindir, dsn: opts.dsn, runner: opts.runner, audit: opts.audit });
+      dataDirSource = local.source;
+      notes.push(`data directory ${local.source}`);
+    } else notes.push(`no local data directory: ${local.reason}`);
+  }
+  const info = resolved.cluster;
   let server: ServerSetting[] | undefined;
   let alterSystem = false;
   const running = info ? info.state === 'running' : true;
@@ -160,7 +213,7 @@ export async function readTuneCluster(opts: {
   if (!KNOWN_MAJORS.includes(major)) throw badInput(`PostgreSQL ${major} has no settings catalog in pgscale; known: ${KNOWN_MAJORS.join(', ')}`);
   let configFile = '';
   // a stopped server's config_file comes from the command line it last ran with
-  if (info) configFile = server?.find((s) => s.name === 'config_file')?.setting ?? optionValue(startedOptions(info.dataDir), 'config_file') ?? info.configFile;
+  if (info) configFile = server?.find((s) => s.name === 'config_file')?.setting ?? info.configFile;
   const owner = info ? (userByName(info.owner) ?? null) : null;
   let serverBindir: string | null = info?.bindir ?? null;
   if (opts.bindir && info && !serverBindir) {
@@ -184,6 +237,7 @@ export async function readTuneCluster(opts: {
     identity,
     server,
     alterSystem,
+    dataDirSource,
     notes,
   };
 }
@@ -273,7 +327,7 @@ export async function systemProfile(
       memoryBytes = compute.effective.memoryBytes;
       memoryIsCgroupLimit = compute.limits.memory !== null && compute.limits.memory.bytes <= compute.host.memoryBytes;
       notes.push(
-        `memory ${describeMemory(memoryBytes)}: ${memoryIsCgroupLimit ? `the cgroup limit (${compute.limits.memory!.source})` : 'detected RAM'} (--memory overrides)`,
+        `memory ${formatBytes(memoryBytes)}: ${memoryIsCgroupLimit ? `the cgroup limit (${compute.limits.memory!.source})` : 'detected RAM'} (--memory overrides)`,
       );
     }
     if (vcpus === undefined) {
@@ -601,7 +655,7 @@ export function tuneParams(d: TuneDecision, accepted: Accepted): TuneParams {
     restart,
     watch: d.effective.files,
     restoredRun: null,
-    summary: `pgscale tune of ${dataDir} (PostgreSQL ${c.major}, ${d.set.profile.workload}): ${changes.length} setting(s) in ${[...new Set(changes.map((s) => s.area))].join(', ')} written to ${where}${auto.length && d.target !== 'sql' ? ` (${auto.length} through postgresql.auto.conf, which would override them)` : ''}; ${restartText}`,
+    summary: `pgscale tune of ${dataDir}${c.dataDirSource ? ` (data directory ${c.dataDirSource})` : ''} (PostgreSQL ${c.major}, ${d.set.profile.workload}): ${changes.length} setting(s) in ${[...new Set(changes.map((s) => s.area))].join(', ')} written to ${where}${auto.length && d.target !== 'sql' ? ` (${auto.length} through postgresql.auto.conf, which would override them)` : ''}; ${restartText}`,
   };
 }
 

@@ -13,7 +13,8 @@ import { existsSync, realpathSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openDb, type ClusterAccess } from '../cluster/access.js';
-import { describeMemory, formatNumber, GiB, MiB } from '../gucCatalog/units.js';
+import { formatNumber, GiB, MiB } from '../gucCatalog/units.js';
+import { formatBytes } from '../format.js';
 import type { OsUser, Runner } from '../runner.js';
 import type { Db } from '../sql.js';
 import { statements } from '../sql.js';
@@ -36,7 +37,7 @@ const MIN_FREE_BYTES = 1 * GiB;
 /** Reason not to write a test file on a volume, or undefined when there is room. */
 export function fullVolumeReason(freeBytes: number, totalBytes: number, what: string): string | undefined {
   if (freeBytes < MIN_FREE_BYTES || freeBytes < totalBytes * MIN_FREE_FRACTION) {
-    return `${what} not measured: only ${describeMemory(freeBytes)} of ${describeMemory(totalBytes)} free (a test file needs at least ${describeMemory(MIN_FREE_BYTES)} and 10 % free)`;
+    return `${what} not measured: only ${formatBytes(freeBytes)} of ${formatBytes(totalBytes)} free (a test file needs at least ${formatBytes(MIN_FREE_BYTES)} and 10 % free)`;
   }
   return undefined;
 }
@@ -64,8 +65,8 @@ export function walRateFrom(
 ): { bytesPerSecond: number; source: string } | undefined {
   const rate = (s: { bytes: number; seconds: number }) => (s.seconds > 0 ? s.bytes / s.seconds : 0);
   const parts: string[] = [];
-  if (window) parts.push(`${describeMemory(window.bytes)} in a ${formatNumber(Math.round(window.seconds))}s sample`);
-  if (sinceReset) parts.push(`${describeMemory(sinceReset.bytes)} in ${formatNumber(Math.round(sinceReset.seconds / 3600))}h since pg_stat_wal was reset`);
+  if (window) parts.push(`${formatBytes(window.bytes)} in a ${formatNumber(Math.round(window.seconds))}s sample`);
+  if (sinceReset) parts.push(`${formatBytes(sinceReset.bytes)} in ${formatNumber(Math.round(sinceReset.seconds / 3600))}h since pg_stat_wal was reset`);
   const best = Math.max(window ? rate(window) : 0, sinceReset ? rate(sinceReset) : 0);
   if (!parts.length || best <= 0) return undefined;
   return { bytesPerSecond: best, source: `measured on the cluster: ${parts.join(', ')}; the higher rate is used` };
@@ -183,7 +184,7 @@ export async function measureCluster(ctx: {
           if (typeof rate === 'string') notes.push(rate);
           else {
             out.walRate = rate;
-            notes.push(`WAL written at ${describeMemory(rate.bytesPerSecond)}/s (${rate.source})`);
+            notes.push(`WAL written at ${formatBytes(rate.bytesPerSecond)}/s (${rate.source})`);
           }
         }
         out.largestPartitionTree = await largestPartitionTree(ctx.access, ctx.runner, db);
@@ -214,7 +215,7 @@ export async function measureCluster(ctx: {
     else {
       out.storage.randomRead = reads;
       notes.push(
-        `random 8kB reads measured on the data volume (${describeMemory(reads.fileBytes)} file, O_DIRECT): ` +
+        `random 8kB reads measured on the data volume (${formatBytes(reads.fileBytes)} file, O_DIRECT): ` +
           `${formatNumber(Math.round(reads.serialIops))}/s one at a time, ${formatNumber(Math.round(reads.parallelIops))}/s with ${reads.depth} in flight`,
       );
     }

@@ -6,7 +6,7 @@
 import { findSetting, isReadOnly, needsRestart } from '../gucCatalog/catalog.js';
 import type { GucCatalog } from '../gucCatalog/types.js';
 import { clampValue, formatValue, isCloseEnough, validateValue, type GucValue } from '../gucCatalog/values.js';
-import { describeMemory } from '../gucCatalog/units.js';
+import { formatBytes } from '../format.js';
 import { badInput } from '../errors.js';
 import { connectionsThatFit, memoryBudget, type MemoryBudgetInput } from './budget.js';
 import { recommendAutovacuum } from './recommend/autovacuum.js';
@@ -89,8 +89,8 @@ export function budgetOf(set: Pick<RecommendationSet, 'areas'>, profile: SystemP
 /** What to do when the worst case does not fit: how many connections do, and a pooler for the rest. */
 export function budgetWarning(input: MemoryBudgetInput, budget: MemoryBudget): string {
   const fit = connectionsThatFit(input);
-  const over = `in the worst case ${describeMemory(budget.totalBytes)} over ${describeMemory(budget.limitBytes)}`;
-  const perConnection = `work_mem ${describeMemory(input.workMemBytes)} × ${input.nodesPerQuery} sort/hash nodes × hash_mem_multiplier ${input.hashMemMultiplier}`;
+  const over = `in the worst case ${formatBytes(budget.totalBytes)} over ${formatBytes(budget.limitBytes)}`;
+  const perConnection = `work_mem ${formatBytes(input.workMemBytes)} × ${input.nodesPerQuery} sort/hash nodes × hash_mem_multiplier ${input.hashMemMultiplier}`;
   if (fit === 0) {
     return `the memory budget does not fit (${over}): shared_buffers, maintenance and autovacuum memory leave no room for a single connection with ${perConnection}; give PostgreSQL more memory`;
   }

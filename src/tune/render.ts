@@ -11,7 +11,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../gucCatalog/packageRoot.js';
-import { describeMemory, formatNumber } from '../gucCatalog/units.js';
+import { formatNumber } from '../gucCatalog/units.js';
+import { formatBytes } from '../format.js';
 import { formatValue } from '../gucCatalog/values.js';
 import type { Recommendation, RecommendationSet, StorageMeasurement, TuneArea } from './types.js';
 import { TUNE_AREAS } from './types.js';
@@ -72,11 +73,11 @@ function scalars(set: RecommendationSet): Record<string, string> {
   return {
     pg_major: String(set.pgMajor),
     catalog_version: set.catalogVersion,
-    memory: `${describeMemory(p.memoryBytes)}${p.memoryIsCgroupLimit ? ' (cgroup limit)' : ''}`,
+    memory: `${formatBytes(p.memoryBytes)}${p.memoryIsCgroupLimit ? ' (cgroup limit)' : ''}`,
     vcpus: String(p.vcpus),
     storage: `${p.storage}${measuredFigures(p.storageMeasured)}`,
     workload: p.workload,
-    memory_budget: `${describeMemory(b.totalBytes)} of ${describeMemory(b.limitBytes)} (${describeMemory(b.effectiveMemoryBytes)} less ${describeMemory(b.headroomBytes)} headroom)${b.fits ? '' : ' — DOES NOT FIT'}`,
+    memory_budget: `${formatBytes(b.totalBytes)} of ${formatBytes(b.limitBytes)} (${formatBytes(b.effectiveMemoryBytes)} less ${formatBytes(b.headroomBytes)} headroom)${b.fits ? '' : ' — DOES NOT FIT'}`,
   };
 }
 

@@ -1,8 +1,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, writeFileSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { createCluster, createLoopVolume, mkdirOwned, scratchDir, teardownAll, type LoopVolume, type TestCluster } from '../helpers/testbed.js';
+import { dirname, join } from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { formatBytes } from '../../src/format.js';
+import { createCluster, createLoopVolume, mkdirOwned, scratchDir, serverUser, teardownAll, type LoopVolume, type TestCluster } from '../helpers/testbed.js';
 import { cliRunnableBy, parseJson, runCli } from '../helpers/cli.js';
 import type { DetectReport, DetectedCluster } from '../../src/detect.js';
 import { isRoot } from '../../src/runner.js';
@@ -21,15 +23,17 @@ describe('pgscale detect on real 16 and 17 clusters', { skip: !isRoot() && 'loop
   let running16: TestCluster;
   let stopped17: TestCluster;
   let split17: TestCluster;
+  let etc16: TestCluster;
   let walVolume: LoopVolume;
   let tablespaceVolume: LoopVolume;
 
   before(async () => {
     walVolume = createLoopVolume(64);
     tablespaceVolume = createLoopVolume(32);
-    [running16, stopped17] = await Promise.all([
+    [running16, stopped17, etc16] = await Promise.all([
       createCluster({ version: 16, checksums: true }),
       createCluster({ version: 17, checksums: false, start: false }),
+      createCluster({ version: 16, checksums: false, configOutside: true }),
     ]);
     const waldir = mkdirOwned(join(walVolume.mountPoint, 'pg_wal'));
     split17 = await createCluster({ version: 17, checksums: true, waldir });
@@ -85,6 +89,98 @@ describe('pgscale detect on real 16 and 17 clusters', { skip: !isRoot() && 'loop
     assert.ok(ts.stack[0]!.startsWith('loop'));
     assert.notEqual(wal.mount.device, ts.mount.device);
     assert.notEqual(wal.mount.device, data.mount.device);
+  });
+
+  test('a running cluster started with -c config_file=… outside its data directory: that file is read', async () => {
+    const c = await detectOne(etc16);
+    assert.equal(c.configFile, etc16.configFile);
+    assert.notEqual(c.configFile, join(etc16.pgdata, 'postgresql.conf'));
+    assert.deepEqual(
+      c.notes.filter((n) => /configuration not read/.test(n)),
+      [],
+    );
+    // stopped, the command line it last ran with (postmaster.opts) still names it
+    await etc16.stop();
+    try {
+      const stopped = await detectOne(etc16);
+      assert.equal(stopped.state, 'stopped');
+      assert.equal(stopped.configFile, etc16.configFile);
+      assert.equal(stopped.port, etc16.port, 'the port comes from the outside postgresql.conf');
+    } finally {
+      await etc16.start();
+    }
+  });
+
+  test('started from its parent directory with a relative -c config_file=etc/postgresql.conf: the file the server reads', async () => {
+    const c = await createCluster({ version: 17, checksums: false, configOutside: true, start: false });
+    const parent = dirname(c.pgdata);
+    // as an init script may: pg_ctl run from the parent, the server resolves the name against the directory it started in
+    const started = spawnSync(
+      'runuser',
+      [
+        '-u',
+        serverUser.name,
+        '--',
+        join(c.bindir, 'pg_ctl'),
+        '-D',
+        c.pgdata,
+        '-w',
+        '-l',
+        join(parent, 'server.log'),
+        '-o',
+        `-c config_file=etc/postgresql.conf`,
+        'start',
+      ],
+      { cwd: parent, encoding: 'utf8' },
+    );
+    assert.equal(started.status, 0, started.stderr);
+    try {
+      const found = await detectOne(c);
+      assert.equal(found.state, 'running');
+      assert.equal(found.configFile, c.configFile, 'the absolute path the server answers, not a name relative to where pgscale runs');
+      assert.deepEqual(
+        found.notes.filter((n) => /configuration not read/.test(n)),
+        [],
+      );
+    } finally {
+      await c.stop();
+    }
+  });
+
+  test('size, used and free of every volume that matters, as df -B1 counts them; the text says them in the one unit style', async () => {
+    const c = await detectOne(split17);
+    const df = (path: string) => {
+      const [, line] = execFileSync('df', ['-B1', '--output=size,used,avail,target,fstype', path], { encoding: 'utf8' }).trim().split('\n');
+      const [size, used, avail, target, fstype] = line!.trim().split(/\s+/);
+      return { sizeBytes: Number(size), usedBytes: Number(used), freeBytes: Number(avail), target, fstype };
+    };
+    assert.deepEqual(
+      c.storage.map((s) => s.role),
+      ['data', 'wal', 'tablespace'],
+    );
+    for (const s of c.storage) {
+      const want = df(s.path);
+      assert.ok(s.space, `${s.role}: space measured`);
+      assert.equal(s.storage!.mount.mountPoint, want.target, `${s.role}: mount point`);
+      assert.equal(s.storage!.mount.fsType, want.fstype, `${s.role}: filesystem type`);
+      assert.equal(s.space.sizeBytes, want.sizeBytes, `${s.role}: size`);
+      // the data directory's filesystem is shared with everything else on this host: it moves meanwhile
+      const slack = s.role === 'data' ? 64 * 1024 * 1024 : 0;
+      assert.ok(Math.abs(s.space.usedBytes - want.usedBytes) <= slack, `${s.role}: used ${s.space.usedBytes} vs df ${want.usedBytes}`);
+      assert.ok(Math.abs(s.space.freeBytes - want.freeBytes) <= slack, `${s.role}: free ${s.space.freeBytes} vs df ${want.freeBytes}`);
+    }
+    const wal = c.storage.find((s) => s.role === 'wal')!.space!;
+    assert.ok(wal.sizeBytes > 50 * 1024 * 1024 && wal.sizeBytes <= 64 * 1024 * 1024, `a 64 MiB volume: ${wal.sizeBytes}`);
+    assert.ok(wal.usedBytes + wal.freeBytes <= wal.sizeBytes);
+
+    const text = await runCli(['detect', '--pgdata', split17.pgdata, '--bindir', split17.bindir]);
+    assert.equal(text.code, 0, text.stderr);
+    const walLine = new RegExp(
+      `^ {4}storage wal {8}${walVolume.mountPoint} \\(ext4\\): ${formatBytes(wal.sizeBytes).replace('.', '\\.')}, [\\d.]+ [kMG]?B used, [\\d.]+ [kMG]?B free; `,
+      'm',
+    );
+    assert.match(text.stdout, walLine);
+    assert.match(text.stdout, /^ {2}memory {2}\d+(\.\d)? [kMGT]B/m, 'memory in the same style as tune prints it');
   });
 
   test('without --pgdata, running postmasters are found', async () => {

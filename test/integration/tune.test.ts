@@ -79,10 +79,10 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
         const runsBefore = runsIn(state);
         const res = await tune(c, ['--dry-run']);
         assert.equal(res.code, 0, show(res));
-        assert.match(res.stdout, /^# PostgreSQL \d+ · 2GB · 2 vCPUs · ssd storage · oltp profile/m);
+        assert.match(res.stdout, /^# PostgreSQL \d+ · 2\.0 GB · 2 vCPUs · ssd storage · oltp profile/m);
         assert.match(res.stdout, /^## memory: \d+ changes \(1 needs a restart, \d+ take effect on reload\)$/m);
         assert.match(res.stdout, /^-shared_buffers = 128MB +# postgresql\.conf:\d+$/m);
-        assert.match(res.stdout, /^\+shared_buffers = 512MB +# RESTART: 25 % of the 2GB of RAM/m);
+        assert.match(res.stdout, /^\+shared_buffers = 512MB +# RESTART: 25 % of the 2.0 GB of RAM/m);
         assert.match(res.stdout, /^-work_mem = 1MB +# dba\.conf:2$/m, 'the include file is where work_mem comes from');
         assert.match(res.stdout, /^-random_page_cost = 3 +# postgresql\.auto\.conf:\d+ \(ALTER SYSTEM\)$/m);
         assert.match(res.stdout, /^\+random_page_cost = 1\.1 +# reload: /m);
@@ -185,7 +185,7 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       const res = await tune(c, ['--target', 'conf', '--yes']);
       assert.equal(res.code, 0, show(res));
       const conf = readFileSync(join(c.pgdata, 'postgresql.conf'), 'utf8');
-      assert.match(conf, /^shared_buffers = 512MB\t\t# pgscale tune \(was 128MB\): 25 % of the 2GB of RAM/m, "initdb's line, rewritten where it was");
+      assert.match(conf, /^shared_buffers = 512MB\t\t# pgscale tune \(was 128MB\): 25 % of the 2.0 GB of RAM/m, "initdb's line, rewritten where it was");
       assert.equal(conf.match(/^shared_buffers =/gm)!.length, 1);
       assert.match(conf, /\nrandom_page_cost = 1\.1\t\t# pgscale tune: flash reads randomly/, 'a setting no line had is appended');
       assert.equal(existsSync(join(c.pgdata, 'conf.d')), false, 'no include file');
@@ -369,6 +369,104 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
     });
   });
 
+  describe('--restore --dry-run and plan drift: what a run will do, what changed', () => {
+    let c: TestCluster;
+
+    before(async () => {
+      c = await createCluster({ version: 17, conf: ['fsync = off'], configOutside: true });
+    });
+
+    test('--restore --dry-run shows the diff of every file put back and every file deleted: the actions the restore then takes', async () => {
+      const tuned = await tune(c, ['--yes']);
+      assert.equal(tuned.code, 0, show(tuned));
+      const conf = c.configFile!;
+      const include = join(dirname(conf), 'conf.d', 'pgscale.conf');
+      const before = shas([conf, include]);
+      const dry = await tune(c, ['--restore', '--dry-run']);
+      assert.equal(dry.code, 0, show(dry));
+      assert.deepEqual(shas([conf, include]), before, 'the dry run changed nothing');
+      assert.match(dry.stdout, new RegExp(`^- delete \`${include}\``, 'm'));
+      const diff = /```diff\n([^`]*)```/.exec(dry.stdout.slice(dry.stdout.indexOf(`modify \`${conf}\``)))?.[1] ?? '';
+      assert.match(diff, new RegExp(`^--- ${conf}$`, 'm'));
+      assert.match(diff, /^-include_if_exists = 'conf\.d\/pgscale\.conf'/m, `the include line goes:\n${diff}`);
+      assert.doesNotMatch(dry.stdout, /```diff\n```/, 'no empty diff');
+      const writeActions = (r: CliResult) => parseJson<TuneResult>(r).plan!.steps.find((st) => st.id === 'write')!.actions;
+      const dryJson = await tune(c, ['--restore', '--dry-run', '--json']);
+      assert.equal(dryJson.code, 0, show(dryJson));
+      const planned = writeActions(dryJson);
+      assert.deepEqual(
+        planned.map((a) => (a.kind === 'file' ? `${a.change} ${a.path}` : a.kind)),
+        [`delete ${include}`, `modify ${conf}`, `delete ${dirname(include)}`],
+      );
+      const real = await tune(c, ['--restore', '--yes', '--json']);
+      assert.equal(real.code, 0, show(real));
+      assert.deepEqual(writeActions(real), planned, 'the restore did what its dry run showed');
+      assert.equal(existsSync(include), false);
+      assert.doesNotMatch(readFileSync(conf, 'utf8'), /conf\.d\/pgscale\.conf/);
+    });
+
+    test('`pgscale apply` after an edit of postgresql.conf: refused (exit 3), one line per changed fact, naming the file; --json keeps the data', async () => {
+      const planFile = join(scratchDir('pgscale-tune-plan-'), 'tune.plan.json');
+      const dry = await tune(c, ['--dry-run', '--plan-out', planFile]);
+      assert.equal(dry.code, 0, show(dry));
+      const conf = c.configFile!;
+      const planned = sha(conf)!;
+      appendFileSync(conf, '# a DBA was here\n');
+      const now = sha(conf)!;
+      const apply = await runCli(['apply', planFile, '--state-dir', state, '--yes'], { timeoutMs: 180_000 });
+      assert.equal(apply.code, 3, show(apply));
+      assert.match(apply.stderr, new RegExp(`^ {2}- ${conf} changed since the plan \\(sha256 ${planned.slice(0, 8)}… → sha256 ${now.slice(0, 8)}…\\)$`, 'm'));
+      assert.doesNotMatch(apply.stderr, /files: planned \{/, 'not a JSON map of hashes');
+      const json = await runCli(['apply', planFile, '--state-dir', state, '--yes', '--json'], { timeoutMs: 180_000 });
+      assert.equal(json.code, 3, show(json));
+      const { drift } = parseJson<{ drift: { facts: { fact: string[]; planned: unknown; now: unknown }[] } }>(json);
+      assert.deepEqual(
+        drift.facts.find((f) => f.fact.at(-1) === conf),
+        { fact: ['files', conf], planned, now },
+      );
+    });
+  });
+
+  describe('--dsn without --pgdata on the database host: the data directory the server names', () => {
+    let c: TestCluster;
+    const password = 'tune-dsn-pw';
+    const dsn = (user: string) => `host=127.0.0.1 port=${c.port} user=${user} dbname=postgres`;
+    const tuneByDsn = (user: string, planFile: string) =>
+      runCli(['tune', '--dsn', dsn(user), '--bindir', c.bindir, '--state-dir', state, ...HW, '--dry-run', '--plan-out', planFile], {
+        timeoutMs: 180_000,
+        env: { PGPASSWORD: password, PGDATA: undefined, PGHOST: undefined, PGPORT: undefined },
+      });
+
+    before(async () => {
+      c = await createCluster({ version: 17, conf: ["listen_addresses = '127.0.0.1'"] });
+      await c.sql(`alter role ${c.superuser} password '${password}'; create role app login password '${password}'`);
+    });
+
+    test('a superuser over 127.0.0.1: SHOW data_directory, checked against its pg_control, and the plan says so', async () => {
+      const planFile = join(scratchDir('pgscale-tune-plan-'), 'tune.plan.json');
+      const res = await tuneByDsn(c.superuser, planFile);
+      assert.equal(res.code, 0, show(res));
+      const plan = JSON.parse(readFileSync(planFile, 'utf8')) as { target: { lockKey: string }; summary: string; params: { dataDir: string } };
+      assert.equal(plan.params.dataDir, c.pgdata);
+      assert.equal(plan.target.lockKey, `cluster:${c.pgdata}`);
+      assert.match(
+        plan.summary,
+        new RegExp(
+          `data directory ${c.pgdata}, as the server names it \\(SHOW data_directory\\), whose pg_control carries the server's system identifier \\d+`,
+        ),
+      );
+      assert.doesNotMatch(readFileSync(planFile, 'utf8'), new RegExp(password), 'no password in the plan');
+    });
+
+    test('a role that may not read data_directory: still exit 2, no plan written', async () => {
+      const planFile = join(scratchDir('pgscale-tune-plan-'), 'tune.plan.json');
+      const res = await tuneByDsn('app', planFile);
+      assert.equal(res.code, 2, show(res));
+      assert.match(res.stderr, /applying needs the cluster's data directory on this host/);
+      assert.equal(existsSync(planFile), false);
+    });
+  });
+
   describe('bad input: a clear error and nothing changed', () => {
     let c: TestCluster;
     let confDir: string;
@@ -456,9 +554,9 @@ describe('pgscale tune', { skip: !isRoot() && 'the test bed runs servers as post
       assert.ok(seconds < 90, `measuring took ${seconds}s`);
       const out = parseJson<TuneResult>(res);
       const notes = out.notes.join('\n');
-      assert.match(notes, /^WAL written at \S+\/s \(measured on the cluster: .* since pg_stat_wal was reset/m);
+      assert.match(notes, /^WAL written at [\d.]+ [kMGT]?B\/s \(measured on the cluster: .* since pg_stat_wal was reset/m);
       assert.match(notes, /^WAL flushes measured \(pg_test_fsync -s 1, .*pg_wal\): open_datasync \d+\/s, fdatasync \d+\/s/m);
-      const reads = /^random 8kB reads measured on the data volume \(128MB file, O_DIRECT\): ([\d,]+)\/s one at a time, ([\d,]+)\/s with 16 in flight$/m.exec(
+      const reads = /^random 8kB reads measured on the data volume \(128 MB file, O_DIRECT\): ([\d,]+)\/s one at a time, ([\d,]+)\/s with 16 in flight$/m.exec(
         notes,
       );
       assert.ok(reads, notes);

@@ -182,7 +182,7 @@ describe('pgscale wal move on a real 17 cluster and loop-mounted volumes', { ski
     await restarted.start();
     const refused = await runCli(['apply', planFile, '--state-dir', stateDir, '--yes']);
     assert.equal(refused.code, 3, refused.stderr);
-    assert.match(refused.stderr, /listening: planned .*now .*work_mem=5MB/);
+    assert.match(refused.stderr, /listening.options changed since the plan .*work_mem=5MB/);
     assert.ok(lstatSync(walDir(c)).isSymbolicLink(), 'the refused apply changed nothing');
     await restarted.stop();
     await c.start();

@@ -351,7 +351,7 @@ test("a backup's size is the whole backup: every file, and the databases it hold
   assert.deepEqual(heldSize(databases), { databases: 2, databaseBytes: 38e6 });
   assert.equal(
     describeSize({ method: 'parallel', compressedBytes: 4_500_000, files: 37, uncompressedBytes: null, ...heldSize(databases) }),
-    '4.3 MB in 37 files; 2 databases of 36 MB backed up',
+    '4.3 MB in 37 files; 2 databases of 36.2 MB backed up',
   );
   assert.equal(
     describeSize({ method: 'dumpall', compressedBytes: 2_000_000, files: 1, uncompressedBytes: 9_000_000, databases: 1, databaseBytes: 8e6 }),

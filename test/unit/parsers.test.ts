@@ -9,6 +9,7 @@ import { parsePostmasterPid } from '../../src/cluster/postmasterPid.js';
 import { parsePostgresVersion } from '../../src/cluster/installations.js';
 import { ExitCode, PgscaleError } from '../../src/errors.js';
 import { redact } from '../../src/audit.js';
+import { formatBytes } from '../../src/format.js';
 import { resolveConnection, libpqEnvironment } from '../../src/connection.js';
 
 test('postgresql.conf syntax: both forms, quotes, escapes, comments', () => {
@@ -136,4 +137,14 @@ test('PGSERVICE entries come from the service file', () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('formatBytes: the one size format detect and tune print, three significant digits with a space', () => {
+  const GiB = 1024 ** 3;
+  assert.equal(formatBytes(23.5 * GiB), '23.5 GB', 'not "24 GB" (detect before) nor "23.5GB" (tune before)');
+  assert.equal(formatBytes(8 * GiB), '8.0 GB');
+  assert.equal(formatBytes(512 * 1024 ** 2), '512 MB');
+  assert.equal(formatBytes(16 * 1024 ** 2), '16 MB');
+  assert.equal(formatBytes(4.9 * 1024), '4.9 kB');
+  assert.equal(formatBytes(100), '100 B');
 });

@@ -8,7 +8,7 @@ import { MemoryAuditLog } from '../../src/audit.js';
 import { ExitCode, PgscaleError } from '../../src/errors.js';
 import { resumeRun, rollbackRun, startRun, type ExecuteOptions } from '../../src/pipeline/execute.js';
 import { listRunEntries, listRuns, lockPath, readRun, releaseLock, runLockKey } from '../../src/pipeline/journal.js';
-import { actionDrift, buildPlan, defineOperation, fingerprintDrift, readSystemIdentifier, type Plan } from '../../src/pipeline/plan.js';
+import { actionDrift, buildPlan, defineOperation, describeDrift, fingerprintDrift, readSystemIdentifier, type Plan } from '../../src/pipeline/plan.js';
 import { assertTrustedPlanFile, assertUnedited, planEdits, readPlanFile, writePlanFile } from '../../src/pipeline/planFile.js';
 import { treeSnapshot } from '../helpers/snapshot.js';
 import { planMarkdown } from '../../src/pipeline/render.js';
@@ -173,7 +173,8 @@ test('drift: fingerprint and action differences are listed', async () => {
     const reviewed = await buildPlan(toyOperation, s.params, s.ctx);
     writeFileSync(join(s.dir, 'marker'), 'changed');
     const now = await buildPlan(toyOperation, s.params, s.ctx);
-    assert.deepEqual(fingerprintDrift(reviewed.fingerprint, now.fingerprint), ['marker: planned null, now "changed"']);
+    assert.deepEqual(fingerprintDrift(reviewed.fingerprint, now.fingerprint), [{ fact: ['marker'], planned: null, now: 'changed' }]);
+    assert.deepEqual(fingerprintDrift(reviewed.fingerprint, now.fingerprint).map(describeDrift), ['marker appeared since the plan (now "changed")']);
     const altered: Plan = { ...now, steps: now.steps.map((x) => (x.id === 'b' ? { ...x, actions: [] } : x)) };
     assert.deepEqual(actionDrift(reviewed, altered), ['step b (write b): its commands or file changes differ from the reviewed plan']);
     assert.deepEqual(actionDrift(reviewed, now), []);
@@ -532,4 +533,22 @@ test('a rollback that undoes no downtime step (nothing taken down, nothing lost)
   } finally {
     s.done();
   }
+});
+
+test('drift of a map of file hashes: one line per changed file, named by its path, hashes shortened', () => {
+  const [a, b, c] = ['a1b2c3d4'.repeat(8), 'c3d4e5f6'.repeat(8), '0f0f0f0f'.repeat(8)];
+  const reviewed = { dataDir: '/d', running: true, files: { '/etc/x/postgresql.conf': a, '/d/postgresql.auto.conf': c, '/etc/x/conf.d/pgscale.conf': null } };
+  const now = { dataDir: '/d', running: false, files: { '/etc/x/postgresql.conf': b, '/d/postgresql.auto.conf': c, '/etc/x/conf.d/pgscale.conf': a } };
+  const drift = fingerprintDrift(reviewed, now);
+  assert.deepEqual(drift, [
+    { fact: ['files', '/etc/x/conf.d/pgscale.conf'], planned: null, now: a },
+    { fact: ['files', '/etc/x/postgresql.conf'], planned: a, now: b },
+    { fact: ['running'], planned: true, now: false },
+  ]);
+  assert.deepEqual(drift.map(describeDrift), [
+    '/etc/x/conf.d/pgscale.conf appeared since the plan (now sha256 a1b2c3d4…)',
+    '/etc/x/postgresql.conf changed since the plan (sha256 a1b2c3d4… → sha256 c3d4e5f6…)',
+    'running changed since the plan (true → false)',
+  ]);
+  assert.deepEqual(fingerprintDrift(reviewed, reviewed), []);
 });

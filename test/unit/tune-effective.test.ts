@@ -229,7 +229,7 @@ test('the unified diff: grouped by area, "-" the effective line with its origin,
   assert.match(text, /^--- effective\/memory$/m);
   assert.match(text, /^\+\+\+ pgscale\/memory$/m);
   assert.match(text, /^-shared_buffers = 128MB +# postgresql\.conf:2$/m);
-  assert.match(text, /^\+shared_buffers = 4GB +# RESTART: 25 % of the 16GB of RAM/m);
+  assert.match(text, /^\+shared_buffers = 4GB +# RESTART: 25 % of the 16 GB of RAM/m);
   assert.match(text, /^-random_page_cost = 1\.5 +# postgresql\.auto\.conf:3 \(ALTER SYSTEM\)$/m);
   assert.match(text, /^\+random_page_cost = 1\.1 +# reload: flash reads randomly/m);
   assert.match(

@@ -261,7 +261,7 @@ test('hysteresis: a figure within 25 % of a class boundary keeps the current val
 });
 
 test('nearly full volumes are not measured', () => {
-  assert.match(fullVolumeReason(500 * MiB, 100 * GiB, 'WAL flushes')!, /WAL flushes not measured: only 500MB of 100GB free/);
+  assert.match(fullVolumeReason(500 * MiB, 100 * GiB, 'WAL flushes')!, /WAL flushes not measured: only 500 MB of 100 GB free/);
   assert.match(fullVolumeReason(5 * GiB, 100 * GiB, 'random reads')!, /10 % free/);
   assert.equal(fullVolumeReason(20 * GiB, 100 * GiB, 'random reads'), undefined);
 });
@@ -269,7 +269,7 @@ test('nearly full volumes are not measured', () => {
 test('max_wal_size from the WAL rate: measured (higher of the sample and the average), or --wal-rate; the reason shows it', () => {
   const rate = walRateFrom({ bytes: 50 * MiB, seconds: 5 }, { bytes: 36 * GiB, seconds: 3600 * 10 })!;
   assert.equal(rate.bytesPerSecond, 10 * MiB);
-  assert.match(rate.source, /50MB in a 5s sample, 36GB in 10h since pg_stat_wal was reset/);
+  assert.match(rate.source, /50 MB in a 5s sample, 36 GB in 10h since pg_stat_wal was reset/);
   assert.equal(walRateFrom({ bytes: 0, seconds: 5 }, undefined), undefined);
   const fast = run(
     profile({

@@ -170,7 +170,7 @@ test('a 4GB container on a 256GB host: memory follows the cgroup limit', () => {
     assert.ok(mem('shared_buffers') <= 1 * GiB, workload);
     assert.ok(mem('effective_cache_size') <= 3 * GiB, workload);
     assert.ok(set.memoryBudget.totalBytes <= 4 * GiB - set.memoryBudget.headroomBytes, workload);
-    assert.match(set.areas.memory.find((r) => r.name === 'shared_buffers')!.reason, /4GB cgroup memory limit/);
+    assert.match(set.areas.memory.find((r) => r.name === 'shared_buffers')!.reason, /4\.0 GB cgroup memory limit/);
     // containers often block io_uring's system calls
     assert.deepEqual(valueOf(set, 'io_method'), enumValue('worker'), workload);
   }

@@ -53,8 +53,8 @@ test('conf: a complete file with the profile in its header and what the version 
   const text = render(set, 'conf');
   assert.match(text, /^# postgresql\.conf for capacity planning/m);
   assert.match(text, /^# {3}PostgreSQL 16 {6}\(settings checked against 16\.\d+\)$/m);
-  assert.match(text, /^# {3}memory {5}8GB$/m);
-  assert.match(text, /^# Worst-case memory: [\d.]+GB of [\d.]+GB/m);
+  assert.match(text, /^# {3}memory {5}8.0 GB$/m);
+  assert.match(text, /^# Worst-case memory: [\d.]+ GB of [\d.]+ GB/m);
   assert.match(text, /^# io_method \(io\): not a setting of PostgreSQL 16$/m);
   assert.match(text, /^# kernel: sysctl vm\.nr_hugepages=\d+ /m);
   assert.match(

@@ -1,6 +1,7 @@
 /** shared_buffers, effective_cache_size, work_mem, maintenance and autovacuum memory, huge pages. */
 import type { GucCatalog } from '../../gucCatalog/types.js';
-import { GiB, MiB, describeMemory, formatMemory } from '../../gucCatalog/units.js';
+import { GiB, MiB, formatMemory } from '../../gucCatalog/units.js';
+import { formatBytes } from '../../format.js';
 import { enumValue, memoryValue } from '../../gucCatalog/values.js';
 import { memoryHeadroom } from '../budget.js';
 import { MAINTENANCE_WORK_MEM_RULE, VACUUM_UNCAPPED_FROM, WORK_MEM_TARGET, sizeFor, type Sizing } from '../sizing.js';
@@ -15,7 +16,7 @@ const estimateSharedMemoryBytes = (sharedBuffersBytes: number, walBuffersBytes: 
 
 function workMemReason(p: SystemProfile, s: Sizing): string {
   const worstCase = `${s.connections.value} connections + ${s.parallel.maxParallelWorkers} parallel workers × ${s.nodesPerQuery} sort/hash nodes × hash_mem_multiplier ${s.hashMemMultiplier}`;
-  const budget = `${describeMemory(p.memoryBytes - memoryHeadroom(p.memoryBytes))} (${memorySource(p)} less ${describeMemory(memoryHeadroom(p.memoryBytes))} headroom)`;
+  const budget = `${formatBytes(p.memoryBytes - memoryHeadroom(p.memoryBytes))} (${memorySource(p)} less ${formatBytes(memoryHeadroom(p.memoryBytes))} headroom)`;
   if (s.workMemBudgetBytes < WORK_MEM_TARGET) {
     return (
       `PostgreSQL's default ${formatMemory(WORK_MEM_TARGET)}, kept as the floor: below it sorts and hashes spill to disk; ` +
@@ -25,7 +26,7 @@ function workMemReason(p: SystemProfile, s: Sizing): string {
   return `worst case ${worstCase} fits with shared_buffers, maintenance and autovacuum memory in ${budget}`;
 }
 
-const memorySource = (p: SystemProfile) => `${describeMemory(p.memoryBytes)} ${p.memoryIsCgroupLimit ? 'cgroup memory limit' : 'of RAM'}`;
+const memorySource = (p: SystemProfile) => `${formatBytes(p.memoryBytes)} ${p.memoryIsCgroupLimit ? 'cgroup memory limit' : 'of RAM'}`;
 
 export function recommendMemory(p: SystemProfile, catalog: GucCatalog): AreaResult {
   const s = sizeFor(p, catalog);
@@ -77,7 +78,7 @@ export function recommendMemory(p: SystemProfile, catalog: GucCatalog): AreaResu
       sysctl: 'vm.nr_hugepages',
       value: Math.ceil(sharedMemoryBytes / pageBytes),
       reason:
-        `estimated shared memory ${describeMemory(sharedMemoryBytes)} in ${formatMemory(pageBytes)} pages; ` +
+        `estimated shared memory ${formatBytes(sharedMemoryBytes)} in ${formatMemory(pageBytes)} pages; ` +
         `on PostgreSQL 15+ \`postgres -D DATADIR -C shared_memory_size_in_huge_pages\` gives the exact count` +
         (p.memoryIsCgroupLimit ? '; huge pages are reserved host-wide and charged to the hugetlb controller, not the memory limit' : ''),
     });
