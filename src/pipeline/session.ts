@@ -23,6 +23,13 @@ export function interruptSignal(notify: (message: string) => void): { signal: Ab
     dispose() {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      // interrupted once: a second signal while pgscale reports and exits still means "leave at once"
+      // (exit 130), never death by the signal's default action
+      if (controller.signal.aborted) {
+        const leave = () => process.exit(130);
+        process.once('SIGINT', leave);
+        process.once('SIGTERM', leave);
+      }
     },
   };
 }
