@@ -20,7 +20,7 @@ import { listRuns, writeFileAtomic } from '../pipeline/journal.js';
 import { check, defineStep, stepDefinition, type CheckResult, type JsonObject, type StepContext } from '../pipeline/step.js';
 import { isLocal, remoteAccount, runnerFor, type HostSpec } from '../remote/ssh.js';
 import { judgeHost, spaceNeeds, versionMajor } from '../replica/rules.js';
-import { gatherHost, gatherPrimary, replicaLog, replicaPassfile, standbyIdentity, type ReplicaParams } from '../replica/steps.js';
+import { gatherHost, gatherPrimary, replicaPassfile, standbyIdentity, type ReplicaParams } from '../replica/steps.js';
 import type { OsUser, Runner } from '../runner.js';
 import { PostgresServer } from '../server/postgres.js';
 import { statements } from '../sql.js';
@@ -230,13 +230,16 @@ export const walDirsOf = (s: StandbyPlan): StandbyWalDirs => ({
   newWaldir: s.replica!.replicaWaldir,
 });
 
+/** Where the upgrade's starts of an old standby log (beside it: its data directory is the transfer's target). */
+const oldStandbyLog = (s: Pick<StandbyPlan, 'oldDataDir'>) => `${s.oldDataDir}.log`;
+
 /** pgscale's own files in the directories above the data directories (never transferred, never deleted by a transfer one level up), by name. */
 export function ownBeside(p: UpgradeParams, s: StandbyPlan): { primaryOld: string[]; primaryNew: string[]; standbyOld: string[] } {
   const inDir = (dataDir: string, files: string[]) => files.filter((f) => dirname(f) === dirname(dataDir)).map((f) => basename(f));
   return {
     primaryOld: inDir(p.old.dataDir, [p.old.server.log]),
     primaryNew: inDir(p.new.dataDir, [p.workDir, p.new.server.log]),
-    standbyOld: inDir(s.oldDataDir, [replicaLog(s.oldDataDir), replicaPassfile(s.oldDataDir)]),
+    standbyOld: inDir(s.oldDataDir, [oldStandbyLog(s), replicaPassfile(s.oldDataDir)]),
   };
 }
 
@@ -418,7 +421,7 @@ export function oldStandby(ctx: StepContext, s: StandbyPlan): PostgresServer {
     replicaAddress: r.replicaAddress,
     replicaOwner: r.replicaOwner,
   });
-  return new PostgresServer({ ...id, log: `${s.oldDataDir}.log` }, runnerFor(s.host, ctx), isLocal(s.host) ? undefined : remoteAccount(r.replicaOwner));
+  return new PostgresServer({ ...id, log: oldStandbyLog(s) }, runnerFor(s.host, ctx), isLocal(s.host) ? undefined : remoteAccount(r.replicaOwner));
 }
 
 /** The replica module's steps, in order: the slot on the new primary first, then the copy, the start and the check. */

@@ -329,9 +329,10 @@ for (const [variant, { method, alike }] of variants.entries())
         }
         if (alike) {
           // rsync --delete worked in the directories above: what sits beside each old standby stays, no staging is left
-          assert.deepEqual(readdirSync(join(host.root, '16')).sort(), ['main', 'main.log', 'main.pgpass']);
-          assert.deepEqual(readdirSync(join(base, 'local', '16')).sort(), ['main', 'main.log', 'main.pgpass']);
-          assert.deepEqual(readdirSync(join(host.root, '17')).sort(), ['main', 'main.log', 'main.pgpass']);
+          // (a standby's own log is in its data directory's log/: nothing of it sits beside)
+          assert.deepEqual(readdirSync(join(host.root, '16')).sort(), ['main', 'main.pgpass']);
+          assert.deepEqual(readdirSync(join(base, 'local', '16')).sort(), ['main', 'main.pgpass']);
+          assert.deepEqual(readdirSync(join(host.root, '17')).sort(), ['main', 'main.pgpass']);
           assert.deepEqual(
             readdirSync(host.root).filter((n) => n.startsWith('.pgscale-rsync')),
             [],
