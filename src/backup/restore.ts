@@ -587,6 +587,15 @@ export const restoreLoadStep = defineStep<RestoreParams>({
     const m = markerPath(ctx, loadedMarker);
     return existsSync(m) ? { ok: true, detail: (JSON.parse(readFileSync(m, 'utf8')) as { detail: string }).detail } : { ok: false, detail: 'not restored yet' };
   },
+  async rollbackLoses(ctx, p) {
+    // once loaded, the restored cluster or databases are the DBA's to use: undoing throws away what was written since
+    if (!existsSync(markerPath(ctx, loadedMarker))) return undefined;
+    if (p.target.kind === 'pgdata') return `the restored data directory ${p.target.pgdata} is removed: whatever was written to it since the restore is lost`;
+    const names = heldDatabases(readManifest(p.source))
+      .map((d) => d.name)
+      .filter((n) => n !== 'postgres' && n !== 'template1');
+    return `the databases this run restored into ${describeTarget(p.target)} (${names.join(', ')}) are dropped: whatever was written to them since the restore is lost`;
+  },
   async rollback(ctx, p) {
     if (!existsSync(markerPath(ctx, 'restore.started'))) return;
     if (p.target.kind === 'pgdata') {

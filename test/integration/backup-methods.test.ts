@@ -283,7 +283,16 @@ describe('backup methods and restore', { skip: !isRoot() && 'the test bed runs s
     const report = parseJson<OperationResult>(res).run!;
     assert.match(String(report.outputs.verify?.detail), /row counts match the manifest/);
     for (const db of databases) assert.deepEqual(await tableChecksums(empty, dbArg(db)), before_[db], `database ${JSON.stringify(db)} restored identically`);
-    const rolled = await runCli(['rollback', report.runId, '--state-dir', state, '--json']);
+    // dropping restored databases loses what was written to them since: not without a yes
+    const unasked = await runCli(['rollback', report.runId, '--state-dir', state]);
+    assert.equal(unasked.code, 3, unasked.stdout + unasked.stderr);
+    assert.match(unasked.stderr, /are dropped: whatever was written to them since the restore is lost/);
+    assert.notEqual(
+      await empty.sql(`select string_agg(datname, ',' order by datname) from pg_database`),
+      'postgres,template0,template1',
+      'nothing was dropped',
+    );
+    const rolled = await runCli(['rollback', report.runId, '--state-dir', state, '--yes', '--json']);
     assert.equal(rolled.code, 0, rolled.stdout + rolled.stderr);
     assert.equal(await empty.sql(`select string_agg(datname, ',' order by datname) from pg_database`), 'postgres,template0,template1');
   });
