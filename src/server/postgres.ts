@@ -359,6 +359,8 @@ interface StartFacts {
   argv: string[] | undefined;
   env: Map<string, string>;
   pidFile: PostmasterPid | undefined;
+  /** postmaster.pid names a live postmaster of this data directory. */
+  served: boolean;
 }
 
 function readOr<T>(read: () => T, fallback: T): T {
@@ -372,7 +374,8 @@ function readOr<T>(read: () => T, fallback: T): T {
 /** A live postmaster's argv and environment from /proc; otherwise the postmaster.opts it left. */
 function startFacts(dataDir: string): StartFacts {
   const pidFile = readOr(() => parsePostmasterPid(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8')), undefined);
-  if (pidFile && postmasterServes(pidFile.pid, dataDir)) {
+  const served = pidFile !== undefined && postmasterServes(pidFile.pid, dataDir);
+  if (served) {
     const argv = readOr(
       () =>
         readFileSync(`/proc/${pidFile.pid}/cmdline`, 'utf8')
@@ -385,12 +388,12 @@ function startFacts(dataDir: string): StartFacts {
         .filter((e) => e.includes('='))
         .map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)] as [string, string]),
     );
-    if (argv?.length) return { argv, env, pidFile };
+    if (argv?.length) return { argv, env, pidFile, served };
   }
   // postmaster.opts: the program unquoted, then every argument quoted; argv keeps the program first as /proc does
   const text = readOr(() => readFileSync(join(dataDir, 'postmaster.opts'), 'utf8'), undefined);
   const program = text?.split(' "')[0]?.trim();
-  return { argv: text === undefined ? undefined : [program ?? '', ...parsePostmasterOpts(text)], env: new Map(), pidFile };
+  return { argv: text === undefined ? undefined : [program ?? '', ...parsePostmasterOpts(text)], env: new Map(), pidFile, served };
 }
 
 /**
@@ -400,11 +403,12 @@ function startFacts(dataDir: string): StartFacts {
  */
 export function listeningNow(dataDir: string): { port: number | null; socketDir: string | null; listenAddress: string | null; options: string[] } | null {
   const facts = startFacts(dataDir);
-  if (!facts.pidFile || !postmasterServes(facts.pidFile.pid, dataDir)) return null;
+  const pid = facts.served ? facts.pidFile : undefined;
+  if (!pid) return null;
   return {
-    port: facts.pidFile.port ?? null,
-    socketDir: facts.pidFile.socketDir ?? null,
-    listenAddress: facts.pidFile.listenAddress ?? null,
+    port: pid.port ?? null,
+    socketDir: pid.socketDir ?? null,
+    listenAddress: pid.listenAddress ?? null,
     options: withoutDataDir((facts.argv ?? []).slice(1)),
   };
 }
@@ -430,8 +434,9 @@ export const startedConfigDir = (dataDir: string): string | undefined => configD
  */
 export function runningServerLog(dataDir: string): string | null {
   const facts = startFacts(dataDir);
-  if (!facts.pidFile || !postmasterServes(facts.pidFile.pid, dataDir)) return null;
-  const target = readOr(() => readlinkSync(`/proc/${facts.pidFile!.pid}/fd/2`), undefined);
+  const pid = facts.served ? facts.pidFile : undefined;
+  if (!pid) return null;
+  const target = readOr(() => readlinkSync(`/proc/${pid.pid}/fd/2`), undefined);
   if (!target || !isAbsolute(target) || target.endsWith(' (deleted)')) return null;
   return readOr(() => statSync(target).isFile(), false) ? target : null;
 }
