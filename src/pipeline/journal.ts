@@ -71,7 +71,8 @@ export function runsDir(stateDir: string): string {
 }
 
 export function newRunId(plan: Plan): string {
-  return `${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${plan.operation}-${randomBytes(3).toString('hex')}`;
+  // milliseconds: ids sort in the order runs began, also for two runs in one second (runs, tests' latest run)
+  return `${new Date().toISOString().replace(/[-:]/g, '').replace(/Z$/, '')}-${plan.operation}-${randomBytes(3).toString('hex')}`;
 }
 
 /** Creates the run's directory with its plan; the run must hold the cluster's lock already (a refused run leaves nothing). */
@@ -120,7 +121,7 @@ const runIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 export function readRun(stateDir: string, id: string): RunState {
   if (!runIdPattern.test(id) || id.includes('..'))
-    throw badInput(`"${id}" is not a run id`, 'run ids look like 20260101T120000-backup-a1b2c3: see `pgscale runs`');
+    throw badInput(`"${id}" is not a run id`, 'run ids look like 20260101T120000.000-backup-a1b2c3: see `pgscale runs`');
   const dir = join(runsDir(stateDir), id);
   if (!existsSync(dir)) throw badInput(`no run "${id}" in ${runsDir(stateDir)}`, 'see `pgscale runs` for the run ids (pass the same --state-dir as the run)');
   let plan: Plan;
